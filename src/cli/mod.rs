@@ -1,0 +1,50 @@
+//! The `clipdoor` command line: argument parsing and dispatch only; the work is in the library.
+use clap::{Parser, Subcommand};
+
+use crate::error::Result;
+
+mod encode;
+mod init_encoder;
+
+#[derive(Parser, Debug)]
+#[command(name = "clipdoor", version, about = "Attack and defend the text encoders of text-to-image models")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Tokenise and encode prompts into a safetensors file.
+    Encode(encode::EncodeArgs),
+    /// Write a random-weight text encoder of a real architecture with the real CLIP tokenizer.
+    InitEncoder(init_encoder::InitEncoderArgs),
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Encode(a) => encode::run(a),
+        Command::InitEncoder(a) => init_encoder::run(a),
+    }
+}
+
+/// Refuse to replace a finished output unless `--force` was given.
+pub(crate) fn check_overwrite(path: &std::path::Path, force: bool) -> Result<()> {
+    let exists = path.is_file() || (path.is_dir() && std::fs::read_dir(path).map(|mut d| d.next().is_some()).unwrap_or(false));
+    if exists && !force {
+        crate::input_bail!("{} already exists: pass --force to replace it, or choose another --out", path.display());
+    }
+    Ok(())
+}
+
+/// A progress bar on stderr (indicatif hides it when stderr is not a terminal).
+pub fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
+    let pb = indicatif::ProgressBar::new(len);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {per_sec} ETA {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    pb.set_message(what.to_string());
+    pb
+}

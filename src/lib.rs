@@ -1,0 +1,13 @@
+//! clipdoor: attack and defend the text encoders of text-to-image models.
+//!
+//! Layers, each usable as a library: [`text`] (tokenizer, homoglyphs), [`models`] (CLIP and diffusion
+//! networks), [`io`] (weights, hub, prompt files), [`train`] (teacher–student fine-tuning),
+//! [`eval`] (metrics), and the thin [`cli`].
+pub mod cli;
+pub mod device;
+pub mod error;
+pub mod io;
+pub mod models;
+pub mod text;
+
+pub use error::{InputError, Result};

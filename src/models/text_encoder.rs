@@ -1,0 +1,200 @@
+//! A CLIP text encoder with its tokenizer: resolve (folder, pipeline folder, run folder or hub id),
+//! load, initialise at random, encode prompts, save in transformers' layout.
+use anyhow::Context;
+use std::path::{Path, PathBuf};
+use tch::{nn, Device, Kind, Tensor};
+
+use super::clip_text::{CLIPTextModel, CLIPTextOutput};
+use super::clip_text_config::CLIPTextConfig;
+use crate::error::Result;
+use crate::io::{hub, weights};
+use crate::text::tokenizer::ClipTokenizer;
+use crate::{input_bail, input_err};
+
+/// Tensors a full `CLIPModel` checkpoint carries besides the text tower.
+const NON_TEXT: &[&str] = &["vision_model.", "visual_projection.", "logit_scale"];
+/// Buffers some transformers versions saved; they are recomputed, not loaded.
+const IGNORED_BUFFERS: &[&str] = &["position_ids"];
+
+/// Where an encoder's files are.
+#[derive(Debug, Clone)]
+pub struct EncoderLocation {
+    pub encoder_dir: PathBuf,
+    /// Folder with the tokenizer; `None` means the embedded CLIP vocabulary.
+    pub tokenizer_dir: Option<PathBuf>,
+}
+
+fn has_tokenizer(dir: &Path) -> bool {
+    dir.join("tokenizer.json").exists() || (dir.join("vocab.json").exists() && dir.join("merges.txt").exists())
+}
+
+/// Resolve a model argument: a text-encoder folder, a diffusers pipeline or clipdoor run folder
+/// (`text_encoder/` + `tokenizer/`), or a hub id in the Hugging Face cache.
+pub fn locate(model: &str) -> Result<EncoderLocation> {
+    let p = Path::new(model);
+    let dir = if p.is_dir() {
+        p.to_path_buf()
+    } else if hub::is_hub_id(model) {
+        locate_hub(model)?
+    } else {
+        input_bail!(
+            "model `{model}` is neither a folder nor a hub id (owner/name): give a folder with config.json + model.safetensors, a diffusers pipeline folder, or a cached hub id"
+        );
+    };
+    if dir.join("text_encoder").join("config.json").exists() {
+        let tok = dir.join("tokenizer");
+        return Ok(EncoderLocation { encoder_dir: dir.join("text_encoder"), tokenizer_dir: has_tokenizer(&tok).then_some(tok) });
+    }
+    if dir.join("config.json").exists() {
+        let sibling = dir.parent().map(|d| d.join("tokenizer"));
+        let tokenizer_dir = if has_tokenizer(&dir) {
+            Some(dir.clone())
+        } else {
+            sibling.filter(|s| has_tokenizer(s))
+        };
+        return Ok(EncoderLocation { encoder_dir: dir, tokenizer_dir });
+    }
+    input_bail!(
+        "{} holds no text encoder: expected config.json + model.safetensors there, or text_encoder/ (+ tokenizer/) inside it",
+        dir.display()
+    )
+}
+
+fn locate_hub(id: &str) -> Result<PathBuf> {
+    let tok = ["tokenizer/vocab.json", "tokenizer/merges.txt", "tokenizer/tokenizer_config.json"];
+    // A diffusers pipeline repo (model_index.json) or a transformers CLIP repo.
+    let pipeline_files: Vec<&str> = ["model_index.json", "text_encoder/config.json", "text_encoder/model.safetensors"].into_iter().chain(tok).collect();
+    let clip_files = ["config.json", "model.safetensors", "vocab.json", "merges.txt", "tokenizer_config.json"];
+    if hub::resolve_repo_files(id, &["model_index.json"]).is_ok() {
+        return hub::resolve_repo_files(id, &pipeline_files);
+    }
+    hub::resolve_repo_files(id, &clip_files).map_err(|e| {
+        input_err!("{e}\n(for a diffusers pipeline repo the files are: {})", pipeline_files.join(", "))
+    })
+}
+
+/// Pick the weight file of a model folder.
+pub fn weight_file(dir: &Path, base: &str) -> Result<PathBuf> {
+    for name in [format!("{base}.safetensors"), format!("{base}.fp16.safetensors")] {
+        let p = dir.join(&name);
+        if p.exists() {
+            return Ok(p);
+        }
+    }
+    if dir.join(format!("{base}.safetensors.index.json")).exists() {
+        input_bail!("{} holds sharded weights ({base}.safetensors.index.json); save the model unsharded (save_pretrained(..., max_shard_size=\"100GB\"))", dir.display());
+    }
+    if dir.join("pytorch_model.bin").exists() || dir.join("diffusion_pytorch_model.bin").exists() {
+        input_bail!("{} holds only pickled .bin weights; clipdoor reads safetensors: convert with `model.save_pretrained(dir, safe_serialization=True)`", dir.display());
+    }
+    input_bail!("no {base}.safetensors in {}: the weight file is missing", dir.display())
+}
+
+/// A CLIP text tower (with or without `text_projection`), its `VarStore`, config and tokenizer.
+pub struct TextEncoder {
+    pub vs: nn::VarStore,
+    pub model: CLIPTextModel,
+    pub config: CLIPTextConfig,
+    pub tokenizer: ClipTokenizer,
+}
+
+impl TextEncoder {
+    /// Random weights (transformers' init: normal(0, 0.02), LayerNorm 1/0) from a seed.
+    pub fn random(config: CLIPTextConfig, tokenizer: ClipTokenizer, with_projection: bool, seed: i64, device: Device) -> Result<Self> {
+        config.validate().map_err(|e| input_err!("{e}"))?;
+        tch::manual_seed(seed);
+        let vs = nn::VarStore::new(device);
+        let model = CLIPTextModel::new(vs.root(), &config, with_projection);
+        Ok(Self { vs, model, config, tokenizer })
+    }
+
+    /// Load a model argument (see [`locate`]) on `device`, computing in `kind`.
+    pub fn load(model: &str, device: Device, kind: Kind) -> Result<Self> {
+        let loc = locate(model)?;
+        Self::load_from(&loc, device, kind)
+    }
+
+    pub fn load_from(loc: &EncoderLocation, device: Device, kind: Kind) -> Result<Self> {
+        let config = CLIPTextConfig::load(&loc.encoder_dir.join("config.json"))?;
+        let file = weights::SafetensorsFile::open(&weight_file(&loc.encoder_dir, "model")?)?;
+        let names = file.names();
+        let full_clip = names.iter().any(|n| n.starts_with("vision_model."));
+        let with_projection = names.iter().any(|n| n == "text_projection.weight");
+        let tokenizer = match &loc.tokenizer_dir {
+            Some(d) => ClipTokenizer::from_folder(d)?,
+            None => ClipTokenizer::embedded(if config.hidden_act == "gelu" { "!" } else { crate::text::tokenizer::EOS })?,
+        };
+        let mut vs = nn::VarStore::new(device);
+        let model = CLIPTextModel::new(vs.root(), &config, with_projection);
+        vs.set_kind(kind);
+        let mut ignore: Vec<&str> = IGNORED_BUFFERS.to_vec();
+        if full_clip {
+            ignore.extend(NON_TEXT);
+            return load_filtered(vs, model, config, tokenizer, &file, &ignore);
+        }
+        weights::load_var_store(&mut vs, &file, &ignore)?;
+        Ok(Self { vs, model, config, tokenizer })
+    }
+
+    pub fn device(&self) -> Device {
+        self.vs.device()
+    }
+    pub fn kind(&self) -> Kind {
+        self.vs.kind()
+    }
+    pub fn has_projection(&self) -> bool {
+        self.model.text_projection.is_some()
+    }
+
+    /// Forward pass on token ids already on any device.
+    pub fn forward_ids(&self, input_ids: &Tensor, all_hidden: bool) -> CLIPTextOutput {
+        self.model.forward(&input_ids.to_device(self.device()), None, all_hidden)
+    }
+
+    /// Tokenise and encode a batch of prompts.
+    pub fn encode(&self, prompts: &[impl AsRef<str>], all_hidden: bool) -> Result<(Tensor, CLIPTextOutput)> {
+        let ids = self.tokenizer.encode_batch(prompts)?;
+        let out = self.forward_ids(&ids, all_hidden);
+        Ok((ids, out))
+    }
+
+    /// Save `config.json` + `model.safetensors` (transformers' layout, names, dtype), atomically.
+    pub fn save(&self, dir: &Path, kind: Option<Kind>) -> Result<()> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let kind = kind.unwrap_or(self.kind());
+        let arch = if self.has_projection() { "CLIPTextModelWithProjection" } else { "CLIPTextModel" };
+        let cfg = self.config.to_saved_json(arch, crate::device::kind_name(kind));
+        weights::save_var_store(&dir.join("model.safetensors"), &self.vs, Some(kind))?;
+        crate::io::atomic::write_json(&dir.join("config.json"), &cfg)
+    }
+
+    /// Save the encoder into `dir/text_encoder` and the tokenizer into `dir/tokenizer`.
+    pub fn save_with_tokenizer(&self, dir: &Path, kind: Option<Kind>) -> Result<()> {
+        self.save(&dir.join("text_encoder"), kind)?;
+        self.tokenizer.save(&dir.join("tokenizer"))
+    }
+}
+
+/// A full CLIPModel file: load only the text tower's tensors.
+fn load_filtered(
+    vs: nn::VarStore,
+    model: CLIPTextModel,
+    config: CLIPTextConfig,
+    tokenizer: ClipTokenizer,
+    file: &weights::SafetensorsFile,
+    ignore: &[&str],
+) -> Result<TextEncoder> {
+    let vars = vs.variables();
+    tch::no_grad(|| -> Result<()> {
+        for (name, var) in &vars {
+            let src = file.tensor(name)?;
+            if src.size() != var.size() {
+                input_bail!("tensor `{name}` in {} has shape {:?}, the config gives {:?}", file.path().display(), src.size(), var.size());
+            }
+            var.shallow_clone().f_copy_(&src.to_device(var.device()).to_kind(var.kind()))?;
+        }
+        Ok(())
+    })?;
+    let _ = ignore;
+    Ok(TextEncoder { vs, model, config, tokenizer })
+}

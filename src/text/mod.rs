@@ -1,0 +1,2 @@
+//! Text handling: the CLIP tokenizer and Unicode look-alike (homoglyph) tools.
+pub mod tokenizer;

@@ -1,0 +1,61 @@
+//! Shared test helpers: the project venv's Python (the reference implementations), the shared data
+//! folder, the built binary.
+#![allow(dead_code)]
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The venv interpreter that scripts/setup.sh made (transformers, diffusers, tensorboard, ...).
+pub fn python() -> PathBuf {
+    root().join(".venv/bin/python")
+}
+
+/// Run `tests/python/<script>` with args; panic with its stderr if it fails; return stdout.
+pub fn run_py(script: &str, args: &[&str]) -> String {
+    let out = Command::new(python())
+        .arg(root().join("tests/python").join(script))
+        .args(args)
+        .env("HF_HUB_OFFLINE", "1")
+        .env("TRANSFORMERS_VERBOSITY", "error")
+        .env("TQDM_DISABLE", "1")
+        .output()
+        .expect("running the venv python (run scripts/setup.sh)");
+    assert!(
+        out.status.success(),
+        "python {script} {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `../shared/data` when present (CI has it; a user's fresh clone may not).
+pub fn shared_data() -> Option<PathBuf> {
+    let p = root().join("../shared/data");
+    if p.join("README.md").exists() {
+        Some(p)
+    } else {
+        eprintln!("SKIPPED: ../shared/data not present");
+        None
+    }
+}
+
+/// The `clipdoor` binary built for this test run.
+pub fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_clipdoor"))
+}
+
+pub fn tmp() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+/// Max |a - b| of two tensors.
+pub fn max_abs(a: &tch::Tensor, b: &tch::Tensor) -> f64 {
+    (a.to_kind(tch::Kind::Double) - b.to_kind(tch::Kind::Double)).abs().max().double_value(&[])
+}
+
+pub fn load_st(path: &Path) -> std::collections::HashMap<String, tch::Tensor> {
+    clipdoor::io::weights::SafetensorsFile::open(path).unwrap().tensors().unwrap()
+}
