@@ -2,12 +2,14 @@
 //!
 //! Layers, each usable as a library: [`text`] (tokenizer, homoglyphs), [`models`] (CLIP and diffusion
 //! networks), [`io`] (weights, hub, prompt files), [`train`] (teacher–student fine-tuning),
-//! [`eval`] (metrics), and the thin [`cli`].
+//! [`diffusion`] (schedulers, pipeline), and the thin [`cli`].
 pub mod cli;
 pub mod device;
+pub mod diffusion;
 pub mod error;
 pub mod io;
 pub mod models;
 pub mod text;
+pub mod train;
 
 pub use error::{InputError, Result};

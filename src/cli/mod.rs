@@ -4,6 +4,8 @@ use clap::{Parser, Subcommand};
 use crate::error::Result;
 
 mod encode;
+mod generate;
+mod homoglyph;
 mod init_encoder;
 
 #[derive(Parser, Debug)]
@@ -19,12 +21,18 @@ pub enum Command {
     Encode(encode::EncodeArgs),
     /// Write a random-weight text encoder of a real architecture with the real CLIP tokenizer.
     InitEncoder(init_encoder::InitEncoderArgs),
+    /// Stable Diffusion sampling with any text encoder.
+    Generate(generate::GenerateArgs),
+    /// Unicode look-alike characters: scan, sanitize, attack.
+    Homoglyph(homoglyph::HomoglyphArgs),
 }
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Encode(a) => encode::run(a),
         Command::InitEncoder(a) => init_encoder::run(a),
+        Command::Generate(a) => generate::run(a),
+        Command::Homoglyph(a) => homoglyph::run(a),
     }
 }
 

@@ -3,3 +3,5 @@ pub mod activation;
 pub mod clip_text;
 pub mod clip_text_config;
 pub mod text_encoder;
+pub mod unet;
+pub mod vae;

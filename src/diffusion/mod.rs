@@ -1,0 +1,2 @@
+//! Stable Diffusion sampling: schedulers, pipeline, guidance (work in progress).
+pub mod schedulers;

@@ -1,0 +1,1 @@
+//! Noise schedulers behind one trait (work in progress).

@@ -1,0 +1,1 @@
+//! diffusers `UNet2DConditionModel` (work in progress).

@@ -1,0 +1,1 @@
+//! diffusers `AutoencoderKL` (work in progress).

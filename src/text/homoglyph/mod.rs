@@ -1,0 +1,1 @@
+//! Unicode look-alike characters: detection, normalisation, attack generation (work in progress).

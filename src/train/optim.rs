@@ -1,0 +1,1 @@
+//! AdamW with saveable state and learning-rate schedules (work in progress).

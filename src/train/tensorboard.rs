@@ -1,0 +1,1 @@
+//! TensorBoard event files (work in progress).
