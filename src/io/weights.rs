@@ -101,6 +101,17 @@ fn view_to_tensor(view: &TensorView<'_>) -> Result<Tensor> {
 /// `ignore` lists names that may be present in the file without a variable (e.g. buffers such as
 /// `position_ids` that older transformers versions saved).
 pub fn load_var_store(vs: &mut VarStore, file: &SafetensorsFile, ignore: &[&str]) -> Result<()> {
+    load_var_store_renamed(vs, file, ignore, &|n| n.to_string())
+}
+
+/// As [`load_var_store`], reading variable `v` from the file's tensor `file_name(v)` (for layouts
+/// that differ only by a prefix). `ignore` entries match file names by prefix or suffix.
+pub fn load_var_store_renamed(
+    vs: &mut VarStore,
+    file: &SafetensorsFile,
+    ignore: &[&str],
+    file_name: &dyn Fn(&str) -> String,
+) -> Result<()> {
     let st = file.st();
     let mut missing = vec![];
     let vars = vs.variables();
@@ -109,7 +120,7 @@ pub fn load_var_store(vs: &mut VarStore, file: &SafetensorsFile, ignore: &[&str]
     tch::no_grad(|| -> Result<()> {
         for name in names {
             let var = &vars[name];
-            let Ok(view) = st.tensor(name) else {
+            let Ok(view) = st.tensor(&file_name(name)) else {
                 missing.push(name.clone());
                 continue;
             };
@@ -131,10 +142,11 @@ pub fn load_var_store(vs: &mut VarStore, file: &SafetensorsFile, ignore: &[&str]
             file.path.display(), missing.len(), missing[0]
         ));
     }
+    let used: std::collections::HashSet<String> = vars.keys().map(|v| file_name(v)).collect();
     let unexpected: Vec<String> = file
         .names()
         .into_iter()
-        .filter(|n| !vars.contains_key(n) && !ignore.iter().any(|i| n.ends_with(i)))
+        .filter(|n| !used.contains(n) && !ignore.iter().any(|i| n.ends_with(i) || n.starts_with(i)))
         .collect();
     if !unexpected.is_empty() {
         return Err(input_err!(

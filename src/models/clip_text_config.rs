@@ -120,7 +120,9 @@ impl CLIPTextConfig {
 
     /// Named architectures of `clipdoor init-encoder`.
     pub fn preset(arch: &str) -> Option<Self> {
-        let base = |hidden, layers, heads, inter, act: &str, proj| Self {
+        // The real SD configs (converted from OpenAI/OpenCLIP) carry the legacy ids bos 0 / eos 2 / pad 1,
+        // so pooling uses the argmax rule; `tiny` uses the modern ids to exercise the other rule.
+        let base = |hidden, layers, heads, inter, act: &str, proj, legacy: bool| Self {
             vocab_size: 49408,
             hidden_size: hidden,
             intermediate_size: inter,
@@ -131,17 +133,17 @@ impl CLIPTextConfig {
             hidden_act: act.into(),
             layer_norm_eps: 1e-5,
             pad_token_id: 1,
-            bos_token_id: 49406,
-            eos_token_id: 49407,
+            bos_token_id: if legacy { 0 } else { 49406 },
+            eos_token_id: if legacy { 2 } else { 49407 },
             extra: Default::default(),
         };
         match arch {
             // SD 1.x: openai/clip-vit-large-patch14 text tower.
-            "sd1" => Some(base(768, 12, 12, 3072, "quick_gelu", 768)),
+            "sd1" => Some(base(768, 12, 12, 3072, "quick_gelu", 768, true)),
             // SD 2.x: OpenCLIP ViT-H/14 text tower (the last of 24 blocks is dropped by SD 2).
-            "sd2" => Some(base(1024, 23, 16, 4096, "gelu", 1024)),
+            "sd2" => Some(base(1024, 23, 16, 4096, "gelu", 1024, true)),
             // Tiny: the real structure and vocabulary at a size tests and smoke runs can afford.
-            "tiny" => Some(base(64, 2, 4, 128, "quick_gelu", 64)),
+            "tiny" => Some(base(64, 2, 4, 128, "quick_gelu", 64, false)),
             _ => None,
         }
     }

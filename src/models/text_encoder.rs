@@ -130,9 +130,12 @@ impl TextEncoder {
         let mut ignore: Vec<&str> = IGNORED_BUFFERS.to_vec();
         if full_clip {
             ignore.extend(NON_TEXT);
-            return load_filtered(vs, model, config, tokenizer, &file, &ignore);
         }
-        weights::load_var_store(&mut vs, &file, &ignore)?;
+        // transformers 5 saves a bare CLIPTextModel without the `text_model.` prefix; hub checkpoints
+        // (and what clipdoor writes) have it. Accept both.
+        let bare = !names.iter().any(|n| n.starts_with("text_model."));
+        let rename = |v: &str| if bare { v.strip_prefix("text_model.").unwrap_or(v).to_string() } else { v.to_string() };
+        weights::load_var_store_renamed(&mut vs, &file, &ignore, &rename)?;
         Ok(Self { vs, model, config, tokenizer })
     }
 
@@ -173,28 +176,4 @@ impl TextEncoder {
         self.save(&dir.join("text_encoder"), kind)?;
         self.tokenizer.save(&dir.join("tokenizer"))
     }
-}
-
-/// A full CLIPModel file: load only the text tower's tensors.
-fn load_filtered(
-    vs: nn::VarStore,
-    model: CLIPTextModel,
-    config: CLIPTextConfig,
-    tokenizer: ClipTokenizer,
-    file: &weights::SafetensorsFile,
-    ignore: &[&str],
-) -> Result<TextEncoder> {
-    let vars = vs.variables();
-    tch::no_grad(|| -> Result<()> {
-        for (name, var) in &vars {
-            let src = file.tensor(name)?;
-            if src.size() != var.size() {
-                input_bail!("tensor `{name}` in {} has shape {:?}, the config gives {:?}", file.path().display(), src.size(), var.size());
-            }
-            var.shallow_clone().f_copy_(&src.to_device(var.device()).to_kind(var.kind()))?;
-        }
-        Ok(())
-    })?;
-    let _ = ignore;
-    Ok(TextEncoder { vs, model, config, tokenizer })
 }

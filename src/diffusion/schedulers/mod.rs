@@ -1,1 +1,139 @@
-//! Noise schedulers behind one trait (work in progress).
+//! Noise schedulers behind one trait, each a port of the diffusers class of the same name that
+//! reproduces its schedule and update rule (f32 tensor arithmetic, same op order).
+//!
+//! Usage mirrors the diffusers pipeline loop:
+//! ```text
+//! scheduler.set_timesteps(steps)?;
+//! latents = noise * scheduler.init_noise_sigma();
+//! for &t in scheduler.timesteps() {
+//!     let input = scheduler.scale_model_input(&latents, t)?;
+//!     let model_output = unet(input, t);
+//!     let noise = scheduler.needs_noise().then(|| generator.randn(...));   // see crate::diffusion::rng
+//!     latents = scheduler.step(&model_output, t, &latents, noise.as_ref())?;
+//! }
+//! ```
+use tch::{Kind, Tensor};
+
+use crate::error::Result;
+use crate::input_bail;
+
+mod betas;
+pub mod config;
+pub mod ddim;
+pub mod dpm_solver;
+pub mod euler;
+pub mod euler_ancestral;
+mod numpy;
+pub mod pndm;
+mod sigmas;
+mod thresholding;
+mod timesteps;
+
+pub use betas::betas_for_alpha_bar;
+pub use config::{BetaSchedule, FinalSigmasType, PredictionType, SchedulerConfig, TimestepSpacing};
+
+/// One sampler of the reverse diffusion process.
+pub trait Scheduler: Send {
+    /// The `--scheduler` name (`ddim`, `pndm`, `euler`, `euler-a`, `dpm++`).
+    fn name(&self) -> &'static str;
+
+    /// Build the inference schedule for `num_inference_steps` and reset the sampler's state.
+    fn set_timesteps(&mut self, num_inference_steps: usize) -> Result<()>;
+
+    /// The timesteps to evaluate the model at, in order (integers for DDIM, PNDM and DPM-Solver,
+    /// possibly fractional for Euler). PNDM has one more than the step count, as upstream.
+    fn timesteps(&self) -> &[f64];
+
+    /// The noise levels of sigma-parameterised schedulers (one more than the timesteps), else `None`.
+    fn sigmas(&self) -> Option<&[f32]> {
+        None
+    }
+
+    /// Scale of the initial Gaussian latents.
+    fn init_noise_sigma(&self) -> f64;
+
+    /// The model's input at `timestep` (Euler divides by `sqrt(sigma² + 1)`; others pass through).
+    fn scale_model_input(&self, sample: &Tensor, timestep: f64) -> Result<Tensor>;
+
+    /// One reverse step from `timestep`; `noise` is required when [`Scheduler::needs_noise`] is true.
+    fn step(&mut self, model_output: &Tensor, timestep: f64, sample: &Tensor, noise: Option<&Tensor>)
+        -> Result<Tensor>;
+
+    /// Whether `step` consumes fresh Gaussian noise, which the caller draws just before the step with the
+    /// shape of the model output and the kind [`Scheduler::noise_kind`] (that is where diffusers draws it
+    /// from the pipeline's generator).
+    fn needs_noise(&self) -> bool {
+        false
+    }
+
+    /// The dtype the step noise is drawn in, given the model output's.
+    fn noise_kind(&self, model_output_kind: Kind) -> Kind {
+        model_output_kind
+    }
+}
+
+/// The `--scheduler` names with the diffusers classes they stand for.
+pub const SCHEDULERS: [(&str, &str); 5] = [
+    ("ddim", "DDIMScheduler"),
+    ("pndm", "PNDMScheduler"),
+    ("euler", "EulerDiscreteScheduler"),
+    ("euler-a", "EulerAncestralDiscreteScheduler"),
+    ("dpm++", "DPMSolverMultistepScheduler"),
+];
+
+fn known_names() -> String {
+    SCHEDULERS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+}
+
+/// The scheduler called `name` (a `--scheduler` value), or with `None` the config's own `_class_name`,
+/// configured from `cfg` the way diffusers' `XScheduler.from_config(cfg)` is.
+pub fn scheduler_by_name(name: Option<&str>, cfg: &SchedulerConfig) -> Result<Box<dyn Scheduler>> {
+    let name = match name {
+        Some(n) => {
+            let n = n.trim().to_ascii_lowercase();
+            match SCHEDULERS.iter().find(|(known, _)| *known == n) {
+                Some((known, _)) => *known,
+                None => input_bail!("unknown scheduler `{n}`: use one of {}", known_names()),
+            }
+        }
+        None => {
+            let Some(class) = cfg.class_name.as_deref() else {
+                input_bail!(
+                    "the scheduler config has no `_class_name`: pass --scheduler with one of {}",
+                    known_names()
+                );
+            };
+            match SCHEDULERS.iter().find(|(_, c)| *c == class) {
+                Some((known, _)) => *known,
+                None => input_bail!(
+                    "the pipeline's scheduler `{class}` is not implemented: pass --scheduler with one of {}",
+                    known_names()
+                ),
+            }
+        }
+    };
+    Ok(match name {
+        "ddim" => Box::new(ddim::DdimScheduler::new(cfg)?),
+        "pndm" => Box::new(pndm::PndmScheduler::new(cfg)?),
+        "euler" => Box::new(euler::EulerDiscreteScheduler::new(cfg)?),
+        "euler-a" => Box::new(euler_ancestral::EulerAncestralDiscreteScheduler::new(cfg)?),
+        _ => Box::new(dpm_solver::DpmSolverMultistepScheduler::new(cfg)?),
+    })
+}
+
+/// A timestep given to DDIM/PNDM as an index into `alphas_cumprod`.
+pub(crate) fn train_index(timestep: f64, num_train_timesteps: usize) -> Result<usize> {
+    if timestep.fract() != 0.0 || timestep < 0.0 || timestep >= num_train_timesteps as f64 {
+        anyhow::bail!("timestep {timestep} is not an integer in 0..{num_train_timesteps}: pass one of scheduler.timesteps()");
+    }
+    Ok(timestep as usize)
+}
+
+/// The step noise a stochastic scheduler was promised.
+pub(crate) fn required_noise<'a>(noise: Option<&'a Tensor>, model_output: &Tensor, who: &str) -> Result<&'a Tensor> {
+    let noise = noise.ok_or_else(|| anyhow::anyhow!("{who} needs step noise: draw it when needs_noise() is true"))?;
+    if noise.size() != model_output.size() {
+        anyhow::bail!("{who}: step noise has shape {:?}, the model output {:?}", noise.size(), model_output.size());
+    }
+    Ok(noise)
+}

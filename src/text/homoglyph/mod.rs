@@ -1,1 +1,19 @@
-//! Unicode look-alike characters: detection, normalisation, attack generation (work in progress).
+//! Unicode look-alike characters (homoglyphs) on the prompt side: find them ([`scan()`]), undo them
+//! ([`sanitize()`]), make them ([`attack_variants`]) and measure how far they move a text encoder's
+//! embedding ([`embedding_shift`]). Built on UTS #39: confusable skeletons, mixed-script detection,
+//! restriction levels.
+pub mod attack;
+pub mod confusables;
+pub mod invisible;
+pub mod sanitize;
+pub mod scan;
+pub mod shift;
+
+pub use attack::{attack_variants, AttackSpec, Count, Substitution, Variant};
+pub use confusables::{
+    confusables_by_family, confusables_of, family_of, known_families, latin_lookalike, skeleton, skeleton_nfc, Lookalike,
+};
+pub use invisible::{invisible_kind, is_invisible, remove_invisible};
+pub use sanitize::{analyze, sanitize, sanitize_with, to_latin, Flag, Mode, Reason, SanitizeOptions};
+pub use scan::{restriction_level, scan, ScanReport};
+pub use shift::{embedding_shift, rank_homoglyphs, HomoglyphScore, Shift};
