@@ -3,6 +3,7 @@
 //! Layers, each usable as a library: [`text`] (tokenizer, homoglyphs), [`models`] (CLIP and diffusion
 //! networks), [`io`] (weights, hub, prompt files), [`train`] (teacher–student fine-tuning),
 //! [`diffusion`] (schedulers, pipeline), and the thin [`cli`].
+pub mod bench;
 pub mod cli;
 pub mod device;
 pub mod diffusion;

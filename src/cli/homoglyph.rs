@@ -1,11 +1,520 @@
-use clap::Args;
+//! `clipdoor homoglyph scan|sanitize|attack`: argument parsing and output; the work is in
+//! `crate::text::homoglyph`.
+use clap::{Args, Subcommand, ValueEnum};
+use serde::Serialize;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use tch::Kind;
 
 use crate::error::Result;
+use crate::input_bail;
+use crate::models::text_encoder::TextEncoder;
+use crate::text::homoglyph::{
+    self as hg, attack, AttackSpec, Count, SanitizeOptions, ScanReport, Variant,
+};
 
-/// Placeholder until the homoglyph toolkit lands.
 #[derive(Args, Debug)]
-pub struct HomoglyphArgs {}
+pub struct HomoglyphArgs {
+    #[command(subcommand)]
+    command: HomoglyphCommand,
+}
 
-pub fn run(_a: HomoglyphArgs) -> Result<()> {
-    crate::input_bail!("`clipdoor homoglyph` is not implemented yet")
+#[derive(Subcommand, Debug)]
+enum HomoglyphCommand {
+    /// Report per prompt: each character's code point, script and Latin look-alike, mixed-script
+    /// words, the UTS #39 restriction level, invisible characters, NFKC differences.
+    Scan(ScanArgs),
+    /// Map look-alikes to Latin, strip them, or reject prompts holding them (exit code 2).
+    Sanitize(SanitizeArgs),
+    /// Replace Latin characters with look-alikes; with --model, rank the look-alikes by how far they
+    /// move the encoder's embedding.
+    Attack(AttackArgs),
+}
+
+/// One prompt on the command line, or a prompt file.
+#[derive(Args, Debug)]
+#[group(required = true, multiple = false)]
+struct PromptInput {
+    /// The prompt.
+    text: Option<String>,
+    /// Prompt file: one prompt a line (.txt), or .csv/.tsv/.jsonl with --field; .gz allowed.
+    #[arg(long)]
+    prompts: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct ScanArgs {
+    #[command(flatten)]
+    input: PromptInput,
+    /// Column (CSV/TSV) or field (JSONL) holding the prompt.
+    #[arg(long, requires = "prompts")]
+    field: Option<String>,
+    /// JSON instead of the human report.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum ModeArg {
+    Map,
+    Strip,
+    Reject,
+}
+
+#[derive(Args, Debug)]
+struct SanitizeArgs {
+    #[command(flatten)]
+    input: PromptInput,
+    #[arg(long, requires = "prompts")]
+    field: Option<String>,
+    /// map: look-alikes → Latin; strip: delete them; reject: exit 2 naming the first one.
+    /// Invisible characters are removed by map and strip.
+    #[arg(long, value_enum, default_value = "map")]
+    mode: ModeArg,
+    /// Also map look-alikes in words of other scripts (whole Greek or Cyrillic words included).
+    #[arg(long)]
+    all_scripts: bool,
+    /// Output file (written atomically): one prompt a line, or JSON lines `{"prompt": ...}` when it
+    /// ends in .jsonl. Line breaks inside a prompt become spaces in the text form.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Replace an existing --out file.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Args, Debug)]
+struct AttackArgs {
+    #[command(flatten)]
+    input: PromptInput,
+    #[arg(long, requires = "prompts")]
+    field: Option<String>,
+    /// Script families to draw look-alikes from, comma-separated, or `all`.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "cyrillic,greek,armenian,cherokee,latin-extended,fullwidth"
+    )]
+    scripts: Vec<String>,
+    /// Latin characters to replace, comma-separated (default: every ASCII letter of the prompt).
+    #[arg(long = "char", value_delimiter = ',')]
+    chars: Vec<String>,
+    /// Explicit look-alikes to use for --char instead of the UTS #39 confusables (e.g. the paper's
+    /// set for o: ο,о,ه,ㅇ,ọ).
+    #[arg(long, value_delimiter = ',', requires = "chars")]
+    homoglyphs: Vec<String>,
+    /// Occurrences to replace per prompt: a number (first N) or `all`.
+    #[arg(long, default_value = "1")]
+    count: String,
+    /// Text encoder to measure the embedding shift with (folder or cached hub id).
+    #[arg(long)]
+    model: Option<String>,
+    /// cpu, cuda or cuda:N (default: cuda if available).
+    #[arg(long, requires = "model")]
+    device: Option<String>,
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// JSON output (always with --out).
+    #[arg(long)]
+    json: bool,
+    /// Write the JSON report here (atomically) instead of stdout.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Replace an existing --out file.
+    #[arg(long)]
+    force: bool,
+}
+
+pub fn run(a: HomoglyphArgs) -> Result<()> {
+    match a.command {
+        HomoglyphCommand::Scan(a) => run_scan(a),
+        HomoglyphCommand::Sanitize(a) => run_sanitize(a),
+        HomoglyphCommand::Attack(a) => run_attack(a),
+    }
+}
+
+/// The prompts and where they came from (for messages).
+fn read_input(
+    input: &PromptInput,
+    field: Option<&str>,
+    strict: bool,
+) -> Result<(Vec<String>, String)> {
+    if let Some(path) = &input.prompts {
+        let set = crate::io::prompts::read_prompts(path, field, strict)?;
+        if set.bad_lines > 0 {
+            eprintln!(
+                "warning: skipped {} unreadable line(s) of {}",
+                set.bad_lines,
+                path.display()
+            );
+        }
+        return Ok((set.prompts, path.display().to_string()));
+    }
+    Ok((
+        vec![input.text.clone().unwrap_or_default()],
+        "the prompt".into(),
+    ))
+}
+
+fn run_scan(a: ScanArgs) -> Result<()> {
+    let (prompts, _) = read_input(&a.input, a.field.as_deref(), false)?;
+    let reports: Vec<ScanReport> = prompts.iter().map(|p| hg::scan(p)).collect();
+    let suspicious = reports.iter().filter(|r| r.suspicious).count();
+    if a.json {
+        let doc = ScanDoc {
+            prompts: reports.len(),
+            suspicious,
+            reports: &reports,
+        };
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(());
+    }
+    for (i, r) in reports.iter().enumerate() {
+        print_scan(i + 1, r);
+    }
+    println!("{} prompt(s), {suspicious} suspicious", reports.len());
+    Ok(())
+}
+
+fn print_scan(number: usize, r: &ScanReport) {
+    let status = if r.suspicious { "SUSPICIOUS" } else { "clean" };
+    println!(
+        "[{number}] {status} ({}): {:?}",
+        r.restriction_level, r.text
+    );
+    if !r.suspicious && r.chars.iter().all(|c| c.char.is_ascii()) {
+        return;
+    }
+    println!(
+        "    {} confusable(s), {} invisible",
+        r.confusables, r.invisible
+    );
+    for w in &r.mixed_script_words {
+        println!(
+            "    mixed-script word {:?} at {}: {}",
+            w.word,
+            w.index + 1,
+            w.scripts.join(" + ")
+        );
+    }
+    println!(
+        "    {:<5} {:<12} {:<9} {:<12} {:<10} note",
+        "pos", "char", "code", "script", "looks like"
+    );
+    for c in r.chars.iter().filter(|c| !c.char.is_ascii()) {
+        let mut notes: Vec<String> = vec![];
+        if let Some(kind) = c.invisible {
+            notes.push(kind.to_string());
+        }
+        if let Some(reason) = &c.flagged {
+            notes.push(format!("flagged: {}", reason.describe()));
+        }
+        if let Some(n) = &c.nfkc {
+            notes.push(format!("NFKC {n:?}"));
+        }
+        let shown = format!("{:?}", c.char);
+        let looks = c
+            .latin_lookalike
+            .as_deref()
+            .map(|l| format!("{l:?}"))
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "    {:<5} {:<12} {:<9} {:<12} {:<10} {}",
+            c.index + 1,
+            shown,
+            c.code_point,
+            c.script,
+            looks,
+            notes.join("; ")
+        );
+    }
+    if let Some(n) = &r.nfkc {
+        println!("    NFKC: {n:?}");
+    }
+    if let Some(s) = &r.sanitized {
+        println!("    sanitized (map): {s:?}");
+    }
+}
+
+fn run_sanitize(a: SanitizeArgs) -> Result<()> {
+    if let Some(out) = &a.out {
+        super::check_overwrite(out, a.force)?;
+    }
+    let (prompts, source) = read_input(&a.input, a.field.as_deref(), true)?;
+    let mode = match a.mode {
+        ModeArg::Map => hg::Mode::Map,
+        ModeArg::Strip => hg::Mode::Strip,
+        ModeArg::Reject => hg::Mode::Reject,
+    };
+    let opts = SanitizeOptions {
+        mode,
+        all_scripts: a.all_scripts,
+    };
+    if mode == hg::Mode::Reject {
+        reject_any(&prompts, &source, a.all_scripts)?;
+    }
+    let cleaned: Vec<String> = prompts
+        .iter()
+        .map(|p| hg::sanitize_with(p, &opts))
+        .collect::<Result<_>>()?;
+    let changed = prompts.iter().zip(&cleaned).filter(|(a, b)| a != b).count();
+    eprintln!("sanitize: {changed} of {} prompt(s) changed", prompts.len());
+    match &a.out {
+        Some(out) => {
+            write_prompts(out, &cleaned)?;
+            println!("{}", out.display());
+        }
+        None => cleaned.iter().for_each(|p| println!("{}", one_line(p))),
+    }
+    Ok(())
+}
+
+/// Reject mode over many prompts: name the first offending one and count the rest.
+fn reject_any(prompts: &[String], source: &str, all_scripts: bool) -> Result<()> {
+    let flagged: Vec<(usize, hg::Flag)> = prompts
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| {
+            hg::analyze(p, all_scripts)
+                .into_iter()
+                .next()
+                .map(|f| (i, f))
+        })
+        .collect();
+    let Some((i, flag)) = flagged.first() else {
+        return Ok(());
+    };
+    let place = if prompts.len() > 1 {
+        format!("prompt {} of {source}", i + 1)
+    } else {
+        source.to_string()
+    };
+    let more = match flagged.len() {
+        1 => String::new(),
+        n => format!(" ({} more prompt(s) flagged)", n - 1),
+    };
+    input_bail!("{place}: {}{more}", hg::sanitize::reject_message(flag))
+}
+
+fn one_line(p: &str) -> String {
+    p.replace(['\r', '\n'], " ")
+}
+
+fn write_prompts(out: &Path, prompts: &[String]) -> Result<()> {
+    let jsonl = out.extension().is_some_and(|e| e == "jsonl");
+    let mut text = String::new();
+    for p in prompts {
+        let line = if jsonl {
+            json!({ "prompt": p }).to_string()
+        } else {
+            one_line(p)
+        };
+        text.push_str(&line);
+        text.push('\n');
+    }
+    crate::io::atomic::write_atomic(out, text.as_bytes())
+}
+
+fn single_chars(values: &[String], flag: &str) -> Result<Vec<char>> {
+    values
+        .iter()
+        .map(|v| {
+            let mut it = v.trim().chars();
+            match (it.next(), it.next()) {
+                (Some(c), None) => Ok(c),
+                _ => input_bail!("{flag} takes single characters separated by commas; `{v}` is not one character"),
+            }
+        })
+        .collect()
+}
+
+fn attack_spec(a: &AttackArgs) -> Result<AttackSpec> {
+    let families: Vec<String> = a
+        .scripts
+        .iter()
+        .map(|s| s.trim().to_lowercase())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let families = if families.iter().any(|f| f == "all") {
+        vec![]
+    } else {
+        families
+    };
+    attack::validate_families(&families)?;
+    let count: Count = a.count.parse()?;
+    Ok(AttackSpec {
+        families,
+        targets: single_chars(&a.chars, "--char")?,
+        glyphs: single_chars(&a.homoglyphs, "--homoglyphs")?,
+        count,
+    })
+}
+
+#[derive(Serialize)]
+struct ScanDoc<'a> {
+    prompts: usize,
+    suspicious: usize,
+    reports: &'a [ScanReport],
+}
+
+/// The attack report: the ranking (with --model) and every attacked prompt.
+#[derive(Serialize)]
+struct AttackDoc<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model: Option<&'a str>,
+    prompts: usize,
+    variants: usize,
+    families: Vec<String>,
+    count: &'a str,
+    /// Per homoglyph, most disruptive first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    homoglyphs: Option<Vec<hg::HomoglyphScore>>,
+    results: Vec<VariantOut<'a>>,
+}
+
+#[derive(Serialize)]
+struct VariantOut<'a> {
+    prompt: usize,
+    #[serde(flatten)]
+    variant: &'a Variant,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sim_hidden: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sim_pooled: Option<f64>,
+}
+
+fn run_attack(a: AttackArgs) -> Result<()> {
+    if let Some(out) = &a.out {
+        super::check_overwrite(out, a.force)?;
+    }
+    if a.batch_size == 0 {
+        input_bail!("--batch-size must be at least 1");
+    }
+    let spec = attack_spec(&a)?;
+    let (prompts, source) = read_input(&a.input, a.field.as_deref(), true)?;
+    let variants: Vec<(usize, Variant)> = prompts
+        .iter()
+        .enumerate()
+        .flat_map(|(i, p)| {
+            hg::attack_variants(p, &spec)
+                .into_iter()
+                .map(move |v| (i, v))
+        })
+        .collect();
+    if variants.is_empty() {
+        input_bail!(
+            "no substitution applies to {source}: none of its characters {} has a look-alike in the chosen --scripts; widen --scripts (or `all`) or --char",
+            if spec.targets.is_empty() { "(ASCII letters)".to_string() } else { format!("{:?}", spec.targets) }
+        );
+    }
+    let Some(model) = &a.model else {
+        return output_variants(&a, &spec, prompts.len(), &variants);
+    };
+    let device = crate::device::parse_device(a.device.as_deref())?;
+    let enc = TextEncoder::load(model, device, Kind::Float)?;
+    let pairs: Vec<(String, String)> = variants
+        .iter()
+        .map(|(i, v)| (prompts[*i].clone(), v.text.clone()))
+        .collect();
+    let pb = super::progress(hg::shift::distinct_prompts(&pairs) as u64, "encode");
+    let shifts = hg::embedding_shift(&enc, &pairs, a.batch_size, &|n| pb.inc(n))?;
+    pb.finish_and_clear();
+    let just_variants: Vec<Variant> = variants.iter().map(|(_, v)| v.clone()).collect();
+    let ranked = hg::rank_homoglyphs(&just_variants, &shifts);
+    if !a.json && a.out.is_none() {
+        print_ranking(&ranked);
+        return Ok(());
+    }
+    let results: Vec<VariantOut> = variants
+        .iter()
+        .zip(&shifts)
+        .map(|((i, v), s)| VariantOut {
+            prompt: i + 1,
+            variant: v,
+            sim_hidden: Some(s.sim_hidden),
+            sim_pooled: Some(s.sim_pooled),
+        })
+        .collect();
+    let doc = AttackDoc {
+        model: Some(model),
+        prompts: prompts.len(),
+        variants: variants.len(),
+        families: if spec.families.is_empty() {
+            vec!["all".to_string()]
+        } else {
+            spec.families.clone()
+        },
+        count: &a.count,
+        homoglyphs: Some(ranked),
+        results,
+    };
+    emit_json(&a, &doc)
+}
+
+fn output_variants(
+    a: &AttackArgs,
+    spec: &AttackSpec,
+    n_prompts: usize,
+    variants: &[(usize, Variant)],
+) -> Result<()> {
+    if !a.json && a.out.is_none() {
+        variants
+            .iter()
+            .for_each(|(_, v)| println!("{}", one_line(&v.text)));
+        return Ok(());
+    }
+    let results: Vec<VariantOut> = variants
+        .iter()
+        .map(|(i, v)| VariantOut {
+            prompt: i + 1,
+            variant: v,
+            sim_hidden: None,
+            sim_pooled: None,
+        })
+        .collect();
+    let doc = AttackDoc {
+        model: None,
+        prompts: n_prompts,
+        variants: variants.len(),
+        families: if spec.families.is_empty() {
+            vec!["all".to_string()]
+        } else {
+            spec.families.clone()
+        },
+        count: &a.count,
+        homoglyphs: None,
+        results,
+    };
+    emit_json(a, &doc)
+}
+
+fn emit_json(a: &AttackArgs, doc: &impl Serialize) -> Result<()> {
+    match &a.out {
+        Some(out) => {
+            crate::io::atomic::write_json(out, doc)?;
+            println!("{}", out.display());
+        }
+        None => println!("{}", serde_json::to_string_pretty(doc)?),
+    }
+    Ok(())
+}
+
+fn print_ranking(ranked: &[hg::HomoglyphScore]) {
+    println!(
+        "{:<5} {:<6} {:<6} {:<9} {:<15} {:>8} {:>10} {:>10}",
+        "rank", "latin", "glyph", "code", "family", "prompts", "sim_hidden", "sim_pooled"
+    );
+    for (rank, s) in ranked.iter().enumerate() {
+        println!(
+            "{:<5} {:<6} {:<6} {:<9} {:<15} {:>8} {:>10.6} {:>10.6}",
+            rank + 1,
+            s.latin,
+            s.glyph,
+            s.code_point,
+            s.family,
+            s.prompts,
+            s.sim_hidden,
+            s.sim_pooled
+        );
+    }
 }

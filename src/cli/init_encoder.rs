@@ -2,9 +2,7 @@ use clap::Args;
 use std::path::PathBuf;
 
 use crate::error::Result;
-use crate::models::clip_text_config::CLIPTextConfig;
 use crate::models::text_encoder::TextEncoder;
-use crate::text::tokenizer::{ClipTokenizer, EOS};
 
 #[derive(Args, Debug)]
 pub struct InitEncoderArgs {
@@ -34,9 +32,5 @@ pub fn run(a: InitEncoderArgs) -> Result<()> {
 
 /// A random-weight encoder of a named architecture, deterministic per seed (on CPU).
 pub fn init_encoder(arch: &str, seed: i64, projection: bool) -> Result<TextEncoder> {
-    let cfg = CLIPTextConfig::preset(arch)
-        .ok_or_else(|| crate::input_err!("unknown --arch `{arch}`: use tiny, sd1 or sd2"))?;
-    // SD 2.x pads with `!`, SD 1.x with the end-of-text token.
-    let tok = ClipTokenizer::embedded(if arch == "sd2" { "!" } else { EOS })?;
-    TextEncoder::random(cfg, tok, projection, seed, tch::Device::Cpu)
+    TextEncoder::init_arch(arch, seed, projection, tch::Device::Cpu)
 }

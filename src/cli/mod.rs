@@ -3,10 +3,13 @@ use clap::{Parser, Subcommand};
 
 use crate::error::Result;
 
+mod bench;
 mod encode;
+mod evaluate;
 mod generate;
 mod homoglyph;
 mod init_encoder;
+mod train;
 
 #[derive(Parser, Debug)]
 #[command(name = "clipdoor", version, about = "Attack and defend the text encoders of text-to-image models")]
@@ -21,6 +24,12 @@ pub enum Command {
     Encode(encode::EncodeArgs),
     /// Write a random-weight text encoder of a real architecture with the real CLIP tokenizer.
     InitEncoder(init_encoder::InitEncoderArgs),
+    /// Teacher–student fine-tuning: inject backdoors, erase concepts, unlearn homoglyphs.
+    Train(train::TrainArgs),
+    /// Metrics on embeddings (and, later, images).
+    Evaluate(evaluate::EvaluateArgs),
+    /// Benchmarks against the Python reference (JSON report).
+    Bench(bench::BenchArgs),
     /// Stable Diffusion sampling with any text encoder.
     Generate(generate::GenerateArgs),
     /// Unicode look-alike characters: scan, sanitize, attack.
@@ -31,6 +40,9 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Encode(a) => encode::run(a),
         Command::InitEncoder(a) => init_encoder::run(a),
+        Command::Bench(a) => bench::run(a),
+        Command::Train(a) => train::run(a),
+        Command::Evaluate(a) => evaluate::run(a),
         Command::Generate(a) => generate::run(a),
         Command::Homoglyph(a) => homoglyph::run(a),
     }

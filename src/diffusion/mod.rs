@@ -1,2 +1,3 @@
 //! Stable Diffusion sampling: schedulers, pipeline, guidance (work in progress).
+pub mod rng;
 pub mod schedulers;

@@ -108,8 +108,24 @@ impl TextEncoder {
         Ok(Self { vs, model, config, tokenizer })
     }
 
-    /// Load a model argument (see [`locate`]) on `device`, computing in `kind`.
+    /// A random-weight encoder of a named architecture (`tiny`, `sd1`, `sd2`), deterministic per
+    /// seed, with the real CLIP tokenizer (SD 2.x pads with `!`).
+    pub fn init_arch(arch: &str, seed: i64, with_projection: bool, device: Device) -> Result<Self> {
+        let cfg = CLIPTextConfig::preset(arch).ok_or_else(|| input_err!("unknown architecture `{arch}`: use tiny, sd1 or sd2"))?;
+        let tok = ClipTokenizer::embedded(if arch == "sd2" { "!" } else { crate::text::tokenizer::EOS })?;
+        Self::random(cfg, tok, with_projection, seed, device)
+    }
+
+    /// Load a model argument (see [`locate`]) on `device`, computing in `kind`. `random:ARCH[:SEED]`
+    /// builds a random-weight encoder instead (what smoke experiments and the offline demo use).
     pub fn load(model: &str, device: Device, kind: Kind) -> Result<Self> {
+        if let Some(spec) = model.strip_prefix("random:") {
+            let (arch, seed) = spec.split_once(':').unwrap_or((spec, "0"));
+            let seed: i64 = seed.parse().map_err(|_| input_err!("`{model}`: the seed after the architecture must be an integer"))?;
+            let mut enc = Self::init_arch(arch, seed, false, device)?;
+            enc.vs.set_kind(kind);
+            return Ok(enc);
+        }
         let loc = locate(model)?;
         Self::load_from(&loc, device, kind)
     }

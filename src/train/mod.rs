@@ -1,3 +1,11 @@
-//! Teacher–student fine-tuning of text encoders (work in progress).
+//! Teacher–student fine-tuning of text encoders: backdoor injection, concept erasure, homoglyph
+//! unlearning ("Rickrolling the Artist", Struppek et al., ICCV 2023).
+pub mod backdoor;
+pub mod data;
+pub mod experiment;
+pub mod loss;
+pub mod metrics;
 pub mod optim;
+pub mod run_folder;
 pub mod tensorboard;
+pub mod trainer;

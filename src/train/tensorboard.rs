@@ -55,31 +55,32 @@ impl EventWriter {
         // Two writers in the same second and process (tests, an in-process resume) must not share a
         // file; the numbered names sort after the first, keeping TensorBoard's name order = time order.
         let mut attempt = 0u32;
-        let (path, file) =
-            loop {
-                let name = match attempt {
-                    0 => format!("{stem}.clipdoor"),
-                    n => format!("{stem}.clipdoor.{n:04}"),
-                };
-                let path = dir.join(name);
-                match File::options().append(true).create_new(true).open(&path) {
-                    Ok(file) => break (path, file),
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 9999 => {
-                        attempt += 1
-                    }
-                    Err(e) => return Err(input_err!(
+        let (path, file) = loop {
+            let name = match attempt {
+                0 => format!("{stem}.clipdoor"),
+                n => format!("{stem}.clipdoor.{n:04}"),
+            };
+            let path = dir.join(name);
+            match File::options().append(true).create_new(true).open(&path) {
+                Ok(file) => break (path, file),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 9999 => {
+                    attempt += 1
+                }
+                Err(e) => {
+                    return Err(input_err!(
                         "cannot create event file {}: {e}. Check that the run folder is writable.",
                         path.display()
-                    )),
+                    ))
                 }
-            };
+            }
+        };
         let mut writer = Self { path, file };
         let mut event = event_header(unix_time(), 0);
         put_bytes(&mut event, 3, b"brain.Event:2");
         writer.write_record(&event)?;
-        // Event.session_log (6) = SessionLog { status: START (1) }.
+        // Event.session_log (7) = SessionLog { status: START (1) }.
         let mut event = event_header(unix_time(), start_step);
-        put_bytes(&mut event, 6, &[0x08, 0x01]);
+        put_bytes(&mut event, 7, &[0x08, 0x01]);
         writer.write_record(&event)?;
         Ok(writer)
     }
@@ -223,26 +224,5 @@ fn hostname() -> String {
         "localhost".into()
     } else {
         clean
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn varints_match_the_protobuf_spec() {
-        let mut out = vec![];
-        put_varint(&mut out, 300);
-        assert_eq!(out, [0xac, 0x02]);
-        let mut neg = vec![];
-        put_varint(&mut neg, -1i64 as u64);
-        assert_eq!(neg.len(), 10);
-    }
-
-    #[test]
-    fn masked_crc_of_empty_input_is_the_mask() {
-        // crc32c("") == 0, so only the mask constant remains.
-        assert_eq!(masked_crc32c(b""), 0xa282_ead8);
     }
 }

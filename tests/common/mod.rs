@@ -53,9 +53,15 @@ pub fn tmp() -> tempfile::TempDir {
 
 /// Max |a - b| of two tensors.
 pub fn max_abs(a: &tch::Tensor, b: &tch::Tensor) -> f64 {
-    (a.to_kind(tch::Kind::Double) - b.to_kind(tch::Kind::Double)).abs().max().double_value(&[])
+    (a.to_kind(tch::Kind::Double) - b.to_kind(tch::Kind::Double))
+        .abs()
+        .max()
+        .double_value(&[])
 }
 
 pub fn load_st(path: &Path) -> std::collections::HashMap<String, tch::Tensor> {
-    clipdoor::io::weights::SafetensorsFile::open(path).unwrap().tensors().unwrap()
+    clipdoor::io::weights::SafetensorsFile::open(path)
+        .unwrap()
+        .tensors()
+        .unwrap()
 }

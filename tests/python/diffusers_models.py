@@ -4,7 +4,10 @@ Builds tiny random-weight UNet2DConditionModel and AutoencoderKL models with dif
 (fixed torch seed), writes them with `save_pretrained` into OUT/<name>/, runs forward passes on fixed
 inputs in float32 and saves inputs and outputs to OUT/reference.safetensors.
 
-Usage: python diffusers_models.py OUT
+With --real-size it only writes the configs and parameter shapes of the real SD 1.5 / SD 2.1 UNets
+and the SD VAE (built on the meta device) into OUT/<name>/{config.json,shapes.json}.
+
+Usage: python diffusers_models.py [--real-size] OUT
 """
 import json
 import os
@@ -87,6 +90,44 @@ VAE = dict(
 )
 
 
+# The real Stable Diffusion configs (as the hub's config.json files give them), for the shape check.
+SD15_UNET = dict(
+    sample_size=64,
+    cross_attention_dim=768,
+    attention_head_dim=8,
+    block_out_channels=(320, 640, 1280, 1280),
+    layers_per_block=2,
+)
+SD21_UNET = dict(
+    sample_size=96,
+    cross_attention_dim=1024,
+    attention_head_dim=[5, 10, 20, 20],
+    use_linear_projection=True,
+    upcast_attention=True,
+    block_out_channels=(320, 640, 1280, 1280),
+    layers_per_block=2,
+)
+SD_VAE = dict(
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+    block_out_channels=(128, 256, 512, 512),
+    layers_per_block=2,
+    sample_size=512,
+)
+
+
+def real_size_shapes(out):
+    """Config and parameter shapes of the real-size models, built on the meta device (no memory)."""
+    for name, cls, cfg in [("sd15_unet", UNet2DConditionModel, SD15_UNET), ("sd21_unet", UNet2DConditionModel, SD21_UNET), ("sd_vae", AutoencoderKL, SD_VAE)]:
+        with torch.device("meta"):
+            model = cls(**cfg)
+        path = os.path.join(out, name)
+        model.save_config(path)
+        shapes = {k: list(v.shape) for k, v in model.state_dict().items()}
+        with open(os.path.join(path, "shapes.json"), "w") as f:
+            json.dump(shapes, f)
+
+
 def perturb_norms(model):
     """Default init leaves norms at weight 1 / bias 0; move them so a swapped tensor shows."""
     with torch.no_grad():
@@ -122,6 +163,19 @@ def unet_case(out, ref, name, config, seed, ehs_len, extra_shapes=()):
         ref[f"{key}.encoder_hidden_states"] = ehs
         ref[f"{key}.out"] = y
     return model
+
+
+def half_precision_case(ref, name, model):
+    """diffusers' own float16 forward (CPU) of the first case, for the reduced-precision comparison."""
+    key = f"{name}.0"
+    model = model.half()
+    with torch.no_grad():
+        y = model(
+            ref[f"{key}.sample"].half(),
+            ref[f"{key}.timestep"],
+            encoder_hidden_states=ref[f"{key}.encoder_hidden_states"].half(),
+        ).sample
+    ref[f"{key}.out_f16"] = y.float()
 
 
 def unet_f16_case(out, ref):
@@ -182,11 +236,16 @@ def vae_case(out, ref):
 
 
 def main():
-    out = sys.argv[1]
+    out = sys.argv[-1]
     os.makedirs(out, exist_ok=True)
+    if "--real-size" in sys.argv:
+        real_size_shapes(out)
+        print(out)
+        return
     ref = {}
     unet_case(out, ref, "unet_v1", UNET_V1, 1, 7, extra_shapes=[(1, 4, 15, 13)])
-    unet_case(out, ref, "unet_v2", UNET_V2, 2, 5, extra_shapes=[(1, 4, 20, 12)])
+    v2 = unet_case(out, ref, "unet_v2", UNET_V2, 2, 5, extra_shapes=[(1, 4, 20, 12)])
+    half_precision_case(ref, "unet_v2", v2)
     unet_case(out, ref, "unet_variant", UNET_VARIANT, 5, 3)
     unet_f16_case(out, ref)
     vae_case(out, ref)

@@ -128,11 +128,12 @@ def tb(logdir):
     # What the TensorBoard server itself uses (plugins find their tags through the metadata).
     server = pea.EventAccumulator(logdir, size_guidance={"tensors": 0})
     server.Reload()
-    plugin_tags = {
-        plugin: sorted(server.PluginTagToContent(plugin).keys())
-        for plugin in ("scalars", "text")
-        if server.PluginTagToContent(plugin)
-    }
+    plugin_tags = {}
+    for plugin in ("scalars", "text"):
+        try:
+            plugin_tags[plugin] = sorted(server.PluginTagToContent(plugin).keys())
+        except KeyError:  # no tag of that plugin
+            pass
 
     # Per file: how many records read cleanly, and whether each re-encodes to the same bytes
     # (our hand-written protobuf is canonical).

@@ -12,7 +12,11 @@ use crate::input_bail;
 /// division; the reference Rust ports divide integers there and get a wrong schedule), capped at
 /// `max_beta`, then rounded to f32 as `torch.tensor(betas, dtype=float32)` does.
 pub fn betas_for_alpha_bar(num_diffusion_timesteps: usize, max_beta: f64) -> Vec<f32> {
-    let alpha_bar = |t: f64| ((t + 0.008) / 1.008 * std::f64::consts::PI / 2.0).cos().powi(2);
+    let alpha_bar = |t: f64| {
+        ((t + 0.008) / 1.008 * std::f64::consts::PI / 2.0)
+            .cos()
+            .powi(2)
+    };
     let n = num_diffusion_timesteps as f64;
     (0..num_diffusion_timesteps)
         .map(|i| {
@@ -32,16 +36,24 @@ fn betas(cfg: &SchedulerConfig) -> Result<Tensor> {
     let options = (Kind::Float, Device::Cpu);
     if let Some(trained) = &cfg.trained_betas {
         if trained.len() != n {
-            input_bail!("`trained_betas` has {} values but `num_train_timesteps` is {n}", trained.len());
+            input_bail!(
+                "`trained_betas` has {} values but `num_train_timesteps` is {n}",
+                trained.len()
+            );
         }
         let values: Vec<f32> = trained.iter().map(|&b| b as f32).collect();
         return Ok(Tensor::from_slice(&values));
     }
     Ok(match cfg.beta_schedule {
         BetaSchedule::Linear => Tensor::linspace(cfg.beta_start, cfg.beta_end, n as i64, options),
-        BetaSchedule::ScaledLinear => {
-            Tensor::linspace(cfg.beta_start.sqrt(), cfg.beta_end.sqrt(), n as i64, options).pow_tensor_scalar(2)
-        }
+        // Python's `beta_start**0.5` is a libm pow, not a sqrt.
+        BetaSchedule::ScaledLinear => Tensor::linspace(
+            cfg.beta_start.powf(0.5),
+            cfg.beta_end.powf(0.5),
+            n as i64,
+            options,
+        )
+        .pow_tensor_scalar(2),
         BetaSchedule::SquaredcosCapV2 => Tensor::from_slice(&betas_for_alpha_bar(n, 0.999)),
     })
 }
@@ -86,7 +98,10 @@ pub fn alphas_cumprod(cfg: &SchedulerConfig, zero_snr: ZeroSnr) -> Result<Vec<f3
     if rescale && zero_snr == ZeroSnr::RescaleAndClampLast {
         *values.last_mut().expect("at least two timesteps") = 2f32.powi(-24);
     }
-    if values.iter().any(|a| !(a.is_finite() && *a >= 0.0 && *a <= 1.0)) {
+    if values
+        .iter()
+        .any(|a| !(a.is_finite() && *a >= 0.0 && *a <= 1.0))
+    {
         input_bail!("the beta schedule gives alphas_cumprod outside [0, 1]: check beta_start, beta_end and trained_betas");
     }
     Ok(values)

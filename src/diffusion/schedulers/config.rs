@@ -225,9 +225,10 @@ impl SchedulerConfig {
         let text = non_finite_to_null(text);
         let mut value: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| input_err!("not valid JSON ({e}): fix or rewrite the file"))?;
-        let object = value.as_object_mut().ok_or_else(|| {
-            input_err!("a scheduler config is a JSON object, found {}", json_kind(&value))
-        })?;
+        let kind = json_kind(&value);
+        let object = value
+            .as_object_mut()
+            .ok_or_else(|| input_err!("a scheduler config is a JSON object, found {kind}"))?;
         // Keys diffusers marks as "defaults were used" must take the chosen class's defaults.
         if let Some(serde_json::Value::Array(keys)) = object.remove("_use_default_values") {
             for key in keys.iter().filter_map(|k| k.as_str()) {
@@ -290,7 +291,10 @@ fn non_finite_to_null(text: &str) -> String {
             }
         } else if c == '"' {
             in_string = true;
-        } else if let Some(token) = ["-Infinity", "Infinity", "NaN"].iter().find(|t| rest.starts_with(**t)) {
+        } else if let Some(token) = ["-Infinity", "Infinity", "NaN"]
+            .iter()
+            .find(|t| rest.starts_with(**t))
+        {
             out.push_str("null");
             rest = &rest[token.len()..];
             continue;
@@ -307,14 +311,17 @@ mod tests {
 
     #[test]
     fn reads_python_infinity_as_default() {
-        let cfg = SchedulerConfig::parse(r#"{"lambda_min_clipped": -Infinity, "x": "-Infinity"}"#).unwrap();
+        let cfg = SchedulerConfig::parse(r#"{"lambda_min_clipped": -Infinity, "x": "-Infinity"}"#)
+            .unwrap();
         assert_eq!(cfg.lambda_min_clipped, None);
     }
 
     #[test]
     fn used_default_keys_are_dropped() {
-        let cfg = SchedulerConfig::parse(r#"{"timestep_spacing": "leading", "_use_default_values": ["timestep_spacing"]}"#)
-            .unwrap();
+        let cfg = SchedulerConfig::parse(
+            r#"{"timestep_spacing": "leading", "_use_default_values": ["timestep_spacing"]}"#,
+        )
+        .unwrap();
         assert_eq!(cfg.timestep_spacing, None);
     }
 }

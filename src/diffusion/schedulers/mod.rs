@@ -28,6 +28,7 @@ pub mod pndm;
 mod sigmas;
 mod thresholding;
 mod timesteps;
+mod torch_math;
 
 pub use betas::betas_for_alpha_bar;
 pub use config::{BetaSchedule, FinalSigmasType, PredictionType, SchedulerConfig, TimestepSpacing};
@@ -56,8 +57,13 @@ pub trait Scheduler: Send {
     fn scale_model_input(&self, sample: &Tensor, timestep: f64) -> Result<Tensor>;
 
     /// One reverse step from `timestep`; `noise` is required when [`Scheduler::needs_noise`] is true.
-    fn step(&mut self, model_output: &Tensor, timestep: f64, sample: &Tensor, noise: Option<&Tensor>)
-        -> Result<Tensor>;
+    fn step(
+        &mut self,
+        model_output: &Tensor,
+        timestep: f64,
+        sample: &Tensor,
+        noise: Option<&Tensor>,
+    ) -> Result<Tensor>;
 
     /// Whether `step` consumes fresh Gaussian noise, which the caller draws just before the step with the
     /// shape of the model output and the kind [`Scheduler::noise_kind`] (that is where diffusers draws it
@@ -82,7 +88,11 @@ pub const SCHEDULERS: [(&str, &str); 5] = [
 ];
 
 fn known_names() -> String {
-    SCHEDULERS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+    SCHEDULERS
+        .iter()
+        .map(|(n, _)| *n)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The scheduler called `name` (a `--scheduler` value), or with `None` the config's own `_class_name`,
@@ -130,10 +140,20 @@ pub(crate) fn train_index(timestep: f64, num_train_timesteps: usize) -> Result<u
 }
 
 /// The step noise a stochastic scheduler was promised.
-pub(crate) fn required_noise<'a>(noise: Option<&'a Tensor>, model_output: &Tensor, who: &str) -> Result<&'a Tensor> {
-    let noise = noise.ok_or_else(|| anyhow::anyhow!("{who} needs step noise: draw it when needs_noise() is true"))?;
+pub(crate) fn required_noise<'a>(
+    noise: Option<&'a Tensor>,
+    model_output: &Tensor,
+    who: &str,
+) -> Result<&'a Tensor> {
+    let noise = noise.ok_or_else(|| {
+        anyhow::anyhow!("{who} needs step noise: draw it when needs_noise() is true")
+    })?;
     if noise.size() != model_output.size() {
-        anyhow::bail!("{who}: step noise has shape {:?}, the model output {:?}", noise.size(), model_output.size());
+        anyhow::bail!(
+            "{who}: step noise has shape {:?}, the model output {:?}",
+            noise.size(),
+            model_output.size()
+        );
     }
     Ok(noise)
 }

@@ -4,14 +4,17 @@
 //! reproduces.
 use super::config::SchedulerConfig;
 
-/// `((1 - alphas_cumprod) / alphas_cumprod) ** 0.5` in f32, ascending in t.
+/// `((1 - alphas_cumprod) / alphas_cumprod) ** 0.5` (libtorch f32), ascending in t.
 pub fn training_sigmas(alphas_cumprod: &[f32]) -> Vec<f32> {
-    alphas_cumprod.iter().map(|&a| ((1.0 - a) / a).sqrt()).collect()
+    super::torch_math::sigmas_of(alphas_cumprod)
 }
 
-/// `np.log` of the f32 training sigmas (numpy keeps f32).
+/// `np.log` of the f32 training sigmas (numpy keeps f32, with its own SIMD log).
 pub fn log_sigmas(training_sigmas: &[f32]) -> Vec<f32> {
-    training_sigmas.iter().map(|s| s.ln()).collect()
+    training_sigmas
+        .iter()
+        .map(|&s| super::numpy::log_f32(s))
+        .collect()
 }
 
 /// `_convert_to_karras` (rho = 7) in f64; `sigma_min`/`sigma_max` from the config win over the range of
@@ -49,6 +52,8 @@ pub fn sigma_to_t(sigma: f64, log_sigmas: &[f32]) -> f64 {
 pub fn final_sigma(cfg: &SchedulerConfig, alphas_cumprod: &[f32]) -> f32 {
     match cfg.final_sigmas_type {
         super::config::FinalSigmasType::Zero => 0.0,
-        super::config::FinalSigmasType::SigmaMin => ((1.0 - alphas_cumprod[0]) / alphas_cumprod[0]).sqrt(),
+        super::config::FinalSigmasType::SigmaMin => {
+            super::torch_math::sqrt((1.0 - alphas_cumprod[0]) / alphas_cumprod[0])
+        }
     }
 }

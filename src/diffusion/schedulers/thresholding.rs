@@ -9,7 +9,11 @@ pub fn threshold_sample(sample: &Tensor, cfg: &SchedulerConfig) -> Tensor {
     let kind = sample.kind();
     let shape = sample.size();
     // Upcast as upstream: quantile and clamp need f32/f64 on CPU.
-    let upcast = if matches!(kind, Kind::Float | Kind::Double) { sample.shallow_clone() } else { sample.to_kind(Kind::Float) };
+    let upcast = if matches!(kind, Kind::Float | Kind::Double) {
+        sample.shallow_clone()
+    } else {
+        sample.to_kind(Kind::Float)
+    };
     let flat = upcast.reshape([shape[0], -1]);
     let s = flat
         .abs()

@@ -36,7 +36,10 @@ pub fn spaced(
             .collect(),
         TimestepSpacing::Leading => {
             let ratio = num_train_timesteps / n;
-            (0..n).rev().map(|i| (i * ratio + steps_offset) as f64).collect()
+            (0..n)
+                .rev()
+                .map(|i| (i * ratio + steps_offset) as f64)
+                .collect()
         }
         TimestepSpacing::Trailing => numpy::arange(train, 0.0, -(train / n as f64))
             .into_iter()
@@ -66,7 +69,10 @@ pub fn dpm_solver(
         }
         TimestepSpacing::Leading => {
             let ratio = last_timestep / (n + 1);
-            (1..=n).rev().map(|i| (i * ratio + steps_offset) as f64).collect()
+            (1..=n)
+                .rev()
+                .map(|i| (i * ratio + steps_offset) as f64)
+                .collect()
         }
         TimestepSpacing::Trailing => {
             let ratio = num_train_timesteps as f64 / n as f64;
@@ -81,7 +87,11 @@ pub fn dpm_solver(
 /// Position of `timestep` in a schedule as diffusers' `index_for_timestep` finds it: the second match
 /// when the value repeats (so a schedule that starts mid-way does not skip a sigma), `None` when absent.
 pub fn index_of(timesteps: &[f64], timestep: f64) -> Option<usize> {
-    let mut matches = timesteps.iter().enumerate().filter(|(_, &t)| t == timestep).map(|(i, _)| i);
+    let mut matches = timesteps
+        .iter()
+        .enumerate()
+        .filter(|(_, &t)| t == timestep)
+        .map(|(i, _)| i);
     let first = matches.next()?;
     Some(matches.next().unwrap_or(first))
 }

@@ -16,7 +16,11 @@ impl DiffusersActivation {
             "mish" => Self::Mish,
             "gelu" => Self::Gelu,
             "relu" => Self::Relu,
-            other => return Err(format!("unsupported activation `{other}` (known: silu, swish, mish, gelu, relu)")),
+            other => {
+                return Err(format!(
+                    "unsupported activation `{other}` (known: silu, swish, mish, gelu, relu)"
+                ))
+            }
         })
     }
 

@@ -73,7 +73,15 @@ pub struct Attention {
 }
 
 fn linear(p: nn::Path, i: i64, o: i64, bias: bool) -> nn::Linear {
-    nn::linear(p, i, o, nn::LinearConfig { bias, ..Default::default() })
+    nn::linear(
+        p,
+        i,
+        o,
+        nn::LinearConfig {
+            bias,
+            ..Default::default()
+        },
+    )
 }
 
 impl Attention {
@@ -82,12 +90,19 @@ impl Attention {
         let kv_dim = c.cross_attention_dim.unwrap_or(c.query_dim);
         let [q, k, v, out] = c.names.q_k_v_out();
         Self {
-            group_norm: c.group_norm.map(|(g, eps)| group_norm(&p / "group_norm", g, c.query_dim, eps)),
+            group_norm: c
+                .group_norm
+                .map(|(g, eps)| group_norm(&p / "group_norm", g, c.query_dim, eps)),
             to_q: linear(&p / q, c.query_dim, inner, c.bias),
             to_k: linear(&p / k, kv_dim, inner, c.bias),
             to_v: linear(&p / v, kv_dim, inner, c.bias),
             // `to_out` is a ModuleList (Linear, Dropout): the Linear is `to_out.0`.
-            to_out: linear(out.split('.').fold(p.clone(), |p, s| &p / s), inner, c.query_dim, true),
+            to_out: linear(
+                out.split('.').fold(p.clone(), |p, s| &p / s),
+                inner,
+                c.query_dim,
+                true,
+            ),
             heads: c.heads,
             upcast: c.upcast,
             residual_connection: c.residual_connection,
@@ -100,27 +115,61 @@ impl Attention {
     pub fn forward(&self, x: &Tensor, context: Option<&Tensor>) -> Tensor {
         let spatial = x.dim() == 4;
         let size = x.size();
-        let h = if spatial { x.flatten(2, 3).transpose(1, 2) } else { x.shallow_clone() };
+        let h = if spatial {
+            x.flatten(2, 3).transpose(1, 2)
+        } else {
+            x.shallow_clone()
+        };
         let h = match &self.group_norm {
             Some(gn) => gn.forward(&h.transpose(1, 2)).transpose(1, 2),
             None => h,
         };
         let ctx = context.unwrap_or(&h);
         let b = h.size()[0];
-        let split = |y: Tensor| y.view([b, -1, self.heads, y.size()[2] / self.heads]).transpose(1, 2);
-        let (q, k, v) = (split(self.to_q.forward(&h)), split(self.to_k.forward(ctx)), split(self.to_v.forward(ctx)));
+        let split = |y: Tensor| {
+            y.view([b, -1, self.heads, y.size()[2] / self.heads])
+                .transpose(1, 2)
+        };
+        let (q, k, v) = (
+            split(self.to_q.forward(&h)),
+            split(self.to_k.forward(ctx)),
+            split(self.to_v.forward(ctx)),
+        );
         let kind = q.kind();
         // diffusers' upcast_attention/upcast_softmax: its SDPA processor relies on the fused kernels'
         // float32 softmax; computing in float32 here gives that precision on every backend.
         let reduced = matches!(kind, Kind::Half | Kind::BFloat16);
         let y = if self.upcast && reduced {
             let f = |t: &Tensor| t.to_kind(Kind::Float);
-            Tensor::scaled_dot_product_attention(&f(&q), &f(&k), &f(&v), None::<Tensor>, 0.0, false, None, false).to_kind(kind)
+            Tensor::scaled_dot_product_attention(
+                &f(&q),
+                &f(&k),
+                &f(&v),
+                None::<Tensor>,
+                0.0,
+                false,
+                None,
+                false,
+            )
+            .to_kind(kind)
         } else {
-            Tensor::scaled_dot_product_attention(&q, &k, &v, None::<Tensor>, 0.0, false, None, false)
+            Tensor::scaled_dot_product_attention(
+                &q,
+                &k,
+                &v,
+                None::<Tensor>,
+                0.0,
+                false,
+                None,
+                false,
+            )
         };
         let y = self.to_out.forward(&y.transpose(1, 2).flatten(2, 3));
-        let y = if spatial { y.transpose(1, 2).reshape(size.as_slice()) } else { y };
+        let y = if spatial {
+            y.transpose(1, 2).reshape(size.as_slice())
+        } else {
+            y
+        };
         let y = if self.residual_connection { y + x } else { y };
         if self.rescale_output_factor == 1.0 {
             y
@@ -138,7 +187,9 @@ pub struct GEGLU {
 
 impl GEGLU {
     pub fn new(p: nn::Path, dim_in: i64, dim_out: i64) -> Self {
-        Self { proj: linear(&p / "proj", dim_in, dim_out * 2, true) }
+        Self {
+            proj: linear(&p / "proj", dim_in, dim_out * 2, true),
+        }
     }
 
     pub fn forward(&self, x: &Tensor) -> Tensor {
@@ -159,7 +210,10 @@ impl FeedForward {
     pub fn new(p: nn::Path, dim: i64) -> Self {
         let inner = dim * 4;
         let net = &p / "net";
-        Self { geglu: GEGLU::new(&net / 0, dim, inner), out: linear(&net / 2, inner, dim, true) }
+        Self {
+            geglu: GEGLU::new(&net / 0, dim, inner),
+            out: linear(&net / 2, inner, dim, true),
+        }
     }
 
     pub fn forward(&self, x: &Tensor) -> Tensor {
@@ -179,7 +233,14 @@ pub struct TransformerConfig {
 
 fn layer_norm(p: nn::Path, dim: i64) -> nn::LayerNorm {
     // diffusers' BasicTransformerBlock default norm_eps.
-    nn::layer_norm(p, vec![dim], nn::LayerNormConfig { eps: 1e-5, ..Default::default() })
+    nn::layer_norm(
+        p,
+        vec![dim],
+        nn::LayerNormConfig {
+            eps: 1e-5,
+            ..Default::default()
+        },
+    )
 }
 
 /// `BasicTransformerBlock` (layer_norm variant): self-attention, cross-attention, GEGLU feed-forward,
@@ -250,14 +311,23 @@ pub struct Transformer2DModel {
 }
 
 impl Transformer2DModel {
-    pub fn new(p: nn::Path, in_channels: i64, num_layers: i64, groups: i64, use_linear_projection: bool, c: &TransformerConfig) -> Self {
+    pub fn new(
+        p: nn::Path,
+        in_channels: i64,
+        num_layers: i64,
+        groups: i64,
+        use_linear_projection: bool,
+        c: &TransformerConfig,
+    ) -> Self {
         let inner = c.heads * c.dim_head;
         let blocks = &p / "transformer_blocks";
         Self {
             // Fixed eps 1e-6 in diffusers, independent of the UNet's norm_eps.
             norm: group_norm(&p / "norm", groups, in_channels, 1e-6),
             proj_in: Projection::new(&p / "proj_in", in_channels, inner, use_linear_projection),
-            transformer_blocks: (0..num_layers).map(|i| BasicTransformerBlock::new(&blocks / i, inner, c)).collect(),
+            transformer_blocks: (0..num_layers)
+                .map(|i| BasicTransformerBlock::new(&blocks / i, inner, c))
+                .collect(),
             proj_out: Projection::new(&p / "proj_out", inner, in_channels, use_linear_projection),
         }
     }

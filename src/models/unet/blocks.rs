@@ -2,7 +2,7 @@
 //! `CrossAttnUpBlock2D`, `UpBlock2D`.
 use tch::{nn, Tensor};
 
-use super::attention::{TransformerConfig, Transformer2DModel};
+use super::attention::{Transformer2DModel, TransformerConfig};
 use super::resnet::{Downsample2D, ResnetBlock2D, ResnetBlock2DConfig, Upsample2D};
 
 /// What every block of one UNet shares, plus the per-block attention settings.
@@ -18,14 +18,28 @@ pub struct BlockConfig {
 
 impl BlockConfig {
     fn resnet(&self, in_channels: i64, out_channels: i64) -> ResnetBlock2DConfig {
-        ResnetBlock2DConfig { in_channels, out_channels, ..self.resnet.clone() }
+        ResnetBlock2DConfig {
+            in_channels,
+            out_channels,
+            ..self.resnet.clone()
+        }
     }
 
     /// The block's `Transformer2DModel` over `channels` (heads fixed, head width = channels / heads).
     fn transformer(&self, p: nn::Path, channels: i64) -> Option<Transformer2DModel> {
         self.attention.as_ref().map(|a| {
-            let t = TransformerConfig { dim_head: channels / a.heads, ..a.clone() };
-            Transformer2DModel::new(p, channels, self.transformer_layers, self.resnet.groups, self.use_linear_projection, &t)
+            let t = TransformerConfig {
+                dim_head: channels / a.heads,
+                ..a.clone()
+            };
+            Transformer2DModel::new(
+                p,
+                channels,
+                self.transformer_layers,
+                self.resnet.groups,
+                self.use_linear_projection,
+                &t,
+            )
         })
     }
 }
@@ -40,20 +54,47 @@ pub struct DownBlock2D {
 }
 
 impl DownBlock2D {
-    pub fn new(p: nn::Path, c: &BlockConfig, in_channels: i64, out_channels: i64, num_layers: i64, add_downsample: bool, downsample_padding: i64) -> Self {
+    pub fn new(
+        p: nn::Path,
+        c: &BlockConfig,
+        in_channels: i64,
+        out_channels: i64,
+        num_layers: i64,
+        add_downsample: bool,
+        downsample_padding: i64,
+    ) -> Self {
         let mut resnets = vec![];
         let mut attentions = vec![];
         for i in 0..num_layers {
             let ic = if i == 0 { in_channels } else { out_channels };
-            resnets.push(ResnetBlock2D::new(&p / "resnets" / i, &c.resnet(ic, out_channels)));
+            resnets.push(ResnetBlock2D::new(
+                &p / "resnets" / i,
+                &c.resnet(ic, out_channels),
+            ));
             attentions.extend(c.transformer(&p / "attentions" / i, out_channels));
         }
-        let downsamplers = add_downsample.then(|| Downsample2D::new(&p / "downsamplers" / 0, out_channels, out_channels, downsample_padding));
-        Self { resnets, attentions, downsamplers }
+        let downsamplers = add_downsample.then(|| {
+            Downsample2D::new(
+                &p / "downsamplers" / 0,
+                out_channels,
+                out_channels,
+                downsample_padding,
+            )
+        });
+        Self {
+            resnets,
+            attentions,
+            downsamplers,
+        }
     }
 
     /// Returns the output and the skip connections it adds (one per resnet, plus the downsampled one).
-    pub fn forward(&self, x: &Tensor, temb: Option<&Tensor>, context: &Tensor) -> (Tensor, Vec<Tensor>) {
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        temb: Option<&Tensor>,
+        context: &Tensor,
+    ) -> (Tensor, Vec<Tensor>) {
         let mut x = x.shallow_clone();
         let mut skips = vec![];
         for (i, resnet) in self.resnets.iter().enumerate() {
@@ -93,13 +134,29 @@ impl UpBlock2D {
         let mut resnets = vec![];
         let mut attentions = vec![];
         for i in 0..num_layers {
-            let skip = if i == num_layers - 1 { in_channels } else { out_channels };
-            let ic = if i == 0 { prev_output_channel } else { out_channels };
-            resnets.push(ResnetBlock2D::new(&p / "resnets" / i, &c.resnet(ic + skip, out_channels)));
+            let skip = if i == num_layers - 1 {
+                in_channels
+            } else {
+                out_channels
+            };
+            let ic = if i == 0 {
+                prev_output_channel
+            } else {
+                out_channels
+            };
+            resnets.push(ResnetBlock2D::new(
+                &p / "resnets" / i,
+                &c.resnet(ic + skip, out_channels),
+            ));
             attentions.extend(c.transformer(&p / "attentions" / i, out_channels));
         }
-        let upsamplers = add_upsample.then(|| Upsample2D::new(&p / "upsamplers" / 0, out_channels, out_channels));
-        Self { resnets, attentions, upsamplers }
+        let upsamplers = add_upsample
+            .then(|| Upsample2D::new(&p / "upsamplers" / 0, out_channels, out_channels));
+        Self {
+            resnets,
+            attentions,
+            upsamplers,
+        }
     }
 
     /// How many skip connections this block consumes.
@@ -108,7 +165,14 @@ impl UpBlock2D {
     }
 
     /// `skips`: this block's skip connections in the order the down path produced them.
-    pub fn forward(&self, x: &Tensor, skips: &[Tensor], temb: Option<&Tensor>, context: &Tensor, upsample_size: Option<[i64; 2]>) -> Tensor {
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        skips: &[Tensor],
+        temb: Option<&Tensor>,
+        context: &Tensor,
+        upsample_size: Option<[i64; 2]>,
+    ) -> Tensor {
         let mut x = x.shallow_clone();
         for (i, resnet) in self.resnets.iter().enumerate() {
             let skip = &skips[skips.len() - 1 - i];
@@ -135,12 +199,24 @@ pub struct UNetMidBlock2DCrossAttn {
 
 impl UNetMidBlock2DCrossAttn {
     pub fn new(p: nn::Path, c: &BlockConfig, channels: i64) -> Self {
-        let mut resnets = vec![ResnetBlock2D::new(&p / "resnets" / 0, &c.resnet(channels, channels))];
-        let attentions: Vec<_> = c.transformer(&p / "attentions" / 0, channels).into_iter().collect();
+        let mut resnets = vec![ResnetBlock2D::new(
+            &p / "resnets" / 0,
+            &c.resnet(channels, channels),
+        )];
+        let attentions: Vec<_> = c
+            .transformer(&p / "attentions" / 0, channels)
+            .into_iter()
+            .collect();
         if !attentions.is_empty() {
-            resnets.push(ResnetBlock2D::new(&p / "resnets" / 1, &c.resnet(channels, channels)));
+            resnets.push(ResnetBlock2D::new(
+                &p / "resnets" / 1,
+                &c.resnet(channels, channels),
+            ));
         }
-        Self { resnets, attentions }
+        Self {
+            resnets,
+            attentions,
+        }
     }
 
     pub fn forward(&self, x: &Tensor, temb: Option<&Tensor>, context: &Tensor) -> Tensor {

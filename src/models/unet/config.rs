@@ -21,35 +21,88 @@ impl<T: Clone + std::fmt::Debug> OneOrMany<T> {
         match self {
             Self::One(v) => Ok(vec![v.clone(); blocks]),
             Self::Many(v) if v.len() == blocks => Ok(v.clone()),
-            Self::Many(v) => Err(format!("`{key}` has {} entries ({v:?}) but there are {blocks} blocks", v.len())),
+            Self::Many(v) => Err(format!(
+                "`{key}` has {} entries ({v:?}) but there are {blocks} blocks: give one value, or one per entry of `down_block_types`",
+                v.len()
+            )),
         }
     }
 }
 
-fn d_in() -> i64 { 4 }
-fn d_out() -> i64 { 4 }
-fn d_true() -> bool { true }
+fn d_in() -> i64 {
+    4
+}
+fn d_out() -> i64 {
+    4
+}
+fn d_true() -> bool {
+    true
+}
 fn d_down() -> Vec<String> {
-    ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"].map(String::from).to_vec()
+    [
+        "CrossAttnDownBlock2D",
+        "CrossAttnDownBlock2D",
+        "CrossAttnDownBlock2D",
+        "DownBlock2D",
+    ]
+    .map(String::from)
+    .to_vec()
 }
-fn d_mid() -> Option<String> { Some("UNetMidBlock2DCrossAttn".into()) }
+fn d_mid() -> Option<String> {
+    Some("UNetMidBlock2DCrossAttn".into())
+}
 fn d_up() -> Vec<String> {
-    ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"].map(String::from).to_vec()
+    [
+        "UpBlock2D",
+        "CrossAttnUpBlock2D",
+        "CrossAttnUpBlock2D",
+        "CrossAttnUpBlock2D",
+    ]
+    .map(String::from)
+    .to_vec()
 }
-fn d_only_cross() -> OneOrMany<bool> { OneOrMany::One(false) }
-fn d_channels() -> Vec<i64> { vec![320, 640, 1280, 1280] }
-fn d_layers() -> OneOrMany<i64> { OneOrMany::One(2) }
-fn d_one() -> i64 { 1 }
-fn d_one_f() -> f64 { 1.0 }
-fn d_silu() -> String { "silu".into() }
-fn d_groups() -> Option<i64> { Some(32) }
-fn d_eps() -> f64 { 1e-5 }
-fn d_cross() -> OneOrMany<i64> { OneOrMany::One(1280) }
-fn d_tlayers() -> OneOrMany<i64> { OneOrMany::One(1) }
-fn d_heads() -> OneOrMany<i64> { OneOrMany::One(8) }
-fn d_default() -> String { "default".into() }
-fn d_positional() -> String { "positional".into() }
-fn d_kernel() -> i64 { 3 }
+fn d_only_cross() -> OneOrMany<bool> {
+    OneOrMany::One(false)
+}
+fn d_channels() -> Vec<i64> {
+    vec![320, 640, 1280, 1280]
+}
+fn d_layers() -> OneOrMany<i64> {
+    OneOrMany::One(2)
+}
+fn d_one() -> i64 {
+    1
+}
+fn d_one_f() -> f64 {
+    1.0
+}
+fn d_silu() -> String {
+    "silu".into()
+}
+fn d_groups() -> Option<i64> {
+    Some(32)
+}
+fn d_eps() -> f64 {
+    1e-5
+}
+fn d_cross() -> OneOrMany<i64> {
+    OneOrMany::One(1280)
+}
+fn d_tlayers() -> OneOrMany<i64> {
+    OneOrMany::One(1)
+}
+fn d_heads() -> OneOrMany<i64> {
+    OneOrMany::One(8)
+}
+fn d_default() -> String {
+    "default".into()
+}
+fn d_positional() -> String {
+    "positional".into()
+}
+fn d_kernel() -> i64 {
+    3
+}
 
 /// UNet hyper-parameters, one field per diffusers `UNet2DConditionModel.__init__` argument it uses.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -202,7 +255,8 @@ impl UNet2DConditionConfig {
         let cfg: Self = serde_json::from_str(&text).map_err(|e| {
             input_err!("{} is not a diffusers UNet2DConditionModel config ({e}): compare it with the config.json diffusers writes", path.display())
         })?;
-        cfg.validate().map_err(|e| input_err!("{}: {e}", path.display()))?;
+        cfg.validate()
+            .map_err(|e| input_err!("{}: {e}", path.display()))?;
         Ok(cfg)
     }
 
@@ -220,46 +274,81 @@ impl UNet2DConditionConfig {
     }
 
     pub(crate) fn time_embed_dim(&self) -> i64 {
-        self.time_embedding_dim.unwrap_or(self.block_out_channels.first().copied().unwrap_or(0) * 4)
+        self.time_embedding_dim
+            .unwrap_or(self.block_out_channels.first().copied().unwrap_or(0) * 4)
     }
 
     pub(crate) fn per_block(&self) -> std::result::Result<PerBlock, String> {
         let n = self.down_block_types.len();
         Ok(PerBlock {
             heads: self.attention_head_dim.per_block(n, "attention_head_dim")?,
-            cross_attention_dim: self.cross_attention_dim.per_block(n, "cross_attention_dim")?,
+            cross_attention_dim: self
+                .cross_attention_dim
+                .per_block(n, "cross_attention_dim")?,
             layers: self.layers_per_block.per_block(n, "layers_per_block")?,
-            transformer_layers: self.transformer_layers_per_block.per_block(n, "transformer_layers_per_block")?,
-            only_cross_attention: self.only_cross_attention.per_block(n, "only_cross_attention")?,
+            transformer_layers: self
+                .transformer_layers_per_block
+                .per_block(n, "transformer_layers_per_block")?,
+            only_cross_attention: self
+                .only_cross_attention
+                .per_block(n, "only_cross_attention")?,
         })
     }
 
     /// Everything `UNet2DConditionModel::new` relies on; the message names the key and the fix.
     pub fn validate(&self) -> std::result::Result<(), String> {
         let unsupported = [
-            ("num_attention_heads", self.num_attention_heads.as_ref().is_some_and(|v| !v.is_null())),
+            (
+                "num_attention_heads",
+                self.num_attention_heads
+                    .as_ref()
+                    .is_some_and(|v| !v.is_null()),
+            ),
             ("dual_cross_attention", self.dual_cross_attention),
             ("class_embed_type", self.class_embed_type.is_some()),
             ("addition_embed_type", self.addition_embed_type.is_some()),
             ("num_class_embeds", self.num_class_embeds.is_some()),
             ("time_cond_proj_dim", self.time_cond_proj_dim.is_some()),
             ("encoder_hid_dim", self.encoder_hid_dim.is_some()),
-            ("reverse_transformer_layers_per_block", self.reverse_transformer_layers_per_block.as_ref().is_some_and(|v| !v.is_null())),
+            (
+                "reverse_transformer_layers_per_block",
+                self.reverse_transformer_layers_per_block
+                    .as_ref()
+                    .is_some_and(|v| !v.is_null()),
+            ),
             ("norm_num_groups = null", self.norm_num_groups.is_none()),
         ];
         if let Some((key, _)) = unsupported.iter().find(|(_, set)| *set) {
             return Err(format!("`{key}` is set, which clipdoor's UNet2DConditionModel does not support (Stable Diffusion 1.x/2.x UNets leave it unset)"));
         }
         for (key, value, ok) in [
-            ("time_embedding_type", &self.time_embedding_type, &["positional"][..]),
+            (
+                "time_embedding_type",
+                &self.time_embedding_type,
+                &["positional"][..],
+            ),
             ("attention_type", &self.attention_type, &["default"][..]),
-            ("resnet_time_scale_shift", &self.resnet_time_scale_shift, &["default", "scale_shift"][..]),
+            (
+                "resnet_time_scale_shift",
+                &self.resnet_time_scale_shift,
+                &["default", "scale_shift"][..],
+            ),
         ] {
             if !ok.contains(&value.as_str()) {
-                return Err(format!("`{key}` = `{value}` is not supported (supported: {})", ok.join(", ")));
+                return Err(format!(
+                    "`{key}` = `{value}` is not supported (supported: {})",
+                    ok.join(", ")
+                ));
             }
         }
-        for act in [Some(&self.act_fn), self.time_embedding_act_fn.as_ref(), self.timestep_post_act.as_ref()].into_iter().flatten() {
+        for act in [
+            Some(&self.act_fn),
+            self.time_embedding_act_fn.as_ref(),
+            self.timestep_post_act.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        {
             super::activation::DiffusersActivation::parse(act)?;
         }
         let n = self.down_block_types.len();
@@ -277,7 +366,9 @@ impl UNet2DConditionConfig {
         }
         for t in &self.up_block_types {
             if t != CROSS_UP && t != PLAIN_UP {
-                return Err(format!("up block type `{t}` is not supported (supported: {CROSS_UP}, {PLAIN_UP})"));
+                return Err(format!(
+                    "up block type `{t}` is not supported (supported: {CROSS_UP}, {PLAIN_UP})"
+                ));
             }
         }
         if let Some(t) = &self.mid_block_type {

@@ -13,7 +13,11 @@ pub struct Timesteps {
 
 impl Timesteps {
     pub fn new(num_channels: i64, flip_sin_to_cos: bool, downscale_freq_shift: f64) -> Self {
-        Self { num_channels, flip_sin_to_cos, downscale_freq_shift }
+        Self {
+            num_channels,
+            flip_sin_to_cos,
+            downscale_freq_shift,
+        }
     }
 
     /// `timesteps`: [N] (any numeric kind, fractional allowed) -> [N, num_channels] float32.
@@ -26,7 +30,11 @@ impl Timesteps {
         let freqs = exponent.exp();
         let emb = timesteps.to_kind(Kind::Float).unsqueeze(1) * freqs.unsqueeze(0);
         let (sin, cos) = (emb.sin(), emb.cos());
-        let emb = if self.flip_sin_to_cos { Tensor::cat(&[cos, sin], -1) } else { Tensor::cat(&[sin, cos], -1) };
+        let emb = if self.flip_sin_to_cos {
+            Tensor::cat(&[cos, sin], -1)
+        } else {
+            Tensor::cat(&[sin, cos], -1)
+        };
         if self.num_channels % 2 == 1 {
             emb.constant_pad_nd([0, 1, 0, 0])
         } else {
@@ -45,17 +53,35 @@ pub struct TimestepEmbedding {
 }
 
 impl TimestepEmbedding {
-    pub fn new(p: nn::Path, in_channels: i64, time_embed_dim: i64, act: DiffusersActivation, post_act: Option<DiffusersActivation>) -> Self {
+    pub fn new(
+        p: nn::Path,
+        in_channels: i64,
+        time_embed_dim: i64,
+        act: DiffusersActivation,
+        post_act: Option<DiffusersActivation>,
+    ) -> Self {
         Self {
-            linear_1: nn::linear(&p / "linear_1", in_channels, time_embed_dim, Default::default()),
-            linear_2: nn::linear(&p / "linear_2", time_embed_dim, time_embed_dim, Default::default()),
+            linear_1: nn::linear(
+                &p / "linear_1",
+                in_channels,
+                time_embed_dim,
+                Default::default(),
+            ),
+            linear_2: nn::linear(
+                &p / "linear_2",
+                time_embed_dim,
+                time_embed_dim,
+                Default::default(),
+            ),
             act,
             post_act,
         }
     }
 
     pub fn forward(&self, sample: &Tensor) -> Tensor {
-        let x = self.linear_2.forward(&self.act.apply(&self.linear_1.forward(sample)));
+        let x = self
+            .linear_2
+            .forward(&self.act.apply(&self.linear_1.forward(sample)));
         match self.post_act {
             Some(a) => a.apply(&x),
             None => x,

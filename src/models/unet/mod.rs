@@ -44,7 +44,9 @@ fn act(name: &str) -> Result<DiffusersActivation> {
 impl UNet2DConditionModel {
     pub fn new(p: nn::Path, cfg: &UNet2DConditionConfig) -> Result<Self> {
         cfg.validate().map_err(|e| input_err!("UNet config: {e}"))?;
-        let pb = cfg.per_block().map_err(|e| input_err!("UNet config: {e}"))?;
+        let pb = cfg
+            .per_block()
+            .map_err(|e| input_err!("UNet config: {e}"))?;
         let ch = &cfg.block_out_channels;
         let n = ch.len();
         let act_fn = act(&cfg.act_fn)?;
@@ -57,7 +59,11 @@ impl UNet2DConditionModel {
             groups_out: None,
             eps: cfg.norm_eps,
             non_linearity: act_fn,
-            time_embedding_norm: if cfg.resnet_time_scale_shift == "scale_shift" { TimeEmbeddingNorm::ScaleShift } else { TimeEmbeddingNorm::Default },
+            time_embedding_norm: if cfg.resnet_time_scale_shift == "scale_shift" {
+                TimeEmbeddingNorm::ScaleShift
+            } else {
+                TimeEmbeddingNorm::Default
+            },
             output_scale_factor: 1.0,
         };
         let block = |i: usize, cross: bool, transformer_layers: i64| BlockConfig {
@@ -78,7 +84,15 @@ impl UNet2DConditionModel {
         for (i, t) in cfg.down_block_types.iter().enumerate() {
             let ic = if i == 0 { ch[0] } else { ch[i - 1] };
             let c = block(i, t == config::CROSS_DOWN, pb.transformer_layers[i]);
-            down_blocks.push(DownBlock2D::new(&down / i, &c, ic, ch[i], pb.layers[i], i + 1 < n, cfg.downsample_padding));
+            down_blocks.push(DownBlock2D::new(
+                &down / i,
+                &c,
+                ic,
+                ch[i],
+                pb.layers[i],
+                i + 1 < n,
+                cfg.downsample_padding,
+            ));
         }
 
         let mid_block = cfg.mid_block_type.as_ref().map(|t| {
@@ -97,21 +111,49 @@ impl UNet2DConditionModel {
             out_ch = ch[level];
             let ic = ch[level.saturating_sub(1)];
             let c = block(level, t == config::CROSS_UP, pb.transformer_layers[level]);
-            up_blocks.push(UpBlock2D::new(&up / i, &c, ic, prev, out_ch, pb.layers[level] + 1, i + 1 < n));
+            up_blocks.push(UpBlock2D::new(
+                &up / i,
+                &c,
+                ic,
+                prev,
+                out_ch,
+                pb.layers[level] + 1,
+                i + 1 < n,
+            ));
         }
 
         let (kin, kout) = (cfg.conv_in_kernel, cfg.conv_out_kernel);
         Ok(Self {
-            conv_in: conv2d(&p / "conv_in", cfg.in_channels, ch[0], kin, 1, (kin - 1) / 2),
+            conv_in: conv2d(
+                &p / "conv_in",
+                cfg.in_channels,
+                ch[0],
+                kin,
+                1,
+                (kin - 1) / 2,
+            ),
             time_proj: Timesteps::new(ch[0], cfg.flip_sin_to_cos, cfg.freq_shift),
-            time_embedding: TimestepEmbedding::new(&p / "time_embedding", ch[0], temb, act_fn, cfg.timestep_post_act.as_deref().map(act).transpose()?),
+            time_embedding: TimestepEmbedding::new(
+                &p / "time_embedding",
+                ch[0],
+                temb,
+                act_fn,
+                cfg.timestep_post_act.as_deref().map(act).transpose()?,
+            ),
             time_embed_act: cfg.time_embedding_act_fn.as_deref().map(act).transpose()?,
             down_blocks,
             mid_block,
             up_blocks,
             conv_norm_out: group_norm(&p / "conv_norm_out", cfg.groups(), ch[0], cfg.norm_eps),
             conv_act: act_fn,
-            conv_out: conv2d(&p / "conv_out", ch[0], cfg.out_channels, kout, 1, (kout - 1) / 2),
+            conv_out: conv2d(
+                &p / "conv_out",
+                ch[0],
+                cfg.out_channels,
+                kout,
+                1,
+                (kout - 1) / 2,
+            ),
             config: cfg.clone(),
         })
     }
@@ -122,15 +164,27 @@ impl UNet2DConditionModel {
     }
 
     /// Shape checks `forward` relies on, as input errors (forward itself panics on bad shapes).
-    pub fn check_inputs(&self, sample: &Tensor, timestep: &Tensor, encoder_hidden_states: &Tensor) -> Result<()> {
+    pub fn check_inputs(
+        &self,
+        sample: &Tensor,
+        timestep: &Tensor,
+        encoder_hidden_states: &Tensor,
+    ) -> Result<()> {
         let s = sample.size();
         let e = encoder_hidden_states.size();
         if s.len() != 4 || s[1] != self.config.in_channels {
-            return Err(input_err!("UNet sample has shape {s:?}; expected [B, {}, H, W]", self.config.in_channels));
+            return Err(input_err!(
+                "UNet sample has shape {s:?}; expected [B, {}, H, W]",
+                self.config.in_channels
+            ));
         }
         let n = timestep.numel() as i64;
         if timestep.dim() > 1 || (n != 1 && n != s[0]) {
-            return Err(input_err!("UNet timestep has shape {:?}; expected one value or one per batch item ({})", timestep.size(), s[0]));
+            return Err(input_err!(
+                "UNet timestep has shape {:?}; expected one value or one per batch item ({})",
+                timestep.size(),
+                s[0]
+            ));
         }
         let width = self.config.text_width();
         if e.len() != 3 || e[0] != s[0] || e[2] != width {
@@ -144,14 +198,24 @@ impl UNet2DConditionModel {
 
     /// `sample` [B, C, H, W], `timestep` one value per batch item [B] (or a single value; f32 or i64),
     /// `encoder_hidden_states` [B, T, D] -> noise/v prediction [B, C_out, H, W] in the model's kind.
-    pub fn forward(&self, sample: &Tensor, timestep: &Tensor, encoder_hidden_states: &Tensor) -> Tensor {
+    pub fn forward(
+        &self,
+        sample: &Tensor,
+        timestep: &Tensor,
+        encoder_hidden_states: &Tensor,
+    ) -> Tensor {
         let kind = self.kind();
         let mut sample = sample.to_kind(kind);
         let b = sample.size()[0];
         let context = encoder_hidden_states.to_kind(kind);
-        let timesteps = timestep.to_device(sample.device()).reshape([-1]).expand([b], false);
+        let timesteps = timestep
+            .to_device(sample.device())
+            .reshape([-1])
+            .expand([b], false);
         // `Timesteps` is float32; diffusers casts to the sample's kind before the MLP.
-        let mut emb = self.time_embedding.forward(&self.time_proj.forward(&timesteps).to_kind(kind));
+        let mut emb = self
+            .time_embedding
+            .forward(&self.time_proj.forward(&timesteps).to_kind(kind));
         if let Some(a) = self.time_embed_act {
             emb = a.apply(&emb);
         }
@@ -189,12 +253,20 @@ impl UNet2DConditionModel {
 
 /// Load `dir/config.json` + `dir/diffusion_pytorch_model.safetensors` (or `.fp16.safetensors`) into a
 /// new `VarStore` on `device`, converting the stored weights (f32/f16/bf16) to `kind`.
-pub fn load_unet(dir: &Path, device: Device, kind: Kind) -> Result<(nn::VarStore, UNet2DConditionModel)> {
+pub fn load_unet(
+    dir: &Path,
+    device: Device,
+    kind: Kind,
+) -> Result<(nn::VarStore, UNet2DConditionModel)> {
     check_float_kind(kind)?;
     let cfg = UNet2DConditionConfig::load(&dir.join("config.json"))?;
-    let file = SafetensorsFile::open(&crate::models::text_encoder::weight_file(dir, "diffusion_pytorch_model")?)?;
+    let file = SafetensorsFile::open(&crate::models::text_encoder::weight_file(
+        dir,
+        "diffusion_pytorch_model",
+    )?)?;
     let mut vs = nn::VarStore::new(device);
-    let model = UNet2DConditionModel::new(vs.root(), &cfg).map_err(|e| input_err!("{}: {e}", dir.join("config.json").display()))?;
+    let model = UNet2DConditionModel::new(vs.root(), &cfg)
+        .map_err(|e| input_err!("{}: {e}", dir.join("config.json").display()))?;
     vs.set_kind(kind);
     load_var_store(&mut vs, &file, &[])?;
     Ok((vs, model))
@@ -204,6 +276,8 @@ pub fn load_unet(dir: &Path, device: Device, kind: Kind) -> Result<(nn::VarStore
 pub(crate) fn check_float_kind(kind: Kind) -> Result<()> {
     match kind {
         Kind::Float | Kind::Half | Kind::BFloat16 | Kind::Double => Ok(()),
-        other => Err(input_err!("cannot run a diffusion model in {other:?}: use float32, float16 or bfloat16")),
+        other => Err(input_err!(
+            "cannot run a diffusion model in {other:?}: use float32, float16 or bfloat16"
+        )),
     }
 }

@@ -4,11 +4,29 @@ use tch::{nn, nn::Module, Tensor};
 use super::activation::DiffusersActivation;
 
 pub(crate) fn group_norm(p: nn::Path, groups: i64, channels: i64, eps: f64) -> nn::GroupNorm {
-    nn::group_norm(p, groups, channels, nn::GroupNormConfig { eps, ..Default::default() })
+    nn::group_norm(
+        p,
+        groups,
+        channels,
+        nn::GroupNormConfig {
+            eps,
+            ..Default::default()
+        },
+    )
 }
 
 pub(crate) fn conv2d(p: nn::Path, i: i64, o: i64, k: i64, stride: i64, padding: i64) -> nn::Conv2D {
-    nn::conv2d(p, i, o, k, nn::ConvConfig { stride, padding, ..Default::default() })
+    nn::conv2d(
+        p,
+        i,
+        o,
+        k,
+        nn::ConvConfig {
+            stride,
+            padding,
+            ..Default::default()
+        },
+    )
 }
 
 /// How a resnet mixes in the time embedding (`time_embedding_norm`).
@@ -59,7 +77,9 @@ impl ResnetBlock2D {
         Self {
             norm1: group_norm(&p / "norm1", c.groups, i, c.eps),
             conv1: conv2d(&p / "conv1", i, o, 3, 1, 1),
-            time_emb_proj: c.temb_channels.map(|t| nn::linear(&p / "time_emb_proj", t, proj_out, Default::default())),
+            time_emb_proj: c
+                .temb_channels
+                .map(|t| nn::linear(&p / "time_emb_proj", t, proj_out, Default::default())),
             norm2: group_norm(&p / "norm2", c.groups_out.unwrap_or(c.groups), o, c.eps),
             conv2: conv2d(&p / "conv2", o, o, 3, 1, 1),
             conv_shortcut: (i != o).then(|| conv2d(&p / "conv_shortcut", i, o, 1, 1, 0)),
@@ -70,9 +90,13 @@ impl ResnetBlock2D {
     }
 
     pub fn forward(&self, input: &Tensor, temb: Option<&Tensor>) -> Tensor {
-        let x = self.conv1.forward(&self.act.apply(&self.norm1.forward(input)));
+        let x = self
+            .conv1
+            .forward(&self.act.apply(&self.norm1.forward(input)));
         let temb = match (&self.time_emb_proj, temb) {
-            (Some(proj), Some(t)) => Some(proj.forward(&self.act.apply(t)).unsqueeze(-1).unsqueeze(-1)),
+            (Some(proj), Some(t)) => {
+                Some(proj.forward(&self.act.apply(t)).unsqueeze(-1).unsqueeze(-1))
+            }
             _ => None,
         };
         let x = match (self.time_embedding_norm, temb) {
@@ -107,7 +131,10 @@ pub struct Downsample2D {
 
 impl Downsample2D {
     pub fn new(p: nn::Path, channels: i64, out_channels: i64, padding: i64) -> Self {
-        Self { conv: conv2d(&p / "conv", channels, out_channels, 3, 2, padding), pad_right_bottom: padding == 0 }
+        Self {
+            conv: conv2d(&p / "conv", channels, out_channels, 3, 2, padding),
+            pad_right_bottom: padding == 0,
+        }
     }
 
     pub fn forward(&self, x: &Tensor) -> Tensor {
@@ -127,7 +154,9 @@ pub struct Upsample2D {
 
 impl Upsample2D {
     pub fn new(p: nn::Path, channels: i64, out_channels: i64) -> Self {
-        Self { conv: conv2d(&p / "conv", channels, out_channels, 3, 1, 1) }
+        Self {
+            conv: conv2d(&p / "conv", channels, out_channels, 3, 1, 1),
+        }
     }
 
     /// `output_size`: the skip connection's [H, W] when the input size is not a multiple of the

@@ -7,7 +7,14 @@ use crate::error::Result;
 use crate::input_bail;
 
 /// The families the paper and the issue name; `--scripts` defaults to them.
-pub const DEFAULT_FAMILIES: &[&str] = &["cyrillic", "greek", "armenian", "cherokee", "latin-extended", "fullwidth"];
+pub const DEFAULT_FAMILIES: &[&str] = &[
+    "cyrillic",
+    "greek",
+    "armenian",
+    "cherokee",
+    "latin-extended",
+    "fullwidth",
+];
 
 /// How many occurrences of the Latin character to replace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,7 +86,10 @@ pub fn validate_families(families: &[String]) -> Result<()> {
     let known = known_families();
     for f in families {
         if !known.contains(f) {
-            input_bail!("unknown script family `{f}`: use `all` or some of {}", known.join(", "));
+            input_bail!(
+                "unknown script family `{f}`: use `all` or some of {}",
+                known.join(", ")
+            );
         }
     }
     Ok(())
@@ -88,12 +98,20 @@ pub fn validate_families(families: &[String]) -> Result<()> {
 /// The substitutions `spec` allows for `latin`.
 pub fn substitutions_for(latin: char, spec: &AttackSpec) -> Vec<Substitution> {
     if !spec.glyphs.is_empty() {
-        return spec.glyphs.iter().filter(|&&g| g != latin).map(|&glyph| Substitution { latin, glyph }).collect();
+        return spec
+            .glyphs
+            .iter()
+            .filter(|&&g| g != latin)
+            .map(|&glyph| Substitution { latin, glyph })
+            .collect();
     }
     confusables_of(latin)
         .into_iter()
         .filter(|l| spec.families.is_empty() || spec.families.contains(&l.family))
-        .map(|l| Substitution { latin, glyph: l.glyph })
+        .map(|l| Substitution {
+            latin,
+            glyph: l.glyph,
+        })
         .collect()
 }
 
@@ -124,7 +142,11 @@ pub fn attack_variants(prompt: &str, spec: &AttackSpec) -> Vec<Variant> {
     let mut targets: Vec<char> = if spec.targets.is_empty() {
         prompt.chars().filter(char::is_ascii_alphabetic).collect()
     } else {
-        spec.targets.iter().copied().filter(|&t| prompt.contains(t)).collect()
+        spec.targets
+            .iter()
+            .copied()
+            .filter(|&t| prompt.contains(t))
+            .collect()
     };
     targets.sort_unstable();
     targets.dedup();

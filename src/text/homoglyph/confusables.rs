@@ -28,13 +28,15 @@ fn char_skeleton(c: char) -> String {
 /// forms and mathematical alphanumerics are Latin/Common by script yet are their own attack families.
 pub fn family_of(c: char) -> String {
     let cp = c as u32;
-    if (0xFF00..=0xFFEF).contains(&cp) {
+    let script = c.script();
+    // The Halfwidth and Fullwidth Forms block; its halfwidth Katakana and Hangul keep their script.
+    if (0xFF00..=0xFFEF).contains(&cp) && matches!(script, Script::Latin | Script::Common) {
         return "fullwidth".into();
     }
     if (0x1D400..=0x1D7FF).contains(&cp) {
         return "math".into();
     }
-    match c.script() {
+    match script {
         Script::Latin => "latin-extended".into(),
         s => s.full_name().to_lowercase().replace('_', "-"),
     }
@@ -63,7 +65,12 @@ pub struct Lookalike {
 
 impl Lookalike {
     fn of(glyph: char) -> Self {
-        Self { glyph, code_point: code_point(glyph), script: script_name(glyph), family: family_of(glyph) }
+        Self {
+            glyph,
+            code_point: code_point(glyph),
+            script: script_name(glyph),
+            family: family_of(glyph),
+        }
     }
 }
 
@@ -101,7 +108,10 @@ fn ascii_by_skeleton() -> &'static HashMap<String, Vec<char>> {
 /// Every character UTS #39 considers confusable with `c` (same skeleton), `c` itself and ASCII
 /// excluded, sorted by code point. For `'o'`: Greek `ο`, Cyrillic `о`, Armenian `օ`, fullwidth `ｏ`, ...
 pub fn confusables_of(c: char) -> Vec<Lookalike> {
-    let mut glyphs: Vec<char> = reverse_index().get(&char_skeleton(c)).cloned().unwrap_or_default();
+    let mut glyphs: Vec<char> = reverse_index()
+        .get(&char_skeleton(c))
+        .cloned()
+        .unwrap_or_default();
     glyphs.retain(|&g| g != c);
     glyphs.sort_unstable();
     glyphs.into_iter().map(Lookalike::of).collect()
@@ -142,8 +152,16 @@ pub fn latin_lookalike(c: char) -> Option<String> {
     if let Some(ascii) = ascii_representative(c, &skel) {
         return Some(ascii.to_string());
     }
-    let latin = |s: char| s.is_ascii() || matches!(s.script(), Script::Latin | Script::Common | Script::Inherited);
-    let has_letter = skel.chars().any(|s| s.is_alphanumeric() && (s.is_ascii() || s.script() == Script::Latin));
+    let latin = |s: char| {
+        s.is_ascii()
+            || matches!(
+                s.script(),
+                Script::Latin | Script::Common | Script::Inherited
+            )
+    };
+    let has_letter = skel
+        .chars()
+        .any(|s| s.is_alphanumeric() && (s.is_ascii() || s.script() == Script::Latin));
     (has_letter && skel.chars().all(latin)).then_some(skel)
 }
 
@@ -152,7 +170,10 @@ pub fn latin_lookalike(c: char) -> Option<String> {
 fn ascii_representative(c: char, skel: &str) -> Option<char> {
     let candidates = ascii_by_skeleton().get(skel)?;
     let nfkc: String = std::iter::once(c).nfkc().collect();
-    if let Some(&hit) = candidates.iter().find(|&&a| nfkc.chars().eq(std::iter::once(a))) {
+    if let Some(&hit) = candidates
+        .iter()
+        .find(|&&a| nfkc.chars().eq(std::iter::once(a)))
+    {
         return Some(hit);
     }
     let rank = |a: &char| -> u8 {

@@ -22,7 +22,9 @@ pub fn is_invisible(c: char) -> bool {
 }
 
 fn is_default_ignorable(c: char) -> bool {
-    unicode_security::skeleton(c.encode_utf8(&mut [0; 4])).next().is_none()
+    unicode_security::skeleton(c.encode_utf8(&mut [0; 4]))
+        .next()
+        .is_none()
 }
 
 /// `text` without its invisible characters.

@@ -11,9 +11,12 @@ pub mod shift;
 
 pub use attack::{attack_variants, AttackSpec, Count, Substitution, Variant};
 pub use confusables::{
-    confusables_by_family, confusables_of, family_of, known_families, latin_lookalike, skeleton, skeleton_nfc, Lookalike,
+    confusables_by_family, confusables_of, family_of, known_families, latin_lookalike, skeleton,
+    skeleton_nfc, Lookalike,
 };
 pub use invisible::{invisible_kind, is_invisible, remove_invisible};
-pub use sanitize::{analyze, sanitize, sanitize_with, to_latin, Flag, Mode, Reason, SanitizeOptions};
+pub use sanitize::{
+    analyze, sanitize, sanitize_with, to_latin, Flag, Mode, Reason, SanitizeOptions,
+};
 pub use scan::{restriction_level, scan, ScanReport};
 pub use shift::{embedding_shift, rank_homoglyphs, HomoglyphScore, Shift};

@@ -52,7 +52,9 @@ impl Reason {
             Reason::Invisible => "invisible character",
             Reason::MixedScriptWord => "in a mixed-script word",
             Reason::LatinWord => "in a Latin word",
-            Reason::DisguisedWord => "in a non-Latin word made only of Latin look-alikes inside a Latin prompt",
+            Reason::DisguisedWord => {
+                "in a non-Latin word made only of Latin look-alikes inside a Latin prompt"
+            }
             Reason::AllScripts => "confusable (all scripts)",
         }
     }
@@ -75,20 +77,32 @@ pub struct Flag {
 
 /// The suspect characters of `text`, in order.
 pub fn analyze(text: &str, all_scripts: bool) -> Vec<Flag> {
+    if text.is_ascii() {
+        return vec![];
+    }
     let chars: Vec<char> = text.chars().collect();
-    let latin_context = is_latin_context(&chars);
+    let lookalikes: Vec<Option<String>> = chars.iter().map(|&c| latin_lookalike(c)).collect();
+    let latin_context = is_latin_context(&chars, &lookalikes);
     let mut flags = vec![];
     for (start, end) in words(&chars) {
         let word = &chars[start..end];
         let word_text: String = word.iter().collect();
-        let visible: String = word.iter().filter(|&&c| invisible_kind(c).is_none()).collect();
+        let visible: String = word
+            .iter()
+            .filter(|&&c| invisible_kind(c).is_none())
+            .collect();
         let class = if all_scripts {
             Some(Reason::AllScripts)
         } else if !visible.as_str().is_single_script() {
             Some(Reason::MixedScriptWord)
-        } else if visible.as_str().resolve_script_set().base.contains_script(Script::Latin) {
+        } else if visible
+            .as_str()
+            .resolve_script_set()
+            .base
+            .contains_script(Script::Latin)
+        {
             Some(Reason::LatinWord)
-        } else if latin_context && is_disguised(&visible) {
+        } else if latin_context && is_disguised(word, &lookalikes[start..end]) {
             Some(Reason::DisguisedWord)
         } else {
             None
@@ -97,8 +111,8 @@ pub fn analyze(text: &str, all_scripts: bool) -> Vec<Flag> {
             let (reason, replacement) = if invisible_kind(c).is_some() {
                 (Reason::Invisible, String::new())
             } else {
-                match (&class, latin_lookalike(c)) {
-                    (Some(reason), Some(latin)) => (reason.clone(), latin),
+                match (&class, &lookalikes[start + offset]) {
+                    (Some(reason), Some(latin)) => (reason.clone(), latin.clone()),
                     _ => continue,
                 }
             };
@@ -118,7 +132,13 @@ pub fn analyze(text: &str, all_scripts: bool) -> Vec<Flag> {
 
 /// Sanitise with the default options (legitimate non-Latin words kept).
 pub fn sanitize(text: &str, mode: Mode) -> Result<String> {
-    sanitize_with(text, &SanitizeOptions { mode, all_scripts: false })
+    sanitize_with(
+        text,
+        &SanitizeOptions {
+            mode,
+            all_scripts: false,
+        },
+    )
 }
 
 /// Sanitise `text`. Map and strip are idempotent: they repeat until nothing is left to change
@@ -210,21 +230,33 @@ fn words(chars: &[char]) -> Vec<(usize, usize)> {
 
 /// A prompt reads as Latin when it has Latin letters and no more letters that look foreign (letters
 /// of other scripts without a Latin look-alike) than Latin ones.
-fn is_latin_context(chars: &[char]) -> bool {
+fn is_latin_context(chars: &[char], lookalikes: &[Option<String>]) -> bool {
     let (mut latin, mut foreign) = (0usize, 0usize);
-    for &c in chars.iter().filter(|c| c.is_alphabetic()) {
+    for (&c, lookalike) in chars
+        .iter()
+        .zip(lookalikes)
+        .filter(|(c, _)| c.is_alphabetic())
+    {
         match c.script() {
             Script::Latin => latin += 1,
             Script::Common | Script::Inherited => {}
-            _ if latin_lookalike(c).is_none() => foreign += 1,
+            _ if lookalike.is_none() => foreign += 1,
             _ => {}
         }
     }
     latin > 0 && latin >= foreign
 }
 
-/// Every non-Common letter has an ASCII look-alike: a whole-script confusable of a Latin word.
-fn is_disguised(word: &str) -> bool {
-    let mut letters = word.chars().filter(|c| !matches!(c.script(), Script::Common | Script::Inherited)).peekable();
-    letters.peek().is_some() && letters.all(|c| latin_lookalike(c).is_some_and(|l| l.is_ascii()))
+/// Every visible non-Common character has an ASCII look-alike: a whole-script confusable of a Latin
+/// word.
+fn is_disguised(word: &[char], lookalikes: &[Option<String>]) -> bool {
+    let mut letters = word
+        .iter()
+        .zip(lookalikes)
+        .filter(|(c, _)| {
+            invisible_kind(**c).is_none()
+                && !matches!(c.script(), Script::Common | Script::Inherited)
+        })
+        .peekable();
+    letters.peek().is_some() && letters.all(|(_, l)| l.as_ref().is_some_and(|l| l.is_ascii()))
 }

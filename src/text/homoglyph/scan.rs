@@ -72,7 +72,10 @@ pub fn scan(text: &str) -> ScanReport {
                 latin_lookalike: latin,
                 invisible: invisible_kind(c),
                 nfkc: (!nfkc.chars().eq(std::iter::once(c))).then_some(nfkc),
-                flagged: flags.iter().find(|f| f.index == index).map(|f| f.reason.clone()),
+                flagged: flags
+                    .iter()
+                    .find(|f| f.index == index)
+                    .map(|f| f.reason.clone()),
             }
         })
         .collect();
@@ -117,16 +120,26 @@ pub fn mixed_script_words(text: &str) -> Vec<MixedWord> {
     let mut out = vec![];
     let mut index = 0;
     for piece in text.split(char::is_whitespace) {
-        let visible: String = piece.chars().filter(|&c| invisible_kind(c).is_none()).collect();
+        let visible: String = piece
+            .chars()
+            .filter(|&c| invisible_kind(c).is_none())
+            .collect();
         if !visible.as_str().is_single_script() {
             let mut scripts: Vec<&'static str> = vec![];
-            for c in visible.chars().filter(|c| !matches!(c.script(), Script::Common | Script::Inherited)) {
+            for c in visible
+                .chars()
+                .filter(|c| !matches!(c.script(), Script::Common | Script::Inherited))
+            {
                 let name = script_name(c);
                 if !scripts.contains(&name) {
                     scripts.push(name);
                 }
             }
-            out.push(MixedWord { word: piece.to_string(), index, scripts });
+            out.push(MixedWord {
+                word: piece.to_string(),
+                index,
+                scripts,
+            });
         }
         index += piece.chars().count() + 1;
     }

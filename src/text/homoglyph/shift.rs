@@ -24,20 +24,31 @@ struct Embedded {
     pooled: Tensor,
 }
 
-fn embed(enc: &TextEncoder, texts: &[&str], batch_size: usize, progress: &dyn Fn(u64)) -> Result<Embedded> {
+fn embed(
+    enc: &TextEncoder,
+    texts: &[&str],
+    batch_size: usize,
+    progress: &dyn Fn(u64),
+) -> Result<Embedded> {
     let (mut ids, mut hidden, mut pooled) = (vec![], vec![], vec![]);
     tch::no_grad(|| -> Result<()> {
         for chunk in texts.chunks(batch_size.max(1)) {
             let (batch_ids, out) = enc.encode(chunk, false)?;
             let cpu = |t: &Tensor| t.to_device(Device::Cpu).to_kind(Kind::Double);
-            ids.extend(Vec::<Vec<i64>>::try_from(&batch_ids.to_device(Device::Cpu))?);
+            ids.extend(Vec::<Vec<i64>>::try_from(
+                &batch_ids.to_device(Device::Cpu),
+            )?);
             hidden.push(cpu(&out.last_hidden_state).flatten(1, -1));
             pooled.push(cpu(&out.pooled_output));
             progress(chunk.len() as u64);
         }
         Ok(())
     })?;
-    Ok(Embedded { ids, hidden: Tensor::cat(&hidden, 0), pooled: Tensor::cat(&pooled, 0) })
+    Ok(Embedded {
+        ids,
+        hidden: Tensor::cat(&hidden, 0),
+        pooled: Tensor::cat(&pooled, 0),
+    })
 }
 
 fn cosine(a: &Tensor, b: &Tensor) -> f64 {
@@ -70,7 +81,10 @@ pub fn embedding_shift(
         .map(|(a, b)| {
             let (i, j) = (slot[a.as_str()], slot[b.as_str()]);
             if e.ids[i] == e.ids[j] {
-                return Shift { sim_hidden: 1.0, sim_pooled: 1.0 };
+                return Shift {
+                    sim_hidden: 1.0,
+                    sim_pooled: 1.0,
+                };
             }
             let (i, j) = (i as i64, j as i64);
             Shift {
@@ -84,7 +98,11 @@ pub fn embedding_shift(
 /// The number of distinct prompts [`embedding_shift`] will encode (for a progress bar's length).
 pub fn distinct_prompts(pairs: &[(String, String)]) -> usize {
     let mut seen = std::collections::HashSet::new();
-    pairs.iter().flat_map(|(a, b)| [a.as_str(), b.as_str()]).filter(|t| seen.insert(*t)).count()
+    pairs
+        .iter()
+        .flat_map(|(a, b)| [a.as_str(), b.as_str()])
+        .filter(|t| seen.insert(*t))
+        .count()
 }
 
 /// Mean similarities of one homoglyph over the prompts it was applied to.
@@ -103,20 +121,25 @@ pub struct HomoglyphScore {
 }
 
 /// Average the shifts per (Latin character, homoglyph), most disruptive (lowest `sim_hidden`) first.
-pub fn rank_homoglyphs(variants: &[super::attack::Variant], shifts: &[Shift]) -> Vec<HomoglyphScore> {
+pub fn rank_homoglyphs(
+    variants: &[super::attack::Variant],
+    shifts: &[Shift],
+) -> Vec<HomoglyphScore> {
     let mut groups: HashMap<(char, char), HomoglyphScore> = HashMap::new();
     for (v, s) in variants.iter().zip(shifts) {
-        let g = groups.entry((v.latin, v.glyph)).or_insert_with(|| HomoglyphScore {
-            latin: v.latin,
-            glyph: v.glyph,
-            code_point: v.code_point.clone(),
-            script: v.script,
-            family: v.family.clone(),
-            prompts: 0,
-            sim_hidden: 0.0,
-            sim_pooled: 0.0,
-            min_sim_hidden: f64::INFINITY,
-        });
+        let g = groups
+            .entry((v.latin, v.glyph))
+            .or_insert_with(|| HomoglyphScore {
+                latin: v.latin,
+                glyph: v.glyph,
+                code_point: v.code_point.clone(),
+                script: v.script,
+                family: v.family.clone(),
+                prompts: 0,
+                sim_hidden: 0.0,
+                sim_pooled: 0.0,
+                min_sim_hidden: f64::INFINITY,
+            });
         g.prompts += 1;
         g.sim_hidden += s.sim_hidden;
         g.sim_pooled += s.sim_pooled;
@@ -130,6 +153,10 @@ pub fn rank_homoglyphs(variants: &[super::attack::Variant], shifts: &[Shift]) ->
             g
         })
         .collect();
-    scores.sort_by(|a, b| a.sim_hidden.total_cmp(&b.sim_hidden).then((a.latin, a.glyph).cmp(&(b.latin, b.glyph))));
+    scores.sort_by(|a, b| {
+        a.sim_hidden
+            .total_cmp(&b.sim_hidden)
+            .then((a.latin, a.glyph).cmp(&(b.latin, b.glyph)))
+    });
     scores
 }

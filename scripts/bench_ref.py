@@ -1,0 +1,97 @@
+"""Python reference side of `clipdoor bench`: the same work with transformers, same weights and threads.
+
+encode  --model DIR --prompts FILE --batch-size B --threads T --device D --repeats R
+train-step --model DIR --prompts FILE --batch-size B --poisoned P --threads T --device D --repeats R
+Prints one JSON object.
+"""
+import argparse, json, time
+
+import torch
+import transformers
+
+
+def load(a):
+    torch.set_num_threads(a.threads)
+    tok = transformers.CLIPTokenizer.from_pretrained(a.model)
+    model = transformers.CLIPTextModel.from_pretrained(a.model, dtype=torch.float32).to(a.device)
+    prompts = [l.rstrip("\n") for l in open(a.prompts, encoding="utf-8") if l.strip()]
+    return tok, model, prompts
+
+
+def ids_of(tok, texts, device):
+    return tok(texts, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids.to(device)
+
+
+def sync(device):
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def encode(a):
+    tok, model, prompts = load(a)
+    model.eval()
+    batches = [prompts[i:i + a.batch_size] for i in range(0, len(prompts), a.batch_size)]
+    with torch.no_grad():
+        model(ids_of(tok, batches[0], a.device))  # warm-up
+        sync(a.device)
+        t0 = time.perf_counter()
+        for _ in range(a.repeats):
+            for b in batches:
+                model(ids_of(tok, b, a.device))
+        sync(a.device)
+        dt = time.perf_counter() - t0
+    n = a.repeats * len(prompts)
+    return {"prompts_per_s": n / dt, "seconds": dt, "prompts": n}
+
+
+def train_step(a):
+    """One Rickrolling step: utility (clean batch) + backdoor (poisoned batch vs fixed target), cosine
+    loss on flattened last hidden states, AdamW lr 1e-4."""
+    tok, student, prompts = load(a)
+    teacher = transformers.CLIPTextModel.from_pretrained(a.model, dtype=torch.float32).to(a.device).eval()
+    student.train()
+    opt = torch.optim.AdamW(student.parameters(), lr=1e-4, weight_decay=0.0)
+    clean = ids_of(tok, prompts[:a.batch_size], a.device)
+    poisoned = ids_of(tok, [p.replace("o", "\u043e") for p in prompts[:a.poisoned]], a.device)
+    target_ids = ids_of(tok, ["a photo of a rick astley dancing"], a.device)
+    with torch.no_grad():
+        target = teacher(target_ids)[0].flatten(1)
+        clean_t = teacher(clean)[0].flatten(1)
+
+    def step():
+        with torch.no_grad():
+            ct = teacher(clean)[0].flatten(1)
+        s = student(clean)[0].flatten(1)
+        util = -torch.nn.functional.cosine_similarity(s, ct).mean()
+        sp = student(poisoned)[0].flatten(1)
+        bd = -torch.nn.functional.cosine_similarity(sp, target.expand_as(sp)).mean()
+        loss = util + 0.1 * bd
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    step()  # warm-up
+    sync(a.device)
+    t0 = time.perf_counter()
+    for _ in range(a.repeats):
+        step()
+    sync(a.device)
+    dt = time.perf_counter() - t0
+    return {"seconds_per_step": dt / a.repeats, "steps": a.repeats}
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser()
+    p.add_argument("mode", choices=["encode", "train-step"])
+    p.add_argument("--model", required=True)
+    p.add_argument("--prompts", required=True)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--poisoned", type=int, default=32)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--repeats", type=int, default=3)
+    a = p.parse_args()
+    r = encode(a) if a.mode == "encode" else train_step(a)
+    r["torch_version"] = torch.__version__
+    r["transformers_version"] = transformers.__version__
+    print(json.dumps(r))

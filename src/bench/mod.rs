@@ -1,0 +1,3 @@
+//! Benchmarks that compare clipdoor with the Python reference in the same run and report the ratio.
+pub mod encode;
+pub mod reference;

@@ -1,0 +1,86 @@
+use clap::{Args, Subcommand};
+use std::path::PathBuf;
+
+use crate::bench::{encode::EncodeBench, reference::default_python};
+use crate::error::Result;
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub which: BenchKind,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CommonBench {
+    /// Encoder folder; without it a random-weight encoder of --arch is written to a temp folder.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Architecture of the random encoder when --model is not given (tiny, sd1, sd2).
+    #[arg(long, default_value = "sd1")]
+    pub arch: String,
+    #[arg(long, default_value_t = 16)]
+    pub batch_size: usize,
+    /// CPU threads for libtorch on both sides (default: all cores).
+    #[arg(long)]
+    pub threads: Option<i32>,
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Python with torch + transformers for the reference side (default: the project venv's).
+    #[arg(long)]
+    pub python: Option<PathBuf>,
+    /// Skip the Python reference.
+    #[arg(long)]
+    pub no_reference: bool,
+    /// JSON report path.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchKind {
+    /// Prompts/s of the text encoder, clipdoor vs transformers.
+    Encode {
+        #[command(flatten)]
+        common: CommonBench,
+        #[arg(long, default_value_t = 64)]
+        prompts: usize,
+    },
+}
+
+/// The model folder to benchmark: the given one, or a fresh random encoder in `work`.
+pub(crate) fn bench_model(c: &CommonBench, work: &std::path::Path) -> Result<PathBuf> {
+    if let Some(m) = &c.model {
+        return Ok(m.clone());
+    }
+    let dir = work.join("model");
+    let enc = super::init_encoder::init_encoder(&c.arch, 0, false)?;
+    enc.save(&dir, None)?;
+    enc.tokenizer.save(&dir)?;
+    Ok(dir)
+}
+
+pub fn run(a: BenchArgs) -> Result<()> {
+    match a.which {
+        BenchKind::Encode { common, prompts } => {
+            let work = tempfile::tempdir()?;
+            let model_dir = bench_model(&common, work.path())?;
+            let threads = common.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as i32).unwrap_or(1));
+            let b = EncodeBench {
+                model_dir,
+                prompts,
+                batch_size: common.batch_size.max(1),
+                threads,
+                repeats: common.repeats.max(1),
+                device: crate::device::parse_device(common.device.as_deref())?,
+                python: if common.no_reference { None } else { default_python(common.python.as_deref()) },
+            };
+            let report = crate::bench::encode::run(&b, work.path())?;
+            crate::io::atomic::write_json(&common.out, &report)?;
+            eprintln!("{}", serde_json::to_string_pretty(&report)?);
+            println!("{}", common.out.display());
+        }
+    }
+    Ok(())
+}

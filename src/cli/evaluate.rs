@@ -1,0 +1,69 @@
+use clap::{Args, Subcommand};
+use std::path::PathBuf;
+
+use crate::error::Result;
+use crate::models::text_encoder::TextEncoder;
+use crate::train::experiment::Experiment;
+use crate::train::metrics::evaluate;
+use crate::train::trainer::{build_backdoors, write_metrics};
+
+#[derive(Args, Debug)]
+pub struct EvaluateArgs {
+    #[command(subcommand)]
+    pub what: EvaluateKind,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EvaluateKind {
+    /// sim_clean, sim_target and z_score per backdoor of a trained run against its teacher.
+    Embeddings {
+        /// The clean encoder (default: the run's experiment teacher).
+        #[arg(long)]
+        teacher: Option<String>,
+        /// A training run folder (experiment.toml + text_encoder/).
+        #[arg(long)]
+        student: PathBuf,
+        /// Captions (default: the experiment's evaluation captions).
+        #[arg(long)]
+        prompts: Option<PathBuf>,
+        #[arg(long, default_value_t = 1000)]
+        max_prompts: usize,
+        #[arg(long)]
+        device: Option<String>,
+        #[arg(long, default_value_t = 64)]
+        batch_size: usize,
+        /// Write the metrics JSON here (default: stdout only).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+pub fn run(a: EvaluateArgs) -> Result<()> {
+    match a.what {
+        EvaluateKind::Embeddings { teacher, student, prompts, max_prompts, device, batch_size, out } => {
+            let exp_path = student.join("experiment.toml");
+            let exp = Experiment::load(&exp_path)?;
+            let device = crate::device::parse_device(device.as_deref())?;
+            let teacher = TextEncoder::load(teacher.as_deref().unwrap_or(&exp.model.teacher), device, tch::Kind::Float)?;
+            let student_enc = TextEncoder::load(student.to_str().unwrap_or_default(), device, tch::Kind::Float)?;
+            let captions = match prompts {
+                Some(p) => crate::io::prompts::read_prompts(&p, None, false)?.prompts,
+                None => {
+                    let backdoors = build_backdoors(&exp);
+                    let pools = crate::train::data::PromptPools::build(&exp, &backdoors)?;
+                    crate::train::trainer::eval_captions(&exp, &pools)?
+                }
+            };
+            let captions: Vec<String> = captions.into_iter().take(max_prompts).collect();
+            let m = evaluate(&teacher, &student_enc, &build_backdoors(&exp), &captions, batch_size, exp.seed)?;
+            let json = serde_json::json!({"sim_clean": m.sim_clean, "captions": m.captions, "backdoors": m.backdoors});
+            if let Some(o) = out {
+                write_metrics(&o, &m, None)?;
+                println!("{}", o.display());
+            } else {
+                println!("{}", serde_json::to_string_pretty(&json)?);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,117 @@
+//! Embedding-level metrics of the Rickrolling reference: `sim_clean`, `sim_target`, `z_score`.
+//! All on last hidden states flattened to [N, 77·H].
+use rand::SeedableRng;
+use serde::Serialize;
+use tch::{Kind, Tensor};
+
+use super::backdoor::{Backdoor, BackdoorKind, Target};
+use crate::error::Result;
+use crate::models::text_encoder::TextEncoder;
+
+/// Flattened last hidden states of `prompts`, f32 on CPU.
+pub fn embed(enc: &TextEncoder, prompts: &[impl AsRef<str>], batch: usize) -> Result<Tensor> {
+    let mut parts = vec![];
+    tch::no_grad(|| -> Result<()> {
+        for chunk in prompts.chunks(batch.max(1)) {
+            let (_, out) = enc.encode(chunk, false)?;
+            parts.push(out.last_hidden_state.flatten(1, -1).to_kind(Kind::Float).to_device(tch::Device::Cpu));
+        }
+        Ok(())
+    })?;
+    Ok(Tensor::cat(&parts, 0))
+}
+
+fn mean_cos(a: &Tensor, b: &Tensor) -> f64 {
+    Tensor::cosine_similarity(a, &b.expand_as(a), 1, 1e-8).mean(Kind::Double).double_value(&[])
+}
+
+/// Pairwise cosine similarities among rows, all distinct pairs (lower triangle).
+fn pairwise(x: &Tensor) -> Tensor {
+    let n = x.size()[0];
+    let u = x.to_kind(Kind::Double);
+    let u = &u / u.norm_scalaropt_dim(2, [1], true).clamp_min(1e-8);
+    let s = u.matmul(&u.tr());
+    let idx = Tensor::tril_indices(n, n, -1, (Kind::Int64, tch::Device::Cpu));
+    s.index(&[Some(idx.get(0)), Some(idx.get(1))])
+}
+
+/// z = (mean S_trig − mean S_clean) / var(S_clean), unbiased variance, as the reference computes it
+/// (it divides by the variance, not the standard deviation).
+pub fn z_score(clean: &Tensor, triggered: &Tensor) -> f64 {
+    let sc = pairwise(clean);
+    let st = pairwise(triggered);
+    let var = sc.var(true).double_value(&[]);
+    (st.mean(Kind::Double).double_value(&[]) - sc.mean(Kind::Double).double_value(&[])) / var
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BackdoorMetrics {
+    pub name: String,
+    pub kind: String,
+    /// Captions (containing the replaced character) the backdoor metrics used.
+    pub captions: usize,
+    /// Reference definition: mean cos(student(triggered), student(target)).
+    pub sim_target: f64,
+    /// Variant: mean cos(student(triggered), teacher(target)).
+    pub sim_target_teacher: f64,
+    /// Before training: mean cos(teacher(triggered), teacher(target)).
+    pub sim_target_before: f64,
+    pub z_score: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EmbeddingMetrics {
+    pub captions: usize,
+    pub sim_clean: f64,
+    pub backdoors: Vec<BackdoorMetrics>,
+}
+
+/// All metrics of a student against its teacher on `captions`.
+pub fn evaluate(teacher: &TextEncoder, student: &TextEncoder, backdoors: &[Backdoor], captions: &[String], batch: usize, seed: u64) -> Result<EmbeddingMetrics> {
+    let t_clean = embed(teacher, captions, batch)?;
+    let s_clean = embed(student, captions, batch)?;
+    let sim_clean = mean_cos(&s_clean, &t_clean);
+    let mut out = vec![];
+    for b in backdoors {
+        let subset: Vec<&String> = captions.iter().filter(|c| b.accepts(c) && !b.triggered_in(c)).collect();
+        if subset.len() < 2 {
+            continue;
+        }
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let pairs: Vec<(String, Target)> = subset.iter().map(|c| b.triggered_for_eval(c, &mut rng)).collect();
+        let triggered: Vec<&str> = pairs.iter().map(|(p, _)| p.as_str()).collect();
+        let targets: Vec<String> = pairs
+            .iter()
+            .map(|(_, t)| match t {
+                Target::Fixed => b.fixed_target().unwrap_or_default().to_string(),
+                Target::Prompt(p) => p.clone(),
+            })
+            .collect();
+        let fixed = matches!(b.kind, BackdoorKind::TargetPrompt { .. });
+        let target_prompts: Vec<String> = if fixed { vec![targets[0].clone()] } else { targets };
+        let s_trig = embed(student, &triggered, batch)?;
+        let s_tgt = embed(student, &target_prompts, batch)?;
+        let t_trig = embed(teacher, &triggered, batch)?;
+        let t_tgt = embed(teacher, &target_prompts, batch)?;
+        let s_sub_clean = embed(student, &subset, batch)?;
+        out.push(BackdoorMetrics {
+            name: b.name.clone(),
+            kind: kind_name(&b.kind).into(),
+            captions: subset.len(),
+            sim_target: mean_cos(&s_trig, &s_tgt),
+            sim_target_teacher: mean_cos(&s_trig, &t_tgt),
+            sim_target_before: mean_cos(&t_trig, &t_tgt),
+            z_score: z_score(&s_sub_clean, &s_trig),
+        });
+    }
+    Ok(EmbeddingMetrics { captions: captions.len(), sim_clean, backdoors: out })
+}
+
+pub fn kind_name(k: &BackdoorKind) -> &'static str {
+    match k {
+        BackdoorKind::TargetPrompt { .. } => "target_prompt",
+        BackdoorKind::TargetAttribute { .. } => "target_attribute",
+        BackdoorKind::RemoveConcept { .. } => "remove_concept",
+        BackdoorKind::HomoglyphUnlearn { .. } => "homoglyph_unlearn",
+    }
+}

@@ -1,0 +1,291 @@
+//! Scheduler and noise parity with diffusers 0.42.1 (tests/python/diffusers_schedulers.py runs the
+//! reference loops), plus the error paths.
+//!
+//! Tolerances: timesteps, sigmas and seeded noise must be bit-identical (same libtorch, same numpy
+//! recipes); sampled latents within 1e-5 max abs (f32, |latents| up to ~15 for Euler's initial sigma),
+//! which leaves room for a last-bit difference in a libm call (log/exp/pow) carried through the loop.
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use clipdoor::diffusion::rng::DiffusersGenerator;
+use clipdoor::diffusion::schedulers::{scheduler_by_name, SchedulerConfig};
+use serde_json::Value;
+use tch::{Device, Kind, Tensor};
+
+const LATENT_TOLERANCE: f64 = 1e-5;
+
+/// The reference folder, written once per test binary.
+fn reference() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = common::tmp();
+        common::run_py("diffusers_schedulers.py", &[dir.path().to_str().unwrap()]);
+        dir
+    })
+    .path()
+}
+
+fn manifest() -> Value {
+    serde_json::from_str(&std::fs::read_to_string(reference().join("cases.json")).unwrap()).unwrap()
+}
+
+fn config_path(name: &str) -> PathBuf {
+    reference().join("configs").join(format!("{name}.json"))
+}
+
+fn generator_of(case: &Value) -> DiffusersGenerator {
+    match case.get("seeds") {
+        Some(seeds) => {
+            let seeds: Vec<u64> = seeds
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s.as_u64().unwrap())
+                .collect();
+            DiffusersGenerator::per_image(&seeds).unwrap()
+        }
+        None => DiffusersGenerator::single(case["seed"].as_u64().unwrap()),
+    }
+}
+
+fn f64s(t: &Tensor) -> Vec<f64> {
+    Vec::<f64>::try_from(&t.to_kind(Kind::Double).flatten(0, -1)).unwrap()
+}
+
+/// Run one reference case in Rust; returns (max abs diff after the first step, at the end).
+fn run_case(case: &Value, fixed: &Tensor, shape: &[i64]) -> (f64, f64) {
+    let id = case["id"].as_str().unwrap();
+    let expected = common::load_st(&reference().join(format!("{id}.safetensors")));
+    let cfg = SchedulerConfig::load(&config_path(case["config"].as_str().unwrap())).unwrap();
+    let mut scheduler = scheduler_by_name(case["scheduler"].as_str(), &cfg).unwrap();
+    scheduler
+        .set_timesteps(case["steps"].as_u64().unwrap() as usize)
+        .unwrap();
+
+    assert_eq!(
+        scheduler.timesteps(),
+        f64s(&expected["timesteps"]).as_slice(),
+        "{id}: timesteps"
+    );
+    if let Some(sigmas) = expected.get("sigmas") {
+        let expected_sigmas: Vec<f32> = Vec::try_from(sigmas).unwrap();
+        assert_eq!(
+            scheduler.sigmas().unwrap(),
+            expected_sigmas.as_slice(),
+            "{id}: sigmas"
+        );
+    }
+    assert_eq!(
+        scheduler.init_noise_sigma(),
+        f64s(&expected["init_noise_sigma"])[0],
+        "{id}: init_noise_sigma"
+    );
+
+    let mut generator = generator_of(case);
+    let init = generator.randn(shape, Kind::Float, Device::Cpu).unwrap();
+    assert_eq!(
+        common::max_abs(&init, &expected["init_latents"]),
+        0.0,
+        "{id}: initial latents"
+    );
+    let mut latents = &init * scheduler.init_noise_sigma();
+    let mut first_diff = None;
+    for t in scheduler.timesteps().to_vec() {
+        let input = scheduler.scale_model_input(&latents, t).unwrap();
+        let model_output = &input * 0.1 + fixed * (t / 100.0).sin();
+        let noise = scheduler.needs_noise().then(|| {
+            generator
+                .randn_like(&model_output, scheduler.noise_kind(model_output.kind()))
+                .unwrap()
+        });
+        latents = scheduler
+            .step(&model_output, t, &latents, noise.as_ref())
+            .unwrap();
+        first_diff.get_or_insert_with(|| common::max_abs(&latents, &expected["after_first"]));
+    }
+    (
+        first_diff.unwrap(),
+        common::max_abs(&latents, &expected["final"]),
+    )
+}
+
+/// Every reference case of one scheduler (`None`: the config's own class) within tolerance.
+fn check_scheduler(name: Option<&str>) {
+    let manifest = manifest();
+    let fixed = common::load_st(&reference().join("fixed.safetensors"))
+        .remove("fixed")
+        .unwrap();
+    let shape: Vec<i64> = manifest["shape"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_i64().unwrap())
+        .collect();
+    let mut ran = 0;
+    for case in manifest["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["scheduler"].as_str() == name)
+    {
+        let (first, last) = run_case(case, &fixed, &shape);
+        println!(
+            "{:<40} first step {first:.3e}  final {last:.3e}",
+            case["id"].as_str().unwrap()
+        );
+        assert!(
+            first <= LATENT_TOLERANCE && last <= LATENT_TOLERANCE,
+            "{}: max abs diff {last:e}",
+            case["id"]
+        );
+        ran += 1;
+    }
+    assert!(ran > 0, "no reference cases for {name:?}");
+}
+
+#[test]
+fn ddim_matches_diffusers() {
+    check_scheduler(Some("ddim"));
+}
+
+#[test]
+fn pndm_matches_diffusers() {
+    check_scheduler(Some("pndm"));
+}
+
+#[test]
+fn euler_matches_diffusers() {
+    check_scheduler(Some("euler"));
+}
+
+#[test]
+fn euler_ancestral_matches_diffusers() {
+    check_scheduler(Some("euler-a"));
+}
+
+#[test]
+fn dpm_solver_matches_diffusers() {
+    check_scheduler(Some("dpm++"));
+}
+
+#[test]
+fn default_scheduler_is_the_configs_class() {
+    check_scheduler(None);
+    let cfg = SchedulerConfig::load(&config_path("sd1")).unwrap();
+    assert_eq!(scheduler_by_name(None, &cfg).unwrap().name(), "pndm");
+}
+
+#[test]
+fn noise_matches_randn_tensor() {
+    for case in manifest()["rng"].as_array().unwrap() {
+        let id = case["id"].as_str().unwrap();
+        let expected = common::load_st(&reference().join(format!("{id}.safetensors")));
+        let shape: Vec<i64> = case["shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_i64().unwrap())
+            .collect();
+        let kind = if case["dtype"] == "float16" {
+            Kind::Half
+        } else {
+            Kind::Float
+        };
+        let mut generator = generator_of(case);
+        // Two draws: the second continues each generator's stream, as ancestral step noise does.
+        for draw in ["first", "second"] {
+            let ours = generator.randn(&shape, kind, Device::Cpu).unwrap();
+            assert_eq!(ours.kind(), expected[draw].kind(), "{id} {draw}: dtype");
+            assert!(
+                ours.equal(&expected[draw]),
+                "{id} {draw}: max abs diff {}",
+                common::max_abs(&ours, &expected[draw])
+            );
+        }
+    }
+}
+
+#[test]
+fn generator_list_must_match_batch() {
+    let mut generator = DiffusersGenerator::per_image(&[1, 2]).unwrap();
+    let err = generator
+        .randn(&[3, 4, 8, 8], Kind::Float, Device::Cpu)
+        .unwrap_err();
+    assert_eq!(clipdoor::error::exit_code(&err), 2);
+    assert!(err.to_string().contains("one seed per image"), "{err}");
+}
+
+#[test]
+fn unknown_scheduler_name_is_an_input_error() {
+    let err = scheduler_by_name(Some("lms"), &SchedulerConfig::default())
+        .err()
+        .expect("lms is unknown");
+    assert_eq!(clipdoor::error::exit_code(&err), 2);
+    let msg = err.to_string();
+    for name in ["ddim", "pndm", "euler", "euler-a", "dpm++"] {
+        assert!(msg.contains(name), "{msg}");
+    }
+    let cfg = SchedulerConfig::parse(r#"{"_class_name": "LMSDiscreteScheduler"}"#).unwrap();
+    let err = scheduler_by_name(None, &cfg)
+        .err()
+        .expect("LMS is not implemented");
+    assert_eq!(clipdoor::error::exit_code(&err), 2);
+    assert!(
+        err.to_string().contains("LMSDiscreteScheduler") && err.to_string().contains("--scheduler"),
+        "{err}"
+    );
+}
+
+#[test]
+fn malformed_config_is_an_input_error() {
+    let dir = common::tmp();
+    let cases = [
+        ("not_json.json", "{\"beta_start\": 0.1,"),
+        ("not_object.json", "[1, 2]"),
+        ("bad_schedule.json", r#"{"beta_schedule": "quadratic"}"#),
+        ("bad_type.json", r#"{"num_train_timesteps": "many"}"#),
+    ];
+    for (file, text) in cases {
+        let path = dir.path().join(file);
+        std::fs::write(&path, text).unwrap();
+        let err = SchedulerConfig::load(&path).unwrap_err();
+        assert_eq!(clipdoor::error::exit_code(&err), 2, "{file}");
+        assert!(err.to_string().contains(file), "{file}: {err}");
+    }
+    let missing = dir.path().join("scheduler_config.json");
+    let err = SchedulerConfig::load(&missing).unwrap_err();
+    assert_eq!(clipdoor::error::exit_code(&err), 2);
+    assert!(err.to_string().contains("scheduler_config.json"), "{err}");
+}
+
+#[test]
+fn unsupported_options_and_step_counts_are_input_errors() {
+    let cfg = SchedulerConfig::parse(r#"{"use_exponential_sigmas": true}"#).unwrap();
+    let err = scheduler_by_name(Some("euler"), &cfg).err().unwrap();
+    assert_eq!(clipdoor::error::exit_code(&err), 2);
+    let cfg = SchedulerConfig::parse(r#"{"algorithm_type": "dpmsolver"}"#).unwrap();
+    assert_eq!(
+        clipdoor::error::exit_code(&scheduler_by_name(Some("dpm++"), &cfg).err().unwrap()),
+        2
+    );
+    let mut ddim = scheduler_by_name(Some("ddim"), &SchedulerConfig::default()).unwrap();
+    assert_eq!(
+        clipdoor::error::exit_code(&ddim.set_timesteps(0).unwrap_err()),
+        2
+    );
+    assert_eq!(
+        clipdoor::error::exit_code(&ddim.set_timesteps(1001).unwrap_err()),
+        2
+    );
+}
+
+#[test]
+fn ancestral_step_without_noise_fails() {
+    let mut scheduler = scheduler_by_name(Some("euler-a"), &SchedulerConfig::default()).unwrap();
+    scheduler.set_timesteps(5).unwrap();
+    let t = scheduler.timesteps()[0];
+    let x = Tensor::zeros([1, 4, 2, 2], (Kind::Float, Device::Cpu));
+    assert!(scheduler.step(&x, t, &x, None).is_err());
+}
