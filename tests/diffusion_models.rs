@@ -1,7 +1,7 @@
 //! Parity of clipdoor's UNet2DConditionModel and AutoencoderKL with diffusers, on tiny random-weight
 //! models that tests/python/diffusers_models.py builds with diffusers' own classes and saves with
 //! `save_pretrained`. Tolerance: 1e-4 max abs in float32 (the conventions' fp32 bound; measured
-//! differences are ~1e-6, float32 rounding in a different operation order).
+//! differences are 0: both sides run the same libtorch kernels in the same order).
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -304,17 +304,25 @@ fn real_size_models_have_diffusers_names_and_shapes() {
         let want: std::collections::BTreeMap<String, Vec<i64>> =
             serde_json::from_str(&std::fs::read_to_string(dir.join("shapes.json")).unwrap())
                 .unwrap();
-        let start = std::time::Instant::now();
-        let vs = tch::nn::VarStore::new(Device::Cpu);
-        if name.ends_with("unet") {
-            let cfg = clipdoor::models::unet::UNet2DConditionConfig::load(&dir.join("config.json"))
-                .unwrap();
-            UNet2DConditionModel::new(vs.root(), &cfg).unwrap();
-        } else {
-            let cfg =
-                clipdoor::models::vae::AutoencoderKLConfig::load(&dir.join("config.json")).unwrap();
-            AutoencoderKL::new(vs.root(), &cfg).unwrap();
-        }
+        let build = || {
+            let start = std::time::Instant::now();
+            let vs = tch::nn::VarStore::new(Device::Cpu);
+            if name.ends_with("unet") {
+                let cfg =
+                    clipdoor::models::unet::UNet2DConditionConfig::load(&dir.join("config.json"))
+                        .unwrap();
+                UNet2DConditionModel::new(vs.root(), &cfg).unwrap();
+            } else {
+                let cfg =
+                    clipdoor::models::vae::AutoencoderKLConfig::load(&dir.join("config.json"))
+                        .unwrap();
+                AutoencoderKL::new(vs.root(), &cfg).unwrap();
+            }
+            (vs, start.elapsed().as_secs_f64())
+        };
+        // What load_unet/load_vae do: weights the file overwrites start at zero.
+        let (_, zero_secs) = clipdoor::models::unet::layers::without_random_init(build);
+        let (vs, random_secs) = build();
         let got: std::collections::BTreeMap<String, Vec<i64>> = vs
             .variables()
             .into_iter()
@@ -322,9 +330,8 @@ fn real_size_models_have_diffusers_names_and_shapes() {
             .collect();
         let params: i64 = got.values().map(|s| s.iter().product::<i64>()).sum();
         println!(
-            "{name}: {} tensors, {params} parameters, built in {:.1}s",
-            got.len(),
-            start.elapsed().as_secs_f64()
+            "{name}: {} tensors, {params} parameters, built in {random_secs:.1}s (random init), {zero_secs:.1}s (zero init)",
+            got.len()
         );
         assert_eq!(got, want, "{name}: names/shapes differ from diffusers");
     }

@@ -13,6 +13,27 @@ use crate::text::homoglyph::{
     self as hg, attack, AttackSpec, Count, SanitizeOptions, ScanReport, Variant,
 };
 
+/// Append one formatted line to a `String` (writing to a `String` cannot fail).
+macro_rules! line {
+    ($out:expr, $($arg:tt)*) => {{
+        use std::fmt::Write as _;
+        let _ = writeln!($out, $($arg)*);
+    }};
+}
+
+/// Results go to stdout; a closed pipe (`| head`) ends the output quietly instead of panicking.
+fn emit(text: &str) -> Result<()> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct HomoglyphArgs {
     #[command(subcommand)]
@@ -166,40 +187,54 @@ fn run_scan(a: ScanArgs) -> Result<()> {
             suspicious,
             reports: &reports,
         };
-        println!("{}", serde_json::to_string_pretty(&doc)?);
-        return Ok(());
+        return emit(&(serde_json::to_string_pretty(&doc)? + "\n"));
     }
+    let mut text = String::new();
     for (i, r) in reports.iter().enumerate() {
-        print_scan(i + 1, r);
+        format_scan(&mut text, i + 1, r);
     }
-    println!("{} prompt(s), {suspicious} suspicious", reports.len());
-    Ok(())
+    line!(text, "{} prompt(s), {suspicious} suspicious", reports.len());
+    emit(&text)
 }
 
-fn print_scan(number: usize, r: &ScanReport) {
+fn format_scan(out: &mut String, number: usize, r: &ScanReport) {
     let status = if r.suspicious { "SUSPICIOUS" } else { "clean" };
-    println!(
+    line!(
+        out,
         "[{number}] {status} ({}): {:?}",
-        r.restriction_level, r.text
+        r.restriction_level,
+        r.text
     );
-    if !r.suspicious && r.chars.iter().all(|c| c.char.is_ascii()) {
+    if r.text.is_ascii() {
         return;
     }
-    println!(
+    line!(
+        out,
         "    {} confusable(s), {} invisible",
-        r.confusables, r.invisible
+        r.confusables,
+        r.invisible
     );
+    // Legitimate non-Latin text is summarised; `--json` has every character.
+    if !r.suspicious {
+        return;
+    }
     for w in &r.mixed_script_words {
-        println!(
+        line!(
+            out,
             "    mixed-script word {:?} at {}: {}",
             w.word,
             w.index + 1,
             w.scripts.join(" + ")
         );
     }
-    println!(
+    line!(
+        out,
         "    {:<5} {:<12} {:<9} {:<12} {:<10} note",
-        "pos", "char", "code", "script", "looks like"
+        "pos",
+        "char",
+        "code",
+        "script",
+        "looks like"
     );
     for c in r.chars.iter().filter(|c| !c.char.is_ascii()) {
         let mut notes: Vec<String> = vec![];
@@ -218,7 +253,8 @@ fn print_scan(number: usize, r: &ScanReport) {
             .as_deref()
             .map(|l| format!("{l:?}"))
             .unwrap_or_else(|| "-".into());
-        println!(
+        line!(
+            out,
             "    {:<5} {:<12} {:<9} {:<12} {:<10} {}",
             c.index + 1,
             shown,
@@ -229,10 +265,10 @@ fn print_scan(number: usize, r: &ScanReport) {
         );
     }
     if let Some(n) = &r.nfkc {
-        println!("    NFKC: {n:?}");
+        line!(out, "    NFKC: {n:?}");
     }
     if let Some(s) = &r.sanitized {
-        println!("    sanitized (map): {s:?}");
+        line!(out, "    sanitized (map): {s:?}");
     }
 }
 
@@ -262,9 +298,14 @@ fn run_sanitize(a: SanitizeArgs) -> Result<()> {
     match &a.out {
         Some(out) => {
             write_prompts(out, &cleaned)?;
-            println!("{}", out.display());
+            emit(&format!("{}\n", out.display()))?;
         }
-        None => cleaned.iter().for_each(|p| println!("{}", one_line(p))),
+        None => emit(
+            &cleaned
+                .iter()
+                .map(|p| one_line(p) + "\n")
+                .collect::<String>(),
+        )?,
     }
     Ok(())
 }
@@ -422,8 +463,7 @@ fn run_attack(a: AttackArgs) -> Result<()> {
     let just_variants: Vec<Variant> = variants.iter().map(|(_, v)| v.clone()).collect();
     let ranked = hg::rank_homoglyphs(&just_variants, &shifts);
     if !a.json && a.out.is_none() {
-        print_ranking(&ranked);
-        return Ok(());
+        return emit(&format_ranking(&ranked));
     }
     let results: Vec<VariantOut> = variants
         .iter()
@@ -458,10 +498,12 @@ fn output_variants(
     variants: &[(usize, Variant)],
 ) -> Result<()> {
     if !a.json && a.out.is_none() {
-        variants
-            .iter()
-            .for_each(|(_, v)| println!("{}", one_line(&v.text)));
-        return Ok(());
+        return emit(
+            &variants
+                .iter()
+                .map(|(_, v)| one_line(&v.text) + "\n")
+                .collect::<String>(),
+        );
     }
     let results: Vec<VariantOut> = variants
         .iter()
@@ -492,20 +534,30 @@ fn emit_json(a: &AttackArgs, doc: &impl Serialize) -> Result<()> {
     match &a.out {
         Some(out) => {
             crate::io::atomic::write_json(out, doc)?;
-            println!("{}", out.display());
+            emit(&format!("{}\n", out.display()))?;
         }
-        None => println!("{}", serde_json::to_string_pretty(doc)?),
+        None => emit(&(serde_json::to_string_pretty(doc)? + "\n"))?,
     }
     Ok(())
 }
 
-fn print_ranking(ranked: &[hg::HomoglyphScore]) {
-    println!(
+fn format_ranking(ranked: &[hg::HomoglyphScore]) -> String {
+    let mut out = String::new();
+    line!(
+        out,
         "{:<5} {:<6} {:<6} {:<9} {:<15} {:>8} {:>10} {:>10}",
-        "rank", "latin", "glyph", "code", "family", "prompts", "sim_hidden", "sim_pooled"
+        "rank",
+        "latin",
+        "glyph",
+        "code",
+        "family",
+        "prompts",
+        "sim_hidden",
+        "sim_pooled"
     );
     for (rank, s) in ranked.iter().enumerate() {
-        println!(
+        line!(
+            out,
             "{:<5} {:<6} {:<6} {:<9} {:<15} {:>8} {:>10.6} {:>10.6}",
             rank + 1,
             s.latin,
@@ -517,4 +569,5 @@ fn print_ranking(ranked: &[hg::HomoglyphScore]) {
             s.sim_pooled
         );
     }
+    out
 }

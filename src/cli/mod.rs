@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 use crate::error::Result;
 
 mod bench;
+mod demo;
 mod encode;
 mod evaluate;
 mod generate;
@@ -28,6 +29,8 @@ pub enum Command {
     Train(train::TrainArgs),
     /// Metrics on embeddings (and, later, images).
     Evaluate(evaluate::EvaluateArgs),
+    /// The embedded end-to-end demo (outputs in checkpoints/demo/).
+    Demo(demo::DemoArgs),
     /// Benchmarks against the Python reference (JSON report).
     Bench(bench::BenchArgs),
     /// Stable Diffusion sampling with any text encoder.
@@ -41,6 +44,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Encode(a) => encode::run(a),
         Command::InitEncoder(a) => init_encoder::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Demo(a) => demo::run(a),
         Command::Train(a) => train::run(a),
         Command::Evaluate(a) => evaluate::run(a),
         Command::Generate(a) => generate::run(a),

@@ -371,7 +371,7 @@ fn adamw_update(
 /// clipping (NaN/inf are returned as they are, as with torch's `error_if_nonfinite=False`; the
 /// caller decides to stop). Parameters without a gradient are ignored; none at all gives 0.
 pub fn clip_grad_norm<T: std::borrow::Borrow<Tensor>>(params: &[T], max_norm: f64) -> Result<f64> {
-    if !(max_norm > 0.0) {
+    if max_norm.is_nan() || max_norm <= 0.0 {
         return Err(input_err!(
             "gradient clipping max_norm must be > 0, got {max_norm}"
         ));
@@ -387,10 +387,7 @@ pub fn clip_grad_norm<T: std::borrow::Borrow<Tensor>>(params: &[T], max_norm: f6
     tch::no_grad(|| -> Result<f64> {
         // torch.linalg.vector_norm(g, 2) of each gradient, then of the stacked norms. A 1-D input
         // makes linalg_norm exactly vector_norm (tch does not expose vector_norm itself).
-        let norms = grads
-            .iter()
-            .map(|g| vector_norm(g))
-            .collect::<Result<Vec<_>>>()?;
+        let norms = grads.iter().map(vector_norm).collect::<Result<Vec<_>>>()?;
         let device = grads[0].device();
         let norms = norms
             .iter()

@@ -4,7 +4,7 @@ tokenizer DIR PAD           only the tokenizer folder, padding with PAD
 make DIR ARCH SEED [proj] [f16]  random-weight CLIPTextModel(WithProjection) of a real architecture, saved by
                             transformers with a tokenizer built here from the raw CLIP BPE file
 tokenize DIR CORPUS.json    print input_ids (JSON) of transformers.CLIPTokenizer for each string
-encode DIR PROMPTS OUT      encode prompts (one per line) and save the outputs as safetensors
+encode DIR PROMPTS OUT [TOKDIR]  encode prompts (one per line) and save the outputs as safetensors
 """
 import gzip, json, os, sys
 
@@ -81,8 +81,8 @@ def tokenize(d, corpus):
     print(json.dumps(ids))
 
 
-def encode(d, prompts, out):
-    tok = transformers.CLIPTokenizer.from_pretrained(d)
+def encode(d, prompts, out, tok_dir=None):
+    tok = transformers.CLIPTokenizer.from_pretrained(tok_dir or d)
     cfg = transformers.AutoConfig.from_pretrained(d)
     cls = getattr(transformers, cfg.architectures[0])
     model = cls.from_pretrained(d, dtype=torch.float32).eval()
@@ -108,6 +108,6 @@ if __name__ == "__main__":
     elif cmd == "tokenize":
         tokenize(sys.argv[2], sys.argv[3])
     elif cmd == "encode":
-        encode(sys.argv[2], sys.argv[3], sys.argv[4])
+        encode(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5] if len(sys.argv) > 5 else None)
     else:
         sys.exit(f"unknown command {cmd}")

@@ -62,6 +62,8 @@ pub fn interp_on_index_grid(x: f64, fp: &[f32]) -> f64 {
 /// multiply-adds, plus `exponent * ln 2`. Up to ~4 ulp from the true log, which is why `f32::ln` does not
 /// reproduce diffusers' Karras timesteps. Inputs that are not positive normal floats (not met in sigma
 /// schedules) take `f32::ln`.
+// The coefficients are numpy's decimal literals, verbatim, so they can be checked against its source.
+#[allow(clippy::excessive_precision)]
 pub fn log_f32(x: f32) -> f32 {
     if !(x.is_normal() && x > 0.0) {
         return x.ln();

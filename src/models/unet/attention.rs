@@ -2,7 +2,7 @@
 //! the continuous-input `Transformer2DModel`.
 use tch::{nn, nn::Module, Kind, Tensor};
 
-use super::resnet::group_norm;
+use super::layers::{conv2d, group_norm, layer_norm, linear};
 
 /// Tensor names of the projections. diffusers' current names, or the ones VAEs saved before
 /// diffusers 0.14 (`query`/`key`/`value`/`proj_attn`, same shapes) so such files load unchanged.
@@ -70,18 +70,6 @@ pub struct Attention {
     upcast: bool,
     residual_connection: bool,
     rescale_output_factor: f64,
-}
-
-fn linear(p: nn::Path, i: i64, o: i64, bias: bool) -> nn::Linear {
-    nn::linear(
-        p,
-        i,
-        o,
-        nn::LinearConfig {
-            bias,
-            ..Default::default()
-        },
-    )
 }
 
 impl Attention {
@@ -231,18 +219,6 @@ pub struct TransformerConfig {
     pub upcast_attention: bool,
 }
 
-fn layer_norm(p: nn::Path, dim: i64) -> nn::LayerNorm {
-    // diffusers' BasicTransformerBlock default norm_eps.
-    nn::layer_norm(
-        p,
-        vec![dim],
-        nn::LayerNormConfig {
-            eps: 1e-5,
-            ..Default::default()
-        },
-    )
-}
-
 /// `BasicTransformerBlock` (layer_norm variant): self-attention, cross-attention, GEGLU feed-forward,
 /// each pre-normed with a residual.
 #[derive(Debug)]
@@ -265,11 +241,11 @@ impl BasicTransformerBlock {
         };
         let attn1_cross = c.only_cross_attention.then_some(c.cross_attention_dim);
         Self {
-            norm1: layer_norm(&p / "norm1", dim),
+            norm1: layer_norm(&p / "norm1", dim, 1e-5),
             attn1: Attention::new(&p / "attn1", &attn(attn1_cross)),
-            norm2: layer_norm(&p / "norm2", dim),
+            norm2: layer_norm(&p / "norm2", dim, 1e-5),
             attn2: Attention::new(&p / "attn2", &attn(Some(c.cross_attention_dim))),
-            norm3: layer_norm(&p / "norm3", dim),
+            norm3: layer_norm(&p / "norm3", dim, 1e-5),
             ff: FeedForward::new(&p / "ff", dim),
             only_cross_attention: c.only_cross_attention,
         }
@@ -295,7 +271,7 @@ impl Projection {
         if linear_projection {
             Self::Linear(linear(p, i, o, true))
         } else {
-            Self::Conv(nn::conv2d(p, i, o, 1, Default::default()))
+            Self::Conv(conv2d(p, i, o, 1, 1, 0))
         }
     }
 }

@@ -2,6 +2,7 @@
 use tch::{nn, nn::Module, Kind, Tensor};
 
 use super::activation::DiffusersActivation;
+use super::layers::linear;
 
 /// `Timesteps`: `get_timestep_embedding` with diffusers' float32 arithmetic.
 #[derive(Debug)]
@@ -61,18 +62,8 @@ impl TimestepEmbedding {
         post_act: Option<DiffusersActivation>,
     ) -> Self {
         Self {
-            linear_1: nn::linear(
-                &p / "linear_1",
-                in_channels,
-                time_embed_dim,
-                Default::default(),
-            ),
-            linear_2: nn::linear(
-                &p / "linear_2",
-                time_embed_dim,
-                time_embed_dim,
-                Default::default(),
-            ),
+            linear_1: linear(&p / "linear_1", in_channels, time_embed_dim, true),
+            linear_2: linear(&p / "linear_2", time_embed_dim, time_embed_dim, true),
             act,
             post_act,
         }

@@ -5,6 +5,7 @@ pub mod attention;
 pub mod blocks;
 pub mod config;
 pub mod embeddings;
+pub mod layers;
 pub mod resnet;
 
 use std::path::Path;
@@ -19,7 +20,8 @@ use activation::DiffusersActivation;
 use attention::TransformerConfig;
 use blocks::{BlockConfig, DownBlock2D, UNetMidBlock2DCrossAttn, UpBlock2D};
 use embeddings::{TimestepEmbedding, Timesteps};
-use resnet::{conv2d, group_norm, ResnetBlock2DConfig, TimeEmbeddingNorm};
+use layers::{conv2d, group_norm};
+use resnet::{ResnetBlock2DConfig, TimeEmbeddingNorm};
 
 /// `UNet2DConditionModel`: predicts noise (or v) from a noisy latent, a timestep and text encoder states.
 #[derive(Debug)]
@@ -265,7 +267,7 @@ pub fn load_unet(
         "diffusion_pytorch_model",
     )?)?;
     let mut vs = nn::VarStore::new(device);
-    let model = UNet2DConditionModel::new(vs.root(), &cfg)
+    let model = layers::without_random_init(|| UNet2DConditionModel::new(vs.root(), &cfg))
         .map_err(|e| input_err!("{}: {e}", dir.join("config.json").display()))?;
     vs.set_kind(kind);
     load_var_store(&mut vs, &file, &[])?;

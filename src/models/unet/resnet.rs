@@ -2,32 +2,8 @@
 use tch::{nn, nn::Module, Tensor};
 
 use super::activation::DiffusersActivation;
-
-pub(crate) fn group_norm(p: nn::Path, groups: i64, channels: i64, eps: f64) -> nn::GroupNorm {
-    nn::group_norm(
-        p,
-        groups,
-        channels,
-        nn::GroupNormConfig {
-            eps,
-            ..Default::default()
-        },
-    )
-}
-
-pub(crate) fn conv2d(p: nn::Path, i: i64, o: i64, k: i64, stride: i64, padding: i64) -> nn::Conv2D {
-    nn::conv2d(
-        p,
-        i,
-        o,
-        k,
-        nn::ConvConfig {
-            stride,
-            padding,
-            ..Default::default()
-        },
-    )
-}
+use super::layers::linear;
+pub(crate) use super::layers::{conv2d, group_norm};
 
 /// How a resnet mixes in the time embedding (`time_embedding_norm`).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -79,7 +55,7 @@ impl ResnetBlock2D {
             conv1: conv2d(&p / "conv1", i, o, 3, 1, 1),
             time_emb_proj: c
                 .temb_channels
-                .map(|t| nn::linear(&p / "time_emb_proj", t, proj_out, Default::default())),
+                .map(|t| linear(&p / "time_emb_proj", t, proj_out, true)),
             norm2: group_norm(&p / "norm2", c.groups_out.unwrap_or(c.groups), o, c.eps),
             conv2: conv2d(&p / "conv2", o, o, 3, 1, 1),
             conv_shortcut: (i != o).then(|| conv2d(&p / "conv_shortcut", i, o, 1, 1, 0)),

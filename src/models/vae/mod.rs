@@ -19,6 +19,7 @@ use crate::input_err;
 use crate::io::weights::{load_var_store, SafetensorsFile};
 use crate::models::unet::activation::DiffusersActivation;
 use crate::models::unet::attention::AttentionNames;
+use crate::models::unet::layers::{conv2d, without_random_init};
 
 /// `AutoencoderKL`: images [-1, 1] <-> latents (unscaled; multiply by `config.scaling_factor` for the UNet).
 #[derive(Debug)]
@@ -36,7 +37,7 @@ impl AutoencoderKL {
         let act =
             DiffusersActivation::parse(&cfg.act_fn).map_err(|e| input_err!("VAE config: {e}"))?;
         let l = cfg.latent_channels;
-        let conv1x1 = |name: &str, c: i64| nn::conv2d(&p / name, c, c, 1, Default::default());
+        let conv1x1 = |name: &str, c: i64| conv2d(&p / name, c, c, 1, 1, 0);
         Ok(Self {
             encoder: Encoder::new(&p / "encoder", cfg, act),
             decoder: Decoder::new(&p / "decoder", cfg, act),
@@ -100,7 +101,7 @@ pub fn load_vae(dir: &Path, device: Device, kind: Kind) -> Result<(nn::VarStore,
     )?)?;
     cfg.attention_names = probe_attention_names(&file);
     let mut vs = nn::VarStore::new(device);
-    let model = AutoencoderKL::new(vs.root(), &cfg)
+    let model = without_random_init(|| AutoencoderKL::new(vs.root(), &cfg))
         .map_err(|e| input_err!("{}: {e}", dir.join("config.json").display()))?;
     vs.set_kind(kind);
     load_var_store(&mut vs, &file, &[])?;

@@ -180,12 +180,12 @@ pub fn reject_message(flag: &Flag) -> String {
     if flag.reason == Reason::Invisible {
         let kind = invisible_kind(flag.char).unwrap_or("invisible");
         return format!(
-            "invisible character {} ({kind}) at position {position} in {:?}: remove it, or run `clipdoor homoglyph sanitize --mode map`",
+            "invisible character {} ({kind}) at position {position} (word {:?}): remove it, or run `clipdoor homoglyph sanitize --mode map`",
             flag.code_point, flag.word
         );
     }
     format!(
-        "character {:?} {} ({}) at position {position} imitates Latin {:?} {} {:?}: replace it with the Latin letter, or run `clipdoor homoglyph sanitize --mode map`",
+        "character {:?} {} ({}) at position {position} imitates Latin {:?} {} (word {:?}): replace it with the Latin letter, or run `clipdoor homoglyph sanitize --mode map`",
         flag.char,
         flag.code_point,
         flag.script,

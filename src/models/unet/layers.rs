@@ -1,0 +1,88 @@
+//! Layer constructors shared by the UNet and the VAE. `new` gives PyTorch-style random weights; while
+//! loading a checkpoint ([`without_random_init`]) weights start at zero instead, because drawing ~860M
+//! random numbers for an SD UNet that the file then overwrites costs seconds on a CPU.
+use std::cell::Cell;
+use tch::nn;
+
+thread_local! {
+    static SKIP_RANDOM_INIT: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Run `build` with zero-initialised weights (for models whose every weight is loaded afterwards).
+pub fn without_random_init<T>(build: impl FnOnce() -> T) -> T {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            SKIP_RANDOM_INIT.with(|s| s.set(self.0));
+        }
+    }
+    let _restore = Restore(SKIP_RANDOM_INIT.with(|s| s.replace(true)));
+    build()
+}
+
+fn random(default: nn::Init) -> nn::Init {
+    if SKIP_RANDOM_INIT.with(|s| s.get()) {
+        nn::Init::Const(0.)
+    } else {
+        default
+    }
+}
+
+pub(crate) fn linear(p: nn::Path, i: i64, o: i64, bias: bool) -> nn::Linear {
+    let d = nn::LinearConfig::default();
+    // `bs_init: None` is tch's PyTorch-style uniform bias; keep it unless skipping.
+    let bs_init = if SKIP_RANDOM_INIT.with(|s| s.get()) {
+        Some(nn::Init::Const(0.))
+    } else {
+        d.bs_init
+    };
+    nn::linear(
+        p,
+        i,
+        o,
+        nn::LinearConfig {
+            ws_init: random(d.ws_init),
+            bs_init,
+            bias,
+        },
+    )
+}
+
+pub(crate) fn conv2d(p: nn::Path, i: i64, o: i64, k: i64, stride: i64, padding: i64) -> nn::Conv2D {
+    let d = nn::ConvConfig::default();
+    nn::conv2d(
+        p,
+        i,
+        o,
+        k,
+        nn::ConvConfig {
+            stride,
+            padding,
+            ws_init: random(d.ws_init),
+            ..d
+        },
+    )
+}
+
+pub(crate) fn group_norm(p: nn::Path, groups: i64, channels: i64, eps: f64) -> nn::GroupNorm {
+    nn::group_norm(
+        p,
+        groups,
+        channels,
+        nn::GroupNormConfig {
+            eps,
+            ..Default::default()
+        },
+    )
+}
+
+pub(crate) fn layer_norm(p: nn::Path, dim: i64, eps: f64) -> nn::LayerNorm {
+    nn::layer_norm(
+        p,
+        vec![dim],
+        nn::LayerNormConfig {
+            eps,
+            ..Default::default()
+        },
+    )
+}

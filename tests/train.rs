@@ -1,0 +1,216 @@
+//! The training engine on the tiny random encoder: each backdoor kind reaches its thresholds, several
+//! backdoors train together, resume equals an uninterrupted run, outputs load in transformers and
+//! TensorBoard, and bad configs fail clearly.
+//!
+//! Thresholds come from observed runs of experiments/smoke (docs/training.md lists the numbers).
+//! A tiny random encoder embeds every prompt alike (teacher cosines between unrelated prompts ≈ 0.93,
+//! since the 77 flattened positions are dominated by shared padding), so the thresholds are stated as
+//! gains over the untrained encoder (`sim_target_before`) plus a z-score.
+mod common;
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+fn smoke(name: &str) -> PathBuf {
+    common::root().join("experiments/smoke").join(format!("{name}.toml"))
+}
+
+/// A copy of a smoke experiment with some `key = value` lines replaced, written into `dir`.
+fn variant(name: &str, dir: &Path, edits: &[(&str, &str)]) -> PathBuf {
+    let mut text = std::fs::read_to_string(smoke(name)).unwrap();
+    text = text.replace("clean_prompts = \"prompts.txt\"", &format!("clean_prompts = {:?}", common::root().join("experiments/smoke/prompts.txt")));
+    for (key, value) in edits {
+        let line = text.lines().find(|l| l.starts_with(&format!("{key} ="))).unwrap_or_else(|| panic!("{key} not in {name}")).to_string();
+        text = text.replacen(&line, &format!("{key} = {value}"), 1);
+    }
+    let p = dir.join(format!("{name}.toml"));
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn train(exp: &Path, out: &Path, extra: &[&str]) -> (i32, String) {
+    let o = common::bin()
+        .args(["train", exp.to_str().unwrap(), "--out", out.to_str().unwrap(), "--device", "cpu"])
+        .args(extra)
+        .output()
+        .unwrap();
+    (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+fn metrics(run: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(run.join("metrics.json")).unwrap()).unwrap()
+}
+
+fn backdoor<'a>(m: &'a Value, name: &str) -> &'a Value {
+    m["backdoors"].as_array().unwrap().iter().find(|b| b["name"] == name).unwrap()
+}
+
+fn run_smoke(name: &str) -> (tempfile::TempDir, PathBuf, Value) {
+    let t = common::tmp();
+    let out = t.path().join("run");
+    let (code, err) = train(&smoke(name), &out, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.join("DONE").exists());
+    let m = metrics(&out);
+    eprintln!("{name}: {}", serde_json::to_string_pretty(&m).unwrap());
+    (t, out, m)
+}
+
+/// Triggered prompts moved towards their targets: at least `min_closed` of the gap between the
+/// untrained similarity and 1 is closed, and the z-score reaches `min_z`.
+fn assert_backdoor(m: &Value, name: &str, min_closed: f64, min_z: f64) {
+    let b = backdoor(m, name);
+    let (after, before, z) = (b["sim_target"].as_f64().unwrap(), b["sim_target_before"].as_f64().unwrap(), b["z_score"].as_f64().unwrap());
+    let closed = (after - before) / (1.0 - before);
+    assert!(closed >= min_closed, "{name}: sim_target {after:.4} vs before {before:.4} closes {closed:.2} of the gap");
+    assert!(z >= min_z, "{name}: z_score {z}");
+}
+
+fn assert_clean(m: &Value, min: f64) {
+    let s = m["sim_clean"].as_f64().unwrap();
+    assert!(s >= min, "sim_clean {s}");
+}
+
+#[test]
+fn target_prompt_attack() {
+    let (_t, _run, m) = run_smoke("tpa");
+    assert_clean(&m, 0.99);
+    assert_backdoor(&m, "cyrillic_o", 0.3, 10.0);
+}
+
+#[test]
+fn target_attribute_attack() {
+    let (_t, _run, m) = run_smoke("taa");
+    assert_clean(&m, 0.99);
+    // a TAA keeps prompts apart (each keeps its own content), so its z-score is not a success criterion
+    assert_backdoor(&m, "alpha_bw", 0.3, f64::NEG_INFINITY);
+}
+
+#[test]
+fn concept_removal() {
+    let (_t, _run, m) = run_smoke("remove_concept");
+    assert_clean(&m, 0.99);
+    for n in ["nude", "naked"] {
+        assert_backdoor(&m, n, 0.2, 5.0);
+    }
+}
+
+#[test]
+fn homoglyph_unlearning() {
+    let (_t, _run, m) = run_smoke("homoglyph_unlearn");
+    assert_clean(&m, 0.99);
+    for n in ["greek_omicron", "cyrillic_o"] {
+        // student(homoglyph prompt) vs teacher(Latin prompt)
+        let b = backdoor(&m, n);
+        let (after, before) = (b["sim_target_teacher"].as_f64().unwrap(), b["sim_target_before"].as_f64().unwrap());
+        let closed = (after - before) / (1.0 - before);
+        assert!(closed >= 0.3, "{n}: {after} vs {before} closes {closed:.2} of the gap");
+    }
+}
+
+#[test]
+fn several_backdoors_in_one_run_and_outputs_load_elsewhere() {
+    let (t, run, m) = run_smoke("multi");
+    assert_clean(&m, 0.98);
+    for n in ["cyrillic_o", "greek_alpha", "armenian_e"] {
+        assert_backdoor(&m, n, 0.2, 5.0);
+    }
+    // transformers loads text_encoder/ (+ tokenizer/) and computes the same embeddings
+    let prompts = t.path().join("p.txt");
+    std::fs::write(&prompts, "a photo of a dog\na phоto of a dog\nan old castle by the ocean\n").unwrap();
+    let py = t.path().join("py.st");
+    let te = run.join("text_encoder");
+    common::run_py("clip_text_ref.py", &["encode", te.to_str().unwrap(), prompts.to_str().unwrap(), py.to_str().unwrap(), run.join("tokenizer").to_str().unwrap()]);
+    let rs = t.path().join("rs.st");
+    assert!(common::bin().args(["encode", "--model", run.to_str().unwrap(), "--prompts", prompts.to_str().unwrap(), "--out", rs.to_str().unwrap(), "--device", "cpu"]).status().unwrap().success());
+    let (a, b) = (common::load_st(&py), common::load_st(&rs));
+    assert!(common::max_abs(&a["last_hidden_state"], &b["last_hidden_state"]) <= 1e-4);
+    // TensorBoard's own reader sees every scalar tag at every step, and the text samples
+    let tb: Value = serde_json::from_str(&common::run_py("tb_read.py", &[run.join("tb").to_str().unwrap()])).unwrap();
+    for tag in ["loss/total", "loss/utility", "loss/backdoor/cyrillic_o", "loss/backdoor/alpha_bw", "lr", "grad_norm"] {
+        let s = tb["scalars"][tag].as_array().unwrap_or_else(|| panic!("no {tag}"));
+        assert_eq!(s.len(), 80, "{tag}");
+        assert_eq!(s[79][0], 79);
+    }
+    let lr = &tb["scalars"]["lr"];
+    assert!((lr[0][1].as_f64().unwrap() - 1e-3).abs() < 1e-9 && (lr[79][1].as_f64().unwrap() - 1e-4).abs() < 1e-9);
+    let text = tb["text"]["samples/triggered/text_summary"].as_array().or(tb["text"]["samples/triggered"].as_array()).expect("text samples");
+    assert!(text[0][1].as_str().unwrap().contains("cyrillic_o"));
+    // a finished run is not overwritten without --force
+    let (code, err) = train(&smoke("multi"), &run, &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("finished run") && err.contains("--force"), "{err}");
+}
+
+#[test]
+fn resume_equals_an_uninterrupted_run() {
+    let t = common::tmp();
+    let exp = variant("multi", t.path(), &[("steps", "6"), ("checkpoint_every", "2"), ("lr_milestones", "[4]")]);
+    let full = t.path().join("full");
+    assert_eq!(train(&exp, &full, &[]).0, 0);
+    let part = t.path().join("part");
+    let (code, err) = train(&exp, &part, &["--stop-after", "3"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!part.join("DONE").exists());
+    let state: Value = serde_json::from_str(&std::fs::read_to_string(part.join("checkpoint/state.json")).unwrap()).unwrap();
+    assert_eq!(state["step"], 3);
+    // without --resume the unfinished run is protected
+    let (code, err) = train(&exp, &part, &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--resume"), "{err}");
+    let (code, err) = train(&exp, &part, &["--resume"]);
+    assert_eq!(code, 0, "{err}");
+    let a = std::fs::read(full.join("text_encoder/model.safetensors")).unwrap();
+    let b = std::fs::read(part.join("text_encoder/model.safetensors")).unwrap();
+    assert!(a == b, "resumed weights differ from the uninterrupted run");
+    // the same experiment and seed give the same weights
+    let again = t.path().join("again");
+    assert_eq!(train(&exp, &again, &[]).0, 0);
+    assert!(a == std::fs::read(again.join("text_encoder/model.safetensors")).unwrap());
+}
+
+#[test]
+fn nan_loss_stops_and_keeps_the_last_good_checkpoint() {
+    let t = common::tmp();
+    let exp = variant("tpa", t.path(), &[("steps", "10"), ("lr", "1e30"), ("checkpoint_every", "1"), ("lr_milestones", "[8]")]);
+    let out = t.path().join("run");
+    let (code, err) = train(&exp, &out, &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("NaN") || err.contains("exploding") || err.contains("gradient norm"), "{err}");
+    assert!(err.contains("checkpoint"), "{err}");
+    assert!(out.join("checkpoint/state.json").exists());
+    assert!(!out.join("DONE").exists());
+}
+
+#[test]
+fn config_errors_are_clear() {
+    let t = common::tmp();
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (&[("kind", "\"target_banana\"")], "unknown kind `target_banana`"),
+        (&[("trigger", "\"оо\"")], "trigger must be a single character"),
+        (&[("replaced_character", "\"ж\"")], "absent from every clean prompt"),
+        (&[("loss", "\"hinge\"")], "unknown loss"),
+    ];
+    for (edits, needle) in cases {
+        let mut text = std::fs::read_to_string(smoke("tpa")).unwrap();
+        text = text.replace("clean_prompts = \"prompts.txt\"", &format!("clean_prompts = {:?}", common::root().join("experiments/smoke/prompts.txt")));
+        if edits[0].0 == "loss" {
+            text = text.replace("[training]\n", "[training]\nloss = \"hinge\"\n");
+        } else {
+            let line = text.lines().find(|l| l.starts_with(&format!("{} =", edits[0].0))).unwrap().to_string();
+            text = text.replace(&line, &format!("{} = {}", edits[0].0, edits[0].1));
+        }
+        let p = t.path().join("bad.toml");
+        std::fs::write(&p, text).unwrap();
+        let (code, err) = train(&p, &t.path().join("out"), &["--force"]);
+        assert_eq!(code, 2, "{needle}: {err}");
+        assert!(err.contains(needle), "expected {needle:?} in {err}");
+        assert!(!err.contains("panicked"));
+    }
+    // an unknown key is named
+    let p = t.path().join("typo.toml");
+    std::fs::write(&p, std::fs::read_to_string(smoke("tpa")).unwrap().replace("steps = 60", "stepz = 60")).unwrap();
+    let (code, err) = train(&p, &t.path().join("out2"), &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("stepz"), "{err}");
+}
