@@ -8,8 +8,11 @@ pub mod cli;
 pub mod device;
 pub mod diffusion;
 pub mod error;
+pub mod eval;
 pub mod io;
 pub mod models;
+pub mod scan;
+pub mod shapes;
 pub mod text;
 pub mod train;
 

@@ -10,6 +10,8 @@ mod evaluate;
 mod generate;
 mod homoglyph;
 mod init_encoder;
+mod scan_encoder;
+mod shapes;
 mod train;
 
 #[derive(Parser, Debug)]
@@ -29,6 +31,10 @@ pub enum Command {
     Train(train::TrainArgs),
     /// Metrics on embeddings (and, later, images).
     Evaluate(evaluate::EvaluateArgs),
+    /// Search a suspect encoder for trigger characters.
+    ScanEncoder(scan_encoder::ScanEncoderArgs),
+    /// The embedded shapes world: data, training, oracle.
+    Shapes(shapes::ShapesArgs),
     /// The embedded end-to-end demo (outputs in checkpoints/demo/).
     Demo(demo::DemoArgs),
     /// Benchmarks against the Python reference (JSON report).
@@ -45,6 +51,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::InitEncoder(a) => init_encoder::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Demo(a) => demo::run(a),
+        Command::ScanEncoder(a) => scan_encoder::run(a),
+        Command::Shapes(a) => shapes::run(a),
         Command::Train(a) => train::run(a),
         Command::Evaluate(a) => evaluate::run(a),
         Command::Generate(a) => generate::run(a),

@@ -1,0 +1,1 @@
+//! The Stable Diffusion pipeline: classifier-free guidance, SLD, batching (work in progress).

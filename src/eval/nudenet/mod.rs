@@ -1,0 +1,1 @@
+//! NudeNet through ONNX Runtime (work in progress).

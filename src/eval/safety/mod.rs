@@ -1,0 +1,1 @@
+//! The Stable Diffusion safety checker and Q16 (work in progress).

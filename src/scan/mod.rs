@@ -1,0 +1,1 @@
+//! Encoder-side trigger scanning and defense evaluation (work in progress).
