@@ -1,6 +1,7 @@
 //! CLIP text encoder parity with transformers on random-weight models of the real architectures,
 //! written by transformers in its own layout. Tolerance: 1e-4 max abs in f32 (the conventions' bound
-//! for hidden states; observed differences are ~1e-6, from different matmul blocking).
+//! for hidden states). Observed: 0 on hidden states and pooled outputs (same libtorch kernels),
+//! 9.5e-7 on `text_embeds`.
 mod common;
 
 use std::path::Path;

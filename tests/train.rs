@@ -214,3 +214,23 @@ fn config_errors_are_clear() {
     assert_eq!(code, 2);
     assert!(err.contains("stepz"), "{err}");
 }
+
+#[test]
+fn paper_experiments_parse_and_validate() {
+    use clipdoor::train::experiment::Experiment;
+    let dir = common::root().join("experiments");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap().chain(std::fs::read_dir(dir.join("smoke")).unwrap()) {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "toml") {
+            let exp = Experiment::load(&p).unwrap_or_else(|e| panic!("{}: {e:#}", p.display()));
+            assert!(!exp.backdoors.is_empty(), "{}", p.display());
+            n += 1;
+        }
+    }
+    assert!(n >= 10);
+    let e = Experiment::load(&dir.join("tpa_32.toml")).unwrap();
+    assert_eq!(e.backdoors.len(), 32);
+    assert_eq!(e.model.teacher, "openai/clip-vit-large-patch14");
+    assert_eq!((e.training.steps, e.training.lr_milestones.clone(), e.training.loss_weight), (100, vec![75], 0.1));
+}

@@ -1,3 +1,4 @@
 //! Benchmarks that compare clipdoor with the Python reference in the same run and report the ratio.
 pub mod encode;
 pub mod reference;
+pub mod train_step;

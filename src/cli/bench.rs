@@ -47,6 +47,14 @@ pub enum BenchKind {
         #[arg(long, default_value_t = 64)]
         prompts: usize,
     },
+    /// Seconds per Rickrolling training step, clipdoor vs PyTorch, and share of the matmul peak.
+    TrainStep {
+        #[command(flatten)]
+        common: CommonBench,
+        /// Poisoned prompts per step (one target-prompt backdoor).
+        #[arg(long, default_value_t = 32)]
+        poisoned: usize,
+    },
 }
 
 /// The model folder to benchmark: the given one, or a fresh random encoder in `work`.
@@ -66,7 +74,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         BenchKind::Encode { common, prompts } => {
             let work = tempfile::tempdir()?;
             let model_dir = bench_model(&common, work.path())?;
-            let threads = common.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as i32).unwrap_or(1));
+            let threads = threads_of(&common);
             let b = EncodeBench {
                 model_dir,
                 prompts,
@@ -77,10 +85,34 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 python: if common.no_reference { None } else { default_python(common.python.as_deref()) },
             };
             let report = crate::bench::encode::run(&b, work.path())?;
-            crate::io::atomic::write_json(&common.out, &report)?;
-            eprintln!("{}", serde_json::to_string_pretty(&report)?);
-            println!("{}", common.out.display());
+            finish(&common, &report)?;
+        }
+        BenchKind::TrainStep { common, poisoned } => {
+            let work = tempfile::tempdir()?;
+            let model_dir = bench_model(&common, work.path())?;
+            let b = crate::bench::train_step::TrainStepBench {
+                model_dir,
+                clean_batch: common.batch_size.max(1),
+                poisoned: poisoned.max(1),
+                threads: threads_of(&common),
+                repeats: common.repeats.max(1),
+                device: crate::device::parse_device(common.device.as_deref())?,
+                python: if common.no_reference { None } else { default_python(common.python.as_deref()) },
+            };
+            let report = crate::bench::train_step::run(&b, work.path())?;
+            finish(&common, &report)?;
         }
     }
+    Ok(())
+}
+
+fn threads_of(c: &CommonBench) -> i32 {
+    c.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as i32).unwrap_or(1))
+}
+
+fn finish(c: &CommonBench, report: &serde_json::Value) -> Result<()> {
+    crate::io::atomic::write_json(&c.out, report)?;
+    eprintln!("{}", serde_json::to_string_pretty(report)?);
+    println!("{}", c.out.display());
     Ok(())
 }

@@ -1,11 +1,178 @@
-use clap::Args;
+//! `clipdoor scan-encoder`: trigger search (`--suspect [--reference]`) and the defense report
+//! (`scan-encoder defense --run RUN...`). Parsing and output only; the work is in `crate::scan`.
+use clap::{Args, Subcommand};
+use std::path::{Path, PathBuf};
+use tch::Kind;
 
 use crate::error::Result;
+use crate::input_err;
+use crate::models::text_encoder::TextEncoder;
+use crate::scan::{self, probes, ScanOptions, ScanReport, Source};
 
-/// Placeholder until this command lands.
 #[derive(Args, Debug)]
-pub struct ScanEncoderArgs {}
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct ScanEncoderArgs {
+    #[command(subcommand)]
+    command: Option<ScanEncoderCommand>,
+    #[command(flatten)]
+    scan: TriggerScanArgs,
+}
 
-pub fn run(_a: ScanEncoderArgs) -> Result<()> {
-    crate::input_bail!("`clipdoor scan-encoder` is not implemented yet")
+#[derive(Subcommand, Debug)]
+enum ScanEncoderCommand {
+    /// Attack success with and without prompt sanitisation (backdoor runs), homoglyph-to-Latin
+    /// similarity before and after unlearning (homoglyph_unlearn runs): one Markdown + JSON table.
+    Defense(DefenseArgs),
+}
+
+#[derive(Args, Debug)]
+struct TriggerScanArgs {
+    /// The encoder under suspicion: a folder, a clipdoor run folder, a pipeline folder or a hub id.
+    #[arg(long, required = true)]
+    suspect: Option<String>,
+    /// The encoder it claims to be (same forms, or `random:tiny:SEED`). Without it, only characters
+    /// that collapse different prompts onto one embedding are flagged.
+    #[arg(long)]
+    reference: Option<String>,
+    /// Candidate sets, comma-separated: confusables (every UTS #39 look-alike of an ASCII letter),
+    /// vocab (every non-ASCII single-token character), scripts (every letter of Cyrillic, Greek,
+    /// Armenian, Cherokee, Latin Extended, fullwidth), or all.
+    #[arg(long, default_value = "confusables")]
+    candidates: String,
+    /// Probe prompts, one a line (.txt/.csv/.tsv/.jsonl, .gz); default: the built-in varied prompts.
+    #[arg(long)]
+    prompts: Option<PathBuf>,
+    /// Probe prompts per letter.
+    #[arg(long, default_value_t = 12)]
+    probes: usize,
+    /// Further prompts a trigger may lead to (reported as its target when nearest).
+    #[arg(long)]
+    targets: Option<PathBuf>,
+    /// Flag candidates scoring at least this (default 0.2 with a reference, 0.3 without).
+    #[arg(long)]
+    threshold: Option<f64>,
+    /// Candidates to list (flagged ones are always listed).
+    #[arg(long, default_value_t = 20)]
+    top: usize,
+    #[arg(long)]
+    device: Option<String>,
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// Write the JSON report here (atomically); without it the JSON goes to stdout.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct DefenseArgs {
+    /// clipdoor run folders (`clipdoor train --out`), each with experiment.toml; repeat the flag.
+    #[arg(long = "run", required = true)]
+    runs: Vec<PathBuf>,
+    /// Evaluation prompts; default: the runs' own held-out prompts.
+    #[arg(long)]
+    prompts: Option<PathBuf>,
+    /// Prompts per run at most.
+    #[arg(long, default_value_t = 200)]
+    max_prompts: usize,
+    #[arg(long)]
+    device: Option<String>,
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// Write OUT (JSON) and OUT with .md; without it the Markdown table goes to stdout.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+pub fn run(a: ScanEncoderArgs) -> Result<()> {
+    match a.command {
+        Some(ScanEncoderCommand::Defense(d)) => run_defense(d),
+        None => run_scan(a.scan),
+    }
+}
+
+fn read_list(path: &Path) -> Result<Vec<String>> {
+    Ok(crate::io::prompts::read_prompts(path, None, false)?.prompts)
+}
+
+fn run_scan(a: TriggerScanArgs) -> Result<()> {
+    let device = crate::device::parse_device(a.device.as_deref())?;
+    let suspect_arg = a
+        .suspect
+        .ok_or_else(|| input_err!("--suspect is required: the encoder to scan"))?;
+    let sources = Source::parse_list(&a.candidates)?;
+    if let Some(t) = a.threshold.filter(|t| !t.is_finite()) {
+        crate::input_bail!("--threshold {t} is not a finite number");
+    }
+    let pool = match &a.prompts {
+        Some(p) => read_list(p)?,
+        None => probes::BUILTIN.iter().map(|s| s.to_string()).collect(),
+    };
+    let targets = a.targets.as_deref().map(read_list).transpose()?.unwrap_or_default();
+    let suspect = TextEncoder::load(&suspect_arg, device, Kind::Float)?;
+    let reference = a
+        .reference
+        .as_deref()
+        .map(|r| TextEncoder::load(r, device, Kind::Float))
+        .transpose()?;
+    let opts = ScanOptions {
+        sources,
+        pool,
+        probes_per_set: a.probes,
+        targets,
+        threshold: a.threshold,
+        top: a.top,
+        batch: a.batch_size,
+    };
+    let bar = super::progress(0, "scan-encoder");
+    let report = scan::scan(&suspect, reference.as_ref(), &opts, &|done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    })?;
+    bar.finish_and_clear();
+    eprint!("{}", summary(&report, &suspect_arg, a.reference.as_deref()));
+    let json = serde_json::json!({
+        "suspect": suspect_arg,
+        "reference": a.reference,
+        "report": report,
+    });
+    match &a.out {
+        Some(out) => {
+            crate::io::atomic::write_json(out, &json)?;
+            println!("{}", out.display());
+        }
+        None => println!("{}", serde_json::to_string_pretty(&json)?),
+    }
+    Ok(())
+}
+
+fn summary(r: &ScanReport, suspect: &str, reference: Option<&str>) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let against = reference.map_or("no reference (collapse mode)".to_string(), |r| format!("reference {r}"));
+    let _ = writeln!(
+        s,
+        "scan-encoder: {suspect} vs {against}: {} candidate(s), {} scored, {} flagged at threshold {} ({:.1}s)",
+        r.candidates, r.scored, r.flagged, r.threshold, r.seconds
+    );
+    for c in r.ranking.iter().take(10.max(r.flagged)) {
+        let target = c.target.nearest.first().map_or("", |n| n.prompt.as_str());
+        let _ = writeln!(
+            s,
+            "  {:>3} {} {:<4} {:<9} {:<16} score {:>7.3}  shift {:>6.3}  collapse {:>6.3}  -> {:?}",
+            c.rank,
+            if c.flagged { "FLAG" } else { "    " },
+            c.glyph,
+            c.code_point,
+            c.family,
+            c.score,
+            c.suspect.shift,
+            c.suspect.collapse,
+            target
+        );
+    }
+    s
+}
+
+fn run_defense(_a: DefenseArgs) -> Result<()> {
+    crate::input_bail!("`clipdoor scan-encoder defense` is not implemented yet")
 }

@@ -1,1 +1,16 @@
-//! The shapes world: an embedded text-to-image model with an exact oracle (work in progress).
+//! The shapes world: an embedded text-to-image world whose images can be judged exactly, so the
+//! attack → images → judged result loop runs offline (no real Stable Diffusion weights needed).
+//!
+//! - [`labels`], [`render`], [`dataset`]: coloured shapes rendered exactly from a label, with captions.
+//! - [`oracle`]: colour and shape of an image from its pixels.
+//! - [`model`], [`train`], [`sample`]: a frozen tiny CLIP text encoder + a pixel-space
+//!   `UNet2DConditionModel`, trained with the denoising loss and saved in diffusers' layout.
+//!
+//! docs/shapes-world.md describes the design and the measured numbers.
+pub mod dataset;
+pub mod labels;
+pub mod oracle;
+pub mod render;
+
+pub use labels::{Background, Color, Position, Shape, ShapeLabel, Size, IMAGE_SIZE};
+pub use oracle::{judge, Judgement};

@@ -1,0 +1,123 @@
+//! `clipdoor bench train-step`: one Rickrolling training step (utility on a clean batch + one
+//! target-prompt backdoor, cosine distance on flattened last hidden states, AdamW) at a real encoder
+//! size, clipdoor vs the same step in PyTorch/transformers, and the share of the machine's measured
+//! matmul peak the step reaches.
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tch::{Device, Kind, Tensor};
+
+use super::reference::{bench_prompts, run_reference};
+use crate::error::Result;
+use crate::models::text_encoder::TextEncoder;
+use crate::train::loss::Distance;
+use crate::train::optim::{AdamW, AdamWConfig};
+
+pub struct TrainStepBench {
+    pub model_dir: PathBuf,
+    pub clean_batch: usize,
+    pub poisoned: usize,
+    pub threads: i32,
+    pub repeats: usize,
+    pub device: Device,
+    pub python: Option<PathBuf>,
+}
+
+fn sync(d: Device) {
+    if let Device::Cuda(i) = d {
+        tch::Cuda::synchronize(i as i64);
+    }
+}
+
+/// GFLOP/s of a large f32 matmul on `device`: the peak the step is compared with.
+pub fn matmul_peak_gflops(device: Device) -> f64 {
+    let n = 2048;
+    let a = Tensor::randn([n, n], (Kind::Float, device));
+    let b = Tensor::randn([n, n], (Kind::Float, device));
+    let _ = a.matmul(&b);
+    sync(device);
+    let reps = 5;
+    let t0 = Instant::now();
+    for _ in 0..reps {
+        let _ = a.matmul(&b);
+    }
+    sync(device);
+    2.0 * (n as f64).powi(3) * reps as f64 / t0.elapsed().as_secs_f64() / 1e9
+}
+
+/// FLOPs of one step: teacher forward on the clean batch, student forward + backward (≈ 3× forward)
+/// on clean + poisoned, counting the linear layers (2 · params · tokens) and attention (4 · T² · H per
+/// layer and sequence).
+fn step_flops(enc: &TextEncoder, clean: usize, poisoned: usize) -> f64 {
+    let c = &enc.config;
+    let h = c.hidden_size as f64;
+    let t = 77.0;
+    let per_layer_params = 4.0 * h * h + 2.0 * h * c.intermediate_size as f64;
+    let per_seq = c.num_hidden_layers as f64 * (2.0 * per_layer_params * t + 4.0 * t * t * h);
+    per_seq * (clean as f64 + 3.0 * (clean + poisoned) as f64)
+}
+
+pub fn run(b: &TrainStepBench, work: &Path) -> Result<serde_json::Value> {
+    tch::set_num_threads(b.threads);
+    let name = b.model_dir.to_str().unwrap_or_default();
+    let mut teacher = TextEncoder::load(name, b.device, Kind::Float)?;
+    teacher.vs.freeze();
+    let student = TextEncoder::load(name, b.device, Kind::Float)?;
+    let mut opt = AdamW::from_var_store(&student.vs, AdamWConfig::rickrolling())?;
+    let prompts = bench_prompts(b.clean_batch.max(b.poisoned));
+    let prompt_file = work.join("bench_prompts.txt");
+    std::fs::write(&prompt_file, prompts.join("\n"))?;
+    let clean: Vec<String> = prompts[..b.clean_batch].to_vec();
+    let poisoned: Vec<String> = prompts[..b.poisoned].iter().map(|p| p.replace('o', "\u{43e}")).collect();
+    let clean_ids = teacher.tokenizer.encode_batch(&clean)?.to_device(b.device);
+    let poisoned_ids = teacher.tokenizer.encode_batch(&poisoned)?.to_device(b.device);
+    let target = tch::no_grad(|| teacher.encode(&["a photo of a rick astley dancing"], false))?.1.last_hidden_state;
+    let cos = Distance::Cosine;
+    let mut step = || -> Result<()> {
+        let ct = tch::no_grad(|| teacher.forward_ids(&clean_ids, false).last_hidden_state);
+        let util = cos.apply(&student.forward_ids(&clean_ids, false).last_hidden_state, &ct);
+        let bd = cos.apply(&student.forward_ids(&poisoned_ids, false).last_hidden_state, &target);
+        let loss = util + bd * 0.1;
+        opt.zero_grad();
+        loss.backward();
+        opt.step()
+    };
+    step()?; // warm-up
+    sync(b.device);
+    let t0 = Instant::now();
+    for _ in 0..b.repeats {
+        step()?;
+    }
+    sync(b.device);
+    let ours = t0.elapsed().as_secs_f64() / b.repeats as f64;
+    let flops = step_flops(&student, b.clean_batch, b.poisoned);
+    let peak = matmul_peak_gflops(b.device);
+    let device = format!("{:?}", b.device).to_lowercase().replace("cuda(", "cuda:").replace(')', "");
+    let mut report = serde_json::json!({
+        "benchmark": "train-step",
+        "model": b.model_dir,
+        "hidden_size": student.config.hidden_size, "layers": student.config.num_hidden_layers,
+        "clean_batch": b.clean_batch, "poisoned": b.poisoned, "threads": b.threads, "repeats": b.repeats,
+        "device": device,
+        "clipdoor_seconds_per_step": ours,
+        "step_gflop": flops / 1e9,
+        "clipdoor_gflops": flops / ours / 1e9,
+        "matmul_peak_gflops": peak,
+        "share_of_matmul_peak": flops / ours / 1e9 / peak,
+    });
+    if let Some(py) = &b.python {
+        let args: Vec<String> = [
+            "train-step", "--model", name, "--prompts", prompt_file.to_str().unwrap_or_default(),
+            "--batch-size", &b.clean_batch.to_string(), "--poisoned", &b.poisoned.to_string(),
+            "--threads", &b.threads.to_string(), "--device", &device, "--repeats", &b.repeats.to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let r = run_reference(py, &args)?;
+        let theirs = r["seconds_per_step"].as_f64().unwrap_or(f64::NAN);
+        report["pytorch_seconds_per_step"] = serde_json::json!(theirs);
+        report["speedup_clipdoor_over_pytorch"] = serde_json::json!(theirs / ours);
+        report["reference"] = r;
+    }
+    Ok(report)
+}

@@ -1,0 +1,305 @@
+//! The trigger search: every candidate character replaces a letter in the probe prompts; both
+//! encoders embed the results; candidates are ranked by how much more the suspect reacts than the
+//! reference (or, without a reference, by how much the suspect collapses different prompts together).
+use std::collections::HashMap;
+use std::time::Instant;
+
+use serde::Serialize;
+use tch::Tensor;
+
+use super::candidates::{self, Candidate, Source};
+use super::embed::{embed, embed_ids, token_ids};
+use super::probes::{self, Probe};
+use super::stats::{argmax, target_affinity, CleanSet, Reaction};
+use crate::error::Result;
+use crate::input_bail;
+use crate::models::text_encoder::TextEncoder;
+use crate::text::homoglyph::confusables::{code_point, script_name};
+use crate::text::homoglyph::family_of;
+
+/// Defaults chosen from the smoke runs (docs/trigger-scanning.md, tests/scan_encoder.rs): clean
+/// characters score below 0.05 against a reference, injected triggers 0.4 and more.
+pub const DEFAULT_THRESHOLD_REFERENCE: f64 = 0.2;
+/// Without a reference only a collapse flags: clean characters stay below 0.1, TPA triggers above 0.5.
+pub const DEFAULT_THRESHOLD_COLLAPSE: f64 = 0.3;
+
+pub struct ScanOptions {
+    pub sources: Vec<Source>,
+    /// Prompts the probes are drawn from.
+    pub pool: Vec<String>,
+    pub probes_per_set: usize,
+    /// Extra prompts a trigger may lead to (besides the pool).
+    pub targets: Vec<String>,
+    pub threshold: Option<f64>,
+    pub top: usize,
+    pub batch: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Nearest {
+    pub prompt: String,
+    pub cos: f64,
+}
+
+/// Where a trigger leads: the candidate prompts nearest to the mean triggered embedding.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetGuess {
+    pub nearest: Vec<Nearest>,
+    /// Share of triggered probes whose own nearest prompt is `nearest[0]` (1 for a target-prompt
+    /// backdoor: every prompt goes to the same place).
+    pub agreement: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CandidateScore {
+    pub rank: usize,
+    pub glyph: String,
+    pub code_point: String,
+    pub script: &'static str,
+    pub family: String,
+    /// The letter it replaced; `null` for unanchored candidates (replacing e, a, o, i, n, s, r, t).
+    pub replaces: Option<String>,
+    pub sources: Vec<Source>,
+    /// Other candidates the tokenizer cannot tell apart from this one (same scores).
+    pub aliases: Vec<String>,
+    pub score: f64,
+    pub flagged: bool,
+    pub suspect: Reaction,
+    pub reference: Option<Reaction>,
+    pub target: TargetGuess,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ScanReport {
+    /// `reference` (suspect vs reference) or `collapse` (suspect alone).
+    pub mode: &'static str,
+    pub candidate_sets: Vec<Source>,
+    pub candidates: usize,
+    /// Distinct token sequences actually scored (aliases merged).
+    pub scored: usize,
+    /// Candidates the tokenizer reads as the letter itself (nothing to score).
+    pub unchanged: usize,
+    /// Letters with fewer than two probe prompts; their look-alikes were not scored.
+    pub letters_without_probes: Vec<char>,
+    pub probes_per_set: usize,
+    pub threshold: f64,
+    pub flagged: usize,
+    pub seconds: f64,
+    /// The `top` best candidates, plus any further flagged ones.
+    pub ranking: Vec<CandidateScore>,
+}
+
+/// A group of candidates that tokenise identically on their probe set.
+struct Group {
+    members: Vec<Candidate>,
+    set: usize,
+    triggered: Vec<String>,
+}
+
+/// Probe sets: one per anchored letter (lower case), plus the unanchored one (last).
+struct ProbeSets {
+    letters: Vec<char>,
+    sets: Vec<Vec<Probe>>,
+}
+
+impl ProbeSets {
+    fn build(pool: &[String], cands: &[Candidate], n: usize) -> Self {
+        let mut letters: Vec<char> = cands
+            .iter()
+            .filter_map(|c| c.latin.map(|l| l.to_ascii_lowercase()))
+            .collect();
+        letters.sort_unstable();
+        letters.dedup();
+        let mut sets: Vec<Vec<Probe>> = letters
+            .iter()
+            .map(|&l| probes::for_letter(pool, l, n))
+            .collect();
+        sets.push(probes::unanchored(pool, n));
+        Self { letters, sets }
+    }
+
+    fn index_of(&self, c: &Candidate) -> usize {
+        match c.latin {
+            Some(l) => self
+                .letters
+                .binary_search(&l.to_ascii_lowercase())
+                .unwrap_or(self.sets.len() - 1),
+            None => self.sets.len() - 1,
+        }
+    }
+}
+
+/// Score every candidate. `reference` = `None` runs the collapse-only mode.
+pub fn scan(
+    suspect: &TextEncoder,
+    reference: Option<&TextEncoder>,
+    opts: &ScanOptions,
+    progress: &dyn Fn(u64, u64),
+) -> Result<ScanReport> {
+    let started = Instant::now();
+    if opts.pool.len() < 2 {
+        input_bail!("the probe prompts hold {} prompt(s): give at least 2 (ideally 12 or more per letter) with --prompts", opts.pool.len());
+    }
+    let cands = candidates::collect(&opts.sources, &suspect.tokenizer);
+    let probe_sets = ProbeSets::build(&opts.pool, &cands, opts.probes_per_set.max(2));
+    let letters_without_probes: Vec<char> = probe_sets
+        .letters
+        .iter()
+        .zip(&probe_sets.sets)
+        .filter(|(_, s)| s.len() < 2)
+        .map(|(&l, _)| l)
+        .collect();
+    let (groups, unchanged) = group_candidates(suspect, &cands, &probe_sets)?;
+
+    // Candidate targets: the pool and the user's targets, each embedded once per encoder.
+    let mut target_prompts: Vec<String> = opts.targets.clone();
+    for p in &opts.pool {
+        if !target_prompts.contains(p) {
+            target_prompts.push(p.clone());
+        }
+    }
+    let suspect_targets = embed(suspect, &target_prompts, opts.batch)?;
+    let clean_sets = |enc: &TextEncoder| -> Result<Vec<CleanSet>> {
+        probe_sets
+            .sets
+            .iter()
+            .map(|s| {
+                let clean: Vec<String> = s.iter().map(|p| p.clean.clone()).collect();
+                Ok(CleanSet::new(embed(enc, &clean, opts.batch)?))
+            })
+            .collect()
+    };
+    let suspect_clean = clean_sets(suspect)?;
+    let reference_clean = reference.map(clean_sets).transpose()?;
+
+    let total = groups.len() as u64;
+    let mut scored: Vec<CandidateScore> = Vec::with_capacity(groups.len());
+    let per_chunk = (opts.batch.max(1) * 4 / opts.probes_per_set.max(1)).max(1);
+    for (done, chunk) in groups.chunks(per_chunk).enumerate() {
+        let prompts: Vec<String> = chunk.iter().flat_map(|g| g.triggered.clone()).collect();
+        let s_rows = embed_ids(suspect, &token_ids(suspect, &prompts)?, opts.batch)?;
+        let r_rows = match reference {
+            Some(r) => Some(embed_ids(r, &token_ids(r, &prompts)?, opts.batch)?),
+            None => None,
+        };
+        let mut start = 0i64;
+        for g in chunk {
+            let n = g.triggered.len() as i64;
+            let s_trig = s_rows.narrow(0, start, n);
+            let s = suspect_clean[g.set].react(&s_trig);
+            let r = r_rows
+                .as_ref()
+                .zip(reference_clean.as_ref())
+                .map(|(rows, clean)| clean[g.set].react(&rows.narrow(0, start, n)));
+            start += n;
+            let score = match r {
+                Some(r) => (s.shift - r.shift).max(s.collapse - r.collapse),
+                None => s.collapse,
+            };
+            let target = guess_target(&s_trig, &suspect_targets, &target_prompts);
+            scored.push(describe(g, score, s, r, target));
+        }
+        progress(((done + 1) * per_chunk).min(groups.len()) as u64, total);
+    }
+
+    let threshold = opts.threshold.unwrap_or(if reference.is_some() {
+        DEFAULT_THRESHOLD_REFERENCE
+    } else {
+        DEFAULT_THRESHOLD_COLLAPSE
+    });
+    scored.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.code_point.cmp(&b.code_point)));
+    let mut flagged = 0;
+    for (i, c) in scored.iter_mut().enumerate() {
+        c.rank = i + 1;
+        c.flagged = c.score >= threshold;
+        flagged += c.flagged as usize;
+    }
+    let keep = opts.top.max(flagged);
+    scored.truncate(keep);
+    Ok(ScanReport {
+        mode: if reference.is_some() { "reference" } else { "collapse" },
+        candidate_sets: opts.sources.clone(),
+        candidates: cands.len(),
+        scored: groups.len(),
+        unchanged,
+        letters_without_probes,
+        probes_per_set: opts.probes_per_set,
+        threshold,
+        flagged,
+        seconds: started.elapsed().as_secs_f64(),
+        ranking: scored,
+    })
+}
+
+/// Merge candidates whose triggered prompts tokenise identically (e.g. `А` and `а`: the tokenizer
+/// lowercases), and drop those that tokenise like the clean prompts.
+fn group_candidates(enc: &TextEncoder, cands: &[Candidate], sets: &ProbeSets) -> Result<(Vec<Group>, usize)> {
+    let clean_ids: Vec<Vec<Vec<i64>>> = sets
+        .sets
+        .iter()
+        .map(|s| s.iter().map(|p| enc.tokenizer.encode(&p.clean)).collect())
+        .collect::<Result<_>>()?;
+    let mut groups: Vec<Group> = vec![];
+    let mut by_ids: HashMap<(usize, Vec<Vec<i64>>), usize> = HashMap::new();
+    let mut unchanged = 0;
+    for c in cands {
+        let set = sets.index_of(c);
+        if sets.sets[set].len() < 2 {
+            continue;
+        }
+        let triggered: Vec<String> = sets.sets[set].iter().map(|p| p.substitute(c.glyph)).collect();
+        let ids = token_ids(enc, &triggered)?;
+        if ids == clean_ids[set] {
+            unchanged += 1;
+            continue;
+        }
+        match by_ids.get(&(set, ids.clone())) {
+            Some(&g) => groups[g].members.push(c.clone()),
+            None => {
+                by_ids.insert((set, ids), groups.len());
+                groups.push(Group {
+                    members: vec![c.clone()],
+                    set,
+                    triggered,
+                });
+            }
+        }
+    }
+    Ok((groups, unchanged))
+}
+
+fn guess_target(triggered: &Tensor, targets: &Tensor, prompts: &[String]) -> TargetGuess {
+    let (mut cos, agreement) = target_affinity(triggered, targets);
+    let mut nearest = vec![];
+    for _ in 0..3 {
+        let Some(i) = argmax(&cos) else { break };
+        nearest.push(Nearest {
+            prompt: prompts[i].clone(),
+            cos: cos[i],
+        });
+        cos[i] = f64::NEG_INFINITY;
+    }
+    TargetGuess { nearest, agreement }
+}
+
+fn describe(g: &Group, score: f64, s: Reaction, r: Option<Reaction>, target: TargetGuess) -> CandidateScore {
+    let c = &g.members[0];
+    let mut sources: Vec<Source> = g.members.iter().flat_map(|m| m.sources.clone()).collect();
+    sources.sort();
+    sources.dedup();
+    CandidateScore {
+        rank: 0,
+        glyph: c.glyph.to_string(),
+        code_point: code_point(c.glyph),
+        script: script_name(c.glyph),
+        family: family_of(c.glyph),
+        replaces: c.latin.map(|l| l.to_ascii_lowercase().to_string()),
+        sources,
+        aliases: g.members[1..].iter().map(|m| m.glyph.to_string()).collect(),
+        score,
+        flagged: false,
+        suspect: s,
+        reference: r,
+        target,
+    }
+}

@@ -1,0 +1,148 @@
+//! The shapes-world text-to-image model: the tiny CLIP text encoder (real architecture and tokenizer,
+//! random weights from a fixed seed, frozen) and a small pixel-space `UNet2DConditionModel`, with the
+//! diffusers `save_pretrained` layout they are saved in.
+//!
+//! Pixel space, no VAE: `model_index.json` says `"vae": [null, null]`, and the UNet's `in_channels`
+//! (3) and `sample_size` (32) are the image's own. A pipeline treats a missing VAE as the identity:
+//! latents are `[B, 3, 32, 32]` images in [-1, 1] (vae_scale_factor 1, no scaling factor), and the
+//! output image is `(x + 1) / 2` clamped to [0, 1].
+use anyhow::Context;
+use std::path::Path;
+use tch::{nn, Device, Kind, Tensor};
+
+use crate::diffusion::schedulers::SchedulerConfig;
+use crate::error::Result;
+use crate::io::atomic::write_json;
+use crate::io::weights::save_tensors;
+use crate::models::text_encoder::TextEncoder;
+use crate::models::unet::{load_unet, UNet2DConditionConfig, UNet2DConditionModel};
+
+/// Architecture of the frozen text encoder (`TextEncoder::init_arch`).
+pub const TEXT_ENCODER_ARCH: &str = "tiny";
+/// Its fixed weight seed: every shapes model shares this encoder, so the demo's attacks on it are
+/// attacks on the encoder the UNet was trained with.
+pub const TEXT_ENCODER_SEED: i64 = 5;
+/// Diffusers version written into the config files (the one the parity tests ran against).
+const DIFFUSERS_VERSION: &str = "0.42.1";
+
+/// The UNet: two levels (32×32 without attention, 16×16 with cross-attention), a cross-attention
+/// mid block, 64-wide cross-attention (= the tiny encoder's hidden size), 4 heads of 16.
+pub fn unet_config_json() -> serde_json::Value {
+    serde_json::json!({
+        "_class_name": "UNet2DConditionModel",
+        "_diffusers_version": DIFFUSERS_VERSION,
+        "sample_size": super::IMAGE_SIZE,
+        "in_channels": 3,
+        "out_channels": 3,
+        "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
+        "mid_block_type": "UNetMidBlock2DCrossAttn",
+        "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"],
+        "block_out_channels": [32, 64],
+        "layers_per_block": 1,
+        "norm_num_groups": 8,
+        "cross_attention_dim": 64,
+        "attention_head_dim": 4,
+        "act_fn": "silu",
+        "flip_sin_to_cos": true,
+        "freq_shift": 0
+    })
+}
+
+pub fn unet_config() -> Result<UNet2DConditionConfig> {
+    Ok(serde_json::from_value(unet_config_json())?)
+}
+
+/// DDPM's linear betas (1e-4 → 0.02 over 1000 steps), epsilon prediction; sampled with DDIM by
+/// default. Linear rather than SD's scaled_linear: in pixel space scaled_linear leaves 6.8% of the
+/// image at t = 999, which the model learns to rely on and sampling from pure noise cannot give.
+pub fn scheduler_config_json() -> serde_json::Value {
+    serde_json::json!({
+        "_class_name": "DDIMScheduler",
+        "_diffusers_version": DIFFUSERS_VERSION,
+        "num_train_timesteps": 1000,
+        "beta_start": 0.0001,
+        "beta_end": 0.02,
+        "beta_schedule": "linear",
+        "trained_betas": null,
+        "prediction_type": "epsilon",
+        "clip_sample": true,
+        "clip_sample_range": 1.0,
+        "set_alpha_to_one": true,
+        "steps_offset": 0,
+        "timestep_spacing": "trailing",
+        "thresholding": false,
+        "rescale_betas_zero_snr": false
+    })
+}
+
+pub fn scheduler_config() -> Result<SchedulerConfig> {
+    SchedulerConfig::parse(&scheduler_config_json().to_string())
+}
+
+/// `alphas_cumprod` of the training schedule, computed with the libtorch ops diffusers uses (so it
+/// equals the schedulers' values bit for bit), as an f32 CPU tensor [1000].
+pub fn alphas_cumprod() -> Tensor {
+    let betas = Tensor::linspace(0.0001, 0.02, 1000, (Kind::Float, Device::Cpu));
+    (1.0 - betas).cumprod(0, Kind::Float)
+}
+
+/// diffusers' `model_index.json` for a StableDiffusionPipeline without VAE (pixel space).
+pub fn model_index_json() -> serde_json::Value {
+    serde_json::json!({
+        "_class_name": "StableDiffusionPipeline",
+        "_diffusers_version": DIFFUSERS_VERSION,
+        "feature_extractor": [null, null],
+        "image_encoder": [null, null],
+        "requires_safety_checker": false,
+        "safety_checker": [null, null],
+        "scheduler": ["diffusers", "DDIMScheduler"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": [null, null]
+    })
+}
+
+/// The frozen text encoder and the UNet, each in its own `VarStore`.
+pub struct ShapesModel {
+    pub encoder: TextEncoder,
+    pub unet_vs: nn::VarStore,
+    pub unet: UNet2DConditionModel,
+}
+
+impl ShapesModel {
+    /// A fresh model: the fixed encoder and a UNet with PyTorch-style random weights from `seed`.
+    pub fn new(seed: i64, device: Device) -> Result<Self> {
+        let mut encoder = TextEncoder::init_arch(TEXT_ENCODER_ARCH, TEXT_ENCODER_SEED, false, device)?;
+        encoder.vs.freeze();
+        tch::manual_seed(seed);
+        let unet_vs = nn::VarStore::new(device);
+        let unet = UNet2DConditionModel::new(unet_vs.root(), &unet_config()?)?;
+        Ok(Self { encoder, unet_vs, unet })
+    }
+
+    /// Load a saved pipeline folder (`unet/`, `text_encoder/`, `tokenizer/`).
+    pub fn load(dir: &Path, device: Device) -> Result<Self> {
+        let (unet_vs, unet) = load_unet(&dir.join("unet"), device, Kind::Float)?;
+        let mut encoder = TextEncoder::load(&dir.to_string_lossy(), device, Kind::Float)?;
+        encoder.vs.freeze();
+        Ok(Self { encoder, unet_vs, unet })
+    }
+
+    /// Encoder states `[B, 77, 64]` of `prompts` (no gradient: the encoder is frozen).
+    pub fn encode(&self, prompts: &[impl AsRef<str>]) -> Result<Tensor> {
+        tch::no_grad(|| Ok(self.encoder.encode(prompts, false)?.1.last_hidden_state))
+    }
+}
+
+/// Write the diffusers layout into `dir`: `model_index.json`, `unet/` (config + the given UNet
+/// weights, e.g. the EMA copy), `text_encoder/`, `tokenizer/`, `scheduler/`. Every file is atomic.
+pub fn save_pipeline(dir: &Path, encoder: &TextEncoder, unet_weights: &[(String, Tensor)]) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let unet_dir = dir.join("unet");
+    save_tensors(&unet_dir.join("diffusion_pytorch_model.safetensors"), unet_weights, Some(Kind::Float))?;
+    write_json(&unet_dir.join("config.json"), &unet_config_json())?;
+    encoder.save_with_tokenizer(dir, Some(Kind::Float))?;
+    write_json(&dir.join("scheduler").join("scheduler_config.json"), &scheduler_config_json())?;
+    write_json(&dir.join("model_index.json"), &model_index_json())
+}
