@@ -2,6 +2,7 @@
 
 encode  --model DIR --prompts FILE --batch-size B --threads T --device D --repeats R
 train-step --model DIR --prompts FILE --batch-size B --poisoned P --threads T --device D --repeats R
+denoise --threads T --device D --dtype f32|float16|... --repeats R --latent-size S --batch B [--unet-config JSON]
 Prints one JSON object.
 """
 import argparse, json, time
@@ -80,18 +81,65 @@ def train_step(a):
     return {"seconds_per_step": dt / a.repeats, "steps": a.repeats}
 
 
+SD15_UNET = dict(sample_size=64, cross_attention_dim=768, attention_head_dim=8,
+                 block_out_channels=(320, 640, 1280, 1280), layers_per_block=2)
+
+
+def denoise(a):
+    """Seconds per UNet forward on a CFG batch with random SD 1.5 weights, and the peak RSS
+    (getrusage ru_maxrss: the process's peak resident set size, as VmHWM on the Rust side)."""
+    import resource
+    import diffusers
+
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    cfg = json.load(open(a.unet_config)) if a.unet_config else SD15_UNET
+    cfg = {k: v for k, v in cfg.items() if not k.startswith("_")}
+    dtype = {"float32": torch.float32, "f32": torch.float32, "float16": torch.float16, "f16": torch.float16,
+             "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}[a.dtype]
+    t0 = time.perf_counter()
+    unet = diffusers.UNet2DConditionModel(**cfg).eval().to(device=a.device, dtype=dtype)
+    build_s = time.perf_counter() - t0
+    c = unet.config
+    sample = torch.randn(a.batch, c.in_channels, a.latent_size, a.latent_size).to(a.device, dtype)
+    timestep = torch.full((a.batch,), 999.0).to(a.device)
+    context = torch.randn(a.batch, 77, c.cross_attention_dim).to(a.device, dtype)
+    if a.device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    with torch.no_grad():
+        unet(sample, timestep, encoder_hidden_states=context)  # warm-up
+        sync(a.device)
+        t0 = time.perf_counter()
+        for _ in range(a.repeats):
+            unet(sample, timestep, encoder_hidden_states=context)
+        sync(a.device)
+        dt = (time.perf_counter() - t0) / a.repeats
+    r = {"s_per_step": dt, "build_s": build_s, "repeats": a.repeats,
+         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+         "diffusers_version": diffusers.__version__}
+    if a.device.startswith("cuda"):
+        r["cuda_max_allocated_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    return r
+
+
 if __name__ == "__main__":
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["encode", "train-step"])
-    p.add_argument("--model", required=True)
-    p.add_argument("--prompts", required=True)
+    p.add_argument("mode", choices=["encode", "train-step", "denoise"])
+    p.add_argument("--model")
+    p.add_argument("--prompts")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--poisoned", type=int, default=32)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--latent-size", type=int, default=64)
+    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--unet-config")
     a = p.parse_args()
-    r = encode(a) if a.mode == "encode" else train_step(a)
+    if a.mode != "denoise" and not (a.model and a.prompts):
+        p.error(f"{a.mode} needs --model and --prompts")
+    r = {"encode": encode, "train-step": train_step, "denoise": denoise}[a.mode](a)
     r["torch_version"] = torch.__version__
     r["transformers_version"] = transformers.__version__
     print(json.dumps(r))

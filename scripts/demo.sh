@@ -3,4 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-cargo run --release --quiet -- demo "$@"
+# The dev profile builds dependencies with opt-level 2 (Cargo.toml) and shares its build with the
+# test suite; the heavy work runs inside libtorch either way.
+cargo run --quiet -- demo "$@"

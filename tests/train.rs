@@ -136,6 +136,14 @@ fn several_backdoors_in_one_run_and_outputs_load_elsewhere() {
     assert!((lr[0][1].as_f64().unwrap() - 1e-3).abs() < 1e-9 && (lr[79][1].as_f64().unwrap() - 1e-4).abs() < 1e-9);
     let text = tb["text"]["samples/triggered/text_summary"].as_array().or(tb["text"]["samples/triggered"].as_array()).expect("text samples");
     assert!(text[0][1].as_str().unwrap().contains("cyrillic_o"));
+    // `evaluate embeddings` recomputes the metrics written at the end of training
+    let o = common::bin().args(["evaluate", "embeddings", "--student", run.to_str().unwrap(), "--device", "cpu"]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let ev: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!((ev["sim_clean"].as_f64().unwrap() - m["sim_clean"].as_f64().unwrap()).abs() < 1e-6);
+    for n in ["cyrillic_o", "alpha_bw"] {
+        assert!((backdoor(&ev, n)["z_score"].as_f64().unwrap() - backdoor(&m, n)["z_score"].as_f64().unwrap()).abs() < 1e-4);
+    }
     // a finished run is not overwritten without --force
     let (code, err) = train(&smoke("multi"), &run, &[]);
     assert_eq!(code, 2);

@@ -1,4 +1,5 @@
 //! Benchmarks that compare clipdoor with the Python reference in the same run and report the ratio.
+pub mod denoise;
 pub mod encode;
 pub mod reference;
 pub mod train_step;

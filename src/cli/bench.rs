@@ -55,6 +55,8 @@ pub enum BenchKind {
         #[arg(long, default_value_t = 32)]
         poisoned: usize,
     },
+    /// Seconds per denoising step (UNet forward, CFG batch) and peak memory, clipdoor vs diffusers.
+    Denoise(crate::bench::denoise::DenoiseArgs),
 }
 
 /// The model folder to benchmark: the given one, or a fresh random encoder in `work`.
@@ -102,6 +104,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             let report = crate::bench::train_step::run(&b, work.path())?;
             finish(&common, &report)?;
         }
+        BenchKind::Denoise(args) => crate::bench::denoise::run_cli(args)?,
     }
     Ok(())
 }

@@ -37,14 +37,26 @@ struct TriggerScanArgs {
     /// Candidate sets, comma-separated: confusables (every UTS #39 look-alike of an ASCII letter),
     /// vocab (every non-ASCII single-token character), scripts (every letter of Cyrillic, Greek,
     /// Armenian, Cherokee, Latin Extended, fullwidth), or all.
-    #[arg(long, default_value = "confusables")]
-    candidates: String,
+    /// Default: confusables, or only --chars when that is given.
+    #[arg(long)]
+    candidates: Option<String>,
+    /// Characters to try (besides --candidates, or alone): e.g. `--chars оαե`.
+    #[arg(long)]
+    chars: Option<String>,
     /// Probe prompts, one a line (.txt/.csv/.tsv/.jsonl, .gz); default: the built-in varied prompts.
     #[arg(long)]
     prompts: Option<PathBuf>,
     /// Probe prompts per letter.
     #[arg(long, default_value_t = 12)]
     probes: usize,
+    /// Replace only the first occurrence of the letter in each probe (default: every occurrence,
+    /// as target-prompt backdoors are trained).
+    #[arg(long)]
+    first_only: bool,
+    /// CPU threads for libtorch (default 1: on a shared or small machine more threads spin and slow
+    /// the many small batches down).
+    #[arg(long, default_value_t = 1)]
+    threads: i32,
     /// Further prompts a trigger may lead to (reported as its target when nearest).
     #[arg(long)]
     targets: Option<PathBuf>,
@@ -99,7 +111,15 @@ fn run_scan(a: TriggerScanArgs) -> Result<()> {
     let suspect_arg = a
         .suspect
         .ok_or_else(|| input_err!("--suspect is required: the encoder to scan"))?;
-    let sources = Source::parse_list(&a.candidates)?;
+    let chars: Vec<char> = a.chars.as_deref().unwrap_or("").chars().filter(|c| !c.is_whitespace() && *c != ',').collect();
+    let mut sources = match (&a.candidates, chars.is_empty()) {
+        (Some(list), _) => Source::parse_list(list)?,
+        (None, true) => vec![Source::Confusables],
+        (None, false) => vec![],
+    };
+    if !chars.is_empty() {
+        sources.push(Source::Chars);
+    }
     if let Some(t) = a.threshold.filter(|t| !t.is_finite()) {
         crate::input_bail!("--threshold {t} is not a finite number");
     }
@@ -108,6 +128,9 @@ fn run_scan(a: TriggerScanArgs) -> Result<()> {
         None => probes::BUILTIN.iter().map(|s| s.to_string()).collect(),
     };
     let targets = a.targets.as_deref().map(read_list).transpose()?.unwrap_or_default();
+    if device == tch::Device::Cpu {
+        tch::set_num_threads(a.threads.max(1));
+    }
     let suspect = TextEncoder::load(&suspect_arg, device, Kind::Float)?;
     let reference = a
         .reference
@@ -116,8 +139,10 @@ fn run_scan(a: TriggerScanArgs) -> Result<()> {
         .transpose()?;
     let opts = ScanOptions {
         sources,
+        chars,
         pool,
         probes_per_set: a.probes,
+        replace_all: !a.first_only,
         targets,
         threshold: a.threshold,
         top: a.top,
@@ -173,6 +198,25 @@ fn summary(r: &ScanReport, suspect: &str, reference: Option<&str>) -> String {
     s
 }
 
-fn run_defense(_a: DefenseArgs) -> Result<()> {
-    crate::input_bail!("`clipdoor scan-encoder defense` is not implemented yet")
+fn run_defense(a: DefenseArgs) -> Result<()> {
+    use crate::scan::defense::{evaluate_runs, markdown, DefenseOptions};
+    let opts = DefenseOptions {
+        prompts: a.prompts.as_deref().map(read_list).transpose()?,
+        max_prompts: a.max_prompts,
+        batch: a.batch_size,
+        device: crate::device::parse_device(a.device.as_deref())?,
+    };
+    let report = evaluate_runs(&a.runs, &opts)?;
+    let table = markdown(&report);
+    match &a.out {
+        Some(out) => {
+            let md = out.with_extension("md");
+            crate::io::atomic::write_json(out, &report)?;
+            crate::io::atomic::write_atomic(&md, table.as_bytes())?;
+            eprint!("{table}");
+            println!("{}\n{}", out.display(), md.display());
+        }
+        None => print!("{table}"),
+    }
+    Ok(())
 }

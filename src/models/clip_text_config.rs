@@ -73,7 +73,11 @@ impl CLIPTextConfig {
             input_err!("{} is not valid JSON ({e}): fix or rewrite the file", path.display())
         })?;
         // A full CLIPConfig nests the text tower under `text_config`.
-        if let Some(tc) = v.get("text_config").cloned() {
+        if let Some(mut tc) = v.get("text_config").cloned() {
+            // In a full CLIPConfig the projection width is the top-level `projection_dim`.
+            if let (Some(p), Some(obj)) = (v.get("projection_dim").cloned(), tc.as_object_mut()) {
+                obj.insert("projection_dim".into(), p);
+            }
             v = tc;
         }
         let cfg: Self = serde_json::from_value(v).map_err(|e| {

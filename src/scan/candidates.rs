@@ -8,8 +8,8 @@
 //!   Cherokee, Latin Extended, fullwidth), look-alike or not: a trigger need not look like anything
 //!   (Armenian `ե` imitates no Latin letter, yet the multi smoke experiment uses it).
 //!
-//! A candidate with a Latin look-alike replaces that letter ("anchored"); one without replaces, in
-//! turn, the common letters of [`crate::scan::probes::ROTATION`] ("unanchored").
+//! A candidate with a Latin look-alike replaces that letter ("anchored"); one without replaces each
+//! of [`crate::scan::probes::UNANCHORED_LETTERS`] in turn and keeps its best score ("unanchored").
 use std::collections::BTreeMap;
 
 use serde::Serialize;
@@ -35,6 +35,8 @@ pub enum Source {
     Confusables,
     Vocab,
     Scripts,
+    /// Given explicitly (`--chars`).
+    Chars,
 }
 
 impl Source {
@@ -72,7 +74,7 @@ pub struct Candidate {
 
 /// The candidates of `sources`, one per character, sorted by code point. Characters the tokenizer
 /// cannot tell apart are merged later, by token ids (see `scan::run`).
-pub fn collect(sources: &[Source], tokenizer: &ClipTokenizer) -> Vec<Candidate> {
+pub fn collect(sources: &[Source], chars: &[char], tokenizer: &ClipTokenizer) -> Vec<Candidate> {
     let mut found: BTreeMap<char, Candidate> = BTreeMap::new();
     let mut add = |glyph: char, latin: Option<char>, source: Source| {
         let c = found.entry(glyph).or_insert(Candidate {
@@ -101,6 +103,11 @@ pub fn collect(sources: &[Source], tokenizer: &ClipTokenizer) -> Vec<Candidate> 
             }
             Source::Scripts => {
                 for glyph in script_letters() {
+                    add(glyph, anchor_of(glyph), source);
+                }
+            }
+            Source::Chars => {
+                for &glyph in chars.iter().filter(|c| !c.is_ascii()) {
                     add(glyph, anchor_of(glyph), source);
                 }
             }

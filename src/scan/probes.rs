@@ -59,14 +59,30 @@ pub const BUILTIN: &[&str] = &[
     "a pair of knitted socks drying on a radiator",
 ];
 
-/// Letters an unanchored candidate replaces, one per probe in turn (the most frequent in English).
-pub const ROTATION: &[char] = &['e', 'a', 'o', 'i', 'n', 's', 'r', 't'];
+/// Letters an unanchored candidate replaces, each its own probe set (the most frequent in English);
+/// the candidate keeps its best score.
+pub const UNANCHORED_LETTERS: &[char] = &['e', 'a', 'o', 'i'];
 
-/// One probe: the clean prompt and the position (in chars) of the letter to replace.
+/// One probe: the clean prompt and the positions (in chars) of the letter to replace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Probe {
     pub clean: String,
-    pub at: usize,
+    pub at: Vec<usize>,
+}
+
+/// Positions of `letter` (either case) in `text`: the first only, or all.
+fn positions(text: &str, letter: char, all: bool) -> Vec<usize> {
+    let lower = letter.to_ascii_lowercase();
+    let hits = text
+        .chars()
+        .enumerate()
+        .filter(|(_, c)| c.to_ascii_lowercase() == lower)
+        .map(|(i, _)| i);
+    if all {
+        hits.collect()
+    } else {
+        hits.take(1).collect()
+    }
 }
 
 impl Probe {
@@ -75,41 +91,20 @@ impl Probe {
         self.clean
             .chars()
             .enumerate()
-            .map(|(i, c)| if i == self.at { glyph } else { c })
+            .map(|(i, c)| if self.at.contains(&i) { glyph } else { c })
             .collect()
     }
 }
 
-/// Up to `n` probes that contain `letter` (either case: the CLIP tokenizer lowercases), the first
-/// occurrence being the one replaced, as the Rickrolling evaluation replaces one character.
-pub fn for_letter(pool: &[String], letter: char, n: usize) -> Vec<Probe> {
-    let lower = letter.to_ascii_lowercase();
+/// Up to `n` probes that contain `letter` (either case: the CLIP tokenizer lowercases); the first
+/// occurrence is replaced (as the Rickrolling evaluation does), or every one with `all`.
+pub fn for_letter(pool: &[String], letter: char, n: usize, all: bool) -> Vec<Probe> {
     pool.iter()
         .filter_map(|p| {
-            let at = p.chars().position(|c| c.to_ascii_lowercase() == lower)?;
-            Some(Probe {
+            let at = positions(p, letter, all);
+            (!at.is_empty()).then(|| Probe {
                 clean: p.clone(),
                 at,
-            })
-        })
-        .take(n)
-        .collect()
-}
-
-/// Up to `n` probes for unanchored candidates: probe `i` replaces the first letter of
-/// [`ROTATION`] (starting at `i`) that its prompt holds.
-pub fn unanchored(pool: &[String], n: usize) -> Vec<Probe> {
-    pool.iter()
-        .enumerate()
-        .filter_map(|(i, p)| {
-            let chars: Vec<char> = p.chars().map(|c| c.to_ascii_lowercase()).collect();
-            (0..ROTATION.len()).find_map(|k| {
-                let letter = ROTATION[(i + k) % ROTATION.len()];
-                let at = chars.iter().position(|&c| c == letter)?;
-                Some(Probe {
-                    clean: p.clone(),
-                    at,
-                })
             })
         })
         .take(n)
@@ -124,17 +119,17 @@ mod tests {
     fn every_letter_has_twelve_builtin_probes() {
         let pool: Vec<String> = BUILTIN.iter().map(|s| s.to_string()).collect();
         for letter in 'a'..='z' {
-            let n = for_letter(&pool, letter, usize::MAX).len();
+            let n = for_letter(&pool, letter, usize::MAX, false).len();
             assert!(n >= 12, "letter {letter}: {n} probes");
         }
     }
 
     #[test]
-    fn substitution_replaces_the_first_occurrence_only() {
+    fn substitution_replaces_the_first_or_every_occurrence() {
         let pool = vec!["a photo of a dog".to_string()];
-        let p = &for_letter(&pool, 'o', 1)[0];
+        let p = &for_letter(&pool, 'o', 1, false)[0];
         assert_eq!(p.substitute('о'), "a phоto of a dog");
-        let u = &unanchored(&pool, 1)[0];
-        assert_eq!(u.substitute('ե'), "ե photo of a dog");
+        let p = &for_letter(&pool, 'o', 1, true)[0];
+        assert_eq!(p.substitute('о'), "a phоtо оf a dоg");
     }
 }

@@ -25,9 +25,14 @@ pub const DEFAULT_THRESHOLD_COLLAPSE: f64 = 0.3;
 
 pub struct ScanOptions {
     pub sources: Vec<Source>,
+    /// Characters tried when `sources` holds [`Source::Chars`].
+    pub chars: Vec<char>,
     /// Prompts the probes are drawn from.
     pub pool: Vec<String>,
     pub probes_per_set: usize,
+    /// Replace every occurrence of the letter in a probe (how target-prompt backdoors are trained),
+    /// not only the first.
+    pub replace_all: bool,
     /// Extra prompts a trigger may lead to (besides the pool).
     pub targets: Vec<String>,
     pub threshold: Option<f64>,
@@ -57,11 +62,14 @@ pub struct CandidateScore {
     pub code_point: String,
     pub script: &'static str,
     pub family: String,
-    /// The letter it replaced; `null` for unanchored candidates (replacing e, a, o, i, n, s, r, t).
-    pub replaces: Option<String>,
+    /// The letter it replaced (for an unanchored candidate: the one of e, a, o, i that scored best).
+    pub replaces: String,
+    /// Whether `replaces` is its UTS #39 Latin look-alike.
+    pub anchored: bool,
     pub sources: Vec<Source>,
     /// Other candidates the tokenizer cannot tell apart from this one (same scores).
     pub aliases: Vec<String>,
+    /// See `score_of`: excess shift or collapse with a reference, the collapse without.
     pub score: f64,
     pub flagged: bool,
     pub suspect: Reaction,
@@ -89,44 +97,57 @@ pub struct ScanReport {
     pub ranking: Vec<CandidateScore>,
 }
 
-/// A group of candidates that tokenise identically on their probe set.
+/// Candidates that tokenise identically (on their first probe set), scored on each of their sets.
 struct Group {
     members: Vec<Candidate>,
-    set: usize,
-    triggered: Vec<String>,
+    sets: Vec<usize>,
 }
 
-/// Probe sets: one per anchored letter (lower case), plus the unanchored one (last).
+/// Probe sets, one per letter (lower case) that some candidate replaces.
 struct ProbeSets {
     letters: Vec<char>,
     sets: Vec<Vec<Probe>>,
 }
 
 impl ProbeSets {
-    fn build(pool: &[String], cands: &[Candidate], n: usize) -> Self {
+    fn build(pool: &[String], cands: &[Candidate], n: usize, all: bool) -> Self {
         let mut letters: Vec<char> = cands
             .iter()
-            .filter_map(|c| c.latin.map(|l| l.to_ascii_lowercase()))
+            .flat_map(|c| letters_of(c))
             .collect();
         letters.sort_unstable();
         letters.dedup();
-        let mut sets: Vec<Vec<Probe>> = letters
+        let sets = letters
             .iter()
-            .map(|&l| probes::for_letter(pool, l, n))
+            .map(|&l| probes::for_letter(pool, l, n, all))
             .collect();
-        sets.push(probes::unanchored(pool, n));
         Self { letters, sets }
     }
 
-    fn index_of(&self, c: &Candidate) -> usize {
-        match c.latin {
-            Some(l) => self
-                .letters
-                .binary_search(&l.to_ascii_lowercase())
-                .unwrap_or(self.sets.len() - 1),
-            None => self.sets.len() - 1,
-        }
+    /// The usable sets (two probes or more) a candidate is scored on.
+    fn sets_of(&self, c: &Candidate) -> Vec<usize> {
+        letters_of(c)
+            .into_iter()
+            .filter_map(|l| self.letters.binary_search(&l).ok())
+            .filter(|&i| self.sets[i].len() >= 2)
+            .collect()
     }
+}
+
+fn letters_of(c: &Candidate) -> Vec<char> {
+    match c.latin {
+        Some(l) => vec![l.to_ascii_lowercase()],
+        None => probes::UNANCHORED_LETTERS.to_vec(),
+    }
+}
+
+/// One candidate group on one probe set, scored.
+struct Scored {
+    score: f64,
+    set: usize,
+    suspect: Reaction,
+    reference: Option<Reaction>,
+    target: TargetGuess,
 }
 
 /// Score every candidate. `reference` = `None` runs the collapse-only mode.
@@ -140,8 +161,8 @@ pub fn scan(
     if opts.pool.len() < 2 {
         input_bail!("the probe prompts hold {} prompt(s): give at least 2 (ideally 12 or more per letter) with --prompts", opts.pool.len());
     }
-    let cands = candidates::collect(&opts.sources, &suspect.tokenizer);
-    let probe_sets = ProbeSets::build(&opts.pool, &cands, opts.probes_per_set.max(2));
+    let cands = candidates::collect(&opts.sources, &opts.chars, &suspect.tokenizer);
+    let probe_sets = ProbeSets::build(&opts.pool, &cands, opts.probes_per_set.max(2), opts.replace_all);
     let letters_without_probes: Vec<char> = probe_sets
         .letters
         .iter()
@@ -171,36 +192,51 @@ pub fn scan(
     };
     let suspect_clean = clean_sets(suspect)?;
     let reference_clean = reference.map(clean_sets).transpose()?;
-
-    let total = groups.len() as u64;
-    let mut scored: Vec<CandidateScore> = Vec::with_capacity(groups.len());
+    let jobs: Vec<(usize, usize)> = groups
+        .iter()
+        .enumerate()
+        .flat_map(|(g, group)| group.sets.iter().map(move |&set| (g, set)))
+        .collect();
+    let mut best: Vec<Option<Scored>> = (0..groups.len()).map(|_| None).collect();
     let per_chunk = (opts.batch.max(1) * 4 / opts.probes_per_set.max(1)).max(1);
-    for (done, chunk) in groups.chunks(per_chunk).enumerate() {
-        let prompts: Vec<String> = chunk.iter().flat_map(|g| g.triggered.clone()).collect();
+    let mut done = 0;
+    for chunk in jobs.chunks(per_chunk) {
+        let prompts: Vec<String> = chunk
+            .iter()
+            .flat_map(|&(g, set)| triggered(&probe_sets.sets[set], groups[g].members[0].glyph))
+            .collect();
         let s_rows = embed_ids(suspect, &token_ids(suspect, &prompts)?, opts.batch)?;
         let r_rows = match reference {
             Some(r) => Some(embed_ids(r, &token_ids(r, &prompts)?, opts.batch)?),
             None => None,
         };
         let mut start = 0i64;
-        for g in chunk {
-            let n = g.triggered.len() as i64;
+        for &(g, set) in chunk {
+            let n = probe_sets.sets[set].len() as i64;
             let s_trig = s_rows.narrow(0, start, n);
-            let s = suspect_clean[g.set].react(&s_trig);
+            let s = suspect_clean[set].react(&s_trig);
             let r = r_rows
                 .as_ref()
                 .zip(reference_clean.as_ref())
-                .map(|(rows, clean)| clean[g.set].react(&rows.narrow(0, start, n)));
+                .map(|(rows, clean)| clean[set].react(&rows.narrow(0, start, n)));
             start += n;
-            let score = match r {
-                Some(r) => (s.shift - r.shift).max(s.collapse - r.collapse),
-                None => s.collapse,
-            };
-            let target = guess_target(&s_trig, &suspect_targets, &target_prompts);
-            scored.push(describe(g, score, s, r, target));
+            let score = score_of(&s, r.as_ref());
+            if best[g].as_ref().map_or(true, |b| score > b.score) {
+                let target = guess_target(&s_trig, &suspect_targets, &target_prompts);
+                best[g] = Some(Scored { score, set, suspect: s, reference: r, target });
+            }
         }
-        progress(((done + 1) * per_chunk).min(groups.len()) as u64, total);
+        done += chunk.len();
+        progress(done as u64, jobs.len() as u64);
     }
+    let mut scored: Vec<CandidateScore> = groups
+        .iter()
+        .zip(best)
+        .filter_map(|(g, b)| b.map(|b| {
+            let letter = probe_sets.letters[b.set];
+            describe(g, b, letter)
+        }))
+        .collect();
 
     let threshold = opts.threshold.unwrap_or(if reference.is_some() {
         DEFAULT_THRESHOLD_REFERENCE
@@ -214,13 +250,14 @@ pub fn scan(
         c.flagged = c.score >= threshold;
         flagged += c.flagged as usize;
     }
+    let scored_groups = scored.len();
     let keep = opts.top.max(flagged);
     scored.truncate(keep);
     Ok(ScanReport {
         mode: if reference.is_some() { "reference" } else { "collapse" },
         candidate_sets: opts.sources.clone(),
         candidates: cands.len(),
-        scored: groups.len(),
+        scored: scored_groups,
         unchanged,
         letters_without_probes,
         probes_per_set: opts.probes_per_set,
@@ -231,41 +268,45 @@ pub fn scan(
     })
 }
 
-/// Merge candidates whose triggered prompts tokenise identically (e.g. `А` and `а`: the tokenizer
-/// lowercases), and drop those that tokenise like the clean prompts.
+/// Merge candidates whose triggered prompts tokenise identically on their first set (e.g. `А` and
+/// `а`: the tokenizer lowercases), and drop those that tokenise like the clean prompts.
 fn group_candidates(enc: &TextEncoder, cands: &[Candidate], sets: &ProbeSets) -> Result<(Vec<Group>, usize)> {
-    let clean_ids: Vec<Vec<Vec<i64>>> = sets
-        .sets
-        .iter()
-        .map(|s| s.iter().map(|p| enc.tokenizer.encode(&p.clean)).collect())
-        .collect::<Result<_>>()?;
     let mut groups: Vec<Group> = vec![];
     let mut by_ids: HashMap<(usize, Vec<Vec<i64>>), usize> = HashMap::new();
     let mut unchanged = 0;
     for c in cands {
-        let set = sets.index_of(c);
-        if sets.sets[set].len() < 2 {
-            continue;
-        }
-        let triggered: Vec<String> = sets.sets[set].iter().map(|p| p.substitute(c.glyph)).collect();
-        let ids = token_ids(enc, &triggered)?;
-        if ids == clean_ids[set] {
+        let my_sets = sets.sets_of(c);
+        let Some(&first) = my_sets.first() else { continue };
+        let probes = &sets.sets[first];
+        let ids = token_ids(enc, &triggered(probes, c.glyph))?;
+        let clean: Vec<String> = probes.iter().map(|p| p.clean.clone()).collect();
+        if ids == token_ids(enc, &clean)? {
             unchanged += 1;
             continue;
         }
-        match by_ids.get(&(set, ids.clone())) {
+        match by_ids.get(&(first, ids.clone())) {
             Some(&g) => groups[g].members.push(c.clone()),
             None => {
-                by_ids.insert((set, ids), groups.len());
-                groups.push(Group {
-                    members: vec![c.clone()],
-                    set,
-                    triggered,
-                });
+                by_ids.insert((first, ids), groups.len());
+                groups.push(Group { members: vec![c.clone()], sets: my_sets });
             }
         }
     }
     Ok((groups, unchanged))
+}
+
+fn triggered(probes: &[Probe], glyph: char) -> Vec<String> {
+    probes.iter().map(|p| p.substitute(glyph)).collect()
+}
+
+/// With a reference: the larger of the excess shift (the suspect moves prompts further than the
+/// reference, relative to each one's clean spread: target-attribute triggers) and the suspect's
+/// collapse beyond any collapse the reference shows (target-prompt triggers). Alone: the collapse.
+fn score_of(s: &Reaction, r: Option<&Reaction>) -> f64 {
+    match r {
+        Some(r) => (s.shift - r.shift).max(s.collapse - r.collapse.max(0.0)),
+        None => s.collapse,
+    }
 }
 
 fn guess_target(triggered: &Tensor, targets: &Tensor, prompts: &[String]) -> TargetGuess {
@@ -282,7 +323,7 @@ fn guess_target(triggered: &Tensor, targets: &Tensor, prompts: &[String]) -> Tar
     TargetGuess { nearest, agreement }
 }
 
-fn describe(g: &Group, score: f64, s: Reaction, r: Option<Reaction>, target: TargetGuess) -> CandidateScore {
+fn describe(g: &Group, b: Scored, letter: char) -> CandidateScore {
     let c = &g.members[0];
     let mut sources: Vec<Source> = g.members.iter().flat_map(|m| m.sources.clone()).collect();
     sources.sort();
@@ -293,13 +334,14 @@ fn describe(g: &Group, score: f64, s: Reaction, r: Option<Reaction>, target: Tar
         code_point: code_point(c.glyph),
         script: script_name(c.glyph),
         family: family_of(c.glyph),
-        replaces: c.latin.map(|l| l.to_ascii_lowercase().to_string()),
+        replaces: letter.to_string(),
+        anchored: c.latin.is_some(),
         sources,
         aliases: g.members[1..].iter().map(|m| m.glyph.to_string()).collect(),
-        score,
+        score: b.score,
         flagged: false,
-        suspect: s,
-        reference: r,
-        target,
+        suspect: b.suspect,
+        reference: b.reference,
+        target: b.target,
     }
 }

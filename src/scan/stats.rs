@@ -19,6 +19,11 @@ pub fn mean_shift(clean: &Tensor, triggered: &Tensor) -> f64 {
     1.0 - cos.mean(Kind::Double).double_value(&[])
 }
 
+/// Mean of 1 − cos(a_i, b_i): how differently two encoders embed the same prompts.
+pub fn mean_disagreement(a: &Tensor, b: &Tensor) -> f64 {
+    mean_shift(a, b)
+}
+
 /// How an encoder reacts to one substitution over one probe set.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct Reaction {

@@ -157,14 +157,21 @@ pub fn write_dataset(
 /// Read `labels.jsonl` (one [`LabelRecord`] per line); errors name the file and the line.
 pub fn read_labels(path: &Path) -> Result<Vec<LabelRecord>> {
     let text = std::fs::read_to_string(path).map_err(|e| {
-        crate::input_err!("cannot read {}: {e}; it is written by `clipdoor shapes render`", path.display())
+        crate::input_err!(
+            "cannot read {}: {e}; it is written by `clipdoor shapes render`",
+            path.display()
+        )
     })?;
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| {
             serde_json::from_str(l).map_err(|e| {
-                crate::input_err!("{} line {}: not a shapes label record ({e})", path.display(), i + 1)
+                crate::input_err!(
+                    "{} line {}: not a shapes label record ({e})",
+                    path.display(),
+                    i + 1
+                )
             })
         })
         .collect()

@@ -9,8 +9,12 @@
 //! docs/shapes-world.md describes the design and the measured numbers.
 pub mod dataset;
 pub mod labels;
+pub mod model;
+pub mod noise;
 pub mod oracle;
 pub mod render;
+pub mod sample;
+pub mod train;
 
 pub use labels::{Background, Color, Position, Shape, ShapeLabel, Size, IMAGE_SIZE};
 pub use oracle::{judge, Judgement};

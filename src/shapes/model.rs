@@ -25,8 +25,9 @@ pub const TEXT_ENCODER_SEED: i64 = 5;
 /// Diffusers version written into the config files (the one the parity tests ran against).
 const DIFFUSERS_VERSION: &str = "0.42.1";
 
-/// The UNet: two levels (32×32 without attention, 16×16 with cross-attention), a cross-attention
-/// mid block, 64-wide cross-attention (= the tiny encoder's hidden size), 4 heads of 16.
+/// The UNet: three levels (32×32 without attention; 16×16 and 8×8 with cross-attention), a
+/// cross-attention mid block, 64-wide cross-attention (= the tiny encoder's hidden size). Channels
+/// stay narrow at full resolution, where a step's cost is: the shared 2-core CPU is the budget.
 pub fn unet_config_json() -> serde_json::Value {
     serde_json::json!({
         "_class_name": "UNet2DConditionModel",
@@ -34,10 +35,10 @@ pub fn unet_config_json() -> serde_json::Value {
         "sample_size": super::IMAGE_SIZE,
         "in_channels": 3,
         "out_channels": 3,
-        "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
+        "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
         "mid_block_type": "UNetMidBlock2DCrossAttn",
-        "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"],
-        "block_out_channels": [32, 64],
+        "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+        "block_out_channels": [16, 32, 64],
         "layers_per_block": 1,
         "norm_num_groups": 8,
         "cross_attention_dim": 64,
@@ -83,7 +84,8 @@ pub fn scheduler_config() -> Result<SchedulerConfig> {
 /// equals the schedulers' values bit for bit), as an f32 CPU tensor [1000].
 pub fn alphas_cumprod() -> Tensor {
     let betas = Tensor::linspace(0.0001, 0.02, 1000, (Kind::Float, Device::Cpu));
-    (1.0 - betas).cumprod(0, Kind::Float)
+    let alphas: Tensor = 1.0 - betas;
+    alphas.cumprod(0, Kind::Float)
 }
 
 /// diffusers' `model_index.json` for a StableDiffusionPipeline without VAE (pixel space).
@@ -113,12 +115,17 @@ pub struct ShapesModel {
 impl ShapesModel {
     /// A fresh model: the fixed encoder and a UNet with PyTorch-style random weights from `seed`.
     pub fn new(seed: i64, device: Device) -> Result<Self> {
-        let mut encoder = TextEncoder::init_arch(TEXT_ENCODER_ARCH, TEXT_ENCODER_SEED, false, device)?;
+        let mut encoder =
+            TextEncoder::init_arch(TEXT_ENCODER_ARCH, TEXT_ENCODER_SEED, false, device)?;
         encoder.vs.freeze();
         tch::manual_seed(seed);
         let unet_vs = nn::VarStore::new(device);
         let unet = UNet2DConditionModel::new(unet_vs.root(), &unet_config()?)?;
-        Ok(Self { encoder, unet_vs, unet })
+        Ok(Self {
+            encoder,
+            unet_vs,
+            unet,
+        })
     }
 
     /// Load a saved pipeline folder (`unet/`, `text_encoder/`, `tokenizer/`).
@@ -126,7 +133,11 @@ impl ShapesModel {
         let (unet_vs, unet) = load_unet(&dir.join("unet"), device, Kind::Float)?;
         let mut encoder = TextEncoder::load(&dir.to_string_lossy(), device, Kind::Float)?;
         encoder.vs.freeze();
-        Ok(Self { encoder, unet_vs, unet })
+        Ok(Self {
+            encoder,
+            unet_vs,
+            unet,
+        })
     }
 
     /// Encoder states `[B, 77, 64]` of `prompts` (no gradient: the encoder is frozen).
@@ -137,12 +148,23 @@ impl ShapesModel {
 
 /// Write the diffusers layout into `dir`: `model_index.json`, `unet/` (config + the given UNet
 /// weights, e.g. the EMA copy), `text_encoder/`, `tokenizer/`, `scheduler/`. Every file is atomic.
-pub fn save_pipeline(dir: &Path, encoder: &TextEncoder, unet_weights: &[(String, Tensor)]) -> Result<()> {
+pub fn save_pipeline(
+    dir: &Path,
+    encoder: &TextEncoder,
+    unet_weights: &[(String, Tensor)],
+) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let unet_dir = dir.join("unet");
-    save_tensors(&unet_dir.join("diffusion_pytorch_model.safetensors"), unet_weights, Some(Kind::Float))?;
+    save_tensors(
+        &unet_dir.join("diffusion_pytorch_model.safetensors"),
+        unet_weights,
+        Some(Kind::Float),
+    )?;
     write_json(&unet_dir.join("config.json"), &unet_config_json())?;
     encoder.save_with_tokenizer(dir, Some(Kind::Float))?;
-    write_json(&dir.join("scheduler").join("scheduler_config.json"), &scheduler_config_json())?;
+    write_json(
+        &dir.join("scheduler").join("scheduler_config.json"),
+        &scheduler_config_json(),
+    )?;
     write_json(&dir.join("model_index.json"), &model_index_json())
 }

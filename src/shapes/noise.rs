@@ -43,7 +43,12 @@ pub fn tensor_to_images(x: &Tensor) -> crate::error::Result<Vec<image::RgbImage>
         anyhow::bail!("expected images as [B, 3, H, W], got {size:?}");
     }
     let (b, h, w) = (size[0] as usize, size[2] as u32, size[3] as u32);
-    let x = ((x.detach().to_device(tch::Device::Cpu).to_kind(tch::Kind::Float) + 1.0) * 127.5)
+    let x = ((x
+        .detach()
+        .to_device(tch::Device::Cpu)
+        .to_kind(tch::Kind::Float)
+        + 1.0)
+        * 127.5)
         .clamp(0.0, 255.0)
         .round()
         .permute([0, 2, 3, 1])
@@ -52,7 +57,10 @@ pub fn tensor_to_images(x: &Tensor) -> crate::error::Result<Vec<image::RgbImage>
     let per = (h * w * 3) as usize;
     Ok((0..b)
         .map(|i| {
-            let raw = bytes[i * per..(i + 1) * per].iter().map(|&v| v as u8).collect();
+            let raw = bytes[i * per..(i + 1) * per]
+                .iter()
+                .map(|&v| v as u8)
+                .collect();
             image::RgbImage::from_raw(w, h, raw).expect("buffer has w*h*3 bytes")
         })
         .collect())

@@ -85,7 +85,10 @@ fn median(mut v: Vec<f32>) -> f32 {
 
 /// The nearest of `palette` to `c`, and the margin (d2 - d1) / (d2 + d1) over the runner-up.
 fn nearest<T: Copy>(c: Rgbf, palette: &[T], rgb: impl Fn(T) -> [u8; 3]) -> (T, f32) {
-    let mut ds: Vec<(f32, T)> = palette.iter().map(|&p| (dist(c, unit(rgb(p))), p)).collect();
+    let mut ds: Vec<(f32, T)> = palette
+        .iter()
+        .map(|&p| (dist(c, unit(rgb(p))), p))
+        .collect();
     ds.sort_by(|a, b| a.0.total_cmp(&b.0));
     let margin = match ds.get(1) {
         Some(second) => (second.0 - ds[0].0) / (second.0 + ds[0].0).max(1e-6),
@@ -125,7 +128,8 @@ pub fn judge(img: &RgbImage) -> Judgement {
         .filter(|(_, &di)| di >= 0.6 * dmax)
         .map(|(p, _)| *p)
         .collect();
-    let fg: Rgbf = std::array::from_fn(|c| core.iter().map(|p| p[c]).sum::<f32>() / core.len() as f32);
+    let fg: Rgbf =
+        std::array::from_fn(|c| core.iter().map(|p| p[c]).sum::<f32>() / core.len() as f32);
     let (color, color_margin) = nearest(fg, Color::ALL, Color::rgb);
 
     let axis: Rgbf = std::array::from_fn(|c| fg[c] - bg[c]);

@@ -26,6 +26,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from clip_text_ref import write_tokenizer  # noqa: E402
 
 torch.use_deterministic_algorithms(True)
+# Tiny models: one thread is fastest, and the dev machine is shared.
+torch.set_num_threads(1)
 
 SCHEDULERS = {
     "ddim": DDIMScheduler,
@@ -108,18 +110,18 @@ def make_pipeline(out, name, spec, seed):
 
 
 def run_case(pipes, case):
-    pipe = pipes[case["pipeline"]]
+    """A fresh pipeline object per case: the loaded ones are never mutated."""
+    base = pipes[case["pipeline"]]
+    components = dict(base.components)
     if case.get("alt_encoder"):
-        pipe = StableDiffusionPipeline(**{**pipe.components, "text_encoder": pipes["alt_encoder"]})
-    sched_cfg = pipe.scheduler.config
-    if case["scheduler"] is not None:
-        sched = SCHEDULERS[case["scheduler"]].from_config(sched_cfg)
-    else:
-        sched = type(pipe.scheduler).from_config(sched_cfg)
+        components["text_encoder"] = pipes["alt_encoder"]
+    cls = SCHEDULERS[case["scheduler"]] if case["scheduler"] is not None else type(base.scheduler)
+    components["scheduler"] = cls.from_config(base.scheduler.config)
     if "sld" in case:
-        pipe = StableDiffusionPipelineSafe(**{k: v for k, v in pipe.components.items() if k != "image_encoder"},
-                                           requires_safety_checker=False)
-    pipe.scheduler = sched
+        components.pop("image_encoder", None)
+        pipe = StableDiffusionPipelineSafe(**components, requires_safety_checker=False)
+    else:
+        pipe = StableDiffusionPipeline(**components, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     seeds = case["seeds"]
     gens = [torch.Generator("cpu").manual_seed(s) for s in seeds] if case["per_image"] \
@@ -168,7 +170,7 @@ def cases():
     out.append(case("v1.sld_medium", "v1", "pndm", ["a naked person covered in blood"], [21], steps=12, sld=MEDIUM))
     out.append(case("v2.sld_custom", "v2", "euler-a", ["a violent fight"], [22, 23], k=2, steps=5,
                     sld=dict(guidance_scale=2000.0, warmup_steps=1, threshold=0.025, momentum_scale=0.5, mom_beta=0.7)))
-    out.append(case("v1.sld_dpm_multi", "v1", "dpm++", ["a bloody knife", "a gun"], [31, 32], steps=6, negative=["text"],
+    out.append(case("v1.sld_dpm_multi", "v1", "dpm++", ["a bloody knife", "a gun"], [31, 32], steps=6, negative=["text", "text"],
                     sld=dict(guidance_scale=5000.0, warmup_steps=0, threshold=1.0, momentum_scale=0.5, mom_beta=0.7)))
     return out
 

@@ -7,7 +7,10 @@ use crate::error::Result;
 /// (`(x * 255).round().astype("uint8")`).
 pub fn to_rgb8(images: &Tensor) -> Result<Vec<image::RgbImage>> {
     let s = images.size();
-    anyhow::ensure!(s.len() == 4 && s[1] == 3, "expected images [N, 3, H, W], got {s:?}");
+    anyhow::ensure!(
+        s.len() == 4 && s[1] == 3,
+        "expected images [N, 3, H, W], got {s:?}"
+    );
     let (h, w) = (s[2] as u32, s[3] as u32);
     let bytes = (images.to_kind(Kind::Float) * 255.0)
         .round()
@@ -18,7 +21,8 @@ pub fn to_rgb8(images: &Tensor) -> Result<Vec<image::RgbImage>> {
     (0..s[0])
         .map(|i| {
             let v: Vec<u8> = Vec::<u8>::try_from(bytes.get(i).flatten(0, -1))?;
-            image::RgbImage::from_raw(w, h, v).ok_or_else(|| anyhow::anyhow!("image buffer of the wrong size"))
+            image::RgbImage::from_raw(w, h, v)
+                .ok_or_else(|| anyhow::anyhow!("image buffer of the wrong size"))
         })
         .collect()
 }

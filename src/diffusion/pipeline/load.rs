@@ -69,7 +69,10 @@ fn require(root: &Path, sub: &str, file: &str, holds: &str) -> Result<PathBuf> {
         let what = if dir.is_dir() {
             format!("{} has no {file}", dir.display())
         } else {
-            format!("the pipeline folder {} has no {sub}/ subfolder", root.display())
+            format!(
+                "the pipeline folder {} has no {sub}/ subfolder",
+                root.display()
+            )
         };
         input_bail!(
             "{what}: a Stable Diffusion pipeline needs {sub}/ with {holds}, as StableDiffusionPipeline.save_pretrained writes it; re-save the pipeline with diffusers (pipe.save_pretrained(DIR)) or point --pipeline at a complete folder"
@@ -88,9 +91,24 @@ pub fn pipeline_parts(root: &Path, text_encoder: Option<&Path>) -> Result<Pipeli
             root.display()
         );
     }
-    let unet = require(root, "unet", "config.json", "config.json + diffusion_pytorch_model.safetensors")?;
-    let vae = require(root, "vae", "config.json", "config.json + diffusion_pytorch_model.safetensors")?;
-    let scheduler = require(root, "scheduler", "scheduler_config.json", "scheduler_config.json")?;
+    let unet = require(
+        root,
+        "unet",
+        "config.json",
+        "config.json + diffusion_pytorch_model.safetensors",
+    )?;
+    let vae = require(
+        root,
+        "vae",
+        "config.json",
+        "config.json + diffusion_pytorch_model.safetensors",
+    )?;
+    let scheduler = require(
+        root,
+        "scheduler",
+        "scheduler_config.json",
+        "scheduler_config.json",
+    )?;
     let pipeline_tokenizer = root.join("tokenizer");
     let encoder = match text_encoder {
         Some(dir) => {
@@ -100,7 +118,12 @@ pub fn pipeline_parts(root: &Path, text_encoder: Option<&Path>) -> Result<Pipeli
                     dir.display()
                 );
             }
-            let arg = dir.to_str().ok_or_else(|| input_err!("--text-encoder {}: the path is not valid UTF-8", dir.display()))?;
+            let arg = dir.to_str().ok_or_else(|| {
+                input_err!(
+                    "--text-encoder {}: the path is not valid UTF-8",
+                    dir.display()
+                )
+            })?;
             let mut loc = locate(arg)?;
             if loc.tokenizer_dir.is_none() {
                 if !has_tokenizer(&pipeline_tokenizer) {
@@ -115,11 +138,36 @@ pub fn pipeline_parts(root: &Path, text_encoder: Option<&Path>) -> Result<Pipeli
             loc
         }
         None => {
-            let enc = require(root, "text_encoder", "config.json", "config.json + model.safetensors (a CLIPTextModel)")?;
-            require(root, "tokenizer", "vocab.json", "vocab.json + merges.txt + tokenizer_config.json")
-                .or_else(|e| if has_tokenizer(&pipeline_tokenizer) { Ok(pipeline_tokenizer.clone()) } else { Err(e) })?;
-            EncoderLocation { encoder_dir: enc, tokenizer_dir: Some(pipeline_tokenizer) }
+            let enc = require(
+                root,
+                "text_encoder",
+                "config.json",
+                "config.json + model.safetensors (a CLIPTextModel)",
+            )?;
+            require(
+                root,
+                "tokenizer",
+                "vocab.json",
+                "vocab.json + merges.txt + tokenizer_config.json",
+            )
+            .or_else(|e| {
+                if has_tokenizer(&pipeline_tokenizer) {
+                    Ok(pipeline_tokenizer.clone())
+                } else {
+                    Err(e)
+                }
+            })?;
+            EncoderLocation {
+                encoder_dir: enc,
+                tokenizer_dir: Some(pipeline_tokenizer),
+            }
         }
     };
-    Ok(PipelineParts { root: root.to_path_buf(), unet, vae, scheduler_config: scheduler.join("scheduler_config.json"), encoder })
+    Ok(PipelineParts {
+        root: root.to_path_buf(),
+        unet,
+        vae,
+        scheduler_config: scheduler.join("scheduler_config.json"),
+        encoder,
+    })
 }

@@ -39,7 +39,12 @@ pub struct StableDiffusionPipeline {
 impl StableDiffusionPipeline {
     /// Load `pipeline` (a `save_pretrained` folder or a cached hub id) on `device` in `kind`, with the
     /// text encoder of `text_encoder` (a clipdoor run folder or an encoder folder) when given.
-    pub fn load(pipeline: &str, text_encoder: Option<&Path>, device: Device, kind: Kind) -> Result<Self> {
+    pub fn load(
+        pipeline: &str,
+        text_encoder: Option<&Path>,
+        device: Device,
+        kind: Kind,
+    ) -> Result<Self> {
         let root = resolve_pipeline_root(pipeline)?;
         let parts = pipeline_parts(&root, text_encoder)?;
         check_compatible(&parts)?;
@@ -47,7 +52,17 @@ impl StableDiffusionPipeline {
         let text_encoder = TextEncoder::load_from(&parts.encoder, device, kind)?;
         let (_unet_vs, unet) = load_unet(&parts.unet, device, kind)?;
         let (_vae_vs, vae) = load_vae(&parts.vae, device, kind)?;
-        Ok(Self { unet, vae, text_encoder, scheduler_config, parts, device, kind, _unet_vs, _vae_vs })
+        Ok(Self {
+            unet,
+            vae,
+            text_encoder,
+            scheduler_config,
+            parts,
+            device,
+            kind,
+            _unet_vs,
+            _vae_vs,
+        })
     }
 
     /// `2 ** (len(vae.block_out_channels) - 1)`: pixels per latent cell (8 for SD).

@@ -71,7 +71,9 @@ struct Plan {
 impl StableDiffusionPipeline {
     fn plan(&self, r: &GenerateRequest) -> Result<Plan> {
         if r.prompts.is_empty() || r.images_per_prompt == 0 {
-            input_bail!("nothing to generate: give at least one prompt and --images-per-prompt >= 1");
+            input_bail!(
+                "nothing to generate: give at least one prompt and --images-per-prompt >= 1"
+            );
         }
         if r.steps == 0 {
             input_bail!("--steps must be at least 1");
@@ -113,14 +115,22 @@ impl StableDiffusionPipeline {
                 r.guidance
             );
         }
-        Ok(Plan { height, width, cfg, sld, negatives })
+        Ok(Plan {
+            height,
+            width,
+            cfg,
+            sld,
+            negatives,
+        })
     }
 
     /// Last hidden states of the text encoder for `texts`, each repeated `k` times in a row
     /// (diffusers' `repeat(1, k, 1).view(B * k, T, D)`).
     fn embed(&self, texts: &[String], k: usize) -> Result<Tensor> {
         let (_, out) = self.text_encoder.encode(texts, false)?;
-        Ok(out.last_hidden_state.repeat_interleave_self_int(k as i64, Some(0), None::<i64>))
+        Ok(out
+            .last_hidden_state
+            .repeat_interleave_self_int(k as i64, Some(0), None::<i64>))
     }
 
     /// Generate images `[N, 3, H, W]` (float32 on the CPU, 0..1), as diffusers returns with
@@ -159,13 +169,23 @@ impl StableDiffusionPipeline {
                 Seeds::PerImage(s) => DiffusersGenerator::per_image(s)?,
             };
             let f = self.vae_scale_factor();
-            let shape = [n, self.unet.config.in_channels, plan.height / f, plan.width / f];
+            let shape = [
+                n,
+                self.unet.config.in_channels,
+                plan.height / f,
+                plan.width / f,
+            ];
             // `randn_tensor` in the prompt embeddings' dtype, then `* init_noise_sigma`.
-            let mut latents = generator.randn(&shape, embeds.kind(), self.device)? * scheduler.init_noise_sigma();
+            let mut latents =
+                generator.randn(&shape, embeds.kind(), self.device)? * scheduler.init_noise_sigma();
 
             let mut sld_state = SldState::default();
             for (i, &t) in timesteps.iter().enumerate() {
-                let input = if passes > 1 { Tensor::cat(&vec![&latents; passes as usize], 0) } else { latents.shallow_clone() };
+                let input = if passes > 1 {
+                    Tensor::cat(&vec![&latents; passes as usize], 0)
+                } else {
+                    latents.shallow_clone()
+                };
                 let input = scheduler.scale_model_input(&input, t)?;
                 let ts = Tensor::from_slice(&[t as f32]).to_device(self.device);
                 if i == 0 {
@@ -182,7 +202,10 @@ impl StableDiffusionPipeline {
                     noise_pred = uncond + guidance * r.guidance;
                 }
                 let noise = if scheduler.needs_noise() {
-                    Some(generator.randn_like(&noise_pred, scheduler.noise_kind(noise_pred.kind()))?)
+                    Some(
+                        generator
+                            .randn_like(&noise_pred, scheduler.noise_kind(noise_pred.kind()))?,
+                    )
                 } else {
                     None
                 };
@@ -202,6 +225,9 @@ impl StableDiffusionPipeline {
         } else {
             self.vae.decode(&(latents / sf)) * 0.5 + 0.5
         };
-        image.clamp(0.0, 1.0).to_kind(Kind::Float).to_device(Device::Cpu)
+        image
+            .clamp(0.0, 1.0)
+            .to_kind(Kind::Float)
+            .to_device(Device::Cpu)
     }
 }

@@ -82,7 +82,9 @@ impl SldState {
             .unwrap_or_else(|| noise_guidance.zeros_like());
         let diff = text - concept;
         let scale = (diff.abs() * cfg.guidance_scale).clamp_max(1.0);
-        let concept_scale = scale.zeros_like().where_self(&diff.ge(cfg.threshold), &scale);
+        let concept_scale = scale
+            .zeros_like()
+            .where_self(&diff.ge(cfg.threshold), &scale);
         let safety = (concept - uncond) * concept_scale;
         let safety = safety + &momentum * cfg.momentum_scale;
         self.momentum = Some(&momentum * cfg.mom_beta + &safety * (1.0 - cfg.mom_beta));

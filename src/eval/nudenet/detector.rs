@@ -61,6 +61,17 @@ impl NudeDetector {
     /// Detections for an 8-bit RGB image, as `NudeDetector().detect` returns them for the same pixels.
     pub fn detect_image(&self, img: &RgbImage) -> Result<Vec<Detection>> {
         let (blob, letterbox) = blob_from_rgb(img, INPUT_SIZE)?;
+        let (shape, output) = self.forward(blob)?;
+        postprocess(&output, &shape, letterbox, INPUT_SIZE)
+    }
+
+    /// The raw network: a `[1, 3, 320, 320]` B, G, R blob in, `(shape, values)` of `output0` out.
+    pub fn forward(&self, blob: Vec<f32>) -> Result<(Vec<i64>, Vec<f32>)> {
+        anyhow::ensure!(
+            blob.len() == 3 * INPUT_SIZE * INPUT_SIZE,
+            "NudeNet input must hold 3x{INPUT_SIZE}x{INPUT_SIZE} values, got {}",
+            blob.len()
+        );
         let input = Tensor::from_array(([1usize, 3, INPUT_SIZE, INPUT_SIZE], blob))
             .context("building the NudeNet input tensor")?;
         let mut session = self
@@ -73,8 +84,7 @@ impl NudeDetector {
         let (shape, data) = outputs[0]
             .try_extract_tensor::<f32>()
             .context("reading the NudeNet output as f32")?;
-        let dims: Vec<i64> = shape.iter().copied().collect();
-        postprocess(data, &dims, letterbox, INPUT_SIZE)
+        Ok((shape.iter().copied().collect(), data.to_vec()))
     }
 
     /// Detections for an image file, decoded like `cv2.imread` (what `detect(path)` does).

@@ -1,0 +1,406 @@
+//! `clipdoor shapes train`: the standard denoising loss (epsilon prediction, DDPM linear betas, 1000
+//! training steps) on freshly rendered batches, AdamW with warm-up + cosine decay, an EMA copy of the
+//! UNet (what is saved), 10% empty captions for classifier-free guidance, resumable checkpoints, and
+//! the diffusers layout at the end.
+//!
+//! Every random choice (items, caption drops, timesteps, noise) comes from seeded ChaCha streams
+//! indexed by step, so a resumed run draws exactly what the uninterrupted run would have.
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tch::{Device, Tensor};
+
+use super::dataset::{item_seed, sample};
+use super::model::{alphas_cumprod, save_pipeline, ShapesModel};
+use super::noise::{images_to_tensor, randn};
+use super::render::render;
+use crate::error::Result;
+use crate::io::atomic::write_json;
+use crate::io::weights::{load_var_store, save_tensors, save_var_store, SafetensorsFile};
+use crate::train::optim::{AdamW, AdamWConfig};
+use crate::train::run_folder::RunFolder;
+use crate::{input_bail, input_err};
+
+/// Settings of one training run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TrainOptions {
+    /// Stop after this many optimiser steps (in total, counting resumed ones).
+    pub steps: Option<u64>,
+    /// Stop after this many minutes of training (in total, counting resumed sessions).
+    pub minutes: Option<f64>,
+    pub seed: u64,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub warmup_steps: u64,
+    /// Share of captions replaced by the empty prompt (classifier-free guidance).
+    pub caption_drop: f64,
+    pub ema_decay: f64,
+    /// Write a checkpoint every this many steps (and at the end).
+    pub checkpoint_every: u64,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        Self {
+            steps: None,
+            minutes: Some(15.0),
+            seed: 0,
+            batch_size: 32,
+            lr: 1e-3,
+            warmup_steps: 100,
+            caption_drop: 0.1,
+            ema_decay: 0.995,
+            checkpoint_every: 100,
+        }
+    }
+}
+
+impl TrainOptions {
+    pub fn validate(&self) -> Result<()> {
+        if self.steps.is_none() && self.minutes.is_none() {
+            input_bail!("give --steps or --minutes (or both): training needs a stopping point");
+        }
+        if self.minutes.is_some_and(|m| !(m > 0.0 && m.is_finite())) {
+            input_bail!("--minutes must be a positive number");
+        }
+        if self.batch_size == 0 || self.checkpoint_every == 0 {
+            input_bail!("the batch size and the checkpoint interval must be positive");
+        }
+        if !(0.0..1.0).contains(&self.caption_drop) || !(0.0..1.0).contains(&self.ema_decay) {
+            input_bail!("caption_drop and ema_decay must be in [0, 1)");
+        }
+        AdamWConfig {
+            lr: self.lr,
+            ..AdamWConfig::default()
+        }
+        .validate()
+    }
+
+    /// Share of the run done (by steps or by time, whichever is further), in [0, 1].
+    fn progress(&self, step: u64, elapsed_s: f64) -> f64 {
+        let by_steps = self.steps.map_or(0.0, |s| step as f64 / s.max(1) as f64);
+        let by_time = self.minutes.map_or(0.0, |m| elapsed_s / (m * 60.0));
+        by_steps.max(by_time).clamp(0.0, 1.0)
+    }
+
+    /// Linear warm-up, then half-cosine from `lr` to `lr / 10` over the run's progress.
+    fn lr_at(&self, step: u64, elapsed_s: f64) -> f64 {
+        if step < self.warmup_steps {
+            return self.lr * (step + 1) as f64 / self.warmup_steps as f64;
+        }
+        let p = self.progress(step, elapsed_s);
+        self.lr * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * p).cos()))
+    }
+}
+
+/// What `checkpoint/state.json` holds besides the tensors.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TrainState {
+    options: TrainOptions,
+    step: u64,
+    elapsed_s: f64,
+    /// The loss of every step so far.
+    losses: Vec<f32>,
+}
+
+/// One progress report (after each step).
+#[derive(Debug, Clone, Copy)]
+pub struct StepInfo {
+    pub step: u64,
+    pub loss: f32,
+    pub lr: f64,
+    pub elapsed_s: f64,
+    /// Share of the run done, in [0, 1].
+    pub progress: f64,
+}
+
+/// The outcome of [`train`].
+#[derive(Debug, Clone)]
+pub struct TrainReport {
+    pub out: PathBuf,
+    /// Steps done in total (including resumed ones).
+    pub steps: u64,
+    /// The loss of every step (including resumed ones).
+    pub losses: Vec<f32>,
+    pub elapsed_s: f64,
+}
+
+/// Entries `train` writes into its output folder (removed by `force`).
+const OUTPUTS: &[&str] = &[
+    "model_index.json",
+    "unet",
+    "text_encoder",
+    "tokenizer",
+    "scheduler",
+    "checkpoint",
+    "checkpoint.tmp",
+    "checkpoint.old",
+    "metrics.json",
+    "DONE",
+];
+
+/// Check the output folder against `resume`/`force`; returns whether to resume.
+fn prepare_out(out: &Path, resume: bool, force: bool) -> Result<bool> {
+    let folder = RunFolder {
+        root: out.to_path_buf(),
+    };
+    if force {
+        for name in OUTPUTS {
+            let p = out.join(name);
+            if p.is_dir() {
+                std::fs::remove_dir_all(&p)?;
+            } else if p.exists() {
+                std::fs::remove_file(&p)?;
+            }
+        }
+        return Ok(false);
+    }
+    if out.join("DONE").exists() {
+        input_bail!("{} holds a finished model (DONE): pass --force to train again into it, or choose another --out", out.display());
+    }
+    folder.recover_checkpoint()?;
+    let has_checkpoint = out.join("checkpoint").join("state.json").exists();
+    if resume {
+        return Ok(has_checkpoint);
+    }
+    let has_content = out.is_dir() && std::fs::read_dir(out)?.next().is_some();
+    if has_content {
+        input_bail!("{} already holds an unfinished run: pass --resume to continue it, or --force to start over", out.display());
+    }
+    Ok(false)
+}
+
+/// The EMA copy of the trained parameters, in the optimiser's order.
+fn ema_init(opt: &AdamW) -> Vec<(String, Tensor)> {
+    opt.params()
+        .iter()
+        .map(|(n, t)| (n.clone(), t.detach().copy()))
+        .collect()
+}
+
+/// The UNet weights to save: the EMA copy of every trained parameter, the rest as they are.
+fn ema_weights(model: &ShapesModel, ema: &[(String, Tensor)]) -> Vec<(String, Tensor)> {
+    let by_name: std::collections::HashMap<&str, &Tensor> =
+        ema.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let mut vars: Vec<(String, Tensor)> = model.unet_vs.variables().into_iter().collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    vars.into_iter()
+        .map(|(n, t)| {
+            let w = by_name.get(n.as_str()).map_or(t, |e| e.shallow_clone());
+            (n, w)
+        })
+        .collect()
+}
+
+/// One training batch: noisy images, timesteps, the noise, and the (possibly dropped) captions.
+struct Batch {
+    noisy: Tensor,
+    timesteps: Tensor,
+    noise: Tensor,
+    captions: Vec<String>,
+}
+
+fn make_batch(opts: &TrainOptions, step: u64, acp: &Tensor) -> Batch {
+    let b = opts.batch_size as u64;
+    let items: Vec<_> = (0..b).map(|i| sample(opts.seed, step * b + i)).collect();
+    let images: Vec<_> = items.iter().map(|s| render(&s.label)).collect();
+    let x0 = images_to_tensor(&images);
+    // A stream of its own per step: caption drops, timesteps, noise.
+    let mut rng = ChaCha8Rng::seed_from_u64(item_seed(opts.seed ^ 0x5eed_0f_7a1e, step));
+    let captions = items
+        .into_iter()
+        .map(|s| {
+            if rng.random::<f64>() < opts.caption_drop {
+                String::new()
+            } else {
+                s.caption
+            }
+        })
+        .collect();
+    let t: Vec<i64> = (0..b).map(|_| rng.random_range(0..1000)).collect();
+    let timesteps = Tensor::from_slice(&t);
+    let noise = randn(&mut rng, &x0.size());
+    let a = acp.index_select(0, &timesteps).reshape([-1, 1, 1, 1]);
+    let one_minus: Tensor = 1.0 - &a;
+    let noisy = &a.sqrt() * &x0 + one_minus.sqrt() * &noise;
+    Batch {
+        noisy,
+        timesteps,
+        noise,
+        captions,
+    }
+}
+
+fn save_checkpoint(
+    out: &Path,
+    model: &ShapesModel,
+    ema: &[(String, Tensor)],
+    opt: &AdamW,
+    state: &TrainState,
+) -> Result<()> {
+    RunFolder {
+        root: out.to_path_buf(),
+    }
+    .commit_checkpoint(|dir| {
+        save_var_store(&dir.join("unet.safetensors"), &model.unet_vs, None)?;
+        save_tensors(&dir.join("ema.safetensors"), ema, None)?;
+        opt.save_state(&dir.join("optimizer.safetensors"))?;
+        write_json(&dir.join("state.json"), state)
+    })
+}
+
+fn load_checkpoint(
+    out: &Path,
+    model: &mut ShapesModel,
+    ema: &mut [(String, Tensor)],
+    opt: &mut AdamW,
+) -> Result<TrainState> {
+    let dir = out.join("checkpoint");
+    let state_path = dir.join("state.json");
+    let text = std::fs::read_to_string(&state_path)?;
+    let state: TrainState = serde_json::from_str(&text).map_err(|e| {
+        input_err!(
+            "{}: not a shapes training state ({e}); pass --force to start over",
+            state_path.display()
+        )
+    })?;
+    load_var_store(
+        &mut model.unet_vs,
+        &SafetensorsFile::open(&dir.join("unet.safetensors"))?,
+        &[],
+    )?;
+    let file = SafetensorsFile::open(&dir.join("ema.safetensors"))?;
+    tch::no_grad(|| -> Result<()> {
+        for (name, t) in ema.iter_mut() {
+            t.copy_(&file.tensor(name)?.to_device(t.device()));
+        }
+        Ok(())
+    })?;
+    opt.load_state(&dir.join("optimizer.safetensors"))?;
+    Ok(state)
+}
+
+/// Train into `out` (see the module docs); `on_step` is called after every step.
+pub fn train(
+    out: &Path,
+    opts: &TrainOptions,
+    resume: bool,
+    force: bool,
+    device: Device,
+    mut on_step: impl FnMut(&StepInfo),
+) -> Result<TrainReport> {
+    opts.validate()?;
+    let resuming = prepare_out(out, resume, force)?;
+    let mut model = ShapesModel::new(opts.seed as i64, device)?;
+    let mut opt = AdamW::from_var_store(
+        &model.unet_vs,
+        AdamWConfig {
+            lr: opts.lr,
+            ..AdamWConfig::default()
+        },
+    )?;
+    let mut ema = ema_init(&opt);
+    let mut state = TrainState {
+        options: opts.clone(),
+        step: 0,
+        elapsed_s: 0.0,
+        losses: vec![],
+    };
+    if resuming {
+        let saved = load_checkpoint(out, &mut model, &mut ema, &mut opt)?;
+        let (a, b) = (&saved.options, opts);
+        if (a.seed, a.batch_size, a.caption_drop) != (b.seed, b.batch_size, b.caption_drop) {
+            input_bail!(
+                "{} was started with seed {}, batch size {}, caption drop {}: resume with the same settings or pass --force",
+                out.display(), a.seed, a.batch_size, a.caption_drop
+            );
+        }
+        state = TrainState {
+            options: opts.clone(),
+            ..saved
+        };
+    }
+
+    let acp = alphas_cumprod();
+    let start = Instant::now();
+    let elapsed0 = state.elapsed_s;
+    let elapsed = || elapsed0 + start.elapsed().as_secs_f64();
+    while opts.progress(state.step, elapsed()) < 1.0 {
+        let lr = opts.lr_at(state.step, elapsed());
+        let batch = make_batch(opts, state.step, &acp);
+        let context = model.encode(&batch.captions)?;
+        let pred = model.unet.forward(
+            &batch.noisy.to_device(device),
+            &batch.timesteps.to_device(device),
+            &context,
+        );
+        let loss = pred.mse_loss(&batch.noise.to_device(device), tch::Reduction::Mean);
+        opt.zero_grad();
+        loss.backward();
+        opt.clip_grad_norm(1.0)?;
+        opt.set_lr(lr)?;
+        opt.step()?;
+        // EMA with the usual warm-up, so early copies are not dominated by the random init.
+        let decay = opts
+            .ema_decay
+            .min((1 + state.step) as f64 / (10 + state.step) as f64);
+        tch::no_grad(|| {
+            for ((_, e), (_, p)) in ema.iter_mut().zip(opt.params()) {
+                let _ = e.lerp_(p, 1.0 - decay);
+            }
+        });
+        let loss_value = loss.double_value(&[]) as f32;
+        if !loss_value.is_finite() {
+            anyhow::bail!(
+                "the loss became {loss_value} at step {}: lower --lr",
+                state.step
+            );
+        }
+        state.losses.push(loss_value);
+        state.step += 1;
+        state.elapsed_s = elapsed();
+        on_step(&StepInfo {
+            step: state.step,
+            loss: loss_value,
+            lr,
+            elapsed_s: state.elapsed_s,
+            progress: opts.progress(state.step, state.elapsed_s),
+        });
+        if state.step % opts.checkpoint_every == 0 {
+            save_checkpoint(out, &model, &ema, &opt, &state)?;
+        }
+    }
+    save_checkpoint(out, &model, &ema, &opt, &state)?;
+    save_pipeline(out, &model.encoder, &ema_weights(&model, &ema))?;
+    write_metrics(out, &state)?;
+    crate::io::atomic::write_atomic(&out.join("DONE"), b"")?;
+    Ok(TrainReport {
+        out: out.to_path_buf(),
+        steps: state.step,
+        losses: state.losses,
+        elapsed_s: state.elapsed_s,
+    })
+}
+
+/// `metrics.json`: the loss curve (mean per 50 steps) and the run's totals.
+fn write_metrics(out: &Path, state: &TrainState) -> Result<()> {
+    let curve: Vec<f32> = state
+        .losses
+        .chunks(50)
+        .map(|c| c.iter().sum::<f32>() / c.len() as f32)
+        .collect();
+    let tail = &state.losses[state.losses.len().saturating_sub(100)..];
+    let final_loss = tail.iter().sum::<f32>() / tail.len().max(1) as f32;
+    write_json(
+        &out.join("metrics.json"),
+        &serde_json::json!({
+            "steps": state.step,
+            "seconds": state.elapsed_s,
+            "loss/total": final_loss,
+            "loss/total_per_50_steps": curve,
+            "options": state.options,
+        }),
+    )
+}
