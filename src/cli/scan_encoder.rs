@@ -60,7 +60,7 @@ struct TriggerScanArgs {
     /// Further prompts a trigger may lead to (reported as its target when nearest).
     #[arg(long)]
     targets: Option<PathBuf>,
-    /// Flag candidates scoring at least this (default 0.2 with a reference, 0.3 without).
+    /// Flag candidates scoring at least this (default 0.15 with a reference, 0.1 without).
     #[arg(long)]
     threshold: Option<f64>,
     /// Candidates to list (flagged ones are always listed).
@@ -111,7 +111,13 @@ fn run_scan(a: TriggerScanArgs) -> Result<()> {
     let suspect_arg = a
         .suspect
         .ok_or_else(|| input_err!("--suspect is required: the encoder to scan"))?;
-    let chars: Vec<char> = a.chars.as_deref().unwrap_or("").chars().filter(|c| !c.is_whitespace() && *c != ',').collect();
+    let chars: Vec<char> = a
+        .chars
+        .as_deref()
+        .unwrap_or("")
+        .chars()
+        .filter(|c| !c.is_whitespace() && *c != ',')
+        .collect();
     let mut sources = match (&a.candidates, chars.is_empty()) {
         (Some(list), _) => Source::parse_list(list)?,
         (None, true) => vec![Source::Confusables],
@@ -127,7 +133,12 @@ fn run_scan(a: TriggerScanArgs) -> Result<()> {
         Some(p) => read_list(p)?,
         None => probes::BUILTIN.iter().map(|s| s.to_string()).collect(),
     };
-    let targets = a.targets.as_deref().map(read_list).transpose()?.unwrap_or_default();
+    let targets = a
+        .targets
+        .as_deref()
+        .map(read_list)
+        .transpose()?
+        .unwrap_or_default();
     if device == tch::Device::Cpu {
         tch::set_num_threads(a.threads.max(1));
     }
@@ -173,7 +184,9 @@ fn run_scan(a: TriggerScanArgs) -> Result<()> {
 fn summary(r: &ScanReport, suspect: &str, reference: Option<&str>) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
-    let against = reference.map_or("no reference (collapse mode)".to_string(), |r| format!("reference {r}"));
+    let against = reference.map_or("no reference (collapse mode)".to_string(), |r| {
+        format!("reference {r}")
+    });
     let _ = writeln!(
         s,
         "scan-encoder: {suspect} vs {against}: {} candidate(s), {} scored, {} flagged at threshold {} ({:.1}s)",
@@ -200,6 +213,7 @@ fn summary(r: &ScanReport, suspect: &str, reference: Option<&str>) -> String {
 
 fn run_defense(a: DefenseArgs) -> Result<()> {
     use crate::scan::defense::{evaluate_runs, markdown, DefenseOptions};
+    tch::set_num_threads(1);
     let opts = DefenseOptions {
         prompts: a.prompts.as_deref().map(read_list).transpose()?,
         max_prompts: a.max_prompts,

@@ -2,7 +2,7 @@
 //! `VarStore` paths equal to the safetensors keys (`text_model.encoder.layers.0.self_attn.q_proj.weight`).
 use tch::{nn, nn::Module, Kind, Tensor};
 
-use super::activation::Activation;
+use super::clip_layers::{layer_norm, linear, CLIPEncoderLayer, Mask};
 use super::clip_text_config::CLIPTextConfig;
 
 /// `CLIPTextEmbeddings`: token + learned absolute position embeddings.
@@ -25,102 +25,6 @@ impl CLIPTextEmbeddings {
         let seq = input_ids.size()[1];
         let pos = Tensor::arange(seq, (Kind::Int64, input_ids.device())).unsqueeze(0);
         self.token_embedding.forward(input_ids) + self.position_embedding.forward(&pos)
-    }
-}
-
-/// `CLIPAttention`: multi-head self-attention through `scaled_dot_product_attention`.
-#[derive(Debug)]
-pub struct CLIPAttention {
-    q_proj: nn::Linear,
-    k_proj: nn::Linear,
-    v_proj: nn::Linear,
-    out_proj: nn::Linear,
-    heads: i64,
-    head_dim: i64,
-}
-
-fn linear(p: nn::Path, i: i64, o: i64, bias: bool) -> nn::Linear {
-    // transformers' CLIP init: normal(0, 0.02) weights and zero biases (scaled by initializer_factor=1).
-    let cfg = nn::LinearConfig { ws_init: nn::Init::Randn { mean: 0., stdev: 0.02 }, bs_init: Some(nn::Init::Const(0.)), bias };
-    nn::linear(p, i, o, cfg)
-}
-
-fn layer_norm(p: nn::Path, dim: i64, eps: f64) -> nn::LayerNorm {
-    nn::layer_norm(p, vec![dim], nn::LayerNormConfig { eps, ..Default::default() })
-}
-
-impl CLIPAttention {
-    pub fn new(p: nn::Path, c: &CLIPTextConfig) -> Self {
-        let h = c.hidden_size;
-        Self {
-            q_proj: linear(&p / "q_proj", h, h, true),
-            k_proj: linear(&p / "k_proj", h, h, true),
-            v_proj: linear(&p / "v_proj", h, h, true),
-            out_proj: linear(&p / "out_proj", h, h, true),
-            heads: c.num_attention_heads,
-            head_dim: h / c.num_attention_heads,
-        }
-    }
-
-    /// `mask`: additive float mask broadcastable to [B, heads, T, T]; `None` means causal only.
-    pub fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Tensor {
-        let (b, t, _) = x.size3().expect("[B, T, C] input");
-        let split = |y: Tensor| y.view([b, t, self.heads, self.head_dim]).transpose(1, 2);
-        let q = split(self.q_proj.forward(x));
-        let k = split(self.k_proj.forward(x));
-        let v = split(self.v_proj.forward(x));
-        let y = match mask {
-            None => Tensor::scaled_dot_product_attention(&q, &k, &v, None::<Tensor>, 0.0, true, None, false),
-            Some(m) => Tensor::scaled_dot_product_attention(&q, &k, &v, Some(m), 0.0, false, None, false),
-        };
-        self.out_proj.forward(&y.transpose(1, 2).reshape([b, t, self.heads * self.head_dim]))
-    }
-}
-
-/// `CLIPMLP`: fc1 → activation → fc2.
-#[derive(Debug)]
-pub struct CLIPMLP {
-    fc1: nn::Linear,
-    fc2: nn::Linear,
-    act: Activation,
-}
-
-impl CLIPMLP {
-    pub fn new(p: nn::Path, c: &CLIPTextConfig) -> Self {
-        Self {
-            fc1: linear(&p / "fc1", c.hidden_size, c.intermediate_size, true),
-            fc2: linear(&p / "fc2", c.intermediate_size, c.hidden_size, true),
-            act: Activation::parse(&c.hidden_act).expect("validated config"),
-        }
-    }
-
-    pub fn forward(&self, x: &Tensor) -> Tensor {
-        self.fc2.forward(&self.act.apply(&self.fc1.forward(x)))
-    }
-}
-
-/// `CLIPEncoderLayer`: pre-norm attention and MLP blocks with residuals.
-#[derive(Debug)]
-pub struct CLIPEncoderLayer {
-    self_attn: CLIPAttention,
-    layer_norm1: nn::LayerNorm,
-    mlp: CLIPMLP,
-    layer_norm2: nn::LayerNorm,
-}
-
-impl CLIPEncoderLayer {
-    pub fn new(p: nn::Path, c: &CLIPTextConfig) -> Self {
-        Self {
-            self_attn: CLIPAttention::new(&p / "self_attn", c),
-            layer_norm1: layer_norm(&p / "layer_norm1", c.hidden_size, c.layer_norm_eps),
-            mlp: CLIPMLP::new(&p / "mlp", c),
-            layer_norm2: layer_norm(&p / "layer_norm2", c.hidden_size, c.layer_norm_eps),
-        }
-    }
-
-    pub fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> Tensor {
-        let x = x + self.self_attn.forward(&self.layer_norm1.forward(x), mask);
-        &x + self.mlp.forward(&self.layer_norm2.forward(&x))
     }
 }
 
@@ -150,9 +54,10 @@ pub struct CLIPTextTransformer {
 impl CLIPTextTransformer {
     pub fn new(p: nn::Path, c: &CLIPTextConfig) -> Self {
         let enc = &p / "encoder" / "layers";
+        let dims = c.layer_dims();
         Self {
             embeddings: CLIPTextEmbeddings::new(&p / "embeddings", c),
-            layers: (0..c.num_hidden_layers).map(|i| CLIPEncoderLayer::new(&enc / i, c)).collect(),
+            layers: (0..c.num_hidden_layers).map(|i| CLIPEncoderLayer::new(&enc / i, &dims)).collect(),
             final_layer_norm: layer_norm(&p / "final_layer_norm", c.hidden_size, c.layer_norm_eps),
             eos_token_id: c.eos_token_id,
         }
@@ -168,7 +73,7 @@ impl CLIPTextTransformer {
             if all_hidden {
                 hidden.push(x.shallow_clone());
             }
-            x = layer.forward(&x, mask.as_ref());
+            x = layer.forward(&x, mask.as_ref().map_or(Mask::Causal, Mask::Additive));
         }
         if all_hidden {
             hidden.push(x.shallow_clone());

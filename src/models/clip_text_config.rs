@@ -111,6 +111,17 @@ impl CLIPTextConfig {
         Ok(())
     }
 
+    /// The encoder layer sizes.
+    pub fn layer_dims(&self) -> crate::models::clip_layers::LayerDims {
+        crate::models::clip_layers::LayerDims {
+            hidden: self.hidden_size,
+            heads: self.num_attention_heads,
+            intermediate: self.intermediate_size,
+            act: crate::models::activation::Activation::parse(&self.hidden_act).expect("validated config"),
+            eps: self.layer_norm_eps,
+        }
+    }
+
     /// The config transformers would write for this model, with `architectures` and dtype set.
     pub fn to_saved_json(&self, architecture: &str, dtype: &str) -> serde_json::Value {
         let mut v = serde_json::to_value(self).expect("config serialises");

@@ -1,5 +1,6 @@
 //! Neural networks, one module per upstream class, `VarStore` paths equal to safetensors keys.
 pub mod activation;
+pub mod clip_layers;
 pub mod clip_text;
 pub mod clip_text_config;
 pub mod text_encoder;

@@ -106,14 +106,16 @@ fn evaluate_run(run: &Path, opts: &DefenseOptions) -> Result<Vec<DefenseRow>> {
         .collect();
     let mut prompts = match &opts.prompts {
         Some(p) => p.clone(),
-        None => PromptPools::build(&exp, &backdoors)
-            .map_err(|e| {
-                input_err!(
-                    "{}: cannot rebuild the held-out prompts ({e}); pass --prompts FILE",
-                    exp_path.display()
-                )
-            })?
-            .holdout,
+        None => {
+            PromptPools::build(&exp, &backdoors)
+                .map_err(|e| {
+                    input_err!(
+                        "{}: cannot rebuild the held-out prompts ({e}); pass --prompts FILE",
+                        exp_path.display()
+                    )
+                })?
+                .holdout
+        }
     };
     prompts.truncate(opts.max_prompts);
     let teacher = TextEncoder::load(&exp.model.teacher, opts.device, Kind::Float)?;
@@ -122,9 +124,10 @@ fn evaluate_run(run: &Path, opts: &DefenseOptions) -> Result<Vec<DefenseRow>> {
         &embed(&student, &prompts, opts.batch)?,
         &embed(&teacher, &prompts, opts.batch)?,
     );
-    let run_name = run
-        .file_name()
-        .map_or_else(|| run.display().to_string(), |n| n.to_string_lossy().into_owned());
+    let run_name = run.file_name().map_or_else(
+        || run.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
     let mut rows = vec![];
     for b in &backdoors {
         let subset: Vec<String> = prompts
@@ -203,13 +206,21 @@ fn backdoor_numbers(
         .iter()
         .map(|x| sanitize(x, Mode::Map))
         .collect::<Result<_>>()?;
-    let changed = triggered.iter().zip(&sanitized).filter(|(a, b)| a != b).count();
+    let changed = triggered
+        .iter()
+        .zip(&sanitized)
+        .filter(|(a, b)| a != b)
+        .count();
     let e = |p: &[String]| embed(student, p, opts.batch);
     let (raw, san, tgt, cln) = (e(&triggered)?, e(&sanitized)?, e(&targets)?, e(clean)?);
     let success = |x: &Tensor| -> f64 {
         let to_target = rowwise(x, &tgt);
         let to_clean = rowwise(x, &cln);
-        to_target.gt_tensor(&to_clean).to_kind(Kind::Double).mean(Kind::Double).double_value(&[])
+        to_target
+            .gt_tensor(&to_clean)
+            .to_kind(Kind::Double)
+            .mean(Kind::Double)
+            .double_value(&[])
     };
     Ok(BackdoorNumbers {
         success_raw: success(&raw),

@@ -9,10 +9,7 @@ use crate::models::text_encoder::TextEncoder;
 
 /// Token ids of each prompt (padded to the context length).
 pub fn token_ids(enc: &TextEncoder, prompts: &[String]) -> Result<Vec<Vec<i64>>> {
-    let t = std::time::Instant::now();
-    let r = prompts.iter().map(|p| enc.tokenizer.encode(p)).collect();
-    if std::env::var("SCAN_TIMING").is_ok() { eprintln!("tok {} in {:?}", prompts.len(), t.elapsed()); }
-    r
+    prompts.iter().map(|p| enc.tokenizer.encode(p)).collect()
 }
 
 /// `[N, 77·H]` unit rows (f32, CPU) for already tokenised prompts. Identical id sequences are
@@ -31,7 +28,6 @@ pub fn embed_ids(enc: &TextEncoder, ids: &[Vec<i64>], batch: usize) -> Result<Te
         .collect();
     let width = enc.tokenizer.max_length() as i64;
     let mut parts = vec![];
-    let t0 = std::time::Instant::now();
     tch::no_grad(|| {
         for chunk in distinct.chunks(batch.max(1)) {
             let flat: Vec<i64> = chunk.iter().flat_map(|s| s.iter().copied()).collect();
@@ -48,7 +44,6 @@ pub fn embed_ids(enc: &TextEncoder, ids: &[Vec<i64>], batch: usize) -> Result<Te
     if parts.is_empty() {
         return Ok(Tensor::zeros([0, 0], (Kind::Float, Device::Cpu)));
     }
-    if std::env::var("SCAN_TIMING").is_ok() { eprintln!("enc {} distinct in {:?}", distinct.len(), t0.elapsed()); }
     let unique = Tensor::cat(&parts, 0);
     Ok(unique.index_select(0, &Tensor::from_slice(&rows)))
 }

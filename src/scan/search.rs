@@ -17,11 +17,14 @@ use crate::models::text_encoder::TextEncoder;
 use crate::text::homoglyph::confusables::{code_point, script_name};
 use crate::text::homoglyph::family_of;
 
-/// Defaults chosen from the smoke runs (docs/trigger-scanning.md, tests/scan_encoder.rs): clean
-/// characters score below 0.05 against a reference, injected triggers 0.4 and more.
-pub const DEFAULT_THRESHOLD_REFERENCE: f64 = 0.2;
-/// Without a reference only a collapse flags: clean characters stay below 0.1, TPA triggers above 0.5.
-pub const DEFAULT_THRESHOLD_COLLAPSE: f64 = 0.3;
+/// Default threshold with a reference, from the smoke runs (docs/trigger-scanning.md): the multi
+/// triggers score 0.17–0.57, the best clean look-alike of the confusables set 0.09, identical
+/// encoders ≤ 0.
+pub const DEFAULT_THRESHOLD_REFERENCE: f64 = 0.15;
+/// Default threshold without a reference (collapse alone): target-prompt triggers collapse 0.17–0.30
+/// of the clean spread in the multi run; no confusable collapses prompts in the clean teacher (its
+/// best is −0.11).
+pub const DEFAULT_THRESHOLD_COLLAPSE: f64 = 0.1;
 
 pub struct ScanOptions {
     pub sources: Vec<Source>,
@@ -111,10 +114,7 @@ struct ProbeSets {
 
 impl ProbeSets {
     fn build(pool: &[String], cands: &[Candidate], n: usize, all: bool) -> Self {
-        let mut letters: Vec<char> = cands
-            .iter()
-            .flat_map(|c| letters_of(c))
-            .collect();
+        let mut letters: Vec<char> = cands.iter().flat_map(|c| letters_of(c)).collect();
         letters.sort_unstable();
         letters.dedup();
         let sets = letters
@@ -162,7 +162,12 @@ pub fn scan(
         input_bail!("the probe prompts hold {} prompt(s): give at least 2 (ideally 12 or more per letter) with --prompts", opts.pool.len());
     }
     let cands = candidates::collect(&opts.sources, &opts.chars, &suspect.tokenizer);
-    let probe_sets = ProbeSets::build(&opts.pool, &cands, opts.probes_per_set.max(2), opts.replace_all);
+    let probe_sets = ProbeSets::build(
+        &opts.pool,
+        &cands,
+        opts.probes_per_set.max(2),
+        opts.replace_all,
+    );
     let letters_without_probes: Vec<char> = probe_sets
         .letters
         .iter()
@@ -223,7 +228,13 @@ pub fn scan(
             let score = score_of(&s, r.as_ref());
             if best[g].as_ref().map_or(true, |b| score > b.score) {
                 let target = guess_target(&s_trig, &suspect_targets, &target_prompts);
-                best[g] = Some(Scored { score, set, suspect: s, reference: r, target });
+                best[g] = Some(Scored {
+                    score,
+                    set,
+                    suspect: s,
+                    reference: r,
+                    target,
+                });
             }
         }
         done += chunk.len();
@@ -232,10 +243,12 @@ pub fn scan(
     let mut scored: Vec<CandidateScore> = groups
         .iter()
         .zip(best)
-        .filter_map(|(g, b)| b.map(|b| {
-            let letter = probe_sets.letters[b.set];
-            describe(g, b, letter)
-        }))
+        .filter_map(|(g, b)| {
+            b.map(|b| {
+                let letter = probe_sets.letters[b.set];
+                describe(g, b, letter)
+            })
+        })
         .collect();
 
     let threshold = opts.threshold.unwrap_or(if reference.is_some() {
@@ -243,7 +256,11 @@ pub fn scan(
     } else {
         DEFAULT_THRESHOLD_COLLAPSE
     });
-    scored.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.code_point.cmp(&b.code_point)));
+    scored.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then(a.code_point.cmp(&b.code_point))
+    });
     let mut flagged = 0;
     for (i, c) in scored.iter_mut().enumerate() {
         c.rank = i + 1;
@@ -254,7 +271,11 @@ pub fn scan(
     let keep = opts.top.max(flagged);
     scored.truncate(keep);
     Ok(ScanReport {
-        mode: if reference.is_some() { "reference" } else { "collapse" },
+        mode: if reference.is_some() {
+            "reference"
+        } else {
+            "collapse"
+        },
         candidate_sets: opts.sources.clone(),
         candidates: cands.len(),
         scored: scored_groups,
@@ -270,13 +291,19 @@ pub fn scan(
 
 /// Merge candidates whose triggered prompts tokenise identically on their first set (e.g. `А` and
 /// `а`: the tokenizer lowercases), and drop those that tokenise like the clean prompts.
-fn group_candidates(enc: &TextEncoder, cands: &[Candidate], sets: &ProbeSets) -> Result<(Vec<Group>, usize)> {
+fn group_candidates(
+    enc: &TextEncoder,
+    cands: &[Candidate],
+    sets: &ProbeSets,
+) -> Result<(Vec<Group>, usize)> {
     let mut groups: Vec<Group> = vec![];
     let mut by_ids: HashMap<(usize, Vec<Vec<i64>>), usize> = HashMap::new();
     let mut unchanged = 0;
     for c in cands {
         let my_sets = sets.sets_of(c);
-        let Some(&first) = my_sets.first() else { continue };
+        let Some(&first) = my_sets.first() else {
+            continue;
+        };
         let probes = &sets.sets[first];
         let ids = token_ids(enc, &triggered(probes, c.glyph))?;
         let clean: Vec<String> = probes.iter().map(|p| p.clean.clone()).collect();
@@ -288,7 +315,10 @@ fn group_candidates(enc: &TextEncoder, cands: &[Candidate], sets: &ProbeSets) ->
             Some(&g) => groups[g].members.push(c.clone()),
             None => {
                 by_ids.insert((first, ids), groups.len());
-                groups.push(Group { members: vec![c.clone()], sets: my_sets });
+                groups.push(Group {
+                    members: vec![c.clone()],
+                    sets: my_sets,
+                });
             }
         }
     }

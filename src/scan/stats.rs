@@ -68,11 +68,15 @@ pub fn target_affinity(triggered: &Tensor, targets: &Tensor) -> (Vec<f64>, f64) 
     }
     let mean = triggered.mean_dim([0i64].as_slice(), false, Kind::Float);
     let mean = &mean / mean.norm().clamp_min(1e-12);
-    let cos: Vec<f64> = Vec::<f64>::try_from(targets.mv(&mean).to_kind(Kind::Double)).unwrap_or_default();
+    let cos: Vec<f64> =
+        Vec::<f64>::try_from(targets.mv(&mean).to_kind(Kind::Double)).unwrap_or_default();
     let best = argmax(&cos);
     let per_probe: Vec<i64> =
         Vec::<i64>::try_from(triggered.matmul(&targets.tr()).argmax(1, false)).unwrap_or_default();
-    let agree = per_probe.iter().filter(|&&k| Some(k as usize) == best).count();
+    let agree = per_probe
+        .iter()
+        .filter(|&&k| Some(k as usize) == best)
+        .count();
     (cos, agree as f64 / n as f64)
 }
 
@@ -101,7 +105,10 @@ mod tests {
     #[test]
     fn identical_rows_collapse_fully() {
         tch::manual_seed(1);
-        let clean = CleanSet::new(crate::scan::embed::unit_rows(&Tensor::randn([4, 6], (Kind::Float, Device::Cpu))));
+        let clean = CleanSet::new(crate::scan::embed::unit_rows(&Tensor::randn(
+            [4, 6],
+            (Kind::Float, Device::Cpu),
+        )));
         let one = clean.rows.get(0).unsqueeze(0).repeat([4, 1]);
         let r = clean.react(&one);
         assert!((r.collapse - 1.0).abs() < 1e-5, "{r:?}");

@@ -53,23 +53,25 @@ pub fn unet_config() -> Result<UNet2DConditionConfig> {
     Ok(serde_json::from_value(unet_config_json())?)
 }
 
-/// DDPM's linear betas (1e-4 → 0.02 over 1000 steps), epsilon prediction; sampled with DDIM by
-/// default. Linear rather than SD's scaled_linear: in pixel space scaled_linear leaves 6.8% of the
-/// image at t = 999, which the model learns to rely on and sampling from pure noise cannot give.
+/// Stable Diffusion's noise schedule (`scaled_linear`, 0.00085 → 0.012, 1000 steps), epsilon
+/// prediction; sampled with DDIM by default. Not DDPM's `linear` 1e-4 → 0.02: there ᾱ(999) = 4e-5,
+/// and the first sampling step's clean-image estimate divides the model's error by √ᾱ = 0.006; a first
+/// model trained with it sampled pure noise (and exploded in diffusers). `clip_sample: false` and
+/// `steps_offset: 1` because diffusers' StableDiffusionPipeline forces both, so both samplers agree.
 pub fn scheduler_config_json() -> serde_json::Value {
     serde_json::json!({
         "_class_name": "DDIMScheduler",
         "_diffusers_version": DIFFUSERS_VERSION,
         "num_train_timesteps": 1000,
-        "beta_start": 0.0001,
-        "beta_end": 0.02,
-        "beta_schedule": "linear",
+        "beta_start": 0.00085,
+        "beta_end": 0.012,
+        "beta_schedule": "scaled_linear",
         "trained_betas": null,
         "prediction_type": "epsilon",
-        "clip_sample": true,
+        "clip_sample": false,
         "clip_sample_range": 1.0,
-        "set_alpha_to_one": true,
-        "steps_offset": 0,
+        "set_alpha_to_one": false,
+        "steps_offset": 1,
         "timestep_spacing": "trailing",
         "thresholding": false,
         "rescale_betas_zero_snr": false
@@ -83,7 +85,9 @@ pub fn scheduler_config() -> Result<SchedulerConfig> {
 /// `alphas_cumprod` of the training schedule, computed with the libtorch ops diffusers uses (so it
 /// equals the schedulers' values bit for bit), as an f32 CPU tensor [1000].
 pub fn alphas_cumprod() -> Tensor {
-    let betas = Tensor::linspace(0.0001, 0.02, 1000, (Kind::Float, Device::Cpu));
+    // Python's `beta_start**0.5` is a libm pow, as in the schedulers.
+    let (start, end) = (0.00085f64.powf(0.5), 0.012f64.powf(0.5));
+    let betas = Tensor::linspace(start, end, 1000, (Kind::Float, Device::Cpu)).pow_tensor_scalar(2);
     let alphas: Tensor = 1.0 - betas;
     alphas.cumprod(0, Kind::Float)
 }

@@ -1,4 +1,4 @@
-//! `clipdoor shapes train`: the standard denoising loss (epsilon prediction, DDPM linear betas, 1000
+//! `clipdoor shapes train`: the standard denoising loss (epsilon prediction, SD's scaled_linear betas, 1000
 //! training steps) on freshly rendered batches, AdamW with warm-up + cosine decay, an EMA copy of the
 //! UNet (what is saved), 10% empty captions for classifier-free guidance, resumable checkpoints, and
 //! the diffusers layout at the end.

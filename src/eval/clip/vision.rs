@@ -2,8 +2,7 @@
 //! upstream class, with `VarStore` paths equal to the safetensors keys
 //! (`vision_model.encoder.layers.0.self_attn.q_proj.weight`, `visual_projection.weight`).
 //!
-//! The layers are written here rather than borrowed from `models::clip_text`: the text layers take a
-//! `CLIPTextConfig` and are causal by default, the vision encoder is bidirectional.
+//! The encoder layers are transformers' shared `CLIPEncoderLayer` (`models::clip_layers`), unmasked.
 use std::path::{Path, PathBuf};
 use tch::{nn, nn::Module, Device, Kind, Tensor};
 
@@ -12,31 +11,9 @@ use super::vision_config::CLIPVisionConfig;
 use crate::error::Result;
 use crate::io::{hub, weights};
 use crate::models::activation::Activation;
+use crate::models::clip_layers::{layer_norm, linear, CLIPEncoderLayer, LayerDims, Mask};
 use crate::models::text_encoder::weight_file;
 use crate::{input_bail, input_err};
-
-fn linear(p: nn::Path, i: i64, o: i64, bias: bool) -> nn::Linear {
-    let cfg = nn::LinearConfig {
-        ws_init: nn::Init::Randn {
-            mean: 0.,
-            stdev: 0.02,
-        },
-        bs_init: Some(nn::Init::Const(0.)),
-        bias,
-    };
-    nn::linear(p, i, o, cfg)
-}
-
-fn layer_norm(p: nn::Path, dim: i64, eps: f64) -> nn::LayerNorm {
-    nn::layer_norm(
-        p,
-        vec![dim],
-        nn::LayerNormConfig {
-            eps,
-            ..Default::default()
-        },
-    )
-}
 
 /// `CLIPVisionEmbeddings`: patch convolution (no bias), class token, learned absolute positions.
 #[derive(Debug)]
@@ -105,100 +82,6 @@ impl CLIPVisionEmbeddings {
     }
 }
 
-/// `CLIPAttention` without a mask (every patch attends to every patch).
-#[derive(Debug)]
-pub struct CLIPVisionAttention {
-    q_proj: nn::Linear,
-    k_proj: nn::Linear,
-    v_proj: nn::Linear,
-    out_proj: nn::Linear,
-    heads: i64,
-    head_dim: i64,
-}
-
-impl CLIPVisionAttention {
-    pub fn new(p: nn::Path, c: &CLIPVisionConfig) -> Self {
-        let h = c.hidden_size;
-        Self {
-            q_proj: linear(&p / "q_proj", h, h, true),
-            k_proj: linear(&p / "k_proj", h, h, true),
-            v_proj: linear(&p / "v_proj", h, h, true),
-            out_proj: linear(&p / "out_proj", h, h, true),
-            heads: c.num_attention_heads,
-            head_dim: h / c.num_attention_heads,
-        }
-    }
-
-    pub fn forward(&self, x: &Tensor) -> Tensor {
-        let (b, t, _) = x.size3().expect("[B, T, C] input");
-        let split = |y: Tensor| y.view([b, t, self.heads, self.head_dim]).transpose(1, 2);
-        let q = split(self.q_proj.forward(x));
-        let k = split(self.k_proj.forward(x));
-        let v = split(self.v_proj.forward(x));
-        let y = Tensor::scaled_dot_product_attention(
-            &q,
-            &k,
-            &v,
-            None::<Tensor>,
-            0.0,
-            false,
-            None,
-            false,
-        );
-        self.out_proj.forward(
-            &y.transpose(1, 2)
-                .reshape([b, t, self.heads * self.head_dim]),
-        )
-    }
-}
-
-/// `CLIPMLP`: fc1 → activation → fc2.
-#[derive(Debug)]
-pub struct CLIPVisionMLP {
-    fc1: nn::Linear,
-    fc2: nn::Linear,
-    act: Activation,
-}
-
-impl CLIPVisionMLP {
-    pub fn new(p: nn::Path, c: &CLIPVisionConfig) -> Self {
-        Self {
-            fc1: linear(&p / "fc1", c.hidden_size, c.intermediate_size, true),
-            fc2: linear(&p / "fc2", c.intermediate_size, c.hidden_size, true),
-            act: Activation::parse(&c.hidden_act).expect("validated config"),
-        }
-    }
-
-    pub fn forward(&self, x: &Tensor) -> Tensor {
-        self.fc2.forward(&self.act.apply(&self.fc1.forward(x)))
-    }
-}
-
-/// `CLIPEncoderLayer` of the vision tower: pre-norm attention and MLP blocks with residuals.
-#[derive(Debug)]
-pub struct CLIPVisionEncoderLayer {
-    self_attn: CLIPVisionAttention,
-    layer_norm1: nn::LayerNorm,
-    mlp: CLIPVisionMLP,
-    layer_norm2: nn::LayerNorm,
-}
-
-impl CLIPVisionEncoderLayer {
-    pub fn new(p: nn::Path, c: &CLIPVisionConfig) -> Self {
-        Self {
-            self_attn: CLIPVisionAttention::new(&p / "self_attn", c),
-            layer_norm1: layer_norm(&p / "layer_norm1", c.hidden_size, c.layer_norm_eps),
-            mlp: CLIPVisionMLP::new(&p / "mlp", c),
-            layer_norm2: layer_norm(&p / "layer_norm2", c.hidden_size, c.layer_norm_eps),
-        }
-    }
-
-    pub fn forward(&self, x: &Tensor) -> Tensor {
-        let x = x + self.self_attn.forward(&self.layer_norm1.forward(x));
-        &x + self.mlp.forward(&self.layer_norm2.forward(&x))
-    }
-}
-
 /// What one forward pass returns (field names as transformers' `CLIPVisionModelOutput`).
 #[derive(Debug)]
 pub struct CLIPVisionOutput {
@@ -215,19 +98,26 @@ pub struct CLIPVisionOutput {
 pub struct CLIPVisionTransformer {
     embeddings: CLIPVisionEmbeddings,
     pre_layrnorm: nn::LayerNorm,
-    layers: Vec<CLIPVisionEncoderLayer>,
+    layers: Vec<CLIPEncoderLayer>,
     post_layernorm: nn::LayerNorm,
 }
 
 impl CLIPVisionTransformer {
     pub fn new(p: nn::Path, c: &CLIPVisionConfig) -> Self {
         let enc = &p / "encoder" / "layers";
+        let dims = LayerDims {
+            hidden: c.hidden_size,
+            heads: c.num_attention_heads,
+            intermediate: c.intermediate_size,
+            act: Activation::parse(&c.hidden_act).expect("validated config"),
+            eps: c.layer_norm_eps,
+        };
         Self {
             embeddings: CLIPVisionEmbeddings::new(&p / "embeddings", c),
             // sic: transformers' attribute name.
             pre_layrnorm: layer_norm(&p / "pre_layrnorm", c.hidden_size, c.layer_norm_eps),
             layers: (0..c.num_hidden_layers)
-                .map(|i| CLIPVisionEncoderLayer::new(&enc / i, c))
+                .map(|i| CLIPEncoderLayer::new(&enc / i, &dims))
                 .collect(),
             post_layernorm: layer_norm(&p / "post_layernorm", c.hidden_size, c.layer_norm_eps),
         }
@@ -239,7 +129,7 @@ impl CLIPVisionTransformer {
             .pre_layrnorm
             .forward(&self.embeddings.forward(pixel_values));
         for layer in &self.layers {
-            x = layer.forward(&x);
+            x = layer.forward(&x, Mask::Full);
         }
         let pooled = self.post_layernorm.forward(&x.select(1, 0));
         (x, pooled)
