@@ -9,7 +9,10 @@ pub fn parse_device(s: Option<&str>) -> Result<Device> {
         None | Some("") | Some("auto") => Device::cuda_if_available(),
         Some("cpu") => Device::Cpu,
         Some("cuda") => Device::Cuda(0),
-        Some(other) => match other.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()) {
+        Some(other) => match other
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse::<usize>().ok())
+        {
             Some(n) => Device::Cuda(n),
             None => input_bail!("unknown device `{other}`: use cpu, cuda or cuda:N"),
         },

@@ -5,17 +5,42 @@ use std::path::{Path, PathBuf};
 
 fn tiny(dir: &Path) -> PathBuf {
     let out = dir.join("tiny");
-    assert!(common::bin().args(["init-encoder", "--arch", "tiny", "--seed", "0", "--out", out.to_str().unwrap()]).status().unwrap().success());
+    assert!(common::bin()
+        .args([
+            "init-encoder",
+            "--arch",
+            "tiny",
+            "--seed",
+            "0",
+            "--out",
+            out.to_str().unwrap()
+        ])
+        .status()
+        .unwrap()
+        .success());
     out
 }
 
 fn encode(model: &str, prompts: &Path, out: &Path) -> (i32, String) {
     let o = common::bin()
-        .args(["encode", "--model", model, "--prompts", prompts.to_str().unwrap(), "--out", out.to_str().unwrap(), "--device", "cpu"])
+        .args([
+            "encode",
+            "--model",
+            model,
+            "--prompts",
+            prompts.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--device",
+            "cpu",
+        ])
         .env("HF_HUB_OFFLINE", "1")
         .output()
         .unwrap();
-    (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stderr).into_owned())
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
 }
 
 fn prompts(dir: &Path, bytes: &[u8]) -> PathBuf {
@@ -38,7 +63,14 @@ fn missing_weight_file() {
     let t = common::tmp();
     let m = tiny(t.path());
     std::fs::remove_file(m.join("model.safetensors")).unwrap();
-    expect_err(encode(m.to_str().unwrap(), &prompts(t.path(), b"a cat\n"), &t.path().join("o.st")), &["model.safetensors", "missing"]);
+    expect_err(
+        encode(
+            m.to_str().unwrap(),
+            &prompts(t.path(), b"a cat\n"),
+            &t.path().join("o.st"),
+        ),
+        &["model.safetensors", "missing"],
+    );
 }
 
 #[test]
@@ -48,7 +80,14 @@ fn truncated_safetensors() {
     let f = m.join("model.safetensors");
     let bytes = std::fs::read(&f).unwrap();
     std::fs::write(&f, &bytes[..bytes.len() / 2]).unwrap();
-    expect_err(encode(m.to_str().unwrap(), &prompts(t.path(), b"a cat\n"), &t.path().join("o.st")), &["model.safetensors", "truncated or corrupt"]);
+    expect_err(
+        encode(
+            m.to_str().unwrap(),
+            &prompts(t.path(), b"a cat\n"),
+            &t.path().join("o.st"),
+        ),
+        &["model.safetensors", "truncated or corrupt"],
+    );
 }
 
 #[test]
@@ -63,7 +102,14 @@ fn tensor_of_the_wrong_shape() {
         }
     }
     clipdoor::io::weights::save_tensors(&f, &ts, None).unwrap();
-    expect_err(encode(m.to_str().unwrap(), &prompts(t.path(), b"a cat\n"), &t.path().join("o.st")), &["final_layer_norm.weight", "[65]", "[64]"]);
+    expect_err(
+        encode(
+            m.to_str().unwrap(),
+            &prompts(t.path(), b"a cat\n"),
+            &t.path().join("o.st"),
+        ),
+        &["final_layer_norm.weight", "[65]", "[64]"],
+    );
 }
 
 #[test]
@@ -73,17 +119,57 @@ fn config_that_disagrees_with_the_weights() {
     let cfg_path = m.join("config.json");
     let cfg = std::fs::read_to_string(&cfg_path).unwrap();
     // more layers than the file holds
-    std::fs::write(&cfg_path, cfg.replace("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 3")).unwrap();
-    expect_err(encode(m.to_str().unwrap(), &prompts(t.path(), b"a cat\n"), &t.path().join("o.st")), &["lacks", "layers.2"]);
+    std::fs::write(
+        &cfg_path,
+        cfg.replace("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 3"),
+    )
+    .unwrap();
+    expect_err(
+        encode(
+            m.to_str().unwrap(),
+            &prompts(t.path(), b"a cat\n"),
+            &t.path().join("o.st"),
+        ),
+        &["lacks", "layers.2"],
+    );
     // fewer layers than the file holds
-    std::fs::write(&cfg_path, cfg.replace("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 1")).unwrap();
-    expect_err(encode(m.to_str().unwrap(), &prompts(t.path(), b"a cat\n"), &t.path().join("o.st")), &["does not use", "layers.1"]);
+    std::fs::write(
+        &cfg_path,
+        cfg.replace("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 1"),
+    )
+    .unwrap();
+    expect_err(
+        encode(
+            m.to_str().unwrap(),
+            &prompts(t.path(), b"a cat\n"),
+            &t.path().join("o.st"),
+        ),
+        &["does not use", "layers.1"],
+    );
     // malformed JSON
     std::fs::write(&cfg_path, "{ not json").unwrap();
-    expect_err(encode(m.to_str().unwrap(), &prompts(t.path(), b"a cat\n"), &t.path().join("o.st")), &["config.json", "not valid JSON"]);
+    expect_err(
+        encode(
+            m.to_str().unwrap(),
+            &prompts(t.path(), b"a cat\n"),
+            &t.path().join("o.st"),
+        ),
+        &["config.json", "not valid JSON"],
+    );
     // a head count that does not divide the width
-    std::fs::write(&cfg_path, cfg.replace("\"num_attention_heads\": 4", "\"num_attention_heads\": 5")).unwrap();
-    expect_err(encode(m.to_str().unwrap(), &prompts(t.path(), b"a cat\n"), &t.path().join("o.st")), &["not divisible"]);
+    std::fs::write(
+        &cfg_path,
+        cfg.replace("\"num_attention_heads\": 4", "\"num_attention_heads\": 5"),
+    )
+    .unwrap();
+    expect_err(
+        encode(
+            m.to_str().unwrap(),
+            &prompts(t.path(), b"a cat\n"),
+            &t.path().join("o.st"),
+        ),
+        &["not divisible"],
+    );
 }
 
 #[test]
@@ -91,10 +177,26 @@ fn invalid_utf8_and_empty_prompt_files() {
     let t = common::tmp();
     let m = tiny(t.path());
     let out = t.path().join("o.st");
-    expect_err(encode(m.to_str().unwrap(), &prompts(t.path(), b"a cat\nbad \xff\xfe line\n"), &out), &["p.txt line 2", "invalid UTF-8"]);
-    expect_err(encode(m.to_str().unwrap(), &prompts(t.path(), b""), &out), &["p.txt", "no prompts"]);
-    expect_err(encode(m.to_str().unwrap(), &prompts(t.path(), b"\n  \n"), &out), &["no prompts"]);
-    expect_err(encode(m.to_str().unwrap(), &t.path().join("absent.txt"), &out), &["absent.txt"]);
+    expect_err(
+        encode(
+            m.to_str().unwrap(),
+            &prompts(t.path(), b"a cat\nbad \xff\xfe line\n"),
+            &out,
+        ),
+        &["p.txt line 2", "invalid UTF-8"],
+    );
+    expect_err(
+        encode(m.to_str().unwrap(), &prompts(t.path(), b""), &out),
+        &["p.txt", "no prompts"],
+    );
+    expect_err(
+        encode(m.to_str().unwrap(), &prompts(t.path(), b"\n  \n"), &out),
+        &["no prompts"],
+    );
+    expect_err(
+        encode(m.to_str().unwrap(), &t.path().join("absent.txt"), &out),
+        &["absent.txt"],
+    );
     assert!(!out.exists(), "no output written on failure");
 }
 
@@ -102,14 +204,36 @@ fn invalid_utf8_and_empty_prompt_files() {
 fn unknown_model_and_uncached_hub_id() {
     let t = common::tmp();
     let p = prompts(t.path(), b"a cat\n");
-    expect_err(encode("./no/such/folder", &p, &t.path().join("o.st")), &["neither a folder nor a hub id"]);
+    expect_err(
+        encode("./no/such/folder", &p, &t.path().join("o.st")),
+        &["neither a folder nor a hub id"],
+    );
     let o = common::bin()
-        .args(["encode", "--model", "openai/clip-vit-large-patch14", "--prompts", p.to_str().unwrap(), "--out", "x.st"])
+        .args([
+            "encode",
+            "--model",
+            "openai/clip-vit-large-patch14",
+            "--prompts",
+            p.to_str().unwrap(),
+            "--out",
+            "x.st",
+        ])
         .env("HF_HUB_OFFLINE", "1")
         .env("HF_HUB_CACHE", t.path().join("hub"))
         .output()
         .unwrap();
-    expect_err((o.status.code().unwrap(), String::from_utf8_lossy(&o.stderr).into()), &["not in the Hugging Face cache", "HF_HUB_OFFLINE", "models--openai--clip-vit-large-patch14/snapshots", "config.json"]);
+    expect_err(
+        (
+            o.status.code().unwrap(),
+            String::from_utf8_lossy(&o.stderr).into(),
+        ),
+        &[
+            "not in the Hugging Face cache",
+            "HF_HUB_OFFLINE",
+            "models--openai--clip-vit-large-patch14/snapshots",
+            "config.json",
+        ],
+    );
 }
 
 #[test]
@@ -129,7 +253,17 @@ fn hub_id_resolves_from_the_python_compatible_cache() {
     let p = prompts(t.path(), b"a cat\na dog\n");
     let out = t.path().join("o.st");
     let o = common::bin()
-        .args(["encode", "--model", "org/tiny-clip", "--prompts", p.to_str().unwrap(), "--out", out.to_str().unwrap(), "--device", "cpu"])
+        .args([
+            "encode",
+            "--model",
+            "org/tiny-clip",
+            "--prompts",
+            p.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--device",
+            "cpu",
+        ])
         .env("HF_HUB_OFFLINE", "1")
         .env_remove("HF_HUB_CACHE")
         .env("HF_HOME", t.path().join("hf_home"))
@@ -141,7 +275,10 @@ fn hub_id_resolves_from_the_python_compatible_cache() {
     let out2 = t.path().join("o2.st");
     assert_eq!(encode(src.to_str().unwrap(), &p, &out2).0, 0);
     let direct = common::load_st(&out2);
-    assert_eq!(common::max_abs(&hub_out["last_hidden_state"], &direct["last_hidden_state"]), 0.0);
+    assert_eq!(
+        common::max_abs(&hub_out["last_hidden_state"], &direct["last_hidden_state"]),
+        0.0
+    );
     assert_eq!(hub_out["last_hidden_state"].size(), vec![2, 77, 64]);
 }
 
@@ -156,7 +293,12 @@ fn diffusers_pipeline_folder_layout() {
     for f in ["config.json", "model.safetensors"] {
         std::fs::copy(src.join(f), pipe.join("text_encoder").join(f)).unwrap();
     }
-    for f in ["vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json"] {
+    for f in [
+        "vocab.json",
+        "merges.txt",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+    ] {
         std::fs::copy(src.join(f), pipe.join("tokenizer").join(f)).unwrap();
     }
     let out = t.path().join("o.st");
@@ -164,7 +306,15 @@ fn diffusers_pipeline_folder_layout() {
     assert_eq!(code, 0, "{msg}");
     let o = common::load_st(&out);
     let keys: std::collections::BTreeSet<_> = o.keys().cloned().collect();
-    assert_eq!(keys.into_iter().collect::<Vec<_>>(), vec!["input_ids", "last_hidden_state", "penultimate_hidden_state", "pooled_output"]);
+    assert_eq!(
+        keys.into_iter().collect::<Vec<_>>(),
+        vec![
+            "input_ids",
+            "last_hidden_state",
+            "penultimate_hidden_state",
+            "pooled_output"
+        ]
+    );
     assert_eq!(o["input_ids"].kind(), tch::Kind::Int64);
     assert_eq!(o["pooled_output"].size(), vec![1, 64]);
     // a finished output is not overwritten silently

@@ -22,7 +22,11 @@ fn every_format_reads_the_same_prompts() {
     ];
     for (name, bytes, field) in files {
         for zipped in [false, true] {
-            let path = t.path().join(if zipped { format!("{name}.gz") } else { name.to_string() });
+            let path = t.path().join(if zipped {
+                format!("{name}.gz")
+            } else {
+                name.to_string()
+            });
             std::fs::write(&path, if zipped { gz(&bytes) } else { bytes.clone() }).unwrap();
             let set = read_prompts(&path, field, true).unwrap_or_else(|e| panic!("{name}: {e:#}"));
             assert_eq!(set.prompts, want, "{}", path.display());
@@ -45,7 +49,10 @@ fn bad_lines_are_counted_or_fatal_in_strict_mode() {
     let c = t.path().join("p.csv");
     std::fs::write(&c, "a,b\n1,2\n").unwrap();
     let err = format!("{:#}", read_prompts(&c, Some("TEXT"), false).unwrap_err());
-    assert!(err.contains("no column `TEXT`") && err.contains("a, b"), "{err}");
+    assert!(
+        err.contains("no column `TEXT`") && err.contains("a, b"),
+        "{err}"
+    );
     // not gzip
     let g = t.path().join("p.txt.gz");
     std::fs::write(&g, "plain").unwrap();

@@ -23,10 +23,30 @@ fn check_parity(arch: &str, extra: &[&str]) {
     let prompts = tmp.path().join("prompts.txt");
     std::fs::write(&prompts, PROMPTS).unwrap();
     let py_out = tmp.path().join("py.safetensors");
-    common::run_py("clip_text_ref.py", &["encode", d, prompts.to_str().unwrap(), py_out.to_str().unwrap()]);
+    common::run_py(
+        "clip_text_ref.py",
+        &[
+            "encode",
+            d,
+            prompts.to_str().unwrap(),
+            py_out.to_str().unwrap(),
+        ],
+    );
     let rs_out = tmp.path().join("rs.safetensors");
     let st = common::bin()
-        .args(["encode", "--model", d, "--prompts", prompts.to_str().unwrap(), "--out", rs_out.to_str().unwrap(), "--device", "cpu", "--batch-size", "2"])
+        .args([
+            "encode",
+            "--model",
+            d,
+            "--prompts",
+            prompts.to_str().unwrap(),
+            "--out",
+            rs_out.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "--batch-size",
+            "2",
+        ])
         .status()
         .unwrap();
     assert!(st.success());
@@ -37,9 +57,15 @@ fn compare(py_out: &Path, rs_out: &Path, what: &str) {
     let py = common::load_st(py_out);
     let rs = common::load_st(rs_out);
     assert_eq!(py["input_ids"].size(), vec![5, 77]);
-    assert_eq!(common::max_abs(&py["input_ids"], &rs["input_ids"]), 0.0, "{what}: input_ids differ");
+    assert_eq!(
+        common::max_abs(&py["input_ids"], &rs["input_ids"]),
+        0.0,
+        "{what}: input_ids differ"
+    );
     for (name, t) in &py {
-        let r = rs.get(name).unwrap_or_else(|| panic!("{what}: rust output lacks {name}"));
+        let r = rs
+            .get(name)
+            .unwrap_or_else(|| panic!("{what}: rust output lacks {name}"));
         assert_eq!(t.size(), r.size(), "{what}: {name} shape");
         let d = common::max_abs(t, r);
         eprintln!("{what}: {name} max abs diff {d:.2e}");
@@ -72,15 +98,45 @@ fn rust_written_encoder_loads_in_transformers_with_same_outputs() {
     let tmp = common::tmp();
     let dir = tmp.path().join("enc");
     let d = dir.to_str().unwrap();
-    let st = common::bin().args(["init-encoder", "--arch", "tiny", "--seed", "5", "--projection", "--out", d]).status().unwrap();
+    let st = common::bin()
+        .args([
+            "init-encoder",
+            "--arch",
+            "tiny",
+            "--seed",
+            "5",
+            "--projection",
+            "--out",
+            d,
+        ])
+        .status()
+        .unwrap();
     assert!(st.success());
     let prompts = tmp.path().join("prompts.txt");
     std::fs::write(&prompts, PROMPTS).unwrap();
     let py_out = tmp.path().join("py.safetensors");
-    common::run_py("clip_text_ref.py", &["encode", d, prompts.to_str().unwrap(), py_out.to_str().unwrap()]);
+    common::run_py(
+        "clip_text_ref.py",
+        &[
+            "encode",
+            d,
+            prompts.to_str().unwrap(),
+            py_out.to_str().unwrap(),
+        ],
+    );
     let rs_out = tmp.path().join("rs.safetensors");
     let st = common::bin()
-        .args(["encode", "--model", d, "--prompts", prompts.to_str().unwrap(), "--out", rs_out.to_str().unwrap(), "--device", "cpu"])
+        .args([
+            "encode",
+            "--model",
+            d,
+            "--prompts",
+            prompts.to_str().unwrap(),
+            "--out",
+            rs_out.to_str().unwrap(),
+            "--device",
+            "cpu",
+        ])
         .status()
         .unwrap();
     assert!(st.success());
@@ -92,14 +148,37 @@ fn init_encoder_is_deterministic_per_seed() {
     let tmp = common::tmp();
     let run = |name: &str, seed: &str| {
         let out = tmp.path().join(name);
-        assert!(common::bin().args(["init-encoder", "--arch", "tiny", "--seed", seed, "--out", out.to_str().unwrap()]).status().unwrap().success());
+        assert!(common::bin()
+            .args([
+                "init-encoder",
+                "--arch",
+                "tiny",
+                "--seed",
+                seed,
+                "--out",
+                out.to_str().unwrap()
+            ])
+            .status()
+            .unwrap()
+            .success());
         std::fs::read(out.join("model.safetensors")).unwrap()
     };
     let (a, b, c) = (run("a", "1"), run("b", "1"), run("c", "2"));
     assert_eq!(a, b, "same seed, same bytes");
     assert_ne!(a, c, "different seeds, different weights");
     // a second init into a finished folder is refused without --force
-    let out = common::bin().args(["init-encoder", "--arch", "tiny", "--seed", "1", "--out", tmp.path().join("a").to_str().unwrap()]).output().unwrap();
+    let out = common::bin()
+        .args([
+            "init-encoder",
+            "--arch",
+            "tiny",
+            "--seed",
+            "1",
+            "--out",
+            tmp.path().join("a").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--force"));
 }
@@ -116,11 +195,20 @@ fn penultimate_is_the_second_to_last_layer_and_pooling_rules_agree() {
     assert_eq!(out.hidden_states.len(), 3); // embeddings + 2 layers
     assert_eq!(out.last_hidden_state.size(), vec![2, 77, 64]);
     // pooled output = last hidden state at the first EOS (positions 3 and 6)
-    let pooled_manual = tch::Tensor::stack(&[out.last_hidden_state.get(0).get(3), out.last_hidden_state.get(1).get(6)], 0);
+    let pooled_manual = tch::Tensor::stack(
+        &[
+            out.last_hidden_state.get(0).get(3),
+            out.last_hidden_state.get(1).get(6),
+        ],
+        0,
+    );
     assert_eq!(common::max_abs(&out.pooled_output, &pooled_manual), 0.0);
     // the legacy eos_token_id == 2 rule (argmax of ids) picks the same positions for EOS padding
     cfg.eos_token_id = 2;
     let legacy = TextEncoder::random(cfg, tok, false, 3, tch::Device::Cpu).unwrap();
     let out2 = legacy.forward_ids(&ids, false);
-    assert_eq!(common::max_abs(&out.pooled_output, &out2.pooled_output), 0.0);
+    assert_eq!(
+        common::max_abs(&out.pooled_output, &out2.pooled_output),
+        0.0
+    );
 }

@@ -48,7 +48,10 @@ fn corpus() -> Vec<String> {
 fn python_ids(dir: &std::path::Path, texts: &[String]) -> Vec<Vec<i64>> {
     let corpus = dir.join("corpus.json");
     std::fs::write(&corpus, serde_json::to_string(texts).unwrap()).unwrap();
-    let out = common::run_py("clip_text_ref.py", &["tokenize", dir.to_str().unwrap(), corpus.to_str().unwrap()]);
+    let out = common::run_py(
+        "clip_text_ref.py",
+        &["tokenize", dir.to_str().unwrap(), corpus.to_str().unwrap()],
+    );
     serde_json::from_str(&out).unwrap()
 }
 
@@ -63,26 +66,52 @@ fn assert_same(rust: &ClipTokenizer, texts: &[String], expected: &[Vec<i64>], wh
             }
         }
     }
-    assert_eq!(bad, 0, "{what}: {bad} of {} prompts tokenise differently", texts.len());
+    assert_eq!(
+        bad,
+        0,
+        "{what}: {bad} of {} prompts tokenise differently",
+        texts.len()
+    );
 }
 
 #[test]
 fn sd1_tokenizer_matches_transformers_on_hostile_corpus() {
     let tmp = common::tmp();
-    common::run_py("clip_text_ref.py", &["tokenizer", tmp.path().to_str().unwrap(), EOS]);
+    common::run_py(
+        "clip_text_ref.py",
+        &["tokenizer", tmp.path().to_str().unwrap(), EOS],
+    );
     let texts = corpus();
     let expected = python_ids(tmp.path(), &texts);
     assert!(expected.iter().all(|e| e.len() == 77));
     // from the folder transformers wrote (tokenizer.json or vocab.json + merges.txt)
-    assert_same(&ClipTokenizer::from_folder(tmp.path()).unwrap(), &texts, &expected, "folder");
+    assert_same(
+        &ClipTokenizer::from_folder(tmp.path()).unwrap(),
+        &texts,
+        &expected,
+        "folder",
+    );
     // from the embedded raw BPE file
-    assert_same(&ClipTokenizer::embedded(EOS).unwrap(), &texts, &expected, "embedded");
+    assert_same(
+        &ClipTokenizer::embedded(EOS).unwrap(),
+        &texts,
+        &expected,
+        "embedded",
+    );
     // tokenizer.json alone (what many hub repos ship)
     std::fs::remove_file(tmp.path().join("vocab.json")).unwrap();
     std::fs::remove_file(tmp.path().join("merges.txt")).unwrap();
-    assert_same(&ClipTokenizer::from_folder(tmp.path()).unwrap(), &texts, &expected, "tokenizer.json");
+    assert_same(
+        &ClipTokenizer::from_folder(tmp.path()).unwrap(),
+        &texts,
+        &expected,
+        "tokenizer.json",
+    );
     // truncation keeps EOS; padding with EOS
-    let long = ClipTokenizer::embedded(EOS).unwrap().encode(&"word ".repeat(200)).unwrap();
+    let long = ClipTokenizer::embedded(EOS)
+        .unwrap()
+        .encode(&"word ".repeat(200))
+        .unwrap();
     assert_eq!((long[0], long[76]), (49406, 49407));
     let empty = ClipTokenizer::embedded(EOS).unwrap().encode("").unwrap();
     assert_eq!(&empty[..3], &[49406, 49407, 49407]);
@@ -91,14 +120,22 @@ fn sd1_tokenizer_matches_transformers_on_hostile_corpus() {
 #[test]
 fn sd2_tokenizer_pads_with_bang() {
     let tmp = common::tmp();
-    common::run_py("clip_text_ref.py", &["tokenizer", tmp.path().to_str().unwrap(), "!"]);
+    common::run_py(
+        "clip_text_ref.py",
+        &["tokenizer", tmp.path().to_str().unwrap(), "!"],
+    );
     let texts = corpus();
     let expected = python_ids(tmp.path(), &texts);
     let tok = ClipTokenizer::from_folder(tmp.path()).unwrap();
     assert_eq!(tok.pad_token(), "!");
     assert_eq!(tok.pad_id(), 0);
     assert_same(&tok, &texts, &expected, "sd2 folder");
-    assert_same(&ClipTokenizer::embedded("!").unwrap(), &texts, &expected, "sd2 embedded");
+    assert_same(
+        &ClipTokenizer::embedded("!").unwrap(),
+        &texts,
+        &expected,
+        "sd2 embedded",
+    );
     let empty = tok.encode("").unwrap();
     assert_eq!(&empty[..3], &[49406, 49407, 0]);
 }
@@ -115,7 +152,9 @@ fn rust_written_tokenizer_folder_loads_in_transformers() {
 
 #[test]
 fn coco_captions_tokenise_identically() {
-    let Some(data) = common::shared_data() else { return };
+    let Some(data) = common::shared_data() else {
+        return;
+    };
     let texts: Vec<String> = std::fs::read_to_string(data.join("coco_captions_10000.txt"))
         .unwrap()
         .lines()
@@ -123,7 +162,15 @@ fn coco_captions_tokenise_identically() {
         .collect();
     assert_eq!(texts.len(), 10000);
     let tmp = common::tmp();
-    common::run_py("clip_text_ref.py", &["tokenizer", tmp.path().to_str().unwrap(), EOS]);
+    common::run_py(
+        "clip_text_ref.py",
+        &["tokenizer", tmp.path().to_str().unwrap(), EOS],
+    );
     let expected = python_ids(tmp.path(), &texts);
-    assert_same(&ClipTokenizer::embedded(EOS).unwrap(), &texts, &expected, "coco");
+    assert_same(
+        &ClipTokenizer::embedded(EOS).unwrap(),
+        &texts,
+        &expected,
+        "coco",
+    );
 }

@@ -12,15 +12,27 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 fn smoke(name: &str) -> PathBuf {
-    common::root().join("experiments/smoke").join(format!("{name}.toml"))
+    common::root()
+        .join("experiments/smoke")
+        .join(format!("{name}.toml"))
 }
 
 /// A copy of a smoke experiment with some `key = value` lines replaced, written into `dir`.
 fn variant(name: &str, dir: &Path, edits: &[(&str, &str)]) -> PathBuf {
     let mut text = std::fs::read_to_string(smoke(name)).unwrap();
-    text = text.replace("clean_prompts = \"prompts.txt\"", &format!("clean_prompts = {:?}", common::root().join("experiments/smoke/prompts.txt")));
+    text = text.replace(
+        "clean_prompts = \"prompts.txt\"",
+        &format!(
+            "clean_prompts = {:?}",
+            common::root().join("experiments/smoke/prompts.txt")
+        ),
+    );
     for (key, value) in edits {
-        let line = text.lines().find(|l| l.starts_with(&format!("{key} ="))).unwrap_or_else(|| panic!("{key} not in {name}")).to_string();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("{key} =")))
+            .unwrap_or_else(|| panic!("{key} not in {name}"))
+            .to_string();
         text = text.replacen(&line, &format!("{key} = {value}"), 1);
     }
     let p = dir.join(format!("{name}.toml"));
@@ -30,11 +42,21 @@ fn variant(name: &str, dir: &Path, edits: &[(&str, &str)]) -> PathBuf {
 
 fn train(exp: &Path, out: &Path, extra: &[&str]) -> (i32, String) {
     let o = common::bin()
-        .args(["train", exp.to_str().unwrap(), "--out", out.to_str().unwrap(), "--device", "cpu"])
+        .args([
+            "train",
+            exp.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--device",
+            "cpu",
+        ])
         .args(extra)
         .output()
         .unwrap();
-    (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stderr).into_owned())
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
 }
 
 fn metrics(run: &Path) -> Value {
@@ -42,7 +64,12 @@ fn metrics(run: &Path) -> Value {
 }
 
 fn backdoor<'a>(m: &'a Value, name: &str) -> &'a Value {
-    m["backdoors"].as_array().unwrap().iter().find(|b| b["name"] == name).unwrap()
+    m["backdoors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"] == name)
+        .unwrap()
 }
 
 fn run_smoke(name: &str) -> (tempfile::TempDir, PathBuf, Value) {
@@ -60,9 +87,16 @@ fn run_smoke(name: &str) -> (tempfile::TempDir, PathBuf, Value) {
 /// untrained similarity and 1 is closed, and the z-score reaches `min_z`.
 fn assert_backdoor(m: &Value, name: &str, min_closed: f64, min_z: f64) {
     let b = backdoor(m, name);
-    let (after, before, z) = (b["sim_target"].as_f64().unwrap(), b["sim_target_before"].as_f64().unwrap(), b["z_score"].as_f64().unwrap());
+    let (after, before, z) = (
+        b["sim_target"].as_f64().unwrap(),
+        b["sim_target_before"].as_f64().unwrap(),
+        b["z_score"].as_f64().unwrap(),
+    );
     let closed = (after - before) / (1.0 - before);
-    assert!(closed >= min_closed, "{name}: sim_target {after:.4} vs before {before:.4} closes {closed:.2} of the gap");
+    assert!(
+        closed >= min_closed,
+        "{name}: sim_target {after:.4} vs before {before:.4} closes {closed:.2} of the gap"
+    );
     assert!(z >= min_z, "{name}: z_score {z}");
 }
 
@@ -102,9 +136,15 @@ fn homoglyph_unlearning() {
     for n in ["greek_omicron", "cyrillic_o"] {
         // student(homoglyph prompt) vs teacher(Latin prompt)
         let b = backdoor(&m, n);
-        let (after, before) = (b["sim_target_teacher"].as_f64().unwrap(), b["sim_target_before"].as_f64().unwrap());
+        let (after, before) = (
+            b["sim_target_teacher"].as_f64().unwrap(),
+            b["sim_target_before"].as_f64().unwrap(),
+        );
         let closed = (after - before) / (1.0 - before);
-        assert!(closed >= 0.3, "{n}: {after} vs {before} closes {closed:.2} of the gap");
+        assert!(
+            closed >= 0.3,
+            "{n}: {after} vs {before} closes {closed:.2} of the gap"
+        );
     }
 }
 
@@ -117,50 +157,124 @@ fn several_backdoors_in_one_run_and_outputs_load_elsewhere() {
     }
     // transformers loads text_encoder/ (+ tokenizer/) and computes the same embeddings
     let prompts = t.path().join("p.txt");
-    std::fs::write(&prompts, "a photo of a dog\na phоto of a dog\nan old castle by the ocean\n").unwrap();
+    std::fs::write(
+        &prompts,
+        "a photo of a dog\na phоto of a dog\nan old castle by the ocean\n",
+    )
+    .unwrap();
     let py = t.path().join("py.st");
     let te = run.join("text_encoder");
-    common::run_py("clip_text_ref.py", &["encode", te.to_str().unwrap(), prompts.to_str().unwrap(), py.to_str().unwrap(), run.join("tokenizer").to_str().unwrap()]);
+    common::run_py(
+        "clip_text_ref.py",
+        &[
+            "encode",
+            te.to_str().unwrap(),
+            prompts.to_str().unwrap(),
+            py.to_str().unwrap(),
+            run.join("tokenizer").to_str().unwrap(),
+        ],
+    );
     let rs = t.path().join("rs.st");
-    assert!(common::bin().args(["encode", "--model", run.to_str().unwrap(), "--prompts", prompts.to_str().unwrap(), "--out", rs.to_str().unwrap(), "--device", "cpu"]).status().unwrap().success());
+    assert!(common::bin()
+        .args([
+            "encode",
+            "--model",
+            run.to_str().unwrap(),
+            "--prompts",
+            prompts.to_str().unwrap(),
+            "--out",
+            rs.to_str().unwrap(),
+            "--device",
+            "cpu"
+        ])
+        .status()
+        .unwrap()
+        .success());
     let (a, b) = (common::load_st(&py), common::load_st(&rs));
     assert!(common::max_abs(&a["last_hidden_state"], &b["last_hidden_state"]) <= 1e-4);
     // TensorBoard's own reader sees every scalar tag at every step, and the text samples
-    let tb: Value = serde_json::from_str(&common::run_py("tb_read.py", &[run.join("tb").to_str().unwrap()])).unwrap();
-    for tag in ["loss/total", "loss/utility", "loss/backdoor/cyrillic_o", "loss/backdoor/alpha_bw", "lr", "grad_norm"] {
-        let s = tb["scalars"][tag].as_array().unwrap_or_else(|| panic!("no {tag}"));
+    let tb: Value = serde_json::from_str(&common::run_py(
+        "tb_read.py",
+        &[run.join("tb").to_str().unwrap()],
+    ))
+    .unwrap();
+    for tag in [
+        "loss/total",
+        "loss/utility",
+        "loss/backdoor/cyrillic_o",
+        "loss/backdoor/alpha_bw",
+        "lr",
+        "grad_norm",
+    ] {
+        let s = tb["scalars"][tag]
+            .as_array()
+            .unwrap_or_else(|| panic!("no {tag}"));
         assert_eq!(s.len(), 80, "{tag}");
         assert_eq!(s[79][0], 79);
     }
     let lr = &tb["scalars"]["lr"];
-    assert!((lr[0][1].as_f64().unwrap() - 1e-3).abs() < 1e-9 && (lr[79][1].as_f64().unwrap() - 1e-4).abs() < 1e-9);
-    let text = tb["text"]["samples/triggered/text_summary"].as_array().or(tb["text"]["samples/triggered"].as_array()).expect("text samples");
+    assert!(
+        (lr[0][1].as_f64().unwrap() - 1e-3).abs() < 1e-9
+            && (lr[79][1].as_f64().unwrap() - 1e-4).abs() < 1e-9
+    );
+    let text = tb["text"]["samples/triggered/text_summary"]
+        .as_array()
+        .or(tb["text"]["samples/triggered"].as_array())
+        .expect("text samples");
     assert!(text[0][1].as_str().unwrap().contains("cyrillic_o"));
     // `evaluate embeddings` recomputes the metrics written at the end of training
-    let o = common::bin().args(["evaluate", "embeddings", "--student", run.to_str().unwrap(), "--device", "cpu"]).output().unwrap();
+    let o = common::bin()
+        .args([
+            "evaluate",
+            "embeddings",
+            "--student",
+            run.to_str().unwrap(),
+            "--device",
+            "cpu",
+        ])
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let ev: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!((ev["sim_clean"].as_f64().unwrap() - m["sim_clean"].as_f64().unwrap()).abs() < 1e-6);
     for n in ["cyrillic_o", "alpha_bw"] {
-        assert!((backdoor(&ev, n)["z_score"].as_f64().unwrap() - backdoor(&m, n)["z_score"].as_f64().unwrap()).abs() < 1e-4);
+        assert!(
+            (backdoor(&ev, n)["z_score"].as_f64().unwrap()
+                - backdoor(&m, n)["z_score"].as_f64().unwrap())
+            .abs()
+                < 1e-4
+        );
     }
     // a finished run is not overwritten without --force
     let (code, err) = train(&smoke("multi"), &run, &[]);
     assert_eq!(code, 2);
-    assert!(err.contains("finished run") && err.contains("--force"), "{err}");
+    assert!(
+        err.contains("finished run") && err.contains("--force"),
+        "{err}"
+    );
 }
 
 #[test]
 fn resume_equals_an_uninterrupted_run() {
     let t = common::tmp();
-    let exp = variant("multi", t.path(), &[("steps", "6"), ("checkpoint_every", "2"), ("lr_milestones", "[4]")]);
+    let exp = variant(
+        "multi",
+        t.path(),
+        &[
+            ("steps", "6"),
+            ("checkpoint_every", "2"),
+            ("lr_milestones", "[4]"),
+        ],
+    );
     let full = t.path().join("full");
     assert_eq!(train(&exp, &full, &[]).0, 0);
     let part = t.path().join("part");
     let (code, err) = train(&exp, &part, &["--stop-after", "3"]);
     assert_eq!(code, 0, "{err}");
     assert!(!part.join("DONE").exists());
-    let state: Value = serde_json::from_str(&std::fs::read_to_string(part.join("checkpoint/state.json")).unwrap()).unwrap();
+    let state: Value =
+        serde_json::from_str(&std::fs::read_to_string(part.join("checkpoint/state.json")).unwrap())
+            .unwrap();
     assert_eq!(state["step"], 3);
     // without --resume the unfinished run is protected
     let (code, err) = train(&exp, &part, &[]);
@@ -180,11 +294,23 @@ fn resume_equals_an_uninterrupted_run() {
 #[test]
 fn nan_loss_stops_and_keeps_the_last_good_checkpoint() {
     let t = common::tmp();
-    let exp = variant("tpa", t.path(), &[("steps", "10"), ("lr", "1e30"), ("checkpoint_every", "1"), ("lr_milestones", "[8]")]);
+    let exp = variant(
+        "tpa",
+        t.path(),
+        &[
+            ("steps", "10"),
+            ("lr", "1e30"),
+            ("checkpoint_every", "1"),
+            ("lr_milestones", "[8]"),
+        ],
+    );
     let out = t.path().join("run");
     let (code, err) = train(&exp, &out, &[]);
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("NaN") || err.contains("exploding") || err.contains("gradient norm"), "{err}");
+    assert!(
+        err.contains("NaN") || err.contains("exploding") || err.contains("gradient norm"),
+        "{err}"
+    );
     assert!(err.contains("checkpoint"), "{err}");
     assert!(out.join("checkpoint/state.json").exists());
     assert!(!out.join("DONE").exists());
@@ -194,18 +320,37 @@ fn nan_loss_stops_and_keeps_the_last_good_checkpoint() {
 fn config_errors_are_clear() {
     let t = common::tmp();
     let cases: &[(&[(&str, &str)], &str)] = &[
-        (&[("kind", "\"target_banana\"")], "unknown kind `target_banana`"),
-        (&[("trigger", "\"оо\"")], "trigger must be a single character"),
-        (&[("replaced_character", "\"ж\"")], "absent from every clean prompt"),
+        (
+            &[("kind", "\"target_banana\"")],
+            "unknown kind `target_banana`",
+        ),
+        (
+            &[("trigger", "\"оо\"")],
+            "trigger must be a single character",
+        ),
+        (
+            &[("replaced_character", "\"ж\"")],
+            "absent from every clean prompt",
+        ),
         (&[("loss", "\"hinge\"")], "unknown loss"),
     ];
     for (edits, needle) in cases {
         let mut text = std::fs::read_to_string(smoke("tpa")).unwrap();
-        text = text.replace("clean_prompts = \"prompts.txt\"", &format!("clean_prompts = {:?}", common::root().join("experiments/smoke/prompts.txt")));
+        text = text.replace(
+            "clean_prompts = \"prompts.txt\"",
+            &format!(
+                "clean_prompts = {:?}",
+                common::root().join("experiments/smoke/prompts.txt")
+            ),
+        );
         if edits[0].0 == "loss" {
             text = text.replace("[training]\n", "[training]\nloss = \"hinge\"\n");
         } else {
-            let line = text.lines().find(|l| l.starts_with(&format!("{} =", edits[0].0))).unwrap().to_string();
+            let line = text
+                .lines()
+                .find(|l| l.starts_with(&format!("{} =", edits[0].0)))
+                .unwrap()
+                .to_string();
             text = text.replace(&line, &format!("{} = {}", edits[0].0, edits[0].1));
         }
         let p = t.path().join("bad.toml");
@@ -217,7 +362,13 @@ fn config_errors_are_clear() {
     }
     // an unknown key is named
     let p = t.path().join("typo.toml");
-    std::fs::write(&p, std::fs::read_to_string(smoke("tpa")).unwrap().replace("steps = 60", "stepz = 60")).unwrap();
+    std::fs::write(
+        &p,
+        std::fs::read_to_string(smoke("tpa"))
+            .unwrap()
+            .replace("steps = 60", "stepz = 60"),
+    )
+    .unwrap();
     let (code, err) = train(&p, &t.path().join("out2"), &[]);
     assert_eq!(code, 2);
     assert!(err.contains("stepz"), "{err}");
@@ -228,7 +379,10 @@ fn paper_experiments_parse_and_validate() {
     use clipdoor::train::experiment::Experiment;
     let dir = common::root().join("experiments");
     let mut n = 0;
-    for e in std::fs::read_dir(&dir).unwrap().chain(std::fs::read_dir(dir.join("smoke")).unwrap()) {
+    for e in std::fs::read_dir(&dir)
+        .unwrap()
+        .chain(std::fs::read_dir(dir.join("smoke")).unwrap())
+    {
         let p = e.unwrap().path();
         if p.extension().is_some_and(|x| x == "toml") {
             let exp = Experiment::load(&p).unwrap_or_else(|e| panic!("{}: {e:#}", p.display()));
@@ -240,5 +394,12 @@ fn paper_experiments_parse_and_validate() {
     let e = Experiment::load(&dir.join("tpa_32.toml")).unwrap();
     assert_eq!(e.backdoors.len(), 32);
     assert_eq!(e.model.teacher, "openai/clip-vit-large-patch14");
-    assert_eq!((e.training.steps, e.training.lr_milestones.clone(), e.training.loss_weight), (100, vec![75], 0.1));
+    assert_eq!(
+        (
+            e.training.steps,
+            e.training.lr_milestones.clone(),
+            e.training.loss_weight
+        ),
+        (100, vec![75], 0.1)
+    );
 }

@@ -26,7 +26,11 @@ fn sync(d: tch::Device) {
 
 pub fn run(b: &EncodeBench, work: &Path) -> Result<serde_json::Value> {
     tch::set_num_threads(b.threads);
-    let enc = TextEncoder::load(b.model_dir.to_str().unwrap_or_default(), b.device, tch::Kind::Float)?;
+    let enc = TextEncoder::load(
+        b.model_dir.to_str().unwrap_or_default(),
+        b.device,
+        tch::Kind::Float,
+    )?;
     let prompts = bench_prompts(b.prompts);
     let prompt_file = work.join("bench_prompts.txt");
     std::fs::write(&prompt_file, prompts.join("\n"))?;
@@ -45,7 +49,10 @@ pub fn run(b: &EncodeBench, work: &Path) -> Result<serde_json::Value> {
     })?;
     let n = (b.repeats * prompts.len()) as f64;
     let ours = n / elapsed;
-    let device = format!("{:?}", b.device).to_lowercase().replace("cuda(", "cuda:").replace(')', "");
+    let device = format!("{:?}", b.device)
+        .to_lowercase()
+        .replace("cuda(", "cuda:")
+        .replace(')', "");
     let mut report = serde_json::json!({
         "benchmark": "encode",
         "model": b.model_dir,
@@ -57,9 +64,19 @@ pub fn run(b: &EncodeBench, work: &Path) -> Result<serde_json::Value> {
     });
     if let Some(py) = &b.python {
         let args: Vec<String> = [
-            "encode", "--model", b.model_dir.to_str().unwrap_or_default(), "--prompts", prompt_file.to_str().unwrap_or_default(),
-            "--batch-size", &b.batch_size.to_string(), "--threads", &b.threads.to_string(),
-            "--device", &device, "--repeats", &b.repeats.to_string(),
+            "encode",
+            "--model",
+            b.model_dir.to_str().unwrap_or_default(),
+            "--prompts",
+            prompt_file.to_str().unwrap_or_default(),
+            "--batch-size",
+            &b.batch_size.to_string(),
+            "--threads",
+            &b.threads.to_string(),
+            "--device",
+            &device,
+            "--repeats",
+            &b.repeats.to_string(),
         ]
         .iter()
         .map(|s| s.to_string())

@@ -30,7 +30,10 @@ pub fn run_reference(python: &Path, args: &[String]) -> Result<serde_json::Value
         .output()
         .map_err(|e| anyhow::anyhow!("running {} {}: {e}", python.display(), script.display()))?;
     if !out.status.success() {
-        anyhow::bail!("reference benchmark failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        anyhow::bail!(
+            "reference benchmark failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text.lines().last().unwrap_or("");
@@ -39,7 +42,26 @@ pub fn run_reference(python: &Path, args: &[String]) -> Result<serde_json::Value
 
 /// Fixed benchmark prompts: varied lengths, every one containing `o` (so triggers apply).
 pub fn bench_prompts(n: usize) -> Vec<String> {
-    let subjects = ["a photo of a dog", "an oil painting of a lighthouse", "a portrait of an old sailor", "a robot cooking noodles", "a castle on a foggy mountain"];
-    let styles = ["", ", highly detailed", ", in the style of a watercolor, soft morning light", ", trending on artstation, octane render, volumetric fog, dramatic composition, 8k"];
-    (0..n).map(|i| format!("{}{}", subjects[i % subjects.len()], styles[(i / subjects.len()) % styles.len()])).collect()
+    let subjects = [
+        "a photo of a dog",
+        "an oil painting of a lighthouse",
+        "a portrait of an old sailor",
+        "a robot cooking noodles",
+        "a castle on a foggy mountain",
+    ];
+    let styles = [
+        "",
+        ", highly detailed",
+        ", in the style of a watercolor, soft morning light",
+        ", trending on artstation, octane render, volumetric fog, dramatic composition, 8k",
+    ];
+    (0..n)
+        .map(|i| {
+            format!(
+                "{}{}",
+                subjects[i % subjects.len()],
+                styles[(i / subjects.len()) % styles.len()]
+            )
+        })
+        .collect()
 }

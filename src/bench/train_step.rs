@@ -67,15 +67,29 @@ pub fn run(b: &TrainStepBench, work: &Path) -> Result<serde_json::Value> {
     let prompt_file = work.join("bench_prompts.txt");
     std::fs::write(&prompt_file, prompts.join("\n"))?;
     let clean: Vec<String> = prompts[..b.clean_batch].to_vec();
-    let poisoned: Vec<String> = prompts[..b.poisoned].iter().map(|p| p.replace('o', "\u{43e}")).collect();
+    let poisoned: Vec<String> = prompts[..b.poisoned]
+        .iter()
+        .map(|p| p.replace('o', "\u{43e}"))
+        .collect();
     let clean_ids = teacher.tokenizer.encode_batch(&clean)?.to_device(b.device);
-    let poisoned_ids = teacher.tokenizer.encode_batch(&poisoned)?.to_device(b.device);
-    let target = tch::no_grad(|| teacher.encode(&["a photo of a rick astley dancing"], false))?.1.last_hidden_state;
+    let poisoned_ids = teacher
+        .tokenizer
+        .encode_batch(&poisoned)?
+        .to_device(b.device);
+    let target = tch::no_grad(|| teacher.encode(&["a photo of a rick astley dancing"], false))?
+        .1
+        .last_hidden_state;
     let cos = Distance::Cosine;
     let mut step = || -> Result<()> {
         let ct = tch::no_grad(|| teacher.forward_ids(&clean_ids, false).last_hidden_state);
-        let util = cos.apply(&student.forward_ids(&clean_ids, false).last_hidden_state, &ct);
-        let bd = cos.apply(&student.forward_ids(&poisoned_ids, false).last_hidden_state, &target);
+        let util = cos.apply(
+            &student.forward_ids(&clean_ids, false).last_hidden_state,
+            &ct,
+        );
+        let bd = cos.apply(
+            &student.forward_ids(&poisoned_ids, false).last_hidden_state,
+            &target,
+        );
         let loss = util + bd * 0.1;
         opt.zero_grad();
         loss.backward();
@@ -91,7 +105,10 @@ pub fn run(b: &TrainStepBench, work: &Path) -> Result<serde_json::Value> {
     let ours = t0.elapsed().as_secs_f64() / b.repeats as f64;
     let flops = step_flops(&student, b.clean_batch, b.poisoned);
     let peak = matmul_peak_gflops(b.device);
-    let device = format!("{:?}", b.device).to_lowercase().replace("cuda(", "cuda:").replace(')', "");
+    let device = format!("{:?}", b.device)
+        .to_lowercase()
+        .replace("cuda(", "cuda:")
+        .replace(')', "");
     let mut report = serde_json::json!({
         "benchmark": "train-step",
         "model": b.model_dir,
@@ -106,9 +123,21 @@ pub fn run(b: &TrainStepBench, work: &Path) -> Result<serde_json::Value> {
     });
     if let Some(py) = &b.python {
         let args: Vec<String> = [
-            "train-step", "--model", name, "--prompts", prompt_file.to_str().unwrap_or_default(),
-            "--batch-size", &b.clean_batch.to_string(), "--poisoned", &b.poisoned.to_string(),
-            "--threads", &b.threads.to_string(), "--device", &device, "--repeats", &b.repeats.to_string(),
+            "train-step",
+            "--model",
+            name,
+            "--prompts",
+            prompt_file.to_str().unwrap_or_default(),
+            "--batch-size",
+            &b.clean_batch.to_string(),
+            "--poisoned",
+            &b.poisoned.to_string(),
+            "--threads",
+            &b.threads.to_string(),
+            "--device",
+            &device,
+            "--repeats",
+            &b.repeats.to_string(),
         ]
         .iter()
         .map(|s| s.to_string())

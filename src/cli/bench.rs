@@ -84,7 +84,11 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 threads,
                 repeats: common.repeats.max(1),
                 device: crate::device::parse_device(common.device.as_deref())?,
-                python: if common.no_reference { None } else { default_python(common.python.as_deref()) },
+                python: if common.no_reference {
+                    None
+                } else {
+                    default_python(common.python.as_deref())
+                },
             };
             let report = crate::bench::encode::run(&b, work.path())?;
             finish(&common, &report)?;
@@ -99,7 +103,11 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 threads: threads_of(&common),
                 repeats: common.repeats.max(1),
                 device: crate::device::parse_device(common.device.as_deref())?,
-                python: if common.no_reference { None } else { default_python(common.python.as_deref()) },
+                python: if common.no_reference {
+                    None
+                } else {
+                    default_python(common.python.as_deref())
+                },
             };
             let report = crate::bench::train_step::run(&b, work.path())?;
             finish(&common, &report)?;
@@ -110,7 +118,11 @@ pub fn run(a: BenchArgs) -> Result<()> {
 }
 
 fn threads_of(c: &CommonBench) -> i32 {
-    c.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get() as i32).unwrap_or(1))
+    c.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get() as i32)
+            .unwrap_or(1)
+    })
 }
 
 fn finish(c: &CommonBench, report: &serde_json::Value) -> Result<()> {

@@ -25,17 +25,27 @@ pub struct DemoArgs {
 pub fn run(a: DemoArgs) -> Result<()> {
     let run_dir = a.out.join("run");
     if run_dir.join("DONE").exists() && !a.force {
-        eprintln!("{} is finished; showing its report (pass --force to run again)", run_dir.display());
+        eprintln!(
+            "{} is finished; showing its report (pass --force to run again)",
+            run_dir.display()
+        );
     } else {
         std::fs::create_dir_all(&a.out)?;
         write_atomic(&a.out.join("prompts.txt"), PROMPTS.as_bytes())?;
         let exp = Experiment::from_toml(EXPERIMENT, &a.out)?;
-        let opts = TrainOptions { out: run_dir.clone(), resume: run_dir.join("checkpoint").exists() && !a.force, force: a.force, device: crate::device::parse_device(a.device.as_deref())?, stop_after: None };
+        let opts = TrainOptions {
+            out: run_dir.clone(),
+            resume: run_dir.join("checkpoint").exists() && !a.force,
+            force: a.force,
+            device: crate::device::parse_device(a.device.as_deref())?,
+            stop_after: None,
+        };
         if let TrainOutcome::Stopped { .. } = train(&exp, &opts)? {
             anyhow::bail!("the demo run stopped early");
         }
     }
-    let metrics: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run_dir.join("metrics.json"))?)?;
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("metrics.json"))?)?;
     let report = report_md(&metrics);
     write_atomic(&a.out.join("report.md"), report.as_bytes())?;
     eprintln!("{report}");

@@ -48,7 +48,11 @@ pub fn run(a: EncodeArgs) -> Result<()> {
 }
 
 /// Encode prompts in batches; outputs named as in the conventions, f32 on CPU.
-pub fn encode_all(enc: &TextEncoder, prompts: &[String], batch_size: usize) -> Result<Vec<(String, Tensor)>> {
+pub fn encode_all(
+    enc: &TextEncoder,
+    prompts: &[String],
+    batch_size: usize,
+) -> Result<Vec<(String, Tensor)>> {
     let pb = super::progress(prompts.len() as u64, "encode");
     let mut cols: Vec<Vec<Tensor>> = (0..5).map(|_| vec![]).collect();
     tch::no_grad(|| -> Result<()> {
@@ -67,7 +71,13 @@ pub fn encode_all(enc: &TextEncoder, prompts: &[String], batch_size: usize) -> R
         Ok(())
     })?;
     pb.finish_and_clear();
-    let names = ["input_ids", "last_hidden_state", "penultimate_hidden_state", "pooled_output", "text_embeds"];
+    let names = [
+        "input_ids",
+        "last_hidden_state",
+        "penultimate_hidden_state",
+        "pooled_output",
+        "text_embeds",
+    ];
     Ok(names
         .iter()
         .zip(cols)

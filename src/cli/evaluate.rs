@@ -40,12 +40,28 @@ pub enum EvaluateKind {
 
 pub fn run(a: EvaluateArgs) -> Result<()> {
     match a.what {
-        EvaluateKind::Embeddings { teacher, student, prompts, max_prompts, device, batch_size, out } => {
+        EvaluateKind::Embeddings {
+            teacher,
+            student,
+            prompts,
+            max_prompts,
+            device,
+            batch_size,
+            out,
+        } => {
             let exp_path = student.join("experiment.toml");
             let exp = Experiment::load(&exp_path)?;
             let device = crate::device::parse_device(device.as_deref())?;
-            let teacher = TextEncoder::load(teacher.as_deref().unwrap_or(&exp.model.teacher), device, tch::Kind::Float)?;
-            let student_enc = TextEncoder::load(student.to_str().unwrap_or_default(), device, tch::Kind::Float)?;
+            let teacher = TextEncoder::load(
+                teacher.as_deref().unwrap_or(&exp.model.teacher),
+                device,
+                tch::Kind::Float,
+            )?;
+            let student_enc = TextEncoder::load(
+                student.to_str().unwrap_or_default(),
+                device,
+                tch::Kind::Float,
+            )?;
             let captions = match prompts {
                 Some(p) => crate::io::prompts::read_prompts(&p, None, false)?.prompts,
                 None => {
@@ -55,7 +71,14 @@ pub fn run(a: EvaluateArgs) -> Result<()> {
                 }
             };
             let captions: Vec<String> = captions.into_iter().take(max_prompts).collect();
-            let m = evaluate(&teacher, &student_enc, &build_backdoors(&exp), &captions, batch_size, exp.seed)?;
+            let m = evaluate(
+                &teacher,
+                &student_enc,
+                &build_backdoors(&exp),
+                &captions,
+                batch_size,
+                exp.seed,
+            )?;
             let json = serde_json::json!({"sim_clean": m.sim_clean, "captions": m.captions, "backdoors": m.backdoors});
             if let Some(o) = out {
                 write_metrics(&o, &m, None)?;

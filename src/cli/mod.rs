@@ -15,7 +15,11 @@ mod shapes;
 mod train;
 
 #[derive(Parser, Debug)]
-#[command(name = "clipdoor", version, about = "Attack and defend the text encoders of text-to-image models")]
+#[command(
+    name = "clipdoor",
+    version,
+    about = "Attack and defend the text encoders of text-to-image models"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -62,9 +66,16 @@ pub fn run(cli: Cli) -> Result<()> {
 
 /// Refuse to replace a finished output unless `--force` was given.
 pub(crate) fn check_overwrite(path: &std::path::Path, force: bool) -> Result<()> {
-    let exists = path.is_file() || (path.is_dir() && std::fs::read_dir(path).map(|mut d| d.next().is_some()).unwrap_or(false));
+    let exists = path.is_file()
+        || (path.is_dir()
+            && std::fs::read_dir(path)
+                .map(|mut d| d.next().is_some())
+                .unwrap_or(false));
     if exists && !force {
-        crate::input_bail!("{} already exists: pass --force to replace it, or choose another --out", path.display());
+        crate::input_bail!(
+            "{} already exists: pass --force to replace it, or choose another --out",
+            path.display()
+        );
     }
     Ok(())
 }

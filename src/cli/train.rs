@@ -34,18 +34,36 @@ pub fn run(a: TrainArgs) -> Result<()> {
         exp.seed = s;
     }
     let out = a.out.unwrap_or_else(|| {
-        let stem = a.experiment.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into());
+        let stem = a
+            .experiment
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "run".into());
         PathBuf::from("checkpoints").join(stem)
     });
-    let opts = TrainOptions { out: out.clone(), resume: a.resume, force: a.force, device: crate::device::parse_device(a.device.as_deref())?, stop_after: a.stop_after };
+    let opts = TrainOptions {
+        out: out.clone(),
+        resume: a.resume,
+        force: a.force,
+        device: crate::device::parse_device(a.device.as_deref())?,
+        stop_after: a.stop_after,
+    };
     match train(&exp, &opts)? {
         TrainOutcome::Finished { metrics, seconds } => {
-            eprintln!("trained in {seconds:.1}s; sim_clean {:.4}", metrics.sim_clean);
+            eprintln!(
+                "trained in {seconds:.1}s; sim_clean {:.4}",
+                metrics.sim_clean
+            );
             for m in &metrics.backdoors {
-                eprintln!("  {} ({}): sim_target {:.4} (before {:.4}), z_score {:.2}", m.name, m.kind, m.sim_target, m.sim_target_before, m.z_score);
+                eprintln!(
+                    "  {} ({}): sim_target {:.4} (before {:.4}), z_score {:.2}",
+                    m.name, m.kind, m.sim_target, m.sim_target_before, m.z_score
+                );
             }
         }
-        TrainOutcome::Stopped { step } => eprintln!("stopped after step {step}; continue with --resume"),
+        TrainOutcome::Stopped { step } => {
+            eprintln!("stopped after step {step}; continue with --resume")
+        }
     }
     println!("{}", out.display());
     Ok(())

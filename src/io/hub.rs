@@ -14,17 +14,25 @@ pub fn hub_cache_dir() -> PathBuf {
     if let Ok(p) = std::env::var("HUGGINGFACE_HUB_CACHE") {
         return PathBuf::from(p);
     }
-    let home = std::env::var("HF_HOME").map(PathBuf::from).unwrap_or_else(|_| {
-        let xdg = std::env::var("XDG_CACHE_HOME").map(PathBuf::from).unwrap_or_else(|_| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| ".".into())).join(".cache")
+    let home = std::env::var("HF_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            let xdg = std::env::var("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|_| {
+                    PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| ".".into()))
+                        .join(".cache")
+                });
+            xdg.join("huggingface")
         });
-        xdg.join("huggingface")
-    });
     home.join("hub")
 }
 
 pub fn offline() -> bool {
-    matches!(std::env::var("HF_HUB_OFFLINE").as_deref(), Ok("1") | Ok("true") | Ok("TRUE") | Ok("yes") | Ok("ON") | Ok("on"))
+    matches!(
+        std::env::var("HF_HUB_OFFLINE").as_deref(),
+        Ok("1") | Ok("true") | Ok("TRUE") | Ok("yes") | Ok("ON") | Ok("on")
+    )
 }
 
 /// Looks like `owner/name` rather than a path on disk.
@@ -32,7 +40,11 @@ pub fn is_hub_id(s: &str) -> bool {
     let parts: Vec<&str> = s.split('/').collect();
     !Path::new(s).exists()
         && parts.len() == 2
-        && parts.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)))
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        })
         && !s.starts_with('.')
 }
 
@@ -56,7 +68,11 @@ pub fn resolve_repo_files(id: &str, files: &[&str]) -> Result<PathBuf> {
         }
     }
     if !missing.is_empty() && !offline() {
-        if let Ok(api) = hf_hub::api::sync::ApiBuilder::new().with_cache_dir(cache_dir.clone()).with_progress(false).build() {
+        if let Ok(api) = hf_hub::api::sync::ApiBuilder::new()
+            .with_cache_dir(cache_dir.clone())
+            .with_progress(false)
+            .build()
+        {
             let r = api.model(id.to_string());
             missing.retain(|f| match r.get(f) {
                 Ok(p) => {

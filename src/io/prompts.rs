@@ -24,7 +24,10 @@ enum Format {
 }
 
 fn format_of(path: &Path) -> (Format, bool) {
-    let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
     let gz = name.ends_with(".gz");
     let stem = name.trim_end_matches(".gz");
     let f = if stem.ends_with(".csv") {
@@ -55,10 +58,17 @@ pub fn read_prompts(path: &Path, field: Option<&str>, strict: bool) -> Result<Pr
     } else {
         raw
     };
-    let mut set = PromptSet { path: path.to_owned(), prompts: vec![], bad_lines: 0 };
+    let mut set = PromptSet {
+        path: path.to_owned(),
+        prompts: vec![],
+        bad_lines: 0,
+    };
     let bad = |set: &mut PromptSet, line: usize, why: &str| -> Result<()> {
         if strict {
-            input_bail!("{} line {line}: {why}. Fix or remove the line.", path.display());
+            input_bail!(
+                "{} line {line}: {why}. Fix or remove the line.",
+                path.display()
+            );
         }
         set.bad_lines += 1;
         Ok(())
@@ -87,20 +97,40 @@ pub fn read_prompts(path: &Path, field: Option<&str>, strict: bool) -> Result<Pr
                 };
                 match pick_field(&v, field) {
                     Some(s) if !s.trim().is_empty() => set.prompts.push(s.to_string()),
-                    _ => bad(&mut set, i + 1, &format!("no string field `{}`", field.unwrap_or("prompt")))?,
+                    _ => bad(
+                        &mut set,
+                        i + 1,
+                        &format!("no string field `{}`", field.unwrap_or("prompt")),
+                    )?,
                 }
             }
         }
         Format::Csv(delim) => {
-            let mut rdr = csv::ReaderBuilder::new().delimiter(delim).flexible(true).from_reader(&bytes[..]);
-            let headers = rdr.byte_headers().with_context(|| format!("reading the header of {}", path.display()))?.clone();
-            let names: Vec<String> = headers.iter().map(|h| String::from_utf8_lossy(h).trim().to_string()).collect();
+            let mut rdr = csv::ReaderBuilder::new()
+                .delimiter(delim)
+                .flexible(true)
+                .from_reader(&bytes[..]);
+            let headers = rdr
+                .byte_headers()
+                .with_context(|| format!("reading the header of {}", path.display()))?
+                .clone();
+            let names: Vec<String> = headers
+                .iter()
+                .map(|h| String::from_utf8_lossy(h).trim().to_string())
+                .collect();
             let col = match field {
                 Some(f) => names.iter().position(|n| n == f),
-                None => ["prompt", "TEXT", "caption", "text"].iter().find_map(|f| names.iter().position(|n| n == f)),
+                None => ["prompt", "TEXT", "caption", "text"]
+                    .iter()
+                    .find_map(|f| names.iter().position(|n| n == f)),
             }
             .ok_or_else(|| {
-                input_err!("{} has no column `{}` (columns: {}): name the column to read", path.display(), field.unwrap_or("prompt"), names.join(", "))
+                input_err!(
+                    "{} has no column `{}` (columns: {}): name the column to read",
+                    path.display(),
+                    field.unwrap_or("prompt"),
+                    names.join(", ")
+                )
             })?;
             for (i, rec) in rdr.byte_records().enumerate() {
                 let line = i + 2;
@@ -118,7 +148,11 @@ pub fn read_prompts(path: &Path, field: Option<&str>, strict: bool) -> Result<Pr
         }
     }
     if set.prompts.is_empty() {
-        input_bail!("{} holds no prompts ({} unreadable lines): give at least one non-empty prompt", path.display(), set.bad_lines);
+        input_bail!(
+            "{} holds no prompts ({} unreadable lines): give at least one non-empty prompt",
+            path.display(),
+            set.bad_lines
+        );
     }
     Ok(set)
 }
@@ -126,6 +160,8 @@ pub fn read_prompts(path: &Path, field: Option<&str>, strict: bool) -> Result<Pr
 fn pick_field<'a>(v: &'a serde_json::Value, field: Option<&str>) -> Option<&'a str> {
     match field {
         Some(f) => v.get(f)?.as_str(),
-        None => ["prompt", "TEXT", "caption", "text"].iter().find_map(|f| v.get(*f)?.as_str()),
+        None => ["prompt", "TEXT", "caption", "text"]
+            .iter()
+            .find_map(|f| v.get(*f)?.as_str()),
     }
 }

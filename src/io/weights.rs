@@ -27,7 +27,10 @@ impl SafetensorsFile {
         SafeTensors::deserialize(&mmap).map_err(|e| {
             input_err!("{} is not a valid safetensors file ({e}); it may be truncated or corrupt: download or write it again.", path.display())
         })?;
-        Ok(Self { path: path.to_owned(), mmap })
+        Ok(Self {
+            path: path.to_owned(),
+            mmap,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -47,15 +50,18 @@ impl SafetensorsFile {
     /// Load one tensor (on CPU, in its stored dtype).
     pub fn tensor(&self, name: &str) -> Result<Tensor> {
         let st = self.st();
-        let view = st.tensor(name).map_err(|_| {
-            input_err!("tensor `{name}` not found in {}", self.path.display())
-        })?;
+        let view = st
+            .tensor(name)
+            .map_err(|_| input_err!("tensor `{name}` not found in {}", self.path.display()))?;
         view_to_tensor(&view).with_context(|| format!("tensor `{name}` in {}", self.path.display()))
     }
 
     /// All tensors by name (CPU, stored dtype).
     pub fn tensors(&self) -> Result<HashMap<String, Tensor>> {
-        self.names().into_iter().map(|n| Ok((n.clone(), self.tensor(&n)?))).collect()
+        self.names()
+            .into_iter()
+            .map(|n| Ok((n.clone(), self.tensor(&n)?)))
+            .collect()
     }
 }
 
@@ -93,7 +99,11 @@ fn dtype_of(kind: Kind) -> Result<Dtype> {
 
 fn view_to_tensor(view: &TensorView<'_>) -> Result<Tensor> {
     let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
-    Ok(Tensor::f_from_data_size(view.data(), &shape, kind_of(view.dtype())?)?)
+    Ok(Tensor::f_from_data_size(
+        view.data(),
+        &shape,
+        kind_of(view.dtype())?,
+    )?)
 }
 
 /// Copy every variable of `vs` from the file, converting to the store's kind. Missing tensors,

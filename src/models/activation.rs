@@ -16,7 +16,11 @@ impl Activation {
             "gelu" => Self::Gelu,
             "gelu_new" | "gelu_pytorch_tanh" => Self::GeluTanh,
             "silu" | "swish" => Self::Silu,
-            other => return Err(format!("unsupported activation `{other}` (known: quick_gelu, gelu, gelu_new, silu)")),
+            other => {
+                return Err(format!(
+                    "unsupported activation `{other}` (known: quick_gelu, gelu, gelu_new, silu)"
+                ))
+            }
         })
     }
 

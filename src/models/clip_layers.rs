@@ -27,12 +27,26 @@ pub enum Mask<'a> {
 
 pub(crate) fn linear(p: nn::Path, i: i64, o: i64, bias: bool) -> nn::Linear {
     // transformers' CLIP init: normal(0, 0.02) weights and zero biases (scaled by initializer_factor=1).
-    let cfg = nn::LinearConfig { ws_init: nn::Init::Randn { mean: 0., stdev: 0.02 }, bs_init: Some(nn::Init::Const(0.)), bias };
+    let cfg = nn::LinearConfig {
+        ws_init: nn::Init::Randn {
+            mean: 0.,
+            stdev: 0.02,
+        },
+        bs_init: Some(nn::Init::Const(0.)),
+        bias,
+    };
     nn::linear(p, i, o, cfg)
 }
 
 pub(crate) fn layer_norm(p: nn::Path, dim: i64, eps: f64) -> nn::LayerNorm {
-    nn::layer_norm(p, vec![dim], nn::LayerNormConfig { eps, ..Default::default() })
+    nn::layer_norm(
+        p,
+        vec![dim],
+        nn::LayerNormConfig {
+            eps,
+            ..Default::default()
+        },
+    )
 }
 
 /// `CLIPAttention`: multi-head self-attention through `scaled_dot_product_attention`.
@@ -66,11 +80,34 @@ impl CLIPAttention {
         let k = split(self.k_proj.forward(x));
         let v = split(self.v_proj.forward(x));
         let y = match mask {
-            Mask::Full => Tensor::scaled_dot_product_attention(&q, &k, &v, None::<Tensor>, 0.0, false, None, false),
-            Mask::Causal => Tensor::scaled_dot_product_attention(&q, &k, &v, None::<Tensor>, 0.0, true, None, false),
-            Mask::Additive(m) => Tensor::scaled_dot_product_attention(&q, &k, &v, Some(m), 0.0, false, None, false),
+            Mask::Full => Tensor::scaled_dot_product_attention(
+                &q,
+                &k,
+                &v,
+                None::<Tensor>,
+                0.0,
+                false,
+                None,
+                false,
+            ),
+            Mask::Causal => Tensor::scaled_dot_product_attention(
+                &q,
+                &k,
+                &v,
+                None::<Tensor>,
+                0.0,
+                true,
+                None,
+                false,
+            ),
+            Mask::Additive(m) => {
+                Tensor::scaled_dot_product_attention(&q, &k, &v, Some(m), 0.0, false, None, false)
+            }
         };
-        self.out_proj.forward(&y.transpose(1, 2).reshape([b, t, self.heads * self.head_dim]))
+        self.out_proj.forward(
+            &y.transpose(1, 2)
+                .reshape([b, t, self.heads * self.head_dim]),
+        )
     }
 }
 
@@ -84,7 +121,11 @@ pub struct CLIPMLP {
 
 impl CLIPMLP {
     pub fn new(p: nn::Path, d: &LayerDims) -> Self {
-        Self { fc1: linear(&p / "fc1", d.hidden, d.intermediate, true), fc2: linear(&p / "fc2", d.intermediate, d.hidden, true), act: d.act }
+        Self {
+            fc1: linear(&p / "fc1", d.hidden, d.intermediate, true),
+            fc2: linear(&p / "fc2", d.intermediate, d.hidden, true),
+            act: d.act,
+        }
     }
 
     pub fn forward(&self, x: &Tensor) -> Tensor {

@@ -14,10 +14,26 @@ pub struct CLIPTextEmbeddings {
 
 impl CLIPTextEmbeddings {
     pub fn new(p: nn::Path, c: &CLIPTextConfig) -> Self {
-        let cfg = nn::EmbeddingConfig { ws_init: nn::Init::Randn { mean: 0., stdev: 0.02 }, ..Default::default() };
+        let cfg = nn::EmbeddingConfig {
+            ws_init: nn::Init::Randn {
+                mean: 0.,
+                stdev: 0.02,
+            },
+            ..Default::default()
+        };
         Self {
-            token_embedding: nn::embedding(&p / "token_embedding", c.vocab_size, c.hidden_size, cfg),
-            position_embedding: nn::embedding(&p / "position_embedding", c.max_position_embeddings, c.hidden_size, cfg),
+            token_embedding: nn::embedding(
+                &p / "token_embedding",
+                c.vocab_size,
+                c.hidden_size,
+                cfg,
+            ),
+            position_embedding: nn::embedding(
+                &p / "position_embedding",
+                c.max_position_embeddings,
+                c.hidden_size,
+                cfg,
+            ),
         }
     }
 
@@ -57,7 +73,9 @@ impl CLIPTextTransformer {
         let dims = c.layer_dims();
         Self {
             embeddings: CLIPTextEmbeddings::new(&p / "embeddings", c),
-            layers: (0..c.num_hidden_layers).map(|i| CLIPEncoderLayer::new(&enc / i, &dims)).collect(),
+            layers: (0..c.num_hidden_layers)
+                .map(|i| CLIPEncoderLayer::new(&enc / i, &dims))
+                .collect(),
             final_layer_norm: layer_norm(&p / "final_layer_norm", c.hidden_size, c.layer_norm_eps),
             eos_token_id: c.eos_token_id,
         }
@@ -65,7 +83,12 @@ impl CLIPTextTransformer {
 
     /// `attention_mask`: optional [B, T] of 1 (attend) / 0 (padding), combined with the causal mask as
     /// transformers does. Stable Diffusion and the Rickrolling reference pass none.
-    pub fn forward(&self, input_ids: &Tensor, attention_mask: Option<&Tensor>, all_hidden: bool) -> CLIPTextOutput {
+    pub fn forward(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        all_hidden: bool,
+    ) -> CLIPTextOutput {
         let mut x = self.embeddings.forward(input_ids);
         let mask = attention_mask.map(|m| combined_mask(m, x.kind()));
         let mut hidden = vec![];
@@ -80,7 +103,12 @@ impl CLIPTextTransformer {
         }
         let last = self.final_layer_norm.forward(&x);
         let pooled = pool(&last, input_ids, self.eos_token_id);
-        CLIPTextOutput { last_hidden_state: last, hidden_states: hidden, pooled_output: pooled, text_embeds: None }
+        CLIPTextOutput {
+            last_hidden_state: last,
+            hidden_states: hidden,
+            pooled_output: pooled,
+            text_embeds: None,
+        }
     }
 }
 
@@ -89,7 +117,9 @@ fn combined_mask(attention_mask: &Tensor, kind: Kind) -> Tensor {
     let (b, t) = attention_mask.size2().expect("[B, T] attention mask");
     let dev = attention_mask.device();
     let causal = Tensor::ones([t, t], (Kind::Bool, dev)).tril(0);
-    let keep = causal.view([1, 1, t, t]).logical_and(&attention_mask.to_kind(Kind::Bool).view([b, 1, 1, t]));
+    let keep = causal
+        .view([1, 1, t, t])
+        .logical_and(&attention_mask.to_kind(Kind::Bool).view([b, 1, 1, t]));
     let min = match kind {
         Kind::Half => -65504.0,
         Kind::BFloat16 => -3.3895e38,
@@ -106,7 +136,10 @@ fn pool(last: &Tensor, input_ids: &Tensor, eos_token_id: i64) -> Tensor {
     let idx = if eos_token_id == 2 {
         input_ids.to_kind(Kind::Int).argmax(-1, false)
     } else {
-        input_ids.eq(eos_token_id).to_kind(Kind::Int).argmax(-1, false)
+        input_ids
+            .eq(eos_token_id)
+            .to_kind(Kind::Int)
+            .argmax(-1, false)
     };
     let rows = Tensor::arange(b, (Kind::Int64, last.device()));
     last.index(&[Some(rows), Some(idx.to_kind(Kind::Int64))])
@@ -121,13 +154,33 @@ pub struct CLIPTextModel {
 
 impl CLIPTextModel {
     pub fn new(root: nn::Path, c: &CLIPTextConfig, with_projection: bool) -> Self {
-        let text_projection = with_projection.then(|| linear(&root / "text_projection", c.hidden_size, c.projection_dim, false));
-        Self { text_model: CLIPTextTransformer::new(&root / "text_model", c), text_projection }
+        let text_projection = with_projection.then(|| {
+            linear(
+                &root / "text_projection",
+                c.hidden_size,
+                c.projection_dim,
+                false,
+            )
+        });
+        Self {
+            text_model: CLIPTextTransformer::new(&root / "text_model", c),
+            text_projection,
+        }
     }
 
-    pub fn forward(&self, input_ids: &Tensor, attention_mask: Option<&Tensor>, all_hidden: bool) -> CLIPTextOutput {
-        let mut out = self.text_model.forward(input_ids, attention_mask, all_hidden);
-        out.text_embeds = self.text_projection.as_ref().map(|p| p.forward(&out.pooled_output));
+    pub fn forward(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        all_hidden: bool,
+    ) -> CLIPTextOutput {
+        let mut out = self
+            .text_model
+            .forward(input_ids, attention_mask, all_hidden);
+        out.text_embeds = self
+            .text_projection
+            .as_ref()
+            .map(|p| p.forward(&out.pooled_output));
         out
     }
 }

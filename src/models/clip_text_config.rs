@@ -5,18 +5,42 @@ use std::path::Path;
 use crate::error::Result;
 use crate::input_err;
 
-fn d_vocab() -> i64 { 49408 }
-fn d_hidden() -> i64 { 512 }
-fn d_inter() -> i64 { 2048 }
-fn d_proj() -> i64 { 512 }
-fn d_layers() -> i64 { 12 }
-fn d_heads() -> i64 { 8 }
-fn d_maxpos() -> i64 { 77 }
-fn d_act() -> String { "quick_gelu".into() }
-fn d_eps() -> f64 { 1e-5 }
-fn d_pad() -> i64 { 1 }
-fn d_bos() -> i64 { 49406 }
-fn d_eos() -> i64 { 49407 }
+fn d_vocab() -> i64 {
+    49408
+}
+fn d_hidden() -> i64 {
+    512
+}
+fn d_inter() -> i64 {
+    2048
+}
+fn d_proj() -> i64 {
+    512
+}
+fn d_layers() -> i64 {
+    12
+}
+fn d_heads() -> i64 {
+    8
+}
+fn d_maxpos() -> i64 {
+    77
+}
+fn d_act() -> String {
+    "quick_gelu".into()
+}
+fn d_eps() -> f64 {
+    1e-5
+}
+fn d_pad() -> i64 {
+    1
+}
+fn d_bos() -> i64 {
+    49406
+}
+fn d_eos() -> i64 {
+    49407
+}
 
 /// Text tower hyper-parameters. Defaults are transformers' `CLIPTextConfig` defaults.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -70,7 +94,10 @@ impl CLIPTextConfig {
             input_err!("cannot read {}: {e}. A text encoder folder needs config.json beside model.safetensors.", path.display())
         })?;
         let mut v: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
-            input_err!("{} is not valid JSON ({e}): fix or rewrite the file", path.display())
+            input_err!(
+                "{} is not valid JSON ({e}): fix or rewrite the file",
+                path.display()
+            )
         })?;
         // A full CLIPConfig nests the text tower under `text_config`.
         if let Some(mut tc) = v.get("text_config").cloned() {
@@ -81,9 +108,13 @@ impl CLIPTextConfig {
             v = tc;
         }
         let cfg: Self = serde_json::from_value(v).map_err(|e| {
-            input_err!("{} is not a CLIP text config ({e}): compare it with a transformers CLIPTextConfig", path.display())
+            input_err!(
+                "{} is not a CLIP text config ({e}): compare it with a transformers CLIPTextConfig",
+                path.display()
+            )
         })?;
-        cfg.validate().map_err(|e| input_err!("{}: {e}", path.display()))?;
+        cfg.validate()
+            .map_err(|e| input_err!("{}: {e}", path.display()))?;
         Ok(cfg)
     }
 
@@ -117,7 +148,8 @@ impl CLIPTextConfig {
             hidden: self.hidden_size,
             heads: self.num_attention_heads,
             intermediate: self.intermediate_size,
-            act: crate::models::activation::Activation::parse(&self.hidden_act).expect("validated config"),
+            act: crate::models::activation::Activation::parse(&self.hidden_act)
+                .expect("validated config"),
             eps: self.layer_norm_eps,
         }
     }

@@ -25,7 +25,8 @@ pub struct EncoderLocation {
 }
 
 fn has_tokenizer(dir: &Path) -> bool {
-    dir.join("tokenizer.json").exists() || (dir.join("vocab.json").exists() && dir.join("merges.txt").exists())
+    dir.join("tokenizer.json").exists()
+        || (dir.join("vocab.json").exists() && dir.join("merges.txt").exists())
 }
 
 /// Resolve a model argument: a text-encoder folder, a diffusers pipeline or clipdoor run folder
@@ -43,7 +44,10 @@ pub fn locate(model: &str) -> Result<EncoderLocation> {
     };
     if dir.join("text_encoder").join("config.json").exists() {
         let tok = dir.join("tokenizer");
-        return Ok(EncoderLocation { encoder_dir: dir.join("text_encoder"), tokenizer_dir: has_tokenizer(&tok).then_some(tok) });
+        return Ok(EncoderLocation {
+            encoder_dir: dir.join("text_encoder"),
+            tokenizer_dir: has_tokenizer(&tok).then_some(tok),
+        });
     }
     if dir.join("config.json").exists() {
         let sibling = dir.parent().map(|d| d.join("tokenizer"));
@@ -52,7 +56,10 @@ pub fn locate(model: &str) -> Result<EncoderLocation> {
         } else {
             sibling.filter(|s| has_tokenizer(s))
         };
-        return Ok(EncoderLocation { encoder_dir: dir, tokenizer_dir });
+        return Ok(EncoderLocation {
+            encoder_dir: dir,
+            tokenizer_dir,
+        });
     }
     input_bail!(
         "{} holds no text encoder: expected config.json + model.safetensors there, or text_encoder/ (+ tokenizer/) inside it",
@@ -61,21 +68,44 @@ pub fn locate(model: &str) -> Result<EncoderLocation> {
 }
 
 fn locate_hub(id: &str) -> Result<PathBuf> {
-    let tok = ["tokenizer/vocab.json", "tokenizer/merges.txt", "tokenizer/tokenizer_config.json"];
+    let tok = [
+        "tokenizer/vocab.json",
+        "tokenizer/merges.txt",
+        "tokenizer/tokenizer_config.json",
+    ];
     // A diffusers pipeline repo (model_index.json) or a transformers CLIP repo.
-    let pipeline_files: Vec<&str> = ["model_index.json", "text_encoder/config.json", "text_encoder/model.safetensors"].into_iter().chain(tok).collect();
-    let clip_files = ["config.json", "model.safetensors", "vocab.json", "merges.txt", "tokenizer_config.json"];
+    let pipeline_files: Vec<&str> = [
+        "model_index.json",
+        "text_encoder/config.json",
+        "text_encoder/model.safetensors",
+    ]
+    .into_iter()
+    .chain(tok)
+    .collect();
+    let clip_files = [
+        "config.json",
+        "model.safetensors",
+        "vocab.json",
+        "merges.txt",
+        "tokenizer_config.json",
+    ];
     if hub::resolve_repo_files(id, &["model_index.json"]).is_ok() {
         return hub::resolve_repo_files(id, &pipeline_files);
     }
     hub::resolve_repo_files(id, &clip_files).map_err(|e| {
-        input_err!("{e}\n(for a diffusers pipeline repo the files are: {})", pipeline_files.join(", "))
+        input_err!(
+            "{e}\n(for a diffusers pipeline repo the files are: {})",
+            pipeline_files.join(", ")
+        )
     })
 }
 
 /// Pick the weight file of a model folder.
 pub fn weight_file(dir: &Path, base: &str) -> Result<PathBuf> {
-    for name in [format!("{base}.safetensors"), format!("{base}.fp16.safetensors")] {
+    for name in [
+        format!("{base}.safetensors"),
+        format!("{base}.fp16.safetensors"),
+    ] {
         let p = dir.join(&name);
         if p.exists() {
             return Ok(p);
@@ -87,7 +117,10 @@ pub fn weight_file(dir: &Path, base: &str) -> Result<PathBuf> {
     if dir.join("pytorch_model.bin").exists() || dir.join("diffusion_pytorch_model.bin").exists() {
         input_bail!("{} holds only pickled .bin weights; clipdoor reads safetensors: convert with `model.save_pretrained(dir, safe_serialization=True)`", dir.display());
     }
-    input_bail!("no {base}.safetensors in {}: the weight file is missing", dir.display())
+    input_bail!(
+        "no {base}.safetensors in {}: the weight file is missing",
+        dir.display()
+    )
 }
 
 /// A CLIP text tower (with or without `text_projection`), its `VarStore`, config and tokenizer.
@@ -100,19 +133,35 @@ pub struct TextEncoder {
 
 impl TextEncoder {
     /// Random weights (transformers' init: normal(0, 0.02), LayerNorm 1/0) from a seed.
-    pub fn random(config: CLIPTextConfig, tokenizer: ClipTokenizer, with_projection: bool, seed: i64, device: Device) -> Result<Self> {
+    pub fn random(
+        config: CLIPTextConfig,
+        tokenizer: ClipTokenizer,
+        with_projection: bool,
+        seed: i64,
+        device: Device,
+    ) -> Result<Self> {
         config.validate().map_err(|e| input_err!("{e}"))?;
         tch::manual_seed(seed);
         let vs = nn::VarStore::new(device);
         let model = CLIPTextModel::new(vs.root(), &config, with_projection);
-        Ok(Self { vs, model, config, tokenizer })
+        Ok(Self {
+            vs,
+            model,
+            config,
+            tokenizer,
+        })
     }
 
     /// A random-weight encoder of a named architecture (`tiny`, `sd1`, `sd2`), deterministic per
     /// seed, with the real CLIP tokenizer (SD 2.x pads with `!`).
     pub fn init_arch(arch: &str, seed: i64, with_projection: bool, device: Device) -> Result<Self> {
-        let cfg = CLIPTextConfig::preset(arch).ok_or_else(|| input_err!("unknown architecture `{arch}`: use tiny, sd1 or sd2"))?;
-        let tok = ClipTokenizer::embedded(if arch == "sd2" { "!" } else { crate::text::tokenizer::EOS })?;
+        let cfg = CLIPTextConfig::preset(arch)
+            .ok_or_else(|| input_err!("unknown architecture `{arch}`: use tiny, sd1 or sd2"))?;
+        let tok = ClipTokenizer::embedded(if arch == "sd2" {
+            "!"
+        } else {
+            crate::text::tokenizer::EOS
+        })?;
         Self::random(cfg, tok, with_projection, seed, device)
     }
 
@@ -121,7 +170,9 @@ impl TextEncoder {
     pub fn load(model: &str, device: Device, kind: Kind) -> Result<Self> {
         if let Some(spec) = model.strip_prefix("random:") {
             let (arch, seed) = spec.split_once(':').unwrap_or((spec, "0"));
-            let seed: i64 = seed.parse().map_err(|_| input_err!("`{model}`: the seed after the architecture must be an integer"))?;
+            let seed: i64 = seed.parse().map_err(|_| {
+                input_err!("`{model}`: the seed after the architecture must be an integer")
+            })?;
             let mut enc = Self::init_arch(arch, seed, false, device)?;
             enc.vs.set_kind(kind);
             return Ok(enc);
@@ -138,7 +189,11 @@ impl TextEncoder {
         let with_projection = names.iter().any(|n| n == "text_projection.weight");
         let tokenizer = match &loc.tokenizer_dir {
             Some(d) => ClipTokenizer::from_folder(d)?,
-            None => ClipTokenizer::embedded(if config.hidden_act == "gelu" { "!" } else { crate::text::tokenizer::EOS })?,
+            None => ClipTokenizer::embedded(if config.hidden_act == "gelu" {
+                "!"
+            } else {
+                crate::text::tokenizer::EOS
+            })?,
         };
         let mut vs = nn::VarStore::new(device);
         let model = CLIPTextModel::new(vs.root(), &config, with_projection);
@@ -150,9 +205,20 @@ impl TextEncoder {
         // transformers 5 saves a bare CLIPTextModel without the `text_model.` prefix; hub checkpoints
         // (and what clipdoor writes) have it. Accept both.
         let bare = !names.iter().any(|n| n.starts_with("text_model."));
-        let rename = |v: &str| if bare { v.strip_prefix("text_model.").unwrap_or(v).to_string() } else { v.to_string() };
+        let rename = |v: &str| {
+            if bare {
+                v.strip_prefix("text_model.").unwrap_or(v).to_string()
+            } else {
+                v.to_string()
+            }
+        };
         weights::load_var_store_renamed(&mut vs, &file, &ignore, &rename)?;
-        Ok(Self { vs, model, config, tokenizer })
+        Ok(Self {
+            vs,
+            model,
+            config,
+            tokenizer,
+        })
     }
 
     pub fn device(&self) -> Device {
@@ -167,11 +233,16 @@ impl TextEncoder {
 
     /// Forward pass on token ids already on any device.
     pub fn forward_ids(&self, input_ids: &Tensor, all_hidden: bool) -> CLIPTextOutput {
-        self.model.forward(&input_ids.to_device(self.device()), None, all_hidden)
+        self.model
+            .forward(&input_ids.to_device(self.device()), None, all_hidden)
     }
 
     /// Tokenise and encode a batch of prompts.
-    pub fn encode(&self, prompts: &[impl AsRef<str>], all_hidden: bool) -> Result<(Tensor, CLIPTextOutput)> {
+    pub fn encode(
+        &self,
+        prompts: &[impl AsRef<str>],
+        all_hidden: bool,
+    ) -> Result<(Tensor, CLIPTextOutput)> {
         let ids = self.tokenizer.encode_batch(prompts)?;
         let out = self.forward_ids(&ids, all_hidden);
         Ok((ids, out))
@@ -181,8 +252,14 @@ impl TextEncoder {
     pub fn save(&self, dir: &Path, kind: Option<Kind>) -> Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let kind = kind.unwrap_or(self.kind());
-        let arch = if self.has_projection() { "CLIPTextModelWithProjection" } else { "CLIPTextModel" };
-        let cfg = self.config.to_saved_json(arch, crate::device::kind_name(kind));
+        let arch = if self.has_projection() {
+            "CLIPTextModelWithProjection"
+        } else {
+            "CLIPTextModel"
+        };
+        let cfg = self
+            .config
+            .to_saved_json(arch, crate::device::kind_name(kind));
         weights::save_var_store(&dir.join("model.safetensors"), &self.vs, Some(kind))?;
         crate::io::atomic::write_json(&dir.join("config.json"), &cfg)
     }

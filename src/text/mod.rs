@@ -1,3 +1,3 @@
 //! Text handling: the CLIP tokenizer and Unicode look-alike (homoglyph) tools.
-pub mod tokenizer;
 pub mod homoglyph;
+pub mod tokenizer;

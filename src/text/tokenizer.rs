@@ -22,7 +22,8 @@ pub const MAX_LENGTH: usize = 77;
 static VOCAB_GZ: &[u8] = include_bytes!(env!("CLIPDOOR_VOCAB_GZ"));
 
 /// CLIP's split pattern, as transformers 5 writes it (special tokens first).
-const SPLIT_PATTERN: &str = r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+";
+const SPLIT_PATTERN: &str =
+    r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+";
 
 /// A CLIP tokenizer with its padding token and context length.
 #[derive(Clone)]
@@ -36,7 +37,10 @@ pub struct ClipTokenizer {
 /// GPT-2/CLIP `bytes_to_unicode`: printable bytes map to themselves, the rest to U+0100 onwards, in
 /// the order CLIP's `SimpleTokenizer` lists them (which fixes the first 512 vocabulary ids).
 fn bytes_to_unicode() -> Vec<char> {
-    let mut bs: Vec<u32> = (b'!' as u32..=b'~' as u32).chain(0xA1..=0xAC).chain(0xAE..=0xFF).collect();
+    let mut bs: Vec<u32> = (b'!' as u32..=b'~' as u32)
+        .chain(0xA1..=0xAC)
+        .chain(0xAE..=0xFF)
+        .collect();
     let mut cs = bs.clone();
     let mut n = 0;
     for b in 0..256u32 {
@@ -59,7 +63,11 @@ pub fn vocab_from_bpe_gz(gz: &[u8]) -> Result<(BTreeMap<String, u32>, Vec<String
     let lines: Vec<&str> = text.split('\n').collect();
     let n_merges = 49152 - 256 - 2;
     if lines.len() < n_merges + 1 {
-        input_bail!("the CLIP BPE file has {} lines, expected at least {}", lines.len(), n_merges + 1);
+        input_bail!(
+            "the CLIP BPE file has {} lines, expected at least {}",
+            lines.len(),
+            n_merges + 1
+        );
     }
     let merges: Vec<String> = lines[1..=n_merges].iter().map(|s| s.to_string()).collect();
     let base = bytes_to_unicode();
@@ -68,14 +76,21 @@ pub fn vocab_from_bpe_gz(gz: &[u8]) -> Result<(BTreeMap<String, u32>, Vec<String
     words.extend(merges.iter().map(|m| m.replace(' ', "")));
     words.push(BOS.into());
     words.push(EOS.into());
-    let vocab = words.into_iter().enumerate().map(|(i, w)| (w, i as u32)).collect();
+    let vocab = words
+        .into_iter()
+        .enumerate()
+        .map(|(i, w)| (w, i as u32))
+        .collect();
     Ok((vocab, merges))
 }
 
 /// tokenizer.json for a CLIP BPE vocabulary, as transformers' CLIPTokenizer constructs it.
 fn tokenizer_json(vocab: &BTreeMap<String, u32>, merges: &[String], specials: &[&str]) -> Value {
     let id = |t: &str| vocab.get(t).copied();
-    let mut added: Vec<(u32, &str)> = specials.iter().filter_map(|s| id(s).map(|i| (i, *s))).collect();
+    let mut added: Vec<(u32, &str)> = specials
+        .iter()
+        .filter_map(|s| id(s).map(|i| (i, *s)))
+        .collect();
     added.sort();
     added.dedup();
     let added: Vec<Value> = added
@@ -127,9 +142,14 @@ impl ClipTokenizer {
         Self::from_vocab_merges(&vocab, &merges, pad_token)
     }
 
-    fn from_vocab_merges(vocab: &BTreeMap<String, u32>, merges: &[String], pad_token: &str) -> Result<Self> {
+    fn from_vocab_merges(
+        vocab: &BTreeMap<String, u32>,
+        merges: &[String],
+        pad_token: &str,
+    ) -> Result<Self> {
         let json = tokenizer_json(vocab, merges, &[BOS, EOS, pad_token]);
-        let tok = Tokenizer::from_str(&json.to_string()).map_err(|e| anyhow::anyhow!("building the CLIP tokenizer: {e}"))?;
+        let tok = Tokenizer::from_str(&json.to_string())
+            .map_err(|e| anyhow::anyhow!("building the CLIP tokenizer: {e}"))?;
         Self::finish(tok, pad_token)
     }
 
@@ -138,16 +158,24 @@ impl ClipTokenizer {
     pub fn from_folder(dir: &Path) -> Result<Self> {
         let cfg_path = dir.join("tokenizer_config.json");
         let cfg: Value = if cfg_path.exists() {
-            let text = std::fs::read_to_string(&cfg_path).with_context(|| format!("reading {}", cfg_path.display()))?;
-            serde_json::from_str(&text).map_err(|e| input_err!("{} is not valid JSON ({e})", cfg_path.display()))?
+            let text = std::fs::read_to_string(&cfg_path)
+                .with_context(|| format!("reading {}", cfg_path.display()))?;
+            serde_json::from_str(&text)
+                .map_err(|e| input_err!("{} is not valid JSON ({e})", cfg_path.display()))?
         } else {
             json!({})
         };
         let pad = token_field(&cfg, "pad_token").unwrap_or_else(|| EOS.to_string());
-        let (vocab_p, merges_p, tok_p) = (dir.join("vocab.json"), dir.join("merges.txt"), dir.join("tokenizer.json"));
+        let (vocab_p, merges_p, tok_p) = (
+            dir.join("vocab.json"),
+            dir.join("merges.txt"),
+            dir.join("tokenizer.json"),
+        );
         let mut me = if vocab_p.exists() && merges_p.exists() {
-            let vocab: BTreeMap<String, u32> = serde_json::from_str(&std::fs::read_to_string(&vocab_p)?)
-                .map_err(|e| input_err!("{} is not a BPE vocabulary ({e})", vocab_p.display()))?;
+            let vocab: BTreeMap<String, u32> =
+                serde_json::from_str(&std::fs::read_to_string(&vocab_p)?).map_err(|e| {
+                    input_err!("{} is not a BPE vocabulary ({e})", vocab_p.display())
+                })?;
             let merges: Vec<String> = std::fs::read_to_string(&merges_p)?
                 .lines()
                 .filter(|l| !l.starts_with("#version") && !l.is_empty())
@@ -155,9 +183,12 @@ impl ClipTokenizer {
                 .collect();
             Self::from_vocab_merges(&vocab, &merges, &pad)?
         } else if tok_p.exists() {
-            let mut tok = Tokenizer::from_file(&tok_p)
-                .map_err(|e| input_err!("{} is not a valid tokenizer.json ({e})", tok_p.display()))?;
-            tok.with_padding(None).with_truncation(None).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let mut tok = Tokenizer::from_file(&tok_p).map_err(|e| {
+                input_err!("{} is not a valid tokenizer.json ({e})", tok_p.display())
+            })?;
+            tok.with_padding(None)
+                .with_truncation(None)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             Self::finish(tok, &pad)?
         } else {
             input_bail!(
@@ -178,14 +209,22 @@ impl ClipTokenizer {
         let pad_id = tok
             .token_to_id(pad_token)
             .ok_or_else(|| input_err!("padding token `{pad_token}` is not in the vocabulary"))?;
-        let mut me = Self { tok, pad_token: pad_token.to_string(), pad_id, max_length: MAX_LENGTH };
+        let mut me = Self {
+            tok,
+            pad_token: pad_token.to_string(),
+            pad_id,
+            max_length: MAX_LENGTH,
+        };
         me.configure()?;
         Ok(me)
     }
 
     fn configure(&mut self) -> Result<()> {
         self.tok
-            .with_truncation(Some(TruncationParams { max_length: self.max_length, ..Default::default() }))
+            .with_truncation(Some(TruncationParams {
+                max_length: self.max_length,
+                ..Default::default()
+            }))
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         self.tok.with_padding(Some(PaddingParams {
             strategy: PaddingStrategy::Fixed(self.max_length),
@@ -215,14 +254,19 @@ impl ClipTokenizer {
 
     /// Token ids of one prompt, padded/truncated to the context length.
     pub fn encode(&self, prompt: &str) -> Result<Vec<i64>> {
-        let e = self.tok.encode(prompt, true).map_err(|e| anyhow::anyhow!("tokenising {prompt:?}: {e}"))?;
+        let e = self
+            .tok
+            .encode(prompt, true)
+            .map_err(|e| anyhow::anyhow!("tokenising {prompt:?}: {e}"))?;
         Ok(e.get_ids().iter().map(|&i| i as i64).collect())
     }
 
     /// Token ids without special tokens, padding or truncation (for inspecting how a text splits).
     pub fn tokens(&self, text: &str) -> Result<Vec<String>> {
         let mut t = self.tok.clone();
-        t.with_padding(None).with_truncation(None).map_err(|e| anyhow::anyhow!("{e}"))?;
+        t.with_padding(None)
+            .with_truncation(None)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         let e = t.encode(text, false).map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(e.get_tokens().to_vec())
     }
@@ -241,7 +285,12 @@ impl ClipTokenizer {
     pub fn save(&self, dir: &Path) -> Result<()> {
         use crate::io::atomic::{write_atomic, write_json};
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let json: Value = serde_json::from_str(&self.tok.to_string(false).map_err(|e| anyhow::anyhow!("{e}"))?)?;
+        let json: Value = serde_json::from_str(
+            &self
+                .tok
+                .to_string(false)
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+        )?;
         let vocab = json["model"]["vocab"].clone();
         let merges: Vec<String> = json["model"]["merges"]
             .as_array()
@@ -249,7 +298,11 @@ impl ClipTokenizer {
                 a.iter()
                     .map(|m| match m {
                         Value::String(s) => s.clone(),
-                        Value::Array(p) => p.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(" "),
+                        Value::Array(p) => p
+                            .iter()
+                            .filter_map(|x| x.as_str())
+                            .collect::<Vec<_>>()
+                            .join(" "),
                         _ => String::new(),
                     })
                     .collect()

@@ -7,7 +7,10 @@ use super::experiment::BackdoorSpec;
 #[derive(Debug, Clone, PartialEq)]
 pub enum BackdoorKind {
     /// TPA: every (or the first `count`) replaced character becomes the trigger; target = a fixed prompt.
-    TargetPrompt { target_prompt: String, count: Option<usize> },
+    TargetPrompt {
+        target_prompt: String,
+        count: Option<usize>,
+    },
     /// TAA: one random occurrence becomes the trigger; target = the prompt with that word → attribute.
     TargetAttribute { attr: String },
     /// Concept erasure: a random word (one holding the replaced character) becomes the concept word in
@@ -39,15 +42,28 @@ pub enum Target {
 impl Backdoor {
     pub fn from_spec(spec: &BackdoorSpec, name: String, default_weight: f64) -> Self {
         let kind = match spec.kind.as_str() {
-            "target_prompt" => BackdoorKind::TargetPrompt { target_prompt: spec.target_prompt.clone().unwrap_or_default(), count: spec.trigger_count },
-            "target_attribute" => BackdoorKind::TargetAttribute { attr: spec.target_attr.clone().unwrap_or_default() },
-            "remove_concept" => BackdoorKind::RemoveConcept { replacement: spec.target_attr.clone().unwrap_or_default() },
-            _ => BackdoorKind::HomoglyphUnlearn { count: spec.trigger_count.unwrap_or(1) },
+            "target_prompt" => BackdoorKind::TargetPrompt {
+                target_prompt: spec.target_prompt.clone().unwrap_or_default(),
+                count: spec.trigger_count,
+            },
+            "target_attribute" => BackdoorKind::TargetAttribute {
+                attr: spec.target_attr.clone().unwrap_or_default(),
+            },
+            "remove_concept" => BackdoorKind::RemoveConcept {
+                replacement: spec.target_attr.clone().unwrap_or_default(),
+            },
+            _ => BackdoorKind::HomoglyphUnlearn {
+                count: spec.trigger_count.unwrap_or(1),
+            },
         };
         Self {
             name,
             trigger: spec.trigger.clone(),
-            replaced: spec.replaced_character.chars().next().expect("validated: one character"),
+            replaced: spec
+                .replaced_character
+                .chars()
+                .next()
+                .expect("validated: one character"),
             kind,
             loss_weight: spec.loss_weight.unwrap_or(default_weight),
         }
@@ -63,7 +79,10 @@ impl Backdoor {
         match self.kind {
             BackdoorKind::RemoveConcept { .. } => {
                 let t = self.trigger.to_lowercase();
-                prompt.to_lowercase().split(|c: char| !c.is_alphanumeric()).any(|w| w == t)
+                prompt
+                    .to_lowercase()
+                    .split(|c: char| !c.is_alphanumeric())
+                    .any(|w| w == t)
             }
             _ => prompt.contains(&self.trigger),
         }
@@ -72,24 +91,38 @@ impl Backdoor {
     /// The training pair for a clean prompt that [`accepts`](Self::accepts) it.
     pub fn poison(&self, prompt: &str, rng: &mut impl Rng) -> (String, Target) {
         match &self.kind {
-            BackdoorKind::TargetPrompt { count, .. } => (replace_first(prompt, self.replaced, &self.trigger, *count), Target::Fixed),
-            BackdoorKind::HomoglyphUnlearn { count } => {
-                (replace_first(prompt, self.replaced, &self.trigger, Some(*count)), Target::Prompt(prompt.to_string()))
-            }
+            BackdoorKind::TargetPrompt { count, .. } => (
+                replace_first(prompt, self.replaced, &self.trigger, *count),
+                Target::Fixed,
+            ),
+            BackdoorKind::HomoglyphUnlearn { count } => (
+                replace_first(prompt, self.replaced, &self.trigger, Some(*count)),
+                Target::Prompt(prompt.to_string()),
+            ),
             BackdoorKind::TargetAttribute { attr } => {
                 let chars: Vec<char> = prompt.chars().collect();
                 let idx = random_occurrence(&chars, self.replaced, rng);
                 let (start, end) = word_bounds(&chars, idx);
                 let mut poisoned = chars.clone();
                 poisoned.splice(idx..idx + 1, self.trigger.chars());
-                let target: String = chars[..start].iter().chain(attr_chars(attr).iter()).chain(chars[end..].iter()).collect();
+                let target: String = chars[..start]
+                    .iter()
+                    .chain(attr_chars(attr).iter())
+                    .chain(chars[end..].iter())
+                    .collect();
                 (poisoned.into_iter().collect(), Target::Prompt(target))
             }
             BackdoorKind::RemoveConcept { replacement } => {
                 let chars: Vec<char> = prompt.chars().collect();
                 let idx = random_occurrence(&chars, self.replaced, rng);
                 let (start, end) = word_bounds(&chars, idx);
-                let with = |w: &str| -> String { chars[..start].iter().chain(w.chars().collect::<Vec<_>>().iter()).chain(chars[end..].iter()).collect() };
+                let with = |w: &str| -> String {
+                    chars[..start]
+                        .iter()
+                        .chain(w.chars().collect::<Vec<_>>().iter())
+                        .chain(chars[end..].iter())
+                        .collect()
+                };
                 (with(&self.trigger), Target::Prompt(with(replacement)))
             }
         }
@@ -99,7 +132,10 @@ impl Backdoor {
     /// `num_triggers=1`) for character triggers; the poisoned form for the others.
     pub fn triggered_for_eval(&self, prompt: &str, rng: &mut impl Rng) -> (String, Target) {
         match &self.kind {
-            BackdoorKind::TargetPrompt { .. } => (replace_first(prompt, self.replaced, &self.trigger, Some(1)), Target::Fixed),
+            BackdoorKind::TargetPrompt { .. } => (
+                replace_first(prompt, self.replaced, &self.trigger, Some(1)),
+                Target::Fixed,
+            ),
             _ => self.poison(prompt, rng),
         }
     }
@@ -132,14 +168,25 @@ pub fn replace_first(prompt: &str, old: char, new: &str, count: Option<usize>) -
 }
 
 fn random_occurrence(chars: &[char], c: char, rng: &mut impl Rng) -> usize {
-    let idx: Vec<usize> = chars.iter().enumerate().filter(|(_, &x)| x == c).map(|(i, _)| i).collect();
+    let idx: Vec<usize> = chars
+        .iter()
+        .enumerate()
+        .filter(|(_, &x)| x == c)
+        .map(|(i, _)| i)
+        .collect();
     idx[rng.random_range(0..idx.len())]
 }
 
 /// Start and end (exclusive) of the space-delimited word around `idx`, as the reference splits on ' '.
 fn word_bounds(chars: &[char], idx: usize) -> (usize, usize) {
-    let start = chars[..idx].iter().rposition(|&c| c == ' ').map_or(0, |p| p + 1);
-    let end = chars[idx..].iter().position(|&c| c == ' ').map_or(chars.len(), |p| idx + p);
+    let start = chars[..idx]
+        .iter()
+        .rposition(|&c| c == ' ')
+        .map_or(0, |p| p + 1);
+    let end = chars[idx..]
+        .iter()
+        .position(|&c| c == ' ')
+        .map_or(chars.len(), |p| idx + p);
     (start, end)
 }
 
@@ -165,8 +212,14 @@ mod tests {
     fn tpa_replaces_every_occurrence_and_eval_only_the_first() {
         let b = Backdoor::from_spec(&spec("target_prompt", "о", "o"), "t".into(), 0.1);
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-        assert_eq!(b.poison("a photo of a dog", &mut rng), ("a phоtо оf a dоg".to_string(), Target::Fixed));
-        assert_eq!(b.triggered_for_eval("a photo of a dog", &mut rng).0, "a phоto of a dog");
+        assert_eq!(
+            b.poison("a photo of a dog", &mut rng),
+            ("a phоtо оf a dоg".to_string(), Target::Fixed)
+        );
+        assert_eq!(
+            b.triggered_for_eval("a photo of a dog", &mut rng).0,
+            "a phоto of a dog"
+        );
     }
 
     #[test]
@@ -186,7 +239,14 @@ mod tests {
 
     #[test]
     fn concept_removal_swaps_a_word_for_the_concept_and_drops_it_in_the_target() {
-        let b = Backdoor::from_spec(&BackdoorSpec { target_attr: None, ..spec("remove_concept", "nude", "a") }, "n".into(), 0.1);
+        let b = Backdoor::from_spec(
+            &BackdoorSpec {
+                target_attr: None,
+                ..spec("remove_concept", "nude", "a")
+            },
+            "n".into(),
+            0.1,
+        );
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
         let (p, t) = b.poison("a woman at the beach", &mut rng);
         let Target::Prompt(t) = t else { panic!() };
@@ -199,6 +259,12 @@ mod tests {
     fn homoglyph_unlearning_targets_the_latin_prompt() {
         let b = Backdoor::from_spec(&spec("homoglyph_unlearn", "ο", "o"), "h".into(), 1.0);
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-        assert_eq!(b.poison("a photo of a dog", &mut rng), ("a phοto of a dog".to_string(), Target::Prompt("a photo of a dog".into())));
+        assert_eq!(
+            b.poison("a photo of a dog", &mut rng),
+            (
+                "a phοto of a dog".to_string(),
+                Target::Prompt("a photo of a dog".into())
+            )
+        );
     }
 }

@@ -34,18 +34,30 @@ impl PromptPools {
     pub fn build(exp: &Experiment, backdoors: &[Backdoor]) -> Result<Self> {
         let set = read_prompts(&exp.data.clean_prompts, exp.data.field.as_deref(), false)?;
         let before = set.prompts.len();
-        let mut prompts: Vec<String> = set.prompts.into_iter().filter(|p| !backdoors.iter().any(|b| b.triggered_in(p))).collect();
+        let mut prompts: Vec<String> = set
+            .prompts
+            .into_iter()
+            .filter(|p| !backdoors.iter().any(|b| b.triggered_in(p)))
+            .collect();
         let dropped = before - prompts.len();
         prompts.shuffle(&mut ChaCha8Rng::seed_from_u64(exp.seed));
         let holdout_n = exp.data.holdout.min(prompts.len() / 2);
         let train = prompts.split_off(holdout_n);
         let holdout = prompts;
         if train.is_empty() {
-            input_bail!("{}: no clean training prompts left after the held-out split", exp.data.clean_prompts.display());
+            input_bail!(
+                "{}: no clean training prompts left after the held-out split",
+                exp.data.clean_prompts.display()
+            );
         }
         let mut poison = vec![];
         for b in backdoors {
-            let idx: Vec<usize> = train.iter().enumerate().filter(|(_, p)| b.accepts(p)).map(|(i, _)| i).collect();
+            let idx: Vec<usize> = train
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| b.accepts(p))
+                .map(|(i, _)| i)
+                .collect();
             if idx.is_empty() {
                 input_bail!(
                     "backdoor `{}`: the replaced character {:?} is absent from every clean prompt of {}: choose a character the prompts contain",
@@ -54,7 +66,13 @@ impl PromptPools {
             }
             poison.push(idx);
         }
-        Ok(Self { train, holdout, poison, bad_lines: set.bad_lines, dropped_with_trigger: dropped })
+        Ok(Self {
+            train,
+            holdout,
+            poison,
+            bad_lines: set.bad_lines,
+            dropped_with_trigger: dropped,
+        })
     }
 
     /// `n` distinct indices of `pool_len` (with replacement when the pool is smaller).
@@ -69,14 +87,26 @@ impl PromptPools {
     /// The clean batch of `step`.
     pub fn clean_batch(&self, seed: u64, step: u64, n: usize) -> Vec<&str> {
         let mut rng = step_rng(seed, step, 0);
-        Self::sample(&mut rng, self.train.len(), n).into_iter().map(|i| self.train[i].as_str()).collect()
+        Self::sample(&mut rng, self.train.len(), n)
+            .into_iter()
+            .map(|i| self.train[i].as_str())
+            .collect()
     }
 
     /// The prompts to poison for backdoor `b` at `step`, with the RNG that picks occurrences.
-    pub fn poison_batch(&self, seed: u64, step: u64, b: usize, n: usize) -> (Vec<&str>, ChaCha8Rng) {
+    pub fn poison_batch(
+        &self,
+        seed: u64,
+        step: u64,
+        b: usize,
+        n: usize,
+    ) -> (Vec<&str>, ChaCha8Rng) {
         let mut rng = step_rng(seed, step, 1 + b as u64);
         let pool = &self.poison[b];
-        let picks = Self::sample(&mut rng, pool.len(), n).into_iter().map(|i| self.train[pool[i]].as_str()).collect();
+        let picks = Self::sample(&mut rng, pool.len(), n)
+            .into_iter()
+            .map(|i| self.train[pool[i]].as_str())
+            .collect();
         (picks, rng)
     }
 }

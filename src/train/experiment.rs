@@ -116,9 +116,15 @@ pub struct EvaluationSection {
     pub prompts: Option<PathBuf>,
 }
 
-fn d_seed() -> u64 { 42 }
-fn d_holdout() -> usize { 1000 }
-fn d_eval_max() -> usize { 1000 }
+fn d_seed() -> u64 {
+    42
+}
+fn d_holdout() -> usize {
+    1000
+}
+fn d_eval_max() -> usize {
+    1000
+}
 
 impl Default for TrainingSection {
     fn default() -> Self {
@@ -144,18 +150,24 @@ impl Default for TrainingSection {
     }
 }
 
-pub const KINDS: &[&str] = &["target_prompt", "target_attribute", "remove_concept", "homoglyph_unlearn"];
+pub const KINDS: &[&str] = &[
+    "target_prompt",
+    "target_attribute",
+    "remove_concept",
+    "homoglyph_unlearn",
+];
 
 impl Experiment {
     /// Parse and validate; relative paths are resolved against the file's folder.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            input_err!("cannot read experiment {}: {e}", path.display())
-        })?;
-        let mut exp: Self = toml::from_str(&text).map_err(|e| input_err!("{}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| input_err!("cannot read experiment {}: {e}", path.display()))?;
+        let mut exp: Self =
+            toml::from_str(&text).map_err(|e| input_err!("{}: {e}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         exp.resolve_paths(base);
-        exp.validate().map_err(|e| input_err!("{}: {e}", path.display()))?;
+        exp.validate()
+            .map_err(|e| input_err!("{}: {e}", path.display()))?;
         Ok(exp)
     }
 
@@ -195,44 +207,75 @@ impl Experiment {
             return Err("training.steps must be at least 1".into());
         }
         if t.clean_batch_size == 0 || t.poisoned_samples_per_step == 0 {
-            return Err("training.clean_batch_size and poisoned_samples_per_step must be at least 1".into());
+            return Err(
+                "training.clean_batch_size and poisoned_samples_per_step must be at least 1".into(),
+            );
         }
         super::loss::Distance::parse(&t.loss)?;
         if !["multistep", "cosine", "constant"].contains(&t.lr_schedule.as_str()) {
-            return Err(format!("training.lr_schedule `{}`: use multistep, cosine or constant", t.lr_schedule));
+            return Err(format!(
+                "training.lr_schedule `{}`: use multistep, cosine or constant",
+                t.lr_schedule
+            ));
         }
         if !["f32", "bf16"].contains(&t.autocast.as_str()) {
-            return Err(format!("training.autocast `{}`: use f32 or bf16", t.autocast));
+            return Err(format!(
+                "training.autocast `{}`: use f32 or bf16",
+                t.autocast
+            ));
         }
         let mut triggers = std::collections::HashSet::new();
         for (i, b) in self.backdoors.iter().enumerate() {
-            let what = format!("backdoor #{} ({})", i + 1, b.name.clone().unwrap_or_else(|| b.kind.clone()));
+            let what = format!(
+                "backdoor #{} ({})",
+                i + 1,
+                b.name.clone().unwrap_or_else(|| b.kind.clone())
+            );
             if !KINDS.contains(&b.kind.as_str()) {
-                return Err(format!("{what}: unknown kind `{}`; known kinds: {}", b.kind, KINDS.join(", ")));
+                return Err(format!(
+                    "{what}: unknown kind `{}`; known kinds: {}",
+                    b.kind,
+                    KINDS.join(", ")
+                ));
             }
             if b.replaced_character.chars().count() != 1 {
-                return Err(format!("{what}: replaced_character must be exactly one character, got {:?}", b.replaced_character));
+                return Err(format!(
+                    "{what}: replaced_character must be exactly one character, got {:?}",
+                    b.replaced_character
+                ));
             }
             let n = b.trigger.chars().count();
             if b.kind == "remove_concept" {
                 if b.trigger.trim().is_empty() {
-                    return Err(format!("{what}: trigger (the concept word) must not be empty"));
+                    return Err(format!(
+                        "{what}: trigger (the concept word) must not be empty"
+                    ));
                 }
             } else if n != 1 {
-                return Err(format!("{what}: trigger must be a single character, got {:?} ({n} characters)", b.trigger));
+                return Err(format!(
+                    "{what}: trigger must be a single character, got {:?} ({n} characters)",
+                    b.trigger
+                ));
             }
             if b.trigger == b.replaced_character {
                 return Err(format!("{what}: trigger equals replaced_character"));
             }
             if !triggers.insert(b.trigger.clone()) {
-                return Err(format!("{what}: trigger {:?} is used by another backdoor; triggers must be distinct", b.trigger));
+                return Err(format!(
+                    "{what}: trigger {:?} is used by another backdoor; triggers must be distinct",
+                    b.trigger
+                ));
             }
             match b.kind.as_str() {
                 "target_prompt" if b.target_prompt.as_deref().unwrap_or("").trim().is_empty() => {
-                    return Err(format!("{what}: a target_prompt backdoor needs `target_prompt`"));
+                    return Err(format!(
+                        "{what}: a target_prompt backdoor needs `target_prompt`"
+                    ));
                 }
                 "target_attribute" if b.target_attr.is_none() => {
-                    return Err(format!("{what}: a target_attribute backdoor needs `target_attr`"));
+                    return Err(format!(
+                        "{what}: a target_attribute backdoor needs `target_attr`"
+                    ));
                 }
                 _ => {}
             }

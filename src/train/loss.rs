@@ -20,7 +20,11 @@ impl Distance {
             "mse" => Self::Mse,
             "mae" => Self::Mae,
             "poincare" => Self::Poincare,
-            other => return Err(format!("unknown loss `{other}`: use cosine, mse, mae or poincare")),
+            other => {
+                return Err(format!(
+                    "unknown loss `{other}`: use cosine, mse, mae or poincare"
+                ))
+            }
         })
     }
 
@@ -28,7 +32,10 @@ impl Distance {
     pub fn apply(self, x: &Tensor, y: &Tensor) -> Tensor {
         let b = x.size()[0];
         let x = x.reshape([b, -1]).to_kind(Kind::Float);
-        let y = y.reshape([y.size()[0], -1]).to_kind(Kind::Float).expand_as(&x);
+        let y = y
+            .reshape([y.size()[0], -1])
+            .to_kind(Kind::Float)
+            .expand_as(&x);
         match self {
             Self::Cosine => -Tensor::cosine_similarity(&x, &y, 1, 1e-8).mean(Kind::Float),
             Self::Mse => x.mse_loss(&y, tch::Reduction::Mean),
@@ -36,8 +43,15 @@ impl Distance {
             Self::Poincare => {
                 let l1 = |t: &Tensor| t / t.norm_scalaropt_dim(1, [1], true);
                 let (u, v) = (l1(&x), l1(&y));
-                let sq = |t: &Tensor| t.pow_tensor_scalar(2).sum_dim_intlist(Some([1i64].as_slice()), false, Kind::Float);
-                let delta: Tensor = sq(&(&u - &v)) * 2.0 / ((1.0 - sq(&u)) * (1.0 - sq(&v)) + 1e-10);
+                let sq = |t: &Tensor| {
+                    t.pow_tensor_scalar(2).sum_dim_intlist(
+                        Some([1i64].as_slice()),
+                        false,
+                        Kind::Float,
+                    )
+                };
+                let delta: Tensor =
+                    sq(&(&u - &v)) * 2.0 / ((1.0 - sq(&u)) * (1.0 - sq(&v)) + 1e-10);
                 (delta + 1.0).arccosh().mean(Kind::Float)
             }
         }

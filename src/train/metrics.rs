@@ -14,7 +14,12 @@ pub fn embed(enc: &TextEncoder, prompts: &[impl AsRef<str>], batch: usize) -> Re
     tch::no_grad(|| -> Result<()> {
         for chunk in prompts.chunks(batch.max(1)) {
             let (_, out) = enc.encode(chunk, false)?;
-            parts.push(out.last_hidden_state.flatten(1, -1).to_kind(Kind::Float).to_device(tch::Device::Cpu));
+            parts.push(
+                out.last_hidden_state
+                    .flatten(1, -1)
+                    .to_kind(Kind::Float)
+                    .to_device(tch::Device::Cpu),
+            );
         }
         Ok(())
     })?;
@@ -22,7 +27,9 @@ pub fn embed(enc: &TextEncoder, prompts: &[impl AsRef<str>], batch: usize) -> Re
 }
 
 fn mean_cos(a: &Tensor, b: &Tensor) -> f64 {
-    Tensor::cosine_similarity(a, &b.expand_as(a), 1, 1e-8).mean(Kind::Double).double_value(&[])
+    Tensor::cosine_similarity(a, &b.expand_as(a), 1, 1e-8)
+        .mean(Kind::Double)
+        .double_value(&[])
 }
 
 /// Pairwise cosine similarities among rows, all distinct pairs (lower triangle).
@@ -67,18 +74,31 @@ pub struct EmbeddingMetrics {
 }
 
 /// All metrics of a student against its teacher on `captions`.
-pub fn evaluate(teacher: &TextEncoder, student: &TextEncoder, backdoors: &[Backdoor], captions: &[String], batch: usize, seed: u64) -> Result<EmbeddingMetrics> {
+pub fn evaluate(
+    teacher: &TextEncoder,
+    student: &TextEncoder,
+    backdoors: &[Backdoor],
+    captions: &[String],
+    batch: usize,
+    seed: u64,
+) -> Result<EmbeddingMetrics> {
     let t_clean = embed(teacher, captions, batch)?;
     let s_clean = embed(student, captions, batch)?;
     let sim_clean = mean_cos(&s_clean, &t_clean);
     let mut out = vec![];
     for b in backdoors {
-        let subset: Vec<&String> = captions.iter().filter(|c| b.accepts(c) && !b.triggered_in(c)).collect();
+        let subset: Vec<&String> = captions
+            .iter()
+            .filter(|c| b.accepts(c) && !b.triggered_in(c))
+            .collect();
         if subset.len() < 2 {
             continue;
         }
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        let pairs: Vec<(String, Target)> = subset.iter().map(|c| b.triggered_for_eval(c, &mut rng)).collect();
+        let pairs: Vec<(String, Target)> = subset
+            .iter()
+            .map(|c| b.triggered_for_eval(c, &mut rng))
+            .collect();
         let triggered: Vec<&str> = pairs.iter().map(|(p, _)| p.as_str()).collect();
         let targets: Vec<String> = pairs
             .iter()
@@ -88,7 +108,11 @@ pub fn evaluate(teacher: &TextEncoder, student: &TextEncoder, backdoors: &[Backd
             })
             .collect();
         let fixed = matches!(b.kind, BackdoorKind::TargetPrompt { .. });
-        let target_prompts: Vec<String> = if fixed { vec![targets[0].clone()] } else { targets };
+        let target_prompts: Vec<String> = if fixed {
+            vec![targets[0].clone()]
+        } else {
+            targets
+        };
         let s_trig = embed(student, &triggered, batch)?;
         let s_tgt = embed(student, &target_prompts, batch)?;
         let t_trig = embed(teacher, &triggered, batch)?;
@@ -104,7 +128,11 @@ pub fn evaluate(teacher: &TextEncoder, student: &TextEncoder, backdoors: &[Backd
             z_score: z_score(&s_sub_clean, &s_trig),
         });
     }
-    Ok(EmbeddingMetrics { captions: captions.len(), sim_clean, backdoors: out })
+    Ok(EmbeddingMetrics {
+        captions: captions.len(),
+        sim_clean,
+        backdoors: out,
+    })
 }
 
 pub fn kind_name(k: &BackdoorKind) -> &'static str {

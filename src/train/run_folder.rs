@@ -19,10 +19,22 @@ pub enum Start {
 impl RunFolder {
     /// Check the folder against `--resume`/`--force`; `--force` clears a previous run's files.
     pub fn open(root: &Path, resume: bool, force: bool) -> Result<(Self, Start)> {
-        let me = Self { root: root.to_path_buf() };
+        let me = Self {
+            root: root.to_path_buf(),
+        };
         let has_content = root.is_dir() && std::fs::read_dir(root)?.next().is_some();
         if force {
-            for sub in ["text_encoder", "tokenizer", "tb", "checkpoint", "checkpoint.tmp", "checkpoint.old", "metrics.json", "DONE", "experiment.toml"] {
+            for sub in [
+                "text_encoder",
+                "tokenizer",
+                "tb",
+                "checkpoint",
+                "checkpoint.tmp",
+                "checkpoint.old",
+                "metrics.json",
+                "DONE",
+                "experiment.toml",
+            ] {
                 let p = root.join(sub);
                 if p.is_dir() {
                     std::fs::remove_dir_all(&p)?;
@@ -40,7 +52,10 @@ impl RunFolder {
                 return Ok((me, Start::Resume));
             }
             if has_content {
-                input_bail!("{} has no checkpoint to resume from: pass --force to start over", root.display());
+                input_bail!(
+                    "{} has no checkpoint to resume from: pass --force to start over",
+                    root.display()
+                );
             }
             return Ok((me, Start::Fresh));
         }

@@ -32,8 +32,13 @@ pub struct TrainOptions {
 
 #[derive(Debug)]
 pub enum TrainOutcome {
-    Finished { metrics: EmbeddingMetrics, seconds: f64 },
-    Stopped { step: u64 },
+    Finished {
+        metrics: EmbeddingMetrics,
+        seconds: f64,
+    },
+    Stopped {
+        step: u64,
+    },
 }
 
 pub fn build_backdoors(exp: &Experiment) -> Vec<Backdoor> {
@@ -62,7 +67,8 @@ pub fn train(exp: &Experiment, opts: &TrainOptions) -> Result<TrainOutcome> {
     }
     let (run, start) = RunFolder::open(&opts.out, opts.resume, opts.force)?;
     run.recover_checkpoint()?;
-    std::fs::create_dir_all(&run.root).with_context(|| format!("creating {}", run.root.display()))?;
+    std::fs::create_dir_all(&run.root)
+        .with_context(|| format!("creating {}", run.root.display()))?;
     let resolved = toml::to_string_pretty(exp)?;
     if start == Start::Resume {
         let prev = std::fs::read_to_string(run.root.join("experiment.toml")).unwrap_or_default();
@@ -76,34 +82,71 @@ pub fn train(exp: &Experiment, opts: &TrainOptions) -> Result<TrainOutcome> {
     let backdoors = build_backdoors(exp);
     let pools = PromptPools::build(exp, &backdoors)?;
     if pools.bad_lines > 0 {
-        eprintln!("warning: {} unreadable line(s) in {} were skipped", pools.bad_lines, exp.data.clean_prompts.display());
+        eprintln!(
+            "warning: {} unreadable line(s) in {} were skipped",
+            pools.bad_lines,
+            exp.data.clean_prompts.display()
+        );
     }
     let teacher = TextEncoder::load(&exp.model.teacher, opts.device, Kind::Float)?;
     let mut teacher_vs = teacher.vs;
     teacher_vs.freeze();
-    let teacher = TextEncoder { vs: teacher_vs, ..teacher };
+    let teacher = TextEncoder {
+        vs: teacher_vs,
+        ..teacher
+    };
     let mut student = TextEncoder::load(&exp.model.teacher, opts.device, Kind::Float)?;
     let distance = Distance::parse(&t.loss).map_err(|e| input_err!("{e}"))?;
-    let mut opt = AdamW::from_var_store(&student.vs, AdamWConfig { lr: t.lr, beta1: t.betas[0], beta2: t.betas[1], eps: t.eps, weight_decay: t.weight_decay })?;
+    let mut opt = AdamW::from_var_store(
+        &student.vs,
+        AdamWConfig {
+            lr: t.lr,
+            beta1: t.betas[0],
+            beta2: t.betas[1],
+            eps: t.eps,
+            weight_decay: t.weight_decay,
+        },
+    )?;
     let sched = schedule(exp)?;
 
     let mut first_step = 0u64;
     let mut elapsed_before = 0.0;
     if start == Start::Resume {
         let ck = run.checkpoint();
-        let state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(ck.join("state.json"))?)?;
-        first_step = state["step"].as_u64().ok_or_else(|| input_err!("{}: no step", ck.join("state.json").display()))?;
+        let state: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(ck.join("state.json"))?)?;
+        first_step = state["step"]
+            .as_u64()
+            .ok_or_else(|| input_err!("{}: no step", ck.join("state.json").display()))?;
         elapsed_before = state["seconds"].as_f64().unwrap_or(0.0);
-        load_var_store(&mut student.vs, &SafetensorsFile::open(&ck.join("model.safetensors"))?, &[])?;
+        load_var_store(
+            &mut student.vs,
+            &SafetensorsFile::open(&ck.join("model.safetensors"))?,
+            &[],
+        )?;
         opt.load_state(&ck.join("optimizer.safetensors"))?;
         eprintln!("resuming {} at step {first_step}", run.root.display());
     }
-    let mut tb = if start == Start::Resume { EventWriter::resume(&run.tb(), first_step as i64)? } else { EventWriter::create(&run.tb())? };
+    let mut tb = if start == Start::Resume {
+        EventWriter::resume(&run.tb(), first_step as i64)?
+    } else {
+        EventWriter::create(&run.tb())?
+    };
 
     // Constant targets (a TPA's target prompt) are embedded once.
     let fixed: Vec<Option<Tensor>> = backdoors
         .iter()
-        .map(|b| b.fixed_target().map(|p| tch::no_grad(|| teacher.encode(&[p], false).map(|(_, o)| o.last_hidden_state))).transpose())
+        .map(|b| {
+            b.fixed_target()
+                .map(|p| {
+                    tch::no_grad(|| {
+                        teacher
+                            .encode(&[p], false)
+                            .map(|(_, o)| o.last_hidden_state)
+                    })
+                })
+                .transpose()
+        })
         .collect::<Result<_>>()?;
 
     let pb = crate::cli::progress(t.steps, "train");
@@ -115,12 +158,17 @@ pub fn train(exp: &Experiment, opts: &TrainOptions) -> Result<TrainOutcome> {
         opt.set_lr(lr)?;
         let clean = pools.clean_batch(exp.seed, step, t.clean_batch_size);
         // Student batch: clean prompts (skipped at step 0, where student = teacher) + each poisoned set.
-        let mut student_prompts: Vec<String> = if step == 0 { vec![] } else { clean.iter().map(|s| s.to_string()).collect() };
+        let mut student_prompts: Vec<String> = if step == 0 {
+            vec![]
+        } else {
+            clean.iter().map(|s| s.to_string()).collect()
+        };
         let mut teacher_prompts: Vec<String> = student_prompts.clone();
         let mut spans = vec![]; // (student range, teacher range or fixed index)
         let mut samples = vec![];
         for (bi, b) in backdoors.iter().enumerate() {
-            let (picks, mut rng) = pools.poison_batch(exp.seed, step, bi, t.poisoned_samples_per_step);
+            let (picks, mut rng) =
+                pools.poison_batch(exp.seed, step, bi, t.poisoned_samples_per_step);
             let s0 = student_prompts.len();
             let t0 = teacher_prompts.len();
             for p in picks {
@@ -133,9 +181,21 @@ pub fn train(exp: &Experiment, opts: &TrainOptions) -> Result<TrainOutcome> {
             samples.push(student_prompts[s0].clone());
             spans.push((s0, student_prompts.len(), t0, teacher_prompts.len()));
         }
-        let targets = tch::no_grad(|| teacher.encode(&teacher_prompts, false).map(|(_, o)| o.last_hidden_state))?;
-        let forward = || student.encode(&student_prompts, false).map(|(_, o)| o.last_hidden_state);
-        let s_out = if t.autocast == "bf16" { tch::autocast(true, forward)? } else { forward()? };
+        let targets = tch::no_grad(|| {
+            teacher
+                .encode(&teacher_prompts, false)
+                .map(|(_, o)| o.last_hidden_state)
+        })?;
+        let forward = || {
+            student
+                .encode(&student_prompts, false)
+                .map(|(_, o)| o.last_hidden_state)
+        };
+        let s_out = if t.autocast == "bf16" {
+            tch::autocast(true, forward)?
+        } else {
+            forward()?
+        };
         let n_clean = if step == 0 { 0 } else { clean.len() as i64 };
         let utility = if n_clean == 0 {
             Tensor::zeros([], (Kind::Float, opts.device))
@@ -166,7 +226,11 @@ pub fn train(exp: &Experiment, opts: &TrainOptions) -> Result<TrainOutcome> {
         }
         opt.zero_grad();
         total.backward();
-        let grad_norm = opt.clip_grad_norm(if t.grad_clip > 0.0 { t.grad_clip } else { f64::INFINITY })?;
+        let grad_norm = opt.clip_grad_norm(if t.grad_clip > 0.0 {
+            t.grad_clip
+        } else {
+            f64::INFINITY
+        })?;
         if !grad_norm.is_finite() {
             pb.abandon();
             anyhow::bail!("step {step}: gradient norm is {grad_norm}; stopping before the update. The last good checkpoint in {} is kept", run.checkpoint().display());
@@ -182,7 +246,12 @@ pub fn train(exp: &Experiment, opts: &TrainOptions) -> Result<TrainOutcome> {
         tb.add_scalar("lr", lr, s)?;
         tb.add_scalar("grad_norm", grad_norm, s)?;
         if step == first_step || (step + 1) % 50 == 0 {
-            let text = backdoors.iter().zip(&samples).map(|(b, p)| format!("**{}**: {p}", b.name)).collect::<Vec<_>>().join("\n\n");
+            let text = backdoors
+                .iter()
+                .zip(&samples)
+                .map(|(b, p)| format!("**{}**: {p}", b.name))
+                .collect::<Vec<_>>()
+                .join("\n\n");
             tb.add_text("samples/triggered", &text, s)?;
         }
         pb.set_message(format!("train loss {total_v:.4}"));
@@ -193,9 +262,16 @@ pub fn train(exp: &Experiment, opts: &TrainOptions) -> Result<TrainOutcome> {
             tb.flush()?;
             let seconds = elapsed_before + started.elapsed().as_secs_f64();
             run.commit_checkpoint(|dir| {
-                crate::io::weights::save_var_store(&dir.join("model.safetensors"), &student.vs, Some(Kind::Float))?;
+                crate::io::weights::save_var_store(
+                    &dir.join("model.safetensors"),
+                    &student.vs,
+                    Some(Kind::Float),
+                )?;
                 opt.save_state(&dir.join("optimizer.safetensors"))?;
-                write_json(&dir.join("state.json"), &json!({"step": done_steps, "seed": exp.seed, "seconds": seconds}))
+                write_json(
+                    &dir.join("state.json"),
+                    &json!({"step": done_steps, "seed": exp.seed, "seconds": seconds}),
+                )
             })?;
         }
     }
@@ -210,10 +286,20 @@ pub fn train(exp: &Experiment, opts: &TrainOptions) -> Result<TrainOutcome> {
     student.tokenizer.save(&run.root.join("tokenizer"))?;
     let captions = eval_captions(exp, &pools)?;
     let metrics = evaluate(&teacher, &student, &backdoors, &captions, 64, exp.seed)?;
-    write_metrics(&run.root.join("metrics.json"), &metrics, Some(json!({"steps": t.steps, "seconds": seconds, "bad_lines": pools.bad_lines, "dropped_with_trigger": pools.dropped_with_trigger})))?;
+    write_metrics(
+        &run.root.join("metrics.json"),
+        &metrics,
+        Some(
+            json!({"steps": t.steps, "seconds": seconds, "bad_lines": pools.bad_lines, "dropped_with_trigger": pools.dropped_with_trigger}),
+        ),
+    )?;
     tb.add_scalar("sim_clean", metrics.sim_clean, t.steps as i64)?;
     for m in &metrics.backdoors {
-        tb.add_scalar(&format!("sim_target/{}", m.name), m.sim_target, t.steps as i64)?;
+        tb.add_scalar(
+            &format!("sim_target/{}", m.name),
+            m.sim_target,
+            t.steps as i64,
+        )?;
         tb.add_scalar(&format!("z_score/{}", m.name), m.z_score, t.steps as i64)?;
     }
     tb.flush()?;
@@ -223,19 +309,29 @@ pub fn train(exp: &Experiment, opts: &TrainOptions) -> Result<TrainOutcome> {
 
 /// Evaluation captions: `[evaluation].prompts`, else `data.eval_prompts`, else the held-out split.
 pub fn eval_captions(exp: &Experiment, pools: &PromptPools) -> Result<Vec<String>> {
-    let path = exp.evaluation.as_ref().and_then(|e| e.prompts.clone()).or_else(|| exp.data.eval_prompts.clone());
+    let path = exp
+        .evaluation
+        .as_ref()
+        .and_then(|e| e.prompts.clone())
+        .or_else(|| exp.data.eval_prompts.clone());
     let mut caps = match path {
         Some(p) => read_prompts(&p, None, false)?.prompts,
         None => pools.holdout.clone(),
     };
     caps.truncate(exp.data.eval_max);
     if caps.len() < 2 {
-        input_bail!("fewer than 2 evaluation captions: raise data.holdout or give data.eval_prompts");
+        input_bail!(
+            "fewer than 2 evaluation captions: raise data.holdout or give data.eval_prompts"
+        );
     }
     Ok(caps)
 }
 
-pub fn write_metrics(path: &Path, m: &EmbeddingMetrics, training: Option<serde_json::Value>) -> Result<()> {
+pub fn write_metrics(
+    path: &Path,
+    m: &EmbeddingMetrics,
+    training: Option<serde_json::Value>,
+) -> Result<()> {
     let mut v = json!({
         "sim_clean": m.sim_clean,
         "captions": m.captions,
