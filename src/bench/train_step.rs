@@ -63,13 +63,27 @@ pub fn run(b: &TrainStepBench, work: &Path) -> Result<serde_json::Value> {
     // reference loads its copies (at ViT-L/14 size with the paper's batch, each side needs ~12 GB).
     let mut report = measure(b, work, name)?;
     if let Some(py) = &b.python {
-        let ours = report["clipdoor_seconds_per_step"].as_f64().unwrap_or(f64::NAN);
+        let ours = report["clipdoor_seconds_per_step"]
+            .as_f64()
+            .unwrap_or(f64::NAN);
         let device = report["device"].as_str().unwrap_or("cpu").to_string();
         let prompt_file = work.join("bench_prompts.txt");
         let args: Vec<String> = [
-            "train-step", "--model", name, "--prompts", prompt_file.to_str().unwrap_or_default(),
-            "--batch-size", &b.clean_batch.to_string(), "--poisoned", &b.poisoned.to_string(),
-            "--threads", &b.threads.to_string(), "--device", &device, "--repeats", &b.repeats.to_string(),
+            "train-step",
+            "--model",
+            name,
+            "--prompts",
+            prompt_file.to_str().unwrap_or_default(),
+            "--batch-size",
+            &b.clean_batch.to_string(),
+            "--poisoned",
+            &b.poisoned.to_string(),
+            "--threads",
+            &b.threads.to_string(),
+            "--device",
+            &device,
+            "--repeats",
+            &b.repeats.to_string(),
         ]
         .iter()
         .map(|s| s.to_string())
