@@ -25,6 +25,23 @@ pub enum Mask<'a> {
     Additive(&'a Tensor),
 }
 
+/// The size checks every CLIP config makes: each named size positive, heads dividing the width.
+pub fn check_sizes(
+    sizes: &[(&str, i64)],
+    hidden: i64,
+    heads: i64,
+) -> std::result::Result<(), String> {
+    if let Some((k, v)) = sizes.iter().find(|(_, v)| *v <= 0) {
+        return Err(format!("`{k}` must be positive, got {v}"));
+    }
+    if heads <= 0 || hidden % heads != 0 {
+        return Err(format!(
+            "`hidden_size` {hidden} is not divisible by `num_attention_heads` {heads}"
+        ));
+    }
+    Ok(())
+}
+
 pub(crate) fn linear(p: nn::Path, i: i64, o: i64, bias: bool) -> nn::Linear {
     // transformers' CLIP init: normal(0, 0.02) weights and zero biases (scaled by initializer_factor=1).
     let cfg = nn::LinearConfig {

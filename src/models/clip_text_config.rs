@@ -127,17 +127,7 @@ impl CLIPTextConfig {
             ("num_attention_heads", self.num_attention_heads),
             ("max_position_embeddings", self.max_position_embeddings),
         ];
-        for (k, v) in pos {
-            if v <= 0 {
-                return Err(format!("`{k}` must be positive, got {v}"));
-            }
-        }
-        if self.hidden_size % self.num_attention_heads != 0 {
-            return Err(format!(
-                "`hidden_size` {} is not divisible by `num_attention_heads` {}",
-                self.hidden_size, self.num_attention_heads
-            ));
-        }
+        crate::models::clip_layers::check_sizes(&pos, self.hidden_size, self.num_attention_heads)?;
         crate::models::activation::Activation::parse(&self.hidden_act)?;
         Ok(())
     }

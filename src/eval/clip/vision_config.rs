@@ -130,17 +130,7 @@ impl CLIPVisionConfig {
             ("image_size", self.image_size),
             ("patch_size", self.patch_size),
         ];
-        for (k, v) in pos {
-            if v <= 0 {
-                return Err(format!("`{k}` must be positive, got {v}"));
-            }
-        }
-        if self.hidden_size % self.num_attention_heads != 0 {
-            return Err(format!(
-                "`hidden_size` {} is not divisible by `num_attention_heads` {}",
-                self.hidden_size, self.num_attention_heads
-            ));
-        }
+        crate::models::clip_layers::check_sizes(&pos, self.hidden_size, self.num_attention_heads)?;
         if self.image_size % self.patch_size != 0 {
             return Err(format!(
                 "`image_size` {} is not a multiple of `patch_size` {}",
