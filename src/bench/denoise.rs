@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use tch::{nn, Device, Kind, Tensor};
 
-use super::reference::run_reference;
+use super::reference::{run_reference, sync};
 use crate::error::Result;
 use crate::models::unet::{UNet2DConditionConfig, UNet2DConditionModel};
 
@@ -26,12 +26,6 @@ pub struct DenoiseBench {
     pub device: Device,
     pub kind: Kind,
     pub python: Option<PathBuf>,
-}
-
-fn sync(d: Device) {
-    if let Device::Cuda(i) = d {
-        tch::Cuda::synchronize(i as i64);
-    }
 }
 
 /// `VmHWM` (peak resident set size of this process since it started) or `VmRSS` in MiB, from

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use super::reference::{bench_prompts, run_reference};
+use super::reference::{args, bench_prompts, run_reference, sync};
 use crate::error::Result;
 use crate::models::text_encoder::TextEncoder;
 
@@ -16,12 +16,6 @@ pub struct EncodeBench {
     pub repeats: usize,
     pub device: tch::Device,
     pub python: Option<PathBuf>,
-}
-
-fn sync(d: tch::Device) {
-    if let tch::Device::Cuda(i) = d {
-        tch::Cuda::synchronize(i as i64);
-    }
 }
 
 pub fn run(b: &EncodeBench, work: &Path) -> Result<serde_json::Value> {
@@ -63,7 +57,7 @@ pub fn run(b: &EncodeBench, work: &Path) -> Result<serde_json::Value> {
         "clipdoor_prompts_per_s": ours,
     });
     if let Some(py) = &b.python {
-        let args: Vec<String> = [
+        let args = args(&[
             "encode",
             "--model",
             b.model_dir.to_str().unwrap_or_default(),
@@ -77,10 +71,7 @@ pub fn run(b: &EncodeBench, work: &Path) -> Result<serde_json::Value> {
             &device,
             "--repeats",
             &b.repeats.to_string(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        ]);
         let r = run_reference(py, &args)?;
         let theirs = r["prompts_per_s"].as_f64().unwrap_or(f64::NAN);
         report["transformers_prompts_per_s"] = serde_json::json!(theirs);

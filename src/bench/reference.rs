@@ -65,3 +65,15 @@ pub fn bench_prompts(n: usize) -> Vec<String> {
         })
         .collect()
 }
+
+/// Wait for queued CUDA work so timings cover it.
+pub fn sync(d: tch::Device) {
+    if let tch::Device::Cuda(i) = d {
+        tch::Cuda::synchronize(i as i64);
+    }
+}
+
+/// Owned command-line arguments for [`run_reference`].
+pub fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
-use super::reference::{bench_prompts, run_reference};
+use super::reference::{args, bench_prompts, run_reference, sync};
 use crate::error::Result;
 use crate::models::text_encoder::TextEncoder;
 use crate::train::loss::Distance;
@@ -20,12 +20,6 @@ pub struct TrainStepBench {
     pub repeats: usize,
     pub device: Device,
     pub python: Option<PathBuf>,
-}
-
-fn sync(d: Device) {
-    if let Device::Cuda(i) = d {
-        tch::Cuda::synchronize(i as i64);
-    }
 }
 
 /// GFLOP/s of a large f32 matmul on `device`: the peak the step is compared with.
@@ -68,7 +62,7 @@ pub fn run(b: &TrainStepBench, work: &Path) -> Result<serde_json::Value> {
             .unwrap_or(f64::NAN);
         let device = report["device"].as_str().unwrap_or("cpu").to_string();
         let prompt_file = work.join("bench_prompts.txt");
-        let args: Vec<String> = [
+        let args = args(&[
             "train-step",
             "--model",
             name,
@@ -84,10 +78,7 @@ pub fn run(b: &TrainStepBench, work: &Path) -> Result<serde_json::Value> {
             &device,
             "--repeats",
             &b.repeats.to_string(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        ]);
         let r = run_reference(py, &args)?;
         let theirs = r["seconds_per_step"].as_f64().unwrap_or(f64::NAN);
         report["pytorch_seconds_per_step"] = serde_json::json!(theirs);
