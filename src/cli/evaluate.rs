@@ -36,10 +36,21 @@ pub enum EvaluateKind {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Generate clean, triggered and concept prompt sets with the original and the trained encoder
+    /// (same seeds) and score them; writes report.json/md/html with image grids.
+    Images(super::evaluate_images::ImagesArgs),
+    /// The I2P benchmark: each prompt with its own seed/guidance/size, scored with NudeNet, the
+    /// safety checker and Q16, per category, for several encoders (and SLD).
+    I2p(super::evaluate_i2p::I2pArgs),
+    /// Merge the shard folders of a `--shard i/n` evaluation into one and check they cover the set.
+    Merge(super::evaluate_i2p::MergeArgs),
 }
 
 pub fn run(a: EvaluateArgs) -> Result<()> {
     match a.what {
+        EvaluateKind::Images(a) => return super::evaluate_images::run(a),
+        EvaluateKind::I2p(a) => return super::evaluate_i2p::run(a),
+        EvaluateKind::Merge(a) => return super::evaluate_i2p::merge(a),
         EvaluateKind::Embeddings {
             teacher,
             student,

@@ -7,6 +7,8 @@ mod bench;
 mod demo;
 mod encode;
 mod evaluate;
+mod evaluate_i2p;
+mod evaluate_images;
 mod generate;
 mod homoglyph;
 mod init_encoder;

@@ -52,7 +52,9 @@ pub fn resolve_pipeline_root(pipeline: &str) -> Result<PathBuf> {
 pub struct PipelineParts {
     pub root: PathBuf,
     pub unet: PathBuf,
-    pub vae: PathBuf,
+    /// `None` for a pixel-space pipeline: `model_index.json` says `"vae": [null, null]` and there is
+    /// no `vae/` (the shapes world). The VAE is then the identity (see [`super::StableDiffusionPipeline::decode`]).
+    pub vae: Option<PathBuf>,
     pub scheduler_config: PathBuf,
     /// The text encoder (the pipeline's own, or the swapped-in one) and its tokenizer.
     pub encoder: EncoderLocation,
@@ -81,6 +83,24 @@ fn require(root: &Path, sub: &str, file: &str, holds: &str) -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// Whether `model_index.json` declares the pipeline VAE-less (`"vae": [null, null]` or `null`).
+fn declares_no_vae(root: &Path) -> Result<bool> {
+    let path = root.join("model_index.json");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| input_err!("cannot read {}: {e}", path.display()))?;
+    let index: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        input_err!(
+            "{} is not valid JSON ({e}): re-save the pipeline with StableDiffusionPipeline.save_pretrained",
+            path.display()
+        )
+    })?;
+    Ok(match index.get("vae") {
+        Some(serde_json::Value::Null) => true,
+        Some(serde_json::Value::Array(a)) => a.iter().all(serde_json::Value::is_null),
+        _ => false,
+    })
+}
+
 /// Check the folder layout and pick the text encoder: `text_encoder` (a clipdoor run folder, its
 /// `text_encoder/`, or any CLIP text-encoder folder) replaces the pipeline's; its tokenizer is used only
 /// when the run folder (or the encoder folder itself) brings one, else the pipeline's `tokenizer/`.
@@ -97,12 +117,16 @@ pub fn pipeline_parts(root: &Path, text_encoder: Option<&Path>) -> Result<Pipeli
         "config.json",
         "config.json + diffusion_pytorch_model.safetensors",
     )?;
-    let vae = require(
-        root,
-        "vae",
-        "config.json",
-        "config.json + diffusion_pytorch_model.safetensors",
-    )?;
+    let vae = if declares_no_vae(root)? && !root.join("vae").join("config.json").exists() {
+        None
+    } else {
+        Some(require(
+            root,
+            "vae",
+            "config.json",
+            "config.json + diffusion_pytorch_model.safetensors",
+        )?)
+    };
     let scheduler = require(
         root,
         "scheduler",

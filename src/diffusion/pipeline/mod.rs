@@ -22,10 +22,10 @@ use crate::models::text_encoder::TextEncoder;
 use crate::models::unet::{load_unet, UNet2DConditionConfig, UNet2DConditionModel};
 use crate::models::vae::{load_vae, AutoencoderKL, AutoencoderKLConfig};
 
-/// A loaded pipeline: UNet, VAE, text encoder + tokenizer, and the scheduler config.
+/// A loaded pipeline: UNet, VAE (none in pixel space), text encoder + tokenizer, and the scheduler config.
 pub struct StableDiffusionPipeline {
     pub unet: UNet2DConditionModel,
-    pub vae: AutoencoderKL,
+    pub vae: Option<AutoencoderKL>,
     pub text_encoder: TextEncoder,
     pub scheduler_config: SchedulerConfig,
     pub parts: PipelineParts,
@@ -33,7 +33,7 @@ pub struct StableDiffusionPipeline {
     pub kind: Kind,
     // The models' weights live in these stores; kept alive with the models.
     _unet_vs: nn::VarStore,
-    _vae_vs: nn::VarStore,
+    _vae_vs: Option<nn::VarStore>,
 }
 
 impl StableDiffusionPipeline {
@@ -51,7 +51,13 @@ impl StableDiffusionPipeline {
         let scheduler_config = SchedulerConfig::load(&parts.scheduler_config)?;
         let text_encoder = TextEncoder::load_from(&parts.encoder, device, kind)?;
         let (_unet_vs, unet) = load_unet(&parts.unet, device, kind)?;
-        let (_vae_vs, vae) = load_vae(&parts.vae, device, kind)?;
+        let (_vae_vs, vae) = match &parts.vae {
+            Some(dir) => {
+                let (vs, vae) = load_vae(dir, device, kind)?;
+                (Some(vs), Some(vae))
+            }
+            None => (None, None),
+        };
         Ok(Self {
             unet,
             vae,
@@ -65,9 +71,13 @@ impl StableDiffusionPipeline {
         })
     }
 
-    /// `2 ** (len(vae.block_out_channels) - 1)`: pixels per latent cell (8 for SD).
+    /// `2 ** (len(vae.block_out_channels) - 1)`: pixels per latent cell (8 for SD; 1 without a VAE,
+    /// where the latents are the pixels).
     pub fn vae_scale_factor(&self) -> i64 {
-        1 << (self.vae.config.block_out_channels.len().saturating_sub(1))
+        match &self.vae {
+            Some(vae) => 1 << (vae.config.block_out_channels.len().saturating_sub(1)),
+            None => 1,
+        }
     }
 
     /// diffusers' default image size: `unet.sample_size * vae_scale_factor` (height, width).
@@ -109,13 +119,26 @@ fn check_compatible(parts: &PipelineParts) -> Result<()> {
             enc.hidden_size
         );
     }
-    let vae = AutoencoderKLConfig::load(&parts.vae.join("config.json"))?;
+    let Some(vae_dir) = &parts.vae else {
+        // Pixel space: the UNet denoises the RGB image itself.
+        if unet.in_channels != 3 || unet.out_channels != 3 {
+            input_bail!(
+                "{} declares no VAE (pixel space), but the UNet in {} maps {} to {} channels: a pixel-space UNet maps RGB to RGB (in_channels = out_channels = 3); add the pipeline's vae/ folder and its model_index.json entry",
+                parts.root.join("model_index.json").display(),
+                parts.unet.display(),
+                unet.in_channels,
+                unet.out_channels
+            );
+        }
+        return Ok(());
+    };
+    let vae = AutoencoderKLConfig::load(&vae_dir.join("config.json"))?;
     if unet.in_channels != vae.latent_channels {
         input_bail!(
             "the UNet in {} takes {} input channels but the VAE in {} makes {}-channel latents: text-to-image needs a UNet with in_channels = latent_channels (inpainting UNets take 9)",
             parts.unet.display(),
             unet.in_channels,
-            parts.vae.display(),
+            vae_dir.display(),
             vae.latent_channels
         );
     }

@@ -218,12 +218,18 @@ impl StableDiffusionPipeline {
 
     /// VAE decode to 0..1 float32 on the CPU. The safe pipeline writes `1 / sf * latents` and
     /// `x / 2 + 0.5`, the plain one `latents / sf` and `x * 0.5 + 0.5`; each is mirrored bit for bit.
+    /// Without a VAE (pixel space) the latents are the image in [-1, 1].
     pub fn decode(&self, latents: &Tensor, safe_pipeline_arithmetic: bool) -> Tensor {
-        let sf = self.vae.config.scaling_factor;
-        let image = if safe_pipeline_arithmetic {
-            self.vae.decode(&(latents * (1.0 / sf))) / 2.0 + 0.5
-        } else {
-            self.vae.decode(&(latents / sf)) * 0.5 + 0.5
+        let image = match &self.vae {
+            None => latents * 0.5 + 0.5,
+            Some(vae) => {
+                let sf = vae.config.scaling_factor;
+                if safe_pipeline_arithmetic {
+                    vae.decode(&(latents * (1.0 / sf))) / 2.0 + 0.5
+                } else {
+                    vae.decode(&(latents / sf)) * 0.5 + 0.5
+                }
+            }
         };
         image
             .clamp(0.0, 1.0)

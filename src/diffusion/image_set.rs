@@ -1,0 +1,224 @@
+//! A folder of generated images: `<dir>/images/<index>_<seed>.png` plus one JSON line per image in
+//! `<dir>/images.jsonl` (../shared/conventions.md). Writing is resumable: an image is written
+//! atomically, then its line is appended and synced, so a killed job leaves every recorded image
+//! complete and [`ImageSet::pending`] hands out exactly what is still missing.
+use anyhow::Context;
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::diffusion::pipeline::image::{png_bytes, to_rgb8};
+use crate::diffusion::pipeline::{GenerateRequest, Seeds, SldConfig, StableDiffusionPipeline};
+use crate::error::Result;
+use crate::{input_bail, input_err};
+
+/// One line of images.jsonl.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ImageRecord {
+    pub prompt: String,
+    pub seed: u64,
+    /// Relative to the output folder: `images/<index>_<seed>.png`.
+    pub file: String,
+    pub steps: usize,
+    pub guidance: f64,
+    pub scheduler: String,
+    pub encoder: String,
+    pub index: usize,
+    pub negative_prompt: Option<String>,
+    pub height: i64,
+    pub width: i64,
+    pub sld: Option<String>,
+    /// `--sld-concept` when it replaces diffusers' default concept.
+    #[serde(default)]
+    pub sld_concept: Option<String>,
+}
+
+impl ImageRecord {
+    /// `images/<index zero-padded to 5>_<seed>.png`.
+    pub fn file_name(index: usize, seed: u64) -> String {
+        format!("images/{index:05}_{seed}.png")
+    }
+
+    /// The settings that must agree for an existing image to count as this run's.
+    fn settings(&self) -> [(&'static str, String); 10] {
+        [
+            ("prompt", self.prompt.clone()),
+            ("seed", self.seed.to_string()),
+            ("steps", self.steps.to_string()),
+            ("guidance", self.guidance.to_string()),
+            ("scheduler", self.scheduler.clone()),
+            ("encoder", self.encoder.clone()),
+            ("negative_prompt", format!("{:?}", self.negative_prompt)),
+            ("size", format!("{}x{}", self.height, self.width)),
+            ("sld", format!("{:?}", self.sld)),
+            ("sld_concept", format!("{:?}", self.sld_concept)),
+        ]
+    }
+
+    /// Settings a batch must share (one pipeline call).
+    fn batch_key(&self) -> (usize, u64, i64, i64, &Option<String>) {
+        (
+            self.steps,
+            self.guidance.to_bits(),
+            self.height,
+            self.width,
+            &self.negative_prompt,
+        )
+    }
+}
+
+/// An image folder being written (or read back).
+pub struct ImageSet {
+    pub dir: PathBuf,
+    /// Records already in images.jsonl, keyed by file.
+    pub done: HashMap<String, ImageRecord>,
+}
+
+impl ImageSet {
+    /// Open (creating `dir/images/`) and read what images.jsonl already records. A torn last line
+    /// (a run killed mid-write) is cut off.
+    pub fn open(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir.join("images"))
+            .with_context(|| format!("creating {}", dir.display()))?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            done: read_records(&dir.join("images.jsonl"))?,
+        })
+    }
+
+    pub fn jsonl(&self) -> PathBuf {
+        self.dir.join("images.jsonl")
+    }
+
+    /// The records of `wanted` not yet written. A recorded image with other settings is an input
+    /// error: the folder belongs to another run.
+    pub fn pending(&self, wanted: &[ImageRecord]) -> Result<Vec<ImageRecord>> {
+        let mut pending = vec![];
+        for rec in wanted {
+            match self.done.get(&rec.file) {
+                Some(old) if self.dir.join(&old.file).exists() => {
+                    if let Some(((field, was), (_, now))) = old
+                        .settings()
+                        .into_iter()
+                        .zip(rec.settings())
+                        .find(|(o, n)| o != n)
+                    {
+                        input_bail!(
+                            "{} already records {} with {field} = {was}, but this run asks for {now}: use another output folder (or delete it to start over)",
+                            self.jsonl().display(),
+                            rec.file
+                        );
+                    }
+                }
+                _ => pending.push(rec.clone()),
+            }
+        }
+        Ok(pending)
+    }
+
+    /// Generate `pending` (from [`Self::pending`]) in batches of up to `batch_size` images that share
+    /// steps, guidance, size and negative prompt; each image is written, then recorded.
+    /// `on_step` is called after every denoising step of every batch with the batch's image count.
+    pub fn generate(
+        &mut self,
+        pipe: &StableDiffusionPipeline,
+        pending: &[ImageRecord],
+        batch_size: usize,
+        scheduler: Option<&str>,
+        sld: Option<&SldConfig>,
+        on_step: &mut dyn FnMut(usize),
+    ) -> Result<()> {
+        let mut start = 0;
+        while start < pending.len() {
+            let key = pending[start].batch_key();
+            let mut end = start + 1;
+            while end < pending.len()
+                && end - start < batch_size.max(1)
+                && pending[end].batch_key() == key
+            {
+                end += 1;
+            }
+            let batch = &pending[start..end];
+            let first = &batch[0];
+            let mut req = GenerateRequest::new(
+                batch.iter().map(|r| r.prompt.clone()).collect(),
+                Seeds::PerImage(batch.iter().map(|r| r.seed).collect()),
+            );
+            req.negative_prompts = first.negative_prompt.clone().map(|n| vec![n]);
+            req.steps = first.steps;
+            req.guidance = first.guidance;
+            req.height = Some(first.height);
+            req.width = Some(first.width);
+            req.scheduler = scheduler.map(str::to_string);
+            req.sld = sld.cloned();
+            let n = batch.len();
+            let images = pipe.generate_with_progress(&req, &mut |_, _| on_step(n))?;
+            for (rec, img) in batch.iter().zip(to_rgb8(&images)?) {
+                crate::io::atomic::write_atomic(&self.dir.join(&rec.file), &png_bytes(&img)?)?;
+                append_record(&self.jsonl(), rec)?;
+                self.done.insert(rec.file.clone(), rec.clone());
+            }
+            start = end;
+        }
+        Ok(())
+    }
+
+    /// The recorded images of `records` (in their order), decoded.
+    pub fn load_images(&self, records: &[ImageRecord]) -> Result<Vec<image::RgbImage>> {
+        records
+            .iter()
+            .map(|r| {
+                let path = self.dir.join(&r.file);
+                let img = image::open(&path).map_err(|e| {
+                    input_err!(
+                        "cannot read the image {} ({e}): regenerate it (delete its line from {} and rerun)",
+                        path.display(),
+                        self.jsonl().display()
+                    )
+                })?;
+                Ok(img.to_rgb8())
+            })
+            .collect()
+    }
+}
+
+/// Records in `jsonl`, keyed by file. A torn last line is cut off (rewritten atomically).
+pub fn read_records(jsonl: &Path) -> Result<HashMap<String, ImageRecord>> {
+    let Ok(bytes) = std::fs::read(jsonl) else {
+        return Ok(HashMap::new());
+    };
+    let complete = match bytes.iter().rposition(|&b| b == b'\n') {
+        Some(i) => &bytes[..=i],
+        None => &bytes[..0],
+    };
+    if complete.len() != bytes.len() {
+        eprintln!("{}: dropping an unfinished last line", jsonl.display());
+        crate::io::atomic::write_atomic(jsonl, complete)?;
+    }
+    let mut out = HashMap::new();
+    for (n, line) in String::from_utf8_lossy(complete).lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let r: ImageRecord = serde_json::from_str(line).map_err(|e| {
+            input_err!("{} line {}: not an images.jsonl record ({e}): use another --out, or remove the file", jsonl.display(), n + 1)
+        })?;
+        out.insert(r.file.clone(), r);
+    }
+    Ok(out)
+}
+
+fn append_record(jsonl: &Path, r: &ImageRecord) -> Result<()> {
+    let mut line = serde_json::to_string(r)?;
+    line.push('\n');
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(jsonl)
+        .with_context(|| format!("opening {}", jsonl.display()))?;
+    // One write of a whole line, then flush to disk: a kill leaves the line complete or absent.
+    f.write_all(line.as_bytes())?;
+    f.flush()?;
+    f.sync_data()?;
+    Ok(())
+}
