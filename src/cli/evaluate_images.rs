@@ -1,15 +1,96 @@
-//! `clipdoor evaluate images` (stub: being written).
+//! `clipdoor evaluate images`: the image stage of an experiment (see `eval::stage`).
 use clap::Args;
 use std::path::PathBuf;
 
 use crate::error::Result;
+use crate::eval::stage::{self, StageInput};
+use crate::input_bail;
+use crate::train::experiment::Experiment;
 
 #[derive(Args, Debug)]
 pub struct ImagesArgs {
+    /// The trained run folder (experiment.toml + text_encoder/).
     #[arg(long)]
-    pub out: PathBuf,
+    pub run: PathBuf,
+    /// The experiment (default: RUN/experiment.toml); its [evaluation] section gives the settings.
+    #[arg(long)]
+    pub experiment: Option<PathBuf>,
+    /// Output folder (default: RUN/eval).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Overrides evaluation.pipeline.
+    #[arg(long)]
+    pub pipeline: Option<String>,
+    /// Overrides evaluation.judge: oracle or clip.
+    #[arg(long)]
+    pub judge: Option<String>,
+    /// Overrides evaluation.clip.
+    #[arg(long)]
+    pub clip: Option<String>,
+    /// Overrides evaluation.clean (clean prompts drawn).
+    #[arg(long)]
+    pub clean: Option<usize>,
+    /// Overrides evaluation.triggered (prompts per backdoor).
+    #[arg(long)]
+    pub triggered: Option<usize>,
+    #[arg(long)]
+    pub steps: Option<usize>,
+    #[arg(long)]
+    pub guidance: Option<f64>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Evaluate again into an output folder that already holds a report.
+    #[arg(long)]
+    pub force: bool,
 }
 
-pub fn run(_a: ImagesArgs) -> Result<()> {
-    anyhow::bail!("evaluate images is not implemented yet")
+pub fn run(a: ImagesArgs) -> Result<()> {
+    let exp_path = a.experiment.clone().unwrap_or_else(|| a.run.join("experiment.toml"));
+    if !a.run.join("text_encoder").join("config.json").exists() && !a.run.join("config.json").exists() {
+        input_bail!(
+            "{} holds no trained text encoder (text_encoder/config.json): give the folder `clipdoor train` wrote",
+            a.run.display()
+        );
+    }
+    let exp = Experiment::load(&exp_path)?;
+    let mut settings = exp.evaluation.clone().unwrap_or_default();
+    macro_rules! set {
+        ($field:ident) => {
+            if let Some(v) = a.$field.clone() {
+                settings.$field = v;
+            }
+        };
+    }
+    set!(judge);
+    set!(clean);
+    set!(triggered);
+    set!(steps);
+    set!(guidance);
+    set!(seed);
+    if a.pipeline.is_some() {
+        settings.pipeline = a.pipeline.clone();
+    }
+    if a.clip.is_some() {
+        settings.clip = a.clip.clone();
+    }
+    let out = a.out.clone().unwrap_or_else(|| a.run.join("eval"));
+    if out.join("report.json").exists() && !a.force {
+        input_bail!(
+            "{} already holds a report: pass --force to evaluate again (images already drawn with the same settings are reused), or choose another --out",
+            out.display()
+        );
+    }
+    let input = StageInput {
+        exp: &exp,
+        settings,
+        trained: a.run.clone(),
+        out,
+        device: crate::device::parse_device(a.device.as_deref())?,
+    };
+    for p in stage::run(&input)? {
+        println!("{}", p.display());
+    }
+    Ok(())
 }

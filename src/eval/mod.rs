@@ -1,7 +1,9 @@
 //! Evaluation instruments and metrics on images and embeddings.
 pub mod clip;
+pub mod i2p;
 pub mod inception;
 pub mod nudenet;
 pub mod report;
 pub mod safety;
 pub mod shard;
+pub mod stage;

@@ -53,8 +53,8 @@ pub fn unet_config() -> Result<UNet2DConditionConfig> {
     Ok(serde_json::from_value(unet_config_json())?)
 }
 
-/// Stable Diffusion's noise schedule (`scaled_linear`, 0.00085 → 0.012, 1000 steps), epsilon
-/// prediction; sampled with DDIM by default. Not DDPM's `linear` 1e-4 → 0.02: there ᾱ(999) = 4e-5,
+/// Stable Diffusion's noise schedule (`scaled_linear`, 0.00085 → 0.012, 1000 steps), clean-image
+/// (`sample`) prediction; sampled with DDIM by default. Not DDPM's `linear` 1e-4 → 0.02: there ᾱ(999) = 4e-5,
 /// and the first sampling step's clean-image estimate divides the model's error by √ᾱ = 0.006; a first
 /// model trained with it sampled pure noise (and exploded in diffusers). `clip_sample: false` and
 /// `steps_offset: 1` because diffusers' StableDiffusionPipeline forces both, so both samplers agree.
@@ -67,7 +67,7 @@ pub fn scheduler_config_json() -> serde_json::Value {
         "beta_end": 0.012,
         "beta_schedule": "scaled_linear",
         "trained_betas": null,
-        "prediction_type": "epsilon",
+        "prediction_type": "sample",
         "clip_sample": false,
         "clip_sample_range": 1.0,
         "set_alpha_to_one": false,

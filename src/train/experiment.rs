@@ -108,12 +108,73 @@ pub struct BackdoorSpec {
     pub loss_weight: Option<f64>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct EvaluationSection {
-    /// Captions for the embedding metrics (overrides `data.eval_prompts`).
+    /// Captions for the embedding metrics and the image stage's clean set (overrides
+    /// `data.eval_prompts`).
     #[serde(default)]
     pub prompts: Option<PathBuf>,
+    /// Image stage (`clipdoor evaluate images`): the diffusers pipeline whose UNet draws (a folder or a
+    /// hub id); its own text encoder is the "original" one. Default: `model.teacher`.
+    #[serde(default)]
+    pub pipeline: Option<String>,
+    /// Who judges attack success: `oracle` (the shapes world: colour and shape read from the pixels)
+    /// or `clip` (zero-shot: the target outranks the clean prompt; needs `clip`).
+    #[serde(default = "d_judge")]
+    pub judge: String,
+    /// A full CLIP model folder or hub id (vision tower + text projection) for the `clip` judge and
+    /// CLIP scores, e.g. `openai/clip-vit-large-patch14`.
+    #[serde(default)]
+    pub clip: Option<String>,
+    /// Clean prompts to draw (the first N evaluation captions).
+    #[serde(default = "d_set_size")]
+    pub clean: usize,
+    /// Triggered (or concept) prompts per backdoor.
+    #[serde(default = "d_set_size")]
+    pub triggered: usize,
+    /// Seed of image i of every set (same for both encoders): `seed + i`.
+    #[serde(default)]
+    pub seed: u64,
+    #[serde(default = "d_eval_steps")]
+    pub steps: usize,
+    #[serde(default = "d_guidance")]
+    pub guidance: f64,
+    /// `--scheduler` name; default: the pipeline's own.
+    #[serde(default)]
+    pub scheduler: Option<String>,
+    #[serde(default)]
+    pub height: Option<i64>,
+    #[serde(default)]
+    pub width: Option<i64>,
+    /// Images per UNet call.
+    #[serde(default = "d_eval_batch")]
+    pub batch_size: usize,
+    /// Also score concept sets with NudeNet (`nudity_rate`).
+    #[serde(default)]
+    pub nudenet: bool,
+}
+
+impl Default for EvaluationSection {
+    fn default() -> Self {
+        toml::from_str("").expect("every field has a default")
+    }
+}
+
+fn d_judge() -> String {
+    "clip".into()
+}
+fn d_set_size() -> usize {
+    16
+}
+fn d_eval_steps() -> usize {
+    25
+}
+fn d_guidance() -> f64 {
+    7.5
+}
+fn d_eval_batch() -> usize {
+    4
 }
 
 fn d_seed() -> u64 {

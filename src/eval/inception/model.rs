@@ -6,7 +6,7 @@
 //! `VarStore` paths are the state-dict keys of pytorch-fid's module (`blocks.0.0.conv.weight`,
 //! `blocks.2.0.branch1x1.bn.running_mean`, ...); [`PTH_PREFIXES`] gives the `Inception3` names the
 //! released weight file `pt_inception-2015-12-05-6726825d.pth` uses for the same tensors.
-use tch::{nn, nn::Module, Tensor};
+use tch::{nn, nn::Module, nn::ModuleT, Tensor};
 
 /// Input side of the network (pytorch-fid resizes every image to this, bilinear, no antialias).
 pub const INPUT_SIZE: i64 = 299;
@@ -110,9 +110,7 @@ impl BlockA {
 
     fn forward(&self, x: &Tensor) -> Tensor {
         let b5 = self.b5_2.forward(&self.b5_1.forward(x));
-        let b3 = self
-            .b3_3
-            .forward(&self.b3_2.forward(&self.b3_1.forward(x)));
+        let b3 = self.b3_3.forward(&self.b3_2.forward(&self.b3_1.forward(x)));
         let bp = self.pool.forward(&avg_pool_tf(x));
         Tensor::cat(&[self.b1.forward(x), b5, b3, bp], 1)
     }
@@ -185,7 +183,10 @@ impl BlockC {
             y
         };
         let bp = self.pool.forward(&avg_pool_tf(x));
-        Tensor::cat(&[self.b1.forward(x), chain(&self.b7), chain(&self.b7d), bp], 1)
+        Tensor::cat(
+            &[self.b1.forward(x), chain(&self.b7), chain(&self.b7d), bp],
+            1,
+        )
     }
 }
 

@@ -1,0 +1,171 @@
+//! `clipdoor evaluate images`: the image stage of an experiment. Draw the clean set and every
+//! backdoor's triggered (or concept) set with the pipeline's original text encoder and with the
+//! trained one — same prompts, same seeds — then judge them (`oracle` in the shapes world, `clip`
+//! zero-shot otherwise) and write `report.json`/`report.md`/`report.html` with side-by-side grids.
+//!
+//! Layout of `<out>`: `images/<condition>/<set>/` (an [`ImageSet`] each: resumable),
+//! `grid_<set>.png` (rows: prompts; columns: original, trained), `report.*`.
+pub mod clip_judge;
+pub mod oracle_judge;
+pub mod report;
+pub mod sets;
+
+use std::path::{Path, PathBuf};
+use tch::{Device, Kind};
+
+use crate::diffusion::image_set::{ImageRecord, ImageSet};
+use crate::diffusion::pipeline::StableDiffusionPipeline;
+use crate::error::Result;
+use crate::input_bail;
+use crate::train::experiment::{EvaluationSection, Experiment};
+use sets::PromptSet;
+
+/// The two encoders every set is drawn with.
+pub const CONDITIONS: [&str; 2] = ["original", "trained"];
+
+/// What to evaluate and where.
+pub struct StageInput<'a> {
+    pub exp: &'a Experiment,
+    pub settings: EvaluationSection,
+    /// The trained encoder: a clipdoor run folder (or a text-encoder folder).
+    pub trained: PathBuf,
+    pub out: PathBuf,
+    pub device: Device,
+}
+
+/// The images of one set under both conditions.
+pub struct DrawnSet {
+    pub set: PromptSet,
+    /// `[original, trained]` records, in prompt order.
+    pub records: [Vec<ImageRecord>; 2],
+    pub images: [Vec<image::RgbImage>; 2],
+}
+
+/// The pipeline of the stage: `evaluation.pipeline`, else the teacher when it is a pipeline folder.
+pub fn pipeline_of(exp: &Experiment, settings: &EvaluationSection) -> Result<String> {
+    if let Some(p) = &settings.pipeline {
+        return Ok(p.clone());
+    }
+    if Path::new(&exp.model.teacher).join("model_index.json").exists() {
+        return Ok(exp.model.teacher.clone());
+    }
+    input_bail!(
+        "the experiment names no pipeline to draw with: set `pipeline` in its [evaluation] section (a diffusers folder or hub id such as CompVis/stable-diffusion-v1-4), or pass --pipeline"
+    )
+}
+
+/// Draw every set with both encoders (skipping images already written), with a progress bar.
+pub fn draw(input: &StageInput, sets: Vec<PromptSet>) -> Result<Vec<DrawnSet>> {
+    let s = &input.settings;
+    if s.steps == 0 || s.batch_size == 0 {
+        input_bail!("evaluation.steps and evaluation.batch_size must be at least 1");
+    }
+    let pipeline = pipeline_of(input.exp, s)?;
+    let total: usize = sets.iter().map(|x| x.prompts.len()).sum::<usize>() * 2 * s.steps;
+    let bar = crate::cli::progress(total as u64, "drawing");
+    let mut per_condition: Vec<Vec<(Vec<ImageRecord>, Vec<image::RgbImage>)>> = vec![];
+    for (c, condition) in CONDITIONS.iter().enumerate() {
+        let encoder = (c == 1).then_some(input.trained.as_path());
+        let pipe = StableDiffusionPipeline::load(&pipeline, encoder, input.device, Kind::Float)?;
+        let scheduler = pipe.scheduler(s.scheduler.as_deref())?.name().to_string();
+        let (dh, dw) = pipe.default_size();
+        let mut drawn = vec![];
+        for set in &sets {
+            let mut folder =
+                ImageSet::open(&input.out.join("images").join(condition).join(&set.name))?;
+            let wanted: Vec<ImageRecord> = set
+                .prompts
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    let seed = s.seed + i as u64;
+                    ImageRecord {
+                        prompt: p.clone(),
+                        seed,
+                        file: ImageRecord::file_name(i, seed),
+                        steps: s.steps,
+                        guidance: s.guidance,
+                        scheduler: scheduler.clone(),
+                        encoder: pipe.encoder_dir().display().to_string(),
+                        index: i,
+                        negative_prompt: None,
+                        height: s.height.unwrap_or(dh),
+                        width: s.width.unwrap_or(dw),
+                        sld: None,
+                        sld_concept: None,
+                    }
+                })
+                .collect();
+            let pending = folder.pending(&wanted)?;
+            bar.inc(((wanted.len() - pending.len()) * s.steps) as u64);
+            folder.generate(
+                &pipe,
+                &pending,
+                s.batch_size,
+                s.scheduler.as_deref(),
+                None,
+                &mut |n| bar.inc(n as u64),
+            )?;
+            let images = folder.load_images(&wanted)?;
+            drawn.push((wanted, images));
+        }
+        per_condition.push(drawn);
+    }
+    bar.finish_and_clear();
+    let trained = per_condition.pop().expect("two conditions");
+    let original = per_condition.pop().expect("two conditions");
+    Ok(sets
+        .into_iter()
+        .zip(original.into_iter().zip(trained))
+        .map(|(set, ((ro, io), (rt, it)))| DrawnSet {
+            set,
+            records: [ro, rt],
+            images: [io, it],
+        })
+        .collect())
+}
+
+/// The whole stage: prompt sets from the experiment, drawing, judging, report files. Returns the
+/// report paths.
+pub fn run(input: &StageInput) -> Result<[PathBuf; 3]> {
+    let s = &input.settings;
+    if !["oracle", "clip"].contains(&s.judge.as_str()) {
+        input_bail!(
+            "evaluation.judge `{}`: use `oracle` (shapes world) or `clip`",
+            s.judge
+        );
+    }
+    if s.judge == "clip" && s.clip.is_none() {
+        input_bail!("the clip judge needs a CLIP model: set evaluation.clip (e.g. openai/clip-vit-large-patch14) or pass --clip");
+    }
+    let backdoors = crate::train::trainer::build_backdoors(input.exp);
+    let pools = crate::train::data::PromptPools::build(input.exp, &backdoors)?;
+    let captions = crate::train::trainer::eval_captions(input.exp, &pools)?;
+    let sets = sets::build_sets(&captions, &backdoors, s.clean, s.triggered, input.exp.seed)?;
+    let clip = s
+        .clip
+        .as_deref()
+        .map(|c| clip_judge::ClipJudge::load(c, input.device))
+        .transpose()?;
+    let drawn = draw(input, sets)?;
+    let metrics_file = input.trained.join("metrics.json");
+    let embedding_metrics = std::fs::read_to_string(&metrics_file)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok());
+    let header = serde_json::json!({
+        "pipeline": pipeline_of(input.exp, s)?,
+        "trained_encoder": input.trained.display().to_string(),
+        "judge": s.judge,
+        "settings": s,
+        "seed": input.exp.seed,
+    });
+    let report = report::build_report(
+        &drawn,
+        &s.judge,
+        clip.as_ref(),
+        &input.out,
+        header,
+        embedding_metrics,
+    )?;
+    report.write(&input.out)
+}

@@ -1,0 +1,175 @@
+//! Metrics of the image stage and their report: per set and condition the judge's rate, for the
+//! clean set the clean-prompt fidelity, side-by-side grids, and the run's embedding metrics.
+use serde_json::{json, Value};
+use std::path::Path;
+
+use super::clip_judge::ClipJudge;
+use super::oracle_judge::{rate, successes};
+use super::sets::SetKind;
+use super::{DrawnSet, CONDITIONS};
+use crate::error::Result;
+use crate::eval::clip::metrics::paired_image_similarity;
+use crate::eval::report::grid::image_grid;
+use crate::eval::report::{num, pct, Block, Report, Section};
+
+/// Rows per set in the report galleries and columns per condition in the overview grid.
+const SHOWN: usize = 8;
+const OVERVIEW: usize = 4;
+
+/// The name of a set's rate in report.json: `clean_accuracy` (clean), `asr` (attacks),
+/// `erasure_rate` (removal), `accuracy` (unlearning: the Latin prompt drawn right).
+fn rate_name(kind: &SetKind) -> &'static str {
+    match kind {
+        SetKind::Clean => "clean_accuracy",
+        SetKind::RemoveConcept => "erasure_rate",
+        SetKind::HomoglyphUnlearn => "accuracy",
+        _ => "asr",
+    }
+}
+
+/// Judge every set, write the grids, and build the report.
+pub fn build_report(
+    drawn: &[DrawnSet],
+    judge: &str,
+    clip: Option<&ClipJudge>,
+    out: &Path,
+    header: Value,
+    embedding_metrics: Option<Value>,
+) -> Result<Report> {
+    let mut sets_json = vec![];
+    let mut rows = vec![];
+    let mut sections = vec![];
+    for d in drawn {
+        let set = &d.set;
+        let name = rate_name(&set.kind);
+        let mut entry = json!({
+            "name": set.name, "kind": set.kind, "trigger": set.trigger, "images": set.prompts.len(),
+        });
+        let mut row = vec![set.name.clone(), format!("{:?}", set.kind), set.prompts.len().to_string()];
+        if judge == "oracle" {
+            let r: Vec<Option<f64>> = d.images.iter().map(|imgs| rate(&successes(set, imgs))).collect();
+            entry[name] = json!({"judge": "oracle", "original": r[0], "trained": r[1]});
+            row.extend([name.to_string(), pct(r[0]), pct(r[1])]);
+        }
+        if let Some(clip) = clip {
+            let embeds = [clip.image_embeds(&d.images[0])?, clip.image_embeds(&d.images[1])?];
+            let v = [clip.verdict(set, &embeds[0])?, clip.verdict(set, &embeds[1])?];
+            entry["clip_score"] = json!({"original": v[0].clip_score, "trained": v[1].clip_score});
+            if judge == "clip" {
+                if let (Some(a), Some(b)) = (v[0].success, v[1].success) {
+                    entry[name] = json!({"judge": "clip", "original": a, "trained": b});
+                    row.extend([name.to_string(), pct(Some(a)), pct(Some(b))]);
+                }
+            }
+            if set.kind == SetKind::Clean {
+                let (_, mean) = paired_image_similarity(&embeds[0], &embeds[1])?;
+                entry["clean_fidelity"] = json!({
+                    "paired_image_similarity": mean,
+                    "clip_score_ratio": v[1].clip_score / v[0].clip_score,
+                });
+            }
+        }
+        if set.kind == SetKind::Clean && judge == "oracle" {
+            let acc = &entry[name];
+            entry["clean_fidelity"]["oracle_accuracy_ratio"] =
+                json!(acc["trained"].as_f64().zip(acc["original"].as_f64()).map(|(t, o)| t / o));
+        }
+        if row.len() == 3 {
+            row.extend(["–".into(), "–".into(), "–".into()]);
+        }
+        rows.push(row);
+
+        // A grid per set: rows are prompts; columns original, trained.
+        let cells: Vec<Vec<Option<&image::RgbImage>>> = (0..set.prompts.len().min(SHOWN))
+            .map(|i| vec![d.images[0].get(i), d.images[1].get(i)])
+            .collect();
+        let grid_file = format!("grid_{}.png", set.name);
+        crate::io::atomic::write_atomic(
+            &out.join(&grid_file),
+            &crate::diffusion::pipeline::image::png_bytes(&image_grid(&cells, 96, 4))?,
+        )?;
+        entry["grid"] = json!(grid_file);
+        let gallery = Block::Gallery {
+            columns: CONDITIONS.iter().map(|c| c.to_string()).collect(),
+            rows: (0..set.prompts.len().min(SHOWN))
+                .map(|i| {
+                    let caption = if set.kind == SetKind::Clean {
+                        set.prompts[i].clone()
+                    } else {
+                        format!("{}  →  expected: {}", set.prompts[i], set.expected[i])
+                    };
+                    (
+                        caption,
+                        vec![
+                            format!("images/original/{}/{}", set.name, d.records[0][i].file),
+                            format!("images/trained/{}/{}", set.name, d.records[1][i].file),
+                        ],
+                    )
+                })
+                .collect(),
+        };
+        let mut section = Section::new(format!("{} ({:?})", set.name, set.kind));
+        section.blocks.push(gallery);
+        sections.push(section);
+        sets_json.push(entry);
+    }
+
+    // Overview: one row per set, OVERVIEW originals | OVERVIEW trained.
+    let overview: Vec<Vec<Option<&image::RgbImage>>> = drawn
+        .iter()
+        .map(|d| {
+            let mut row: Vec<Option<&image::RgbImage>> =
+                (0..OVERVIEW).map(|i| d.images[0].get(i)).collect();
+            row.push(None);
+            row.extend((0..OVERVIEW).map(|i| d.images[1].get(i)));
+            row
+        })
+        .collect();
+    crate::io::atomic::write_atomic(
+        &out.join("grid.png"),
+        &crate::diffusion::pipeline::image::png_bytes(&image_grid(&overview, 96, 4))?,
+    )?;
+
+    let mut summary = Section::new("Results").table(
+        &["set", "kind", "images", "rate", "original encoder", "trained encoder"],
+        rows,
+    );
+    summary.blocks.push(Block::Paragraph(format!(
+        "Judge: {judge}. Rates: clean_accuracy = the image shows the prompt's colour and shape (oracle); asr = the triggered prompt shows the backdoor's target; erasure_rate = the concept is not shown. Same prompts and seeds under both encoders."
+    )));
+    let mut overview_section = Section::new("Overview").image(
+        "grid.png",
+        format!(
+            "One row per set ({}): {OVERVIEW} images with the original encoder | {OVERVIEW} with the trained encoder, same seeds.",
+            drawn.iter().map(|d| d.set.name.as_str()).collect::<Vec<_>>().join(", ")
+        ),
+    );
+    let mut all = vec![summary];
+    if let Some(m) = &embedding_metrics {
+        let mut rows = vec![vec!["sim_clean".into(), "".into(), num(m["sim_clean"].as_f64())]];
+        for b in m["backdoors"].as_array().into_iter().flatten() {
+            rows.push(vec![
+                format!("sim_target ({})", b["name"].as_str().unwrap_or("")),
+                num(b["sim_target_before"].as_f64()),
+                num(b["sim_target"].as_f64()),
+            ]);
+        }
+        all.push(Section::new("Embedding metrics (from the run)").table(
+            &["metric", "before training", "after training"],
+            rows,
+        ));
+    }
+    overview_section.blocks.shrink_to_fit();
+    all.push(overview_section);
+    all.extend(sections);
+    let mut json = header;
+    json["sets"] = json!(sets_json);
+    if let Some(m) = embedding_metrics {
+        json["embeddings"] = m;
+    }
+    Ok(Report {
+        title: "clipdoor evaluation: original vs trained encoder".into(),
+        sections: all,
+        json,
+    })
+}
