@@ -338,8 +338,16 @@ fn both_column_spellings_give_the_same_settings() {
     );
 }
 
-fn i2p_cmd(args: &[&str]) -> Output {
+/// The shared dev machine has 2 cores: libtorch's OpenMP threads spin against each other and the
+/// other jobs (8x slower); one thread is what the other parity tests use too.
+fn bin1() -> std::process::Command {
     let mut c = common::bin();
+    c.env("OMP_NUM_THREADS", "1");
+    c
+}
+
+fn i2p_cmd(args: &[&str]) -> Output {
+    let mut c = bin1();
     c.args(["evaluate", "i2p"]).args(args);
     c.output().unwrap()
 }
@@ -634,6 +642,7 @@ fn sharded_run_equals_unsharded_run_and_resumes() {
         let o = std::process::Command::new("bash")
             .arg(common::root().join("scripts/slurm_i2p.sh"))
             .args(run_args(fx, &csv, &q16, &sharded))
+            .env("OMP_NUM_THREADS", "1")
             .env("SLURM_ARRAY_TASK_ID", id)
             .env("SLURM_ARRAY_TASK_COUNT", "2")
             .env("SLURM_ARRAY_TASK_MIN", "0")
@@ -646,7 +655,7 @@ fn sharded_run_equals_unsharded_run_and_resumes() {
         assert!(o.status.success(), "task {id}: {}", stderr(&o));
     };
     let merge_cmd = || {
-        common::bin()
+        bin1()
             .args(["evaluate", "merge", "--out", sharded.to_str().unwrap()])
             .output()
             .unwrap()

@@ -8,6 +8,7 @@
 //!
 //! docs/shapes-world.md describes the design and the measured numbers.
 pub mod dataset;
+pub mod demo;
 pub mod labels;
 pub mod model;
 pub mod noise;
