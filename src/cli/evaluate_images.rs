@@ -27,6 +27,9 @@ pub struct ImagesArgs {
     /// Overrides evaluation.clip.
     #[arg(long)]
     pub clip: Option<String>,
+    /// Overrides evaluation.inception: pytorch-fid Inception weights for FID/KID on the clean set.
+    #[arg(long)]
+    pub inception: Option<PathBuf>,
     /// Overrides evaluation.clean (clean prompts drawn).
     #[arg(long)]
     pub clean: Option<usize>,
@@ -71,6 +74,9 @@ pub fn run(a: ImagesArgs) -> Result<()> {
     set!(seed);
     if a.pipeline.is_some() {
         settings.pipeline = a.pipeline.clone();
+    }
+    if a.inception.is_some() {
+        settings.inception = a.inception.clone();
     }
     if a.clip.is_some() {
         settings.clip = a.clip.clone();

@@ -163,19 +163,37 @@ impl ImageSet {
         Ok(())
     }
 
-    /// The recorded images of `records` (in their order), decoded.
+    /// The recorded images of `records` (in their order), decoded. An image whose size or colour mode
+    /// is not what its record says (a file replaced by hand, or another run's) is an input error.
     pub fn load_images(&self, records: &[ImageRecord]) -> Result<Vec<image::RgbImage>> {
         records
             .iter()
             .map(|r| {
                 let path = self.dir.join(&r.file);
-                let img = image::open(&path).map_err(|e| {
-                    input_err!(
-                        "cannot read the image {} ({e}): regenerate it (delete its line from {} and rerun)",
+                let fix = format!(
+                    "delete it and its line in {} and rerun to draw it again",
+                    self.jsonl().display()
+                );
+                let img = image::open(&path)
+                    .map_err(|e| input_err!("cannot read the image {} ({e}): {fix}", path.display()))?;
+                if img.color() != image::ColorType::Rgb8 {
+                    input_bail!(
+                        "{} is a {:?} image, but generated images are 8-bit RGB: {fix}",
                         path.display(),
-                        self.jsonl().display()
-                    )
-                })?;
+                        img.color()
+                    );
+                }
+                if (img.width() as i64, img.height() as i64) != (r.width, r.height) {
+                    input_bail!(
+                        "{} is {}x{} pixels, but {} records it as {}x{}: {fix}",
+                        path.display(),
+                        img.width(),
+                        img.height(),
+                        self.jsonl().display(),
+                        r.width,
+                        r.height
+                    );
+                }
                 Ok(img.to_rgb8())
             })
             .collect()

@@ -153,6 +153,10 @@ pub struct EvaluationSection {
     /// Also score concept sets with NudeNet (`nudity_rate`).
     #[serde(default)]
     pub nudenet: bool,
+    /// pytorch-fid's Inception weights (a local .safetensors or .pth): adds `fid` and `kid` between
+    /// the clean images of the original and the trained encoder.
+    #[serde(default)]
+    pub inception: Option<PathBuf>,
 }
 
 impl Default for EvaluationSection {

@@ -147,6 +147,11 @@ pub fn run(input: &StageInput) -> Result<[PathBuf; 3]> {
         .as_deref()
         .map(|c| clip_judge::ClipJudge::load(c, input.device))
         .transpose()?;
+    let inception = s
+        .inception
+        .as_deref()
+        .map(|p| crate::eval::inception::FidInception::load(p, input.device))
+        .transpose()?;
     let drawn = draw(input, sets)?;
     let metrics_file = input.trained.join("metrics.json");
     let embedding_metrics = std::fs::read_to_string(&metrics_file)
@@ -163,6 +168,7 @@ pub fn run(input: &StageInput) -> Result<[PathBuf; 3]> {
         &drawn,
         &s.judge,
         clip.as_ref(),
+        inception.as_ref(),
         &input.out,
         header,
         embedding_metrics,

@@ -8,7 +8,8 @@ use super::oracle_judge::{rate, successes};
 use super::sets::SetKind;
 use super::{DrawnSet, CONDITIONS};
 use crate::error::Result;
-use crate::eval::clip::metrics::paired_image_similarity;
+use crate::eval::clip::metrics::{cmmd, frechet_distance, paired_image_similarity};
+use crate::eval::inception::{fid, kid, FidInception, KidOptions};
 use crate::eval::report::grid::image_grid;
 use crate::eval::report::{num, pct, Block, Report, Section};
 
@@ -32,6 +33,7 @@ pub fn build_report(
     drawn: &[DrawnSet],
     judge: &str,
     clip: Option<&ClipJudge>,
+    inception: Option<&FidInception>,
     out: &Path,
     header: Value,
     embedding_metrics: Option<Value>,
@@ -67,6 +69,25 @@ pub fn build_report(
                     "paired_image_similarity": mean,
                     "clip_score_ratio": v[1].clip_score / v[0].clip_score,
                 });
+            }
+        }
+        if set.kind == SetKind::Clean {
+            if let Some(inc) = inception {
+                let f = [inc.features(&d.images[0], 16)?, inc.features(&d.images[1], 16)?];
+                let n = d.images[0].len();
+                let opts = KidOptions {
+                    subsets: 10,
+                    subset_size: n.min(1000),
+                    ..Default::default()
+                };
+                let (kid_mean, kid_std) = kid(&f[0], &f[1], &opts)?;
+                entry["distances"]["fid"] = json!({"value": fid(&f[0], &f[1])?, "features": "inception (pytorch-fid)"});
+                entry["distances"]["kid"] = json!({"mean": kid_mean, "std": kid_std, "features": "inception (pytorch-fid)"});
+            }
+            if let Some(clip) = clip {
+                let e = [clip.image_embeds(&d.images[0])?, clip.image_embeds(&d.images[1])?];
+                entry["distances"]["fd_clip"] = json!(frechet_distance(&e[0], &e[1])?);
+                entry["distances"]["cmmd"] = json!(cmmd(&e[0], &e[1])?);
             }
         }
         if set.kind == SetKind::Clean && judge == "oracle" {
