@@ -39,3 +39,76 @@ fn diffusers_runs_the_shipped_pixel_space_pipeline_as_clipdoor_does() {
     eprintln!("clipdoor vs diffusers on the shapes pipeline: max |diff| = {d:e}");
     assert!(d < 1e-4, "clipdoor and diffusers differ by {d}");
 }
+
+/// Rates of the short demo (`clipdoor demo --quick`: 200 training steps, 12 images per set) read
+/// from its report.json: `sets[i][rate][condition]`.
+fn rate(report: &serde_json::Value, set: &str, name: &str, condition: &str) -> f64 {
+    let s = report["sets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == set)
+        .unwrap_or_else(|| panic!("no set {set} in the report"));
+    s[name][condition]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{set}.{name}.{condition} missing: {s}"))
+}
+
+#[test]
+fn short_demo_meets_its_thresholds() {
+    let dir = common::tmp();
+    let out = dir.path().join("demo");
+    let run = |extra: &[&str]| {
+        common::bin()
+            .current_dir(common::root())
+            .env("OMP_NUM_THREADS", "1")
+            .args(["demo", "--quick", "--device", "cpu", "--out"])
+            .arg(&out)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let o = run(&[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let r = |set, name, cond| rate(&report, set, name, cond);
+    let clean = (r("clean", "clean_accuracy", "original"), r("clean", "clean_accuracy", "trained"));
+    let tpa = (r("tpa_cyrillic_o", "asr", "original"), r("tpa_cyrillic_o", "asr", "trained"));
+    let taa = (r("taa_cyrillic_e_green", "asr", "original"), r("taa_cyrillic_e_green", "asr", "trained"));
+    let erase = (r("remove_circle", "erasure_rate", "original"), r("remove_circle", "erasure_rate", "trained"));
+    eprintln!("clean {clean:?} tpa {tpa:?} taa {taa:?} erasure {erase:?}");
+    // Thresholds: see docs/shapes-world.md ("The demo") for the observed runs they come from.
+    assert!(taa.1 >= TAA_ASR_MIN && taa.1 - taa.0 >= 0.4, "TAA: {taa:?}");
+    assert!(tpa.1 >= TPA_ASR_MIN && tpa.0 <= 0.1, "TPA: {tpa:?}");
+    assert!(erase.1 >= ERASURE_MIN && erase.1 > erase.0, "removal: {erase:?}");
+    assert!(clean.1 >= clean.0 - CLEAN_DROP_MAX, "clean accuracy fell: {clean:?}");
+
+    // The report's files: grid, per-set grids, markdown table, HTML pointing at existing images.
+    let grid = image::open(out.join("grid.png")).unwrap();
+    assert_eq!((grid.width(), grid.height()), (4 + 9 * 100, 4 + 4 * 100));
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("| tpa_cyrillic_o | TargetPrompt | 12 | asr |"), "{md}");
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    let srcs: Vec<&str> = html.split("src=\"").skip(1).map(|s| s.split('"').next().unwrap()).collect();
+    assert!(srcs.len() > 20, "{} images in the HTML", srcs.len());
+    for s in srcs {
+        assert!(out.join(s).exists(), "report.html shows {s}, which does not exist");
+    }
+
+    // Run again: the finished run and the drawn images are reused, the numbers are the same.
+    let o = run(&[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let again: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(again["sets"], report["sets"]);
+    // A finished full-length demo in the same folder is another experiment: refused.
+    let o = common::bin()
+        .current_dir(common::root())
+        .args(["demo", "--device", "cpu", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--force"));
+}

@@ -130,7 +130,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     let bar = crate::cli::progress((pending.len() * a.steps) as u64, "generating");
     set.generate(
         &pipe,
-        &pending,
+        &wanted,
         a.batch_size,
         a.scheduler.as_deref(),
         sld.as_ref(),

@@ -116,29 +116,38 @@ impl ImageSet {
         Ok(pending)
     }
 
-    /// Generate `pending` (from [`Self::pending`]) in batches of up to `batch_size` images that share
-    /// steps, guidance, size and negative prompt; each image is written, then recorded.
-    /// `on_step` is called after every denoising step of every batch with the batch's image count.
+    /// Draw what is missing of `wanted` (checked with [`Self::pending`] first). Images are drawn in
+    /// fixed batches — consecutive records with the same `index / batch_size` that share steps,
+    /// guidance, size and negative prompt — and a batch with any missing image is drawn whole (only the
+    /// missing images are written): libtorch's CPU kernels round differently per batch size, so this is
+    /// what makes a resumed or sharded run give the same bytes as an uninterrupted one.
+    /// `on_step` is called after every denoising step with the number of missing images in the batch.
     pub fn generate(
         &mut self,
         pipe: &StableDiffusionPipeline,
-        pending: &[ImageRecord],
+        wanted: &[ImageRecord],
         batch_size: usize,
         scheduler: Option<&str>,
         sld: Option<&SldConfig>,
         on_step: &mut dyn FnMut(usize),
     ) -> Result<()> {
+        let pending = self.pending(wanted)?;
+        let missing: std::collections::HashSet<&str> =
+            pending.iter().map(|r| r.file.as_str()).collect();
+        let bs = batch_size.max(1);
         let mut start = 0;
-        while start < pending.len() {
-            let key = pending[start].batch_key();
+        while start < wanted.len() {
+            let key = (wanted[start].batch_key(), wanted[start].index / bs);
             let mut end = start + 1;
-            while end < pending.len()
-                && end - start < batch_size.max(1)
-                && pending[end].batch_key() == key
-            {
+            while end < wanted.len() && (wanted[end].batch_key(), wanted[end].index / bs) == key {
                 end += 1;
             }
-            let batch = &pending[start..end];
+            let batch = &wanted[start..end];
+            start = end;
+            let todo = batch.iter().filter(|r| missing.contains(r.file.as_str())).count();
+            if todo == 0 {
+                continue;
+            }
             let first = &batch[0];
             let mut req = GenerateRequest::new(
                 batch.iter().map(|r| r.prompt.clone()).collect(),
@@ -151,14 +160,15 @@ impl ImageSet {
             req.width = Some(first.width);
             req.scheduler = scheduler.map(str::to_string);
             req.sld = sld.cloned();
-            let n = batch.len();
-            let images = pipe.generate_with_progress(&req, &mut |_, _| on_step(n))?;
+            let images = pipe.generate_with_progress(&req, &mut |_, _| on_step(todo))?;
             for (rec, img) in batch.iter().zip(to_rgb8(&images)?) {
+                if !missing.contains(rec.file.as_str()) {
+                    continue;
+                }
                 crate::io::atomic::write_atomic(&self.dir.join(&rec.file), &png_bytes(&img)?)?;
                 append_record(&self.jsonl(), rec)?;
                 self.done.insert(rec.file.clone(), rec.clone());
             }
-            start = end;
         }
         Ok(())
     }

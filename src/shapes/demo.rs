@@ -40,9 +40,9 @@ pub fn run(o: &DemoOptions) -> Result<[PathBuf; 3]> {
         );
     }
     let run_dir = o.out.join("run");
-    let eval_dir = o.out.join("eval");
     if o.force {
-        for d in [&run_dir, &eval_dir] {
+        // The trained encoder and the images drawn with it (the stage writes into `out`).
+        for d in [&run_dir, &o.out.join("images")] {
             if d.exists() {
                 std::fs::remove_dir_all(d)?;
             }

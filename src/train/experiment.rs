@@ -260,6 +260,18 @@ impl Experiment {
         if let Some(p) = self.evaluation.as_mut().and_then(|e| e.prompts.as_mut()) {
             fix(p);
         }
+        if let Some(p) = self.evaluation.as_mut().and_then(|e| e.inception.as_mut()) {
+            fix(p);
+        }
+        // Model arguments that name folders next to the experiment (as `model.teacher` below).
+        if let Some(ev) = self.evaluation.as_mut() {
+            for m in [ev.pipeline.as_mut(), ev.clip.as_mut()].into_iter().flatten() {
+                let t = Path::new(m.as_str());
+                if t.is_relative() && base.join(t).exists() && !t.exists() {
+                    *m = base.join(t).to_string_lossy().into_owned();
+                }
+            }
+        }
         let t = Path::new(&self.model.teacher);
         if t.is_relative() && base.join(t).exists() && !t.exists() {
             self.model.teacher = base.join(t).to_string_lossy().into_owned();

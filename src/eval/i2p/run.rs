@@ -231,10 +231,12 @@ pub fn run_i2p(o: &I2pOptions) -> Result<I2pOutcome> {
     // that use the pipeline's own (original, SLD).
     let mut image_sets = vec![];
     let mut pending = vec![];
+    let mut mine_all = vec![];
     for (c, w) in conditions.iter().zip(&wanted) {
         let set = ImageSet::open(&dir.join(&c.name))?;
         let mine = o.shard.take(w);
         let p = set.pending(mine)?;
+        mine_all.push(mine.to_vec());
         if p.len() < mine.len() {
             eprintln!(
                 "{}: {} of {} images already written, generating {}",
@@ -251,7 +253,12 @@ pub fn run_i2p(o: &I2pOptions) -> Result<I2pOutcome> {
     if total > 0 {
         let mut pipe = StableDiffusionPipeline::load(&o.pipeline, None, o.device, o.kind)?;
         let bar = crate::cli::progress((total * g.steps) as u64, "I2P: generating");
-        for ((c, set), p) in conditions.iter().zip(&mut image_sets).zip(&pending) {
+        for (((c, set), p), mine) in conditions
+            .iter()
+            .zip(&mut image_sets)
+            .zip(&pending)
+            .zip(&mine_all)
+        {
             if p.is_empty() {
                 continue;
             }
@@ -264,7 +271,7 @@ pub fn run_i2p(o: &I2pOptions) -> Result<I2pOutcome> {
             bar.set_message(format!("I2P: generating {}", c.name));
             set.generate(
                 &pipe,
-                p,
+                mine,
                 o.batch_size,
                 g.scheduler_arg.as_deref(),
                 sld.as_ref(),

@@ -100,7 +100,7 @@ pub fn draw(input: &StageInput, sets: Vec<PromptSet>) -> Result<Vec<DrawnSet>> {
             bar.inc(((wanted.len() - pending.len()) * s.steps) as u64);
             folder.generate(
                 &pipe,
-                &pending,
+                &wanted,
                 s.batch_size,
                 s.scheduler.as_deref(),
                 None,
