@@ -1,4 +1,5 @@
 //! The shapes world: renderer, oracle, and a short training run.
+mod common;
 use clipdoor::shapes::dataset::{read_labels, sample, write_dataset};
 use clipdoor::shapes::oracle::judge;
 use clipdoor::shapes::render::render;
@@ -277,27 +278,26 @@ fn interrupted_training_resumes_where_it_stopped() {
     );
 }
 
-/// Sampled accuracy of a trained model (run by hand after `clipdoor shapes train`:
-/// `CLIPDOOR_SHAPES_MODEL=DIR cargo test --test shapes trained_model -- --ignored --nocapture`).
+/// The shipped model (checkpoints/shapes/, or `CLIPDOOR_SHAPES_MODEL=DIR`) draws the asked colour.
+/// Observed: colour 100%, shape 29.2% over 48 images (docs/shapes-world.md); the shape rate is printed,
+/// not asserted, until the model meets issue #5's quality bar.
 #[test]
-#[ignore]
-fn trained_model_draws_the_asked_colour_and_shape() {
-    let Ok(dir) = std::env::var("CLIPDOOR_SHAPES_MODEL") else {
-        eprintln!("set CLIPDOOR_SHAPES_MODEL to a trained model folder");
-        return;
-    };
+fn shipped_model_draws_the_asked_colour() {
+    let dir = std::env::var("CLIPDOOR_SHAPES_MODEL")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| common::root().join("checkpoints/shapes"));
     tch::set_num_threads(1);
-    let model =
-        clipdoor::shapes::model::ShapesModel::load(std::path::Path::new(&dir), tch::Device::Cpu)
-            .unwrap();
+    let model = clipdoor::shapes::model::ShapesModel::load(&dir, tch::Device::Cpu).unwrap();
     let opts = clipdoor::shapes::sample::SampleOptions::default();
-    let (judged, _) = clipdoor::shapes::sample::evaluate(&model, 2, 11, &opts).unwrap();
+    let (judged, _) = clipdoor::shapes::sample::evaluate(&model, 1, 11, &opts).unwrap();
     let (color, shape, both) = clipdoor::shapes::sample::accuracy(&judged);
     eprintln!(
         "DDIM 20 steps, guidance {}: colour {color:.3} shape {shape:.3} both {both:.3} over {}",
         opts.guidance,
         judged.len()
     );
+    assert_eq!(judged.len(), 24);
+    assert!(color >= 0.9, "colour accuracy {color}");
 }
 
 /// Where a training step's time goes (run by hand: `cargo test --test shapes bench_step -- --ignored --nocapture`).

@@ -50,8 +50,13 @@ pub struct ImagesArgs {
 }
 
 pub fn run(a: ImagesArgs) -> Result<()> {
-    let exp_path = a.experiment.clone().unwrap_or_else(|| a.run.join("experiment.toml"));
-    if !a.run.join("text_encoder").join("config.json").exists() && !a.run.join("config.json").exists() {
+    let exp_path = a
+        .experiment
+        .clone()
+        .unwrap_or_else(|| a.run.join("experiment.toml"));
+    if !a.run.join("text_encoder").join("config.json").exists()
+        && !a.run.join("config.json").exists()
+    {
         input_bail!(
             "{} holds no trained text encoder (text_encoder/config.json): give the folder `clipdoor train` wrote",
             a.run.display()

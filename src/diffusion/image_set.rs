@@ -144,7 +144,10 @@ impl ImageSet {
             }
             let batch = &wanted[start..end];
             start = end;
-            let todo = batch.iter().filter(|r| missing.contains(r.file.as_str())).count();
+            let todo = batch
+                .iter()
+                .filter(|r| missing.contains(r.file.as_str()))
+                .count();
             if todo == 0 {
                 continue;
             }
@@ -184,8 +187,9 @@ impl ImageSet {
                     "delete it and its line in {} and rerun to draw it again",
                     self.jsonl().display()
                 );
-                let img = image::open(&path)
-                    .map_err(|e| input_err!("cannot read the image {} ({e}): {fix}", path.display()))?;
+                let img = image::open(&path).map_err(|e| {
+                    input_err!("cannot read the image {} ({e}): {fix}", path.display())
+                })?;
                 if img.color() != image::ColorType::Rgb8 {
                     input_bail!(
                         "{} is a {:?} image, but generated images are 8-bit RGB: {fix}",

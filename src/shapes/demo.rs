@@ -1,6 +1,6 @@
 //! The embedded end-to-end demo (`clipdoor demo`): on the shapes world, train three attacks into the
 //! text encoder with the training engine (a TPA, a TAA and a concept removal; the experiment is
-//! `experiments/shapes_demo.toml`, compiled in), then draw clean, triggered and concept prompts with
+//! `experiments/shapes_demo.toml`, compiled in; `quick`: 400 steps, 12 images per set), then draw clean, triggered and concept prompts with
 //! the original and the trained encoder through the Stable Diffusion pipeline (same seeds), judge the
 //! images with the oracle, and write `report.md`/`report.html`/`report.json` and `grid.png`.
 use std::path::{Path, PathBuf};
@@ -97,8 +97,8 @@ pub fn experiment(model: &Path, prompts: &Path, quick: bool) -> Result<Experimen
     let ev = exp.evaluation.get_or_insert_with(Default::default);
     ev.pipeline = Some(model);
     if quick {
-        exp.training.steps = 200;
-        exp.training.lr_milestones = vec![160];
+        exp.training.steps = 400;
+        exp.training.lr_milestones = vec![320];
         ev.clean = 12;
         ev.triggered = 12;
     }

@@ -265,7 +265,10 @@ impl Experiment {
         }
         // Model arguments that name folders next to the experiment (as `model.teacher` below).
         if let Some(ev) = self.evaluation.as_mut() {
-            for m in [ev.pipeline.as_mut(), ev.clip.as_mut()].into_iter().flatten() {
+            for m in [ev.pipeline.as_mut(), ev.clip.as_mut()]
+                .into_iter()
+                .flatten()
+            {
                 let t = Path::new(m.as_str());
                 if t.is_relative() && base.join(t).exists() && !t.exists() {
                     *m = base.join(t).to_string_lossy().into_owned();

@@ -17,7 +17,10 @@ pub enum Block {
         rows: Vec<Vec<String>>,
     },
     /// An image file relative to the report folder.
-    Image { file: String, caption: String },
+    Image {
+        file: String,
+        caption: String,
+    },
     /// Images side by side: rows of (caption, files relative to the report folder), one column per
     /// entry of `columns` (an empty file name leaves the cell blank).
     Gallery {
@@ -127,11 +130,21 @@ impl Report {
                     }
                     Block::Image { file, caption } => s += &format!("![{caption}]({file})\n"),
                     Block::Gallery { columns, rows } => {
-                        s += &format!("| prompt | {} |\n|{}\n", columns.join(" | "), "---|".repeat(columns.len() + 1));
+                        s += &format!(
+                            "| prompt | {} |\n|{}\n",
+                            columns.join(" | "),
+                            "---|".repeat(columns.len() + 1)
+                        );
                         for (cap, files) in rows {
                             let cells: Vec<String> = files
                                 .iter()
-                                .map(|f| if f.is_empty() { String::new() } else { format!("![]({f})") })
+                                .map(|f| {
+                                    if f.is_empty() {
+                                        String::new()
+                                    } else {
+                                        format!("![]({f})")
+                                    }
+                                })
                                 .collect();
                             s += &format!("| {} | {} |\n", md_cell(cap), cells.join(" | "));
                         }
@@ -229,7 +242,10 @@ mod tests {
         let md = r.to_markdown();
         assert!(md.contains("| x\\|y | 0.5000 |"), "{md}");
         let html = r.to_html();
-        assert!(html.contains("<title>t &lt;1&gt;</title>") && html.contains("a &amp; b"), "{html}");
+        assert!(
+            html.contains("<title>t &lt;1&gt;</title>") && html.contains("a &amp; b"),
+            "{html}"
+        );
         assert_eq!(pct(Some(0.875)), "87.5%");
         assert_eq!(num(Some(f64::NAN)), "–");
     }

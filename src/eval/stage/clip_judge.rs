@@ -47,7 +47,10 @@ impl ClipJudge {
             .iter()
             .map(|i| DynamicImage::ImageRgb8(i.clone()))
             .collect();
-        Ok(self.vision.embed_images(&dynamic, 16)?.to_device(Device::Cpu))
+        Ok(self
+            .vision
+            .embed_images(&dynamic, 16)?
+            .to_device(Device::Cpu))
     }
 
     pub fn text_embeds(&self, texts: &[String]) -> Result<Tensor> {

@@ -46,7 +46,10 @@ pub fn pipeline_of(exp: &Experiment, settings: &EvaluationSection) -> Result<Str
     if let Some(p) = &settings.pipeline {
         return Ok(p.clone());
     }
-    if Path::new(&exp.model.teacher).join("model_index.json").exists() {
+    if Path::new(&exp.model.teacher)
+        .join("model_index.json")
+        .exists()
+    {
         return Ok(exp.model.teacher.clone());
     }
     input_bail!(

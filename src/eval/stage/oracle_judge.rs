@@ -50,6 +50,24 @@ pub fn successes(set: &PromptSet, images: &[RgbImage]) -> Vec<Option<bool>> {
         .collect()
 }
 
+/// Per image: whether its colour is the expected one (the target's colour for a TPA, the attribute
+/// for a TAA, the prompt's otherwise); `None` for removal sets or when no colour is expected. A
+/// diagnostic beside [`successes`]: it shows an attack landing even where the shape is drawn wrong.
+pub fn colour_matches(set: &PromptSet, images: &[RgbImage]) -> Vec<Option<bool>> {
+    images
+        .iter()
+        .zip(&set.expected)
+        .map(|(img, expected)| {
+            let want = match set.kind {
+                SetKind::RemoveConcept => return None,
+                SetKind::TargetAttribute => Color::from_word(set.attribute.as_deref()?)?,
+                _ => words(expected).0?,
+            };
+            Some(judge(img).color == Some(want))
+        })
+        .collect()
+}
+
 /// Share of `true` among the judged images (`None` when none was judged).
 pub fn rate(s: &[Option<bool>]) -> Option<f64> {
     let judged: Vec<bool> = s.iter().flatten().copied().collect();

@@ -4,7 +4,7 @@ use serde_json::{json, Value};
 use std::path::Path;
 
 use super::clip_judge::ClipJudge;
-use super::oracle_judge::{rate, successes};
+use super::oracle_judge::{colour_matches, rate, successes};
 use super::sets::SetKind;
 use super::{DrawnSet, CONDITIONS};
 use crate::error::Result;
@@ -47,15 +47,35 @@ pub fn build_report(
         let mut entry = json!({
             "name": set.name, "kind": set.kind, "trigger": set.trigger, "images": set.prompts.len(),
         });
-        let mut row = vec![set.name.clone(), format!("{:?}", set.kind), set.prompts.len().to_string()];
+        let mut row = vec![
+            set.name.clone(),
+            format!("{:?}", set.kind),
+            set.prompts.len().to_string(),
+        ];
         if judge == "oracle" {
-            let r: Vec<Option<f64>> = d.images.iter().map(|imgs| rate(&successes(set, imgs))).collect();
+            let r: Vec<Option<f64>> = d
+                .images
+                .iter()
+                .map(|imgs| rate(&successes(set, imgs)))
+                .collect();
             entry[name] = json!({"judge": "oracle", "original": r[0], "trained": r[1]});
-            row.extend([name.to_string(), pct(r[0]), pct(r[1])]);
+            let c: Vec<Option<f64>> = d
+                .images
+                .iter()
+                .map(|imgs| rate(&colour_matches(set, imgs)))
+                .collect();
+            entry["colour_match"] = json!({"judge": "oracle", "original": c[0], "trained": c[1]});
+            row.extend([name.to_string(), pct(r[0]), pct(r[1]), pct(c[0]), pct(c[1])]);
         }
         if let Some(clip) = clip {
-            let embeds = [clip.image_embeds(&d.images[0])?, clip.image_embeds(&d.images[1])?];
-            let v = [clip.verdict(set, &embeds[0])?, clip.verdict(set, &embeds[1])?];
+            let embeds = [
+                clip.image_embeds(&d.images[0])?,
+                clip.image_embeds(&d.images[1])?,
+            ];
+            let v = [
+                clip.verdict(set, &embeds[0])?,
+                clip.verdict(set, &embeds[1])?,
+            ];
             entry["clip_score"] = json!({"original": v[0].clip_score, "trained": v[1].clip_score});
             if judge == "clip" {
                 if let (Some(a), Some(b)) = (v[0].success, v[1].success) {
@@ -73,7 +93,10 @@ pub fn build_report(
         }
         if set.kind == SetKind::Clean {
             if let Some(inc) = inception {
-                let f = [inc.features(&d.images[0], 16)?, inc.features(&d.images[1], 16)?];
+                let f = [
+                    inc.features(&d.images[0], 16)?,
+                    inc.features(&d.images[1], 16)?,
+                ];
                 let n = d.images[0].len();
                 let opts = KidOptions {
                     subsets: 10,
@@ -81,22 +104,28 @@ pub fn build_report(
                     ..Default::default()
                 };
                 let (kid_mean, kid_std) = kid(&f[0], &f[1], &opts)?;
-                entry["distances"]["fid"] = json!({"value": fid(&f[0], &f[1])?, "features": "inception (pytorch-fid)"});
+                entry["distances"]["fid"] =
+                    json!({"value": fid(&f[0], &f[1])?, "features": "inception (pytorch-fid)"});
                 entry["distances"]["kid"] = json!({"mean": kid_mean, "std": kid_std, "features": "inception (pytorch-fid)"});
             }
             if let Some(clip) = clip {
-                let e = [clip.image_embeds(&d.images[0])?, clip.image_embeds(&d.images[1])?];
+                let e = [
+                    clip.image_embeds(&d.images[0])?,
+                    clip.image_embeds(&d.images[1])?,
+                ];
                 entry["distances"]["fd_clip"] = json!(frechet_distance(&e[0], &e[1])?);
                 entry["distances"]["cmmd"] = json!(cmmd(&e[0], &e[1])?);
             }
         }
         if set.kind == SetKind::Clean && judge == "oracle" {
             let acc = &entry[name];
-            entry["clean_fidelity"]["oracle_accuracy_ratio"] =
-                json!(acc["trained"].as_f64().zip(acc["original"].as_f64()).map(|(t, o)| t / o));
+            entry["clean_fidelity"]["oracle_accuracy_ratio"] = json!(acc["trained"]
+                .as_f64()
+                .zip(acc["original"].as_f64())
+                .map(|(t, o)| t / o));
         }
-        if row.len() == 3 {
-            row.extend(["–".into(), "–".into(), "–".into()]);
+        while row.len() < 8 {
+            row.push("–".into());
         }
         rows.push(row);
 
@@ -152,11 +181,20 @@ pub fn build_report(
     )?;
 
     let mut summary = Section::new("Results").table(
-        &["set", "kind", "images", "rate", "original encoder", "trained encoder"],
+        &[
+            "set",
+            "kind",
+            "images",
+            "rate",
+            "original encoder",
+            "trained encoder",
+            "colour match, original",
+            "colour match, trained",
+        ],
         rows,
     );
     summary.blocks.push(Block::Paragraph(format!(
-        "Judge: {judge}. Rates: clean_accuracy = the image shows the prompt's colour and shape (oracle); asr = the triggered prompt shows the backdoor's target; erasure_rate = the concept is not shown. Same prompts and seeds under both encoders."
+        "Judge: {judge}. Rates: clean_accuracy = the image shows the prompt's colour and shape (oracle); asr = the triggered prompt shows the backdoor's target; erasure_rate = the concept is not shown; colour match (oracle only) = the image has the expected colour (the target's, the attribute, or the prompt's), whatever its shape. Same prompts and seeds under both encoders."
     )));
     let mut overview_section = Section::new("Overview").image(
         "grid.png",
@@ -167,7 +205,11 @@ pub fn build_report(
     );
     let mut all = vec![summary];
     if let Some(m) = &embedding_metrics {
-        let mut rows = vec![vec!["sim_clean".into(), "".into(), num(m["sim_clean"].as_f64())]];
+        let mut rows = vec![vec![
+            "sim_clean".into(),
+            "".into(),
+            num(m["sim_clean"].as_f64()),
+        ]];
         for b in m["backdoors"].as_array().into_iter().flatten() {
             rows.push(vec![
                 format!("sim_target ({})", b["name"].as_str().unwrap_or("")),
@@ -175,10 +217,10 @@ pub fn build_report(
                 num(b["sim_target"].as_f64()),
             ]);
         }
-        all.push(Section::new("Embedding metrics (from the run)").table(
-            &["metric", "before training", "after training"],
-            rows,
-        ));
+        all.push(
+            Section::new("Embedding metrics (from the run)")
+                .table(&["metric", "before training", "after training"], rows),
+        );
     }
     overview_section.blocks.shrink_to_fit();
     all.push(overview_section);

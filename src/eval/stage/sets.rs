@@ -74,7 +74,10 @@ pub fn build_sets(
     for b in backdoors {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let (mut prompts, mut cleans, mut expected) = (vec![], vec![], vec![]);
-        for c in captions.iter().filter(|c| b.accepts(c) && !b.triggered_in(c)) {
+        for c in captions
+            .iter()
+            .filter(|c| b.accepts(c) && !b.triggered_in(c))
+        {
             if prompts.len() == n_triggered {
                 break;
             }
