@@ -519,3 +519,61 @@ fn cli_swapped_text_encoder_changes_images_and_bad_input_exits_2() {
         println!("{bad:?}: {err}");
     }
 }
+
+#[test]
+fn cli_generate_shards_merge_into_the_unsharded_images() {
+    let tmp = common::tmp();
+    let prompts = tmp.path().join("prompts.txt");
+    std::fs::write(&prompts, "a red cube\na blue sphere\na green cone\n").unwrap();
+    let args = [
+        "--prompts",
+        prompts.to_str().unwrap(),
+        "--seed",
+        "7",
+        "--batch-size",
+        "2",
+    ];
+    let whole = tmp.path().join("whole");
+    let o = generate_cli(&whole, &args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let sharded = tmp.path().join("sharded");
+    for i in 0..2 {
+        let shard = format!("{i}/2");
+        let o = generate_cli(&sharded, &[&args[..], &["--shard", &shard]].concat());
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        if i == 0 {
+            // Merging before the last shard has run names what is missing.
+            let o = common::bin()
+                .args(["evaluate", "merge", "--out"])
+                .arg(&sharded)
+                .output()
+                .unwrap();
+            assert_eq!(
+                o.status.code(),
+                Some(2),
+                "{}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+    }
+    let o = generate_cli(&sharded, &[&args[..], &["--shard", "2/2"]].concat());
+    assert_eq!(o.status.code(), Some(2), "a shard index must be below N");
+    let o = common::bin()
+        .args(["evaluate", "merge", "--out"])
+        .arg(&sharded)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (a, b) = (records(&whole), records(&sharded));
+    assert_eq!(a.len(), 3);
+    assert_eq!(a, b, "merged records differ from the unsharded run's");
+    for r in &a {
+        let f = r["file"].as_str().unwrap();
+        assert_eq!(
+            std::fs::read(whole.join(f)).unwrap(),
+            std::fs::read(sharded.join(f)).unwrap(),
+            "{f} differs between the sharded and the unsharded run"
+        );
+    }
+}

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use crate::diffusion::image_set::{ImageRecord, ImageSet};
 use crate::diffusion::pipeline::{SldConfig, StableDiffusionPipeline};
 use crate::error::Result;
+use crate::eval::shard::{Shard, ShardManifest};
 use crate::input_bail;
 
 #[derive(Args, Debug)]
@@ -61,6 +62,10 @@ pub struct GenerateArgs {
     pub batch_size: usize,
     #[arg(long)]
     pub out: PathBuf,
+    /// Draw only shard I of N (0-based; a contiguous block of the images) into OUT/shards/I-of-N/;
+    /// `clipdoor evaluate merge --out OUT` joins the shards once all are done.
+    #[arg(long)]
+    pub shard: Option<String>,
 }
 
 fn read_prompts(a: &GenerateArgs) -> Result<Vec<String>> {
@@ -94,7 +99,12 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     let (height, width) = (a.height.unwrap_or(dh), a.width.unwrap_or(dw));
     let encoder = pipe.encoder_dir().display().to_string();
 
-    let mut set = ImageSet::open(&a.out)?;
+    let shard = match &a.shard {
+        Some(s) => Shard::parse(s)?,
+        None => Shard::WHOLE,
+    };
+    let dir = shard.dir(&a.out);
+    let mut set = ImageSet::open(&dir)?;
     let k = a.images_per_prompt;
     let mut wanted = vec![];
     for (i, prompt) in prompts.iter().enumerate() {
@@ -118,11 +128,22 @@ pub fn run(a: GenerateArgs) -> Result<()> {
             });
         }
     }
-    let pending = set.pending(&wanted)?;
+    if !shard.is_whole() {
+        let settings = serde_json::json!({
+            "pipeline": a.pipeline, "text_encoder": a.text_encoder, "seed": a.seed,
+            "images_per_prompt": k, "steps": a.steps, "guidance": a.guidance, "scheduler": scheduler,
+            "size": [height, width], "negative_prompt": a.negative_prompt, "sld": a.sld,
+            "sld_concept": a.sld_concept, "dtype": a.dtype, "batch_size": a.batch_size,
+        });
+        ShardManifest::new("generate", shard, settings, &[(".", &wanted)])?.claim(&dir, &[])?;
+    }
+    let whole = wanted;
+    let wanted = shard.take(&whole);
+    let pending = set.pending(wanted)?;
     if pending.len() < wanted.len() {
         eprintln!(
             "{}: {} of {} images already written, skipping them",
-            a.out.display(),
+            dir.display(),
             wanted.len() - pending.len(),
             wanted.len()
         );
@@ -130,7 +151,8 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     let bar = crate::cli::progress((pending.len() * a.steps) as u64, "generating");
     set.generate(
         &pipe,
-        &wanted,
+        &whole,
+        wanted,
         a.batch_size,
         a.scheduler.as_deref(),
         sld.as_ref(),

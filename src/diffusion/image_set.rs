@@ -121,17 +121,27 @@ impl ImageSet {
     /// guidance, size and negative prompt — and a batch with any missing image is drawn whole (only the
     /// missing images are written): libtorch's CPU kernels round differently per batch size, so this is
     /// what makes a resumed or sharded run give the same bytes as an uninterrupted one.
+    /// Batches are formed over `whole` (the set `wanted` is part of: a shard's slice of it, or itself),
+    /// so a shard draws its edge images with the same batch-mates as an unsharded run.
     /// `on_step` is called after every denoising step with the number of missing images in the batch.
+    #[allow(clippy::too_many_arguments)]
     pub fn generate(
         &mut self,
         pipe: &StableDiffusionPipeline,
+        whole: &[ImageRecord],
         wanted: &[ImageRecord],
         batch_size: usize,
         scheduler: Option<&str>,
         sld: Option<&SldConfig>,
         on_step: &mut dyn FnMut(usize),
     ) -> Result<()> {
+        let in_whole: std::collections::HashSet<&str> =
+            whole.iter().map(|r| r.file.as_str()).collect();
+        if let Some(r) = wanted.iter().find(|r| !in_whole.contains(r.file.as_str())) {
+            anyhow::bail!("image {} is not part of the set it is drawn with", r.file);
+        }
         let pending = self.pending(wanted)?;
+        let wanted = whole;
         let missing: std::collections::HashSet<&str> =
             pending.iter().map(|r| r.file.as_str()).collect();
         let bs = batch_size.max(1);

@@ -236,7 +236,7 @@ pub fn run_i2p(o: &I2pOptions) -> Result<I2pOutcome> {
         let set = ImageSet::open(&dir.join(&c.name))?;
         let mine = o.shard.take(w);
         let p = set.pending(mine)?;
-        mine_all.push(mine.to_vec());
+        mine_all.push((w.clone(), mine.to_vec()));
         if p.len() < mine.len() {
             eprintln!(
                 "{}: {} of {} images already written, generating {}",
@@ -259,6 +259,7 @@ pub fn run_i2p(o: &I2pOptions) -> Result<I2pOutcome> {
             .zip(&pending)
             .zip(&mine_all)
         {
+            let (whole, mine) = (&mine.0, &mine.1);
             if p.is_empty() {
                 continue;
             }
@@ -271,6 +272,7 @@ pub fn run_i2p(o: &I2pOptions) -> Result<I2pOutcome> {
             bar.set_message(format!("I2P: generating {}", c.name));
             set.generate(
                 &pipe,
+                whole,
                 mine,
                 o.batch_size,
                 g.scheduler_arg.as_deref(),

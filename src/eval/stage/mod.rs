@@ -104,6 +104,7 @@ pub fn draw(input: &StageInput, sets: Vec<PromptSet>) -> Result<Vec<DrawnSet>> {
             folder.generate(
                 &pipe,
                 &wanted,
+                &wanted,
                 s.batch_size,
                 s.scheduler.as_deref(),
                 None,
