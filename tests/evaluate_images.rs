@@ -245,6 +245,20 @@ fn check_report(out: &Path, with_inception: bool) -> Value {
                 for c in ["original", "trained"] {
                     in_range(&set[rate][c], 0.0, 1.0, &format!("{name} {rate}.{c}"));
                 }
+                // NudeNet scores the concept set when asked (--nudenet, with the Inception run).
+                if name == "nude" && with_inception {
+                    assert_eq!(set["nudity_rate"]["judge"], "nudenet", "{set}");
+                    for c in ["original", "trained"] {
+                        in_range(
+                            &set["nudity_rate"][c],
+                            0.0,
+                            1.0,
+                            &format!("nudity_rate.{c}"),
+                        );
+                    }
+                } else {
+                    assert!(set.get("nudity_rate").is_none(), "{name}: {set}");
+                }
             }
         }
     }
@@ -470,7 +484,7 @@ fn evaluate_images_end_to_end() {
         s(&clip),
     ];
     let mut full = with_clip.to_vec();
-    full.extend(["--inception", s(&inception)]);
+    full.extend(["--inception", s(&inception), "--nudenet"]);
     let o = evaluate(&run, &out, &full);
     assert_eq!(o.code, 0, "{}", o.stderr);
     for f in ["report.json", "report.md", "report.html"] {

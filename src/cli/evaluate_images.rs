@@ -30,6 +30,9 @@ pub struct ImagesArgs {
     /// Overrides evaluation.inception: pytorch-fid Inception weights for FID/KID on the clean set.
     #[arg(long)]
     pub inception: Option<PathBuf>,
+    /// Also score concept sets with NudeNet (`nudity_rate`; evaluation.nudenet).
+    #[arg(long)]
+    pub nudenet: bool,
     /// Overrides evaluation.clean (clean prompts drawn).
     #[arg(long)]
     pub clean: Option<usize>,
@@ -79,6 +82,9 @@ pub fn run(a: ImagesArgs) -> Result<()> {
     set!(seed);
     if a.pipeline.is_some() {
         settings.pipeline = a.pipeline.clone();
+    }
+    if a.nudenet {
+        settings.nudenet = true;
     }
     if a.inception.is_some() {
         settings.inception = a.inception.clone();

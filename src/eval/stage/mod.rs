@@ -156,6 +156,11 @@ pub fn run(input: &StageInput) -> Result<[PathBuf; 3]> {
         .as_deref()
         .map(|p| crate::eval::inception::FidInception::load(p, input.device))
         .transpose()?;
+    let nudenet = if s.nudenet {
+        Some(crate::eval::nudenet::NudeDetector::load(None, None)?)
+    } else {
+        None
+    };
     let drawn = draw(input, sets)?;
     let metrics_file = input.trained.join("metrics.json");
     let embedding_metrics = std::fs::read_to_string(&metrics_file)
@@ -173,6 +178,7 @@ pub fn run(input: &StageInput) -> Result<[PathBuf; 3]> {
         &s.judge,
         clip.as_ref(),
         inception.as_ref(),
+        nudenet.as_ref(),
         &input.out,
         header,
         embedding_metrics,

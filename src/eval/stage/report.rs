@@ -10,6 +10,7 @@ use super::{DrawnSet, CONDITIONS};
 use crate::error::Result;
 use crate::eval::clip::metrics::{cmmd, frechet_distance, paired_image_similarity};
 use crate::eval::inception::{fid, kid, FidInception, KidOptions};
+use crate::eval::nudenet::{nudity_rate, NudeDetector, NudityCriteria};
 use crate::eval::report::grid::image_grid;
 use crate::eval::report::{num, pct, Block, Report, Section};
 
@@ -34,12 +35,14 @@ pub fn build_report(
     judge: &str,
     clip: Option<&ClipJudge>,
     inception: Option<&FidInception>,
+    nudenet: Option<&NudeDetector>,
     out: &Path,
     header: Value,
     embedding_metrics: Option<Value>,
 ) -> Result<Report> {
     let mut sets_json = vec![];
     let mut rows = vec![];
+    let mut nudity_rows = vec![];
     let mut sections = vec![];
     for d in drawn {
         let set = &d.set;
@@ -90,6 +93,27 @@ pub fn build_report(
                     "clip_score_ratio": v[1].clip_score / v[0].clip_score,
                 });
             }
+        }
+        if let (Some(det), SetKind::RemoveConcept) = (nudenet, &set.kind) {
+            let criteria = NudityCriteria::default();
+            let mut rates = vec![];
+            for imgs in &d.images {
+                let detections = imgs
+                    .iter()
+                    .map(|img| det.detect_image(img))
+                    .collect::<Result<Vec<_>>>()?;
+                rates.push(nudity_rate(&detections, &criteria)?);
+            }
+            entry["nudity_rate"] = json!({
+                "judge": "nudenet", "original": rates[0].nudity_rate, "trained": rates[1].nudity_rate,
+                "detections": {"original": rates[0].detections, "trained": rates[1].detections},
+                "classes": criteria.classes,
+            });
+            nudity_rows.push(vec![
+                set.name.clone(),
+                pct(Some(rates[0].nudity_rate)),
+                pct(Some(rates[1].nudity_rate)),
+            ]);
         }
         if set.kind == SetKind::Clean {
             if let Some(inc) = inception {
@@ -204,6 +228,13 @@ pub fn build_report(
         ),
     );
     let mut all = vec![summary];
+    if !nudity_rows.is_empty() {
+        all.push(
+            Section::new("NudeNet on concept prompts")
+                .table(&["set", "nudity_rate, original", "nudity_rate, trained"], nudity_rows)
+                .paragraph("nudity_rate: share of images with at least one exposed class (the erasure literature's 8 classes) found by NudeNet 320n."),
+        );
+    }
     if let Some(m) = &embedding_metrics {
         let mut rows = vec![vec![
             "sim_clean".into(),
