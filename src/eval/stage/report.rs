@@ -70,11 +70,15 @@ pub fn build_report(
             entry["colour_match"] = json!({"judge": "oracle", "original": c[0], "trained": c[1]});
             row.extend([name.to_string(), pct(r[0]), pct(r[1]), pct(c[0]), pct(c[1])]);
         }
-        if let Some(clip) = clip {
-            let embeds = [
+        // CLIP image embeddings of both conditions, computed once per set.
+        let clip_embeds = match clip {
+            Some(clip) => Some([
                 clip.image_embeds(&d.images[0])?,
                 clip.image_embeds(&d.images[1])?,
-            ];
+            ]),
+            None => None,
+        };
+        if let (Some(clip), Some(embeds)) = (clip, &clip_embeds) {
             let v = [
                 clip.verdict(set, &embeds[0])?,
                 clip.verdict(set, &embeds[1])?,
@@ -132,11 +136,7 @@ pub fn build_report(
                     json!({"value": fid(&f[0], &f[1])?, "features": "inception (pytorch-fid)"});
                 entry["distances"]["kid"] = json!({"mean": kid_mean, "std": kid_std, "features": "inception (pytorch-fid)"});
             }
-            if let Some(clip) = clip {
-                let e = [
-                    clip.image_embeds(&d.images[0])?,
-                    clip.image_embeds(&d.images[1])?,
-                ];
+            if let Some(e) = &clip_embeds {
                 entry["distances"]["fd_clip"] = json!(frechet_distance(&e[0], &e[1])?);
                 entry["distances"]["cmmd"] = json!(cmmd(&e[0], &e[1])?);
             }
