@@ -80,7 +80,8 @@ fn unet_v2_matches_diffusers() {
 #[test]
 fn unet_variant_options_match_diffusers() {
     // flip_sin_to_cos=false, freq_shift=1, mish, scale_shift resnets, per-block layers, 2 transformer
-    // layers, only_cross_attention, UNetMidBlock2D, center_input_sample, conv_in_kernel=1.
+    // layers, only_cross_attention, UNetMidBlock2D, center_input_sample, conv_in_kernel=1,
+    // addition_embed_type "text" (attention-pooled text added to the time embedding).
     check_unet("unet_variant", 1);
 }
 

@@ -55,6 +55,9 @@ pub struct TrainArgs {
     pub lr: f64,
     #[arg(long, default_value_t = 100)]
     pub checkpoint_every: u64,
+    /// Timestep weights clamp(SNR, 1, γ) on the x0 loss (truncated SNR, capped as in Min-SNR-γ); 0: uniform.
+    #[arg(long, default_value_t = 0.0)]
+    pub snr_gamma: f64,
     /// Continue from OUT/checkpoint.
     #[arg(long)]
     pub resume: bool,
@@ -132,6 +135,7 @@ fn train_cmd(a: TrainArgs) -> Result<()> {
         batch_size: a.batch_size,
         lr: a.lr,
         checkpoint_every: a.checkpoint_every,
+        snr_gamma: a.snr_gamma,
         ..Default::default()
     };
     // Bar over steps when a step count is given, else over seconds of the time budget.

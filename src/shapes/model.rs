@@ -109,11 +109,15 @@ pub fn model_index_json() -> serde_json::Value {
     })
 }
 
-/// The frozen text encoder and the UNet, each in its own `VarStore`.
+/// The frozen text encoder and the UNet, each in its own `VarStore`, and the noise schedule they
+/// were trained with.
 pub struct ShapesModel {
     pub encoder: TextEncoder,
     pub unet_vs: nn::VarStore,
     pub unet: UNet2DConditionModel,
+    /// The folder's `scheduler/scheduler_config.json` when loaded, else [`scheduler_config`]: an
+    /// older folder (e.g. epsilon prediction) must be sampled with its own prediction type.
+    pub scheduler: SchedulerConfig,
 }
 
 impl ShapesModel {
@@ -129,18 +133,26 @@ impl ShapesModel {
             encoder,
             unet_vs,
             unet,
+            scheduler: scheduler_config()?,
         })
     }
 
-    /// Load a saved pipeline folder (`unet/`, `text_encoder/`, `tokenizer/`).
+    /// Load a saved pipeline folder (`unet/`, `text_encoder/`, `tokenizer/`, `scheduler/`).
     pub fn load(dir: &Path, device: Device) -> Result<Self> {
         let (unet_vs, unet) = load_unet(&dir.join("unet"), device, Kind::Float)?;
         let mut encoder = TextEncoder::load(&dir.to_string_lossy(), device, Kind::Float)?;
         encoder.vs.freeze();
+        let scheduler_file = dir.join("scheduler").join("scheduler_config.json");
+        let scheduler = if scheduler_file.exists() {
+            SchedulerConfig::load(&scheduler_file)?
+        } else {
+            scheduler_config()?
+        };
         Ok(Self {
             encoder,
             unet_vs,
             unet,
+            scheduler,
         })
     }
 

@@ -9,7 +9,7 @@ use tch::{Kind, Tensor};
 
 use super::dataset::item_seed;
 use super::labels::{Color, Shape, IMAGE_SIZE};
-use super::model::{scheduler_config, ShapesModel};
+use super::model::ShapesModel;
 use super::noise::{randn, tensor_to_images};
 use super::oracle::{judge, Judgement};
 use crate::diffusion::schedulers::scheduler_by_name;
@@ -65,7 +65,7 @@ fn sample_batch(
     seeds: &[u64],
     opts: &SampleOptions,
 ) -> Result<Vec<image::RgbImage>> {
-    let mut scheduler = scheduler_by_name(Some(&opts.scheduler), &scheduler_config()?)?;
+    let mut scheduler = scheduler_by_name(Some(&opts.scheduler), &model.scheduler)?;
     if scheduler.needs_noise() {
         crate::input_bail!("the reference sampler runs deterministic schedulers only; use ddim, pndm, euler or dpm++");
     }

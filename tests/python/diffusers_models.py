@@ -74,6 +74,8 @@ UNET_VARIANT = dict(
     time_embedding_act_fn="silu",
     center_input_sample=True,
     conv_in_kernel=1,
+    addition_embed_type="text",
+    addition_embed_type_num_heads=4,
 )
 
 VAE = dict(

@@ -91,6 +91,9 @@ fn d_cross() -> OneOrMany<i64> {
 fn d_tlayers() -> OneOrMany<i64> {
     OneOrMany::One(1)
 }
+fn d_addition_heads() -> i64 {
+    64
+}
 fn d_heads() -> OneOrMany<i64> {
     OneOrMany::One(8)
 }
@@ -183,9 +186,13 @@ pub struct UNet2DConditionConfig {
     /// `class_embed_type`: not supported (must be null).
     #[serde(default)]
     pub class_embed_type: Option<String>,
-    /// `addition_embed_type`: not supported (must be null; SDXL's `text_time` is another model).
+    /// `addition_embed_type`: null, or `text` (a pooled text embedding added to the time embedding,
+    /// `TextTimeEmbedding`); SDXL's `text_time` and the others are not supported.
     #[serde(default)]
     pub addition_embed_type: Option<String>,
+    /// `addition_embed_type_num_heads`: heads of the `text` embedding's attention pooling (default 64).
+    #[serde(default = "d_addition_heads")]
+    pub addition_embed_type_num_heads: i64,
     /// `num_class_embeds`: not supported (must be null).
     #[serde(default)]
     pub num_class_embeds: Option<i64>,
@@ -306,7 +313,12 @@ impl UNet2DConditionConfig {
             ),
             ("dual_cross_attention", self.dual_cross_attention),
             ("class_embed_type", self.class_embed_type.is_some()),
-            ("addition_embed_type", self.addition_embed_type.is_some()),
+            (
+                "addition_embed_type (other than \"text\")",
+                self.addition_embed_type
+                    .as_deref()
+                    .is_some_and(|t| t != "text"),
+            ),
             ("num_class_embeds", self.num_class_embeds.is_some()),
             ("time_cond_proj_dim", self.time_cond_proj_dim.is_some()),
             ("encoder_hid_dim", self.encoder_hid_dim.is_some()),
@@ -350,6 +362,14 @@ impl UNet2DConditionConfig {
         .flatten()
         {
             super::activation::DiffusersActivation::parse(act)?;
+        }
+        if self.addition_embed_type.is_some() {
+            let (w, h) = (self.text_width(), self.addition_embed_type_num_heads);
+            if h <= 0 || w % h != 0 {
+                return Err(format!(
+                    "`addition_embed_type_num_heads` ({h}) must divide `cross_attention_dim` ({w})"
+                ));
+            }
         }
         let n = self.down_block_types.len();
         if n == 0 || self.up_block_types.len() != n || self.block_out_channels.len() != n {

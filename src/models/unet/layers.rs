@@ -28,6 +28,11 @@ fn random(default: nn::Init) -> nn::Init {
     }
 }
 
+/// A free parameter (`nn.Parameter`) drawn from `init`, zero while loading a checkpoint.
+pub(crate) fn param(p: &nn::Path, name: &str, dims: &[i64], init: nn::Init) -> tch::Tensor {
+    p.var(name, dims, random(init))
+}
+
 pub(crate) fn linear(p: nn::Path, i: i64, o: i64, bias: bool) -> nn::Linear {
     let d = nn::LinearConfig::default();
     // `bs_init: None` is tch's PyTorch-style uniform bias; keep it unless skipping.

@@ -19,7 +19,7 @@ use crate::io::weights::{load_var_store, SafetensorsFile};
 use activation::DiffusersActivation;
 use attention::TransformerConfig;
 use blocks::{BlockConfig, DownBlock2D, UNetMidBlock2DCrossAttn, UpBlock2D};
-use embeddings::{TimestepEmbedding, Timesteps};
+use embeddings::{TextTimeEmbedding, TimestepEmbedding, Timesteps};
 use layers::{conv2d, group_norm};
 use resnet::{ResnetBlock2DConfig, TimeEmbeddingNorm};
 
@@ -31,6 +31,8 @@ pub struct UNet2DConditionModel {
     time_proj: Timesteps,
     time_embedding: TimestepEmbedding,
     time_embed_act: Option<DiffusersActivation>,
+    /// `add_embedding` of `addition_embed_type: "text"`.
+    add_embedding: Option<TextTimeEmbedding>,
     down_blocks: Vec<DownBlock2D>,
     mid_block: Option<UNetMidBlock2DCrossAttn>,
     up_blocks: Vec<UpBlock2D>,
@@ -143,6 +145,14 @@ impl UNet2DConditionModel {
                 cfg.timestep_post_act.as_deref().map(act).transpose()?,
             ),
             time_embed_act: cfg.time_embedding_act_fn.as_deref().map(act).transpose()?,
+            add_embedding: cfg.addition_embed_type.as_ref().map(|_| {
+                TextTimeEmbedding::new(
+                    &p / "add_embedding",
+                    cfg.text_width(),
+                    temb,
+                    cfg.addition_embed_type_num_heads,
+                )
+            }),
             down_blocks,
             mid_block,
             up_blocks,
@@ -218,6 +228,9 @@ impl UNet2DConditionModel {
         let mut emb = self
             .time_embedding
             .forward(&self.time_proj.forward(&timesteps).to_kind(kind));
+        if let Some(add) = &self.add_embedding {
+            emb = emb + add.forward(&context);
+        }
         if let Some(a) = self.time_embed_act {
             emb = a.apply(&emb);
         }
