@@ -114,7 +114,7 @@ struct ProbeSets {
 
 impl ProbeSets {
     fn build(pool: &[String], cands: &[Candidate], n: usize, all: bool) -> Self {
-        let mut letters: Vec<char> = cands.iter().flat_map(|c| letters_of(c)).collect();
+        let mut letters: Vec<char> = cands.iter().flat_map(letters_of).collect();
         letters.sort_unstable();
         letters.dedup();
         let sets = letters
@@ -226,7 +226,7 @@ pub fn scan(
                 .map(|(rows, clean)| clean[set].react(&rows.narrow(0, start, n)));
             start += n;
             let score = score_of(&s, r.as_ref());
-            if best[g].as_ref().map_or(true, |b| score > b.score) {
+            if best[g].as_ref().is_none_or(|b| score > b.score) {
                 let target = guess_target(&s_trig, &suspect_targets, &target_prompts);
                 best[g] = Some(Scored {
                     score,

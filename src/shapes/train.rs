@@ -407,7 +407,7 @@ pub fn train(
             elapsed_s: state.elapsed_s,
             progress: opts.progress(state.step, state.elapsed_s),
         });
-        if state.step % opts.checkpoint_every == 0 {
+        if state.step.is_multiple_of(opts.checkpoint_every) {
             save_checkpoint(out, &model, &ema, &opt, &state)?;
         }
     }

@@ -212,7 +212,7 @@ pub fn train(exp: &Experiment, opts: &TrainOptions) -> Result<TrainOutcome> {
                 None => targets.narrow(0, t0 as i64, (t1 - t0) as i64),
             };
             let l = distance.apply(&s, &tgt);
-            total = total + &l * b.loss_weight;
+            total += &l * b.loss_weight;
             bd_losses.push(l);
         }
         let total_v = total.double_value(&[]);

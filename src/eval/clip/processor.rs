@@ -204,7 +204,7 @@ impl CLIPImageProcessor {
         };
         p.image_mean = triple("image_mean", OPENAI_CLIP_MEAN)?;
         p.image_std = triple("image_std", OPENAI_CLIP_STD)?;
-        if p.image_std.iter().any(|s| *s == 0.0) {
+        if p.image_std.contains(&0.0) {
             return Err("`image_std` has a zero entry".into());
         }
         Ok(p)

@@ -70,10 +70,9 @@ fn wheel_library(site: &Path) -> Option<PathBuf> {
 pub fn find_ort_library(explicit: Option<&Path>) -> Result<PathBuf> {
     let chosen = match explicit {
         Some(p) => Some((p.to_path_buf(), "the path given")),
-        None => match std::env::var_os("ORT_DYLIB_PATH").filter(|v| !v.is_empty()) {
-            Some(v) => Some((PathBuf::from(v), "ORT_DYLIB_PATH")),
-            None => None,
-        },
+        None => std::env::var_os("ORT_DYLIB_PATH")
+            .filter(|v| !v.is_empty())
+            .map(|v| (PathBuf::from(v), "ORT_DYLIB_PATH")),
     };
     if let Some((path, source)) = chosen {
         if !path.is_file() {

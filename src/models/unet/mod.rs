@@ -229,7 +229,7 @@ impl UNet2DConditionModel {
             .time_embedding
             .forward(&self.time_proj.forward(&timesteps).to_kind(kind));
         if let Some(add) = &self.add_embedding {
-            emb = emb + add.forward(&context);
+            emb += add.forward(&context);
         }
         if let Some(a) = self.time_embed_act {
             emb = a.apply(&emb);
