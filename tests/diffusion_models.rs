@@ -253,6 +253,22 @@ fn unsupported_or_inconsistent_configs_are_clear_errors() {
         msg.contains("config.json") && msg.contains("addition_embed_type"),
         "{msg}"
     );
+    // `text` is supported, but its pooling heads must divide the text width (32 here).
+    edit_config(tmp.path(), |c| {
+        c.insert("addition_embed_type".into(), "text".into());
+        c.insert("addition_embed_type_num_heads".into(), 5.into());
+    });
+    let msg = input_error(load_unet(tmp.path(), Device::Cpu, Kind::Float));
+    assert!(
+        msg.contains("config.json")
+            && msg.contains("addition_embed_type_num_heads")
+            && msg.contains("(5)"),
+        "{msg}"
+    );
+    edit_config(tmp.path(), |c| {
+        c.remove("addition_embed_type");
+        c.remove("addition_embed_type_num_heads");
+    });
 
     edit_config(tmp.path(), |c| {
         c.insert("addition_embed_type".into(), serde_json::Value::Null);
