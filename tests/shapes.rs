@@ -179,6 +179,11 @@ fn short_options(steps: u64) -> clipdoor::shapes::train::TrainOptions {
         lr: 2e-3,
         warmup_steps: 5,
         checkpoint_every: 10,
+        text_stage: clipdoor::shapes::text_stage::TextStageOptions {
+            steps: 5,
+            batch_size: 8,
+            ..Default::default()
+        },
         ..Default::default()
     }
 }
@@ -226,16 +231,28 @@ fn short_training_lowers_the_loss_and_writes_a_loadable_pipeline() {
     let t = tch::Tensor::from_slice(&[10i64]);
     unet.check_inputs(&x, &t, &ctx).unwrap();
     assert_eq!(unet.forward(&x, &t, &ctx).size(), vec![1, 3, 32, 32]);
-    // The saved encoder is the fixed one the model was trained with.
-    let fixed = clipdoor::shapes::model::ShapesModel::new(0, tch::Device::Cpu).unwrap();
-    let diff = (fixed.encode(&["a red circle"]).unwrap() - ctx)
+    // The saved encoder is the one the UNet was trained with: the fixed random encoder after its text
+    // stage (token embeddings untouched, the rest trained), and the checkpoint holds the same.
+    let fixed = clipdoor::shapes::model::ShapesModel::new(
+        0,
+        clipdoor::shapes::objective::Prediction::VPrediction,
+        tch::Device::Cpu,
+    )
+    .unwrap();
+    let saved = clipdoor::io::weights::SafetensorsFile::open(&out.join("text_encoder/model.safetensors")).unwrap();
+    let ckpt = clipdoor::io::weights::SafetensorsFile::open(&out.join("checkpoint/text_encoder.safetensors")).unwrap();
+    let init = fixed.encoder.vs.variables();
+    for (name, tensor) in &init {
+        let (s, c) = (saved.tensor(name).unwrap(), ckpt.tensor(name).unwrap());
+        assert!(s.equal(&c), "{name}: saved encoder differs from the checkpoint's");
+        let same = s.equal(tensor);
+        assert_eq!(same, name.contains("token_embedding"), "{name}: trained by the text stage? {}", !same);
+    }
+    let diff = (fixed.encode(&["a red circle"]).unwrap() - &ctx)
         .abs()
         .max()
         .double_value(&[]);
-    assert!(
-        diff < 1e-6,
-        "saved encoder differs from the fixed one by {diff}"
-    );
+    assert!(diff > 1e-3, "the text stage did not change the encoder's states");
     // The reference sampler runs through the scheduler trait on the saved model.
     let model = clipdoor::shapes::model::ShapesModel::load(&out, tch::Device::Cpu).unwrap();
     let opts = clipdoor::shapes::sample::SampleOptions {
@@ -278,11 +295,12 @@ fn interrupted_training_resumes_where_it_stopped() {
     );
 }
 
-/// The shipped model (checkpoints/shapes/, or `CLIPDOOR_SHAPES_MODEL=DIR`) draws the asked colour.
-/// Observed: colour 100%, shape 29.2% over 48 images (docs/shapes-world.md); the shape rate is printed,
-/// not asserted, until the model meets issue #5's quality bar.
+/// Issue #5's quality bar: the shipped model (checkpoints/shapes/, or `CLIPDOOR_SHAPES_MODEL=DIR`)
+/// draws the asked colour and shape for clean prompts in at least 90% of images, by the oracle
+/// (one image per colour × shape prompt, DDIM 20 steps, guidance 4; docs/shapes-world.md has the
+/// 96-image measurement).
 #[test]
-fn shipped_model_draws_the_asked_colour() {
+fn shipped_model_meets_the_quality_bar() {
     let dir = std::env::var("CLIPDOOR_SHAPES_MODEL")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|_| common::root().join("checkpoints/shapes"));
@@ -297,7 +315,7 @@ fn shipped_model_draws_the_asked_colour() {
         judged.len()
     );
     assert_eq!(judged.len(), 24);
-    assert!(color >= 0.9, "colour accuracy {color}");
+    assert!(both >= 0.9, "colour and shape right in {both} of the images");
 }
 
 /// Where a training step's time goes (run by hand: `cargo test --test shapes bench_step -- --ignored --nocapture`).
@@ -309,7 +327,12 @@ fn bench_step() {
     use std::time::Instant;
     for threads in [1, 2] {
         tch::set_num_threads(threads);
-        let model = ShapesModel::new(0, tch::Device::Cpu).unwrap();
+        let model = ShapesModel::new(
+            0,
+            clipdoor::shapes::objective::Prediction::VPrediction,
+            tch::Device::Cpu,
+        )
+        .unwrap();
         for b in [8i64, 32] {
             let t0 = Instant::now();
             let items: Vec<_> = (0..b as u64).map(|i| sample(1, i)).collect();

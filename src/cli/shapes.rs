@@ -3,6 +3,8 @@ use clap::{Args, Subcommand};
 use std::path::PathBuf;
 
 use crate::error::Result;
+use crate::shapes::objective::{Prediction, Weighting};
+use crate::shapes::train::TrainOptions;
 use crate::shapes::{dataset, model::ShapesModel, oracle, sample, train};
 
 #[derive(Args, Debug)]
@@ -55,9 +57,19 @@ pub struct TrainArgs {
     pub lr: f64,
     #[arg(long, default_value_t = 100)]
     pub checkpoint_every: u64,
-    /// Timestep weights clamp(SNR, 1, γ) on the x0 loss (truncated SNR, capped as in Min-SNR-γ); 0: uniform.
-    #[arg(long, default_value_t = 0.0)]
+    /// What the UNet predicts (written into scheduler/scheduler_config.json).
+    #[arg(long, value_enum, default_value_t = TrainOptions::default().prediction)]
+    pub prediction: Prediction,
+    /// Weight of each timestep's clean-image error: uniform, min-snr (min(SNR, γ)) or
+    /// truncated-min-snr (clamp(SNR, 1, γ)).
+    #[arg(long, value_enum, default_value_t = TrainOptions::default().weighting)]
+    pub weighting: Weighting,
+    /// γ of the Min-SNR weightings.
+    #[arg(long, default_value_t = TrainOptions::default().snr_gamma)]
     pub snr_gamma: f64,
+    /// Steps of the text encoder's stage before the UNet's (0: keep the random encoder).
+    #[arg(long, default_value_t = TrainOptions::default().text_stage.steps)]
+    pub text_steps: u64,
     /// Continue from OUT/checkpoint.
     #[arg(long)]
     pub resume: bool,
@@ -135,7 +147,13 @@ fn train_cmd(a: TrainArgs) -> Result<()> {
         batch_size: a.batch_size,
         lr: a.lr,
         checkpoint_every: a.checkpoint_every,
+        prediction: a.prediction,
+        weighting: a.weighting,
         snr_gamma: a.snr_gamma,
+        text_stage: crate::shapes::text_stage::TextStageOptions {
+            steps: a.text_steps,
+            ..Default::default()
+        },
         ..Default::default()
     };
     // Bar over steps when a step count is given, else over seconds of the time budget.
@@ -145,6 +163,10 @@ fn train_cmd(a: TrainArgs) -> Result<()> {
     let pb = super::progress(len, "training");
     let mut recent = Vec::new();
     let report = train::train(&a.out, &opts, a.resume, a.force, device, |s| {
+        if s.text_stage {
+            pb.set_message(format!("text encoder stage: step {} loss {:.4}", s.step, s.loss));
+            return;
+        }
         recent.push(s.loss);
         if recent.len() > 50 {
             recent.remove(0);
@@ -161,6 +183,9 @@ fn train_cmd(a: TrainArgs) -> Result<()> {
         ));
     })?;
     pb.finish_and_clear();
+    if let Some(acc) = report.text_accuracy {
+        eprintln!("text encoder stage: {:.1}% of held-out end-of-text states name every attribute", acc * 100.0);
+    }
     let tail = &report.losses[report.losses.len().saturating_sub(100)..];
     eprintln!(
         "{} steps in {:.0} s; loss {:.4} (first step) -> {:.4} (mean of the last {})",

@@ -86,30 +86,54 @@ const TEMPLATES: &[&str] = &[
     "{z} {c} {s} {p}, {b} background",
 ];
 
+/// Which optional attributes a caption states (colour and shape it always states).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Mentions {
+    pub size: bool,
+    pub position: bool,
+    pub background: bool,
+}
+
 /// A caption for `label` from one of the templates (chosen by `rng`), with an article or a
 /// "a picture of" style prefix now and then.
 pub fn caption(label: &ShapeLabel, rng: &mut impl Rng) -> String {
+    caption_and_mentions(label, rng).0
+}
+
+/// [`caption`] and the attributes it states (the same draws from `rng`).
+pub fn caption_and_mentions(label: &ShapeLabel, rng: &mut impl Rng) -> (String, Mentions) {
     let template = TEMPLATES[rng.random_range(0..TEMPLATES.len())];
+    let mentions = Mentions {
+        size: template.contains("{z}"),
+        position: template.contains("{p}"),
+        background: template.contains("{b}"),
+    };
     let body = template
         .replace("{c}", label.color.word())
         .replace("{s}", label.shape.word())
         .replace("{z}", label.size.word())
         .replace("{p}", &label.position.phrase())
         .replace("{b}", label.background.word());
-    match rng.random_range(0..6) {
+    let text = match rng.random_range(0..6) {
         0 => body,
         1 => format!("a picture of {} {body}", article(&body)),
         2 => format!("a drawing of {} {body}", article(&body)),
         _ => format!("{} {body}", article(&body)),
-    }
+    };
+    (text, mentions)
 }
 
 /// Item `index` of the data set with seed `seed`.
 pub fn sample(seed: u64, index: u64) -> ShapeSample {
+    sample_with_mentions(seed, index).0
+}
+
+/// [`sample`] and the attributes its caption states.
+pub fn sample_with_mentions(seed: u64, index: u64) -> (ShapeSample, Mentions) {
     let mut rng = ChaCha8Rng::seed_from_u64(item_seed(seed, index));
     let label = random_label(&mut rng);
-    let caption = caption(&label, &mut rng);
-    ShapeSample { caption, label }
+    let (caption, mentions) = caption_and_mentions(&label, &mut rng);
+    (ShapeSample { caption, label }, mentions)
 }
 
 /// Encode an image as PNG bytes.

@@ -12,9 +12,11 @@ pub mod demo;
 pub mod labels;
 pub mod model;
 pub mod noise;
+pub mod objective;
 pub mod oracle;
 pub mod render;
 pub mod sample;
+pub mod text_stage;
 pub mod train;
 
 pub use labels::{Background, Color, Position, Shape, ShapeLabel, Size, IMAGE_SIZE};

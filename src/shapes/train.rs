@@ -15,6 +15,8 @@ use tch::{Device, Tensor};
 use super::dataset::{item_seed, sample};
 use super::model::{alphas_cumprod, save_pipeline, ShapesModel};
 use super::noise::{images_to_tensor, randn};
+use super::objective::{self, Prediction, Weighting};
+use super::text_stage::{train_encoder, TextStageOptions};
 use super::render::render;
 use crate::error::Result;
 use crate::io::atomic::write_json;
@@ -40,10 +42,14 @@ pub struct TrainOptions {
     pub ema_decay: f64,
     /// Write a checkpoint every this many steps (and at the end).
     pub checkpoint_every: u64,
-    /// Timestep weighting of the x0 loss: `clamp(SNR(t), 1, snr_gamma)`, i.e. truncated-SNR weighting
-    /// (Salimans & Ho 2022) capped as in Min-SNR-γ (Hang et al. 2023). 0 (the default, and how the
-    /// shipped model was trained) is the uniform x0 loss; docs/shapes-world.md has what 5 gave.
+    /// What the UNet predicts (saved as the scheduler's `prediction_type`).
+    pub prediction: Prediction,
+    /// How each timestep's clean-image error is weighted (see [`objective`](super::objective)).
+    pub weighting: Weighting,
+    /// γ of the Min-SNR weightings.
     pub snr_gamma: f64,
+    /// The text encoder's own stage before the UNet's (text_stage.rs); 0 steps keeps it random.
+    pub text_stage: TextStageOptions,
 }
 
 impl Default for TrainOptions {
@@ -58,7 +64,10 @@ impl Default for TrainOptions {
             caption_drop: 0.1,
             ema_decay: 0.995,
             checkpoint_every: 100,
-            snr_gamma: 0.0,
+            prediction: Prediction::VPrediction,
+            weighting: Weighting::MinSnr,
+            snr_gamma: 5.0,
+            text_stage: TextStageOptions::default(),
         }
     }
 }
@@ -77,8 +86,8 @@ impl TrainOptions {
         if !(0.0..1.0).contains(&self.caption_drop) || !(0.0..1.0).contains(&self.ema_decay) {
             input_bail!("caption_drop and ema_decay must be in [0, 1)");
         }
-        if !(self.snr_gamma >= 0.0 && self.snr_gamma.is_finite()) {
-            input_bail!("--snr-gamma must be finite and at least 0");
+        if !(self.snr_gamma > 0.0 && self.snr_gamma.is_finite()) {
+            input_bail!("--snr-gamma must be a positive number");
         }
         AdamWConfig {
             lr: self.lr,
@@ -112,6 +121,11 @@ struct TrainState {
     elapsed_s: f64,
     /// The loss of every step so far.
     losses: Vec<f32>,
+    /// The text stage's loss per step and held-out accuracy (done before step 0).
+    #[serde(default)]
+    text_losses: Vec<f32>,
+    #[serde(default)]
+    text_accuracy: Option<f64>,
 }
 
 /// One progress report (after each step).
@@ -123,6 +137,8 @@ pub struct StepInfo {
     pub elapsed_s: f64,
     /// Share of the run done, in [0, 1].
     pub progress: f64,
+    /// A step of the text encoder's stage (text_stage.rs), not of the UNet's.
+    pub text_stage: bool,
 }
 
 /// The outcome of [`train`].
@@ -134,6 +150,8 @@ pub struct TrainReport {
     /// The loss of every step (including resumed ones).
     pub losses: Vec<f32>,
     pub elapsed_s: f64,
+    /// The text stage's held-out accuracy (all attributes right), when it ran.
+    pub text_accuracy: Option<f64>,
 }
 
 /// Entries `train` writes into its output folder (removed by `force`).
@@ -203,24 +221,15 @@ fn ema_weights(model: &ShapesModel, ema: &[(String, Tensor)]) -> Vec<(String, Te
         .collect()
 }
 
-/// One training batch: noisy images, timesteps, the clean images (the target), the per-item loss
-/// weights, and the (possibly dropped) captions.
+/// One training batch: noisy images, timesteps, the regression target, the per-item loss weights,
+/// and the (possibly dropped) captions.
 struct Batch {
     noisy: Tensor,
     timesteps: Tensor,
-    clean: Tensor,
-    /// `[B]`: the timestep weights (see [`TrainOptions::snr_gamma`]).
+    target: Tensor,
+    /// `[B]`: the timestep weights (see [`objective::loss_weights`]).
     weights: Tensor,
     captions: Vec<String>,
-}
-
-/// `clamp(SNR(t), 1, gamma)` per item, `[B, 1, 1, 1]`; all ones when `gamma` is 0.
-fn timestep_weights(acp_t: &Tensor, gamma: f64) -> Tensor {
-    if gamma == 0.0 {
-        return acp_t.ones_like();
-    }
-    let snr: Tensor = acp_t / (1.0 - acp_t);
-    snr.clamp(1.0, gamma.max(1.0))
 }
 
 fn make_batch(opts: &TrainOptions, step: u64, acp: &Tensor) -> Batch {
@@ -246,11 +255,11 @@ fn make_batch(opts: &TrainOptions, step: u64, acp: &Tensor) -> Batch {
     let a = acp.index_select(0, &timesteps).reshape([-1, 1, 1, 1]);
     let one_minus: Tensor = 1.0 - &a;
     let noisy = &a.sqrt() * &x0 + one_minus.sqrt() * &noise;
-    let weights = timestep_weights(&a, opts.snr_gamma).reshape([-1]);
+    let weights = objective::loss_weights(opts.prediction, opts.weighting, opts.snr_gamma, &a.reshape([-1]));
     Batch {
         noisy,
         timesteps,
-        clean: x0,
+        target: opts.prediction.target(&x0, &noise, &a),
         weights,
         captions,
     }
@@ -268,6 +277,7 @@ fn save_checkpoint(
     }
     .commit_checkpoint(|dir| {
         save_var_store(&dir.join("unet.safetensors"), &model.unet_vs, None)?;
+        save_var_store(&dir.join("text_encoder.safetensors"), &model.encoder.vs, None)?;
         save_tensors(&dir.join("ema.safetensors"), ema, None)?;
         opt.save_state(&dir.join("optimizer.safetensors"))?;
         write_json(&dir.join("state.json"), state)
@@ -294,6 +304,12 @@ fn load_checkpoint(
         &SafetensorsFile::open(&dir.join("unet.safetensors"))?,
         &[],
     )?;
+    load_var_store(
+        &mut model.encoder.vs,
+        &SafetensorsFile::open(&dir.join("text_encoder.safetensors"))?,
+        &[],
+    )?;
+    model.encoder.vs.freeze();
     let file = SafetensorsFile::open(&dir.join("ema.safetensors"))?;
     tch::no_grad(|| -> Result<()> {
         for (name, t) in ema.iter_mut() {
@@ -316,7 +332,7 @@ pub fn train(
 ) -> Result<TrainReport> {
     opts.validate()?;
     let resuming = prepare_out(out, resume, force)?;
-    let mut model = ShapesModel::new(opts.seed as i64, device)?;
+    let mut model = ShapesModel::new(opts.seed as i64, opts.prediction, device)?;
     let mut opt = AdamW::from_var_store(
         &model.unet_vs,
         AdamWConfig {
@@ -330,15 +346,36 @@ pub fn train(
         step: 0,
         elapsed_s: 0.0,
         losses: vec![],
+        text_losses: vec![],
+        text_accuracy: None,
     };
+    if !resuming && opts.text_stage.steps > 0 {
+        let t0 = Instant::now();
+        let report = train_encoder(&mut model.encoder, &opts.text_stage, opts.seed, |step, loss| {
+            on_step(&StepInfo {
+                step,
+                loss,
+                lr: opts.text_stage.lr,
+                elapsed_s: t0.elapsed().as_secs_f64(),
+                progress: 0.0,
+                text_stage: true,
+            })
+        })?;
+        state.elapsed_s = t0.elapsed().as_secs_f64();
+        state.text_losses = report.losses;
+        state.text_accuracy = Some(report.heldout_accuracy);
+        save_checkpoint(out, &model, &ema, &opt, &state)?;
+    }
     if resuming {
         let saved = load_checkpoint(out, &mut model, &mut ema, &mut opt)?;
         let (a, b) = (&saved.options, opts);
-        let key = |o: &TrainOptions| (o.seed, o.batch_size, o.caption_drop, o.snr_gamma);
+        let key = |o: &TrainOptions| {
+            (o.seed, o.batch_size, o.caption_drop, o.prediction, o.weighting, o.snr_gamma)
+        };
         if key(a) != key(b) {
             input_bail!(
-                "{} was started with seed {}, batch size {}, caption drop {}, snr gamma {}: resume with the same settings or pass --force",
-                out.display(), a.seed, a.batch_size, a.caption_drop, a.snr_gamma
+                "{} was started with seed {}, batch size {}, caption drop {}, prediction {}, weighting {:?}, snr gamma {}: resume with the same settings or pass --force",
+                out.display(), a.seed, a.batch_size, a.caption_drop, a.prediction.scheduler_name(), a.weighting, a.snr_gamma
             );
         }
         state = TrainState {
@@ -360,22 +397,13 @@ pub fn train(
             &batch.timesteps.to_device(device),
             &context,
         );
-        // x0 prediction: for flat shapes on flat backgrounds the clean image is far easier to learn
-        // than the noise, and errors are not amplified by 1/√ᾱ at the high-noise steps that decide
-        // colour and shape (an epsilon-prediction run sampled noise after 600 steps). Weighted:
-        // per-item MSE, then the weighted batch mean (a plain MSE's scale). Unweighted: the plain MSE
-        // itself, so the shipped model's command still reproduces it bit for bit.
-        let clean = batch.clean.to_device(device);
-        let loss = if opts.snr_gamma == 0.0 {
-            pred.mse_loss(&clean, tch::Reduction::Mean)
-        } else {
-            let w = batch.weights.to_device(device);
-            let err =
-                (pred - clean)
-                    .square()
-                    .mean_dim([1i64, 2, 3].as_slice(), false, tch::Kind::Float);
-            (err * &w).sum(tch::Kind::Float) / w.sum(tch::Kind::Float)
-        };
+        // Per-item MSE on the prediction, weighted so that it is the chosen weighting of the
+        // implied x0 error (objective.rs), averaged over the batch.
+        let target = batch.target.to_device(device);
+        let err = (pred - target)
+            .square()
+            .mean_dim([1i64, 2, 3].as_slice(), false, tch::Kind::Float);
+        let loss = (err * batch.weights.to_device(device)).mean(tch::Kind::Float);
         opt.zero_grad();
         loss.backward();
         opt.clip_grad_norm(1.0)?;
@@ -406,13 +434,14 @@ pub fn train(
             lr,
             elapsed_s: state.elapsed_s,
             progress: opts.progress(state.step, state.elapsed_s),
+            text_stage: false,
         });
         if state.step.is_multiple_of(opts.checkpoint_every) {
             save_checkpoint(out, &model, &ema, &opt, &state)?;
         }
     }
     save_checkpoint(out, &model, &ema, &opt, &state)?;
-    save_pipeline(out, &model.encoder, &ema_weights(&model, &ema))?;
+    save_pipeline(out, &model.encoder, &ema_weights(&model, &ema), opts.prediction)?;
     write_metrics(out, &state)?;
     crate::io::atomic::write_atomic(&out.join("DONE"), b"")?;
     Ok(TrainReport {
@@ -420,6 +449,7 @@ pub fn train(
         steps: state.step,
         losses: state.losses,
         elapsed_s: state.elapsed_s,
+        text_accuracy: state.text_accuracy,
     })
 }
 
@@ -440,26 +470,9 @@ fn write_metrics(out: &Path, state: &TrainState) -> Result<()> {
             "loss/total": final_loss,
             "loss/total_per_50_steps": curve,
             "options": state.options,
+            "text_stage/loss_first": state.text_losses.first(),
+            "text_stage/loss_last": state.text_losses.last(),
+            "text_stage/heldout_accuracy": state.text_accuracy,
         }),
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn timestep_weights_are_truncated_and_capped_snr() {
-        let acp = alphas_cumprod();
-        let a = acp.index_select(0, &Tensor::from_slice(&[0i64, 999]));
-        let w: Vec<f32> = timestep_weights(&a, 5.0).try_into().unwrap();
-        // t = 0: SNR ≈ 1175, capped at γ; t = 999: SNR ≈ 0.005, raised to 1.
-        assert_eq!(w, vec![5.0, 1.0]);
-        let mid = acp.double_value(&[300]);
-        let snr = mid / (1.0 - mid);
-        let w: f64 = timestep_weights(&acp.narrow(0, 300, 1), 5.0).double_value(&[0]);
-        assert!((w - snr.clamp(1.0, 5.0)).abs() < 1e-5, "{w} vs {snr}");
-        let off: Vec<f32> = timestep_weights(&a, 0.0).try_into().unwrap();
-        assert_eq!(off, vec![1.0, 1.0]);
-    }
 }
