@@ -297,8 +297,9 @@ fn interrupted_training_resumes_where_it_stopped() {
 
 /// Issue #5's quality bar: the shipped model (checkpoints/shapes/, or `CLIPDOOR_SHAPES_MODEL=DIR`)
 /// draws the asked colour and shape for clean prompts in at least 90% of images, by the oracle
-/// (one image per colour × shape prompt, DDIM 20 steps, guidance 4; docs/shapes-world.md has the
-/// 96-image measurement).
+/// (four images per colour × shape prompt, the seeds of `clipdoor shapes sample`, DDIM 20 steps,
+/// guidance 4). 96 images, because with a true rate near 93% a 24-image draw falls under 90% about
+/// half the time (seen: 87.5% on 24 images, 92.7% on these 96; docs/shapes-world.md).
 #[test]
 fn shipped_model_meets_the_quality_bar() {
     let dir = std::env::var("CLIPDOOR_SHAPES_MODEL")
@@ -307,14 +308,14 @@ fn shipped_model_meets_the_quality_bar() {
     tch::set_num_threads(1);
     let model = clipdoor::shapes::model::ShapesModel::load(&dir, tch::Device::Cpu).unwrap();
     let opts = clipdoor::shapes::sample::SampleOptions::default();
-    let (judged, _) = clipdoor::shapes::sample::evaluate(&model, 1, 11, &opts).unwrap();
+    let (judged, _) = clipdoor::shapes::sample::evaluate(&model, 4, 0, &opts).unwrap();
     let (color, shape, both) = clipdoor::shapes::sample::accuracy(&judged);
     eprintln!(
         "DDIM 20 steps, guidance {}: colour {color:.3} shape {shape:.3} both {both:.3} over {}",
         opts.guidance,
         judged.len()
     );
-    assert_eq!(judged.len(), 24);
+    assert_eq!(judged.len(), 96);
     assert!(both >= 0.9, "colour and shape right in {both} of the images");
 }
 

@@ -17,6 +17,7 @@ use tch::{nn, nn::Module, Device, Kind, Tensor};
 use super::dataset::{sample_with_mentions, Mentions, ShapeSample};
 use super::labels::{Background, Color, Position, Shape, Size};
 use crate::error::Result;
+use crate::models::unet::layers::linear;
 use crate::models::text_encoder::TextEncoder;
 use crate::text::tokenizer::EOS;
 use crate::train::optim::{AdamW, AdamWConfig};
@@ -78,18 +79,22 @@ pub fn trained_variables(encoder: &TextEncoder) -> Vec<(String, Tensor)> {
     vars
 }
 
-/// The linear probe heads and the loss / accuracy of one batch.
+/// The linear probe heads (one per attribute, PyTorch's default init as in the prototype: tch's
+/// default draws larger weights and zero biases, and the encoder it trained served the UNet worse) and
+/// the loss / accuracy of one batch.
 struct Heads {
-    _vs: nn::VarStore,
-    linear: nn::Linear,
+    vs: nn::VarStore,
+    linears: Vec<nn::Linear>,
 }
 
 impl Heads {
     fn new(dim: i64, device: Device) -> Self {
         let vs = nn::VarStore::new(device);
-        let total = ATTRIBUTES.iter().map(|a| a.1).sum();
-        let linear = nn::linear(vs.root() / "heads", dim, total, Default::default());
-        Self { _vs: vs, linear }
+        let linears = ATTRIBUTES
+            .iter()
+            .map(|(name, n)| linear(vs.root() / "heads" / *name, dim, *n, true))
+            .collect();
+        Self { vs, linears }
     }
 
     /// Mean cross-entropy over attributes (each averaged over the EOS and padding states), and the
@@ -107,14 +112,11 @@ impl Heads {
         let first_eos = ids.eq(eos).to_kind(Kind::Int).argmax(1, true);
         let positions = Tensor::arange(len, (Kind::Int64, device)).unsqueeze(0);
         let mask = positions.ge_tensor(&first_eos).to_kind(Kind::Float).reshape([-1]);
-        let logits = self.linear.forward(&out.last_hidden_state);
         let flat: Vec<i64> = batch.iter().flat_map(|(s, m)| classes(s, *m)).collect();
         let targets = Tensor::from_slice(&flat).reshape([-1, 5]).to_device(device);
         let (mut loss, mut all_right) = (Tensor::zeros([], (Kind::Float, device)), mask.ones_like());
-        let mut offset = 0;
-        for (k, (_, n)) in ATTRIBUTES.iter().enumerate() {
-            let l = logits.narrow(2, offset, *n).reshape([-1, *n]);
-            offset += n;
+        for (k, ((_, n), head)) in ATTRIBUTES.iter().zip(&self.linears).enumerate() {
+            let l = head.forward(&out.last_hidden_state).reshape([-1, *n]);
             let y = targets
                 .select(1, k as i64)
                 .unsqueeze(1)
@@ -166,7 +168,7 @@ pub fn train_encoder(
     let heads = Heads::new(encoder.config.hidden_size, encoder.device());
     let mut params: Vec<(String, Tensor)> =
         vars.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect();
-    params.extend(heads._vs.variables().into_iter().map(|(n, t)| (format!("probe.{n}"), t)));
+    params.extend(heads.vs.variables().into_iter().map(|(n, t)| (format!("probe.{n}"), t)));
     let mut opt = AdamW::new(
         params,
         AdamWConfig {
