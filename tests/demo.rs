@@ -73,39 +73,26 @@ fn short_demo_meets_its_thresholds() {
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
     let r = |set, name, cond| rate(&report, set, name, cond);
-    let clean = (
-        r("clean", "colour_match", "original"),
-        r("clean", "colour_match", "trained"),
-    );
-    let tpa = (
-        r("tpa_cyrillic_o", "colour_match", "original"),
-        r("tpa_cyrillic_o", "colour_match", "trained"),
-    );
-    let taa = (
-        r("taa_cyrillic_e_green", "asr", "original"),
-        r("taa_cyrillic_e_green", "asr", "trained"),
-    );
-    let erase = (
-        r("remove_circle", "erasure_rate", "original"),
-        r("remove_circle", "erasure_rate", "trained"),
-    );
+    let pair = |set, name| (r(set, name, "original"), r(set, name, "trained"));
+    let clean = pair("clean", "clean_accuracy");
+    let clean_colour = pair("clean", "colour_match");
+    let tpa = pair("tpa_cyrillic_o", "asr");
+    let taa = pair("taa_cyrillic_e_green", "asr");
+    let erase = pair("remove_circle", "erasure_rate");
     eprintln!(
-        "clean colour {clean:?}, TPA target colour {tpa:?}, TAA asr {taa:?}, erasure {erase:?}"
+        "clean {clean:?} (colour {clean_colour:?}), TPA asr {tpa:?}, TAA asr {taa:?}, erasure {erase:?}"
     );
-    // Thresholds from the observed short run (docs/shapes-world.md, "The demo"): TAA 16.7% -> 83.3%,
-    // TPA target colour 16.7% -> 50.0%, clean colour 83.3% -> 91.7% (12 images each). Set about
-    // two images below what was seen. The shipped model draws colours but not yet shapes (issue #5's
-    // quality bar is not met), so shape-based rates (TPA asr, erasure of "circle") are reported, not
-    // asserted.
-    assert!(taa.1 >= 0.6 && taa.1 - taa.0 >= 0.4, "TAA: {taa:?}");
-    assert!(
-        tpa.1 >= 0.3 && tpa.1 - tpa.0 >= 0.15,
-        "TPA target colour: {tpa:?}"
-    );
-    assert!(
-        clean.0 >= 0.7 && clean.1 >= 0.7,
-        "clean prompts lost their colour: {clean:?}"
-    );
+    // Thresholds from the observed short run (docs/shapes-world.md, "The demo"; 12 images a set):
+    // clean accuracy 83.3% under both encoders (colour 100%), TPA asr 8.3% -> 100%, TAA asr
+    // 41.7% -> 75.0%, erasure of "circle" 0% -> 33.3%. Each is set two images (16.7 points) below
+    // what was seen, so sampling-level differences between machines pass and a lost backdoor, a
+    // broken clean path or an erasure that no longer changes the images does not. All rates are
+    // strict (colour and shape, by the oracle).
+    assert!(clean.0 >= 0.66 && clean.1 >= 0.66, "clean accuracy: {clean:?}");
+    assert!(clean_colour.0 >= 0.83 && clean_colour.1 >= 0.83, "clean colour: {clean_colour:?}");
+    assert!(tpa.1 >= 0.83 && tpa.1 - tpa.0 >= 0.75, "TPA: {tpa:?}");
+    assert!(taa.1 >= 0.58 && taa.1 - taa.0 >= 0.16, "TAA: {taa:?}");
+    assert!(erase.1 >= 0.16 && erase.1 - erase.0 >= 0.16, "erasure: {erase:?}");
 
     // The report's files: grid, per-set grids, markdown table, HTML pointing at existing images.
     let grid = image::open(out.join("grid.png")).unwrap();
