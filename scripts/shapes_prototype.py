@@ -35,7 +35,7 @@ p.add_argument("--bs", type=int, default=32)
 p.add_argument("--steps", type=int, default=2000)
 p.add_argument("--minutes", type=float, default=1e9)
 p.add_argument("--snr_gamma", type=float, default=5.0)
-p.add_argument("--weighting", default="minsnr", choices=["minsnr", "x0", "p2", "trunc", "none"])
+p.add_argument("--weighting", default="minsnr", choices=["minsnr", "x0", "p2", "trunc", "truncmin", "none"])
 p.add_argument("--ema", type=float, default=0.995)
 p.add_argument("--threads", type=int, default=1)
 p.add_argument("--eval_every", type=int, default=500)
@@ -260,7 +260,7 @@ def weight(ac):
     if a.weighting == "none": return torch.ones_like(snr)
     base = {"epsilon": snr, "v": snr + 1, "sample": torch.ones_like(snr)}[a.pred]  # param-MSE = base * x0-MSE
     w_x0 = {"minsnr": torch.clamp(snr, max=a.snr_gamma), "x0": torch.ones_like(snr),
-            "p2": snr / (1 + snr), "trunc": torch.clamp(snr, min=1.0)}[a.weighting]
+            "p2": snr / (1 + snr), "trunc": torch.clamp(snr, min=1.0), "truncmin": torch.clamp(snr, min=1.0, max=a.snr_gamma)}[a.weighting]
     return w_x0 / base
 
 rng = random.Random(a.seed)
