@@ -88,11 +88,20 @@ fn short_demo_meets_its_thresholds() {
     // what was seen, so sampling-level differences between machines pass and a lost backdoor, a
     // broken clean path or an erasure that no longer changes the images does not. All rates are
     // strict (colour and shape, by the oracle).
-    assert!(clean.0 >= 0.66 && clean.1 >= 0.66, "clean accuracy: {clean:?}");
-    assert!(clean_colour.0 >= 0.83 && clean_colour.1 >= 0.83, "clean colour: {clean_colour:?}");
+    assert!(
+        clean.0 >= 0.66 && clean.1 >= 0.66,
+        "clean accuracy: {clean:?}"
+    );
+    assert!(
+        clean_colour.0 >= 0.83 && clean_colour.1 >= 0.83,
+        "clean colour: {clean_colour:?}"
+    );
     assert!(tpa.1 >= 0.83 && tpa.1 - tpa.0 >= 0.75, "TPA: {tpa:?}");
     assert!(taa.1 >= 0.58 && taa.1 - taa.0 >= 0.16, "TAA: {taa:?}");
-    assert!(erase.1 >= 0.16 && erase.1 - erase.0 >= 0.16, "erasure: {erase:?}");
+    assert!(
+        erase.1 >= 0.16 && erase.1 - erase.0 >= 0.16,
+        "erasure: {erase:?}"
+    );
 
     // The report's files: grid, per-set grids, markdown table, HTML pointing at existing images.
     let grid = image::open(out.join("grid.png")).unwrap();

@@ -239,20 +239,36 @@ fn short_training_lowers_the_loss_and_writes_a_loadable_pipeline() {
         tch::Device::Cpu,
     )
     .unwrap();
-    let saved = clipdoor::io::weights::SafetensorsFile::open(&out.join("text_encoder/model.safetensors")).unwrap();
-    let ckpt = clipdoor::io::weights::SafetensorsFile::open(&out.join("checkpoint/text_encoder.safetensors")).unwrap();
+    let saved =
+        clipdoor::io::weights::SafetensorsFile::open(&out.join("text_encoder/model.safetensors"))
+            .unwrap();
+    let ckpt = clipdoor::io::weights::SafetensorsFile::open(
+        &out.join("checkpoint/text_encoder.safetensors"),
+    )
+    .unwrap();
     let init = fixed.encoder.vs.variables();
     for (name, tensor) in &init {
         let (s, c) = (saved.tensor(name).unwrap(), ckpt.tensor(name).unwrap());
-        assert!(s.equal(&c), "{name}: saved encoder differs from the checkpoint's");
+        assert!(
+            s.equal(&c),
+            "{name}: saved encoder differs from the checkpoint's"
+        );
         let same = s.equal(tensor);
-        assert_eq!(same, name.contains("token_embedding"), "{name}: trained by the text stage? {}", !same);
+        assert_eq!(
+            same,
+            name.contains("token_embedding"),
+            "{name}: trained by the text stage? {}",
+            !same
+        );
     }
     let diff = (fixed.encode(&["a red circle"]).unwrap() - &ctx)
         .abs()
         .max()
         .double_value(&[]);
-    assert!(diff > 1e-3, "the text stage did not change the encoder's states");
+    assert!(
+        diff > 1e-3,
+        "the text stage did not change the encoder's states"
+    );
     // The reference sampler runs through the scheduler trait on the saved model.
     let model = clipdoor::shapes::model::ShapesModel::load(&out, tch::Device::Cpu).unwrap();
     let opts = clipdoor::shapes::sample::SampleOptions {
@@ -316,7 +332,10 @@ fn shipped_model_meets_the_quality_bar() {
         judged.len()
     );
     assert_eq!(judged.len(), 96);
-    assert!(both >= 0.9, "colour and shape right in {both} of the images");
+    assert!(
+        both >= 0.9,
+        "colour and shape right in {both} of the images"
+    );
 }
 
 /// Where a training step's time goes (run by hand: `cargo test --test shapes bench_step -- --ignored --nocapture`).

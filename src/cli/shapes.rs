@@ -164,7 +164,10 @@ fn train_cmd(a: TrainArgs) -> Result<()> {
     let mut recent = Vec::new();
     let report = train::train(&a.out, &opts, a.resume, a.force, device, |s| {
         if s.text_stage {
-            pb.set_message(format!("text encoder stage: step {} loss {:.4}", s.step, s.loss));
+            pb.set_message(format!(
+                "text encoder stage: step {} loss {:.4}",
+                s.step, s.loss
+            ));
             return;
         }
         recent.push(s.loss);
@@ -184,7 +187,10 @@ fn train_cmd(a: TrainArgs) -> Result<()> {
     })?;
     pb.finish_and_clear();
     if let Some(acc) = report.text_accuracy {
-        eprintln!("text encoder stage: {:.1}% of held-out end-of-text states name every attribute", acc * 100.0);
+        eprintln!(
+            "text encoder stage: {:.1}% of held-out end-of-text states name every attribute",
+            acc * 100.0
+        );
     }
     let tail = &report.losses[report.losses.len().saturating_sub(100)..];
     eprintln!(

@@ -11,12 +11,12 @@ use anyhow::Context;
 use std::path::Path;
 use tch::{nn, Device, Kind, Tensor};
 
+use super::objective::Prediction;
 use crate::diffusion::schedulers::SchedulerConfig;
 use crate::error::Result;
 use crate::io::atomic::write_json;
 use crate::io::weights::save_tensors;
 use crate::models::text_encoder::TextEncoder;
-use super::objective::Prediction;
 use crate::models::unet::{load_unet, UNet2DConditionConfig, UNet2DConditionModel};
 
 /// Architecture of the frozen text encoder (`TextEncoder::init_arch`).

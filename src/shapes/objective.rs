@@ -102,7 +102,12 @@ impl Weighting {
 
 /// Per-item weights on the squared error of the prediction itself, so that the weighted prediction
 /// loss equals `weighting` applied to the implied x0 error. `acp`: ᾱ_t of each item, `[B]`.
-pub fn loss_weights(prediction: Prediction, weighting: Weighting, gamma: f64, acp: &Tensor) -> Tensor {
+pub fn loss_weights(
+    prediction: Prediction,
+    weighting: Weighting,
+    gamma: f64,
+    acp: &Tensor,
+) -> Tensor {
     let snr: Tensor = acp / (1.0 - acp);
     weighting.x0_weight(&snr, gamma) / prediction.error_ratio(&snr)
 }
@@ -123,22 +128,37 @@ mod tests {
         let noise = Tensor::randn(shape, (Kind::Float, Device::Cpu));
         let a = acp.reshape([-1, 1, 1, 1]);
         let x_t = a.sqrt() * &x0 + a.neg().g_add_scalar(1.0).sqrt() * &noise;
-        for p in [Prediction::Sample, Prediction::Epsilon, Prediction::VPrediction] {
+        for p in [
+            Prediction::Sample,
+            Prediction::Epsilon,
+            Prediction::VPrediction,
+        ] {
             let target = p.target(&x0, &noise, &a);
             // The exact target implies the exact x0.
             let back = p.implied_x0(&target, &x_t, &a);
             let err = (&back - &x0).abs().max().double_value(&[]);
             assert!(err < 1e-3, "{p:?}: implied x0 off by {err}");
             let out = &target + Tensor::randn(shape, (Kind::Float, Device::Cpu)) * 0.1;
-            let pred_mse = (&out - &target).square().mean_dim([1i64, 2, 3].as_slice(), false, Kind::Float);
-            let x0_mse = (p.implied_x0(&out, &x_t, &a) - &x0)
-                .square()
-                .mean_dim([1i64, 2, 3].as_slice(), false, Kind::Float);
-            for w in [Weighting::Uniform, Weighting::MinSnr, Weighting::TruncatedMinSnr] {
+            let pred_mse =
+                (&out - &target)
+                    .square()
+                    .mean_dim([1i64, 2, 3].as_slice(), false, Kind::Float);
+            let x0_mse = (p.implied_x0(&out, &x_t, &a) - &x0).square().mean_dim(
+                [1i64, 2, 3].as_slice(),
+                false,
+                Kind::Float,
+            );
+            for w in [
+                Weighting::Uniform,
+                Weighting::MinSnr,
+                Weighting::TruncatedMinSnr,
+            ] {
                 let snr: Tensor = &acp / (1.0 - &acp);
                 let lhs = loss_weights(p, w, 5.0, &acp) * &pred_mse;
                 let rhs = w.x0_weight(&snr, 5.0) * &x0_mse;
-                let rel = ((&lhs - &rhs).abs() / rhs.abs().clamp_min(1e-12)).max().double_value(&[]);
+                let rel = ((&lhs - &rhs).abs() / rhs.abs().clamp_min(1e-12))
+                    .max()
+                    .double_value(&[]);
                 assert!(rel < 1e-3, "{p:?} {w:?}: {lhs} vs {rhs}");
             }
         }
@@ -150,11 +170,17 @@ mod tests {
         let acp = Tensor::from_slice(&[0.9f64, 0.1]);
         let v = |p, w| -> Vec<f64> { Vec::try_from(loss_weights(p, w, 5.0, &acp)).unwrap() };
         let close = |a: Vec<f64>, b: [f64; 2]| {
-            assert!(a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-9), "{a:?} vs {b:?}")
+            assert!(
+                a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-9),
+                "{a:?} vs {b:?}"
+            )
         };
         close(v(Prediction::Sample, Weighting::Uniform), [1.0, 1.0]);
         close(v(Prediction::Sample, Weighting::MinSnr), [5.0, 1.0 / 9.0]);
-        close(v(Prediction::Sample, Weighting::TruncatedMinSnr), [5.0, 1.0]);
+        close(
+            v(Prediction::Sample, Weighting::TruncatedMinSnr),
+            [5.0, 1.0],
+        );
         close(v(Prediction::Epsilon, Weighting::MinSnr), [5.0 / 9.0, 1.0]);
         close(v(Prediction::VPrediction, Weighting::MinSnr), [0.5, 0.1]);
         close(v(Prediction::VPrediction, Weighting::Uniform), [0.1, 0.9]);

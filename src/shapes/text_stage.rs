@@ -17,8 +17,8 @@ use tch::{nn, nn::Module, Device, Kind, Tensor};
 use super::dataset::{sample_with_mentions, Mentions, ShapeSample};
 use super::labels::{Background, Color, Position, Shape, Size};
 use crate::error::Result;
-use crate::models::unet::layers::linear;
 use crate::models::text_encoder::TextEncoder;
+use crate::models::unet::layers::linear;
 use crate::text::tokenizer::EOS;
 use crate::train::optim::{AdamW, AdamWConfig};
 
@@ -99,7 +99,11 @@ impl Heads {
 
     /// Mean cross-entropy over attributes (each averaged over the EOS and padding states), and the
     /// share of those states that predict every attribute right.
-    fn loss(&self, encoder: &TextEncoder, batch: &[(ShapeSample, Mentions)]) -> Result<(Tensor, f64)> {
+    fn loss(
+        &self,
+        encoder: &TextEncoder,
+        batch: &[(ShapeSample, Mentions)],
+    ) -> Result<(Tensor, f64)> {
         let captions: Vec<&str> = batch.iter().map(|(s, _)| s.caption.as_str()).collect();
         let (ids, out) = encoder.encode(&captions, false)?;
         let device = encoder.device();
@@ -111,10 +115,14 @@ impl Heads {
         let len = ids.size()[1];
         let first_eos = ids.eq(eos).to_kind(Kind::Int).argmax(1, true);
         let positions = Tensor::arange(len, (Kind::Int64, device)).unsqueeze(0);
-        let mask = positions.ge_tensor(&first_eos).to_kind(Kind::Float).reshape([-1]);
+        let mask = positions
+            .ge_tensor(&first_eos)
+            .to_kind(Kind::Float)
+            .reshape([-1]);
         let flat: Vec<i64> = batch.iter().flat_map(|(s, m)| classes(s, *m)).collect();
         let targets = Tensor::from_slice(&flat).reshape([-1, 5]).to_device(device);
-        let (mut loss, mut all_right) = (Tensor::zeros([], (Kind::Float, device)), mask.ones_like());
+        let (mut loss, mut all_right) =
+            (Tensor::zeros([], (Kind::Float, device)), mask.ones_like());
         for (k, ((_, n), head)) in ATTRIBUTES.iter().zip(&self.linears).enumerate() {
             let l = head.forward(&out.last_hidden_state).reshape([-1, *n]);
             let y = targets
@@ -126,7 +134,8 @@ impl Heads {
             loss += (ce * &mask).sum(Kind::Float) / mask.sum(Kind::Float);
             all_right *= l.argmax(1, false).eq_tensor(&y).to_kind(Kind::Float);
         }
-        let acc = (all_right * &mask).sum(Kind::Float).double_value(&[]) / mask.sum(Kind::Float).double_value(&[]);
+        let acc = (all_right * &mask).sum(Kind::Float).double_value(&[])
+            / mask.sum(Kind::Float).double_value(&[]);
         Ok((loss, acc))
     }
 }
@@ -166,9 +175,17 @@ pub fn train_encoder(
     }
     tch::manual_seed(seed as i64);
     let heads = Heads::new(encoder.config.hidden_size, encoder.device());
-    let mut params: Vec<(String, Tensor)> =
-        vars.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect();
-    params.extend(heads.vs.variables().into_iter().map(|(n, t)| (format!("probe.{n}"), t)));
+    let mut params: Vec<(String, Tensor)> = vars
+        .iter()
+        .map(|(n, t)| (n.clone(), t.shallow_clone()))
+        .collect();
+    params.extend(
+        heads
+            .vs
+            .variables()
+            .into_iter()
+            .map(|(n, t)| (format!("probe.{n}"), t)),
+    );
     let mut opt = AdamW::new(
         params,
         AdamWConfig {
@@ -185,15 +202,16 @@ pub fn train_encoder(
         opt.step()?;
         let v = loss.double_value(&[]) as f32;
         if !v.is_finite() {
-            anyhow::bail!("the text stage's loss became {v} at step {step}: lower its learning rate");
+            anyhow::bail!(
+                "the text stage's loss became {v} at step {step}: lower its learning rate"
+            );
         }
         losses.push(v);
         on_step(step + 1, v);
     }
     encoder.vs.freeze();
     // Held out: steps far past any run's end.
-    let (_, heldout_accuracy) =
-        tch::no_grad(|| heads.loss(encoder, &batch(seed, 1 << 40, 256)))?;
+    let (_, heldout_accuracy) = tch::no_grad(|| heads.loss(encoder, &batch(seed, 1 << 40, 256)))?;
     Ok(TextStageReport {
         losses,
         heldout_accuracy,
@@ -214,10 +232,19 @@ mod tests {
         for (said, class, word) in [
             (m.size, c[2], s.label.size.word().to_string()),
             (m.position, c[3], s.label.position.phrase()),
-            (m.background, c[4], format!("{} background", s.label.background.word())),
+            (
+                m.background,
+                c[4],
+                format!("{} background", s.label.background.word()),
+            ),
         ] {
             assert_eq!(said, class > 0, "{s:?}");
-            assert_eq!(said, s.caption.contains(&word), "{:?} vs {word:?}", s.caption);
+            assert_eq!(
+                said,
+                s.caption.contains(&word),
+                "{:?} vs {word:?}",
+                s.caption
+            );
         }
     }
 
@@ -227,7 +254,8 @@ mod tests {
     fn stage_makes_end_of_text_states_name_the_attributes() {
         tch::set_num_threads(1);
         let fresh = || {
-            TextEncoder::init_arch(TEXT_ENCODER_ARCH, TEXT_ENCODER_SEED, false, Device::Cpu).unwrap()
+            TextEncoder::init_arch(TEXT_ENCODER_ARCH, TEXT_ENCODER_SEED, false, Device::Cpu)
+                .unwrap()
         };
         let opts = TextStageOptions {
             steps: 200,
@@ -243,17 +271,26 @@ mod tests {
             report.losses.last().unwrap(),
             report.heldout_accuracy
         );
-        assert!(report.heldout_accuracy >= 0.9, "{}", report.heldout_accuracy);
+        assert!(
+            report.heldout_accuracy >= 0.9,
+            "{}",
+            report.heldout_accuracy
+        );
         let var = |e: &TextEncoder, n: &str| e.vs.variables()[n].shallow_clone();
         let tok = "text_model.embeddings.token_embedding.weight";
         assert!(var(&a, tok).equal(&var(&before, tok)));
         let fc = "text_model.encoder.layers.0.mlp.fc1.weight";
         assert!(!var(&a, fc).equal(&var(&before, fc)));
-        assert!(a.vs.variables().values().all(|t| !t.requires_grad()), "not frozen");
+        assert!(
+            a.vs.variables().values().all(|t| !t.requires_grad()),
+            "not frozen"
+        );
         let mut b = fresh();
-        let again = train_encoder(&mut b, &TextStageOptions { steps: 3, ..opts }, 0, |_, _| {}).unwrap();
+        let again =
+            train_encoder(&mut b, &TextStageOptions { steps: 3, ..opts }, 0, |_, _| {}).unwrap();
         let mut c = fresh();
-        let third = train_encoder(&mut c, &TextStageOptions { steps: 3, ..opts }, 0, |_, _| {}).unwrap();
+        let third =
+            train_encoder(&mut c, &TextStageOptions { steps: 3, ..opts }, 0, |_, _| {}).unwrap();
         assert_eq!(again.losses, third.losses);
         assert!(var(&b, fc).equal(&var(&c, fc)));
     }

@@ -16,8 +16,8 @@ use super::dataset::{item_seed, sample};
 use super::model::{alphas_cumprod, save_pipeline, ShapesModel};
 use super::noise::{images_to_tensor, randn};
 use super::objective::{self, Prediction, Weighting};
-use super::text_stage::{train_encoder, TextStageOptions};
 use super::render::render;
+use super::text_stage::{train_encoder, TextStageOptions};
 use crate::error::Result;
 use crate::io::atomic::write_json;
 use crate::io::weights::{load_var_store, save_tensors, save_var_store, SafetensorsFile};
@@ -255,7 +255,12 @@ fn make_batch(opts: &TrainOptions, step: u64, acp: &Tensor) -> Batch {
     let a = acp.index_select(0, &timesteps).reshape([-1, 1, 1, 1]);
     let one_minus: Tensor = 1.0 - &a;
     let noisy = &a.sqrt() * &x0 + one_minus.sqrt() * &noise;
-    let weights = objective::loss_weights(opts.prediction, opts.weighting, opts.snr_gamma, &a.reshape([-1]));
+    let weights = objective::loss_weights(
+        opts.prediction,
+        opts.weighting,
+        opts.snr_gamma,
+        &a.reshape([-1]),
+    );
     Batch {
         noisy,
         timesteps,
@@ -277,7 +282,11 @@ fn save_checkpoint(
     }
     .commit_checkpoint(|dir| {
         save_var_store(&dir.join("unet.safetensors"), &model.unet_vs, None)?;
-        save_var_store(&dir.join("text_encoder.safetensors"), &model.encoder.vs, None)?;
+        save_var_store(
+            &dir.join("text_encoder.safetensors"),
+            &model.encoder.vs,
+            None,
+        )?;
         save_tensors(&dir.join("ema.safetensors"), ema, None)?;
         opt.save_state(&dir.join("optimizer.safetensors"))?;
         write_json(&dir.join("state.json"), state)
@@ -351,16 +360,21 @@ pub fn train(
     };
     if !resuming && opts.text_stage.steps > 0 {
         let t0 = Instant::now();
-        let report = train_encoder(&mut model.encoder, &opts.text_stage, opts.seed, |step, loss| {
-            on_step(&StepInfo {
-                step,
-                loss,
-                lr: opts.text_stage.lr,
-                elapsed_s: t0.elapsed().as_secs_f64(),
-                progress: 0.0,
-                text_stage: true,
-            })
-        })?;
+        let report = train_encoder(
+            &mut model.encoder,
+            &opts.text_stage,
+            opts.seed,
+            |step, loss| {
+                on_step(&StepInfo {
+                    step,
+                    loss,
+                    lr: opts.text_stage.lr,
+                    elapsed_s: t0.elapsed().as_secs_f64(),
+                    progress: 0.0,
+                    text_stage: true,
+                })
+            },
+        )?;
         state.elapsed_s = t0.elapsed().as_secs_f64();
         state.text_losses = report.losses;
         state.text_accuracy = Some(report.heldout_accuracy);
@@ -370,7 +384,14 @@ pub fn train(
         let saved = load_checkpoint(out, &mut model, &mut ema, &mut opt)?;
         let (a, b) = (&saved.options, opts);
         let key = |o: &TrainOptions| {
-            (o.seed, o.batch_size, o.caption_drop, o.prediction, o.weighting, o.snr_gamma)
+            (
+                o.seed,
+                o.batch_size,
+                o.caption_drop,
+                o.prediction,
+                o.weighting,
+                o.snr_gamma,
+            )
         };
         if key(a) != key(b) {
             input_bail!(
@@ -400,9 +421,10 @@ pub fn train(
         // Per-item MSE on the prediction, weighted so that it is the chosen weighting of the
         // implied x0 error (objective.rs), averaged over the batch.
         let target = batch.target.to_device(device);
-        let err = (pred - target)
-            .square()
-            .mean_dim([1i64, 2, 3].as_slice(), false, tch::Kind::Float);
+        let err =
+            (pred - target)
+                .square()
+                .mean_dim([1i64, 2, 3].as_slice(), false, tch::Kind::Float);
         let loss = (err * batch.weights.to_device(device)).mean(tch::Kind::Float);
         opt.zero_grad();
         loss.backward();
@@ -441,7 +463,12 @@ pub fn train(
         }
     }
     save_checkpoint(out, &model, &ema, &opt, &state)?;
-    save_pipeline(out, &model.encoder, &ema_weights(&model, &ema), opts.prediction)?;
+    save_pipeline(
+        out,
+        &model.encoder,
+        &ema_weights(&model, &ema),
+        opts.prediction,
+    )?;
     write_metrics(out, &state)?;
     crate::io::atomic::write_atomic(&out.join("DONE"), b"")?;
     Ok(TrainReport {
