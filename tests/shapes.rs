@@ -271,6 +271,11 @@ fn short_training_lowers_the_loss_and_writes_a_loadable_pipeline() {
     );
     // The reference sampler runs through the scheduler trait on the saved model.
     let model = clipdoor::shapes::model::ShapesModel::load(&out, tch::Device::Cpu).unwrap();
+    assert_eq!(
+        model.scheduler.prediction_type,
+        clipdoor::shapes::objective::Prediction::VPrediction.as_scheduler_type(),
+        "the saved scheduler must say what the UNet predicts"
+    );
     let opts = clipdoor::shapes::sample::SampleOptions {
         steps: 3,
         ..Default::default()
@@ -279,6 +284,18 @@ fn short_training_lowers_the_loss_and_writes_a_loadable_pipeline() {
         clipdoor::shapes::sample::sample_images(&model, &["a red circle".into()], &[1], &opts)
             .unwrap();
     assert_eq!(imgs[0].dimensions(), (32, 32));
+    // Without its scheduler config a folder cannot say what its UNet predicts: an input error naming
+    // the file, not a silent default.
+    let scheduler = out.join("scheduler/scheduler_config.json");
+    std::fs::remove_file(&scheduler).unwrap();
+    let err = clipdoor::shapes::model::ShapesModel::load(&out, tch::Device::Cpu)
+        .err()
+        .expect("loaded a folder without its scheduler config");
+    assert_eq!(clipdoor::error::exit_code(&err), 2);
+    assert!(
+        err.to_string().contains(&scheduler.display().to_string()),
+        "{err}"
+    );
 }
 
 #[test]

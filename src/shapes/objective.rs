@@ -37,6 +37,7 @@ impl Prediction {
         }
     }
 
+    /// The scheduler-side name of the same thing.
     pub fn as_scheduler_type(self) -> PredictionType {
         match self {
             Prediction::Sample => PredictionType::Sample,

@@ -68,7 +68,7 @@ fn classes(s: &ShapeSample, m: Mentions) -> [i64; 5] {
 }
 
 /// Which encoder variables the stage trains: all but the token embeddings.
-pub fn trained_variables(encoder: &TextEncoder) -> Vec<(String, Tensor)> {
+fn trained_variables(encoder: &TextEncoder) -> Vec<(String, Tensor)> {
     let mut vars: Vec<(String, Tensor)> = encoder
         .vs
         .variables()

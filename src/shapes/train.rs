@@ -89,6 +89,12 @@ impl TrainOptions {
         if !(self.snr_gamma > 0.0 && self.snr_gamma.is_finite()) {
             input_bail!("--snr-gamma must be a positive number");
         }
+        if self.text_stage.steps > 0
+            && (self.text_stage.batch_size == 0
+                || !(self.text_stage.lr > 0.0 && self.text_stage.lr.is_finite()))
+        {
+            input_bail!("the text stage needs a positive batch size and learning rate");
+        }
         AdamWConfig {
             lr: self.lr,
             ..AdamWConfig::default()

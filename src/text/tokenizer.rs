@@ -236,17 +236,6 @@ impl ClipTokenizer {
         Ok(())
     }
 
-    /// The same tokenizer with a shorter context (`model_max_length`, 1..=77): prompts are padded and
-    /// truncated to `n` tokens, and `save` writes `n` into `tokenizer_config.json`.
-    pub fn with_max_length(mut self, n: usize) -> Result<Self> {
-        if !(1..=MAX_LENGTH).contains(&n) {
-            input_bail!("a CLIP context length must be 1..={MAX_LENGTH}, not {n}");
-        }
-        self.max_length = n;
-        self.configure()?;
-        Ok(self)
-    }
-
     pub fn pad_token(&self) -> &str {
         &self.pad_token
     }
