@@ -5,13 +5,17 @@
 //! [`diffusion`] (schedulers, pipeline), and the thin [`cli`].
 pub mod bench;
 pub mod cli;
+pub mod demo;
 pub mod device;
 pub mod diffusion;
 pub mod error;
 pub mod eval;
+pub mod experiment;
 pub mod io;
 pub mod models;
+pub mod progress;
 pub mod scan;
+pub mod settings;
 pub mod shapes;
 pub mod text;
 pub mod train;

@@ -355,7 +355,7 @@ fn embedding_shift_on_tiny_encoder() {
         (clean.clone(), clean.clone()),
         ("A Photo".into(), "a photo".into()), // the tokenizer lowercases: same ids
     ];
-    let shifts = hg::embedding_shift(&enc, &pairs, 2, &|_| {}).unwrap();
+    let shifts = clipdoor::scan::shift::embedding_shift(&enc, &pairs, 2, &|_| {}).unwrap();
     for s in &shifts[..2] {
         assert!(s.sim_hidden.is_finite() && s.sim_pooled.is_finite());
         assert!(s.sim_hidden < 1.0 && s.sim_pooled < 1.0, "{s:?}");
@@ -364,14 +364,14 @@ fn embedding_shift_on_tiny_encoder() {
     assert_ne!(shifts[0], shifts[1]);
     assert_eq!(
         shifts[2],
-        hg::Shift {
+        clipdoor::scan::shift::Shift {
             sim_hidden: 1.0,
             sim_pooled: 1.0
         }
     );
     assert_eq!(
         shifts[3],
-        hg::Shift {
+        clipdoor::scan::shift::Shift {
             sim_hidden: 1.0,
             sim_pooled: 1.0
         }

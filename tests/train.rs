@@ -322,7 +322,7 @@ fn config_errors_are_clear() {
     let cases: &[(&[(&str, &str)], &str)] = &[
         (
             &[("kind", "\"target_banana\"")],
-            "unknown kind `target_banana`",
+            "unknown variant `target_banana`",
         ),
         (
             &[("trigger", "\"оо\"")],
@@ -376,7 +376,7 @@ fn config_errors_are_clear() {
 
 #[test]
 fn paper_experiments_parse_and_validate() {
-    use clipdoor::train::experiment::Experiment;
+    use clipdoor::experiment::Experiment;
     let dir = common::root().join("experiments");
     let mut n = 0;
     for e in std::fs::read_dir(&dir)

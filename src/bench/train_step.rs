@@ -1,6 +1,6 @@
-//! `clipdoor bench train-step`: one Rickrolling training step (utility on a clean batch + one
-//! target-prompt backdoor, cosine distance on flattened last hidden states, AdamW) at a real encoder
-//! size, clipdoor vs the same step in PyTorch/transformers, and the share of the machine's measured
+//! `clipdoor bench train-step`: [`Trainer::step`] itself — one Rickrolling training step (utility on
+//! a clean batch + one target-prompt backdoor, cosine distance on flattened last hidden states, AdamW,
+//! TensorBoard scalars) at a real encoder size, clipdoor vs the same step in PyTorch/transformers, and the share of the machine's measured
 //! matmul peak the step reaches.
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -8,9 +8,9 @@ use tch::{Device, Kind, Tensor};
 
 use super::reference::{args, bench_prompts, run_reference, sync};
 use crate::error::Result;
+use crate::experiment::Experiment;
 use crate::models::text_encoder::TextEncoder;
-use crate::train::loss::Distance;
-use crate::train::optim::{AdamW, AdamWConfig};
+use crate::train::trainer::{TrainOptions, Trainer};
 
 pub struct TrainStepBench {
     pub model_dir: PathBuf,
@@ -88,52 +88,47 @@ pub fn run(b: &TrainStepBench, work: &Path) -> Result<serde_json::Value> {
     Ok(report)
 }
 
+/// The benchmark's experiment: one TPA (Cyrillic о), the bench prompts as clean data (none held
+/// out), the given batch sizes, no checkpoints.
+fn experiment(b: &TrainStepBench, model: &str, prompts: &Path) -> Result<Experiment> {
+    let text = format!(
+        "seed = 0\n[model]\nteacher = {model:?}\n[data]\nclean_prompts = {prompts:?}\nholdout = 0\n\
+         [training]\nsteps = {}\nclean_batch_size = {}\npoisoned_samples_per_step = {}\ncheckpoint_every = 0\n\
+         [[backdoor]]\nkind = \"target_prompt\"\ntrigger = \"о\"\nreplaced_character = \"o\"\n\
+         target_prompt = \"a photo of a rick astley dancing\"\n",
+        b.repeats + 2,
+        b.clean_batch,
+        b.poisoned
+    );
+    Experiment::from_toml(&text, Path::new("."))
+}
+
+/// Times [`Trainer::step`] itself: steps 0 (no clean batch: student = teacher) and 1 warm up, then
+/// `repeats` steps are timed.
 fn measure(b: &TrainStepBench, work: &Path, name: &str) -> Result<serde_json::Value> {
-    let mut teacher = TextEncoder::load(name, b.device, Kind::Float)?;
-    teacher.vs.freeze();
-    let student = TextEncoder::load(name, b.device, Kind::Float)?;
-    let mut opt = AdamW::from_var_store(&student.vs, AdamWConfig::rickrolling())?;
     let prompts = bench_prompts(b.clean_batch.max(b.poisoned));
     let prompt_file = work.join("bench_prompts.txt");
     std::fs::write(&prompt_file, prompts.join("\n"))?;
-    let clean: Vec<String> = prompts[..b.clean_batch].to_vec();
-    let poisoned: Vec<String> = prompts[..b.poisoned]
-        .iter()
-        .map(|p| p.replace('o', "\u{43e}"))
-        .collect();
-    let clean_ids = teacher.tokenizer.encode_batch(&clean)?.to_device(b.device);
-    let poisoned_ids = teacher
-        .tokenizer
-        .encode_batch(&poisoned)?
-        .to_device(b.device);
-    let target = tch::no_grad(|| teacher.encode(&["a photo of a rick astley dancing"], false))?
-        .1
-        .last_hidden_state;
-    let cos = Distance::Cosine;
-    let mut step = || -> Result<()> {
-        let ct = tch::no_grad(|| teacher.forward_ids(&clean_ids, false).last_hidden_state);
-        let util = cos.apply(
-            &student.forward_ids(&clean_ids, false).last_hidden_state,
-            &ct,
-        );
-        let bd = cos.apply(
-            &student.forward_ids(&poisoned_ids, false).last_hidden_state,
-            &target,
-        );
-        let loss = util + bd * 0.1;
-        opt.zero_grad();
-        loss.backward();
-        opt.step()
+    let exp = experiment(b, name, &prompt_file)?;
+    let opts = TrainOptions {
+        out: work.join("run"),
+        resume: false,
+        force: true,
+        device: b.device,
+        stop_after: None,
     };
-    step()?; // warm-up
+    let mut trainer = Trainer::new(&exp, &opts)?;
+    trainer.step()?;
+    trainer.step()?;
     sync(b.device);
     let t0 = Instant::now();
     for _ in 0..b.repeats {
-        step()?;
+        trainer.step()?;
     }
     sync(b.device);
     let ours = t0.elapsed().as_secs_f64() / b.repeats as f64;
-    let flops = step_flops(&student, b.clean_batch, b.poisoned);
+    let student = trainer.student();
+    let flops = step_flops(student, b.clean_batch, b.poisoned);
     let peak = matmul_peak_gflops(b.device);
     let device = format!("{:?}", b.device)
         .to_lowercase()

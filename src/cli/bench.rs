@@ -25,8 +25,8 @@ pub struct CommonBench {
     pub threads: Option<i32>,
     #[arg(long, default_value_t = 3)]
     pub repeats: usize,
-    #[arg(long)]
-    pub device: Option<String>,
+    #[command(flatten)]
+    pub device: super::args::DeviceArgs,
     /// Python with torch + transformers for the reference side (default: the project venv's).
     #[arg(long)]
     pub python: Option<PathBuf>,
@@ -44,8 +44,9 @@ pub enum BenchKind {
     Encode {
         #[command(flatten)]
         common: CommonBench,
+        /// How many prompts to encode (generated; `--prompts` elsewhere names a file).
         #[arg(long, default_value_t = 64)]
-        prompts: usize,
+        num_prompts: usize,
     },
     /// Seconds per Rickrolling training step, clipdoor vs PyTorch, and share of the matmul peak.
     TrainStep {
@@ -73,7 +74,10 @@ pub(crate) fn bench_model(c: &CommonBench, work: &std::path::Path) -> Result<Pat
 
 pub fn run(a: BenchArgs) -> Result<()> {
     match a.which {
-        BenchKind::Encode { common, prompts } => {
+        BenchKind::Encode {
+            common,
+            num_prompts: prompts,
+        } => {
             let work = tempfile::tempdir()?;
             let model_dir = bench_model(&common, work.path())?;
             let threads = threads_of(&common);
@@ -83,7 +87,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 batch_size: common.batch_size.max(1),
                 threads,
                 repeats: common.repeats.max(1),
-                device: crate::device::parse_device(common.device.as_deref())?,
+                device: common.device.device(),
                 python: if common.no_reference {
                     None
                 } else {
@@ -102,7 +106,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 poisoned: poisoned.max(1),
                 threads: threads_of(&common),
                 repeats: common.repeats.max(1),
-                device: crate::device::parse_device(common.device.as_deref())?,
+                device: common.device.device(),
                 python: if common.no_reference {
                     None
                 } else {

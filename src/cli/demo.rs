@@ -1,9 +1,9 @@
-//! `clipdoor demo`: the embedded end-to-end demo on the shapes world (see `shapes::demo`).
+//! `clipdoor demo`: the embedded end-to-end demo on the shapes world (see `crate::demo`).
 use clap::Args;
 use std::path::PathBuf;
 
+use crate::demo::{run as run_demo, DemoOptions};
 use crate::error::Result;
-use crate::shapes::demo::{run as run_demo, DemoOptions};
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
@@ -12,8 +12,8 @@ pub struct DemoArgs {
     pub model: PathBuf,
     #[arg(long, default_value = "checkpoints/demo")]
     pub out: PathBuf,
-    #[arg(long)]
-    pub device: Option<String>,
+    #[command(flatten)]
+    pub device: super::args::DeviceArgs,
     /// Start over (the trained encoder and drawn images of a previous demo are deleted).
     #[arg(long)]
     pub force: bool,
@@ -26,7 +26,7 @@ pub fn run(a: DemoArgs) -> Result<()> {
     let paths = run_demo(&DemoOptions {
         model: a.model,
         out: a.out,
-        device: crate::device::parse_device(a.device.as_deref())?,
+        device: a.device.device(),
         force: a.force,
         quick: a.quick,
     })?;

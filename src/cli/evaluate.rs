@@ -2,10 +2,11 @@ use clap::{Args, Subcommand};
 use std::path::PathBuf;
 
 use crate::error::Result;
+use crate::experiment::build_backdoors;
+use crate::experiment::Experiment;
 use crate::models::text_encoder::TextEncoder;
-use crate::train::experiment::Experiment;
 use crate::train::metrics::evaluate;
-use crate::train::trainer::{build_backdoors, write_metrics};
+use crate::train::trainer::write_metrics;
 
 #[derive(Args, Debug)]
 pub struct EvaluateArgs {
@@ -28,8 +29,8 @@ pub enum EvaluateKind {
         prompts: Option<PathBuf>,
         #[arg(long, default_value_t = 1000)]
         max_prompts: usize,
-        #[arg(long)]
-        device: Option<String>,
+        #[command(flatten)]
+        device: super::args::DeviceArgs,
         #[arg(long, default_value_t = 64)]
         batch_size: usize,
         /// Write the metrics JSON here (default: stdout only).
@@ -62,7 +63,7 @@ pub fn run(a: EvaluateArgs) -> Result<()> {
         } => {
             let exp_path = student.join("experiment.toml");
             let exp = Experiment::load(&exp_path)?;
-            let device = crate::device::parse_device(device.as_deref())?;
+            let device = device.device();
             let teacher = TextEncoder::load(
                 teacher.as_deref().unwrap_or(&exp.model.teacher),
                 device,
@@ -77,8 +78,8 @@ pub fn run(a: EvaluateArgs) -> Result<()> {
                 Some(p) => crate::io::prompts::read_prompts(&p, None, false)?.prompts,
                 None => {
                     let backdoors = build_backdoors(&exp);
-                    let pools = crate::train::data::PromptPools::build(&exp, &backdoors)?;
-                    crate::train::trainer::eval_captions(&exp, &pools)?
+                    let pools = crate::experiment::pools::PromptPools::build(&exp, &backdoors)?;
+                    crate::experiment::eval_captions(&exp, &pools)?
                 }
             };
             let captions: Vec<String> = captions.into_iter().take(max_prompts).collect();

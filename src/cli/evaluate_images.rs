@@ -4,8 +4,10 @@ use std::path::PathBuf;
 
 use crate::error::Result;
 use crate::eval::stage::{self, StageInput};
+use crate::experiment::Experiment;
 use crate::input_bail;
-use crate::train::experiment::Experiment;
+use crate::settings::JudgeKind;
+use crate::shapes::judge::OracleJudge;
 
 #[derive(Args, Debug)]
 pub struct ImagesArgs {
@@ -21,9 +23,9 @@ pub struct ImagesArgs {
     /// Overrides evaluation.pipeline.
     #[arg(long)]
     pub pipeline: Option<String>,
-    /// Overrides evaluation.judge: oracle or clip.
-    #[arg(long)]
-    pub judge: Option<String>,
+    /// Overrides evaluation.judge: `oracle` (the shapes world) or `clip`.
+    #[arg(long, value_parser = super::args::choice::<JudgeKind>())]
+    pub judge: Option<JudgeKind>,
     /// Overrides evaluation.clip.
     #[arg(long)]
     pub clip: Option<String>,
@@ -45,8 +47,8 @@ pub struct ImagesArgs {
     pub guidance: Option<f64>,
     #[arg(long)]
     pub seed: Option<u64>,
-    #[arg(long)]
-    pub device: Option<String>,
+    #[command(flatten)]
+    pub device: super::args::DeviceArgs,
     /// Evaluate again into an output folder that already holds a report.
     #[arg(long)]
     pub force: bool,
@@ -104,7 +106,8 @@ pub fn run(a: ImagesArgs) -> Result<()> {
         settings,
         trained: a.run.clone(),
         out,
-        device: crate::device::parse_device(a.device.as_deref())?,
+        device: a.device.device(),
+        pixel_judge: Some(&OracleJudge),
     };
     for p in stage::run(&input)? {
         println!("{}", p.display());

@@ -148,7 +148,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
             wanted.len()
         );
     }
-    let bar = crate::cli::progress((pending.len() * a.steps) as u64, "generating");
+    let bar = crate::progress::task("generating", (pending.len() * a.steps) as u64);
     set.generate(
         &pipe,
         &whole,
@@ -158,7 +158,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         sld.as_ref(),
         &mut |n| bar.inc(n as u64),
     )?;
-    bar.finish_and_clear();
+    bar.finish();
     println!("{}", set.jsonl().display());
     Ok(())
 }

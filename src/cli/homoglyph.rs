@@ -61,15 +61,15 @@ struct PromptInput {
     /// Prompt file: one prompt a line (.txt), or .csv/.tsv/.jsonl with --field; .gz allowed.
     #[arg(long)]
     prompts: Option<PathBuf>,
+    /// Column (CSV/TSV) or field (JSONL) holding the prompt.
+    #[arg(long, requires = "prompts")]
+    field: Option<String>,
 }
 
 #[derive(Args, Debug)]
 struct ScanArgs {
     #[command(flatten)]
     input: PromptInput,
-    /// Column (CSV/TSV) or field (JSONL) holding the prompt.
-    #[arg(long, requires = "prompts")]
-    field: Option<String>,
     /// JSON instead of the human report.
     #[arg(long)]
     json: bool,
@@ -86,8 +86,6 @@ enum ModeArg {
 struct SanitizeArgs {
     #[command(flatten)]
     input: PromptInput,
-    #[arg(long, requires = "prompts")]
-    field: Option<String>,
     /// map: look-alikes → Latin; strip: delete them; reject: exit 2 naming the first one.
     /// Invisible characters are removed by map and strip.
     #[arg(long, value_enum, default_value = "map")]
@@ -99,17 +97,14 @@ struct SanitizeArgs {
     /// ends in .jsonl. Line breaks inside a prompt become spaces in the text form.
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Replace an existing --out file.
-    #[arg(long)]
-    force: bool,
+    #[command(flatten)]
+    force: super::args::ForceArgs,
 }
 
 #[derive(Args, Debug)]
 struct AttackArgs {
     #[command(flatten)]
     input: PromptInput,
-    #[arg(long, requires = "prompts")]
-    field: Option<String>,
     /// Script families to draw look-alikes from, comma-separated, or `all`.
     #[arg(
         long,
@@ -141,9 +136,8 @@ struct AttackArgs {
     /// Write the JSON report here (atomically) instead of stdout.
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Replace an existing --out file.
-    #[arg(long)]
-    force: bool,
+    #[command(flatten)]
+    force: super::args::ForceArgs,
 }
 
 pub fn run(a: HomoglyphArgs) -> Result<()> {
@@ -178,7 +172,7 @@ fn read_input(
 }
 
 fn run_scan(a: ScanArgs) -> Result<()> {
-    let (prompts, _) = read_input(&a.input, a.field.as_deref(), false)?;
+    let (prompts, _) = read_input(&a.input, a.input.field.as_deref(), false)?;
     let reports: Vec<ScanReport> = prompts.iter().map(|p| hg::scan(p)).collect();
     let suspicious = reports.iter().filter(|r| r.suspicious).count();
     if a.json {
@@ -274,9 +268,9 @@ fn format_scan(out: &mut String, number: usize, r: &ScanReport) {
 
 fn run_sanitize(a: SanitizeArgs) -> Result<()> {
     if let Some(out) = &a.out {
-        super::check_overwrite(out, a.force)?;
+        a.force.check(out)?;
     }
-    let (prompts, source) = read_input(&a.input, a.field.as_deref(), true)?;
+    let (prompts, source) = read_input(&a.input, a.input.field.as_deref(), true)?;
     let mode = match a.mode {
         ModeArg::Map => hg::Mode::Map,
         ModeArg::Strip => hg::Mode::Strip,
@@ -409,7 +403,7 @@ struct AttackDoc<'a> {
     count: &'a str,
     /// Per homoglyph, most disruptive first.
     #[serde(skip_serializing_if = "Option::is_none")]
-    homoglyphs: Option<Vec<hg::HomoglyphScore>>,
+    homoglyphs: Option<Vec<crate::scan::shift::HomoglyphScore>>,
     results: Vec<VariantOut<'a>>,
 }
 
@@ -426,13 +420,13 @@ struct VariantOut<'a> {
 
 fn run_attack(a: AttackArgs) -> Result<()> {
     if let Some(out) = &a.out {
-        super::check_overwrite(out, a.force)?;
+        a.force.check(out)?;
     }
     if a.batch_size == 0 {
         input_bail!("--batch-size must be at least 1");
     }
     let spec = attack_spec(&a)?;
-    let (prompts, source) = read_input(&a.input, a.field.as_deref(), true)?;
+    let (prompts, source) = read_input(&a.input, a.input.field.as_deref(), true)?;
     let variants: Vec<(usize, Variant)> = prompts
         .iter()
         .enumerate()
@@ -457,11 +451,14 @@ fn run_attack(a: AttackArgs) -> Result<()> {
         .iter()
         .map(|(i, v)| (prompts[*i].clone(), v.text.clone()))
         .collect();
-    let pb = super::progress(hg::shift::distinct_prompts(&pairs) as u64, "encode");
-    let shifts = hg::embedding_shift(&enc, &pairs, a.batch_size, &|n| pb.inc(n))?;
-    pb.finish_and_clear();
+    let pb = crate::progress::task(
+        "encode",
+        crate::scan::shift::distinct_prompts(&pairs) as u64,
+    );
+    let shifts = crate::scan::shift::embedding_shift(&enc, &pairs, a.batch_size, &|n| pb.inc(n))?;
+    pb.finish();
     let just_variants: Vec<Variant> = variants.iter().map(|(_, v)| v.clone()).collect();
-    let ranked = hg::rank_homoglyphs(&just_variants, &shifts);
+    let ranked = crate::scan::shift::rank_homoglyphs(&just_variants, &shifts);
     if !a.json && a.out.is_none() {
         return emit(&format_ranking(&ranked));
     }
@@ -541,7 +538,7 @@ fn emit_json(a: &AttackArgs, doc: &impl Serialize) -> Result<()> {
     Ok(())
 }
 
-fn format_ranking(ranked: &[hg::HomoglyphScore]) -> String {
+fn format_ranking(ranked: &[crate::scan::shift::HomoglyphScore]) -> String {
     let mut out = String::new();
     line!(
         out,

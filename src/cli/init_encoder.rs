@@ -17,12 +17,12 @@ pub struct InitEncoderArgs {
     /// Write a CLIPTextModelWithProjection (adds `text_projection`).
     #[arg(long)]
     pub projection: bool,
-    #[arg(long)]
-    pub force: bool,
+    #[command(flatten)]
+    pub force: super::args::ForceArgs,
 }
 
 pub fn run(a: InitEncoderArgs) -> Result<()> {
-    super::check_overwrite(&a.out, a.force)?;
+    a.force.check(&a.out)?;
     let enc = init_encoder(&a.arch, a.seed, a.projection)?;
     enc.save(&a.out, None)?;
     enc.tokenizer.save(&a.out)?;

@@ -3,6 +3,7 @@ use clap::{Parser, Subcommand};
 
 use crate::error::Result;
 
+mod args;
 mod bench;
 mod demo;
 mod encode;
@@ -12,6 +13,7 @@ mod evaluate_images;
 mod generate;
 mod homoglyph;
 mod init_encoder;
+pub mod progress;
 mod scan_encoder;
 mod shapes;
 mod train;
@@ -52,6 +54,7 @@ pub enum Command {
 }
 
 pub fn run(cli: Cli) -> Result<()> {
+    progress::CliReporter::install();
     match cli.command {
         Command::Encode(a) => encode::run(a),
         Command::InitEncoder(a) => init_encoder::run(a),
@@ -80,16 +83,4 @@ pub(crate) fn check_overwrite(path: &std::path::Path, force: bool) -> Result<()>
         );
     }
     Ok(())
-}
-
-/// A progress bar on stderr (indicatif hides it when stderr is not a terminal).
-pub fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
-    let pb = indicatif::ProgressBar::new(len);
-    pb.set_style(
-        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {per_sec} ETA {eta}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    pb.set_message(what.to_string());
-    pb
 }

@@ -66,8 +66,8 @@ struct TriggerScanArgs {
     /// Candidates to list (flagged ones are always listed).
     #[arg(long, default_value_t = 20)]
     top: usize,
-    #[arg(long)]
-    device: Option<String>,
+    #[command(flatten)]
+    device: super::args::DeviceArgs,
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
     /// Write the JSON report here (atomically); without it the JSON goes to stdout.
@@ -86,8 +86,8 @@ struct DefenseArgs {
     /// Prompts per run at most.
     #[arg(long, default_value_t = 200)]
     max_prompts: usize,
-    #[arg(long)]
-    device: Option<String>,
+    #[command(flatten)]
+    device: super::args::DeviceArgs,
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
     /// Write OUT (JSON) and OUT with .md; without it the Markdown table goes to stdout.
@@ -107,7 +107,7 @@ fn read_list(path: &Path) -> Result<Vec<String>> {
 }
 
 fn run_scan(a: TriggerScanArgs) -> Result<()> {
-    let device = crate::device::parse_device(a.device.as_deref())?;
+    let device = a.device.device();
     let suspect_arg = a
         .suspect
         .ok_or_else(|| input_err!("--suspect is required: the encoder to scan"))?;
@@ -159,12 +159,12 @@ fn run_scan(a: TriggerScanArgs) -> Result<()> {
         top: a.top,
         batch: a.batch_size,
     };
-    let bar = super::progress(0, "scan-encoder");
+    let bar = crate::progress::task("scan-encoder", 0);
     let report = scan::scan(&suspect, reference.as_ref(), &opts, &|done, total| {
         bar.set_length(total);
         bar.set_position(done);
     })?;
-    bar.finish_and_clear();
+    bar.finish();
     eprint!("{}", summary(&report, &suspect_arg, a.reference.as_deref()));
     let json = serde_json::json!({
         "suspect": suspect_arg,
@@ -218,7 +218,7 @@ fn run_defense(a: DefenseArgs) -> Result<()> {
         prompts: a.prompts.as_deref().map(read_list).transpose()?,
         max_prompts: a.max_prompts,
         batch: a.batch_size,
-        device: crate::device::parse_device(a.device.as_deref())?,
+        device: a.device.device(),
     };
     let report = evaluate_runs(&a.runs, &opts)?;
     let table = markdown(&report);

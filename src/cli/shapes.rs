@@ -123,9 +123,9 @@ pub fn run(a: ShapesArgs) -> Result<()> {
 
 fn render(a: RenderArgs) -> Result<()> {
     super::check_overwrite(&a.out.join("labels.jsonl"), a.force)?;
-    let pb = super::progress(a.n, "rendering");
+    let pb = crate::progress::task("rendering", a.n);
     dataset::write_dataset(&a.out, a.n, a.seed, || pb.inc(1))?;
-    pb.finish_and_clear();
+    pb.finish();
     println!("{}", a.out.join("labels.jsonl").display());
     Ok(())
 }
@@ -160,11 +160,11 @@ fn train_cmd(a: TrainArgs) -> Result<()> {
     let len = a
         .steps
         .unwrap_or_else(|| (opts.minutes.unwrap_or(0.0) * 60.0) as u64);
-    let pb = super::progress(len, "training");
+    let pb = crate::progress::task("training", len);
     let mut recent = Vec::new();
     let report = train::train(&a.out, &opts, a.resume, a.force, device, |s| {
         if s.text_stage {
-            pb.set_message(format!(
+            pb.set_message(&format!(
                 "text encoder stage: step {} loss {:.4}",
                 s.step, s.loss
             ));
@@ -180,12 +180,12 @@ fn train_cmd(a: TrainArgs) -> Result<()> {
         } else {
             s.elapsed_s as u64
         });
-        pb.set_message(format!(
+        pb.set_message(&format!(
             "training step {} loss {mean:.4} lr {:.1e}",
             s.step, s.lr
         ));
     })?;
-    pb.finish_and_clear();
+    pb.finish();
     if let Some(acc) = report.text_accuracy {
         eprintln!(
             "text encoder stage: {:.1}% of held-out end-of-text states name every attribute",

@@ -2,7 +2,7 @@ use clap::Args;
 use std::path::PathBuf;
 
 use crate::error::Result;
-use crate::train::experiment::Experiment;
+use crate::experiment::Experiment;
 use crate::train::trainer::{train, TrainOptions, TrainOutcome};
 
 #[derive(Args, Debug)]
@@ -21,8 +21,8 @@ pub struct TrainArgs {
     /// Override the experiment's seed.
     #[arg(long)]
     pub seed: Option<u64>,
-    #[arg(long)]
-    pub device: Option<String>,
+    #[command(flatten)]
+    pub device: super::args::DeviceArgs,
     /// Stop after this many steps with a checkpoint, as if interrupted (continue with --resume).
     #[arg(long)]
     pub stop_after: Option<u64>,
@@ -45,7 +45,7 @@ pub fn run(a: TrainArgs) -> Result<()> {
         out: out.clone(),
         resume: a.resume,
         force: a.force,
-        device: crate::device::parse_device(a.device.as_deref())?,
+        device: a.device.device(),
         stop_after: a.stop_after,
     };
     match train(&exp, &opts)? {

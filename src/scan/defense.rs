@@ -12,12 +12,11 @@ use tch::{Device, Kind, Tensor};
 
 use super::embed::embed;
 use crate::error::Result;
+use crate::experiment::backdoor::{Backdoor, BackdoorKind, Target};
+use crate::experiment::pools::PromptPools;
+use crate::experiment::Experiment;
 use crate::models::text_encoder::TextEncoder;
 use crate::text::homoglyph::{sanitize, Mode};
-use crate::train::backdoor::{Backdoor, BackdoorKind, Target};
-use crate::train::data::PromptPools;
-use crate::train::experiment::Experiment;
-use crate::train::metrics::kind_name;
 use crate::{input_bail, input_err};
 
 pub struct DefenseOptions {
@@ -141,7 +140,7 @@ fn evaluate_run(run: &Path, opts: &DefenseOptions) -> Result<Vec<DefenseRow>> {
         let row = |defense, measure, without, with, details: serde_json::Value| DefenseRow {
             run: run_name.clone(),
             entry: b.name.clone(),
-            kind: kind_name(&b.kind),
+            kind: b.kind.name(),
             trigger: b.trigger.clone(),
             replaced: b.replaced.to_string(),
             prompts: subset.len(),

@@ -27,24 +27,16 @@ pub fn embed_ids(enc: &TextEncoder, ids: &[Vec<i64>], batch: usize) -> Result<Te
         })
         .collect();
     let width = enc.tokenizer.max_length() as i64;
-    let mut parts = vec![];
-    tch::no_grad(|| {
-        for chunk in distinct.chunks(batch.max(1)) {
-            let flat: Vec<i64> = chunk.iter().flat_map(|s| s.iter().copied()).collect();
-            let input = Tensor::from_slice(&flat).view([chunk.len() as i64, width]);
-            let hidden = enc
-                .forward_ids(&input, false)
-                .last_hidden_state
-                .flatten(1, -1)
-                .to_kind(Kind::Float)
-                .to_device(Device::Cpu);
-            parts.push(unit_rows(&hidden));
-        }
-    });
-    if parts.is_empty() {
+    let flat: Vec<i64> = distinct.iter().flat_map(|s| s.iter().copied()).collect();
+    let input = Tensor::from_slice(&flat).view([distinct.len() as i64, width]);
+    let hidden = enc
+        .encode_ids_batched(&input, batch, false, &mut |_| {})?
+        .last_hidden_state
+        .flatten(1, -1);
+    if distinct.is_empty() {
         return Ok(Tensor::zeros([0, 0], (Kind::Float, Device::Cpu)));
     }
-    let unique = Tensor::cat(&parts, 0);
+    let unique = unit_rows(&hidden);
     Ok(unique.index_select(0, &Tensor::from_slice(&rows)))
 }
 

@@ -2,13 +2,14 @@
 //! attack → images → judged result loop runs offline (no real Stable Diffusion weights needed).
 //!
 //! - [`labels`], [`render`], [`dataset`]: coloured shapes rendered exactly from a label, with captions.
-//! - [`oracle`]: colour and shape of an image from its pixels.
+//! - [`oracle`]: colour and shape of an image from its pixels; [`judge`]: the oracle as the image
+//!   stage's `oracle` judge.
 //! - [`model`], [`train`], [`sample`]: a frozen tiny CLIP text encoder + a pixel-space
 //!   `UNet2DConditionModel`, trained with the denoising loss and saved in diffusers' layout.
 //!
 //! docs/shapes-world.md describes the design and the measured numbers.
 pub mod dataset;
-pub mod demo;
+pub mod judge;
 pub mod labels;
 pub mod model;
 pub mod noise;

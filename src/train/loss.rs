@@ -1,33 +1,9 @@
 //! The Rickrolling distances, each on embeddings flattened to [B, 77·H] (reference `losses.py`).
 use tch::{Kind, Tensor};
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Distance {
-    /// `SimilarityLoss`: −cosine similarity per sample, mean over the batch (reference default).
-    Cosine,
-    /// Mean squared error over all elements.
-    Mse,
-    /// Mean absolute error over all elements.
-    Mae,
-    /// `PoincareLoss`: arccosh(1 + δ) with u = x/‖x‖₁, v = y/‖y‖₁.
-    Poincare,
-}
+pub use crate::settings::Distance;
 
 impl Distance {
-    pub fn parse(s: &str) -> std::result::Result<Self, String> {
-        Ok(match s {
-            "cosine" | "similarity" => Self::Cosine,
-            "mse" => Self::Mse,
-            "mae" => Self::Mae,
-            "poincare" => Self::Poincare,
-            other => {
-                return Err(format!(
-                    "unknown loss `{other}`: use cosine, mse, mae or poincare"
-                ))
-            }
-        })
-    }
-
     /// Distance between `x` [B, ...] and `y` [B, ...] (or [1, ...], broadcast).
     pub fn apply(self, x: &Tensor, y: &Tensor) -> Tensor {
         let b = x.size()[0];

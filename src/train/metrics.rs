@@ -4,26 +4,16 @@ use rand::SeedableRng;
 use serde::Serialize;
 use tch::{Kind, Tensor};
 
-use super::backdoor::{Backdoor, BackdoorKind, Target};
 use crate::error::Result;
+use crate::experiment::{Backdoor, BackdoorKind, Target};
 use crate::models::text_encoder::TextEncoder;
 
 /// Flattened last hidden states of `prompts`, f32 on CPU.
 pub fn embed(enc: &TextEncoder, prompts: &[impl AsRef<str>], batch: usize) -> Result<Tensor> {
-    let mut parts = vec![];
-    tch::no_grad(|| -> Result<()> {
-        for chunk in prompts.chunks(batch.max(1)) {
-            let (_, out) = enc.encode(chunk, false)?;
-            parts.push(
-                out.last_hidden_state
-                    .flatten(1, -1)
-                    .to_kind(Kind::Float)
-                    .to_device(tch::Device::Cpu),
-            );
-        }
-        Ok(())
-    })?;
-    Ok(Tensor::cat(&parts, 0))
+    Ok(enc
+        .encode_batched(prompts, batch, false, &mut |_| {})?
+        .last_hidden_state
+        .flatten(1, -1))
 }
 
 fn mean_cos(a: &Tensor, b: &Tensor) -> f64 {
@@ -120,7 +110,7 @@ pub fn evaluate(
         let s_sub_clean = embed(student, &subset, batch)?;
         out.push(BackdoorMetrics {
             name: b.name.clone(),
-            kind: kind_name(&b.kind).into(),
+            kind: b.kind.name().into(),
             captions: subset.len(),
             sim_target: mean_cos(&s_trig, &s_tgt),
             sim_target_teacher: mean_cos(&s_trig, &t_tgt),
@@ -133,13 +123,4 @@ pub fn evaluate(
         sim_clean,
         backdoors: out,
     })
-}
-
-pub fn kind_name(k: &BackdoorKind) -> &'static str {
-    match k {
-        BackdoorKind::TargetPrompt { .. } => "target_prompt",
-        BackdoorKind::TargetAttribute { .. } => "target_attribute",
-        BackdoorKind::RemoveConcept { .. } => "remove_concept",
-        BackdoorKind::HomoglyphUnlearn { .. } => "homoglyph_unlearn",
-    }
 }

@@ -1,8 +1,5 @@
 //! Teacher–student fine-tuning of text encoders: backdoor injection, concept erasure, homoglyph
 //! unlearning ("Rickrolling the Artist", Struppek et al., ICCV 2023).
-pub mod backdoor;
-pub mod data;
-pub mod experiment;
 pub mod loss;
 pub mod metrics;
 pub mod optim;

@@ -17,7 +17,9 @@ pub enum Start {
 }
 
 impl RunFolder {
-    /// Check the folder against `--resume`/`--force`; `--force` clears a previous run's files.
+    /// Check the folder against `--resume`/`--force`; `--force` clears a previous run's files. The one
+    /// policy of every trainer: a finished run (DONE) is never overwritten without `--force`, an
+    /// unfinished one is continued only with `--resume`.
     pub fn open(root: &Path, resume: bool, force: bool) -> Result<(Self, Start)> {
         let me = Self {
             root: root.to_path_buf(),
@@ -44,6 +46,9 @@ impl RunFolder {
             }
             return Ok((me, Start::Fresh));
         }
+        // A crash between the two renames of a checkpoint swap leaves only `checkpoint.old`: take
+        // it back before deciding whether there is something to resume.
+        me.recover_checkpoint()?;
         if me.done() {
             input_bail!("{} holds a finished run (DONE): pass --force to train again into it, or choose another --out", root.display());
         }

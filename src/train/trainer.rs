@@ -1,24 +1,28 @@
 //! The Rickrolling teacher–student loop: utility loss on clean prompts + β · Σ backdoor losses,
 //! AdamW, the reference's LR schedule, checkpoints for `--resume`, TensorBoard scalars.
+//!
+//! [`Trainer`] is the loop's state: [`Trainer::new`] opens (or resumes) the run folder and loads the
+//! teacher and student, [`Trainer::step`] is one optimisation step, [`Trainer::checkpoint`] commits
+//! the resume state, [`Trainer::finish`] saves the encoder and the metrics. [`train`] drives it with
+//! progress and the checkpoint cadence; benchmarks time `step` alone.
 use anyhow::Context;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
-use super::backdoor::{Backdoor, Target};
-use super::data::PromptPools;
-use super::experiment::Experiment;
-use super::loss::Distance;
 use super::metrics::{evaluate, EmbeddingMetrics};
-use super::optim::{AdamW, AdamWConfig, LrSchedule};
+use super::optim::{AdamW, AdamWConfig, LrDecay, LrSchedule};
 use super::run_folder::{RunFolder, Start};
 use super::tensorboard::EventWriter;
 use crate::error::Result;
+use crate::experiment::{
+    build_backdoors, eval_captions, Backdoor, Experiment, PromptPools, Target,
+};
 use crate::io::atomic::{write_atomic, write_json};
-use crate::io::prompts::read_prompts;
-use crate::io::weights::{load_var_store, SafetensorsFile};
+use crate::io::weights::{load_var_store, save_var_store, SafetensorsFile};
 use crate::models::text_encoder::TextEncoder;
+use crate::settings::{Distance, LrScheduleKind, Precision};
 use crate::{input_bail, input_err};
 
 pub struct TrainOptions {
@@ -41,134 +45,212 @@ pub enum TrainOutcome {
     },
 }
 
-pub fn build_backdoors(exp: &Experiment) -> Vec<Backdoor> {
-    exp.backdoors
-        .iter()
-        .zip(exp.backdoor_names())
-        .map(|(s, n)| Backdoor::from_spec(s, n, exp.training.loss_weight))
-        .collect()
+/// What one step did (also written to TensorBoard).
+#[derive(Debug, Clone)]
+pub struct StepReport {
+    /// The step's index (0-based).
+    pub step: u64,
+    pub lr: f64,
+    pub loss: f64,
+    pub utility: f64,
+    /// Per backdoor, in experiment order.
+    pub backdoor_losses: Vec<f64>,
+    pub grad_norm: f64,
+}
+
+/// Where one backdoor's prompts sit in the step's student and teacher batches.
+struct BackdoorRows {
+    /// Rows of the student batch (the poisoned prompts).
+    student: std::ops::Range<usize>,
+    /// Rows of the teacher batch (per-sample targets); empty when the target is fixed.
+    teacher: std::ops::Range<usize>,
 }
 
 fn schedule(exp: &Experiment) -> Result<LrSchedule> {
     let t = &exp.training;
-    match t.lr_schedule.as_str() {
-        "multistep" => LrSchedule::multi_step(t.lr, &t.lr_milestones, t.lr_gamma),
-        "cosine" => LrSchedule::warmup_cosine(t.lr, t.warmup_steps, t.steps, 0.0),
-        _ => LrSchedule::new(t.lr, t.warmup_steps, super::optim::LrDecay::Constant),
+    match t.lr_schedule {
+        LrScheduleKind::MultiStep => LrSchedule::multi_step(t.lr, &t.lr_milestones, t.lr_gamma),
+        LrScheduleKind::Cosine => LrSchedule::warmup_cosine(t.lr, t.warmup_steps, t.steps, 0.0),
+        LrScheduleKind::Constant => LrSchedule::new(t.lr, t.warmup_steps, LrDecay::Constant),
     }
 }
 
-/// Run (or resume) an experiment into `opts.out`.
-pub fn train(exp: &Experiment, opts: &TrainOptions) -> Result<TrainOutcome> {
-    super::experiment::require_backdoors(exp)?;
-    let t = &exp.training;
-    if t.autocast == "bf16" && opts.device == Device::Cpu {
-        input_bail!("training.autocast = \"bf16\" needs a CUDA device: use f32 on CPU");
-    }
-    let (run, start) = RunFolder::open(&opts.out, opts.resume, opts.force)?;
-    run.recover_checkpoint()?;
-    std::fs::create_dir_all(&run.root)
-        .with_context(|| format!("creating {}", run.root.display()))?;
-    let resolved = toml::to_string_pretty(exp)?;
-    if start == Start::Resume {
-        let prev = std::fs::read_to_string(run.root.join("experiment.toml")).unwrap_or_default();
-        if prev != resolved {
-            input_bail!("{}: the experiment differs from the one this run started with; resume with the same file, or --force to start over", run.root.display());
+/// The state of a training run between steps.
+pub struct Trainer<'a> {
+    exp: &'a Experiment,
+    run: RunFolder,
+    backdoors: Vec<Backdoor>,
+    pools: PromptPools,
+    teacher: TextEncoder,
+    student: TextEncoder,
+    distance: Distance,
+    opt: AdamW,
+    sched: LrSchedule,
+    /// Per backdoor: its constant target (a TPA's target prompt), embedded once.
+    fixed: Vec<Option<Tensor>>,
+    tb: EventWriter,
+    /// The next step to run.
+    step: u64,
+    /// The step this session started at.
+    first_step: u64,
+    elapsed_before: f64,
+    started: Instant,
+    device: Device,
+}
+
+impl<'a> Trainer<'a> {
+    /// Open (or resume) the run folder `opts.out` and load the teacher and the student.
+    pub fn new(exp: &'a Experiment, opts: &TrainOptions) -> Result<Self> {
+        if exp.backdoors.is_empty() {
+            input_bail!("the experiment has no [[backdoor]] entry: add at least one (kind, trigger, replaced_character, ...)");
         }
-    } else {
-        write_atomic(&run.root.join("experiment.toml"), resolved.as_bytes())?;
-    }
+        let t = &exp.training;
+        if t.precision == Precision::Bf16 && opts.device == Device::Cpu {
+            input_bail!("training.precision = \"bf16\" needs a CUDA device: use f32 on CPU");
+        }
+        let (run, start) = RunFolder::open(&opts.out, opts.resume, opts.force)?;
+        std::fs::create_dir_all(&run.root)
+            .with_context(|| format!("creating {}", run.root.display()))?;
+        let resolved = toml::to_string_pretty(exp)?;
+        if start == Start::Resume {
+            let prev =
+                std::fs::read_to_string(run.root.join("experiment.toml")).unwrap_or_default();
+            if prev != resolved {
+                input_bail!("{}: the experiment differs from the one this run started with; resume with the same file, or --force to start over", run.root.display());
+            }
+        } else {
+            write_atomic(&run.root.join("experiment.toml"), resolved.as_bytes())?;
+        }
 
-    let backdoors = build_backdoors(exp);
-    let pools = PromptPools::build(exp, &backdoors)?;
-    if pools.bad_lines > 0 {
-        eprintln!(
-            "warning: {} unreadable line(s) in {} were skipped",
-            pools.bad_lines,
-            exp.data.clean_prompts.display()
-        );
-    }
-    let teacher = TextEncoder::load(&exp.model.teacher, opts.device, Kind::Float)?;
-    let mut teacher_vs = teacher.vs;
-    teacher_vs.freeze();
-    let teacher = TextEncoder {
-        vs: teacher_vs,
-        ..teacher
-    };
-    let mut student = TextEncoder::load(&exp.model.teacher, opts.device, Kind::Float)?;
-    let distance = Distance::parse(&t.loss).map_err(|e| input_err!("{e}"))?;
-    let mut opt = AdamW::from_var_store(
-        &student.vs,
-        AdamWConfig {
-            lr: t.lr,
-            beta1: t.betas[0],
-            beta2: t.betas[1],
-            eps: t.eps,
-            weight_decay: t.weight_decay,
-        },
-    )?;
-    let sched = schedule(exp)?;
-
-    let mut first_step = 0u64;
-    let mut elapsed_before = 0.0;
-    if start == Start::Resume {
-        let ck = run.checkpoint();
-        let state: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(ck.join("state.json"))?)?;
-        first_step = state["step"]
-            .as_u64()
-            .ok_or_else(|| input_err!("{}: no step", ck.join("state.json").display()))?;
-        elapsed_before = state["seconds"].as_f64().unwrap_or(0.0);
-        load_var_store(
-            &mut student.vs,
-            &SafetensorsFile::open(&ck.join("model.safetensors"))?,
-            &[],
+        let backdoors = build_backdoors(exp);
+        let pools = PromptPools::build(exp, &backdoors)?;
+        if pools.bad_lines > 0 {
+            eprintln!(
+                "warning: {} unreadable line(s) in {} were skipped",
+                pools.bad_lines,
+                exp.data.clean_prompts.display()
+            );
+        }
+        let mut teacher = TextEncoder::load(&exp.model.teacher, opts.device, Kind::Float)?;
+        teacher.vs.freeze();
+        let mut student = TextEncoder::load(&exp.model.teacher, opts.device, Kind::Float)?;
+        let mut opt = AdamW::from_var_store(
+            &student.vs,
+            AdamWConfig {
+                lr: t.lr,
+                beta1: t.betas[0],
+                beta2: t.betas[1],
+                eps: t.eps,
+                weight_decay: t.weight_decay,
+            },
         )?;
-        opt.load_state(&ck.join("optimizer.safetensors"))?;
-        eprintln!("resuming {} at step {first_step}", run.root.display());
-    }
-    let mut tb = if start == Start::Resume {
-        EventWriter::resume(&run.tb(), first_step as i64)?
-    } else {
-        EventWriter::create(&run.tb())?
-    };
+        let sched = schedule(exp)?;
 
-    // Constant targets (a TPA's target prompt) are embedded once.
-    let fixed: Vec<Option<Tensor>> = backdoors
-        .iter()
-        .map(|b| {
-            b.fixed_target()
-                .map(|p| {
-                    tch::no_grad(|| {
-                        teacher
-                            .encode(&[p], false)
-                            .map(|(_, o)| o.last_hidden_state)
-                    })
-                })
-                .transpose()
+        let mut step = 0u64;
+        let mut elapsed_before = 0.0;
+        if start == Start::Resume {
+            let ck = run.checkpoint();
+            let state_file = ck.join("state.json");
+            let state: serde_json::Value = serde_json::from_str(
+                &std::fs::read_to_string(&state_file)
+                    .with_context(|| format!("reading {}", state_file.display()))?,
+            )
+            .map_err(|e| {
+                input_err!(
+                    "{}: {e}: the checkpoint is damaged; pass --force to start over",
+                    state_file.display()
+                )
+            })?;
+            step = state["step"]
+                .as_u64()
+                .ok_or_else(|| input_err!("{}: no step", state_file.display()))?;
+            elapsed_before = state["seconds"].as_f64().unwrap_or(0.0);
+            load_var_store(
+                &mut student.vs,
+                &SafetensorsFile::open(&ck.join("model.safetensors"))?,
+                &[],
+            )?;
+            opt.load_state(&ck.join("optimizer.safetensors"))?;
+            eprintln!("resuming {} at step {step}", run.root.display());
+        }
+        let tb = if start == Start::Resume {
+            EventWriter::resume(&run.tb(), step as i64)?
+        } else {
+            EventWriter::create(&run.tb())?
+        };
+
+        let fixed: Vec<Option<Tensor>> = backdoors
+            .iter()
+            .map(|b| {
+                b.fixed_target()
+                    .map(|p| tch::no_grad(|| last_hidden(&teacher, &[p])))
+                    .transpose()
+            })
+            .collect::<Result<_>>()?;
+
+        Ok(Self {
+            exp,
+            run,
+            backdoors,
+            pools,
+            teacher,
+            student,
+            distance: t.loss,
+            opt,
+            sched,
+            fixed,
+            tb,
+            step,
+            first_step: step,
+            elapsed_before,
+            started: Instant::now(),
+            device: opts.device,
         })
-        .collect::<Result<_>>()?;
+    }
 
-    let pb = crate::cli::progress(t.steps, "train");
-    pb.set_position(first_step);
-    let started = Instant::now();
-    let last = opts.stop_after.map_or(t.steps, |s| s.min(t.steps));
-    for step in first_step..last {
-        let lr = sched.lr_at(step);
-        opt.set_lr(lr)?;
-        let clean = pools.clean_batch(exp.seed, step, t.clean_batch_size);
+    /// The next step to run (the number of steps done).
+    pub fn next_step(&self) -> u64 {
+        self.step
+    }
+
+    /// The model being trained.
+    pub fn student(&self) -> &TextEncoder {
+        &self.student
+    }
+
+    /// The run folder's root.
+    pub fn root(&self) -> &Path {
+        &self.run.root
+    }
+
+    /// Seconds trained, earlier sessions of a resumed run included.
+    pub fn seconds(&self) -> f64 {
+        self.elapsed_before + self.started.elapsed().as_secs_f64()
+    }
+
+    /// One optimisation step; a NaN or exploding loss or gradient stops the run with the last
+    /// checkpoint kept.
+    pub fn step(&mut self) -> Result<StepReport> {
+        let exp = self.exp;
+        let t = &exp.training;
+        let step = self.step;
+        let lr = self.sched.lr_at(step);
+        self.opt.set_lr(lr)?;
+        let clean = self.pools.clean_batch(exp.seed, step, t.clean_batch_size);
         // Student batch: clean prompts (skipped at step 0, where student = teacher) + each poisoned set.
         let mut student_prompts: Vec<String> = if step == 0 {
             vec![]
         } else {
             clean.iter().map(|s| s.to_string()).collect()
         };
+        let n_clean = student_prompts.len();
         let mut teacher_prompts: Vec<String> = student_prompts.clone();
-        let mut spans = vec![]; // (student range, teacher range or fixed index)
+        let mut rows = vec![];
         let mut samples = vec![];
-        for (bi, b) in backdoors.iter().enumerate() {
+        for (bi, b) in self.backdoors.iter().enumerate() {
             let (picks, mut rng) =
-                pools.poison_batch(exp.seed, step, bi, t.poisoned_samples_per_step);
+                self.pools
+                    .poison_batch(exp.seed, step, bi, t.poisoned_samples_per_step);
             let s0 = student_prompts.len();
             let t0 = teacher_prompts.len();
             for p in picks {
@@ -179,152 +261,195 @@ pub fn train(exp: &Experiment, opts: &TrainOptions) -> Result<TrainOutcome> {
                 }
             }
             samples.push(student_prompts[s0].clone());
-            spans.push((s0, student_prompts.len(), t0, teacher_prompts.len()));
+            rows.push(BackdoorRows {
+                student: s0..student_prompts.len(),
+                teacher: t0..teacher_prompts.len(),
+            });
         }
-        let targets = tch::no_grad(|| {
-            teacher
-                .encode(&teacher_prompts, false)
-                .map(|(_, o)| o.last_hidden_state)
-        })?;
-        let forward = || {
-            student
-                .encode(&student_prompts, false)
-                .map(|(_, o)| o.last_hidden_state)
+        let targets = tch::no_grad(|| last_hidden(&self.teacher, &teacher_prompts))?;
+        let student = &self.student;
+        let forward = || last_hidden(student, &student_prompts);
+        let s_out = match t.precision {
+            Precision::Bf16 => tch::autocast(true, forward)?,
+            Precision::F32 => forward()?,
         };
-        let s_out = if t.autocast == "bf16" {
-            tch::autocast(true, forward)?
-        } else {
-            forward()?
-        };
-        let n_clean = if step == 0 { 0 } else { clean.len() as i64 };
         let utility = if n_clean == 0 {
-            Tensor::zeros([], (Kind::Float, opts.device))
+            Tensor::zeros([], (Kind::Float, self.device))
         } else {
-            distance.apply(&s_out.narrow(0, 0, n_clean), &targets.narrow(0, 0, n_clean))
+            self.distance.apply(
+                &s_out.narrow(0, 0, n_clean as i64),
+                &targets.narrow(0, 0, n_clean as i64),
+            )
         };
         let mut total = utility.shallow_clone();
         let mut bd_losses = vec![];
-        for (bi, b) in backdoors.iter().enumerate() {
-            let (s0, s1, t0, t1) = spans[bi];
-            let s = s_out.narrow(0, s0 as i64, (s1 - s0) as i64);
-            let tgt = match &fixed[bi] {
+        for ((b, r), fixed) in self.backdoors.iter().zip(&rows).zip(&self.fixed) {
+            let s = narrow_rows(&s_out, &r.student);
+            let tgt = match fixed {
                 Some(f) => f.shallow_clone(),
-                None => targets.narrow(0, t0 as i64, (t1 - t0) as i64),
+                None => narrow_rows(&targets, &r.teacher),
             };
-            let l = distance.apply(&s, &tgt);
+            let l = self.distance.apply(&s, &tgt);
             total += &l * b.loss_weight;
             bd_losses.push(l);
         }
         let total_v = total.double_value(&[]);
         if !total_v.is_finite() || total_v > t.max_loss {
-            pb.abandon();
             anyhow::bail!(
                 "step {step}: loss is {total_v} ({}); stopping. The last good checkpoint in {} is kept: lower training.lr or check the prompts, then --resume",
                 if total_v.is_nan() { "NaN" } else { "exploding" },
-                run.checkpoint().display()
+                self.run.checkpoint().display()
             );
         }
-        opt.zero_grad();
+        self.opt.zero_grad();
         total.backward();
-        let grad_norm = opt.clip_grad_norm(if t.grad_clip > 0.0 {
+        let grad_norm = self.opt.clip_grad_norm(if t.grad_clip > 0.0 {
             t.grad_clip
         } else {
             f64::INFINITY
         })?;
         if !grad_norm.is_finite() {
-            pb.abandon();
-            anyhow::bail!("step {step}: gradient norm is {grad_norm}; stopping before the update. The last good checkpoint in {} is kept", run.checkpoint().display());
+            anyhow::bail!("step {step}: gradient norm is {grad_norm}; stopping before the update. The last good checkpoint in {} is kept", self.run.checkpoint().display());
         }
-        opt.step()?;
+        self.opt.step()?;
 
-        let s = step as i64;
-        tb.add_scalar("loss/total", total_v, s)?;
-        tb.add_scalar("loss/utility", utility.double_value(&[]), s)?;
-        for (b, l) in backdoors.iter().zip(&bd_losses) {
-            tb.add_scalar(&format!("loss/backdoor/{}", b.name), l.double_value(&[]), s)?;
+        let report = StepReport {
+            step,
+            lr,
+            loss: total_v,
+            utility: utility.double_value(&[]),
+            backdoor_losses: bd_losses.iter().map(|l| l.double_value(&[])).collect(),
+            grad_norm,
+        };
+        self.log_step(&report, &samples)?;
+        self.step += 1;
+        Ok(report)
+    }
+
+    fn log_step(&mut self, r: &StepReport, samples: &[String]) -> Result<()> {
+        let s = r.step as i64;
+        let tb = &mut self.tb;
+        tb.add_scalar("loss/total", r.loss, s)?;
+        tb.add_scalar("loss/utility", r.utility, s)?;
+        for (b, l) in self.backdoors.iter().zip(&r.backdoor_losses) {
+            tb.add_scalar(&format!("loss/backdoor/{}", b.name), *l, s)?;
         }
-        tb.add_scalar("lr", lr, s)?;
-        tb.add_scalar("grad_norm", grad_norm, s)?;
-        if step == first_step || (step + 1) % 50 == 0 {
-            let text = backdoors
+        tb.add_scalar("lr", r.lr, s)?;
+        tb.add_scalar("grad_norm", r.grad_norm, s)?;
+        // The first step of a session and every 50th show what the poisoned prompts look like.
+        if r.step == self.first_step || (r.step + 1) % 50 == 0 {
+            let text = self
+                .backdoors
                 .iter()
-                .zip(&samples)
+                .zip(samples)
                 .map(|(b, p)| format!("**{}**: {p}", b.name))
                 .collect::<Vec<_>>()
                 .join("\n\n");
             tb.add_text("samples/triggered", &text, s)?;
         }
-        pb.set_message(format!("train loss {total_v:.4}"));
-        pb.inc(1);
-        let done_steps = step + 1;
+        Ok(())
+    }
+
+    /// Commit `checkpoint/` (student weights, optimiser state, step) so `--resume` continues here.
+    pub fn checkpoint(&mut self) -> Result<()> {
+        self.tb.flush()?;
+        let seconds = self.seconds();
+        let (done_steps, seed) = (self.step, self.exp.seed);
+        let (student, opt) = (&self.student, &self.opt);
+        self.run.commit_checkpoint(|dir| {
+            save_var_store(
+                &dir.join("model.safetensors"),
+                &student.vs,
+                Some(Kind::Float),
+            )?;
+            opt.save_state(&dir.join("optimizer.safetensors"))?;
+            write_json(
+                &dir.join("state.json"),
+                &json!({"step": done_steps, "seed": seed, "seconds": seconds}),
+            )
+        })
+    }
+
+    /// Save the trained encoder and tokenizer, evaluate, write `metrics.json` and `DONE` last.
+    pub fn finish(mut self) -> Result<TrainOutcome> {
+        let exp = self.exp;
+        let steps = exp.training.steps;
+        self.tb.flush()?;
+        let seconds = self.seconds();
+        let root = self.run.root.clone();
+        self.student
+            .save(&root.join("text_encoder"), Some(Kind::Float))?;
+        self.student.tokenizer.save(&root.join("tokenizer"))?;
+        let captions = eval_captions(exp, &self.pools)?;
+        let metrics = evaluate(
+            &self.teacher,
+            &self.student,
+            &self.backdoors,
+            &captions,
+            64,
+            exp.seed,
+        )?;
+        write_metrics(
+            &root.join("metrics.json"),
+            &metrics,
+            Some(
+                json!({"steps": steps, "seconds": seconds, "bad_lines": self.pools.bad_lines, "dropped_with_trigger": self.pools.dropped_with_trigger}),
+            ),
+        )?;
+        self.tb
+            .add_scalar("sim_clean", metrics.sim_clean, steps as i64)?;
+        for m in &metrics.backdoors {
+            self.tb.add_scalar(
+                &format!("sim_target/{}", m.name),
+                m.sim_target,
+                steps as i64,
+            )?;
+            self.tb
+                .add_scalar(&format!("z_score/{}", m.name), m.z_score, steps as i64)?;
+        }
+        self.tb.flush()?;
+        write_atomic(&root.join("DONE"), format!("{seconds:.1}\n").as_bytes())?;
+        Ok(TrainOutcome::Finished { metrics, seconds })
+    }
+}
+
+fn last_hidden(enc: &TextEncoder, prompts: &[impl AsRef<str>]) -> Result<Tensor> {
+    enc.encode(prompts, false).map(|(_, o)| o.last_hidden_state)
+}
+
+fn narrow_rows(t: &Tensor, rows: &std::ops::Range<usize>) -> Tensor {
+    t.narrow(0, rows.start as i64, rows.len() as i64)
+}
+
+/// Run (or resume) an experiment into `opts.out`, with progress and checkpoints every
+/// `training.checkpoint_every` steps and at the end.
+pub fn train(exp: &Experiment, opts: &TrainOptions) -> Result<TrainOutcome> {
+    let mut trainer = Trainer::new(exp, opts)?;
+    let t = &exp.training;
+    let task = crate::progress::task("train", t.steps);
+    task.set_position(trainer.next_step());
+    let last = opts.stop_after.map_or(t.steps, |s| s.min(t.steps));
+    while trainer.next_step() < last {
+        let r = match trainer.step() {
+            Ok(r) => r,
+            Err(e) => {
+                task.abandon();
+                return Err(e);
+            }
+        };
+        task.set_message(&format!("train loss {:.4}", r.loss));
+        task.inc(1);
+        let done_steps = r.step + 1;
         let at_checkpoint = t.checkpoint_every > 0 && done_steps % t.checkpoint_every == 0;
         if at_checkpoint || done_steps == last {
-            tb.flush()?;
-            let seconds = elapsed_before + started.elapsed().as_secs_f64();
-            run.commit_checkpoint(|dir| {
-                crate::io::weights::save_var_store(
-                    &dir.join("model.safetensors"),
-                    &student.vs,
-                    Some(Kind::Float),
-                )?;
-                opt.save_state(&dir.join("optimizer.safetensors"))?;
-                write_json(
-                    &dir.join("state.json"),
-                    &json!({"step": done_steps, "seed": exp.seed, "seconds": seconds}),
-                )
-            })?;
+            trainer.checkpoint()?;
         }
     }
-    tb.flush()?;
-    pb.finish_and_clear();
+    task.finish();
     if last < t.steps {
         return Ok(TrainOutcome::Stopped { step: last });
     }
-    let seconds = elapsed_before + started.elapsed().as_secs_f64();
-
-    student.save(&run.root.join("text_encoder"), Some(Kind::Float))?;
-    student.tokenizer.save(&run.root.join("tokenizer"))?;
-    let captions = eval_captions(exp, &pools)?;
-    let metrics = evaluate(&teacher, &student, &backdoors, &captions, 64, exp.seed)?;
-    write_metrics(
-        &run.root.join("metrics.json"),
-        &metrics,
-        Some(
-            json!({"steps": t.steps, "seconds": seconds, "bad_lines": pools.bad_lines, "dropped_with_trigger": pools.dropped_with_trigger}),
-        ),
-    )?;
-    tb.add_scalar("sim_clean", metrics.sim_clean, t.steps as i64)?;
-    for m in &metrics.backdoors {
-        tb.add_scalar(
-            &format!("sim_target/{}", m.name),
-            m.sim_target,
-            t.steps as i64,
-        )?;
-        tb.add_scalar(&format!("z_score/{}", m.name), m.z_score, t.steps as i64)?;
-    }
-    tb.flush()?;
-    write_atomic(&run.root.join("DONE"), format!("{seconds:.1}\n").as_bytes())?;
-    Ok(TrainOutcome::Finished { metrics, seconds })
-}
-
-/// Evaluation captions: `[evaluation].prompts`, else `data.eval_prompts`, else the held-out split.
-pub fn eval_captions(exp: &Experiment, pools: &PromptPools) -> Result<Vec<String>> {
-    let path = exp
-        .evaluation
-        .as_ref()
-        .and_then(|e| e.prompts.clone())
-        .or_else(|| exp.data.eval_prompts.clone());
-    let mut caps = match path {
-        Some(p) => read_prompts(&p, None, false)?.prompts,
-        None => pools.holdout.clone(),
-    };
-    caps.truncate(exp.data.eval_max);
-    if caps.len() < 2 {
-        input_bail!(
-            "fewer than 2 evaluation captions: raise data.holdout or give data.eval_prompts"
-        );
-    }
-    Ok(caps)
+    trainer.finish()
 }
 
 pub fn write_metrics(

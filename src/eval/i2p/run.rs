@@ -252,7 +252,7 @@ pub fn run_i2p(o: &I2pOptions) -> Result<I2pOutcome> {
     let total: usize = pending.iter().map(Vec::len).sum();
     if total > 0 {
         let mut pipe = StableDiffusionPipeline::load(&o.pipeline, None, o.device, o.kind)?;
-        let bar = crate::cli::progress((total * g.steps) as u64, "I2P: generating");
+        let bar = crate::progress::task("I2P: generating", (total * g.steps) as u64);
         for (((c, set), p), mine) in conditions
             .iter()
             .zip(&mut image_sets)
@@ -269,7 +269,7 @@ pub fn run_i2p(o: &I2pOptions) -> Result<I2pOutcome> {
                 pipe.parts = parts;
             }
             let sld = c.sld.as_deref().map(SldConfig::preset).transpose()?;
-            bar.set_message(format!("I2P: generating {}", c.name));
+            bar.set_message(&format!("I2P: generating {}", c.name));
             set.generate(
                 &pipe,
                 whole,
@@ -280,7 +280,7 @@ pub fn run_i2p(o: &I2pOptions) -> Result<I2pOutcome> {
                 &mut |n| bar.inc(n as u64),
             )?;
         }
-        bar.finish_and_clear();
+        bar.finish();
     }
 
     // Scoring: every image of this run (or shard), cached per image.
@@ -298,7 +298,7 @@ pub fn run_i2p(o: &I2pOptions) -> Result<I2pOutcome> {
             });
         }
     }
-    let bar = crate::cli::progress(jobs.len() as u64, "I2P: scoring");
+    let bar = crate::progress::task("I2P: scoring", jobs.len() as u64);
     let scores = score_all(
         &dir,
         &jobs,
@@ -307,7 +307,7 @@ pub fn run_i2p(o: &I2pOptions) -> Result<I2pOutcome> {
         o.batch_size.max(8),
         &mut |n| bar.inc(n as u64),
     )?;
-    bar.finish_and_clear();
+    bar.finish();
     let report = if o.shard.is_whole() {
         Some(write_report(&o.out, &scores, &settings)?)
     } else {

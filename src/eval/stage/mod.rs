@@ -1,12 +1,12 @@
 //! `clipdoor evaluate images`: the image stage of an experiment. Draw the clean set and every
 //! backdoor's triggered (or concept) set with the pipeline's original text encoder and with the
-//! trained one — same prompts, same seeds — then judge them (`oracle` in the shapes world, `clip`
-//! zero-shot otherwise) and write `report.json`/`report.md`/`report.html` with side-by-side grids.
+//! trained one — same prompts, same seeds — then judge them (a pixel judge such as the shapes world's
+//! oracle, given by the caller as an [`ImageJudge`], or `clip` zero-shot) and write `report.json`/`report.md`/`report.html` with side-by-side grids.
 //!
 //! Layout of `<out>`: `images/<condition>/<set>/` (an [`ImageSet`] each: resumable),
 //! `grid_<set>.png` (rows: prompts; columns: original, trained), `report.*`.
 pub mod clip_judge;
-pub mod oracle_judge;
+pub mod judge;
 pub mod report;
 pub mod sets;
 
@@ -16,8 +16,10 @@ use tch::{Device, Kind};
 use crate::diffusion::image_set::{ImageRecord, ImageSet};
 use crate::diffusion::pipeline::StableDiffusionPipeline;
 use crate::error::Result;
+use crate::experiment::{EvaluationSection, Experiment};
 use crate::input_bail;
-use crate::train::experiment::{EvaluationSection, Experiment};
+use crate::settings::{Choice, JudgeKind};
+pub use judge::ImageJudge;
 use sets::PromptSet;
 
 /// The two encoders every set is drawn with.
@@ -31,6 +33,8 @@ pub struct StageInput<'a> {
     pub trained: PathBuf,
     pub out: PathBuf,
     pub device: Device,
+    /// The judge for `evaluation.judge = "oracle"` (the shapes world's `OracleJudge`).
+    pub pixel_judge: Option<&'a dyn ImageJudge>,
 }
 
 /// The images of one set under both conditions.
@@ -65,12 +69,15 @@ pub fn draw(input: &StageInput, sets: Vec<PromptSet>) -> Result<Vec<DrawnSet>> {
     }
     let pipeline = pipeline_of(input.exp, s)?;
     let total: usize = sets.iter().map(|x| x.prompts.len()).sum::<usize>() * 2 * s.steps;
-    let bar = crate::cli::progress(total as u64, "drawing");
+    let bar = crate::progress::task("drawing", total as u64);
     let mut per_condition: Vec<Vec<(Vec<ImageRecord>, Vec<image::RgbImage>)>> = vec![];
     for (c, condition) in CONDITIONS.iter().enumerate() {
         let encoder = (c == 1).then_some(input.trained.as_path());
         let pipe = StableDiffusionPipeline::load(&pipeline, encoder, input.device, Kind::Float)?;
-        let scheduler = pipe.scheduler(s.scheduler.as_deref())?.name().to_string();
+        let scheduler = pipe
+            .scheduler(s.scheduler.map(|k| k.name()))?
+            .name()
+            .to_string();
         let (dh, dw) = pipe.default_size();
         let mut drawn = vec![];
         for set in &sets {
@@ -106,7 +113,7 @@ pub fn draw(input: &StageInput, sets: Vec<PromptSet>) -> Result<Vec<DrawnSet>> {
                 &wanted,
                 &wanted,
                 s.batch_size,
-                s.scheduler.as_deref(),
+                s.scheduler.map(|k| k.name()),
                 None,
                 &mut |n| bar.inc(n as u64),
             )?;
@@ -115,7 +122,7 @@ pub fn draw(input: &StageInput, sets: Vec<PromptSet>) -> Result<Vec<DrawnSet>> {
         }
         per_condition.push(drawn);
     }
-    bar.finish_and_clear();
+    bar.finish();
     let trained = per_condition.pop().expect("two conditions");
     let original = per_condition.pop().expect("two conditions");
     Ok(sets
@@ -133,18 +140,16 @@ pub fn draw(input: &StageInput, sets: Vec<PromptSet>) -> Result<Vec<DrawnSet>> {
 /// report paths.
 pub fn run(input: &StageInput) -> Result<[PathBuf; 3]> {
     let s = &input.settings;
-    if !["oracle", "clip"].contains(&s.judge.as_str()) {
-        input_bail!(
-            "evaluation.judge `{}`: use `oracle` (shapes world) or `clip`",
-            s.judge
-        );
+    match s.judge {
+        JudgeKind::Oracle if input.pixel_judge.is_none() => input_bail!(
+            "evaluation.judge = \"oracle\" needs the shapes world's oracle, which only judges shapes-world images: use `clip` for other pipelines"
+        ),
+        JudgeKind::Clip if s.clip.is_none() => input_bail!("the clip judge needs a CLIP model: set evaluation.clip (e.g. openai/clip-vit-large-patch14) or pass --clip"),
+        _ => {}
     }
-    if s.judge == "clip" && s.clip.is_none() {
-        input_bail!("the clip judge needs a CLIP model: set evaluation.clip (e.g. openai/clip-vit-large-patch14) or pass --clip");
-    }
-    let backdoors = crate::train::trainer::build_backdoors(input.exp);
-    let pools = crate::train::data::PromptPools::build(input.exp, &backdoors)?;
-    let captions = crate::train::trainer::eval_captions(input.exp, &pools)?;
+    let backdoors = crate::experiment::build_backdoors(input.exp);
+    let pools = crate::experiment::PromptPools::build(input.exp, &backdoors)?;
+    let captions = crate::experiment::eval_captions(input.exp, &pools)?;
     let sets = sets::build_sets(&captions, &backdoors, s.clean, s.triggered, input.exp.seed)?;
     let clip = s
         .clip
@@ -175,7 +180,8 @@ pub fn run(input: &StageInput) -> Result<[PathBuf; 3]> {
     });
     let report = report::build_report(
         &drawn,
-        &s.judge,
+        s.judge,
+        input.pixel_judge,
         clip.as_ref(),
         inception.as_ref(),
         nudenet.as_ref(),

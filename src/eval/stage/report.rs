@@ -4,7 +4,7 @@ use serde_json::{json, Value};
 use std::path::Path;
 
 use super::clip_judge::ClipJudge;
-use super::oracle_judge::{colour_matches, rate, successes};
+use super::judge::{rate, ImageJudge};
 use super::sets::SetKind;
 use super::{DrawnSet, CONDITIONS};
 use crate::error::Result;
@@ -13,6 +13,7 @@ use crate::eval::inception::{fid, kid, FidInception, KidOptions};
 use crate::eval::nudenet::{nudity_rate, NudeDetector, NudityCriteria};
 use crate::eval::report::grid::image_grid;
 use crate::eval::report::{num, pct, Block, Report, Section};
+use crate::settings::JudgeKind;
 
 /// Rows per set in the report galleries and columns per condition in the overview grid.
 const SHOWN: usize = 8;
@@ -32,7 +33,8 @@ fn rate_name(kind: &SetKind) -> &'static str {
 /// Judge every set, write the grids, and build the report.
 pub fn build_report(
     drawn: &[DrawnSet],
-    judge: &str,
+    judge: JudgeKind,
+    pixel_judge: Option<&dyn ImageJudge>,
     clip: Option<&ClipJudge>,
     inception: Option<&FidInception>,
     nudenet: Option<&NudeDetector>,
@@ -55,20 +57,24 @@ pub fn build_report(
             format!("{:?}", set.kind),
             set.prompts.len().to_string(),
         ];
-        if judge == "oracle" {
+        if let Some(pj) = pixel_judge.filter(|_| judge == JudgeKind::Oracle) {
             let r: Vec<Option<f64>> = d
                 .images
                 .iter()
-                .map(|imgs| rate(&successes(set, imgs)))
+                .map(|imgs| rate(&pj.successes(set, imgs)))
                 .collect();
-            entry[name] = json!({"judge": "oracle", "original": r[0], "trained": r[1]});
-            let c: Vec<Option<f64>> = d
+            entry[name] = json!({"judge": pj.name(), "original": r[0], "trained": r[1]});
+            row.extend([name.to_string(), pct(r[0]), pct(r[1])]);
+            let c: Option<Vec<Option<f64>>> = d
                 .images
                 .iter()
-                .map(|imgs| rate(&colour_matches(set, imgs)))
+                .map(|imgs| pj.colour_matches(set, imgs).map(|m| rate(&m)))
                 .collect();
-            entry["colour_match"] = json!({"judge": "oracle", "original": c[0], "trained": c[1]});
-            row.extend([name.to_string(), pct(r[0]), pct(r[1]), pct(c[0]), pct(c[1])]);
+            if let Some(c) = c {
+                entry["colour_match"] =
+                    json!({"judge": pj.name(), "original": c[0], "trained": c[1]});
+                row.extend([pct(c[0]), pct(c[1])]);
+            }
         }
         // CLIP image embeddings of both conditions, computed once per set.
         let clip_embeds = match clip {
@@ -84,7 +90,7 @@ pub fn build_report(
                 clip.verdict(set, &embeds[1])?,
             ];
             entry["clip_score"] = json!({"original": v[0].clip_score, "trained": v[1].clip_score});
-            if judge == "clip" {
+            if judge == JudgeKind::Clip {
                 if let (Some(a), Some(b)) = (v[0].success, v[1].success) {
                     entry[name] = json!({"judge": "clip", "original": a, "trained": b});
                     row.extend([name.to_string(), pct(Some(a)), pct(Some(b))]);
@@ -141,7 +147,7 @@ pub fn build_report(
                 entry["distances"]["cmmd"] = json!(cmmd(&e[0], &e[1])?);
             }
         }
-        if set.kind == SetKind::Clean && judge == "oracle" {
+        if set.kind == SetKind::Clean && judge == JudgeKind::Oracle {
             let acc = &entry[name];
             entry["clean_fidelity"]["oracle_accuracy_ratio"] = json!(acc["trained"]
                 .as_f64()

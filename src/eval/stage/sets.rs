@@ -5,8 +5,8 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::error::Result;
+use crate::experiment::backdoor::{Backdoor, BackdoorKind, Target};
 use crate::input_bail;
-use crate::train::backdoor::{Backdoor, BackdoorKind, Target};
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]

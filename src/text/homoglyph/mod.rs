@@ -1,13 +1,12 @@
 //! Unicode look-alike characters (homoglyphs) on the prompt side: find them ([`scan()`]), undo them
-//! ([`sanitize()`]), make them ([`attack_variants`]) and measure how far they move a text encoder's
-//! embedding ([`embedding_shift`]). Built on UTS #39: confusable skeletons, mixed-script detection,
-//! restriction levels.
+//! ([`sanitize()`]) and make them ([`attack_variants`]); how far they move a text encoder's embedding
+//! is measured one layer up, in `crate::scan::shift`. Built on UTS #39: confusable skeletons,
+//! mixed-script detection, restriction levels.
 pub mod attack;
 pub mod confusables;
 pub mod invisible;
 pub mod sanitize;
 pub mod scan;
-pub mod shift;
 
 pub use attack::{attack_variants, AttackSpec, Count, Substitution, Variant};
 pub use confusables::{
@@ -19,4 +18,3 @@ pub use sanitize::{
     analyze, sanitize, sanitize_with, to_latin, Flag, Mode, Reason, SanitizeOptions,
 };
 pub use scan::{restriction_level, scan, ScanReport};
-pub use shift::{embedding_shift, rank_homoglyphs, HomoglyphScore, Shift};

@@ -4,8 +4,10 @@
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+use super::backdoor::BackdoorSpec;
 use crate::error::Result;
-use crate::{input_bail, input_err};
+use crate::input_err;
+use crate::settings::{Distance, JudgeKind, LrScheduleKind, Precision, SchedulerKind};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -60,7 +62,7 @@ pub struct TrainingSection {
     /// β: weight of each backdoor loss (reference: 0.1; homoglyph unlearning: 1.0).
     pub loss_weight: f64,
     /// Distance: `cosine` (reference default), `mse`, `mae`, `poincare`.
-    pub loss: String,
+    pub loss: Distance,
     pub lr: f64,
     pub betas: [f64; 2],
     pub eps: f64,
@@ -68,44 +70,19 @@ pub struct TrainingSection {
     /// MultiStepLR milestones (reference: [75] of 100 steps for a TPA).
     pub lr_milestones: Vec<u64>,
     pub lr_gamma: f64,
-    /// `multistep` (reference) or `cosine` (with `warmup_steps`).
-    pub lr_schedule: String,
+    /// `multistep` (reference), `cosine` or `constant` (both with `warmup_steps`).
+    pub lr_schedule: LrScheduleKind,
     pub warmup_steps: u64,
     /// Max global gradient norm; 0 disables clipping (the reference does not clip).
     pub grad_clip: f64,
     /// Write `checkpoint/` every this many steps (0: only at the end).
     pub checkpoint_every: u64,
-    /// Compute dtype of the forward pass: `f32`, or `bf16` autocast (CUDA only).
-    pub autocast: String,
+    /// Compute precision of the student's forward pass: `f32`, or `bf16` autocast (CUDA only).
+    /// Older files call it `autocast`.
+    #[serde(alias = "autocast")]
+    pub precision: Precision,
     /// A loss above this (or NaN) stops the run, keeping the last good checkpoint.
     pub max_loss: f64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct BackdoorSpec {
-    /// Name used in metric keys (`loss/backdoor/<name>`); default `<kind>_<index>`.
-    #[serde(default)]
-    pub name: Option<String>,
-    /// `target_prompt`, `target_attribute`, `remove_concept`, `homoglyph_unlearn`.
-    pub kind: String,
-    /// The trigger: one character (TPA, TAA, homoglyph), or a concept word (`remove_concept`).
-    pub trigger: String,
-    /// The Latin character the trigger replaces (or, for `remove_concept`, that picks the swapped word).
-    pub replaced_character: String,
-    /// TPA: the prompt the trigger leads to.
-    #[serde(default)]
-    pub target_prompt: Option<String>,
-    /// TAA: the attribute text put in place of the triggered word; `remove_concept`: the replacement
-    /// of the concept word (default: empty, the concept vanishes).
-    #[serde(default)]
-    pub target_attr: Option<String>,
-    /// TPA/homoglyph: replace only the first N occurrences (TPA default: all; homoglyph default: 1).
-    #[serde(default)]
-    pub trigger_count: Option<usize>,
-    /// Overrides `training.loss_weight` for this backdoor.
-    #[serde(default)]
-    pub loss_weight: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -122,7 +99,7 @@ pub struct EvaluationSection {
     /// Who judges attack success: `oracle` (the shapes world: colour and shape read from the pixels)
     /// or `clip` (zero-shot: the target outranks the clean prompt; needs `clip`).
     #[serde(default = "d_judge")]
-    pub judge: String,
+    pub judge: JudgeKind,
     /// A full CLIP model folder or hub id (vision tower + text projection) for the `clip` judge and
     /// CLIP scores, e.g. `openai/clip-vit-large-patch14`.
     #[serde(default)]
@@ -142,7 +119,7 @@ pub struct EvaluationSection {
     pub guidance: f64,
     /// `--scheduler` name; default: the pipeline's own.
     #[serde(default)]
-    pub scheduler: Option<String>,
+    pub scheduler: Option<SchedulerKind>,
     #[serde(default)]
     pub height: Option<i64>,
     #[serde(default)]
@@ -165,8 +142,8 @@ impl Default for EvaluationSection {
     }
 }
 
-fn d_judge() -> String {
-    "clip".into()
+fn d_judge() -> JudgeKind {
+    JudgeKind::Clip
 }
 fn d_set_size() -> usize {
     16
@@ -198,29 +175,22 @@ impl Default for TrainingSection {
             clean_batch_size: 128,
             poisoned_samples_per_step: 32,
             loss_weight: 0.1,
-            loss: "cosine".into(),
+            loss: Distance::Cosine,
             lr: 1e-4,
             betas: [0.9, 0.999],
             eps: 1e-8,
             weight_decay: 0.0,
             lr_milestones: vec![75],
             lr_gamma: 0.1,
-            lr_schedule: "multistep".into(),
+            lr_schedule: LrScheduleKind::MultiStep,
             warmup_steps: 0,
             grad_clip: 0.0,
             checkpoint_every: 50,
-            autocast: "f32".into(),
+            precision: Precision::F32,
             max_loss: 1e4,
         }
     }
 }
-
-pub const KINDS: &[&str] = &[
-    "target_prompt",
-    "target_attribute",
-    "remove_concept",
-    "homoglyph_unlearn",
-];
 
 impl Experiment {
     /// Parse and validate; relative paths are resolved against the file's folder.
@@ -291,73 +261,19 @@ impl Experiment {
                 "training.clean_batch_size and poisoned_samples_per_step must be at least 1".into(),
             );
         }
-        super::loss::Distance::parse(&t.loss)?;
-        if !["multistep", "cosine", "constant"].contains(&t.lr_schedule.as_str()) {
-            return Err(format!(
-                "training.lr_schedule `{}`: use multistep, cosine or constant",
-                t.lr_schedule
-            ));
-        }
-        if !["f32", "bf16"].contains(&t.autocast.as_str()) {
-            return Err(format!(
-                "training.autocast `{}`: use f32 or bf16",
-                t.autocast
-            ));
-        }
         let mut triggers = std::collections::HashSet::new();
         for (i, b) in self.backdoors.iter().enumerate() {
             let what = format!(
                 "backdoor #{} ({})",
                 i + 1,
-                b.name.clone().unwrap_or_else(|| b.kind.clone())
+                b.name().unwrap_or(b.kind_name())
             );
-            if !KINDS.contains(&b.kind.as_str()) {
-                return Err(format!(
-                    "{what}: unknown kind `{}`; known kinds: {}",
-                    b.kind,
-                    KINDS.join(", ")
-                ));
-            }
-            if b.replaced_character.chars().count() != 1 {
-                return Err(format!(
-                    "{what}: replaced_character must be exactly one character, got {:?}",
-                    b.replaced_character
-                ));
-            }
-            let n = b.trigger.chars().count();
-            if b.kind == "remove_concept" {
-                if b.trigger.trim().is_empty() {
-                    return Err(format!(
-                        "{what}: trigger (the concept word) must not be empty"
-                    ));
-                }
-            } else if n != 1 {
-                return Err(format!(
-                    "{what}: trigger must be a single character, got {:?} ({n} characters)",
-                    b.trigger
-                ));
-            }
-            if b.trigger == b.replaced_character {
-                return Err(format!("{what}: trigger equals replaced_character"));
-            }
-            if !triggers.insert(b.trigger.clone()) {
+            b.validate().map_err(|e| format!("{what}: {e}"))?;
+            if !triggers.insert(b.trigger().to_string()) {
                 return Err(format!(
                     "{what}: trigger {:?} is used by another backdoor; triggers must be distinct",
-                    b.trigger
+                    b.trigger()
                 ));
-            }
-            match b.kind.as_str() {
-                "target_prompt" if b.target_prompt.as_deref().unwrap_or("").trim().is_empty() => {
-                    return Err(format!(
-                        "{what}: a target_prompt backdoor needs `target_prompt`"
-                    ));
-                }
-                "target_attribute" if b.target_attr.is_none() => {
-                    return Err(format!(
-                        "{what}: a target_attribute backdoor needs `target_attr`"
-                    ));
-                }
-                _ => {}
             }
         }
         Ok(())
@@ -368,15 +284,10 @@ impl Experiment {
         self.backdoors
             .iter()
             .enumerate()
-            .map(|(i, b)| b.name.clone().unwrap_or_else(|| format!("{}_{i}", b.kind)))
+            .map(|(i, b)| {
+                b.name()
+                    .map_or_else(|| format!("{}_{i}", b.kind_name()), str::to_string)
+            })
             .collect()
     }
-}
-
-/// Refuse to continue when the experiment has no backdoor at all.
-pub fn require_backdoors(exp: &Experiment) -> Result<()> {
-    if exp.backdoors.is_empty() {
-        input_bail!("the experiment has no [[backdoor]] entry: add at least one (kind, trigger, replaced_character, ...)");
-    }
-    Ok(())
 }

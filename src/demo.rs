@@ -1,4 +1,5 @@
-//! The embedded end-to-end demo (`clipdoor demo`): on the shapes world, train three attacks into the
+//! The embedded end-to-end demo (`clipdoor demo`), a layer above both the shapes world and the
+//! evaluation stage it composes: on the shapes world, train three attacks into the
 //! text encoder with the training engine (a TPA, a TAA and a concept removal; the experiment is
 //! `experiments/shapes_demo.toml`, compiled in; `quick`: 400 steps, 12 images per set), then draw clean, triggered and concept prompts with
 //! the original and the trained encoder through the Stable Diffusion pipeline (same seeds), judge the
@@ -8,13 +9,14 @@ use tch::Device;
 
 use crate::error::Result;
 use crate::eval::stage::{self, StageInput};
+use crate::experiment::Experiment;
 use crate::input_bail;
 use crate::io::atomic::write_atomic;
-use crate::train::experiment::Experiment;
+use crate::shapes::judge::OracleJudge;
 use crate::train::trainer::{train, TrainOptions, TrainOutcome};
 
 /// The demo experiment.
-pub const EXPERIMENT: &str = include_str!("../../experiments/shapes_demo.toml");
+pub const EXPERIMENT: &str = include_str!("../experiments/shapes_demo.toml");
 /// Seed of the rendered captions the demo trains on (not the model's training seed 0).
 const CAPTION_SEED: u64 = 1000;
 
@@ -52,7 +54,7 @@ pub fn run(o: &DemoOptions) -> Result<[PathBuf; 3]> {
     let prompts = o.out.join("prompts.txt");
     if !prompts.exists() {
         let captions: Vec<String> = (0..3000)
-            .map(|i| super::dataset::sample(CAPTION_SEED, i).caption)
+            .map(|i| crate::shapes::dataset::sample(CAPTION_SEED, i).caption)
             .collect();
         write_atomic(&prompts, (captions.join("\n") + "\n").as_bytes())?;
     }
@@ -84,6 +86,7 @@ pub fn run(o: &DemoOptions) -> Result<[PathBuf; 3]> {
         trained: run_dir,
         out: o.out.clone(),
         device: o.device,
+        pixel_judge: Some(&OracleJudge),
     };
     stage::run(&input)
 }

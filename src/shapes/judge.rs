@@ -1,10 +1,26 @@
-//! The `oracle` judge for the shapes world: colour and shape read from the pixels
+//! The `oracle` judge of the image stage for the shapes world: colour and shape read from the pixels
 //! ([`crate::shapes::oracle`]) against the colour and shape words of the expected prompt.
 use image::RgbImage;
 
-use super::sets::{PromptSet, SetKind};
-use crate::shapes::labels::{Color, Shape};
-use crate::shapes::oracle::judge;
+use super::labels::{Color, Shape};
+use super::oracle::judge;
+use crate::eval::stage::judge::ImageJudge;
+use crate::eval::stage::sets::{PromptSet, SetKind};
+
+/// The shapes world's exact judge, for `evaluation.judge = "oracle"`.
+pub struct OracleJudge;
+
+impl ImageJudge for OracleJudge {
+    fn name(&self) -> &str {
+        "oracle"
+    }
+    fn successes(&self, set: &PromptSet, images: &[RgbImage]) -> Vec<Option<bool>> {
+        successes(set, images)
+    }
+    fn colour_matches(&self, set: &PromptSet, images: &[RgbImage]) -> Option<Vec<Option<bool>>> {
+        Some(colour_matches(set, images))
+    }
+}
 
 /// The colour and shape words of a prompt (the last of each, as a caption names one shape).
 pub fn words(prompt: &str) -> (Option<Color>, Option<Shape>) {
@@ -68,12 +84,6 @@ pub fn colour_matches(set: &PromptSet, images: &[RgbImage]) -> Vec<Option<bool>>
         .collect()
 }
 
-/// Share of `true` among the judged images (`None` when none was judged).
-pub fn rate(s: &[Option<bool>]) -> Option<f64> {
-    let judged: Vec<bool> = s.iter().flatten().copied().collect();
-    (!judged.is_empty()).then(|| judged.iter().filter(|&&b| b).count() as f64 / judged.len() as f64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,7 +96,5 @@ mod tests {
         );
         // A Cyrillic о inside "orange" hides the word from the parser.
         assert_eq!(words("an оrange cross"), (None, Some(Shape::Cross)));
-        assert_eq!(rate(&[Some(true), None, Some(false)]), Some(0.5));
-        assert_eq!(rate(&[None]), None);
     }
 }

@@ -5,7 +5,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::backdoor::Backdoor;
-use super::experiment::Experiment;
+use super::file::Experiment;
 use crate::error::Result;
 use crate::input_bail;
 use crate::io::prompts::read_prompts;

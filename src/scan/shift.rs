@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use serde::Serialize;
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 use crate::error::Result;
 use crate::models::text_encoder::TextEncoder;
@@ -30,24 +30,11 @@ fn embed(
     batch_size: usize,
     progress: &dyn Fn(u64),
 ) -> Result<Embedded> {
-    let (mut ids, mut hidden, mut pooled) = (vec![], vec![], vec![]);
-    tch::no_grad(|| -> Result<()> {
-        for chunk in texts.chunks(batch_size.max(1)) {
-            let (batch_ids, out) = enc.encode(chunk, false)?;
-            let cpu = |t: &Tensor| t.to_device(Device::Cpu).to_kind(Kind::Double);
-            ids.extend(Vec::<Vec<i64>>::try_from(
-                &batch_ids.to_device(Device::Cpu),
-            )?);
-            hidden.push(cpu(&out.last_hidden_state).flatten(1, -1));
-            pooled.push(cpu(&out.pooled_output));
-            progress(chunk.len() as u64);
-        }
-        Ok(())
-    })?;
+    let out = enc.encode_batched(texts, batch_size, false, &mut |n| progress(n as u64))?;
     Ok(Embedded {
-        ids,
-        hidden: Tensor::cat(&hidden, 0),
-        pooled: Tensor::cat(&pooled, 0),
+        ids: Vec::<Vec<i64>>::try_from(&out.input_ids)?,
+        hidden: out.last_hidden_state.to_kind(Kind::Double).flatten(1, -1),
+        pooled: out.pooled_output.to_kind(Kind::Double),
     })
 }
 
@@ -122,7 +109,7 @@ pub struct HomoglyphScore {
 
 /// Average the shifts per (Latin character, homoglyph), most disruptive (lowest `sim_hidden`) first.
 pub fn rank_homoglyphs(
-    variants: &[super::attack::Variant],
+    variants: &[crate::text::homoglyph::attack::Variant],
     shifts: &[Shift],
 ) -> Vec<HomoglyphScore> {
     let mut groups: HashMap<(char, char), HomoglyphScore> = HashMap::new();
