@@ -12,6 +12,7 @@ pub mod eval;
 pub mod io;
 pub mod models;
 pub mod scan;
+pub mod settings;
 pub mod shapes;
 pub mod text;
 pub mod train;
