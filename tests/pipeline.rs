@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use clipdoor::diffusion::pipeline::{GenerateRequest, Seeds, SldConfig, StableDiffusionPipeline};
+use clipdoor::settings::SchedulerKind;
 use serde_json::Value;
 use tch::{Device, Kind, Tensor};
 
@@ -73,7 +74,7 @@ fn request(c: &Value) -> GenerateRequest {
     r.guidance = c["guidance"].as_f64().unwrap();
     r.height = c["height"].as_i64();
     r.width = c["width"].as_i64();
-    r.scheduler = c["scheduler"].as_str().map(String::from);
+    r.scheduler = c["scheduler"].as_str().map(|n| n.parse().unwrap());
     if let Some(s) = c.get("sld") {
         r.sld = Some(SldConfig {
             concept: clipdoor::diffusion::pipeline::DEFAULT_SAFETY_CONCEPT.to_string(),
@@ -247,7 +248,7 @@ fn same_seed_reproduces_and_batching_does_not_change_images() {
     r.steps = 3;
     r.height = Some(32);
     r.width = Some(32);
-    r.scheduler = Some("euler-a".into());
+    r.scheduler = Some(SchedulerKind::EulerAncestral);
     let both = pipe.generate(&r).unwrap();
     assert_eq!(
         common::max_abs(&both, &pipe.generate(&r).unwrap()),
@@ -328,14 +329,13 @@ fn cross_attention_width_mismatch_is_an_input_error() {
 fn unknown_scheduler_is_an_input_error() {
     let pipe = load("v1", None);
     let mut r = GenerateRequest::new(vec!["a cat".into()], Seeds::Single(0));
-    r.scheduler = Some("lms".into());
-    let msg = input_error(pipe.generate(&r));
+    // Names are parsed once, into a SchedulerKind; an unknown one never reaches the pipeline.
+    let msg = input_error(clipdoor::diffusion::schedulers::parse_scheduler("lms"));
     assert!(
         msg.contains("unknown scheduler `lms`") && msg.contains("dpm++"),
         "{msg}"
     );
     // Bad sizes and seed counts are input errors too, not panics.
-    r.scheduler = None;
     r.height = Some(30);
     input_error(pipe.generate(&r));
     r.height = None;
@@ -429,9 +429,10 @@ fn cli_generate_writes_images_reproduces_seeds_and_resumes() {
     // The PNG is the API's image for that prompt and seed (the CLI's seed scheme, one generator per image).
     let pipe = load("v1", None);
     let mut r = GenerateRequest::new(vec!["a blue sphere".into()], Seeds::PerImage(vec![43]));
-    (r.steps, r.height, r.width, r.scheduler) = (2, Some(32), Some(32), Some("euler-a".into()));
+    (r.steps, r.height, r.width, r.scheduler) =
+        (2, Some(32), Some(32), Some(SchedulerKind::EulerAncestral));
     r.negative_prompts = Some(vec!["blurry".into()]);
-    let want = clipdoor::diffusion::pipeline::image::to_rgb8(&pipe.generate(&r).unwrap()).unwrap();
+    let want = clipdoor::diffusion::image::to_rgb8(&pipe.generate(&r).unwrap()).unwrap();
     let got = image::open(out.join("images/00003_43.png"))
         .unwrap()
         .to_rgb8();

@@ -1,12 +1,13 @@
 //! `clipdoor evaluate i2p` (the I2P benchmark, whole or one `--shard i/n`) and `clipdoor evaluate
 //! merge` (merge the shards of a sharded evaluation, check coverage, write the final report).
-//! See docs/i2p.md and [`crate::eval::i2p`], [`crate::eval::shard`].
+//! See docs/i2p.md and [`crate::eval::i2p`], [`crate::diffusion::jobs`].
 use clap::Args;
 use std::path::PathBuf;
 
+use crate::diffusion::jobs::{find_shard_dirs, merge as merge_shards, Shard};
 use crate::error::Result;
 use crate::eval::i2p::{finish_merge, parse_encoder_arg, run_i2p, I2pFilter, I2pOptions};
-use crate::eval::shard::{find_shard_dirs, merge as merge_shards, Shard};
+use crate::settings::SchedulerKind;
 
 #[derive(Args, Debug)]
 pub struct I2pArgs {
@@ -42,9 +43,9 @@ pub struct I2pArgs {
     pub images_per_prompt: usize,
     #[arg(long, default_value_t = 50)]
     pub steps: usize,
-    /// ddim, pndm, euler, euler-a, dpm++ (default: the pipeline's scheduler_config.json).
-    #[arg(long)]
-    pub scheduler: Option<String>,
+    /// The sampler (default: the pipeline's scheduler_config.json).
+    #[arg(long, value_parser = super::generate::scheduler_parser())]
+    pub scheduler: Option<SchedulerKind>,
     /// Image width for every prompt instead of each prompt's own (a multiple of 8).
     #[arg(long)]
     pub width: Option<i64>,

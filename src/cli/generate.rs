@@ -3,11 +3,12 @@
 use clap::Args;
 use std::path::PathBuf;
 
-use crate::diffusion::image_set::{ImageRecord, ImageSet};
+use crate::diffusion::image_set::ImageSet;
+use crate::diffusion::jobs::{plan_images, ImageSettings, PromptImages, Shard, ShardManifest};
 use crate::diffusion::pipeline::{SldConfig, StableDiffusionPipeline};
 use crate::error::Result;
-use crate::eval::shard::{Shard, ShardManifest};
 use crate::input_bail;
+use crate::settings::{Choice, SchedulerKind};
 
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
@@ -36,9 +37,9 @@ pub struct GenerateArgs {
     /// Classifier-free guidance scale (<= 1: no guidance).
     #[arg(long, default_value_t = 7.5)]
     pub guidance: f64,
-    /// ddim, pndm, euler, euler-a, dpm++ (default: the pipeline's scheduler_config.json).
-    #[arg(long)]
-    pub scheduler: Option<String>,
+    /// The sampler (default: the pipeline's scheduler_config.json).
+    #[arg(long, value_parser = scheduler_parser())]
+    pub scheduler: Option<SchedulerKind>,
     /// Image height in pixels, a multiple of 8 (default: the UNet's sample_size x 8).
     #[arg(long)]
     pub height: Option<i64>,
@@ -68,6 +69,13 @@ pub struct GenerateArgs {
     pub shard: Option<String>,
 }
 
+/// Parses `--scheduler` into a [`SchedulerKind`] at clap time (`--help` lists the names).
+pub fn scheduler_parser() -> impl clap::builder::TypedValueParser<Value = SchedulerKind> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(SchedulerKind::NAMES)
+        .map(|s| s.parse::<SchedulerKind>().expect("a listed name"))
+}
+
 fn read_prompts(a: &GenerateArgs) -> Result<Vec<String>> {
     let prompts = match (&a.prompt, &a.prompts) {
         (Some(p), _) => vec![p.clone()],
@@ -94,10 +102,9 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     let device = crate::device::parse_device(a.device.as_deref())?;
     let kind = crate::device::parse_kind(&a.dtype)?;
     let pipe = StableDiffusionPipeline::load(&a.pipeline, a.text_encoder.as_deref(), device, kind)?;
-    let scheduler = pipe.scheduler(a.scheduler.as_deref())?.name().to_string();
+    let scheduler = pipe.scheduler_kind(a.scheduler)?;
     let (dh, dw) = pipe.default_size();
     let (height, width) = (a.height.unwrap_or(dh), a.width.unwrap_or(dw));
-    let encoder = pipe.encoder_dir().display().to_string();
 
     let shard = match &a.shard {
         Some(s) => Shard::parse(s)?,
@@ -106,28 +113,24 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     let dir = shard.dir(&a.out);
     let mut set = ImageSet::open(&dir)?;
     let k = a.images_per_prompt;
-    let mut wanted = vec![];
-    for (i, prompt) in prompts.iter().enumerate() {
-        for j in 0..k {
-            let index = i * k + j;
-            let seed = a.seed + index as u64;
-            wanted.push(ImageRecord {
-                prompt: prompt.clone(),
-                seed,
-                file: ImageRecord::file_name(index, seed),
-                steps: a.steps,
-                guidance: a.guidance,
-                scheduler: scheduler.clone(),
-                encoder: encoder.clone(),
-                index,
-                negative_prompt: a.negative_prompt.clone(),
-                height,
-                width,
-                sld: a.sld.clone(),
-                sld_concept: a.sld_concept.clone(),
-            });
-        }
-    }
+    let mut settings = ImageSettings::new(
+        a.steps,
+        a.guidance,
+        scheduler,
+        pipe.encoder_label(),
+        height,
+        width,
+    );
+    settings.negative_prompt = a.negative_prompt.clone();
+    settings.sld = a.sld.clone();
+    settings.sld_concept = a.sld_concept.clone();
+    // Image j of prompt i: index i·k + j, seed `--seed` + index.
+    let jobs: Vec<PromptImages> = prompts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| PromptImages::consecutive(p, i * k, a.seed.wrapping_add((i * k) as u64), k))
+        .collect();
+    let wanted = plan_images(&jobs, &settings);
     if !shard.is_whole() {
         let settings = serde_json::json!({
             "pipeline": a.pipeline, "text_encoder": a.text_encoder, "seed": a.seed,
@@ -154,7 +157,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         &whole,
         wanted,
         a.batch_size,
-        a.scheduler.as_deref(),
+        a.scheduler,
         sld.as_ref(),
         &mut |n| bar.inc(n as u64),
     )?;

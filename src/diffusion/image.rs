@@ -1,4 +1,6 @@
-//! Images out of the pipeline: 0..1 float tensors to 8-bit RGB and PNG bytes.
+//! Images out of the pipeline: 0..1 float tensors to 8-bit RGB and PNG bytes. The one place images
+//! are encoded: the pipeline, image folders, reports and the shapes world all use it.
+use anyhow::Context;
 use tch::{Kind, Tensor};
 
 use crate::error::Result;
@@ -30,6 +32,7 @@ pub fn to_rgb8(images: &Tensor) -> Result<Vec<image::RgbImage>> {
 /// PNG file bytes of one image.
 pub fn png_bytes(img: &image::RgbImage) -> Result<Vec<u8>> {
     let mut out = std::io::Cursor::new(Vec::new());
-    img.write_to(&mut out, image::ImageFormat::Png)?;
+    img.write_to(&mut out, image::ImageFormat::Png)
+        .context("encoding a PNG")?;
     Ok(out.into_inner())
 }
