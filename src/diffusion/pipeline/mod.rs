@@ -101,7 +101,7 @@ impl StableDiffusionPipeline {
             ),
             _ => {}
         }
-        let pipe = Self {
+        Self {
             device: unet_vs.device(),
             kind: unet_vs.kind(),
             unet,
@@ -112,9 +112,8 @@ impl StableDiffusionPipeline {
             encoder_location: None,
             _unet_vs: unet_vs,
             _vae_vs: vae_vs,
-        };
-        pipe.check_text_width(&pipe.text_encoder)?;
-        Ok(pipe)
+        }
+        .with_text_encoder_at(None, None)
     }
 
     /// The pipeline with `text_encoder` (and its tokenizer) in place of its own; it must be as wide
@@ -139,23 +138,18 @@ impl StableDiffusionPipeline {
         self.with_text_encoder_at(Some(encoder), Some(located.encoder))
     }
 
-    /// The one place a text encoder is put in: `text_encoder` (`None`: keep the current one), read
-    /// from `location` (`None`: built in memory).
+    /// The one place a text encoder is put in ([`Self::from_parts`], [`Self::load`] and the swaps):
+    /// `text_encoder` (`None`: the one in place), read from `location` (`None`: built in memory),
+    /// checked against the UNet.
     fn with_text_encoder_at(
         mut self,
         text_encoder: Option<TextEncoder>,
         location: Option<EncoderLocation>,
     ) -> Result<Self> {
         if let Some(enc) = text_encoder {
-            self.check_text_width(&enc)?;
             self.text_encoder = enc;
         }
-        self.encoder_location = location;
-        Ok(self)
-    }
-
-    fn check_text_width(&self, enc: &TextEncoder) -> Result<()> {
-        let width = self.unet.config.text_width();
+        let (width, enc) = (self.unet.config.text_width(), &self.text_encoder);
         if width != enc.config.hidden_size {
             input_bail!(
                 "the UNet reads {width}-wide text states (cross_attention_dim {width}) but the text encoder is {}-wide (hidden_size {}): use a text encoder trained from this pipeline's own encoder (SD 1.x: 768, SD 2.x: 1024), or the pipeline that matches it",
@@ -163,7 +157,8 @@ impl StableDiffusionPipeline {
                 enc.config.hidden_size
             );
         }
-        Ok(())
+        self.encoder_location = location;
+        Ok(self)
     }
 
     /// `2 ** (len(vae.block_out_channels) - 1)`: pixels per latent cell (8 for SD; 1 without a VAE,
