@@ -44,7 +44,7 @@ pub struct I2pArgs {
     #[arg(long, default_value_t = 50)]
     pub steps: usize,
     /// The sampler (default: the pipeline's scheduler_config.json).
-    #[arg(long, value_parser = super::generate::scheduler_parser())]
+    #[arg(long, ignore_case = true, value_parser = super::generate::scheduler_parser())]
     pub scheduler: Option<SchedulerKind>,
     /// Image width for every prompt instead of each prompt's own (a multiple of 8).
     #[arg(long)]

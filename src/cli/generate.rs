@@ -38,7 +38,7 @@ pub struct GenerateArgs {
     #[arg(long, default_value_t = 7.5)]
     pub guidance: f64,
     /// The sampler (default: the pipeline's scheduler_config.json).
-    #[arg(long, value_parser = scheduler_parser())]
+    #[arg(long, ignore_case = true, value_parser = scheduler_parser())]
     pub scheduler: Option<SchedulerKind>,
     /// Image height in pixels, a multiple of 8 (default: the UNet's sample_size x 8).
     #[arg(long)]
@@ -69,11 +69,15 @@ pub struct GenerateArgs {
     pub shard: Option<String>,
 }
 
-/// Parses `--scheduler` into a [`SchedulerKind`] at clap time (`--help` lists the names).
+/// Parses `--scheduler` into a [`SchedulerKind`] at clap time (`--help` lists the names; with the
+/// argument's `ignore_case`, any case is accepted, as before).
 pub fn scheduler_parser() -> impl clap::builder::TypedValueParser<Value = SchedulerKind> {
     use clap::builder::TypedValueParser;
-    clap::builder::PossibleValuesParser::new(SchedulerKind::NAMES)
-        .map(|s| s.parse::<SchedulerKind>().expect("a listed name"))
+    clap::builder::PossibleValuesParser::new(SchedulerKind::NAMES).map(|s| {
+        s.to_ascii_lowercase()
+            .parse::<SchedulerKind>()
+            .expect("a listed name")
+    })
 }
 
 fn read_prompts(a: &GenerateArgs) -> Result<Vec<String>> {

@@ -136,6 +136,7 @@ impl StableDiffusionPipeline {
         let located = pipeline_parts(&parts.root, Some(dir))?;
         let encoder = TextEncoder::load_from(&located.encoder, self.device, self.kind)?;
         self.with_text_encoder_at(Some(encoder), Some(located.encoder))
+            .map_err(|e| e.context(format!("text encoder {}", dir.display())))
     }
 
     /// The one place a text encoder is put in ([`Self::from_parts`], [`Self::load`] and the swaps):
