@@ -82,7 +82,6 @@ macro_rules! choice_enum {
         }
     };
 }
-pub(crate) use choice_enum;
 
 choice_enum! {
     /// The Rickrolling distance between student and teacher embeddings (`training.loss`).
