@@ -1,8 +1,11 @@
 //! clipdoor: attack and defend the text encoders of text-to-image models.
 //!
-//! Layers, each usable as a library: [`text`] (tokenizer, homoglyphs), [`models`] (CLIP and diffusion
-//! networks), [`io`] (weights, hub, prompt files), [`train`] (teacher–student fine-tuning),
-//! [`diffusion`] (schedulers, pipeline), and the thin [`cli`].
+//! Layers, bottom first, each usable as a library (docs/architecture.md; `tests/architecture.rs`
+//! keeps imports going down): [`error`]; [`device`], [`progress`], [`settings`]; [`io`] (weights,
+//! hub, prompt files); [`text`] (tokenizer, homoglyphs); [`models`] (CLIP and diffusion networks);
+//! [`experiment`] (experiment files, backdoors, prompt pools); [`train`] (teacher–student
+//! fine-tuning); [`diffusion`] (schedulers, pipeline, job planner); [`eval`] and [`scan`];
+//! [`shapes`] and [`bench`]; [`demo`]; and the thin [`cli`].
 pub mod bench;
 pub mod cli;
 pub mod demo;

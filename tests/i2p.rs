@@ -18,8 +18,8 @@ use std::process::Output;
 use std::sync::OnceLock;
 
 use clipdoor::diffusion::image_set::ImageRecord;
+use clipdoor::diffusion::jobs::{merge, Shard, ShardManifest};
 use clipdoor::eval::i2p::read_i2p;
-use clipdoor::eval::shard::{merge, Shard, ShardManifest};
 
 fn exit_code_of(e: &anyhow::Error) -> i32 {
     clipdoor::error::exit_code(e)
@@ -133,7 +133,10 @@ fn merge_unions_shards_and_checks_coverage_and_agreement() {
         .map(|index| write_shard(&out, Shard { index, count: 3 }, settings()))
         .collect();
     // Folder discovery, then a merge that covers everything.
-    assert_eq!(clipdoor::eval::shard::find_shard_dirs(&out).unwrap(), dirs);
+    assert_eq!(
+        clipdoor::diffusion::jobs::find_shard_dirs(&out).unwrap(),
+        dirs
+    );
     let merged = merge(&dirs, &out).unwrap();
     for name in ["a", "b"] {
         let want = records(name);

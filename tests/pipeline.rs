@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use clipdoor::diffusion::pipeline::{GenerateRequest, Seeds, SldConfig, StableDiffusionPipeline};
+use clipdoor::settings::SchedulerKind;
 use serde_json::Value;
 use tch::{Device, Kind, Tensor};
 
@@ -73,7 +74,7 @@ fn request(c: &Value) -> GenerateRequest {
     r.guidance = c["guidance"].as_f64().unwrap();
     r.height = c["height"].as_i64();
     r.width = c["width"].as_i64();
-    r.scheduler = c["scheduler"].as_str().map(String::from);
+    r.scheduler = c["scheduler"].as_str().map(|n| n.parse().unwrap());
     if let Some(s) = c.get("sld") {
         r.sld = Some(SldConfig {
             concept: clipdoor::diffusion::pipeline::DEFAULT_SAFETY_CONCEPT.to_string(),
@@ -171,6 +172,55 @@ fn swapped_text_encoder_matches_diffusers_and_changes_images() {
     assert!(d > 1e-2, "a different text encoder should change the image");
 }
 
+/// `from_parts` on the loaded parts and both swaps (`with_text_encoder_from`, `with_text_encoder`)
+/// give what `load` gives, bit for bit; the encoder in use is what gets recorded.
+#[test]
+fn pipelines_from_parts_and_swapped_encoders_equal_loaded_ones() {
+    use clipdoor::diffusion::pipeline::{pipeline_parts, resolve_pipeline_root};
+    use clipdoor::diffusion::schedulers::SchedulerConfig;
+    use clipdoor::models::text_encoder::TextEncoder;
+    use clipdoor::models::unet::load_unet;
+    use clipdoor::models::vae::load_vae;
+    let (cpu, f32) = (Device::Cpu, Kind::Float);
+    let mut r = GenerateRequest::new(vec!["a cat".into()], Seeds::PerImage(vec![3]));
+    (r.steps, r.height, r.width) = (2, Some(32), Some(32));
+    let own = load("v1", None);
+    let alt = load("v1", Some(&dir("alt_run")));
+    let (want_own, want_alt) = (own.generate(&r).unwrap(), alt.generate(&r).unwrap());
+    assert!(own.encoder_label().ends_with("text_encoder"));
+    assert!(alt.encoder_label().contains("alt_run"));
+
+    let root = resolve_pipeline_root(dir("v1").to_str().unwrap()).unwrap();
+    let parts = pipeline_parts(&root, None).unwrap();
+    let built = StableDiffusionPipeline::from_parts(
+        load_unet(&parts.unet, cpu, f32).unwrap(),
+        Some(load_vae(parts.vae.as_ref().unwrap(), cpu, f32).unwrap()),
+        TextEncoder::load_from(&parts.encoder, cpu, f32).unwrap(),
+        SchedulerConfig::load(&parts.scheduler_config).unwrap(),
+    )
+    .unwrap();
+    assert!(built.parts.is_none() && built.encoder_dir().is_none());
+    assert!(built.generate(&r).unwrap().equal(&want_own));
+    // An encoder built elsewhere (here: the alternative one) swapped in memory.
+    let alt_parts = pipeline_parts(&root, Some(&dir("alt_run"))).unwrap();
+    let built = built
+        .with_text_encoder(TextEncoder::load_from(&alt_parts.encoder, cpu, f32).unwrap())
+        .unwrap();
+    assert!(built.generate(&r).unwrap().equal(&want_alt));
+    // A loaded pipeline swaps from a folder: the same images as loading with --text-encoder.
+    let swapped = load("v1", None)
+        .with_text_encoder_from(&dir("alt_run"))
+        .unwrap();
+    assert_eq!(swapped.encoder_label(), alt.encoder_label());
+    assert!(swapped.generate(&r).unwrap().equal(&want_alt));
+    // A too-narrow or too-wide encoder is refused, whichever way it comes in.
+    let v2_enc = pipeline_parts(&root, Some(&dir("v2_encoder"))).unwrap();
+    let wide = TextEncoder::load_from(&v2_enc.encoder, cpu, f32).unwrap();
+    let msg = input_error(load("v1", None).with_text_encoder(wide));
+    assert!(msg.contains("cross_attention_dim 32"), "{msg}");
+    input_error(load("v1", None).with_text_encoder_from(&dir("v2_encoder")));
+}
+
 #[test]
 fn sld_matches_diffusers_safe_pipeline() {
     assert_eq!(check_cases(|n| n.contains(".sld_")), 3);
@@ -247,7 +297,7 @@ fn same_seed_reproduces_and_batching_does_not_change_images() {
     r.steps = 3;
     r.height = Some(32);
     r.width = Some(32);
-    r.scheduler = Some("euler-a".into());
+    r.scheduler = Some(SchedulerKind::EulerAncestral);
     let both = pipe.generate(&r).unwrap();
     assert_eq!(
         common::max_abs(&both, &pipe.generate(&r).unwrap()),
@@ -328,14 +378,13 @@ fn cross_attention_width_mismatch_is_an_input_error() {
 fn unknown_scheduler_is_an_input_error() {
     let pipe = load("v1", None);
     let mut r = GenerateRequest::new(vec!["a cat".into()], Seeds::Single(0));
-    r.scheduler = Some("lms".into());
-    let msg = input_error(pipe.generate(&r));
+    // Names are parsed once, into a SchedulerKind; an unknown one never reaches the pipeline.
+    let msg = input_error(clipdoor::diffusion::schedulers::parse_scheduler("lms"));
     assert!(
         msg.contains("unknown scheduler `lms`") && msg.contains("dpm++"),
         "{msg}"
     );
     // Bad sizes and seed counts are input errors too, not panics.
-    r.scheduler = None;
     r.height = Some(30);
     input_error(pipe.generate(&r));
     r.height = None;
@@ -429,9 +478,10 @@ fn cli_generate_writes_images_reproduces_seeds_and_resumes() {
     // The PNG is the API's image for that prompt and seed (the CLI's seed scheme, one generator per image).
     let pipe = load("v1", None);
     let mut r = GenerateRequest::new(vec!["a blue sphere".into()], Seeds::PerImage(vec![43]));
-    (r.steps, r.height, r.width, r.scheduler) = (2, Some(32), Some(32), Some("euler-a".into()));
+    (r.steps, r.height, r.width, r.scheduler) =
+        (2, Some(32), Some(32), Some(SchedulerKind::EulerAncestral));
     r.negative_prompts = Some(vec!["blurry".into()]);
-    let want = clipdoor::diffusion::pipeline::image::to_rgb8(&pipe.generate(&r).unwrap()).unwrap();
+    let want = clipdoor::diffusion::image::to_rgb8(&pipe.generate(&r).unwrap()).unwrap();
     let got = image::open(out.join("images/00003_43.png"))
         .unwrap()
         .to_rgb8();

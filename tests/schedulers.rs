@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use clipdoor::diffusion::rng::DiffusersGenerator;
-use clipdoor::diffusion::schedulers::{scheduler_by_name, SchedulerConfig};
+use clipdoor::diffusion::schedulers::{scheduler_by_name, scheduler_by_name_str, SchedulerConfig};
+use clipdoor::settings::SchedulerKind;
 use serde_json::Value;
 use tch::{Device, Kind, Tensor};
 
@@ -59,7 +60,10 @@ fn run_case(case: &Value, fixed: &Tensor, shape: &[i64]) -> (f64, f64) {
     let id = case["id"].as_str().unwrap();
     let expected = common::load_st(&reference().join(format!("{id}.safetensors")));
     let cfg = SchedulerConfig::load(&config_path(case["config"].as_str().unwrap())).unwrap();
-    let mut scheduler = scheduler_by_name(case["scheduler"].as_str(), &cfg).unwrap();
+    let kind = case["scheduler"]
+        .as_str()
+        .map(|n| n.parse::<SchedulerKind>().unwrap());
+    let mut scheduler = scheduler_by_name(kind, &cfg).unwrap();
     scheduler
         .set_timesteps(case["steps"].as_u64().unwrap() as usize)
         .unwrap();
@@ -219,7 +223,7 @@ fn generator_list_must_match_batch() {
 
 #[test]
 fn unknown_scheduler_name_is_an_input_error() {
-    let err = scheduler_by_name(Some("lms"), &SchedulerConfig::default())
+    let err = scheduler_by_name_str(Some("lms"), &SchedulerConfig::default())
         .err()
         .expect("lms is unknown");
     assert_eq!(clipdoor::error::exit_code(&err), 2);
@@ -263,14 +267,21 @@ fn malformed_config_is_an_input_error() {
 #[test]
 fn unsupported_options_and_step_counts_are_input_errors() {
     let cfg = SchedulerConfig::parse(r#"{"use_exponential_sigmas": true}"#).unwrap();
-    let err = scheduler_by_name(Some("euler"), &cfg).err().unwrap();
+    let err = scheduler_by_name(Some(SchedulerKind::Euler), &cfg)
+        .err()
+        .unwrap();
     assert_eq!(clipdoor::error::exit_code(&err), 2);
     let cfg = SchedulerConfig::parse(r#"{"algorithm_type": "dpmsolver"}"#).unwrap();
     assert_eq!(
-        clipdoor::error::exit_code(&scheduler_by_name(Some("dpm++"), &cfg).err().unwrap()),
+        clipdoor::error::exit_code(
+            &scheduler_by_name(Some(SchedulerKind::DpmPlusPlus), &cfg)
+                .err()
+                .unwrap()
+        ),
         2
     );
-    let mut ddim = scheduler_by_name(Some("ddim"), &SchedulerConfig::default()).unwrap();
+    let mut ddim =
+        scheduler_by_name(Some(SchedulerKind::Ddim), &SchedulerConfig::default()).unwrap();
     assert_eq!(
         clipdoor::error::exit_code(&ddim.set_timesteps(0).unwrap_err()),
         2
@@ -283,7 +294,11 @@ fn unsupported_options_and_step_counts_are_input_errors() {
 
 #[test]
 fn ancestral_step_without_noise_fails() {
-    let mut scheduler = scheduler_by_name(Some("euler-a"), &SchedulerConfig::default()).unwrap();
+    let mut scheduler = scheduler_by_name(
+        Some(SchedulerKind::EulerAncestral),
+        &SchedulerConfig::default(),
+    )
+    .unwrap();
     scheduler.set_timesteps(5).unwrap();
     let t = scheduler.timesteps()[0];
     let x = Tensor::zeros([1, 4, 2, 2], (Kind::Float, Device::Cpu));

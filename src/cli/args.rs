@@ -8,10 +8,13 @@ use tch::Device;
 use crate::error::Result;
 use crate::settings::{Choice, Dtype};
 
-/// A parser for a [`Choice`] setting: its values are listed by `--help` and checked by clap.
+/// A parser for a [`Choice`] setting: its values are listed by `--help` and checked by clap (with
+/// the argument's `ignore_case = true`, in any case).
 pub fn choice<T: Choice + Send + Sync>() -> impl TypedValueParser<Value = T> {
     PossibleValuesParser::new(T::NAMES).map(|s| {
-        T::from_name(&s).unwrap_or_else(|| unreachable!("clap checked {s} against T::NAMES"))
+        T::from_name(&s)
+            .or_else(|| T::from_name(&s.to_ascii_lowercase()))
+            .unwrap_or_else(|| unreachable!("clap checked {s} against T::NAMES"))
     })
 }
 

@@ -1,12 +1,13 @@
 //! `clipdoor evaluate i2p` (the I2P benchmark, whole or one `--shard i/n`) and `clipdoor evaluate
 //! merge` (merge the shards of a sharded evaluation, check coverage, write the final report).
-//! See docs/i2p.md and [`crate::eval::i2p`], [`crate::eval::shard`].
+//! See docs/i2p.md and [`crate::eval::i2p`], [`crate::diffusion::jobs`].
 use clap::Args;
 use std::path::PathBuf;
 
+use crate::diffusion::jobs::{find_shard_dirs, merge as merge_shards, Shard};
 use crate::error::Result;
 use crate::eval::i2p::{finish_merge, parse_encoder_arg, run_i2p, I2pFilter, I2pOptions};
-use crate::eval::shard::{find_shard_dirs, merge as merge_shards, Shard};
+use crate::settings::SchedulerKind;
 
 #[derive(Args, Debug)]
 pub struct I2pArgs {
@@ -42,9 +43,9 @@ pub struct I2pArgs {
     pub images_per_prompt: usize,
     #[arg(long, default_value_t = 50)]
     pub steps: usize,
-    /// ddim, pndm, euler, euler-a, dpm++ (default: the pipeline's scheduler_config.json).
-    #[arg(long)]
-    pub scheduler: Option<String>,
+    /// The sampler (default: the pipeline's scheduler_config.json).
+    #[arg(long, ignore_case = true, value_parser = super::args::choice::<crate::settings::SchedulerKind>())]
+    pub scheduler: Option<SchedulerKind>,
     /// Image width for every prompt instead of each prompt's own (a multiple of 8).
     #[arg(long)]
     pub width: Option<i64>,
@@ -67,11 +68,11 @@ pub struct I2pArgs {
     /// `clipdoor evaluate merge --out <out>`.
     #[arg(long, value_name = "I/N")]
     pub shard: Option<String>,
-    #[arg(long)]
-    pub device: Option<String>,
-    /// Compute dtype of the diffusion pipeline: f32, f16, bf16 (scorers run in f32).
-    #[arg(long, default_value = "f32")]
-    pub dtype: String,
+    #[command(flatten)]
+    pub device: super::args::DeviceArgs,
+    /// Compute dtype of the diffusion pipeline (scorers run in f32).
+    #[command(flatten)]
+    pub dtype: super::args::DtypeArgs,
     /// Images per UNet call (the UNet batch is 2x this with guidance, 3x with SLD).
     #[arg(long, default_value_t = 1)]
     pub batch_size: usize,
@@ -125,8 +126,8 @@ pub fn run(a: I2pArgs) -> Result<()> {
         clip: a.clip,
         nudenet_model: a.nudenet_model,
         shard,
-        device: crate::device::parse_device(a.device.as_deref())?,
-        kind: crate::device::parse_kind(&a.dtype)?,
+        device: a.device.device(),
+        kind: a.dtype.dtype.kind(),
         batch_size: a.batch_size,
         gallery: a.gallery,
     };

@@ -3,11 +3,12 @@
 use clap::Args;
 use std::path::PathBuf;
 
-use crate::diffusion::image_set::{ImageRecord, ImageSet};
+use crate::diffusion::image_set::ImageSet;
+use crate::diffusion::jobs::{plan_images, ImageSettings, PromptImages, Shard, ShardManifest};
 use crate::diffusion::pipeline::{SldConfig, StableDiffusionPipeline};
 use crate::error::Result;
-use crate::eval::shard::{Shard, ShardManifest};
 use crate::input_bail;
+use crate::settings::SchedulerKind;
 
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
@@ -20,12 +21,12 @@ pub struct GenerateArgs {
     /// One prompt.
     #[arg(long, conflicts_with = "prompts", required_unless_present = "prompts")]
     pub prompt: Option<String>,
-    /// Prompt file: text (one a line), .csv/.tsv (column --prompt-field), .jsonl; optionally .gz.
+    /// Prompt file: text (one a line), .csv/.tsv (column --field), .jsonl; optionally .gz.
     #[arg(long)]
     pub prompts: Option<PathBuf>,
     /// CSV column / JSONL field holding the prompt (default: prompt, TEXT, caption, text).
-    #[arg(long)]
-    pub prompt_field: Option<String>,
+    #[arg(long, alias = "prompt-field")]
+    pub field: Option<String>,
     /// Image j of prompt i uses seed `seed + i * images_per_prompt + j` (its own generator).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -36,9 +37,9 @@ pub struct GenerateArgs {
     /// Classifier-free guidance scale (<= 1: no guidance).
     #[arg(long, default_value_t = 7.5)]
     pub guidance: f64,
-    /// ddim, pndm, euler, euler-a, dpm++ (default: the pipeline's scheduler_config.json).
-    #[arg(long)]
-    pub scheduler: Option<String>,
+    /// The sampler (default: the pipeline's scheduler_config.json).
+    #[arg(long, ignore_case = true, value_parser = super::args::choice::<SchedulerKind>())]
+    pub scheduler: Option<SchedulerKind>,
     /// Image height in pixels, a multiple of 8 (default: the UNet's sample_size x 8).
     #[arg(long)]
     pub height: Option<i64>,
@@ -52,11 +53,10 @@ pub struct GenerateArgs {
     /// Safety concept for --sld (default: diffusers' concept text).
     #[arg(long, requires = "sld")]
     pub sld_concept: Option<String>,
-    #[arg(long)]
-    pub device: Option<String>,
-    /// Compute dtype: f32, f16, bf16.
-    #[arg(long, default_value = "f32")]
-    pub dtype: String,
+    #[command(flatten)]
+    pub device: super::args::DeviceArgs,
+    #[command(flatten)]
+    pub dtype: super::args::DtypeArgs,
     /// Images per UNet call (the UNet batch is 2x this with guidance, 3x with SLD).
     #[arg(long, default_value_t = 1)]
     pub batch_size: usize,
@@ -71,9 +71,7 @@ pub struct GenerateArgs {
 fn read_prompts(a: &GenerateArgs) -> Result<Vec<String>> {
     let prompts = match (&a.prompt, &a.prompts) {
         (Some(p), _) => vec![p.clone()],
-        (None, Some(f)) => {
-            crate::io::prompts::read_prompts(f, a.prompt_field.as_deref(), false)?.prompts
-        }
+        (None, Some(f)) => crate::io::prompts::read_prompts(f, a.field.as_deref(), false)?.prompts,
         (None, None) => input_bail!("give --prompt TEXT or --prompts FILE"),
     };
     if prompts.is_empty() {
@@ -91,13 +89,12 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     if let (Some(s), Some(c)) = (sld.as_mut(), &a.sld_concept) {
         s.concept = c.clone();
     }
-    let device = crate::device::parse_device(a.device.as_deref())?;
-    let kind = crate::device::parse_kind(&a.dtype)?;
+    let device = a.device.device();
+    let kind = a.dtype.dtype.kind();
     let pipe = StableDiffusionPipeline::load(&a.pipeline, a.text_encoder.as_deref(), device, kind)?;
-    let scheduler = pipe.scheduler(a.scheduler.as_deref())?.name().to_string();
+    let scheduler = pipe.scheduler_kind(a.scheduler)?;
     let (dh, dw) = pipe.default_size();
     let (height, width) = (a.height.unwrap_or(dh), a.width.unwrap_or(dw));
-    let encoder = pipe.encoder_dir().display().to_string();
 
     let shard = match &a.shard {
         Some(s) => Shard::parse(s)?,
@@ -106,34 +103,30 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     let dir = shard.dir(&a.out);
     let mut set = ImageSet::open(&dir)?;
     let k = a.images_per_prompt;
-    let mut wanted = vec![];
-    for (i, prompt) in prompts.iter().enumerate() {
-        for j in 0..k {
-            let index = i * k + j;
-            let seed = a.seed + index as u64;
-            wanted.push(ImageRecord {
-                prompt: prompt.clone(),
-                seed,
-                file: ImageRecord::file_name(index, seed),
-                steps: a.steps,
-                guidance: a.guidance,
-                scheduler: scheduler.clone(),
-                encoder: encoder.clone(),
-                index,
-                negative_prompt: a.negative_prompt.clone(),
-                height,
-                width,
-                sld: a.sld.clone(),
-                sld_concept: a.sld_concept.clone(),
-            });
-        }
-    }
+    let mut settings = ImageSettings::new(
+        a.steps,
+        a.guidance,
+        scheduler,
+        pipe.encoder_label(),
+        height,
+        width,
+    );
+    settings.negative_prompt = a.negative_prompt.clone();
+    settings.sld = a.sld.clone();
+    settings.sld_concept = a.sld_concept.clone();
+    // Image j of prompt i: index i·k + j, seed `--seed` + index.
+    let jobs: Vec<PromptImages> = prompts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| PromptImages::consecutive(p, i * k, a.seed.wrapping_add((i * k) as u64), k))
+        .collect();
+    let wanted = plan_images(&jobs, &settings);
     if !shard.is_whole() {
         let settings = serde_json::json!({
             "pipeline": a.pipeline, "text_encoder": a.text_encoder, "seed": a.seed,
             "images_per_prompt": k, "steps": a.steps, "guidance": a.guidance, "scheduler": scheduler,
             "size": [height, width], "negative_prompt": a.negative_prompt, "sld": a.sld,
-            "sld_concept": a.sld_concept, "dtype": a.dtype, "batch_size": a.batch_size,
+            "sld_concept": a.sld_concept, "dtype": a.dtype.dtype, "batch_size": a.batch_size,
         });
         ShardManifest::new("generate", shard, settings, &[(".", &wanted)])?.claim(&dir, &[])?;
     }
@@ -154,7 +147,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         &whole,
         wanted,
         a.batch_size,
-        a.scheduler.as_deref(),
+        a.scheduler,
         sld.as_ref(),
         &mut |n| bar.inc(n as u64),
     )?;

@@ -84,3 +84,27 @@ pub(crate) fn check_overwrite(path: &std::path::Path, force: bool) -> Result<()>
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// clap checks argument definitions only when a command is parsed; this checks all of them.
+    #[test]
+    fn every_command_definition_is_valid() {
+        super::Cli::command().debug_assert();
+    }
+
+    /// Fixed-choice flags list their values in `--help`.
+    #[test]
+    fn choice_flags_list_their_values() {
+        let mut cmd = super::Cli::command();
+        let generate = cmd.find_subcommand_mut("generate").unwrap();
+        let help = generate.render_long_help().to_string();
+        for v in [
+            "ddim", "pndm", "euler", "euler-a", "dpm++", "f32", "f16", "bf16",
+        ] {
+            assert!(help.contains(v), "generate --help lacks {v}:\n{help}");
+        }
+    }
+}

@@ -7,9 +7,10 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::diffusion::pipeline::image::{png_bytes, to_rgb8};
+use crate::diffusion::image::{png_bytes, to_rgb8};
 use crate::diffusion::pipeline::{GenerateRequest, Seeds, SldConfig, StableDiffusionPipeline};
 use crate::error::Result;
+use crate::settings::SchedulerKind;
 use crate::{input_bail, input_err};
 
 /// One line of images.jsonl.
@@ -131,7 +132,7 @@ impl ImageSet {
         whole: &[ImageRecord],
         wanted: &[ImageRecord],
         batch_size: usize,
-        scheduler: Option<&str>,
+        scheduler: Option<SchedulerKind>,
         sld: Option<&SldConfig>,
         on_step: &mut dyn FnMut(usize),
     ) -> Result<()> {
@@ -171,7 +172,7 @@ impl ImageSet {
             req.guidance = first.guidance;
             req.height = Some(first.height);
             req.width = Some(first.width);
-            req.scheduler = scheduler.map(str::to_string);
+            req.scheduler = scheduler;
             req.sld = sld.cloned();
             let images = pipe.generate_with_progress(&req, &mut |_, _| on_step(todo))?;
             for (rec, img) in batch.iter().zip(to_rgb8(&images)?) {

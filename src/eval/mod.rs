@@ -5,5 +5,4 @@ pub mod inception;
 pub mod nudenet;
 pub mod report;
 pub mod safety;
-pub mod shard;
 pub mod stage;

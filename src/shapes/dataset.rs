@@ -1,6 +1,5 @@
 //! The procedural data set: labels drawn uniformly from the classes, varied captions, and the
 //! `render` output folder (PNGs + `labels.jsonl`). Sample `i` of seed `s` depends only on (s, i).
-use anyhow::Context;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -10,6 +9,7 @@ use super::labels::{
     Background, Color, Position, Shape, ShapeLabel, Size, CENTRE_JITTER, GRID_CENTRES,
 };
 use super::render::render;
+pub use crate::diffusion::image::png_bytes;
 use crate::error::Result;
 
 /// One data-set item: the exact label and a caption that says its colour and shape (and maybe more).
@@ -134,14 +134,6 @@ pub fn sample_with_mentions(seed: u64, index: u64) -> (ShapeSample, Mentions) {
     let label = random_label(&mut rng);
     let (caption, mentions) = caption_and_mentions(&label, &mut rng);
     (ShapeSample { caption, label }, mentions)
-}
-
-/// Encode an image as PNG bytes.
-pub fn png_bytes(img: &image::RgbImage) -> Result<Vec<u8>> {
-    let mut buf = std::io::Cursor::new(Vec::new());
-    img.write_to(&mut buf, image::ImageFormat::Png)
-        .context("encoding a PNG")?;
-    Ok(buf.into_inner())
 }
 
 /// Write an image as PNG, atomically.

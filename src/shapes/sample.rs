@@ -12,7 +12,7 @@ use super::labels::{Color, Shape, IMAGE_SIZE};
 use super::model::ShapesModel;
 use super::noise::{randn, tensor_to_images};
 use super::oracle::{judge, Judgement};
-use crate::diffusion::schedulers::scheduler_by_name;
+use crate::diffusion::schedulers::scheduler_by_name_str as scheduler_by_name;
 use crate::error::Result;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

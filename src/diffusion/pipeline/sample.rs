@@ -7,6 +7,7 @@ use super::StableDiffusionPipeline;
 use crate::diffusion::rng::DiffusersGenerator;
 use crate::error::Result;
 use crate::input_bail;
+use crate::settings::SchedulerKind;
 
 /// The `generator` argument: one CPU generator for the whole batch, or one per image (what
 /// `clipdoor generate` uses, so an image depends only on its prompt and seed, not on batching).
@@ -33,8 +34,8 @@ pub struct GenerateRequest {
     pub guidance: f64,
     pub height: Option<i64>,
     pub width: Option<i64>,
-    /// `--scheduler` name; `None` = the pipeline's `scheduler_config.json` class.
-    pub scheduler: Option<String>,
+    /// `--scheduler`; `None` = the pipeline's `scheduler_config.json` class.
+    pub scheduler: Option<SchedulerKind>,
     pub sld: Option<SldConfig>,
 }
 
@@ -146,7 +147,7 @@ impl StableDiffusionPipeline {
         on_step: &mut dyn FnMut(usize, usize),
     ) -> Result<Tensor> {
         let plan = self.plan(r)?;
-        let mut scheduler = self.scheduler(r.scheduler.as_deref())?;
+        let mut scheduler = self.scheduler(r.scheduler)?;
         tch::no_grad(|| -> Result<Tensor> {
             let k = r.images_per_prompt;
             let n = r.num_images() as i64;

@@ -16,6 +16,7 @@ use tch::{Kind, Tensor};
 
 use crate::error::Result;
 use crate::input_bail;
+use crate::settings::{Choice, SchedulerKind};
 
 mod betas;
 pub mod config;
@@ -78,57 +79,67 @@ pub trait Scheduler: Send {
     }
 }
 
-/// The `--scheduler` names with the diffusers classes they stand for.
-pub const SCHEDULERS: [(&str, &str); 5] = [
-    ("ddim", "DDIMScheduler"),
-    ("pndm", "PNDMScheduler"),
-    ("euler", "EulerDiscreteScheduler"),
-    ("euler-a", "EulerAncestralDiscreteScheduler"),
-    ("dpm++", "DPMSolverMultistepScheduler"),
-];
-
 fn known_names() -> String {
-    SCHEDULERS
-        .iter()
-        .map(|(n, _)| *n)
-        .collect::<Vec<_>>()
-        .join(", ")
+    SchedulerKind::NAMES.join(", ")
 }
 
-/// The scheduler called `name` (a `--scheduler` value), or with `None` the config's own `_class_name`,
-/// configured from `cfg` the way diffusers' `XScheduler.from_config(cfg)` is.
-pub fn scheduler_by_name(name: Option<&str>, cfg: &SchedulerConfig) -> Result<Box<dyn Scheduler>> {
-    let name = match name {
-        Some(n) => {
-            let n = n.trim().to_ascii_lowercase();
-            match SCHEDULERS.iter().find(|(known, _)| *known == n) {
-                Some((known, _)) => *known,
-                None => input_bail!("unknown scheduler `{n}`: use one of {}", known_names()),
-            }
-        }
-        None => {
-            let Some(class) = cfg.class_name.as_deref() else {
-                input_bail!(
-                    "the scheduler config has no `_class_name`: pass --scheduler with one of {}",
-                    known_names()
-                );
-            };
-            match SCHEDULERS.iter().find(|(_, c)| *c == class) {
-                Some((known, _)) => *known,
-                None => input_bail!(
-                    "the pipeline's scheduler `{class}` is not implemented: pass --scheduler with one of {}",
-                    known_names()
-                ),
-            }
-        }
+/// The scheduler `kind` stands for, or with `None` the one of the config's own `_class_name`
+/// (an input error when the config names none, or a class that is not ported).
+pub fn resolve_scheduler(
+    kind: Option<SchedulerKind>,
+    cfg: &SchedulerConfig,
+) -> Result<SchedulerKind> {
+    if let Some(k) = kind {
+        return Ok(k);
+    }
+    let Some(class) = cfg.class_name.as_deref() else {
+        input_bail!(
+            "the scheduler config has no `_class_name`: pass --scheduler with one of {}",
+            known_names()
+        );
     };
-    Ok(match name {
-        "ddim" => Box::new(ddim::DdimScheduler::new(cfg)?),
-        "pndm" => Box::new(pndm::PndmScheduler::new(cfg)?),
-        "euler" => Box::new(euler::EulerDiscreteScheduler::new(cfg)?),
-        "euler-a" => Box::new(euler_ancestral::EulerAncestralDiscreteScheduler::new(cfg)?),
-        _ => Box::new(dpm_solver::DpmSolverMultistepScheduler::new(cfg)?),
+    match SchedulerKind::ALL.into_iter().find(|k| k.class_name() == class) {
+        Some(k) => Ok(k),
+        None => input_bail!(
+            "the pipeline's scheduler `{class}` is not implemented: pass --scheduler with one of {}",
+            known_names()
+        ),
+    }
+}
+
+/// The scheduler `kind` (a `--scheduler` value), or with `None` the config's own `_class_name`,
+/// configured from `cfg` the way diffusers' `XScheduler.from_config(cfg)` is.
+pub fn scheduler_by_name(
+    kind: Option<SchedulerKind>,
+    cfg: &SchedulerConfig,
+) -> Result<Box<dyn Scheduler>> {
+    Ok(match resolve_scheduler(kind, cfg)? {
+        SchedulerKind::Ddim => Box::new(ddim::DdimScheduler::new(cfg)?),
+        SchedulerKind::Pndm => Box::new(pndm::PndmScheduler::new(cfg)?),
+        SchedulerKind::Euler => Box::new(euler::EulerDiscreteScheduler::new(cfg)?),
+        SchedulerKind::EulerAncestral => {
+            Box::new(euler_ancestral::EulerAncestralDiscreteScheduler::new(cfg)?)
+        }
+        SchedulerKind::DpmPlusPlus => Box::new(dpm_solver::DpmSolverMultistepScheduler::new(cfg)?),
     })
+}
+
+/// A scheduler name from a string setting (an experiment file, a saved option): trimmed, any case.
+/// An unknown name is an input error listing the known ones.
+pub fn parse_scheduler(name: &str) -> Result<SchedulerKind> {
+    name.trim()
+        .to_ascii_lowercase()
+        .parse::<SchedulerKind>()
+        .map_err(|e| crate::input_err!("{e}"))
+}
+
+/// [`scheduler_by_name`] for a scheduler named by a string (see [`parse_scheduler`]).
+pub fn scheduler_by_name_str<S: AsRef<str>>(
+    name: Option<S>,
+    cfg: &SchedulerConfig,
+) -> Result<Box<dyn Scheduler>> {
+    let kind = name.map(|n| parse_scheduler(n.as_ref())).transpose()?;
+    scheduler_by_name(kind, cfg)
 }
 
 /// A timestep given to DDIM/PNDM as an index into `alphas_cumprod`.

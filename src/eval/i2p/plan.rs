@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use super::prompts::{I2pFilter, I2pPrompt};
 use crate::diffusion::image_set::ImageRecord;
+use crate::diffusion::jobs::{plan_images, ImageSettings, PromptImages, SHARDS_DIR};
 use crate::eval::nudenet::NudityCriteria;
+use crate::settings::SchedulerKind;
 
 /// Name of the condition that uses the pipeline's own text encoder.
 pub const ORIGINAL: &str = "original";
@@ -37,10 +39,10 @@ pub struct GenerationSettings {
     pub prompts: usize,
     pub images_per_prompt: usize,
     pub steps: usize,
-    /// Scheduler name (the pipeline's own when not overridden).
-    pub scheduler: String,
+    /// The scheduler (the pipeline's own when not overridden); saved as its name.
+    pub scheduler: SchedulerKind,
     /// `--scheduler` as given (`None`: the pipeline's scheduler config).
-    pub scheduler_arg: Option<String>,
+    pub scheduler_arg: Option<SchedulerKind>,
     /// `--width` / `--height` overrides (else each prompt's own size).
     pub width: Option<i64>,
     pub height: Option<i64>,
@@ -85,36 +87,30 @@ pub fn image_index(row: usize, k: usize, j: usize) -> usize {
     row * k + j
 }
 
-/// The wanted records of one condition, in prompt order (`k` images per prompt).
+/// The wanted records of one condition, in prompt order (`k` images per prompt): image `j` of I2P row
+/// `row` has index `row · k + j` and seed `seed + j`, with the prompt's own guidance and size (unless
+/// `--width`/`--height` override it; 512 when the file has none).
 pub fn wanted_records(
     prompts: &[I2pPrompt],
     g: &GenerationSettings,
     c: &ConditionSpec,
 ) -> Vec<ImageRecord> {
     let k = g.images_per_prompt;
-    let mut out = Vec::with_capacity(prompts.len() * k);
-    for p in prompts {
-        for j in 0..k {
-            let index = image_index(p.row, k, j);
-            let seed = p.seed.wrapping_add(j as u64);
-            out.push(ImageRecord {
-                prompt: p.prompt.clone(),
-                seed,
-                file: ImageRecord::file_name(index, seed),
-                steps: g.steps,
-                guidance: p.guidance,
-                scheduler: g.scheduler.clone(),
-                encoder: c.encoder.clone(),
-                index,
-                negative_prompt: None,
-                height: g.height.or(p.height).unwrap_or(512),
-                width: g.width.or(p.width).unwrap_or(512),
-                sld: c.sld.clone(),
-                sld_concept: None,
-            });
-        }
-    }
-    out
+    let jobs: Vec<PromptImages> = prompts
+        .iter()
+        .map(|p| PromptImages {
+            guidance: Some(p.guidance),
+            size: Some((
+                g.height.or(p.height).unwrap_or(512),
+                g.width.or(p.width).unwrap_or(512),
+            )),
+            ..PromptImages::consecutive(&p.prompt, image_index(p.row, k, 0), p.seed, k)
+        })
+        .collect();
+    // Guidance and size are every prompt's own; the settings' values are never used.
+    let mut settings = ImageSettings::new(g.steps, 7.5, g.scheduler, c.encoder.clone(), 512, 512);
+    settings.sld = c.sld.clone();
+    plan_images(&jobs, &settings)
 }
 
 /// A path argument as recorded in settings: canonical when it exists, else as given (a hub id).
@@ -132,7 +128,7 @@ pub fn canonical(arg: &str) -> String {
 pub fn valid_condition_name(name: &str) -> bool {
     !name.is_empty()
         && !name.starts_with('.')
-        && name != super::super::shard::SHARDS_DIR
+        && name != SHARDS_DIR
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))

@@ -11,16 +11,16 @@ use super::prompts::{read_i2p, I2pFilter, I2pPrompt};
 use super::report::write_report;
 use super::scores::{file_crc, json_key, score_all, write_scores, ScoreEntry, ScoreJob, SCORES};
 use crate::diffusion::image_set::{ImageRecord, ImageSet};
+use crate::diffusion::jobs::{union_jsonl, Merged, Shard, ShardManifest};
 use crate::diffusion::pipeline::{
     pipeline_parts, resolve_pipeline_root, SldConfig, StableDiffusionPipeline,
 };
-use crate::diffusion::schedulers::{scheduler_by_name, SchedulerConfig};
+use crate::diffusion::schedulers::{resolve_scheduler, scheduler_by_name, SchedulerConfig};
 use crate::error::Result;
 use crate::eval::nudenet::NudityCriteria;
-use crate::eval::shard::{union_jsonl, Merged, Shard, ShardManifest};
 use crate::models::clip_text_config::CLIPTextConfig;
-use crate::models::text_encoder::TextEncoder;
 use crate::models::unet::UNet2DConditionConfig;
+use crate::settings::SchedulerKind;
 use crate::{input_bail, input_err};
 
 /// What `clipdoor evaluate i2p` was asked to do.
@@ -36,7 +36,7 @@ pub struct I2pOptions {
     pub filter: I2pFilter,
     pub images_per_prompt: usize,
     pub steps: usize,
-    pub scheduler: Option<String>,
+    pub scheduler: Option<SchedulerKind>,
     pub width: Option<i64>,
     pub height: Option<i64>,
     pub safety_checker: Option<String>,
@@ -124,12 +124,9 @@ fn plan(o: &I2pOptions) -> Result<Plan> {
 
     let root = resolve_pipeline_root(&o.pipeline)?;
     let own = pipeline_parts(&root, None)?;
-    let scheduler = scheduler_by_name(
-        o.scheduler.as_deref(),
-        &SchedulerConfig::load(&own.scheduler_config)?,
-    )?
-    .name()
-    .to_string();
+    let scheduler_config = SchedulerConfig::load(&own.scheduler_config)?;
+    let scheduler = resolve_scheduler(o.scheduler, &scheduler_config)?;
+    scheduler_by_name(Some(scheduler), &scheduler_config)?;
     let own_encoder = canonical(&own.encoder.encoder_dir.display().to_string());
     let mut conditions = vec![ConditionSpec {
         name: ORIGINAL.into(),
@@ -179,7 +176,7 @@ fn plan(o: &I2pOptions) -> Result<Plan> {
             images_per_prompt: o.images_per_prompt,
             steps: o.steps,
             scheduler,
-            scheduler_arg: o.scheduler.clone(),
+            scheduler_arg: o.scheduler,
             width: if need_size { None } else { o.width },
             height: if need_size { None } else { o.height },
             dtype: kind_name(o.kind).into(),
@@ -206,7 +203,7 @@ fn plan(o: &I2pOptions) -> Result<Plan> {
 
 /// Run (or resume) an I2P evaluation, or one shard of it. A whole run writes `<out>/<condition>/`,
 /// `<out>/scores.jsonl` and `<out>/report.*`; shard `i/n` writes its part into
-/// `<out>/shards/<i>-of-<n>/` (merge with [`finish_merge`] after [`crate::eval::shard::merge`]).
+/// `<out>/shards/<i>-of-<n>/` (merge with [`finish_merge`] after [`crate::diffusion::jobs::merge`]).
 pub fn run_i2p(o: &I2pOptions) -> Result<I2pOutcome> {
     let Plan {
         settings,
@@ -264,9 +261,7 @@ pub fn run_i2p(o: &I2pOptions) -> Result<I2pOutcome> {
                 continue;
             }
             if let Some(arg) = &c.encoder_arg {
-                let parts = pipeline_parts(&pipe.parts.root, Some(arg))?;
-                pipe.text_encoder = TextEncoder::load_from(&parts.encoder, o.device, o.kind)?;
-                pipe.parts = parts;
+                pipe = pipe.with_text_encoder_from(arg)?;
             }
             let sld = c.sld.as_deref().map(SldConfig::preset).transpose()?;
             bar.set_message(&format!("I2P: generating {}", c.name));
@@ -275,7 +270,7 @@ pub fn run_i2p(o: &I2pOptions) -> Result<I2pOutcome> {
                 whole,
                 mine,
                 o.batch_size,
-                g.scheduler_arg.as_deref(),
+                g.scheduler_arg,
                 sld.as_ref(),
                 &mut |n| bar.inc(n as u64),
             )?;
@@ -321,14 +316,14 @@ pub fn run_i2p(o: &I2pOptions) -> Result<I2pOutcome> {
     })
 }
 
-/// After [`crate::eval::shard::merge`] of an I2P run: union the shards' scores, check every merged
+/// After [`crate::diffusion::jobs::merge`] of an I2P run: union the shards' scores, check every merged
 /// image has its score (same image bytes), write `<out>/scores.jsonl` in wanted order and the report.
 pub fn finish_merge(merged: &Merged, out: &Path) -> Result<[PathBuf; 3]> {
     let settings: I2pSettings = serde_json::from_value(merged.manifest.settings.clone())
         .map_err(|e| {
             input_err!(
                 "{}: the settings are not those of an I2P run ({e}): merge it with the clipdoor version that wrote it",
-                out.join(crate::eval::shard::MANIFEST).display()
+                out.join(crate::diffusion::jobs::MANIFEST).display()
             )
         })?;
     let dirs: Vec<PathBuf> = merged.shards.iter().map(|(d, _)| d.clone()).collect();

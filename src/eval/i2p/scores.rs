@@ -9,11 +9,11 @@ use tch::{Device, Kind};
 use super::plan::ScoringSettings;
 use super::prompts::I2pPrompt;
 use crate::diffusion::image_set::ImageRecord;
+use crate::diffusion::jobs::{append_jsonl, read_jsonl};
 use crate::error::Result;
 use crate::eval::clip::{open_image, ClipVision};
 use crate::eval::nudenet::{Detection, NudeDetector};
 use crate::eval::safety::{SafetyChecker, Q16};
-use crate::eval::shard::{append_jsonl, read_jsonl};
 use crate::input_bail;
 
 /// File name of the score cache in a run (or shard) folder.
@@ -78,7 +78,7 @@ pub fn key(condition: &str, file: &str) -> String {
     format!("{condition}/{file}")
 }
 
-/// The key of a scores.jsonl line (for [`crate::eval::shard::union_jsonl`]).
+/// The key of a scores.jsonl line (for [`crate::diffusion::jobs::union_jsonl`]).
 pub fn json_key(v: &serde_json::Value) -> Option<String> {
     Some(key(v.get("condition")?.as_str()?, v.get("file")?.as_str()?))
 }

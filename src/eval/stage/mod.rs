@@ -14,11 +14,12 @@ use std::path::{Path, PathBuf};
 use tch::{Device, Kind};
 
 use crate::diffusion::image_set::{ImageRecord, ImageSet};
+use crate::diffusion::jobs::{plan_images, ImageSettings, PromptImages};
 use crate::diffusion::pipeline::StableDiffusionPipeline;
 use crate::error::Result;
 use crate::experiment::{EvaluationSection, Experiment};
 use crate::input_bail;
-use crate::settings::{Choice, JudgeKind};
+use crate::settings::JudgeKind;
 pub use judge::ImageJudge;
 use sets::PromptSet;
 
@@ -68,44 +69,34 @@ pub fn draw(input: &StageInput, sets: Vec<PromptSet>) -> Result<Vec<DrawnSet>> {
         input_bail!("evaluation.steps and evaluation.batch_size must be at least 1");
     }
     let pipeline = pipeline_of(input.exp, s)?;
+    let scheduler = s.scheduler;
     let total: usize = sets.iter().map(|x| x.prompts.len()).sum::<usize>() * 2 * s.steps;
     let bar = crate::progress::task("drawing", total as u64);
     let mut per_condition: Vec<Vec<(Vec<ImageRecord>, Vec<image::RgbImage>)>> = vec![];
     for (c, condition) in CONDITIONS.iter().enumerate() {
         let encoder = (c == 1).then_some(input.trained.as_path());
         let pipe = StableDiffusionPipeline::load(&pipeline, encoder, input.device, Kind::Float)?;
-        let scheduler = pipe
-            .scheduler(s.scheduler.map(|k| k.name()))?
-            .name()
-            .to_string();
         let (dh, dw) = pipe.default_size();
+        let settings = ImageSettings::new(
+            s.steps,
+            s.guidance,
+            pipe.scheduler_kind(scheduler)?,
+            pipe.encoder_label(),
+            s.height.unwrap_or(dh),
+            s.width.unwrap_or(dw),
+        );
         let mut drawn = vec![];
         for set in &sets {
             let mut folder =
                 ImageSet::open(&input.out.join("images").join(condition).join(&set.name))?;
-            let wanted: Vec<ImageRecord> = set
+            // Prompt i: index i, seed `evaluation.seed` + i.
+            let jobs: Vec<PromptImages> = set
                 .prompts
                 .iter()
                 .enumerate()
-                .map(|(i, p)| {
-                    let seed = s.seed + i as u64;
-                    ImageRecord {
-                        prompt: p.clone(),
-                        seed,
-                        file: ImageRecord::file_name(i, seed),
-                        steps: s.steps,
-                        guidance: s.guidance,
-                        scheduler: scheduler.clone(),
-                        encoder: pipe.encoder_dir().display().to_string(),
-                        index: i,
-                        negative_prompt: None,
-                        height: s.height.unwrap_or(dh),
-                        width: s.width.unwrap_or(dw),
-                        sld: None,
-                        sld_concept: None,
-                    }
-                })
+                .map(|(i, p)| PromptImages::consecutive(p, i, s.seed.wrapping_add(i as u64), 1))
                 .collect();
+            let wanted = plan_images(&jobs, &settings);
             let pending = folder.pending(&wanted)?;
             bar.inc(((wanted.len() - pending.len()) * s.steps) as u64);
             folder.generate(
@@ -113,7 +104,7 @@ pub fn draw(input: &StageInput, sets: Vec<PromptSet>) -> Result<Vec<DrawnSet>> {
                 &wanted,
                 &wanted,
                 s.batch_size,
-                s.scheduler.map(|k| k.name()),
+                scheduler,
                 None,
                 &mut |n| bar.inc(n as u64),
             )?;
