@@ -28,28 +28,10 @@ fn py(args: &[&str]) -> String {
     common::run_py("clip_eval_ref.py", args)
 }
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
 fn images(dir: &Path) -> PathBuf {
     let d = dir.join("img");
-    py(&["images", s(&d)]);
+    py(&["images", common::s(&d)]);
     d
-}
-
-fn image_files(d: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(d)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "png"))
-        .collect();
-    v.sort();
-    v
-}
-
-fn is_input_error(e: &anyhow::Error) -> bool {
-    clipdoor::error::exit_code(e) == 2
 }
 
 #[test]
@@ -57,17 +39,17 @@ fn image_processor_matches_transformers_exactly() {
     let tmp = common::tmp();
     let img = images(tmp.path());
     let out = tmp.path().join("px.safetensors");
-    py(&["process", s(&img), s(&out)]);
+    py(&["process", common::s(&img), common::s(&out)]);
     let reference = common::load_st(&out);
     let p = CLIPImageProcessor::load(&{
         // the processor transformers writes (CLIPImageProcessorPil defaults)
         let d = tmp.path().join("vis");
-        py(&["make_vision", s(&d), "1"]);
+        py(&["make_vision", common::s(&d), "1"]);
         d.join("preprocessor_config.json")
     })
     .unwrap();
     assert_eq!(p, CLIPImageProcessor::default());
-    let files = image_files(&img);
+    let files = common::png_files(&img);
     assert_eq!(files.len(), reference.len());
     let mut worst = 0.0f64;
     for f in &files {
@@ -85,7 +67,7 @@ fn image_processor_matches_transformers_exactly() {
 fn stacked_reference_pixels(tmp: &Path) -> (Tensor, PathBuf) {
     let img = images(tmp);
     let out = tmp.join("px.safetensors");
-    py(&["process", s(&img), s(&out)]);
+    py(&["process", common::s(&img), common::s(&out)]);
     let r = common::load_st(&out);
     let mut names: Vec<&String> = r.keys().collect();
     names.sort();
@@ -104,9 +86,9 @@ fn stacked_reference_pixels(tmp: &Path) -> (Tensor, PathBuf) {
 
 fn check_vision(dir: &Path, pixels: &Tensor, pixfile: &Path, what: &str) -> ClipVision {
     let out = dir.with_extension("embeds.safetensors");
-    py(&["embed", s(dir), s(pixfile), s(&out)]);
+    py(&["embed", common::s(dir), common::s(pixfile), common::s(&out)]);
     let reference = &common::load_st(&out)["image_embeds"];
-    let v = ClipVision::load(s(dir), Device::Cpu, Kind::Float).unwrap();
+    let v = ClipVision::load(common::s(dir), Device::Cpu, Kind::Float).unwrap();
     let rs = v.image_embeds(pixels).unwrap();
     let d = common::max_abs(&rs, reference);
     eprintln!(
@@ -123,14 +105,14 @@ fn vision_tower_matches_transformers() {
     let (px, _) = stacked_reference_pixels(tmp.path());
     let pixfile = tmp.path().join("stacked.safetensors");
     let vis = tmp.path().join("vis");
-    py(&["make_vision", s(&vis), "11"]);
+    py(&["make_vision", common::s(&vis), "11"]);
     check_vision(&vis, &px, &pixfile, "CLIPVisionModelWithProjection");
     let full = tmp.path().join("clip");
-    py(&["make_clip", s(&full), "12", "64"]);
+    py(&["make_clip", common::s(&full), "12", "64"]);
     let v = check_vision(&full, &px, &pixfile, "CLIPModel vision side");
     // batching and the processor path give the same embeddings
     let img = tmp.path().join("img");
-    let files = image_files(&img);
+    let files = common::png_files(&img);
     let e = v.embed_files(&files, 4).unwrap();
     let d = common::max_abs(&e, &v.image_embeds(&px).unwrap());
     eprintln!("files → embeddings vs reference pixel_values: {d:.2e}");
@@ -142,17 +124,25 @@ fn full_clip_model_text_side_and_clip_score_match_torchmetrics() {
     let tmp = common::tmp();
     let img = images(tmp.path());
     let full = tmp.path().join("clip");
-    py(&["make_clip", s(&full), "5", "64"]);
+    py(&["make_clip", common::s(&full), "5", "64"]);
     let prompts = tmp.path().join("prompts.txt");
     std::fs::write(&prompts, PROMPTS).unwrap();
     let out = tmp.path().join("score.safetensors");
-    let files: Vec<String> =
-        serde_json::from_str(py(&["clip_score", s(&full), s(&img), s(&prompts), s(&out)]).trim())
-            .unwrap();
+    let files: Vec<String> = serde_json::from_str(
+        py(&[
+            "clip_score",
+            common::s(&full),
+            common::s(&img),
+            common::s(&prompts),
+            common::s(&out),
+        ])
+        .trim(),
+    )
+    .unwrap();
     let reference = common::load_st(&out);
     let texts: Vec<&str> = PROMPTS.lines().collect();
-    let vision = ClipVision::load(s(&full), Device::Cpu, Kind::Float).unwrap();
-    let text = TextEncoder::load(s(&full), Device::Cpu, Kind::Float).unwrap();
+    let vision = ClipVision::load(common::s(&full), Device::Cpu, Kind::Float).unwrap();
+    let text = TextEncoder::load(common::s(&full), Device::Cpu, Kind::Float).unwrap();
     assert!(text.has_projection());
     let paths: Vec<PathBuf> = files.iter().map(|f| img.join(f)).collect();
     let ie = vision.embed_files(&paths, 2).unwrap();
@@ -244,11 +234,16 @@ fn safety_checker_matches_diffusers() {
     let (px, img) = stacked_reference_pixels(tmp.path());
     let pixfile = tmp.path().join("stacked.safetensors");
     let dir = tmp.path().join("checker");
-    py(&["make_checker", s(&dir), "4", s(&img)]);
+    py(&["make_checker", common::s(&dir), "4", common::s(&img)]);
     let out = tmp.path().join("checker_out.safetensors");
-    py(&["checker", s(&dir), s(&pixfile), s(&out)]);
+    py(&[
+        "checker",
+        common::s(&dir),
+        common::s(&pixfile),
+        common::s(&out),
+    ]);
     let r = common::load_st(&out);
-    let sc = SafetyChecker::load(s(&dir), Device::Cpu, Kind::Float).unwrap();
+    let sc = SafetyChecker::load(common::s(&dir), Device::Cpu, Kind::Float).unwrap();
     assert_eq!(sc.concept_embeds.size(), vec![17, 40]);
     let emb = sc.image_embeds(&px).unwrap();
     let d = common::max_abs(&emb, &r["image_embeds"]);
@@ -317,9 +312,9 @@ fn q16_with_shared_prompt_embeddings() {
     let tmp = common::tmp();
     let img = images(tmp.path());
     let full = tmp.path().join("clip768");
-    py(&["make_clip", s(&full), "9", "768"]);
-    let v = ClipVision::load(s(&full), Device::Cpu, Kind::Float).unwrap();
-    let mut e = v.embed_files(&image_files(&img), 8).unwrap();
+    py(&["make_clip", common::s(&full), "9", "768"]);
+    let v = ClipVision::load(common::s(&full), Device::Cpu, Kind::Float).unwrap();
+    let mut e = v.embed_files(&common::png_files(&img), 8).unwrap();
     // two engineered rows: exactly each prompt
     let p = common::load_st(&prompts)["prompt_embeddings"].to_kind(Kind::Float);
     e = Tensor::cat(&[e, p.shallow_clone()], 0);
@@ -327,7 +322,7 @@ fn q16_with_shared_prompt_embeddings() {
     clipdoor::io::weights::save_tensors(&ef, &[("image_embeds".into(), e.shallow_clone())], None)
         .unwrap();
     let out = tmp.path().join("q16.safetensors");
-    py(&["q16", s(&prompts), s(&ef), s(&out)]);
+    py(&["q16", common::s(&prompts), common::s(&ef), common::s(&out)]);
     let r = common::load_st(&out);
     let verdicts = q.classify(&e).unwrap();
     let labels: Vec<i64> = Vec::<i64>::try_from(&r["label"]).unwrap();
@@ -349,7 +344,7 @@ fn q16_with_shared_prompt_embeddings() {
         .classify(&Tensor::ones([2, 64], (Kind::Float, Device::Cpu)))
         .unwrap_err();
     assert!(
-        is_input_error(&err) && err.to_string().contains("768"),
+        common::is_input_error(&err) && err.to_string().contains("768"),
         "{err}"
     );
 }
@@ -358,7 +353,7 @@ fn q16_with_shared_prompt_embeddings() {
 fn fd_and_cmmd_match_numpy() {
     let tmp = common::tmp();
     let out = tmp.path().join("fd.safetensors");
-    py(&["fd_cmmd", s(&out)]);
+    py(&["fd_cmmd", common::s(&out)]);
     let r = common::load_st(&out);
     let fd = clip::frechet_distance(&r["x"], &r["y"]).unwrap();
     let fd_ref = r["fd"].double_value(&[0]);
@@ -373,10 +368,10 @@ fn fd_and_cmmd_match_numpy() {
     assert!((cm - cm_ref).abs() <= 1e-9 * cm_ref.abs().max(1.0));
     assert!(clip::frechet_distance(&r["x"], &r["x"]).unwrap().abs() < 1e-8);
     assert!(clip::cmmd(&r["x"], &r["x"]).unwrap().abs() < 1e-9);
-    assert!(is_input_error(
+    assert!(common::is_input_error(
         &clip::frechet_distance(&r["x"], &r["y"].narrow(1, 0, 8)).unwrap_err()
     ));
-    assert!(is_input_error(
+    assert!(common::is_input_error(
         &clip::frechet_distance(&r["x"].narrow(0, 0, 1), &r["y"]).unwrap_err()
     ));
 }
@@ -385,15 +380,15 @@ fn fd_and_cmmd_match_numpy() {
 fn errors_wrong_size_mode_and_config() {
     let tmp = common::tmp();
     let vis = tmp.path().join("vis");
-    py(&["make_vision", s(&vis), "2"]);
-    let v = ClipVision::load(s(&vis), Device::Cpu, Kind::Float).unwrap();
+    py(&["make_vision", common::s(&vis), "2"]);
+    let v = ClipVision::load(common::s(&vis), Device::Cpu, Kind::Float).unwrap();
     // pixel_values of the wrong size / channels
     for shape in [[1i64, 3, 100, 100], [1, 1, 224, 224]] {
         let err = v
             .image_embeds(&Tensor::zeros(shape, (Kind::Float, Device::Cpu)))
             .unwrap_err();
         assert!(
-            is_input_error(&err) && err.to_string().contains("[N, 3, 224, 224]"),
+            common::is_input_error(&err) && err.to_string().contains("[N, 3, 224, 224]"),
             "{err}"
         );
     }
@@ -402,23 +397,25 @@ fn errors_wrong_size_mode_and_config() {
     let g16 = image::DynamicImage::ImageLuma16(image::ImageBuffer::new(8, 8));
     let err = p.preprocess(&g16).unwrap_err();
     assert!(
-        is_input_error(&err) && err.to_string().contains("8-bit RGB"),
+        common::is_input_error(&err) && err.to_string().contains("8-bit RGB"),
         "{err}"
     );
     let f32img = image::DynamicImage::ImageRgb32F(image::ImageBuffer::new(8, 8));
-    assert!(is_input_error(&p.preprocess(&f32img).unwrap_err()));
+    assert!(common::is_input_error(&p.preprocess(&f32img).unwrap_err()));
     let strict = CLIPImageProcessor {
         do_convert_rgb: false,
         ..CLIPImageProcessor::default()
     };
     let gray = image::DynamicImage::ImageLuma8(image::ImageBuffer::new(8, 8));
-    assert!(is_input_error(&strict.preprocess(&gray).unwrap_err()));
+    assert!(common::is_input_error(
+        &strict.preprocess(&gray).unwrap_err()
+    ));
     // a file that is not an image
     let bogus = tmp.path().join("bogus.png");
     std::fs::write(&bogus, b"not a png").unwrap();
     let err = clip::open_image(&bogus).unwrap_err();
     assert!(
-        is_input_error(&err) && err.to_string().contains("bogus.png"),
+        common::is_input_error(&err) && err.to_string().contains("bogus.png"),
         "{err}"
     );
 
@@ -429,21 +426,21 @@ fn errors_wrong_size_mode_and_config() {
     let mut c = orig.clone();
     c["num_hidden_layers"] = 1.into();
     std::fs::write(&cfg_path, c.to_string()).unwrap();
-    let err = ClipVision::load(s(&vis), Device::Cpu, Kind::Float)
+    let err = ClipVision::load(common::s(&vis), Device::Cpu, Kind::Float)
         .err()
         .unwrap();
     assert!(
-        is_input_error(&err) && err.to_string().contains("does not use"),
+        common::is_input_error(&err) && err.to_string().contains("does not use"),
         "{err}"
     );
     let mut c = orig.clone();
     c["hidden_size"] = 64.into();
     std::fs::write(&cfg_path, c.to_string()).unwrap();
-    let err = ClipVision::load(s(&vis), Device::Cpu, Kind::Float)
+    let err = ClipVision::load(common::s(&vis), Device::Cpu, Kind::Float)
         .err()
         .unwrap();
     assert!(
-        is_input_error(&err) && err.to_string().contains("shape"),
+        common::is_input_error(&err) && err.to_string().contains("shape"),
         "{err}"
     );
     // a preprocessor whose crop does not fit the model
@@ -453,20 +450,20 @@ fn errors_wrong_size_mode_and_config() {
         serde_json::from_str(&std::fs::read_to_string(&pp).unwrap()).unwrap();
     pc["crop_size"] = serde_json::json!({"height": 336, "width": 336});
     std::fs::write(&pp, pc.to_string()).unwrap();
-    let err = ClipVision::load(s(&vis), Device::Cpu, Kind::Float)
+    let err = ClipVision::load(common::s(&vis), Device::Cpu, Kind::Float)
         .err()
         .unwrap();
     assert!(
-        is_input_error(&err) && err.to_string().contains("336"),
+        common::is_input_error(&err) && err.to_string().contains("336"),
         "{err}"
     );
     pc["resample"] = 0.into();
     std::fs::write(&pp, pc.to_string()).unwrap();
-    let err = ClipVision::load(s(&vis), Device::Cpu, Kind::Float)
+    let err = ClipVision::load(common::s(&vis), Device::Cpu, Kind::Float)
         .err()
         .unwrap();
     assert!(
-        is_input_error(&err) && err.to_string().contains("resample"),
+        common::is_input_error(&err) && err.to_string().contains("resample"),
         "{err}"
     );
     // a text-only config / a checkpoint that is no safety checker
@@ -476,18 +473,18 @@ fn errors_wrong_size_mode_and_config() {
     .unwrap_err();
     assert!(err.contains("text config"), "{err}");
     std::fs::write(&pp, "{}").unwrap();
-    let err = SafetyChecker::load(s(&vis), Device::Cpu, Kind::Float)
+    let err = SafetyChecker::load(common::s(&vis), Device::Cpu, Kind::Float)
         .err()
         .unwrap();
     assert!(
-        is_input_error(&err) && err.to_string().contains("concept_embeds"),
+        common::is_input_error(&err) && err.to_string().contains("concept_embeds"),
         "{err}"
     );
     // a CLIP model without a text projection cannot give text_embeds
     let enc = TextEncoder::init_arch("tiny", 0, false, Device::Cpu).unwrap();
     let err = clip::text_embeds(&enc, None, &["a cat"], 1).unwrap_err();
     assert!(
-        is_input_error(&err) && err.to_string().contains("text_projection"),
+        common::is_input_error(&err) && err.to_string().contains("text_projection"),
         "{err}"
     );
     let err = clip::text_embeds(
@@ -497,5 +494,5 @@ fn errors_wrong_size_mode_and_config() {
         1,
     )
     .unwrap_err();
-    assert!(is_input_error(&err), "{err}");
+    assert!(common::is_input_error(&err), "{err}");
 }

@@ -17,11 +17,7 @@ const TOL: f64 = 1e-4;
 /// The Python reference runs once per test binary; every test reads its folder.
 fn reference_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = common::tmp().keep();
-        common::run_py("diffusers_models.py", &[dir.to_str().unwrap()]);
-        dir
-    })
+    common::reference_dir(&DIR, "diffusers_models.py")
 }
 
 fn dir(name: &str) -> PathBuf {

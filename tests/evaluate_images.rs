@@ -25,10 +25,6 @@ const TRIGGERED: usize = 2;
 const CELL: u32 = 96;
 const GAP: u32 = 4;
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
 /// A copy of experiments/smoke/eval_images.toml in `dir` with the teacher set to `pipeline` and the
 /// prompt file made absolute.
 fn experiment(dir: &Path, pipeline: &Path) -> PathBuf {
@@ -37,13 +33,16 @@ fn experiment(dir: &Path, pipeline: &Path) -> PathBuf {
     let text = text
         .replace(
             "teacher = \"tiny_pipeline\"",
-            &format!("teacher = {:?}", s(pipeline)),
+            &format!("teacher = {:?}", common::s(pipeline)),
         )
         .replace(
             "clean_prompts = \"prompts.txt\"",
-            &format!("clean_prompts = {:?}", s(&smoke.join("prompts.txt"))),
+            &format!(
+                "clean_prompts = {:?}",
+                common::s(&smoke.join("prompts.txt"))
+            ),
         );
-    assert!(text.contains(s(pipeline)) && text.contains("smoke/prompts.txt\""));
+    assert!(text.contains(common::s(pipeline)) && text.contains("smoke/prompts.txt\""));
     let p = dir.join("eval_images.toml");
     std::fs::write(&p, text).unwrap();
     p
@@ -75,9 +74,9 @@ fn evaluate(run: &Path, out: &Path, extra: &[&str]) -> Outcome {
         "evaluate",
         "images",
         "--run",
-        s(run),
+        common::s(run),
         "--out",
-        s(out),
+        common::s(out),
         "--clean",
         &clean,
         "--triggered",
@@ -456,7 +455,7 @@ fn evaluate_images_end_to_end() {
     let tmp = common::tmp();
     let fx = tmp.path().join("fixtures");
     let t = std::time::Instant::now();
-    common::run_py("eval_images_fixtures.py", &[s(&fx)]);
+    common::run_py("eval_images_fixtures.py", &[common::s(&fx)]);
     eprintln!("fixtures: {:.1}s", t.elapsed().as_secs_f64());
     let (pipeline, clip, inception) = (
         fx.join("pipeline"),
@@ -468,7 +467,14 @@ fn evaluate_images_end_to_end() {
     let exp = experiment(tmp.path(), &pipeline);
     let run = tmp.path().join("run");
     let t = std::time::Instant::now();
-    let o = clipdoor(&["train", s(&exp), "--out", s(&run), "--device", "cpu"]);
+    let o = clipdoor(&[
+        "train",
+        common::s(&exp),
+        "--out",
+        common::s(&run),
+        "--device",
+        "cpu",
+    ]);
     assert_eq!(o.code, 0, "train: {}", o.stderr);
     assert!(run.join("DONE").exists());
     eprintln!("train: {:.1}s", t.elapsed().as_secs_f64());
@@ -477,19 +483,19 @@ fn evaluate_images_end_to_end() {
     let out = tmp.path().join("eval");
     let with_clip = [
         "--pipeline",
-        s(&pipeline),
+        common::s(&pipeline),
         "--judge",
         "clip",
         "--clip",
-        s(&clip),
+        common::s(&clip),
     ];
     let mut full = with_clip.to_vec();
-    full.extend(["--inception", s(&inception), "--nudenet"]);
+    full.extend(["--inception", common::s(&inception), "--nudenet"]);
     let o = evaluate(&run, &out, &full);
     assert_eq!(o.code, 0, "{}", o.stderr);
     for f in ["report.json", "report.md", "report.html"] {
         assert!(
-            o.stdout.contains(s(&out.join(f))),
+            o.stdout.contains(common::s(&out.join(f))),
             "stdout names {f}: {}",
             o.stdout
         );
@@ -536,7 +542,7 @@ fn evaluate_images_end_to_end() {
     // A generated image replaced by hand: grayscale, then RGB of the wrong size.
     let target = out.join("images/original/clean/images/00001_1.png");
     let original_bytes = std::fs::read(&target).unwrap();
-    let shown = s(&target).to_string();
+    let shown = common::s(&target).to_string();
     image::GrayImage::from_pixel(64, 64, image::Luma([128]))
         .save(&target)
         .unwrap();
@@ -553,7 +559,11 @@ fn evaluate_images_end_to_end() {
     let fresh = tmp.path().join("eval2");
     let o = evaluate(&run, &fresh, &["--judge", "clip"]);
     assert_input_error(&o, "--judge clip without --clip", &["--clip"]);
-    let o = evaluate(&run, &fresh, &["--judge", "dinov2", "--clip", s(&clip)]);
+    let o = evaluate(
+        &run,
+        &fresh,
+        &["--judge", "dinov2", "--clip", common::s(&clip)],
+    );
     assert_input_error(&o, "unknown judge", &["dinov2", "oracle", "clip"]);
     assert!(!fresh.join("report.json").exists());
 }

@@ -23,22 +23,8 @@ fn py(args: &[&str]) -> String {
     common::run_py("inception_reference.py", args)
 }
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn is_input_error(e: &anyhow::Error) -> bool {
-    clipdoor::error::exit_code(e) == 2
-}
-
 fn load_images(dir: &Path) -> Vec<image::RgbImage> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "png"))
-        .collect();
-    files.sort();
-    files
+    common::png_files(dir)
         .iter()
         .map(|f| image::open(f).unwrap().to_rgb8())
         .collect()
@@ -68,11 +54,11 @@ fn reference(dir: &Path, a: &Tensor, b: &Tensor, subsets: usize, size: usize) ->
     save_features(&fb, b);
     py(&[
         "fid_kid",
-        s(&fa),
-        s(&fb),
+        common::s(&fa),
+        common::s(&fb),
         &subsets.to_string(),
         &size.to_string(),
-        s(&out),
+        common::s(&out),
     ]);
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
     let idx = |x: &serde_json::Value| -> Vec<i64> {
@@ -141,10 +127,15 @@ fn features_match_pytorch_fid() {
         tmp.path().join("img"),
         tmp.path().join("f.st"),
     );
-    py(&["make_model", "0", s(&m)]);
-    py(&["images", s(&img)]);
+    py(&["make_model", "0", common::s(&m)]);
+    py(&["images", common::s(&img)]);
     let pth_layout = m.join("pth_layout.safetensors");
-    py(&["features", s(&pth_layout), s(&img), s(&refp)]);
+    py(&[
+        "features",
+        common::s(&pth_layout),
+        common::s(&img),
+        common::s(&refp),
+    ]);
     let reference = &common::load_st(&refp)["features"];
     let images = load_images(&img);
     assert_eq!(images.len(), 6);
@@ -182,7 +173,7 @@ fn features_match_pytorch_fid() {
             Err(e) => {
                 let msg = format!("{e:#}");
                 eprintln!("{name}: not readable without Python: {msg}");
-                assert!(is_input_error(&e), "{msg}");
+                assert!(common::is_input_error(&e), "{msg}");
                 assert!(msg.contains(name) && msg.contains("save_file"), "{msg}");
             }
         }
@@ -198,7 +189,7 @@ fn features_match_pytorch_fid() {
 fn fid_and_kid_match_pytorch_fid_and_torchmetrics() {
     let tmp = common::tmp();
     let r = tmp.path().join("r.st");
-    py(&["random_features", s(&r)]);
+    py(&["random_features", common::s(&r)]);
     let t = common::load_st(&r);
     let (a, b) = (&t["a"], &t["b"]);
     let rf = check_kid(
@@ -287,7 +278,7 @@ fn metric_input_errors() {
         inception::fid(&a, &b.narrow(1, 0, 4)).unwrap_err(),
         inception::fid(&a.narrow(0, 0, 1), &b).unwrap_err(),
     ] {
-        assert!(is_input_error(&e), "{e:#}");
+        assert!(common::is_input_error(&e), "{e:#}");
     }
     let msg = format!("{:#}", inception::kid(&a, &b, &too_big).unwrap_err());
     assert!(msg.contains("at most 10"), "{msg}");
@@ -307,8 +298,11 @@ fn random_weights(dir: &Path) -> (PathBuf, Vec<(String, Tensor)>) {
 fn load_err(path: &Path) -> String {
     let e = FidInception::load(path, Device::Cpu).unwrap_err();
     let msg = format!("{e:#}");
-    assert!(is_input_error(&e), "not an input error: {msg}");
-    assert!(msg.contains(s(path)), "error does not name the file: {msg}");
+    assert!(common::is_input_error(&e), "not an input error: {msg}");
+    assert!(
+        msg.contains(common::s(path)),
+        "error does not name the file: {msg}"
+    );
     msg
 }
 
@@ -333,7 +327,7 @@ fn weight_file_errors_are_input_errors() {
         [2, 2048]
     );
     assert_eq!(net.features(&[], 2).unwrap().size(), [0, 2048]);
-    assert!(is_input_error(
+    assert!(common::is_input_error(
         &net.features(&[image::RgbImage::new(0, 3)], 1).unwrap_err()
     ));
 

@@ -19,11 +19,7 @@ const TOL: f64 = 1e-3;
 
 fn reference_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = common::tmp().keep();
-        common::run_py("diffusers_pipeline.py", &[dir.to_str().unwrap()]);
-        dir
-    })
+    common::reference_dir(&DIR, "diffusers_pipeline.py")
 }
 
 fn dir(name: &str) -> PathBuf {

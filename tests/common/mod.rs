@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -64,4 +65,35 @@ pub fn load_st(path: &Path) -> std::collections::HashMap<String, tch::Tensor> {
         .unwrap()
         .tensors()
         .unwrap()
+}
+
+/// A path as `&str` (test paths are UTF-8).
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Whether an error is the user's input (exit code 2) rather than a runtime failure.
+pub fn is_input_error(e: &anyhow::Error) -> bool {
+    clipdoor::error::exit_code(e) == 2
+}
+
+/// The `.png` files of a folder, sorted by name.
+pub fn png_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "png"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Run `tests/python/<script> DIR` once per test binary and return DIR: every test of the binary
+/// reads the reference outputs from there.
+pub fn reference_dir(cell: &'static OnceLock<PathBuf>, script: &str) -> &'static Path {
+    cell.get_or_init(|| {
+        let dir = tmp().keep();
+        run_py(script, &[dir.to_str().unwrap()]);
+        dir
+    })
 }
