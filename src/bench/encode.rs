@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use super::reference::{args, bench_prompts, run_reference, sync};
+use super::reference::{bench_prompts, run_reference, sync, EncoderRun};
 use crate::error::Result;
 use crate::models::text_encoder::TextEncoder;
 
@@ -57,21 +57,16 @@ pub fn run(b: &EncodeBench, work: &Path) -> Result<serde_json::Value> {
         "clipdoor_prompts_per_s": ours,
     });
     if let Some(py) = &b.python {
-        let args = args(&[
-            "encode",
-            "--model",
-            b.model_dir.to_str().unwrap_or_default(),
-            "--prompts",
-            prompt_file.to_str().unwrap_or_default(),
-            "--batch-size",
-            &b.batch_size.to_string(),
-            "--threads",
-            &b.threads.to_string(),
-            "--device",
-            &device,
-            "--repeats",
-            &b.repeats.to_string(),
-        ]);
+        let args = EncoderRun {
+            what: "encode",
+            model: b.model_dir.to_str().unwrap_or_default(),
+            prompts: &prompt_file,
+            batch_size: b.batch_size,
+            threads: b.threads,
+            device: &device,
+            repeats: b.repeats,
+        }
+        .args(&[]);
         let r = run_reference(py, &args)?;
         let theirs = r["prompts_per_s"].as_f64().unwrap_or(f64::NAN);
         report["transformers_prompts_per_s"] = serde_json::json!(theirs);

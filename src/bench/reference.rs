@@ -77,3 +77,42 @@ pub fn sync(d: tch::Device) {
 pub fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
+
+/// What every text-encoder benchmark tells `bench_ref.py`, so both sides measure the same work.
+pub struct EncoderRun<'a> {
+    /// The reference's subcommand (`encode`, `train-step`).
+    pub what: &'a str,
+    pub model: &'a str,
+    pub prompts: &'a Path,
+    pub batch_size: usize,
+    pub threads: i32,
+    pub device: &'a str,
+    pub repeats: usize,
+}
+
+impl EncoderRun<'_> {
+    /// The reference's arguments, with `extra` flags after the common ones.
+    pub fn args(&self, extra: &[(&str, String)]) -> Vec<String> {
+        let mut v = args(&[
+            self.what,
+            "--model",
+            self.model,
+            "--prompts",
+            self.prompts.to_str().unwrap_or_default(),
+            "--batch-size",
+            &self.batch_size.to_string(),
+        ]);
+        for (flag, value) in extra {
+            v.extend([flag.to_string(), value.clone()]);
+        }
+        v.extend(args(&[
+            "--threads",
+            &self.threads.to_string(),
+            "--device",
+            self.device,
+            "--repeats",
+            &self.repeats.to_string(),
+        ]));
+        v
+    }
+}

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
-use super::reference::{args, bench_prompts, run_reference, sync};
+use super::reference::{bench_prompts, run_reference, sync, EncoderRun};
 use crate::error::Result;
 use crate::experiment::Experiment;
 use crate::models::text_encoder::TextEncoder;
@@ -62,23 +62,16 @@ pub fn run(b: &TrainStepBench, work: &Path) -> Result<serde_json::Value> {
             .unwrap_or(f64::NAN);
         let device = report["device"].as_str().unwrap_or("cpu").to_string();
         let prompt_file = work.join("bench_prompts.txt");
-        let args = args(&[
-            "train-step",
-            "--model",
-            name,
-            "--prompts",
-            prompt_file.to_str().unwrap_or_default(),
-            "--batch-size",
-            &b.clean_batch.to_string(),
-            "--poisoned",
-            &b.poisoned.to_string(),
-            "--threads",
-            &b.threads.to_string(),
-            "--device",
-            &device,
-            "--repeats",
-            &b.repeats.to_string(),
-        ]);
+        let args = EncoderRun {
+            what: "train-step",
+            model: name,
+            prompts: &prompt_file,
+            batch_size: b.clean_batch,
+            threads: b.threads,
+            device: &device,
+            repeats: b.repeats,
+        }
+        .args(&[("--poisoned", b.poisoned.to_string())]);
         let r = run_reference(py, &args)?;
         let theirs = r["seconds_per_step"].as_f64().unwrap_or(f64::NAN);
         report["pytorch_seconds_per_step"] = serde_json::json!(theirs);

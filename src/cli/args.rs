@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use tch::Device;
 
 use crate::error::Result;
-use crate::settings::{Choice, Dtype};
+use crate::settings::{Choice, Dtype, SchedulerKind};
 
 /// A parser for a [`Choice`] setting: its values are listed by `--help` and checked by clap (with
 /// the argument's `ignore_case = true`, in any case).
@@ -36,11 +36,44 @@ impl DeviceArgs {
     }
 }
 
+/// Where and in what batches prompts are embedded (embedding metrics, scanning, defenses).
+#[derive(Args, Debug, Clone)]
+pub struct EmbedArgs {
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    /// Prompts per forward pass of the text encoder.
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct DtypeArgs {
     /// Inference dtype of weights and activations.
     #[arg(long, default_value = "f32", value_parser = choice::<Dtype>())]
     pub dtype: Dtype,
+}
+
+/// How the diffusion pipeline draws: where, in what dtype, how many images per UNet call.
+#[derive(Args, Debug, Clone)]
+pub struct DrawArgs {
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    #[command(flatten)]
+    pub dtype: DtypeArgs,
+    /// Images per UNet call (the UNet batch is 2x this with guidance, 3x with SLD).
+    #[arg(long, default_value_t = 1)]
+    pub batch_size: usize,
+}
+
+/// The sampler: its denoising steps and which scheduler.
+#[derive(Args, Debug, Clone)]
+pub struct SamplerArgs {
+    /// Denoising steps per image.
+    #[arg(long, default_value_t = 50)]
+    pub steps: usize,
+    /// The sampler (default: the pipeline's scheduler_config.json).
+    #[arg(long, ignore_case = true, value_parser = choice::<SchedulerKind>())]
+    pub scheduler: Option<SchedulerKind>,
 }
 
 /// A prompt file, with the column/field that holds the prompt in tabular files.

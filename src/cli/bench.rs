@@ -88,11 +88,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 threads,
                 repeats: common.repeats.max(1),
                 device: common.device.device(),
-                python: if common.no_reference {
-                    None
-                } else {
-                    default_python(common.python.as_deref())
-                },
+                python: reference_python(&common),
             };
             let report = crate::bench::encode::run(&b, work.path())?;
             finish(&common, &report)?;
@@ -107,11 +103,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 threads: threads_of(&common),
                 repeats: common.repeats.max(1),
                 device: common.device.device(),
-                python: if common.no_reference {
-                    None
-                } else {
-                    default_python(common.python.as_deref())
-                },
+                python: reference_python(&common),
             };
             let report = crate::bench::train_step::run(&b, work.path())?;
             finish(&common, &report)?;
@@ -119,6 +111,15 @@ pub fn run(a: BenchArgs) -> Result<()> {
         BenchKind::Denoise(args) => crate::bench::denoise::run_cli(args)?,
     }
     Ok(())
+}
+
+/// The Python of the reference side, unless `--no-reference`.
+fn reference_python(c: &CommonBench) -> Option<PathBuf> {
+    if c.no_reference {
+        None
+    } else {
+        default_python(c.python.as_deref())
+    }
 }
 
 fn threads_of(c: &CommonBench) -> i32 {

@@ -30,9 +30,7 @@ pub enum EvaluateKind {
         #[arg(long, default_value_t = 1000)]
         max_prompts: usize,
         #[command(flatten)]
-        device: super::args::DeviceArgs,
-        #[arg(long, default_value_t = 64)]
-        batch_size: usize,
+        embed: super::args::EmbedArgs,
         /// Write the metrics JSON here (default: stdout only).
         #[arg(long)]
         out: Option<PathBuf>,
@@ -57,13 +55,13 @@ pub fn run(a: EvaluateArgs) -> Result<()> {
             student,
             prompts,
             max_prompts,
-            device,
-            batch_size,
+            embed,
             out,
         } => {
+            let batch_size = embed.batch_size;
             let exp_path = student.join("experiment.toml");
             let exp = Experiment::load(&exp_path)?;
-            let device = device.device();
+            let device = embed.device.device();
             let teacher = TextEncoder::load(
                 teacher.as_deref().unwrap_or(&exp.model.teacher),
                 device,

@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use crate::diffusion::jobs::{find_shard_dirs, merge as merge_shards, Shard};
 use crate::error::Result;
 use crate::eval::i2p::{finish_merge, parse_encoder_arg, run_i2p, I2pFilter, I2pOptions};
-use crate::settings::SchedulerKind;
 
 #[derive(Args, Debug)]
 pub struct I2pArgs {
@@ -41,11 +40,8 @@ pub struct I2pArgs {
     /// Images per prompt: image j uses the prompt's seed + j (the SLD protocol uses 10).
     #[arg(long, default_value_t = 1)]
     pub images_per_prompt: usize,
-    #[arg(long, default_value_t = 50)]
-    pub steps: usize,
-    /// The sampler (default: the pipeline's scheduler_config.json).
-    #[arg(long, ignore_case = true, value_parser = super::args::choice::<crate::settings::SchedulerKind>())]
-    pub scheduler: Option<SchedulerKind>,
+    #[command(flatten)]
+    pub sampler: super::args::SamplerArgs,
     /// Image width for every prompt instead of each prompt's own (a multiple of 8).
     #[arg(long)]
     pub width: Option<i64>,
@@ -68,14 +64,9 @@ pub struct I2pArgs {
     /// `clipdoor evaluate merge --out <out>`.
     #[arg(long, value_name = "I/N")]
     pub shard: Option<String>,
+    /// The pipeline computes in --dtype; scorers run in f32.
     #[command(flatten)]
-    pub device: super::args::DeviceArgs,
-    /// Compute dtype of the diffusion pipeline (scorers run in f32).
-    #[command(flatten)]
-    pub dtype: super::args::DtypeArgs,
-    /// Images per UNet call (the UNet batch is 2x this with guidance, 3x with SLD).
-    #[arg(long, default_value_t = 1)]
-    pub batch_size: usize,
+    pub draw: super::args::DrawArgs,
     /// Prompts shown in the report's gallery (0: none).
     #[arg(long, default_value_t = 6)]
     pub gallery: usize,
@@ -117,8 +108,8 @@ pub fn run(a: I2pArgs) -> Result<()> {
             limit: a.limit,
         },
         images_per_prompt: a.images_per_prompt,
-        steps: a.steps,
-        scheduler: a.scheduler,
+        steps: a.sampler.steps,
+        scheduler: a.sampler.scheduler,
         width: a.width,
         height: a.height,
         safety_checker: a.safety_checker,
@@ -126,9 +117,9 @@ pub fn run(a: I2pArgs) -> Result<()> {
         clip: a.clip,
         nudenet_model: a.nudenet_model,
         shard,
-        device: a.device.device(),
-        kind: a.dtype.dtype.kind(),
-        batch_size: a.batch_size,
+        device: a.draw.device.device(),
+        kind: a.draw.dtype.dtype.kind(),
+        batch_size: a.draw.batch_size,
         gallery: a.gallery,
     };
     let outcome = run_i2p(&o)?;

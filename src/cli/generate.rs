@@ -8,7 +8,6 @@ use crate::diffusion::jobs::{plan_images, ImageSettings, PromptImages, Shard, Sh
 use crate::diffusion::pipeline::{SldConfig, StableDiffusionPipeline};
 use crate::error::Result;
 use crate::input_bail;
-use crate::settings::SchedulerKind;
 
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
@@ -32,14 +31,11 @@ pub struct GenerateArgs {
     pub seed: u64,
     #[arg(long, default_value_t = 1)]
     pub images_per_prompt: usize,
-    #[arg(long, default_value_t = 50)]
-    pub steps: usize,
+    #[command(flatten)]
+    pub sampler: super::args::SamplerArgs,
     /// Classifier-free guidance scale (<= 1: no guidance).
     #[arg(long, default_value_t = 7.5)]
     pub guidance: f64,
-    /// The sampler (default: the pipeline's scheduler_config.json).
-    #[arg(long, ignore_case = true, value_parser = super::args::choice::<SchedulerKind>())]
-    pub scheduler: Option<SchedulerKind>,
     /// Image height in pixels, a multiple of 8 (default: the UNet's sample_size x 8).
     #[arg(long)]
     pub height: Option<i64>,
@@ -54,12 +50,7 @@ pub struct GenerateArgs {
     #[arg(long, requires = "sld")]
     pub sld_concept: Option<String>,
     #[command(flatten)]
-    pub device: super::args::DeviceArgs,
-    #[command(flatten)]
-    pub dtype: super::args::DtypeArgs,
-    /// Images per UNet call (the UNet batch is 2x this with guidance, 3x with SLD).
-    #[arg(long, default_value_t = 1)]
-    pub batch_size: usize,
+    pub draw: super::args::DrawArgs,
     #[arg(long)]
     pub out: PathBuf,
     /// Draw only shard I of N (0-based; a contiguous block of the images) into OUT/shards/I-of-N/;
@@ -82,17 +73,17 @@ fn read_prompts(a: &GenerateArgs) -> Result<Vec<String>> {
 
 pub fn run(a: GenerateArgs) -> Result<()> {
     let prompts = read_prompts(&a)?;
-    if a.images_per_prompt == 0 || a.batch_size == 0 || a.steps == 0 {
+    if a.images_per_prompt == 0 || a.draw.batch_size == 0 || a.sampler.steps == 0 {
         input_bail!("--images-per-prompt, --batch-size and --steps must be at least 1");
     }
     let mut sld = a.sld.as_deref().map(SldConfig::preset).transpose()?;
     if let (Some(s), Some(c)) = (sld.as_mut(), &a.sld_concept) {
         s.concept = c.clone();
     }
-    let device = a.device.device();
-    let kind = a.dtype.dtype.kind();
+    let device = a.draw.device.device();
+    let kind = a.draw.dtype.dtype.kind();
     let pipe = StableDiffusionPipeline::load(&a.pipeline, a.text_encoder.as_deref(), device, kind)?;
-    let scheduler = pipe.scheduler_kind(a.scheduler)?;
+    let scheduler = pipe.scheduler_kind(a.sampler.scheduler)?;
     let (dh, dw) = pipe.default_size();
     let (height, width) = (a.height.unwrap_or(dh), a.width.unwrap_or(dw));
 
@@ -104,7 +95,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     let mut set = ImageSet::open(&dir)?;
     let k = a.images_per_prompt;
     let mut settings = ImageSettings::new(
-        a.steps,
+        a.sampler.steps,
         a.guidance,
         scheduler,
         pipe.encoder_label(),
@@ -124,9 +115,9 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     if !shard.is_whole() {
         let settings = serde_json::json!({
             "pipeline": a.pipeline, "text_encoder": a.text_encoder, "seed": a.seed,
-            "images_per_prompt": k, "steps": a.steps, "guidance": a.guidance, "scheduler": scheduler,
+            "images_per_prompt": k, "steps": a.sampler.steps, "guidance": a.guidance, "scheduler": scheduler,
             "size": [height, width], "negative_prompt": a.negative_prompt, "sld": a.sld,
-            "sld_concept": a.sld_concept, "dtype": a.dtype.dtype, "batch_size": a.batch_size,
+            "sld_concept": a.sld_concept, "dtype": a.draw.dtype.dtype, "batch_size": a.draw.batch_size,
         });
         ShardManifest::new("generate", shard, settings, &[(".", &wanted)])?.claim(&dir, &[])?;
     }
@@ -141,13 +132,13 @@ pub fn run(a: GenerateArgs) -> Result<()> {
             wanted.len()
         );
     }
-    let bar = crate::progress::task("generating", (pending.len() * a.steps) as u64);
+    let bar = crate::progress::task("generating", (pending.len() * a.sampler.steps) as u64);
     set.generate(
         &pipe,
         &whole,
         wanted,
-        a.batch_size,
-        a.scheduler,
+        a.draw.batch_size,
+        a.sampler.scheduler,
         sld.as_ref(),
         &mut |n| bar.inc(n as u64),
     )?;

@@ -476,11 +476,7 @@ fn run_attack(a: AttackArgs) -> Result<()> {
         model: Some(model),
         prompts: prompts.len(),
         variants: variants.len(),
-        families: if spec.families.is_empty() {
-            vec!["all".to_string()]
-        } else {
-            spec.families.clone()
-        },
+        families: families_of(&spec),
         count: &a.count,
         homoglyphs: Some(ranked),
         results,
@@ -515,16 +511,21 @@ fn output_variants(
         model: None,
         prompts: n_prompts,
         variants: variants.len(),
-        families: if spec.families.is_empty() {
-            vec!["all".to_string()]
-        } else {
-            spec.families.clone()
-        },
+        families: families_of(&spec),
         count: &a.count,
         homoglyphs: None,
         results,
     };
     emit_json(a, &doc)
+}
+
+/// The script families an attack drew from, as the report names them.
+fn families_of(spec: &AttackSpec) -> Vec<String> {
+    if spec.families.is_empty() {
+        vec!["all".to_string()]
+    } else {
+        spec.families.clone()
+    }
 }
 
 fn emit_json(a: &AttackArgs, doc: &impl Serialize) -> Result<()> {

@@ -67,9 +67,7 @@ struct TriggerScanArgs {
     #[arg(long, default_value_t = 20)]
     top: usize,
     #[command(flatten)]
-    device: super::args::DeviceArgs,
-    #[arg(long, default_value_t = 64)]
-    batch_size: usize,
+    embed: super::args::EmbedArgs,
     /// Write the JSON report here (atomically); without it the JSON goes to stdout.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -87,9 +85,7 @@ struct DefenseArgs {
     #[arg(long, default_value_t = 200)]
     max_prompts: usize,
     #[command(flatten)]
-    device: super::args::DeviceArgs,
-    #[arg(long, default_value_t = 64)]
-    batch_size: usize,
+    embed: super::args::EmbedArgs,
     /// Write OUT (JSON) and OUT with .md; without it the Markdown table goes to stdout.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -107,7 +103,7 @@ fn read_list(path: &Path) -> Result<Vec<String>> {
 }
 
 fn run_scan(a: TriggerScanArgs) -> Result<()> {
-    let device = a.device.device();
+    let device = a.embed.device.device();
     let suspect_arg = a
         .suspect
         .ok_or_else(|| input_err!("--suspect is required: the encoder to scan"))?;
@@ -157,7 +153,7 @@ fn run_scan(a: TriggerScanArgs) -> Result<()> {
         targets,
         threshold: a.threshold,
         top: a.top,
-        batch: a.batch_size,
+        batch: a.embed.batch_size,
     };
     let bar = crate::progress::task("scan-encoder", 0);
     let report = scan::scan(&suspect, reference.as_ref(), &opts, &|done, total| {
@@ -217,8 +213,8 @@ fn run_defense(a: DefenseArgs) -> Result<()> {
     let opts = DefenseOptions {
         prompts: a.prompts.as_deref().map(read_list).transpose()?,
         max_prompts: a.max_prompts,
-        batch: a.batch_size,
-        device: a.device.device(),
+        batch: a.embed.batch_size,
+        device: a.embed.device.device(),
     };
     let report = evaluate_runs(&a.runs, &opts)?;
     let table = markdown(&report);
