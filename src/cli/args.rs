@@ -19,7 +19,7 @@ pub fn choice<T: Choice + Send + Sync>() -> impl TypedValueParser<Value = T> {
 }
 
 /// `--device cpu|cuda|cuda:N`, checked against what libtorch sees when the flag is parsed.
-fn device_flag(s: &str) -> std::result::Result<Device, String> {
+pub fn device_flag(s: &str) -> std::result::Result<Device, String> {
     crate::device::parse_device(Some(s)).map_err(|e| e.to_string())
 }
 

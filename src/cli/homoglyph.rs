@@ -125,9 +125,9 @@ struct AttackArgs {
     /// Text encoder to measure the embedding shift with (folder or cached hub id).
     #[arg(long)]
     model: Option<String>,
-    /// cpu, cuda or cuda:N (default: cuda if available).
-    #[arg(long, requires = "model")]
-    device: Option<String>,
+    /// cpu, cuda or cuda:N (default: cuda when libtorch sees a GPU, else cpu).
+    #[arg(long, requires = "model", value_name = "cpu|cuda|cuda:N", value_parser = super::args::device_flag)]
+    device: Option<tch::Device>,
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
     /// JSON output (always with --out).
@@ -445,7 +445,7 @@ fn run_attack(a: AttackArgs) -> Result<()> {
     let Some(model) = &a.model else {
         return output_variants(&a, &spec, prompts.len(), &variants);
     };
-    let device = crate::device::parse_device(a.device.as_deref())?;
+    let device = a.device.unwrap_or_else(tch::Device::cuda_if_available);
     let enc = TextEncoder::load(model, device, Kind::Float)?;
     let pairs: Vec<(String, String)> = variants
         .iter()
