@@ -5,16 +5,7 @@ use std::path::{Path, PathBuf};
 
 fn tiny(dir: &Path) -> PathBuf {
     let out = dir.join("tiny");
-    assert!(common::bin()
-        .args([
-            "init-encoder",
-            "--arch",
-            "tiny",
-            "--seed",
-            "0",
-            "--out",
-            out.to_str().unwrap()
-        ])
+    assert!(common::init_encoder_cmd("tiny", 0, &out)
         .status()
         .unwrap()
         .success());
@@ -22,18 +13,7 @@ fn tiny(dir: &Path) -> PathBuf {
 }
 
 fn encode(model: &str, prompts: &Path, out: &Path) -> (i32, String) {
-    let o = common::bin()
-        .args([
-            "encode",
-            "--model",
-            model,
-            "--prompts",
-            prompts.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--device",
-            "cpu",
-        ])
+    let o = common::encode_cmd(model, prompts, out)
         .env("HF_HUB_OFFLINE", "1")
         .output()
         .unwrap();
@@ -118,58 +98,35 @@ fn config_that_disagrees_with_the_weights() {
     let m = tiny(t.path());
     let cfg_path = m.join("config.json");
     let cfg = std::fs::read_to_string(&cfg_path).unwrap();
-    // more layers than the file holds
-    std::fs::write(
-        &cfg_path,
-        cfg.replace("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 3"),
-    )
-    .unwrap();
-    expect_err(
-        encode(
-            m.to_str().unwrap(),
-            &prompts(t.path(), b"a cat\n"),
-            &t.path().join("o.st"),
+    let layers = |n: u32| {
+        cfg.replace(
+            "\"num_hidden_layers\": 2",
+            &format!("\"num_hidden_layers\": {n}"),
+        )
+    };
+    let cases: [(String, &[&str]); 4] = [
+        // more layers than the file holds
+        (layers(3), &["lacks", "layers.2"]),
+        // fewer layers than the file holds
+        (layers(1), &["does not use", "layers.1"]),
+        ("{ not json".to_string(), &["config.json", "not valid JSON"]),
+        // a head count that does not divide the width
+        (
+            cfg.replace("\"num_attention_heads\": 4", "\"num_attention_heads\": 5"),
+            &["not divisible"],
         ),
-        &["lacks", "layers.2"],
-    );
-    // fewer layers than the file holds
-    std::fs::write(
-        &cfg_path,
-        cfg.replace("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 1"),
-    )
-    .unwrap();
-    expect_err(
-        encode(
-            m.to_str().unwrap(),
-            &prompts(t.path(), b"a cat\n"),
-            &t.path().join("o.st"),
-        ),
-        &["does not use", "layers.1"],
-    );
-    // malformed JSON
-    std::fs::write(&cfg_path, "{ not json").unwrap();
-    expect_err(
-        encode(
-            m.to_str().unwrap(),
-            &prompts(t.path(), b"a cat\n"),
-            &t.path().join("o.st"),
-        ),
-        &["config.json", "not valid JSON"],
-    );
-    // a head count that does not divide the width
-    std::fs::write(
-        &cfg_path,
-        cfg.replace("\"num_attention_heads\": 4", "\"num_attention_heads\": 5"),
-    )
-    .unwrap();
-    expect_err(
-        encode(
-            m.to_str().unwrap(),
-            &prompts(t.path(), b"a cat\n"),
-            &t.path().join("o.st"),
-        ),
-        &["not divisible"],
-    );
+    ];
+    for (text, needles) in cases {
+        std::fs::write(&cfg_path, text).unwrap();
+        expect_err(
+            encode(
+                m.to_str().unwrap(),
+                &prompts(t.path(), b"a cat\n"),
+                &t.path().join("o.st"),
+            ),
+            needles,
+        );
+    }
 }
 
 #[test]
@@ -252,18 +209,7 @@ fn hub_id_resolves_from_the_python_compatible_cache() {
     }
     let p = prompts(t.path(), b"a cat\na dog\n");
     let out = t.path().join("o.st");
-    let o = common::bin()
-        .args([
-            "encode",
-            "--model",
-            "org/tiny-clip",
-            "--prompts",
-            p.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--device",
-            "cpu",
-        ])
+    let o = common::encode_cmd("org/tiny-clip", &p, &out)
         .env("HF_HUB_OFFLINE", "1")
         .env_remove("HF_HUB_CACHE")
         .env("HF_HOME", t.path().join("hf_home"))

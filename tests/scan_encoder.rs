@@ -185,18 +185,7 @@ fn clean_copies_flag_nothing_and_unlearning_pulls_homoglyphs_to_latin() {
     let t = common::tmp();
     // A second clean copy: the same architecture and seed, written to disk and loaded back.
     let copy = t.path().join("copy");
-    let o = common::bin()
-        .args([
-            "init-encoder",
-            "--arch",
-            "tiny",
-            "--seed",
-            "0",
-            "--out",
-            copy.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let o = common::init_encoder_cmd("tiny", 0, &copy).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     // Fewer probes keep these scans short; identical encoders score ≤ 0 whatever the probes.
     for reference in ["random:tiny:0", copy.to_str().unwrap()] {

@@ -33,20 +33,8 @@ fn check_parity(arch: &str, extra: &[&str]) {
         ],
     );
     let rs_out = tmp.path().join("rs.safetensors");
-    let st = common::bin()
-        .args([
-            "encode",
-            "--model",
-            d,
-            "--prompts",
-            prompts.to_str().unwrap(),
-            "--out",
-            rs_out.to_str().unwrap(),
-            "--device",
-            "cpu",
-            "--batch-size",
-            "2",
-        ])
+    let st = common::encode_cmd(d, &prompts, &rs_out)
+        .args(["--batch-size", "2"])
         .status()
         .unwrap();
     assert!(st.success());
@@ -125,20 +113,7 @@ fn rust_written_encoder_loads_in_transformers_with_same_outputs() {
         ],
     );
     let rs_out = tmp.path().join("rs.safetensors");
-    let st = common::bin()
-        .args([
-            "encode",
-            "--model",
-            d,
-            "--prompts",
-            prompts.to_str().unwrap(),
-            "--out",
-            rs_out.to_str().unwrap(),
-            "--device",
-            "cpu",
-        ])
-        .status()
-        .unwrap();
+    let st = common::encode_cmd(d, &prompts, &rs_out).status().unwrap();
     assert!(st.success());
     compare(&py_out, &rs_out, "rust-saved tiny");
 }
@@ -148,35 +123,19 @@ fn init_encoder_is_deterministic_per_seed() {
     let tmp = common::tmp();
     let run = |name: &str, seed: &str| {
         let out = tmp.path().join(name);
-        assert!(common::bin()
-            .args([
-                "init-encoder",
-                "--arch",
-                "tiny",
-                "--seed",
-                seed,
-                "--out",
-                out.to_str().unwrap()
-            ])
-            .status()
-            .unwrap()
-            .success());
+        assert!(
+            common::init_encoder_cmd("tiny", seed.parse().unwrap(), &out)
+                .status()
+                .unwrap()
+                .success()
+        );
         std::fs::read(out.join("model.safetensors")).unwrap()
     };
     let (a, b, c) = (run("a", "1"), run("b", "1"), run("c", "2"));
     assert_eq!(a, b, "same seed, same bytes");
     assert_ne!(a, c, "different seeds, different weights");
     // a second init into a finished folder is refused without --force
-    let out = common::bin()
-        .args([
-            "init-encoder",
-            "--arch",
-            "tiny",
-            "--seed",
-            "1",
-            "--out",
-            tmp.path().join("a").to_str().unwrap(),
-        ])
+    let out = common::init_encoder_cmd("tiny", 1, &tmp.path().join("a"))
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));

@@ -175,18 +175,7 @@ fn several_backdoors_in_one_run_and_outputs_load_elsewhere() {
         ],
     );
     let rs = t.path().join("rs.st");
-    assert!(common::bin()
-        .args([
-            "encode",
-            "--model",
-            run.to_str().unwrap(),
-            "--prompts",
-            prompts.to_str().unwrap(),
-            "--out",
-            rs.to_str().unwrap(),
-            "--device",
-            "cpu"
-        ])
+    assert!(common::encode_cmd(run.to_str().unwrap(), &prompts, &rs)
         .status()
         .unwrap()
         .success());

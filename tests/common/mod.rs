@@ -97,3 +97,34 @@ pub fn reference_dir(cell: &'static OnceLock<PathBuf>, script: &str) -> &'static
         dir
     })
 }
+
+/// `clipdoor encode --model M --prompts P --out O --device cpu`; callers add flags and environment.
+pub fn encode_cmd(model: &str, prompts: &Path, out: &Path) -> Command {
+    let mut c = bin();
+    c.args([
+        "encode",
+        "--model",
+        model,
+        "--prompts",
+        s(prompts),
+        "--out",
+        s(out),
+    ])
+    .args(["--device", "cpu"]);
+    c
+}
+
+/// `clipdoor init-encoder --arch A --seed S --out O`; callers add flags.
+pub fn init_encoder_cmd(arch: &str, seed: u64, out: &Path) -> Command {
+    let mut c = bin();
+    c.args([
+        "init-encoder",
+        "--arch",
+        arch,
+        "--seed",
+        &seed.to_string(),
+        "--out",
+        s(out),
+    ]);
+    c
+}
