@@ -122,7 +122,10 @@ fn ddpm_coefficients(
         .to_device(sample.device());
     let shape = broadcast_shape(t.len(), sample.dim());
     let one_minus: Tensor = 1.0 - &acp;
-    Ok((acp.sqrt().reshape(&shape), one_minus.sqrt().reshape(&shape)))
+    Ok((
+        acp.sqrt().reshape(shape.as_slice()),
+        one_minus.sqrt().reshape(shape.as_slice()),
+    ))
 }
 
 /// `[B, 1, 1, …]` with as many dimensions as the sample.
@@ -188,7 +191,7 @@ pub(crate) fn schedule_sigmas(
     Ok(Tensor::from_slice(&picked)
         .to_kind(sample.kind())
         .to_device(sample.device())
-        .reshape(broadcast_shape(t.len(), sample.dim())))
+        .reshape(broadcast_shape(t.len(), sample.dim()).as_slice()))
 }
 
 /// The `--scheduler` names with the diffusers classes they stand for.
