@@ -129,3 +129,37 @@ impl RunFolder {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_with_applies_the_one_policy_to_a_trainers_own_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("run");
+        let outputs = ["unet", "checkpoint", "checkpoint.tmp", "checkpoint.old", "DONE"];
+        // An empty or missing folder starts fresh, with or without --resume.
+        assert_eq!(RunFolder::open_with(&root, true, false, &outputs).unwrap().1, Start::Fresh);
+        std::fs::create_dir_all(root.join("checkpoint.old")).unwrap();
+        std::fs::write(root.join("checkpoint.old/state.json"), "{}").unwrap();
+        // Content without --resume is refused; a crash between the renames is recovered first.
+        assert!(RunFolder::open_with(&root, false, false, &outputs).is_err());
+        let (folder, start) = RunFolder::open_with(&root, true, false, &outputs).unwrap();
+        assert_eq!(start, Start::Resume);
+        assert!(folder.checkpoint().join("state.json").exists());
+        // A finished run is refused without --force, even with --resume.
+        std::fs::write(root.join("DONE"), "").unwrap();
+        let err = RunFolder::open_with(&root, true, false, &outputs).err().unwrap();
+        assert!(err.to_string().contains("--force"), "{err}");
+        // --force clears the trainer's entries and nothing else.
+        std::fs::create_dir_all(root.join("unet")).unwrap();
+        std::fs::write(root.join("notes.txt"), "mine").unwrap();
+        let (_, start) = RunFolder::open_with(&root, false, true, &outputs).unwrap();
+        assert_eq!(start, Start::Fresh);
+        for gone in ["unet", "checkpoint", "DONE"] {
+            assert!(!root.join(gone).exists(), "{gone} survived --force");
+        }
+        assert!(root.join("notes.txt").exists());
+    }
+}
