@@ -326,9 +326,7 @@ fn add_noise_and_velocity_match_diffusers() {
         println!("{id:<32} add_noise {diff:.3e}");
         assert_eq!(diff, 0.0, "{id}: add_noise differs by {diff:e}");
         if let Some(velocity) = expected.get("velocity") {
-            let ours = scheduler
-                .get_velocity(original, noise, &timesteps)
-                .unwrap();
+            let ours = scheduler.get_velocity(original, noise, &timesteps).unwrap();
             let diff = common::max_abs(&ours, velocity);
             assert_eq!(diff, 0.0, "{id}: get_velocity differs by {diff:e}");
         }
@@ -348,7 +346,9 @@ fn add_noise_rejects_bad_timesteps_and_shapes() {
         .unwrap_err();
     assert_eq!(clipdoor::error::exit_code(&err), 2, "{err}");
     let y = Tensor::zeros([2, 3, 4, 5], (Kind::Float, Device::Cpu));
-    assert!(ddim.add_noise(&x, &y, &Tensor::from_slice(&[1i64, 2])).is_err());
+    assert!(ddim
+        .add_noise(&x, &y, &Tensor::from_slice(&[1i64, 2]))
+        .is_err());
     // The sigma schedulers only know the timesteps of their schedule.
     let mut euler = scheduler_by_name(Some("euler"), &SchedulerConfig::default()).unwrap();
     euler.set_timesteps(10).unwrap();

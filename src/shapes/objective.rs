@@ -187,14 +187,26 @@ mod tests {
             )
         };
         close(v(PredictionType::Sample, Weighting::Uniform), [1.0, 1.0]);
-        close(v(PredictionType::Sample, Weighting::MinSnr), [5.0, 1.0 / 9.0]);
+        close(
+            v(PredictionType::Sample, Weighting::MinSnr),
+            [5.0, 1.0 / 9.0],
+        );
         close(
             v(PredictionType::Sample, Weighting::TruncatedMinSnr),
             [5.0, 1.0],
         );
-        close(v(PredictionType::Epsilon, Weighting::MinSnr), [5.0 / 9.0, 1.0]);
-        close(v(PredictionType::VPrediction, Weighting::MinSnr), [0.5, 0.1]);
-        close(v(PredictionType::VPrediction, Weighting::Uniform), [0.1, 0.9]);
+        close(
+            v(PredictionType::Epsilon, Weighting::MinSnr),
+            [5.0 / 9.0, 1.0],
+        );
+        close(
+            v(PredictionType::VPrediction, Weighting::MinSnr),
+            [0.5, 0.1],
+        );
+        close(
+            v(PredictionType::VPrediction, Weighting::Uniform),
+            [0.1, 0.9],
+        );
     }
 
     #[test]

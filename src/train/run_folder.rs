@@ -138,9 +138,20 @@ mod tests {
     fn open_with_applies_the_one_policy_to_a_trainers_own_entries() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("run");
-        let outputs = ["unet", "checkpoint", "checkpoint.tmp", "checkpoint.old", "DONE"];
+        let outputs = [
+            "unet",
+            "checkpoint",
+            "checkpoint.tmp",
+            "checkpoint.old",
+            "DONE",
+        ];
         // An empty or missing folder starts fresh, with or without --resume.
-        assert_eq!(RunFolder::open_with(&root, true, false, &outputs).unwrap().1, Start::Fresh);
+        assert_eq!(
+            RunFolder::open_with(&root, true, false, &outputs)
+                .unwrap()
+                .1,
+            Start::Fresh
+        );
         std::fs::create_dir_all(root.join("checkpoint.old")).unwrap();
         std::fs::write(root.join("checkpoint.old/state.json"), "{}").unwrap();
         // Content without --resume is refused; a crash between the renames is recovered first.
@@ -150,7 +161,9 @@ mod tests {
         assert!(folder.checkpoint().join("state.json").exists());
         // A finished run is refused without --force, even with --resume.
         std::fs::write(root.join("DONE"), "").unwrap();
-        let err = RunFolder::open_with(&root, true, false, &outputs).err().unwrap();
+        let err = RunFolder::open_with(&root, true, false, &outputs)
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("--force"), "{err}");
         // --force clears the trainer's entries and nothing else.
         std::fs::create_dir_all(root.join("unet")).unwrap();

@@ -152,7 +152,14 @@ impl Scheduler for EulerDiscreteScheduler {
 
     /// Upstream's: `original + noise · σ` with σ of the current schedule at each timestep.
     fn add_noise(&self, original: &Tensor, noise: &Tensor, timesteps: &Tensor) -> Result<Tensor> {
-        let sigma = schedule_sigmas(&self.timesteps, &self.sigmas, original, noise, timesteps, "Euler")?;
+        let sigma = schedule_sigmas(
+            &self.timesteps,
+            &self.sigmas,
+            original,
+            noise,
+            timesteps,
+            "Euler",
+        )?;
         Ok(original + noise * sigma)
     }
 
