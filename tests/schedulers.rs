@@ -304,3 +304,70 @@ fn ancestral_step_without_noise_fails() {
     let x = Tensor::zeros([1, 4, 2, 2], (Kind::Float, Device::Cpu));
     assert!(scheduler.step(&x, t, &x, None).is_err());
 }
+
+/// `alphas_cumprod`, `add_noise` and (DDIM) `get_velocity` against diffusers, for every scheduler and
+/// config, before `set_timesteps` (as training uses them) and after it (the sigma schedulers look the
+/// timesteps up in their current schedule). ᾱ must be bit-identical; the noised samples and
+/// velocities are the same f32 ops as upstream's, so they are compared exactly too.
+#[test]
+fn add_noise_and_velocity_match_diffusers() {
+    let manifest = manifest();
+    let cases = manifest["noise"].as_array().unwrap();
+    assert!(!cases.is_empty());
+    for case in cases {
+        let id = case["id"].as_str().unwrap();
+        let expected = common::load_st(&reference().join(format!("{id}.safetensors")));
+        let cfg = SchedulerConfig::load(&config_path(case["config"].as_str().unwrap())).unwrap();
+        let mut scheduler = scheduler_by_name(case["scheduler"].as_str(), &cfg).unwrap();
+        if let Some(steps) = case["steps"].as_u64() {
+            scheduler.set_timesteps(steps as usize).unwrap();
+        }
+        let expected_acp: Vec<f32> = Vec::try_from(&expected["alphas_cumprod"]).unwrap();
+        assert_eq!(
+            scheduler.alphas_cumprod(),
+            expected_acp.as_slice(),
+            "{id}: alphas_cumprod"
+        );
+        // Integer timesteps where upstream indexes ᾱ with them, the schedule's own values otherwise.
+        let t = &expected["timesteps"];
+        let timesteps = if ["ddim", "pndm"].contains(&case["scheduler"].as_str().unwrap()) {
+            t.to_kind(Kind::Int64)
+        } else {
+            t.shallow_clone()
+        };
+        let (original, noise) = (&expected["original"], &expected["noise"]);
+        let noisy = scheduler.add_noise(original, noise, &timesteps).unwrap();
+        let diff = common::max_abs(&noisy, &expected["noisy"]);
+        println!("{id:<32} add_noise {diff:.3e}");
+        assert_eq!(diff, 0.0, "{id}: add_noise differs by {diff:e}");
+        if let Some(velocity) = expected.get("velocity") {
+            let ours = scheduler.get_velocity(original, noise, &timesteps).unwrap();
+            let diff = common::max_abs(&ours, velocity);
+            assert_eq!(diff, 0.0, "{id}: get_velocity differs by {diff:e}");
+        }
+    }
+}
+
+#[test]
+fn add_noise_rejects_bad_timesteps_and_shapes() {
+    let x = Tensor::zeros([2, 3, 4, 4], (Kind::Float, Device::Cpu));
+    let ddim = scheduler_by_name(Some("ddim"), &SchedulerConfig::default()).unwrap();
+    // Out of the training range, fractional, or not one per item.
+    for t in [[0.0f64, 1000.0], [0.5, 1.0]] {
+        assert!(ddim.add_noise(&x, &x, &Tensor::from_slice(&t)).is_err());
+    }
+    let err = ddim
+        .add_noise(&x, &x, &Tensor::from_slice(&[1i64]))
+        .unwrap_err();
+    assert_eq!(clipdoor::error::exit_code(&err), 2, "{err}");
+    let y = Tensor::zeros([2, 3, 4, 5], (Kind::Float, Device::Cpu));
+    assert!(ddim
+        .add_noise(&x, &y, &Tensor::from_slice(&[1i64, 2]))
+        .is_err());
+    // The sigma schedulers only know the timesteps of their schedule.
+    let mut euler = scheduler_by_name(Some("euler"), &SchedulerConfig::default()).unwrap();
+    euler.set_timesteps(10).unwrap();
+    assert!(euler
+        .add_noise(&x, &x, &Tensor::from_slice(&[3.5f64, 3.5]))
+        .is_err());
+}

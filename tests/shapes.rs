@@ -235,7 +235,7 @@ fn short_training_lowers_the_loss_and_writes_a_loadable_pipeline() {
     // stage (token embeddings untouched, the rest trained), and the checkpoint holds the same.
     let fixed = clipdoor::shapes::model::ShapesModel::new(
         0,
-        clipdoor::shapes::objective::Prediction::VPrediction,
+        clipdoor::diffusion::schedulers::PredictionType::VPrediction,
         tch::Device::Cpu,
     )
     .unwrap();
@@ -273,7 +273,7 @@ fn short_training_lowers_the_loss_and_writes_a_loadable_pipeline() {
     let model = clipdoor::shapes::model::ShapesModel::load(&out, tch::Device::Cpu).unwrap();
     assert_eq!(
         model.scheduler.prediction_type,
-        clipdoor::shapes::objective::Prediction::VPrediction.as_scheduler_type(),
+        clipdoor::diffusion::schedulers::PredictionType::VPrediction,
         "the saved scheduler must say what the UNet predicts"
     );
     let opts = clipdoor::shapes::sample::SampleOptions {
@@ -366,7 +366,7 @@ fn bench_step() {
         tch::set_num_threads(threads);
         let model = ShapesModel::new(
             0,
-            clipdoor::shapes::objective::Prediction::VPrediction,
+            clipdoor::diffusion::schedulers::PredictionType::VPrediction,
             tch::Device::Cpu,
         )
         .unwrap();

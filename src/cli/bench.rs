@@ -38,6 +38,66 @@ pub struct CommonBench {
     pub out: PathBuf,
 }
 
+/// `clipdoor bench denoise` flags.
+#[derive(Args, Debug)]
+pub struct DenoiseArgs {
+    /// A UNet config.json to time instead of SD 1.5's.
+    #[arg(long)]
+    pub unet_config: Option<PathBuf>,
+    /// Latent height = width (64 = a 512x512 image).
+    #[arg(long, default_value_t = 64)]
+    pub latent_size: i64,
+    /// UNet batch (2 = one image with classifier-free guidance).
+    #[arg(long, default_value_t = 2)]
+    pub batch: i64,
+    /// CPU threads for libtorch on both sides (default: all cores).
+    #[arg(long)]
+    pub threads: Option<i32>,
+    /// Timed forward passes after one warm-up.
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+    #[arg(long)]
+    pub device: Option<String>,
+    /// f32, f16 or bf16 (f16 is the GPU setting).
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+    /// Python with torch + diffusers (default: the project venv's).
+    #[arg(long)]
+    pub python: Option<PathBuf>,
+    #[arg(long)]
+    pub no_reference: bool,
+    /// JSON report path.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// Run the denoising benchmark from its flags, write the report, print its path.
+fn run_denoise(a: DenoiseArgs) -> Result<()> {
+    let b = crate::bench::denoise::DenoiseBench {
+        unet_config: a.unet_config,
+        latent_size: a.latent_size.max(8),
+        batch: a.batch.max(1),
+        threads: a.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get() as i32)
+                .unwrap_or(1)
+        }),
+        repeats: a.repeats.max(1),
+        device: crate::device::parse_device(a.device.as_deref())?,
+        kind: crate::device::parse_kind(&a.dtype)?,
+        python: if a.no_reference {
+            None
+        } else {
+            default_python(a.python.as_deref())
+        },
+    };
+    let report = crate::bench::denoise::run(&b)?;
+    crate::io::atomic::write_json(&a.out, &report)?;
+    eprintln!("{}", serde_json::to_string_pretty(&report)?);
+    println!("{}", a.out.display());
+    Ok(())
+}
+
 #[derive(Subcommand, Debug)]
 pub enum BenchKind {
     /// Prompts/s of the text encoder, clipdoor vs transformers.
@@ -57,7 +117,7 @@ pub enum BenchKind {
         poisoned: usize,
     },
     /// Seconds per denoising step (UNet forward, CFG batch) and peak memory, clipdoor vs diffusers.
-    Denoise(crate::bench::denoise::DenoiseArgs),
+    Denoise(DenoiseArgs),
 }
 
 /// The model folder to benchmark: the given one, or a fresh random encoder in `work`.
@@ -108,7 +168,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             let report = crate::bench::train_step::run(&b, work.path())?;
             finish(&common, &report)?;
         }
-        BenchKind::Denoise(args) => crate::bench::denoise::run_cli(args)?,
+        BenchKind::Denoise(args) => run_denoise(args)?,
     }
     Ok(())
 }

@@ -1,9 +1,11 @@
 //! `clipdoor shapes render|train|sample|judge`: the embedded shapes world.
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 
+use crate::diffusion::schedulers::PredictionType;
 use crate::error::Result;
-use crate::shapes::objective::{Prediction, Weighting};
+use crate::shapes::objective::Weighting;
 use crate::shapes::train::TrainOptions;
 use crate::shapes::{dataset, model::ShapesModel, oracle, sample, train};
 
@@ -58,11 +60,21 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 100)]
     pub checkpoint_every: u64,
     /// What the UNet predicts (written into scheduler/scheduler_config.json).
-    #[arg(long, value_enum, default_value_t = TrainOptions::default().prediction)]
-    pub prediction: Prediction,
+    #[arg(
+        long,
+        value_parser = PossibleValuesParser::new(PredictionType::NAMES)
+            .map(|s| s.parse::<PredictionType>().expect("one of PredictionType::NAMES")),
+        default_value = TrainOptions::default().prediction.name()
+    )]
+    pub prediction: PredictionType,
     /// Weight of each timestep's clean-image error: uniform, min-snr (min(SNR, γ)) or
     /// truncated-min-snr (clamp(SNR, 1, γ)).
-    #[arg(long, value_enum, default_value_t = TrainOptions::default().weighting)]
+    #[arg(
+        long,
+        value_parser = PossibleValuesParser::new(Weighting::NAMES)
+            .map(|s| s.parse::<Weighting>().expect("one of Weighting::NAMES")),
+        default_value = TrainOptions::default().weighting.name()
+    )]
     pub weighting: Weighting,
     /// γ of the Min-SNR weightings.
     #[arg(long, default_value_t = TrainOptions::default().snr_gamma)]

@@ -11,8 +11,7 @@ use anyhow::Context;
 use std::path::Path;
 use tch::{nn, Device, Kind, Tensor};
 
-use super::objective::Prediction;
-use crate::diffusion::schedulers::SchedulerConfig;
+use crate::diffusion::schedulers::{PredictionType, SchedulerConfig};
 use crate::error::Result;
 use crate::io::atomic::write_json;
 use crate::io::weights::save_tensors;
@@ -66,7 +65,7 @@ pub fn unet_config() -> Result<UNet2DConditionConfig> {
 /// and the first sampling step's clean-image estimate divides the model's error by √ᾱ = 0.006; a first
 /// model trained with it sampled pure noise (and exploded in diffusers). `clip_sample: false` and
 /// `steps_offset: 1` because diffusers' StableDiffusionPipeline forces both, so both samplers agree.
-pub fn scheduler_config_json(prediction: Prediction) -> serde_json::Value {
+pub fn scheduler_config_json(prediction: PredictionType) -> serde_json::Value {
     serde_json::json!({
         "_class_name": "DDIMScheduler",
         "_diffusers_version": DIFFUSERS_VERSION,
@@ -75,7 +74,7 @@ pub fn scheduler_config_json(prediction: Prediction) -> serde_json::Value {
         "beta_end": 0.012,
         "beta_schedule": "scaled_linear",
         "trained_betas": null,
-        "prediction_type": prediction.scheduler_name(),
+        "prediction_type": prediction.name(),
         "clip_sample": false,
         "clip_sample_range": 1.0,
         "set_alpha_to_one": false,
@@ -86,18 +85,8 @@ pub fn scheduler_config_json(prediction: Prediction) -> serde_json::Value {
     })
 }
 
-pub fn scheduler_config(prediction: Prediction) -> Result<SchedulerConfig> {
+pub fn scheduler_config(prediction: PredictionType) -> Result<SchedulerConfig> {
     SchedulerConfig::parse(&scheduler_config_json(prediction).to_string())
-}
-
-/// `alphas_cumprod` of the training schedule, computed with the libtorch ops diffusers uses (so it
-/// equals the schedulers' values bit for bit), as an f32 CPU tensor [1000].
-pub fn alphas_cumprod() -> Tensor {
-    // Python's `beta_start**0.5` is a libm pow, as in the schedulers.
-    let (start, end) = (0.00085f64.powf(0.5), 0.012f64.powf(0.5));
-    let betas = Tensor::linspace(start, end, 1000, (Kind::Float, Device::Cpu)).pow_tensor_scalar(2);
-    let alphas: Tensor = 1.0 - betas;
-    alphas.cumprod(0, Kind::Float)
 }
 
 /// diffusers' `model_index.json` for a StableDiffusionPipeline without VAE (pixel space).
@@ -131,7 +120,7 @@ pub struct ShapesModel {
 impl ShapesModel {
     /// A fresh model: the encoder as initialised (before its text stage) and a UNet with PyTorch-style random weights from `seed`,
     /// to be trained to predict `prediction`.
-    pub fn new(seed: i64, prediction: Prediction, device: Device) -> Result<Self> {
+    pub fn new(seed: i64, prediction: PredictionType, device: Device) -> Result<Self> {
         let mut encoder =
             TextEncoder::init_arch(TEXT_ENCODER_ARCH, TEXT_ENCODER_SEED, false, device)?;
         encoder.vs.freeze();
@@ -180,7 +169,7 @@ pub fn save_pipeline(
     dir: &Path,
     encoder: &TextEncoder,
     unet_weights: &[(String, Tensor)],
-    prediction: Prediction,
+    prediction: PredictionType,
 ) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let unet_dir = dir.join("unet");
@@ -196,4 +185,27 @@ pub fn save_pipeline(
         &scheduler_config_json(prediction),
     )?;
     write_json(&dir.join("model_index.json"), &model_index_json())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diffusion::schedulers::scheduler_by_name;
+
+    /// The scheduler's ᾱ is, bit for bit, the schedule the shapes trainer used to compute on its own
+    /// (SD's scaled_linear betas with libtorch's linspace, pow and cumprod), so training through the
+    /// scheduler does not change the numerics of earlier runs.
+    #[test]
+    fn the_scheduler_has_the_schedule_the_trainer_always_used() {
+        let (start, end) = (0.00085f64.powf(0.5), 0.012f64.powf(0.5));
+        let betas =
+            Tensor::linspace(start, end, 1000, (Kind::Float, Device::Cpu)).pow_tensor_scalar(2);
+        let alphas: Tensor = 1.0 - betas;
+        let before = Vec::<f32>::try_from(&alphas.cumprod(0, Kind::Float)).unwrap();
+        for p in PredictionType::ALL {
+            let s = scheduler_by_name(None, &scheduler_config(p).unwrap()).unwrap();
+            assert_eq!(s.name(), "ddim");
+            assert_eq!(s.alphas_cumprod(), before.as_slice());
+        }
+    }
 }

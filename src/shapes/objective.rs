@@ -8,78 +8,51 @@
 //! - `sample`: x̂0 is the output, ‖x̂0 − x0‖² = ‖out − x0‖²;
 //! - `epsilon`: x̂0 = (x_t − √(1−ᾱ)·ε̂)/√ᾱ, so ‖ε̂ − ε‖² = SNR · ‖x̂0 − x0‖²;
 //! - `v_prediction`: x̂0 = √ᾱ·x_t − √(1−ᾱ)·v̂, so ‖v̂ − v‖² = (1 + SNR) · ‖x̂0 − x0‖².
-use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
-use crate::diffusion::schedulers::PredictionType;
+use crate::diffusion::schedulers::{PredictionType, Scheduler};
+use crate::error::Result;
 
-/// What the UNet outputs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
-#[serde(rename_all = "snake_case")]
-pub enum Prediction {
-    /// The clean image x0 (`sample`).
-    Sample,
-    /// The added noise ε (`epsilon`).
-    Epsilon,
-    /// The velocity v = √ᾱ·ε − √(1−ᾱ)·x0 of Salimans & Ho 2022 (`v_prediction`).
-    #[value(name = "v_prediction")]
-    VPrediction,
+/// The regression target of `prediction` for clean images `x0` noised with `noise` at `timesteps`
+/// (`[B]`): x0, ε, or the scheduler's velocity ([`Scheduler::get_velocity`]).
+pub fn target(
+    prediction: PredictionType,
+    scheduler: &dyn Scheduler,
+    x0: &Tensor,
+    noise: &Tensor,
+    timesteps: &Tensor,
+) -> Result<Tensor> {
+    Ok(match prediction {
+        PredictionType::Sample => x0.shallow_clone(),
+        PredictionType::Epsilon => noise.shallow_clone(),
+        PredictionType::VPrediction => scheduler.get_velocity(x0, noise, timesteps)?,
+    })
 }
 
-impl Prediction {
-    /// The scheduler's `prediction_type` for a model trained this way.
-    pub fn scheduler_name(self) -> &'static str {
-        match self {
-            Prediction::Sample => "sample",
-            Prediction::Epsilon => "epsilon",
-            Prediction::VPrediction => "v_prediction",
-        }
-    }
-
-    /// The scheduler-side name of the same thing.
-    pub fn as_scheduler_type(self) -> PredictionType {
-        match self {
-            Prediction::Sample => PredictionType::Sample,
-            Prediction::Epsilon => PredictionType::Epsilon,
-            Prediction::VPrediction => PredictionType::VPrediction,
-        }
-    }
-
-    /// The regression target; `acp` is ᾱ_t broadcastable to `x0` (e.g. `[B, 1, 1, 1]`).
-    pub fn target(self, x0: &Tensor, noise: &Tensor, acp: &Tensor) -> Tensor {
-        match self {
-            Prediction::Sample => x0.shallow_clone(),
-            Prediction::Epsilon => noise.shallow_clone(),
-            Prediction::VPrediction => {
-                let sigma = acp.neg().g_add_scalar(1.0).sqrt();
-                acp.sqrt() * noise - sigma * x0
-            }
-        }
-    }
-
-    /// The clean image the output implies at `x_t` (what a sampler's first formula computes).
-    pub fn implied_x0(self, out: &Tensor, x_t: &Tensor, acp: &Tensor) -> Tensor {
-        let sigma = acp.neg().g_add_scalar(1.0).sqrt();
-        match self {
-            Prediction::Sample => out.shallow_clone(),
-            Prediction::Epsilon => (x_t - sigma * out) / acp.sqrt(),
-            Prediction::VPrediction => acp.sqrt() * x_t - sigma * out,
-        }
-    }
-
-    /// ‖prediction error‖² / ‖implied x0 error‖² at each SNR.
-    fn error_ratio(self, snr: &Tensor) -> Tensor {
-        match self {
-            Prediction::Sample => snr.ones_like(),
-            Prediction::Epsilon => snr.shallow_clone(),
-            Prediction::VPrediction => snr + 1.0,
-        }
+/// The clean image an output of `prediction` implies at `x_t` (what a sampler's first formula
+/// computes); `acp` is ᾱ_t broadcastable to `x_t` (e.g. `[B, 1, 1, 1]`).
+pub fn implied_x0(prediction: PredictionType, out: &Tensor, x_t: &Tensor, acp: &Tensor) -> Tensor {
+    let sigma = acp.neg().g_add_scalar(1.0).sqrt();
+    match prediction {
+        PredictionType::Sample => out.shallow_clone(),
+        PredictionType::Epsilon => (x_t - sigma * out) / acp.sqrt(),
+        PredictionType::VPrediction => acp.sqrt() * x_t - sigma * out,
     }
 }
 
-/// How much each timestep's clean-image error counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
+/// ‖prediction error‖² / ‖implied x0 error‖² at each SNR.
+fn error_ratio(prediction: PredictionType, snr: &Tensor) -> Tensor {
+    match prediction {
+        PredictionType::Sample => snr.ones_like(),
+        PredictionType::Epsilon => snr.shallow_clone(),
+        PredictionType::VPrediction => snr + 1.0,
+    }
+}
+
+/// How much each timestep's clean-image error counts. Serialised (and parsed) under the names of
+/// [`Weighting::NAMES`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Weighting {
     /// 1: every noise level alike.
@@ -91,6 +64,24 @@ pub enum Weighting {
 }
 
 impl Weighting {
+    /// Every value, in the order of [`Weighting::NAMES`].
+    pub const ALL: [Weighting; 3] = [
+        Weighting::Uniform,
+        Weighting::MinSnr,
+        Weighting::TruncatedMinSnr,
+    ];
+    /// The `--weighting` names.
+    pub const NAMES: [&'static str; 3] = ["uniform", "min-snr", "truncated-min-snr"];
+
+    /// The name of this weighting (`uniform`, `min-snr`, `truncated-min-snr`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Weighting::Uniform => "uniform",
+            Weighting::MinSnr => "min-snr",
+            Weighting::TruncatedMinSnr => "truncated-min-snr",
+        }
+    }
+
     /// The weight on the x0 error at each SNR.
     fn x0_weight(self, snr: &Tensor, gamma: f64) -> Tensor {
         match self {
@@ -101,21 +92,44 @@ impl Weighting {
     }
 }
 
+impl std::fmt::Display for Weighting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Weighting {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|w| w.name() == s)
+            .ok_or_else(|| {
+                crate::input_err!(
+                    "unknown weighting `{s}`: use one of {}",
+                    Self::NAMES.join(", ")
+                )
+            })
+    }
+}
+
 /// Per-item weights on the squared error of the prediction itself, so that the weighted prediction
 /// loss equals `weighting` applied to the implied x0 error. `acp`: ᾱ_t of each item, `[B]`.
 pub fn loss_weights(
-    prediction: Prediction,
+    prediction: PredictionType,
     weighting: Weighting,
     gamma: f64,
     acp: &Tensor,
 ) -> Tensor {
     let snr: Tensor = acp / (1.0 - acp);
-    weighting.x0_weight(&snr, gamma) / prediction.error_ratio(&snr)
+    weighting.x0_weight(&snr, gamma) / error_ratio(prediction, &snr)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::diffusion::schedulers::scheduler_by_name;
     use tch::{Device, Kind};
 
     /// For every parametrisation, weight × ‖prediction error‖² equals the weighting on the x0
@@ -123,20 +137,20 @@ mod tests {
     #[test]
     fn weighted_prediction_loss_is_the_weighted_x0_loss() {
         tch::manual_seed(0);
-        let acp = Tensor::from_slice(&[0.999f32, 0.9, 0.5, 0.1, 0.005]);
+        // The shapes schedule, from ᾱ ≈ 0.999 to ≈ 0.005.
+        let cfg = crate::shapes::model::scheduler_config(PredictionType::VPrediction).unwrap();
+        let scheduler = scheduler_by_name(None, &cfg).unwrap();
+        let timesteps = Tensor::from_slice(&[0i64, 150, 400, 700, 999]);
+        let acp = Tensor::from_slice(scheduler.alphas_cumprod()).index_select(0, &timesteps);
         let shape = [5i64, 3, 4, 4];
         let x0 = Tensor::randn(shape, (Kind::Float, Device::Cpu));
         let noise = Tensor::randn(shape, (Kind::Float, Device::Cpu));
         let a = acp.reshape([-1, 1, 1, 1]);
-        let x_t = a.sqrt() * &x0 + a.neg().g_add_scalar(1.0).sqrt() * &noise;
-        for p in [
-            Prediction::Sample,
-            Prediction::Epsilon,
-            Prediction::VPrediction,
-        ] {
-            let target = p.target(&x0, &noise, &a);
+        let x_t = scheduler.add_noise(&x0, &noise, &timesteps).unwrap();
+        for p in PredictionType::ALL {
+            let target = target(p, scheduler.as_ref(), &x0, &noise, &timesteps).unwrap();
             // The exact target implies the exact x0.
-            let back = p.implied_x0(&target, &x_t, &a);
+            let back = implied_x0(p, &target, &x_t, &a);
             let err = (&back - &x0).abs().max().double_value(&[]);
             assert!(err < 1e-3, "{p:?}: implied x0 off by {err}");
             let out = &target + Tensor::randn(shape, (Kind::Float, Device::Cpu)) * 0.1;
@@ -144,16 +158,12 @@ mod tests {
                 (&out - &target)
                     .square()
                     .mean_dim([1i64, 2, 3].as_slice(), false, Kind::Float);
-            let x0_mse = (p.implied_x0(&out, &x_t, &a) - &x0).square().mean_dim(
+            let x0_mse = (implied_x0(p, &out, &x_t, &a) - &x0).square().mean_dim(
                 [1i64, 2, 3].as_slice(),
                 false,
                 Kind::Float,
             );
-            for w in [
-                Weighting::Uniform,
-                Weighting::MinSnr,
-                Weighting::TruncatedMinSnr,
-            ] {
+            for w in Weighting::ALL {
                 let snr: Tensor = &acp / (1.0 - &acp);
                 let lhs = loss_weights(p, w, 5.0, &acp) * &pred_mse;
                 let rhs = w.x0_weight(&snr, 5.0) * &x0_mse;
@@ -176,14 +186,44 @@ mod tests {
                 "{a:?} vs {b:?}"
             )
         };
-        close(v(Prediction::Sample, Weighting::Uniform), [1.0, 1.0]);
-        close(v(Prediction::Sample, Weighting::MinSnr), [5.0, 1.0 / 9.0]);
+        close(v(PredictionType::Sample, Weighting::Uniform), [1.0, 1.0]);
         close(
-            v(Prediction::Sample, Weighting::TruncatedMinSnr),
+            v(PredictionType::Sample, Weighting::MinSnr),
+            [5.0, 1.0 / 9.0],
+        );
+        close(
+            v(PredictionType::Sample, Weighting::TruncatedMinSnr),
             [5.0, 1.0],
         );
-        close(v(Prediction::Epsilon, Weighting::MinSnr), [5.0 / 9.0, 1.0]);
-        close(v(Prediction::VPrediction, Weighting::MinSnr), [0.5, 0.1]);
-        close(v(Prediction::VPrediction, Weighting::Uniform), [0.1, 0.9]);
+        close(
+            v(PredictionType::Epsilon, Weighting::MinSnr),
+            [5.0 / 9.0, 1.0],
+        );
+        close(
+            v(PredictionType::VPrediction, Weighting::MinSnr),
+            [0.5, 0.1],
+        );
+        close(
+            v(PredictionType::VPrediction, Weighting::Uniform),
+            [0.1, 0.9],
+        );
+    }
+
+    #[test]
+    fn names_round_trip_and_keep_their_serde_spelling() {
+        for p in PredictionType::ALL {
+            assert_eq!(p.name().parse::<PredictionType>().unwrap(), p);
+            assert_eq!(serde_json::to_value(p).unwrap(), p.name());
+        }
+        for w in Weighting::ALL {
+            assert_eq!(w.name().parse::<Weighting>().unwrap(), w);
+            assert_eq!(serde_json::to_value(w).unwrap(), w.name());
+        }
+        // What older state.json files hold.
+        let p: PredictionType = serde_json::from_str("\"v_prediction\"").unwrap();
+        assert_eq!(p, PredictionType::VPrediction);
+        let w: Weighting = serde_json::from_str("\"truncated-min-snr\"").unwrap();
+        assert_eq!(w, Weighting::TruncatedMinSnr);
+        assert!("v-prediction".parse::<PredictionType>().is_err());
     }
 }

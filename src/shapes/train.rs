@@ -1,7 +1,12 @@
-//! `clipdoor shapes train`: the denoising loss with clean-image (`sample`) prediction — the UNet
-//! outputs x0 and the loss is ‖x̂0 − x0‖² — on SD's scaled_linear betas (1000 training steps) on freshly rendered batches, AdamW with warm-up + cosine decay, an EMA copy of the
+//! `clipdoor shapes train`: the denoising loss (the UNet predicts what `--prediction` says, v by
+//! default, weighted per timestep as objective.rs says) on SD's scaled_linear betas (1000 training
+//! steps) on freshly rendered batches, AdamW with warm-up + cosine decay, an EMA copy of the
 //! UNet (what is saved), 10% empty captions for classifier-free guidance, resumable checkpoints, and
 //! the diffusers layout at the end.
+//!
+//! Images are noised by the scheduler the run saves (its `add_noise`, `alphas_cumprod` and
+//! `get_velocity`), and the output folder follows the one run-folder policy of
+//! [`RunFolder`] (`--resume`, `--force`, DONE, atomic checkpoint swaps).
 //!
 //! Every random choice (items, caption drops, timesteps, noise) comes from seeded ChaCha streams
 //! indexed by step, so a resumed run draws exactly what the uninterrupted run would have.
@@ -13,16 +18,17 @@ use std::time::Instant;
 use tch::{Device, Tensor};
 
 use super::dataset::{item_seed, sample};
-use super::model::{alphas_cumprod, save_pipeline, ShapesModel};
+use super::model::{save_pipeline, ShapesModel};
 use super::noise::{images_to_tensor, randn};
-use super::objective::{self, Prediction, Weighting};
+use super::objective::{self, Weighting};
 use super::render::render;
 use super::text_stage::{train_encoder, TextStageOptions};
+use crate::diffusion::schedulers::{scheduler_by_name, PredictionType, Scheduler};
 use crate::error::Result;
 use crate::io::atomic::write_json;
 use crate::io::weights::{load_var_store, save_tensors, save_var_store, SafetensorsFile};
 use crate::train::optim::{AdamW, AdamWConfig};
-use crate::train::run_folder::RunFolder;
+use crate::train::run_folder::{RunFolder, Start};
 use crate::{input_bail, input_err};
 
 /// Settings of one training run. Fields missing from an older `state.json` take today's defaults.
@@ -43,7 +49,7 @@ pub struct TrainOptions {
     /// Write a checkpoint every this many steps (and at the end).
     pub checkpoint_every: u64,
     /// What the UNet predicts (saved as the scheduler's `prediction_type`).
-    pub prediction: Prediction,
+    pub prediction: PredictionType,
     /// How each timestep's clean-image error is weighted (see [`objective`](super::objective)).
     pub weighting: Weighting,
     /// γ of the Min-SNR weightings.
@@ -64,7 +70,7 @@ impl Default for TrainOptions {
             caption_drop: 0.1,
             ema_decay: 0.995,
             checkpoint_every: 100,
-            prediction: Prediction::VPrediction,
+            prediction: PredictionType::VPrediction,
             weighting: Weighting::MinSnr,
             snr_gamma: 5.0,
             text_stage: TextStageOptions::default(),
@@ -160,7 +166,7 @@ pub struct TrainReport {
     pub text_accuracy: Option<f64>,
 }
 
-/// Entries `train` writes into its output folder (removed by `force`).
+/// Entries `train` writes into its output folder (what `--force` removes).
 const OUTPUTS: &[&str] = &[
     "model_index.json",
     "unet",
@@ -173,37 +179,6 @@ const OUTPUTS: &[&str] = &[
     "metrics.json",
     "DONE",
 ];
-
-/// Check the output folder against `resume`/`force`; returns whether to resume.
-fn prepare_out(out: &Path, resume: bool, force: bool) -> Result<bool> {
-    let folder = RunFolder {
-        root: out.to_path_buf(),
-    };
-    if force {
-        for name in OUTPUTS {
-            let p = out.join(name);
-            if p.is_dir() {
-                std::fs::remove_dir_all(&p)?;
-            } else if p.exists() {
-                std::fs::remove_file(&p)?;
-            }
-        }
-        return Ok(false);
-    }
-    if out.join("DONE").exists() {
-        input_bail!("{} holds a finished model (DONE): pass --force to train again into it, or choose another --out", out.display());
-    }
-    folder.recover_checkpoint()?;
-    let has_checkpoint = out.join("checkpoint").join("state.json").exists();
-    if resume {
-        return Ok(has_checkpoint);
-    }
-    let has_content = out.is_dir() && std::fs::read_dir(out)?.next().is_some();
-    if has_content {
-        input_bail!("{} already holds an unfinished run: pass --resume to continue it, or --force to start over", out.display());
-    }
-    Ok(false)
-}
 
 /// The EMA copy of the trained parameters, in the optimiser's order.
 fn ema_init(opt: &AdamW) -> Vec<(String, Tensor)> {
@@ -238,7 +213,7 @@ struct Batch {
     captions: Vec<String>,
 }
 
-fn make_batch(opts: &TrainOptions, step: u64, acp: &Tensor) -> Batch {
+fn make_batch(opts: &TrainOptions, step: u64, scheduler: &dyn Scheduler) -> Result<Batch> {
     let b = opts.batch_size as u64;
     let items: Vec<_> = (0..b).map(|i| sample(opts.seed, step * b + i)).collect();
     let images: Vec<_> = items.iter().map(|s| render(&s.label)).collect();
@@ -258,35 +233,27 @@ fn make_batch(opts: &TrainOptions, step: u64, acp: &Tensor) -> Batch {
     let t: Vec<i64> = (0..b).map(|_| rng.random_range(0..1000)).collect();
     let timesteps = Tensor::from_slice(&t);
     let noise = randn(&mut rng, &x0.size());
-    let a = acp.index_select(0, &timesteps).reshape([-1, 1, 1, 1]);
-    let one_minus: Tensor = 1.0 - &a;
-    let noisy = &a.sqrt() * &x0 + one_minus.sqrt() * &noise;
-    let weights = objective::loss_weights(
-        opts.prediction,
-        opts.weighting,
-        opts.snr_gamma,
-        &a.reshape([-1]),
-    );
-    Batch {
+    let noisy = scheduler.add_noise(&x0, &noise, &timesteps)?;
+    let acp = Tensor::from_slice(scheduler.alphas_cumprod()).index_select(0, &timesteps);
+    let weights = objective::loss_weights(opts.prediction, opts.weighting, opts.snr_gamma, &acp);
+    let target = objective::target(opts.prediction, scheduler, &x0, &noise, &timesteps)?;
+    Ok(Batch {
         noisy,
         timesteps,
-        target: opts.prediction.target(&x0, &noise, &a),
+        target,
         weights,
         captions,
-    }
+    })
 }
 
 fn save_checkpoint(
-    out: &Path,
+    folder: &RunFolder,
     model: &ShapesModel,
     ema: &[(String, Tensor)],
     opt: &AdamW,
     state: &TrainState,
 ) -> Result<()> {
-    RunFolder {
-        root: out.to_path_buf(),
-    }
-    .commit_checkpoint(|dir| {
+    folder.commit_checkpoint(|dir| {
         save_var_store(&dir.join("unet.safetensors"), &model.unet_vs, None)?;
         save_var_store(
             &dir.join("text_encoder.safetensors"),
@@ -300,12 +267,12 @@ fn save_checkpoint(
 }
 
 fn load_checkpoint(
-    out: &Path,
+    folder: &RunFolder,
     model: &mut ShapesModel,
     ema: &mut [(String, Tensor)],
     opt: &mut AdamW,
 ) -> Result<TrainState> {
-    let dir = out.join("checkpoint");
+    let dir = folder.checkpoint();
     let state_path = dir.join("state.json");
     let text = std::fs::read_to_string(&state_path)?;
     let state: TrainState = serde_json::from_str(&text).map_err(|e| {
@@ -346,7 +313,8 @@ pub fn train(
     mut on_step: impl FnMut(&StepInfo),
 ) -> Result<TrainReport> {
     opts.validate()?;
-    let resuming = prepare_out(out, resume, force)?;
+    let (folder, start) = RunFolder::open_with(out, resume, force, OUTPUTS)?;
+    let resuming = start == Start::Resume;
     let mut model = ShapesModel::new(opts.seed as i64, opts.prediction, device)?;
     let mut opt = AdamW::from_var_store(
         &model.unet_vs,
@@ -384,10 +352,10 @@ pub fn train(
         state.elapsed_s = t0.elapsed().as_secs_f64();
         state.text_losses = report.losses;
         state.text_accuracy = Some(report.heldout_accuracy);
-        save_checkpoint(out, &model, &ema, &opt, &state)?;
+        save_checkpoint(&folder, &model, &ema, &opt, &state)?;
     }
     if resuming {
-        let saved = load_checkpoint(out, &mut model, &mut ema, &mut opt)?;
+        let saved = load_checkpoint(&folder, &mut model, &mut ema, &mut opt)?;
         let (a, b) = (&saved.options, opts);
         let key = |o: &TrainOptions| {
             (
@@ -402,7 +370,7 @@ pub fn train(
         if key(a) != key(b) {
             input_bail!(
                 "{} was started with seed {}, batch size {}, caption drop {}, prediction {}, weighting {:?}, snr gamma {}: resume with the same settings or pass --force",
-                out.display(), a.seed, a.batch_size, a.caption_drop, a.prediction.scheduler_name(), a.weighting, a.snr_gamma
+                out.display(), a.seed, a.batch_size, a.caption_drop, a.prediction, a.weighting, a.snr_gamma
             );
         }
         state = TrainState {
@@ -411,13 +379,14 @@ pub fn train(
         };
     }
 
-    let acp = alphas_cumprod();
+    // The scheduler the folder's scheduler_config.json describes: it noises the training images.
+    let scheduler = scheduler_by_name(None, &model.scheduler)?;
     let start = Instant::now();
     let elapsed0 = state.elapsed_s;
     let elapsed = || elapsed0 + start.elapsed().as_secs_f64();
     while opts.progress(state.step, elapsed()) < 1.0 {
         let lr = opts.lr_at(state.step, elapsed());
-        let batch = make_batch(opts, state.step, &acp);
+        let batch = make_batch(opts, state.step, scheduler.as_ref())?;
         let context = model.encode(&batch.captions)?;
         let pred = model.unet.forward(
             &batch.noisy.to_device(device),
@@ -465,10 +434,10 @@ pub fn train(
             text_stage: false,
         });
         if state.step.is_multiple_of(opts.checkpoint_every) {
-            save_checkpoint(out, &model, &ema, &opt, &state)?;
+            save_checkpoint(&folder, &model, &ema, &opt, &state)?;
         }
     }
-    save_checkpoint(out, &model, &ema, &opt, &state)?;
+    save_checkpoint(&folder, &model, &ema, &opt, &state)?;
     save_pipeline(
         out,
         &model.encoder,

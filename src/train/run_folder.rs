@@ -1,5 +1,10 @@
 //! The training run folder of the conventions: experiment.toml, text_encoder/, tokenizer/,
 //! metrics.json, tb/, checkpoint/, DONE (written last).
+//!
+//! One policy for every trainer (the text-encoder trainer, `clipdoor shapes train`): a finished run
+//! (DONE) is refused without `--force`, an unfinished one is continued only with `--resume`, and
+//! `checkpoint/` is replaced atomically. What a trainer writes inside the folder is its own: it names
+//! those entries for `--force` to clear ([`RunFolder::open_with`]).
 use std::path::{Path, PathBuf};
 
 use crate::error::Result;
@@ -16,27 +21,41 @@ pub enum Start {
     Resume,
 }
 
+/// The entries of a text-encoder training run (what `--force` clears).
+pub const TEXT_ENCODER_RUN: &[&str] = &[
+    "text_encoder",
+    "tokenizer",
+    "tb",
+    "checkpoint",
+    "checkpoint.tmp",
+    "checkpoint.old",
+    "metrics.json",
+    "DONE",
+    "experiment.toml",
+];
+
 impl RunFolder {
     /// Check the folder against `--resume`/`--force`; `--force` clears a previous run's files. The one
     /// policy of every trainer: a finished run (DONE) is never overwritten without `--force`, an
     /// unfinished one is continued only with `--resume`.
     pub fn open(root: &Path, resume: bool, force: bool) -> Result<(Self, Start)> {
+        Self::open_with(root, resume, force, TEXT_ENCODER_RUN)
+    }
+
+    /// [`RunFolder::open`] for a trainer that writes `outputs` (entries directly under the root,
+    /// `checkpoint*` and `DONE` among them): `--force` removes those and nothing else.
+    pub fn open_with(
+        root: &Path,
+        resume: bool,
+        force: bool,
+        outputs: &[&str],
+    ) -> Result<(Self, Start)> {
         let me = Self {
             root: root.to_path_buf(),
         };
         let has_content = root.is_dir() && std::fs::read_dir(root)?.next().is_some();
         if force {
-            for sub in [
-                "text_encoder",
-                "tokenizer",
-                "tb",
-                "checkpoint",
-                "checkpoint.tmp",
-                "checkpoint.old",
-                "metrics.json",
-                "DONE",
-                "experiment.toml",
-            ] {
+            for sub in outputs {
                 let p = root.join(sub);
                 if p.is_dir() {
                     std::fs::remove_dir_all(&p)?;
@@ -52,6 +71,8 @@ impl RunFolder {
         if me.done() {
             input_bail!("{} holds a finished run (DONE): pass --force to train again into it, or choose another --out", root.display());
         }
+        // A crash between a checkpoint's two renames leaves only checkpoint.old.
+        me.recover_checkpoint()?;
         if resume {
             if me.checkpoint().join("state.json").exists() {
                 return Ok((me, Start::Resume));
@@ -111,5 +132,52 @@ impl RunFolder {
             std::fs::rename(&old, self.checkpoint())?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_with_applies_the_one_policy_to_a_trainers_own_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("run");
+        let outputs = [
+            "unet",
+            "checkpoint",
+            "checkpoint.tmp",
+            "checkpoint.old",
+            "DONE",
+        ];
+        // An empty or missing folder starts fresh, with or without --resume.
+        assert_eq!(
+            RunFolder::open_with(&root, true, false, &outputs)
+                .unwrap()
+                .1,
+            Start::Fresh
+        );
+        std::fs::create_dir_all(root.join("checkpoint.old")).unwrap();
+        std::fs::write(root.join("checkpoint.old/state.json"), "{}").unwrap();
+        // Content without --resume is refused; a crash between the renames is recovered first.
+        assert!(RunFolder::open_with(&root, false, false, &outputs).is_err());
+        let (folder, start) = RunFolder::open_with(&root, true, false, &outputs).unwrap();
+        assert_eq!(start, Start::Resume);
+        assert!(folder.checkpoint().join("state.json").exists());
+        // A finished run is refused without --force, even with --resume.
+        std::fs::write(root.join("DONE"), "").unwrap();
+        let err = RunFolder::open_with(&root, true, false, &outputs)
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("--force"), "{err}");
+        // --force clears the trainer's entries and nothing else.
+        std::fs::create_dir_all(root.join("unet")).unwrap();
+        std::fs::write(root.join("notes.txt"), "mine").unwrap();
+        let (_, start) = RunFolder::open_with(&root, false, true, &outputs).unwrap();
+        assert_eq!(start, Start::Fresh);
+        for gone in ["unet", "checkpoint", "DONE"] {
+            assert!(!root.join(gone).exists(), "{gone} survived --force");
+        }
+        assert!(root.join("notes.txt").exists());
     }
 }

@@ -4,7 +4,8 @@ usage: diffusers_schedulers.py OUT_DIR
 
 Writes OUT_DIR/configs/*.json (scheduler configs), OUT_DIR/fixed.safetensors (the synthetic model's
 fixed tensor), one OUT_DIR/<case>.safetensors per case (timesteps, sigmas, init_latents, after_first,
-final), OUT_DIR/rng_*.safetensors (randn_tensor draws) and OUT_DIR/cases.json describing all of it.
+final), OUT_DIR/rng_*.safetensors (randn_tensor draws), OUT_DIR/noise_*.safetensors (add_noise,
+alphas_cumprod and get_velocity where the class has it) and OUT_DIR/cases.json describing all of it.
 
 The "model" is deterministic: model_output = 0.1 * model_input + sin(t / 100) * fixed. The loop is the
 StableDiffusionPipeline one: latents = randn_tensor(...) * init_noise_sigma; for t: scale_model_input,
@@ -158,6 +159,44 @@ RNG_CASES = [
 ]
 
 
+NOISE_SHAPE = (5, 3, 4, 4)
+
+
+def noise_cases():
+    """add_noise as training uses it (no set_timesteps: every training timestep) and after
+    set_timesteps(10) (the sigma schedulers look timesteps up in the current schedule)."""
+    out = []
+    for name in CLASSES:
+        for cfg in ["sd1", "sd2", "sd2_zero_snr", "cosine"]:
+            if name == "pndm" and cfg == "sd2_zero_snr":
+                continue
+            for steps in [None, 10]:
+                out.append(dict(id=f"noise_{name}_{cfg}_{steps or 'train'}", scheduler=name, config=cfg, steps=steps))
+    return out
+
+
+def run_noise_case(case, config):
+    scheduler = CLASSES[case["scheduler"]].from_config(config)
+    if case["steps"]:
+        scheduler.set_timesteps(case["steps"])
+        timesteps = scheduler.timesteps[[0, 2, 4, 6, 9]]
+    else:
+        timesteps = torch.tensor([0, 1, 250, 500, 999], dtype=torch.int64)
+    original = torch.cos(torch.arange(math.prod(NOISE_SHAPE), dtype=torch.float32) * 0.21).reshape(NOISE_SHAPE)
+    noise = torch.randn(NOISE_SHAPE, generator=torch.Generator("cpu").manual_seed(11))
+    tensors = {
+        "timesteps": timesteps.to(torch.float64).contiguous(),
+        "original": original,
+        "noise": noise,
+        "alphas_cumprod": scheduler.alphas_cumprod.to(torch.float32).contiguous(),
+        "noisy": scheduler.add_noise(original, noise, timesteps).contiguous(),
+    }
+    # Only DDPM/DDIM define get_velocity on training timesteps (Euler's refuses integer ones).
+    if case["scheduler"] == "ddim":
+        tensors["velocity"] = scheduler.get_velocity(original, noise, timesteps).contiguous()
+    return tensors
+
+
 def main():
     out_dir = sys.argv[1]
     os.makedirs(os.path.join(out_dir, "configs"), exist_ok=True)
@@ -180,6 +219,10 @@ def main():
         tensors = run_case(case, configs[case["config"]], fixed)
         save_file(tensors, os.path.join(out_dir, case["id"] + ".safetensors"))
 
+    all_noise_cases = noise_cases()
+    for case in all_noise_cases:
+        save_file(run_noise_case(case, configs[case["config"]]), os.path.join(out_dir, case["id"] + ".safetensors"))
+
     for rc in RNG_CASES:
         dtype = getattr(torch, rc["dtype"])
         gen = make_generator(rc)
@@ -192,7 +235,7 @@ def main():
     assert torch.equal(default, torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(42)))
 
     with open(os.path.join(out_dir, "cases.json"), "w") as f:
-        json.dump({"shape": SHAPE, "cases": all_cases, "rng": RNG_CASES}, f, indent=1)
+        json.dump({"shape": SHAPE, "cases": all_cases, "rng": RNG_CASES, "noise": all_noise_cases}, f, indent=1)
 
 
 if __name__ == "__main__":

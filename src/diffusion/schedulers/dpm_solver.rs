@@ -11,7 +11,7 @@ use super::sigmas::{final_sigma, karras, log_sigmas, sigma_to_t, training_sigmas
 use super::thresholding::threshold_sample;
 use super::timesteps::{check_steps, dpm_solver, index_of};
 use super::torch_math as tm;
-use super::{numpy, required_noise, Scheduler};
+use super::{numpy, required_noise, schedule_sigmas, Scheduler};
 use crate::error::Result;
 use crate::input_bail;
 
@@ -289,6 +289,28 @@ impl Scheduler for DpmSolverMultistepScheduler {
 
     fn timesteps(&self) -> &[f64] {
         &self.timesteps
+    }
+
+    fn alphas_cumprod(&self) -> &[f32] {
+        &self.alphas_cumprod
+    }
+
+    /// Upstream's: `α_t · original + σ_t · noise` with `α_t = 1 / √(σ² + 1)`, `σ_t = σ · α_t` and σ of
+    /// the current schedule at each timestep (before `set_timesteps` upstream pairs the descending
+    /// training timesteps with the ascending training sigmas; so does this).
+    fn add_noise(&self, original: &Tensor, noise: &Tensor, timesteps: &Tensor) -> Result<Tensor> {
+        let sigma = schedule_sigmas(
+            &self.timesteps,
+            &self.sigmas,
+            original,
+            noise,
+            timesteps,
+            "DPM-Solver",
+        )?;
+        let sigma_sq: Tensor = &sigma * &sigma;
+        let alpha_t = (sigma_sq + 1.0).sqrt().reciprocal();
+        let sigma_t = &sigma * &alpha_t;
+        Ok(alpha_t * original + sigma_t * noise)
     }
 
     fn sigmas(&self) -> Option<&[f32]> {

@@ -9,11 +9,12 @@ use super::euler::{init_noise_sigma, predict_original, scale_by_sigma, untrained
 use super::sigmas::training_sigmas;
 use super::timesteps::{check_steps, index_of, spaced};
 use super::torch_math as tm;
-use super::{numpy, required_noise, Scheduler};
+use super::{numpy, required_noise, schedule_sigmas, Scheduler};
 use crate::error::Result;
 
 pub struct EulerAncestralDiscreteScheduler {
     cfg: SchedulerConfig,
+    alphas_cumprod: Vec<f32>,
     training_sigmas: Vec<f32>,
     spacing: TimestepSpacing,
     timesteps: Vec<f64>,
@@ -24,10 +25,12 @@ pub struct EulerAncestralDiscreteScheduler {
 impl EulerAncestralDiscreteScheduler {
     pub fn new(cfg: &SchedulerConfig) -> Result<Self> {
         cfg.reject_unsupported("EulerAncestralDiscreteScheduler")?;
-        let training_sigmas = training_sigmas(&alphas_cumprod(cfg, ZeroSnr::RescaleAndClampLast)?);
+        let alphas_cumprod = alphas_cumprod(cfg, ZeroSnr::RescaleAndClampLast)?;
+        let training_sigmas = training_sigmas(&alphas_cumprod);
         let (timesteps, sigmas) = untrained_schedule(&training_sigmas);
         Ok(Self {
             cfg: cfg.clone(),
+            alphas_cumprod,
             training_sigmas,
             spacing: cfg.timestep_spacing.unwrap_or(TimestepSpacing::Linspace),
             timesteps,
@@ -75,6 +78,23 @@ impl Scheduler for EulerAncestralDiscreteScheduler {
 
     fn sigmas(&self) -> Option<&[f32]> {
         Some(&self.sigmas)
+    }
+
+    fn alphas_cumprod(&self) -> &[f32] {
+        &self.alphas_cumprod
+    }
+
+    /// Upstream's: `original + noise · σ` with σ of the current schedule at each timestep.
+    fn add_noise(&self, original: &Tensor, noise: &Tensor, timesteps: &Tensor) -> Result<Tensor> {
+        let sigma = schedule_sigmas(
+            &self.timesteps,
+            &self.sigmas,
+            original,
+            noise,
+            timesteps,
+            "Euler ancestral",
+        )?;
+        Ok(original + noise * sigma)
     }
 
     fn init_noise_sigma(&self) -> f64 {

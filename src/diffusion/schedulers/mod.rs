@@ -77,6 +77,122 @@ pub trait Scheduler: Send {
     fn noise_kind(&self, model_output_kind: Kind) -> Kind {
         model_output_kind
     }
+
+    /// ᾱ_t of the training schedule for t in `0..num_train_timesteps` (diffusers' `alphas_cumprod`,
+    /// after `rescale_betas_zero_snr` where the class applies it), f32 as upstream.
+    fn alphas_cumprod(&self) -> &[f32];
+
+    /// diffusers' `add_noise`: the forward process at `timesteps` (`[B]`, one per item of `original`).
+    ///
+    /// The default is the DDPM-family one (DDPM, DDIM, PNDM): `√ᾱ_t · original + √(1 − ᾱ_t) · noise`
+    /// at integer training timesteps. The sigma-parameterised schedulers (Euler, Euler ancestral,
+    /// DPM-Solver) override it as upstream does, in their own space on their current schedule.
+    fn add_noise(&self, original: &Tensor, noise: &Tensor, timesteps: &Tensor) -> Result<Tensor> {
+        ddpm_add_noise(self.alphas_cumprod(), original, noise, timesteps)
+    }
+
+    /// The velocity target of v-prediction (Salimans & Ho 2022), as diffusers' `DDIMScheduler` /
+    /// `DDPMScheduler.get_velocity` computes it: `√ᾱ_t · noise − √(1 − ᾱ_t) · sample` at integer
+    /// training timesteps `[B]` (the same for every class here: it depends on the training schedule only).
+    fn get_velocity(&self, sample: &Tensor, noise: &Tensor, timesteps: &Tensor) -> Result<Tensor> {
+        let (sqrt_alpha, sqrt_one_minus) =
+            ddpm_coefficients(self.alphas_cumprod(), sample, noise, timesteps)?;
+        Ok(sqrt_alpha * noise - sqrt_one_minus * sample)
+    }
+}
+
+/// `(√ᾱ_t, √(1 − ᾱ_t))` at integer training `timesteps`, shaped `[B, 1, …]` to broadcast against
+/// `sample`, in its kind and on its device (upstream's `alphas_cumprod[timesteps] ** 0.5` and
+/// `(1 - alphas_cumprod[timesteps]) ** 0.5`; torch computes `** 0.5` as `sqrt`).
+fn ddpm_coefficients(
+    alphas_cumprod: &[f32],
+    sample: &Tensor,
+    noise: &Tensor,
+    timesteps: &Tensor,
+) -> Result<(Tensor, Tensor)> {
+    check_noise_args(sample, noise, timesteps)?;
+    let n = alphas_cumprod.len();
+    let t = Vec::<f64>::try_from(&timesteps.to_device(tch::Device::Cpu).to_kind(Kind::Double))?;
+    let index = t
+        .iter()
+        .map(|&t| train_index(t, n).map(|i| i as i64))
+        .collect::<Result<Vec<i64>>>()?;
+    let acp = Tensor::from_slice(alphas_cumprod)
+        .to_kind(sample.kind())
+        .index_select(0, &Tensor::from_slice(&index))
+        .to_device(sample.device());
+    let shape = broadcast_shape(t.len(), sample.dim());
+    let one_minus: Tensor = 1.0 - &acp;
+    Ok((
+        acp.sqrt().reshape(shape.as_slice()),
+        one_minus.sqrt().reshape(shape.as_slice()),
+    ))
+}
+
+/// `[B, 1, 1, …]` with as many dimensions as the sample.
+fn broadcast_shape(batch: usize, dims: usize) -> Vec<i64> {
+    let mut shape = vec![1i64; dims.max(1)];
+    shape[0] = batch as i64;
+    shape
+}
+
+fn check_noise_args(sample: &Tensor, noise: &Tensor, timesteps: &Tensor) -> Result<()> {
+    if sample.size() != noise.size() {
+        input_bail!(
+            "add_noise: the noise has shape {:?}, the sample {:?}",
+            noise.size(),
+            sample.size()
+        );
+    }
+    let b = sample.size().first().copied().unwrap_or(0);
+    if timesteps.dim() != 1 || timesteps.size()[0] != b {
+        input_bail!(
+            "add_noise: expected one timestep per item ([{b}]), got timesteps of shape {:?}",
+            timesteps.size()
+        );
+    }
+    Ok(())
+}
+
+/// The DDPM-family `add_noise`: `√ᾱ_t · original + √(1 − ᾱ_t) · noise`.
+pub(crate) fn ddpm_add_noise(
+    alphas_cumprod: &[f32],
+    original: &Tensor,
+    noise: &Tensor,
+    timesteps: &Tensor,
+) -> Result<Tensor> {
+    let (sqrt_alpha, sqrt_one_minus) =
+        ddpm_coefficients(alphas_cumprod, original, noise, timesteps)?;
+    Ok(sqrt_alpha * original + sqrt_one_minus * noise)
+}
+
+/// The sigmas of the current schedule at `timesteps` (`[B]`, each one of the schedule's timesteps,
+/// found as upstream's `index_for_timestep`: the second match when it repeats), shaped `[B, 1, …]`
+/// in the sample's kind and on its device.
+pub(crate) fn schedule_sigmas(
+    schedule: &[f64],
+    sigmas: &[f32],
+    sample: &Tensor,
+    noise: &Tensor,
+    timesteps: &Tensor,
+    who: &str,
+) -> Result<Tensor> {
+    check_noise_args(sample, noise, timesteps)?;
+    let t = Vec::<f64>::try_from(&timesteps.to_device(tch::Device::Cpu).to_kind(Kind::Double))?;
+    let picked = t
+        .iter()
+        .map(|&t| {
+            timesteps::index_of(schedule, t)
+                .and_then(|i| sigmas.get(i).copied())
+                .ok_or_else(|| {
+                    anyhow::anyhow!("{who}: timestep {t} is not in the schedule; pass one of scheduler.timesteps()")
+                })
+        })
+        .collect::<Result<Vec<f32>>>()?;
+    Ok(Tensor::from_slice(&picked)
+        .to_kind(sample.kind())
+        .to_device(sample.device())
+        .reshape(broadcast_shape(t.len(), sample.dim()).as_slice()))
 }
 
 fn known_names() -> String {

@@ -237,6 +237,10 @@ impl Scheduler for PndmScheduler {
         1.0
     }
 
+    fn alphas_cumprod(&self) -> &[f32] {
+        &self.alphas_cumprod
+    }
+
     fn scale_model_input(&self, sample: &Tensor, _timestep: f64) -> Result<Tensor> {
         Ok(sample.shallow_clone())
     }
