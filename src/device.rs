@@ -28,16 +28,6 @@ pub fn parse_device(s: Option<&str>) -> Result<Device> {
     Ok(dev)
 }
 
-/// Parse a compute dtype name: f32, f16, bf16.
-pub fn parse_kind(s: &str) -> Result<tch::Kind> {
-    Ok(match s {
-        "f32" | "float32" | "fp32" => tch::Kind::Float,
-        "f16" | "float16" | "fp16" => tch::Kind::Half,
-        "bf16" | "bfloat16" => tch::Kind::BFloat16,
-        other => input_bail!("unknown dtype `{other}`: use f32, f16 or bf16"),
-    })
-}
-
 /// The name transformers writes as `torch_dtype`.
 pub fn kind_name(k: tch::Kind) -> &'static str {
     match k {

@@ -173,6 +173,16 @@ choice_enum! {
 }
 
 impl Dtype {
+    /// The dtype of a libtorch kind (`None` for non-float kinds).
+    pub fn of(kind: tch::Kind) -> Option<Self> {
+        match kind {
+            tch::Kind::Float => Some(Self::F32),
+            tch::Kind::Half => Some(Self::F16),
+            tch::Kind::BFloat16 => Some(Self::Bf16),
+            _ => None,
+        }
+    }
+
     pub fn kind(self) -> tch::Kind {
         match self {
             Self::F32 => tch::Kind::Float,

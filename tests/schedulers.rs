@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use clipdoor::diffusion::rng::DiffusersGenerator;
-use clipdoor::diffusion::schedulers::{scheduler_by_name, scheduler_by_name_str, SchedulerConfig};
+use clipdoor::diffusion::schedulers::{scheduler_by_name, SchedulerConfig};
 use clipdoor::settings::SchedulerKind;
 use serde_json::Value;
 use tch::{Device, Kind, Tensor};
@@ -223,7 +223,7 @@ fn generator_list_must_match_batch() {
 
 #[test]
 fn unknown_scheduler_name_is_an_input_error() {
-    let err = scheduler_by_name_str(Some("lms"), &SchedulerConfig::default())
+    let err = clipdoor::diffusion::schedulers::parse_scheduler("lms")
         .err()
         .expect("lms is unknown");
     assert_eq!(clipdoor::error::exit_code(&err), 2);
@@ -318,7 +318,9 @@ fn add_noise_and_velocity_match_diffusers() {
         let id = case["id"].as_str().unwrap();
         let expected = common::load_st(&reference().join(format!("{id}.safetensors")));
         let cfg = SchedulerConfig::load(&config_path(case["config"].as_str().unwrap())).unwrap();
-        let mut scheduler = scheduler_by_name(case["scheduler"].as_str(), &cfg).unwrap();
+        let mut scheduler =
+            scheduler_by_name(case["scheduler"].as_str().map(|n| n.parse().unwrap()), &cfg)
+                .unwrap();
         if let Some(steps) = case["steps"].as_u64() {
             scheduler.set_timesteps(steps as usize).unwrap();
         }
@@ -351,7 +353,7 @@ fn add_noise_and_velocity_match_diffusers() {
 #[test]
 fn add_noise_rejects_bad_timesteps_and_shapes() {
     let x = Tensor::zeros([2, 3, 4, 4], (Kind::Float, Device::Cpu));
-    let ddim = scheduler_by_name(Some("ddim"), &SchedulerConfig::default()).unwrap();
+    let ddim = scheduler_by_name(Some(SchedulerKind::Ddim), &SchedulerConfig::default()).unwrap();
     // Out of the training range, fractional, or not one per item.
     for t in [[0.0f64, 1000.0], [0.5, 1.0]] {
         assert!(ddim.add_noise(&x, &x, &Tensor::from_slice(&t)).is_err());
@@ -365,7 +367,8 @@ fn add_noise_rejects_bad_timesteps_and_shapes() {
         .add_noise(&x, &y, &Tensor::from_slice(&[1i64, 2]))
         .is_err());
     // The sigma schedulers only know the timesteps of their schedule.
-    let mut euler = scheduler_by_name(Some("euler"), &SchedulerConfig::default()).unwrap();
+    let mut euler =
+        scheduler_by_name(Some(SchedulerKind::Euler), &SchedulerConfig::default()).unwrap();
     euler.set_timesteps(10).unwrap();
     assert!(euler
         .add_noise(&x, &x, &Tensor::from_slice(&[3.5f64, 3.5]))

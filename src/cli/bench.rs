@@ -56,11 +56,11 @@ pub struct DenoiseArgs {
     /// Timed forward passes after one warm-up.
     #[arg(long, default_value_t = 3)]
     pub repeats: usize,
-    #[arg(long)]
-    pub device: Option<String>,
-    /// f32, f16 or bf16 (f16 is the GPU setting).
-    #[arg(long, default_value = "f32")]
-    pub dtype: String,
+    #[command(flatten)]
+    pub device: super::args::DeviceArgs,
+    /// (f16 is the GPU setting.)
+    #[command(flatten)]
+    pub dtype: super::args::DtypeArgs,
     /// Python with torch + diffusers (default: the project venv's).
     #[arg(long)]
     pub python: Option<PathBuf>,
@@ -83,8 +83,8 @@ fn run_denoise(a: DenoiseArgs) -> Result<()> {
                 .unwrap_or(1)
         }),
         repeats: a.repeats.max(1),
-        device: crate::device::parse_device(a.device.as_deref())?,
-        kind: crate::device::parse_kind(&a.dtype)?,
+        device: a.device.device(),
+        kind: a.dtype.dtype.kind(),
         python: if a.no_reference {
             None
         } else {

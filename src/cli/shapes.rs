@@ -1,10 +1,11 @@
 //! `clipdoor shapes render|train|sample|judge`: the embedded shapes world.
-use clap::builder::{PossibleValuesParser, TypedValueParser};
+
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 
 use crate::diffusion::schedulers::PredictionType;
 use crate::error::Result;
+use crate::settings::SchedulerKind;
 use crate::shapes::objective::Weighting;
 use crate::shapes::train::TrainOptions;
 use crate::shapes::{dataset, model::ShapesModel, oracle, sample, train};
@@ -62,8 +63,7 @@ pub struct TrainArgs {
     /// What the UNet predicts (written into scheduler/scheduler_config.json).
     #[arg(
         long,
-        value_parser = PossibleValuesParser::new(PredictionType::NAMES)
-            .map(|s| s.parse::<PredictionType>().expect("one of PredictionType::NAMES")),
+        value_parser = super::args::choice::<PredictionType>(),
         default_value = TrainOptions::default().prediction.name()
     )]
     pub prediction: PredictionType,
@@ -71,8 +71,7 @@ pub struct TrainArgs {
     /// truncated-min-snr (clamp(SNR, 1, γ)).
     #[arg(
         long,
-        value_parser = PossibleValuesParser::new(Weighting::NAMES)
-            .map(|s| s.parse::<Weighting>().expect("one of Weighting::NAMES")),
+        value_parser = super::args::choice::<Weighting>(),
         default_value = TrainOptions::default().weighting.name()
     )]
     pub weighting: Weighting,
@@ -88,8 +87,8 @@ pub struct TrainArgs {
     /// Discard what OUT holds and start over.
     #[arg(long)]
     pub force: bool,
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
+    #[command(flatten)]
+    pub device: super::args::DeviceArgs,
     /// libtorch CPU threads (default: libtorch's choice). On a machine shared with other jobs, 1 is
     /// several times faster than oversubscribed threads that spin-wait.
     #[arg(long)]
@@ -110,13 +109,14 @@ pub struct SampleArgs {
     pub steps: usize,
     #[arg(long, default_value_t = 4.0)]
     pub guidance: f64,
-    #[arg(long, default_value = "ddim")]
-    pub scheduler: String,
+    /// A deterministic sampler (not euler-a).
+    #[arg(long, default_value = "ddim", value_parser = super::args::choice::<SchedulerKind>())]
+    pub scheduler: SchedulerKind,
     /// Where to write the PNGs and judged.jsonl (optional).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
+    #[command(flatten)]
+    pub device: super::args::DeviceArgs,
 }
 
 #[derive(Args, Debug)]
@@ -143,7 +143,7 @@ fn render(a: RenderArgs) -> Result<()> {
 }
 
 fn train_cmd(a: TrainArgs) -> Result<()> {
-    let device = crate::device::parse_device(Some(&a.device))?;
+    let device = a.device.device();
     if let Some(n) = a.threads {
         if n < 1 {
             crate::input_bail!("--threads must be at least 1");
@@ -218,7 +218,7 @@ fn train_cmd(a: TrainArgs) -> Result<()> {
 }
 
 fn sample_cmd(a: SampleArgs) -> Result<()> {
-    let device = crate::device::parse_device(Some(&a.device))?;
+    let device = a.device.device();
     let model = ShapesModel::load(&a.model, device)?;
     let opts = sample::SampleOptions {
         scheduler: a.scheduler,

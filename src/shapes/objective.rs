@@ -98,6 +98,17 @@ impl std::fmt::Display for Weighting {
     }
 }
 
+impl crate::settings::Choice for Weighting {
+    const NAMES: &'static [&'static str] = &Weighting::NAMES;
+    const WHAT: &'static str = "loss weighting";
+    fn from_name(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|w| w.name() == s)
+    }
+    fn name(self) -> &'static str {
+        Weighting::name(self)
+    }
+}
+
 impl std::str::FromStr for Weighting {
     type Err = anyhow::Error;
 

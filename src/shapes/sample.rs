@@ -12,13 +12,14 @@ use super::labels::{Color, Shape, IMAGE_SIZE};
 use super::model::ShapesModel;
 use super::noise::{randn, tensor_to_images};
 use super::oracle::{judge, Judgement};
-use crate::diffusion::schedulers::scheduler_by_name_str as scheduler_by_name;
+use crate::diffusion::schedulers::scheduler_by_name;
 use crate::error::Result;
+use crate::settings::SchedulerKind;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SampleOptions {
-    /// `--scheduler` name (`ddim`, `pndm`, `euler`, `dpm++`; not the ancestral one).
-    pub scheduler: String,
+    /// A deterministic sampler (`ddim`, `pndm`, `euler`, `dpm++`; not the ancestral one).
+    pub scheduler: SchedulerKind,
     pub steps: usize,
     pub guidance: f64,
     pub batch_size: usize,
@@ -27,7 +28,7 @@ pub struct SampleOptions {
 impl Default for SampleOptions {
     fn default() -> Self {
         Self {
-            scheduler: "ddim".into(),
+            scheduler: SchedulerKind::Ddim,
             steps: 20,
             guidance: 4.0,
             batch_size: 32,
@@ -65,7 +66,7 @@ fn sample_batch(
     seeds: &[u64],
     opts: &SampleOptions,
 ) -> Result<Vec<image::RgbImage>> {
-    let mut scheduler = scheduler_by_name(Some(&opts.scheduler), &model.scheduler)?;
+    let mut scheduler = scheduler_by_name(Some(opts.scheduler), &model.scheduler)?;
     if scheduler.needs_noise() {
         crate::input_bail!("the reference sampler runs deterministic schedulers only; use ddim, pndm, euler or dpm++");
     }

@@ -85,6 +85,17 @@ impl PredictionType {
     }
 }
 
+impl crate::settings::Choice for PredictionType {
+    const NAMES: &'static [&'static str] = &PredictionType::NAMES;
+    const WHAT: &'static str = "prediction type";
+    fn from_name(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.name() == s)
+    }
+    fn name(self) -> &'static str {
+        PredictionType::name(self)
+    }
+}
+
 impl std::fmt::Display for PredictionType {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())

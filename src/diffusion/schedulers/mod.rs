@@ -249,15 +249,6 @@ pub fn parse_scheduler(name: &str) -> Result<SchedulerKind> {
         .map_err(|e| crate::input_err!("{e}"))
 }
 
-/// [`scheduler_by_name`] for a scheduler named by a string (see [`parse_scheduler`]).
-pub fn scheduler_by_name_str<S: AsRef<str>>(
-    name: Option<S>,
-    cfg: &SchedulerConfig,
-) -> Result<Box<dyn Scheduler>> {
-    let kind = name.map(|n| parse_scheduler(n.as_ref())).transpose()?;
-    scheduler_by_name(kind, cfg)
-}
-
 /// A timestep given to DDIM/PNDM as an index into `alphas_cumprod`.
 pub(crate) fn train_index(timestep: f64, num_train_timesteps: usize) -> Result<usize> {
     if timestep.fract() != 0.0 || timestep < 0.0 || timestep >= num_train_timesteps as f64 {

@@ -77,14 +77,6 @@ pub fn parse_encoder_arg(s: &str) -> Result<(String, PathBuf)> {
     Ok((name.to_string(), PathBuf::from(dir.trim())))
 }
 
-fn kind_name(k: Kind) -> &'static str {
-    match k {
-        Kind::Half => "f16",
-        Kind::BFloat16 => "bf16",
-        _ => "f32",
-    }
-}
-
 fn check_width(root: &Path, encoder_dir: &Path, arg: &Path) -> Result<()> {
     let unet = UNet2DConditionConfig::load(&root.join("unet").join("config.json"))?;
     let enc = CLIPTextConfig::load(&encoder_dir.join("config.json"))?;
@@ -179,7 +171,9 @@ fn plan(o: &I2pOptions) -> Result<Plan> {
             scheduler_arg: o.scheduler,
             width: if need_size { None } else { o.width },
             height: if need_size { None } else { o.height },
-            dtype: kind_name(o.kind).into(),
+            dtype: crate::settings::Dtype::of(o.kind)
+                .map_or("f32", |d| crate::settings::Choice::name(d))
+                .into(),
             conditions: conditions.clone(),
         },
         scoring: ScoringSettings {
