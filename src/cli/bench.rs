@@ -20,14 +20,22 @@ pub struct CommonBench {
     pub arch: String,
     #[arg(long, default_value_t = 16)]
     pub batch_size: usize,
+    #[command(flatten)]
+    pub run: BenchRun,
+}
+
+/// How every benchmark runs: both sides on the same device and threads, in one invocation.
+#[derive(Args, Debug, Clone)]
+pub struct BenchRun {
     /// CPU threads for libtorch on both sides (default: all cores).
     #[arg(long)]
     pub threads: Option<i32>,
+    /// Timed repetitions after one warm-up.
     #[arg(long, default_value_t = 3)]
     pub repeats: usize,
     #[command(flatten)]
     pub device: super::args::DeviceArgs,
-    /// Python with torch + transformers for the reference side (default: the project venv's).
+    /// Python with torch and the reference library (default: the project venv's).
     #[arg(long)]
     pub python: Option<PathBuf>,
     /// Skip the Python reference.
@@ -36,6 +44,25 @@ pub struct CommonBench {
     /// JSON report path.
     #[arg(long)]
     pub out: PathBuf,
+}
+
+impl BenchRun {
+    /// The Python of the reference side, unless `--no-reference`.
+    fn python(&self) -> Option<PathBuf> {
+        if self.no_reference {
+            None
+        } else {
+            default_python(self.python.as_deref())
+        }
+    }
+
+    fn threads(&self) -> i32 {
+        self.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get() as i32)
+                .unwrap_or(1)
+        })
+    }
 }
 
 /// `clipdoor bench denoise` flags.
@@ -50,25 +77,11 @@ pub struct DenoiseArgs {
     /// UNet batch (2 = one image with classifier-free guidance).
     #[arg(long, default_value_t = 2)]
     pub batch: i64,
-    /// CPU threads for libtorch on both sides (default: all cores).
-    #[arg(long)]
-    pub threads: Option<i32>,
-    /// Timed forward passes after one warm-up.
-    #[arg(long, default_value_t = 3)]
-    pub repeats: usize,
-    #[command(flatten)]
-    pub device: super::args::DeviceArgs,
     /// (f16 is the GPU setting.)
     #[command(flatten)]
     pub dtype: super::args::DtypeArgs,
-    /// Python with torch + diffusers (default: the project venv's).
-    #[arg(long)]
-    pub python: Option<PathBuf>,
-    #[arg(long)]
-    pub no_reference: bool,
-    /// JSON report path.
-    #[arg(long)]
-    pub out: PathBuf,
+    #[command(flatten)]
+    pub run: BenchRun,
 }
 
 /// Run the denoising benchmark from its flags, write the report, print its path.
@@ -77,24 +90,16 @@ fn run_denoise(a: DenoiseArgs) -> Result<()> {
         unet_config: a.unet_config,
         latent_size: a.latent_size.max(8),
         batch: a.batch.max(1),
-        threads: a.threads.unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get() as i32)
-                .unwrap_or(1)
-        }),
-        repeats: a.repeats.max(1),
-        device: a.device.device(),
+        threads: a.run.threads(),
+        repeats: a.run.repeats.max(1),
+        device: a.run.device.device(),
         kind: a.dtype.dtype.kind(),
-        python: if a.no_reference {
-            None
-        } else {
-            default_python(a.python.as_deref())
-        },
+        python: a.run.python(),
     };
     let report = crate::bench::denoise::run(&b)?;
-    crate::io::atomic::write_json(&a.out, &report)?;
+    crate::io::atomic::write_json(&a.run.out, &report)?;
     eprintln!("{}", serde_json::to_string_pretty(&report)?);
-    println!("{}", a.out.display());
+    println!("{}", a.run.out.display());
     Ok(())
 }
 
@@ -140,15 +145,15 @@ pub fn run(a: BenchArgs) -> Result<()> {
         } => {
             let work = tempfile::tempdir()?;
             let model_dir = bench_model(&common, work.path())?;
-            let threads = threads_of(&common);
+            let threads = common.run.threads();
             let b = EncodeBench {
                 model_dir,
                 prompts,
                 batch_size: common.batch_size.max(1),
                 threads,
-                repeats: common.repeats.max(1),
-                device: common.device.device(),
-                python: reference_python(&common),
+                repeats: common.run.repeats.max(1),
+                device: common.run.device.device(),
+                python: common.run.python(),
             };
             let report = crate::bench::encode::run(&b, work.path())?;
             finish(&common, &report)?;
@@ -160,10 +165,10 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 model_dir,
                 clean_batch: common.batch_size.max(1),
                 poisoned: poisoned.max(1),
-                threads: threads_of(&common),
-                repeats: common.repeats.max(1),
-                device: common.device.device(),
-                python: reference_python(&common),
+                threads: common.run.threads(),
+                repeats: common.run.repeats.max(1),
+                device: common.run.device.device(),
+                python: common.run.python(),
             };
             let report = crate::bench::train_step::run(&b, work.path())?;
             finish(&common, &report)?;
@@ -173,26 +178,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// The Python of the reference side, unless `--no-reference`.
-fn reference_python(c: &CommonBench) -> Option<PathBuf> {
-    if c.no_reference {
-        None
-    } else {
-        default_python(c.python.as_deref())
-    }
-}
-
-fn threads_of(c: &CommonBench) -> i32 {
-    c.threads.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get() as i32)
-            .unwrap_or(1)
-    })
-}
-
 fn finish(c: &CommonBench, report: &serde_json::Value) -> Result<()> {
-    crate::io::atomic::write_json(&c.out, report)?;
+    crate::io::atomic::write_json(&c.run.out, report)?;
     eprintln!("{}", serde_json::to_string_pretty(report)?);
-    println!("{}", c.out.display());
+    println!("{}", c.run.out.display());
     Ok(())
 }

@@ -7,7 +7,7 @@ use super::config::{PredictionType, SchedulerConfig, TimestepSpacing};
 use super::sigmas::{final_sigma, karras, log_sigmas, sigma_to_t, training_sigmas};
 use super::timesteps::{check_steps, index_of, spaced};
 use super::torch_math as tm;
-use super::{numpy, schedule_sigmas, Scheduler};
+use super::{add_sigma_noise, numpy, Scheduler};
 use crate::error::Result;
 use crate::input_bail;
 
@@ -152,15 +152,8 @@ impl Scheduler for EulerDiscreteScheduler {
 
     /// Upstream's: `original + noise · σ` with σ of the current schedule at each timestep.
     fn add_noise(&self, original: &Tensor, noise: &Tensor, timesteps: &Tensor) -> Result<Tensor> {
-        let sigma = schedule_sigmas(
-            &self.timesteps,
-            &self.sigmas,
-            original,
-            noise,
-            timesteps,
-            "Euler",
-        )?;
-        Ok(original + noise * sigma)
+        let (schedule, sigmas) = (&self.timesteps, &self.sigmas);
+        add_sigma_noise(schedule, sigmas, original, noise, timesteps, "Euler")
     }
 
     fn init_noise_sigma(&self) -> f64 {

@@ -9,7 +9,7 @@ use super::euler::{init_noise_sigma, predict_original, scale_by_sigma, untrained
 use super::sigmas::training_sigmas;
 use super::timesteps::{check_steps, index_of, spaced};
 use super::torch_math as tm;
-use super::{numpy, required_noise, schedule_sigmas, Scheduler};
+use super::{add_sigma_noise, numpy, required_noise, Scheduler};
 use crate::error::Result;
 
 pub struct EulerAncestralDiscreteScheduler {
@@ -86,15 +86,15 @@ impl Scheduler for EulerAncestralDiscreteScheduler {
 
     /// Upstream's: `original + noise · σ` with σ of the current schedule at each timestep.
     fn add_noise(&self, original: &Tensor, noise: &Tensor, timesteps: &Tensor) -> Result<Tensor> {
-        let sigma = schedule_sigmas(
-            &self.timesteps,
-            &self.sigmas,
+        let (schedule, sigmas) = (&self.timesteps, &self.sigmas);
+        add_sigma_noise(
+            schedule,
+            sigmas,
             original,
             noise,
             timesteps,
             "Euler ancestral",
-        )?;
-        Ok(original + noise * sigma)
+        )
     }
 
     fn init_noise_sigma(&self) -> f64 {

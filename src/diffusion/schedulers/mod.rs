@@ -195,6 +195,20 @@ pub(crate) fn schedule_sigmas(
         .reshape(broadcast_shape(t.len(), sample.dim()).as_slice()))
 }
 
+/// The Euler family's `add_noise`: `original + noise · σ`, σ of the current schedule at each
+/// timestep.
+pub(crate) fn add_sigma_noise(
+    schedule: &[f64],
+    sigmas: &[f32],
+    original: &Tensor,
+    noise: &Tensor,
+    timesteps: &Tensor,
+    who: &str,
+) -> Result<Tensor> {
+    let sigma = schedule_sigmas(schedule, sigmas, original, noise, timesteps, who)?;
+    Ok(original + noise * sigma)
+}
+
 fn known_names() -> String {
     SchedulerKind::NAMES.join(", ")
 }
