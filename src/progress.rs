@@ -59,46 +59,66 @@ mod tests {
     use super::*;
     use std::sync::Mutex;
 
-    struct Recorder(Arc<Mutex<Vec<String>>>);
-    struct RecTask(Arc<Mutex<Vec<String>>>);
+    type Log = Arc<Mutex<Vec<String>>>;
+    struct Recorder(Log);
+    struct RecTask(Log, String);
+    impl RecTask {
+        fn push(&self, event: String) {
+            self.0.lock().unwrap().push(format!("{}: {event}", self.1));
+        }
+    }
     impl Task for RecTask {
         fn set_length(&self, n: u64) {
-            self.0.lock().unwrap().push(format!("len {n}"));
+            self.push(format!("len {n}"));
         }
         fn set_position(&self, n: u64) {
-            self.0.lock().unwrap().push(format!("pos {n}"));
+            self.push(format!("pos {n}"));
         }
         fn inc(&self, n: u64) {
-            self.0.lock().unwrap().push(format!("inc {n}"));
+            self.push(format!("inc {n}"));
         }
         fn set_message(&self, m: &str) {
-            self.0.lock().unwrap().push(format!("msg {m}"));
+            self.push(format!("msg {m}"));
         }
         fn finish(&self) {
-            self.0.lock().unwrap().push("finish".into());
+            self.push("finish".into());
         }
         fn abandon(&self) {
-            self.0.lock().unwrap().push("abandon".into());
+            self.push("abandon".into());
         }
     }
     impl Reporter for Recorder {
         fn task(&self, what: &str, total: u64) -> Box<dyn Task> {
-            self.0.lock().unwrap().push(format!("task {what} {total}"));
-            Box::new(RecTask(self.0.clone()))
+            let t = RecTask(self.0.clone(), what.to_string());
+            t.push(format!("start {total}"));
+            Box::new(t)
         }
     }
 
     #[test]
     fn tasks_reach_the_installed_reporter() {
-        let log = Arc::new(Mutex::new(vec![]));
+        let log: Log = Arc::new(Mutex::new(vec![]));
         set_reporter(Arc::new(Recorder(log.clone())));
-        let t = task("train", 3);
+        let t = task("progress-test", 3);
         t.inc(2);
         t.set_message("loss 0.1");
         t.finish();
+        // Other tests of this binary may report at the same time: keep this task's events.
+        let mine: Vec<String> = log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e.starts_with("progress-test: "))
+            .cloned()
+            .collect();
         assert_eq!(
-            *log.lock().unwrap(),
-            ["task train 3", "inc 2", "msg loss 0.1", "finish"]
+            mine,
+            [
+                "progress-test: start 3",
+                "progress-test: inc 2",
+                "progress-test: msg loss 0.1",
+                "progress-test: finish"
+            ]
         );
     }
 }
