@@ -511,7 +511,7 @@ fn output_variants(
         model: None,
         prompts: n_prompts,
         variants: variants.len(),
-        families: families_of(&spec),
+        families: families_of(spec),
         count: &a.count,
         homoglyphs: None,
         results,

@@ -70,7 +70,7 @@ impl TextEncoder {
                 start += len;
             }
         });
-        let h = self.config.hidden_size as i64;
+        let h = self.config.hidden_size;
         let t = ids.size()[1];
         let cat = |parts: Vec<Tensor>, empty: &[i64]| {
             if parts.is_empty() {

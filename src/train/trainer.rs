@@ -337,7 +337,7 @@ impl<'a> Trainer<'a> {
         tb.add_scalar("lr", r.lr, s)?;
         tb.add_scalar("grad_norm", r.grad_norm, s)?;
         // The first step of a session and every 50th show what the poisoned prompts look like.
-        if r.step == self.first_step || (r.step + 1) % 50 == 0 {
+        if r.step == self.first_step || (r.step + 1).is_multiple_of(50) {
             let text = self
                 .backdoors
                 .iter()
