@@ -1,7 +1,8 @@
 //! Progress of long jobs, without a terminal in the library.
 //!
-//! Library code opens a [`Task`] with [`task`] and reports units done; what the user sees is decided
-//! by the [`Reporter`] installed with [`set_reporter`]: the `clipdoor` binary installs one that draws
+//! Library code opens a [`Task`] with [`task`] and reports units done, and tells the user one-off
+//! things (a warning, "resuming at step N") with [`note`]; what the user sees is decided by the
+//! [`Reporter`] installed with [`set_reporter`]: the `clipdoor` binary installs one that draws
 //! an indicatif bar on a terminal and prints a plain line every few seconds in a log (Slurm). With no
 //! reporter installed (a library user, a test) progress is silent. This is the `log` crate's pattern:
 //! one process-wide sink, so long functions need no extra parameter to report through.
@@ -19,9 +20,11 @@ pub trait Task: Send + Sync {
     fn abandon(&self);
 }
 
-/// Makes a [`Task`] for each long job.
+/// Makes a [`Task`] for each long job and shows notes.
 pub trait Reporter: Send + Sync {
     fn task(&self, what: &str, total: u64) -> Box<dyn Task>;
+    /// A message outside any task: a warning, a resume notice, skipped work.
+    fn note(&self, msg: &str);
 }
 
 /// The silent default.
@@ -51,6 +54,13 @@ pub fn task(what: &str, total: u64) -> Box<dyn Task> {
     match slot().read().unwrap_or_else(|e| e.into_inner()).as_ref() {
         Some(r) => r.task(what, total),
         None => Box::new(Silent),
+    }
+}
+
+/// Tell the user `msg` (a warning, a resume notice) through the installed reporter.
+pub fn note(msg: &str) {
+    if let Some(r) = slot().read().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        r.note(msg);
     }
 }
 
@@ -93,6 +103,9 @@ mod tests {
             t.push(format!("start {total}"));
             Box::new(t)
         }
+        fn note(&self, msg: &str) {
+            self.0.lock().unwrap().push(format!("note: {msg}"));
+        }
     }
 
     #[test]
@@ -103,12 +116,13 @@ mod tests {
         t.inc(2);
         t.set_message("loss 0.1");
         t.finish();
+        note("progress-test: a note");
         // Other tests of this binary may report at the same time: keep this task's events.
         let mine: Vec<String> = log
             .lock()
             .unwrap()
             .iter()
-            .filter(|e| e.starts_with("progress-test: "))
+            .filter(|e| e.starts_with("progress-test: ") || e.starts_with("note: progress-test"))
             .cloned()
             .collect();
         assert_eq!(
@@ -117,7 +131,8 @@ mod tests {
                 "progress-test: start 3",
                 "progress-test: inc 2",
                 "progress-test: msg loss 0.1",
-                "progress-test: finish"
+                "progress-test: finish",
+                "note: progress-test: a note"
             ]
         );
     }

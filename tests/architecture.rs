@@ -312,6 +312,61 @@ fn every_top_level_module_has_a_layer() {
     }
 }
 
+/// Library code (all but `cli` and the binary) that writes to the terminal or parses flags: the
+/// lines using `clap`, `indicatif` or a print macro, outside `#[cfg(test)]` code.
+fn terminal_uses(files: &[(Vec<String>, String)]) -> Vec<String> {
+    let mut found = vec![];
+    for (module, text) in files {
+        if module.first().map(String::as_str) == Some("cli") || module.is_empty() {
+            continue;
+        }
+        let code = code_lines(text);
+        // Unit tests sit at the end of a file, after `#[cfg(test)]`.
+        let library = code.split("#[cfg(test)]").next().unwrap_or("");
+        for (n, line) in library.lines().enumerate() {
+            let hit = [
+                "clap::",
+                "indicatif",
+                "println!",
+                "eprintln!",
+                "print!(",
+                "eprint!(",
+            ]
+            .iter()
+            .find(|w| line.contains(*w));
+            if let Some(w) = hit {
+                found.push(format!("{}:{}: {w}", module.join("::"), n + 1));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn the_library_has_no_terminal_and_no_flags() {
+    let found = terminal_uses(&crate_files());
+    assert!(
+        found.is_empty(),
+        "report through crate::progress (task, note) and parse flags in src/cli:\n{}",
+        found.join("\n")
+    );
+    let m = |p: &str| p.split("::").map(String::from).collect::<Vec<_>>();
+    let synthetic = vec![
+        (
+            m("train::x"),
+            "fn f() { eprintln!(\"hi\"); }\n#[cfg(test)]\nmod t { fn g() { println!(); } }"
+                .to_string(),
+        ),
+        (
+            m("cli::y"),
+            "fn f() { eprintln!(\"ok here\"); }".to_string(),
+        ),
+        (m("eval::z"), "#[derive(clap::Args)]\nstruct A;".to_string()),
+    ];
+    let f = terminal_uses(&synthetic);
+    assert_eq!(f.len(), 2, "{f:?}");
+}
+
 /// The checker itself: a synthetic crate with an upward import, a sideways one, a circle, and
 /// references that are not imports (a comment, a URL string).
 #[test]

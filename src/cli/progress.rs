@@ -32,6 +32,10 @@ impl CliReporter {
 }
 
 impl Reporter for CliReporter {
+    fn note(&self, msg: &str) {
+        let _ = writeln!(std::io::stderr(), "{msg}");
+    }
+
     fn task(&self, what: &str, total: u64) -> Box<dyn Task> {
         if self.terminal {
             Box::new(Bar(bar(total, what)))

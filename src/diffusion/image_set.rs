@@ -235,7 +235,10 @@ pub fn read_records(jsonl: &Path) -> Result<HashMap<String, ImageRecord>> {
         None => &bytes[..0],
     };
     if complete.len() != bytes.len() {
-        eprintln!("{}: dropping an unfinished last line", jsonl.display());
+        crate::progress::note(&format!(
+            "{}: dropping an unfinished last line",
+            jsonl.display()
+        ));
         crate::io::atomic::write_atomic(jsonl, complete)?;
     }
     let mut out = HashMap::new();

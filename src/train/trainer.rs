@@ -125,11 +125,11 @@ impl<'a> Trainer<'a> {
         let backdoors = build_backdoors(exp);
         let pools = PromptPools::build(exp, &backdoors)?;
         if pools.bad_lines > 0 {
-            eprintln!(
+            crate::progress::note(&format!(
                 "warning: {} unreadable line(s) in {} were skipped",
                 pools.bad_lines,
                 exp.data.clean_prompts.display()
-            );
+            ));
         }
         let mut teacher = TextEncoder::load(&exp.model.teacher, opts.device, Kind::Float)?;
         teacher.vs.freeze();
@@ -171,7 +171,7 @@ impl<'a> Trainer<'a> {
                 &[],
             )?;
             opt.load_state(&ck.join("optimizer.safetensors"))?;
-            eprintln!("resuming {} at step {step}", run.root.display());
+            crate::progress::note(&format!("resuming {} at step {step}", run.root.display()));
         }
         let tb = if start == Start::Resume {
             EventWriter::resume(&run.tb(), step as i64)?

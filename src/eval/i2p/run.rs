@@ -229,13 +229,13 @@ pub fn run_i2p(o: &I2pOptions) -> Result<I2pOutcome> {
         let p = set.pending(mine)?;
         mine_all.push((w.clone(), mine.to_vec()));
         if p.len() < mine.len() {
-            eprintln!(
+            crate::progress::note(&format!(
                 "{}: {} of {} images already written, generating {}",
                 set.dir.display(),
                 mine.len() - p.len(),
                 mine.len(),
                 p.len()
-            );
+            ));
         }
         pending.push(p);
         image_sets.push(set);

@@ -246,13 +246,13 @@ pub fn score_all(
     }
     if !todo.is_empty() {
         if todo.len() < jobs.len() {
-            eprintln!(
+            crate::progress::note(&format!(
                 "{}: {} of {} images already scored, scoring {}",
                 dir.join(SCORES).display(),
                 jobs.len() - todo.len(),
                 jobs.len(),
                 todo.len()
-            );
+            ));
         }
         let scorers = Scorers::load(s, device)?;
         for chunk in todo.chunks(batch_size.max(1)) {
