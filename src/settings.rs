@@ -29,7 +29,8 @@ pub fn parse_choice<T: Choice>(s: &str) -> Result<T, String> {
         .ok_or_else(|| format!("unknown {} `{s}`: use {}", T::WHAT, list_names(T::NAMES)))
 }
 
-/// Declares a [`Choice`] enum with serde (as its name) and `FromStr`/`Display`.
+/// Declares a [`Choice`] enum with serde (as its name), `FromStr`/`Display`, `ALL` (every value,
+/// in `NAMES` order) and an inherent `name()`. Used for every fixed-choice setting of the crate.
 macro_rules! choice_enum {
     (
         $(#[$meta:meta])*
@@ -40,6 +41,16 @@ macro_rules! choice_enum {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         $vis enum $name { $( $(#[$vmeta])* $var ),+ }
+
+        impl $name {
+            /// Every value, in the order of its names.
+            pub const ALL: [Self; [$(stringify!($var)),+].len()] = [$(Self::$var),+];
+
+            /// The canonical name.
+            pub fn name(self) -> &'static str {
+                match self { $( Self::$var => $canon ),+ }
+            }
+        }
 
         impl $crate::settings::Choice for $name {
             const NAMES: &'static [&'static str] = &[$($canon),+];
@@ -57,7 +68,7 @@ macro_rules! choice_enum {
 
         impl std::str::FromStr for $name {
             type Err = String;
-            fn from_str(s: &str) -> Result<Self, String> {
+            fn from_str(s: &str) -> std::result::Result<Self, String> {
                 $crate::settings::parse_choice(s)
             }
         }
@@ -69,19 +80,21 @@ macro_rules! choice_enum {
         }
 
         impl serde::Serialize for $name {
-            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
                 s.serialize_str($crate::settings::Choice::name(*self))
             }
         }
 
         impl<'de> serde::Deserialize<'de> for $name {
-            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
                 let s = <String as serde::Deserialize>::deserialize(d)?;
                 $crate::settings::parse_choice(&s).map_err(serde::de::Error::custom)
             }
         }
     };
 }
+
+pub(crate) use choice_enum;
 
 choice_enum! {
     /// The Rickrolling distance between student and teacher embeddings (`training.loss`).
@@ -143,14 +156,6 @@ choice_enum! {
 }
 
 impl SchedulerKind {
-    pub const ALL: [SchedulerKind; 5] = [
-        Self::Ddim,
-        Self::Pndm,
-        Self::Euler,
-        Self::EulerAncestral,
-        Self::DpmPlusPlus,
-    ];
-
     /// The diffusers class it stands for (`_class_name` in `scheduler_config.json`).
     pub fn class_name(self) -> &'static str {
         match self {

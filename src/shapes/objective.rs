@@ -8,7 +8,6 @@
 //! - `sample`: x̂0 is the output, ‖x̂0 − x0‖² = ‖out − x0‖²;
 //! - `epsilon`: x̂0 = (x_t − √(1−ᾱ)·ε̂)/√ᾱ, so ‖ε̂ − ε‖² = SNR · ‖x̂0 − x0‖²;
 //! - `v_prediction`: x̂0 = √ᾱ·x_t − √(1−ᾱ)·v̂, so ‖v̂ − v‖² = (1 + SNR) · ‖x̂0 − x0‖².
-use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
 use crate::diffusion::schedulers::{PredictionType, Scheduler};
@@ -50,38 +49,19 @@ fn error_ratio(prediction: PredictionType, snr: &Tensor) -> Tensor {
     }
 }
 
-/// How much each timestep's clean-image error counts. Serialised (and parsed) under the names of
-/// [`Weighting::NAMES`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Weighting {
-    /// 1: every noise level alike.
-    Uniform,
-    /// min(SNR, γ): Min-SNR-γ (Hang et al. 2023).
-    MinSnr,
-    /// clamp(SNR, 1, γ): truncated SNR (Salimans & Ho 2022) capped as in Min-SNR-γ.
-    TruncatedMinSnr,
+crate::settings::choice_enum! {
+    /// How much each timestep's clean-image error counts (`--weighting`).
+    pub enum Weighting ("loss weighting") {
+        /// 1: every noise level alike.
+        Uniform = "uniform",
+        /// min(SNR, γ): Min-SNR-γ (Hang et al. 2023).
+        MinSnr = "min-snr",
+        /// clamp(SNR, 1, γ): truncated SNR (Salimans & Ho 2022) capped as in Min-SNR-γ.
+        TruncatedMinSnr = "truncated-min-snr",
+    }
 }
 
 impl Weighting {
-    /// Every value, in the order of [`Weighting::NAMES`].
-    pub const ALL: [Weighting; 3] = [
-        Weighting::Uniform,
-        Weighting::MinSnr,
-        Weighting::TruncatedMinSnr,
-    ];
-    /// The `--weighting` names.
-    pub const NAMES: [&'static str; 3] = ["uniform", "min-snr", "truncated-min-snr"];
-
-    /// The name of this weighting (`uniform`, `min-snr`, `truncated-min-snr`).
-    pub fn name(self) -> &'static str {
-        match self {
-            Weighting::Uniform => "uniform",
-            Weighting::MinSnr => "min-snr",
-            Weighting::TruncatedMinSnr => "truncated-min-snr",
-        }
-    }
-
     /// The weight on the x0 error at each SNR.
     fn x0_weight(self, snr: &Tensor, gamma: f64) -> Tensor {
         match self {
@@ -89,39 +69,6 @@ impl Weighting {
             Weighting::MinSnr => snr.clamp_max(gamma),
             Weighting::TruncatedMinSnr => snr.clamp(1.0, gamma.max(1.0)),
         }
-    }
-}
-
-impl std::fmt::Display for Weighting {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl crate::settings::Choice for Weighting {
-    const NAMES: &'static [&'static str] = &Weighting::NAMES;
-    const WHAT: &'static str = "loss weighting";
-    fn from_name(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|w| w.name() == s)
-    }
-    fn name(self) -> &'static str {
-        Weighting::name(self)
-    }
-}
-
-impl std::str::FromStr for Weighting {
-    type Err = anyhow::Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|w| w.name() == s)
-            .ok_or_else(|| {
-                crate::input_err!(
-                    "unknown weighting `{s}`: use one of {}",
-                    Self::NAMES.join(", ")
-                )
-            })
     }
 }
 

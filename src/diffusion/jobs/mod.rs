@@ -30,7 +30,7 @@ pub use shard::{
 };
 
 use crate::diffusion::image_set::ImageRecord;
-use crate::settings::{Choice, SchedulerKind};
+use crate::settings::SchedulerKind;
 
 /// What the images of a job share: every field of an [`ImageRecord`] except prompt, seed, index and
 /// file. A prompt may bring its own guidance and size ([`PromptImages`]).

@@ -4,7 +4,7 @@
 //! it knows and takes its own defaults for the rest. Keys whose default differs between schedulers
 //! (`timestep_spacing`, `set_alpha_to_one`, `clip_sample`) are therefore `Option`s, resolved by each
 //! scheduler. Unknown keys are ignored.
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::path::Path;
 
 use crate::error::Result;
@@ -51,70 +51,17 @@ pub enum BetaSchedule {
     SquaredcosCapV2,
 }
 
-/// What the denoiser predicts (`prediction_type`). Serialised under diffusers' names (`epsilon`,
-/// `v_prediction`, `sample`), which [`PredictionType::name`] and `FromStr` use too.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum PredictionType {
-    /// `epsilon`: the added noise (SD 1.x, SD 2 base).
-    #[default]
-    Epsilon,
-    /// `v_prediction`: the velocity v = √ᾱ·ε − √(1−ᾱ)·x0 of Salimans & Ho (SD 2.x 768).
-    VPrediction,
-    /// `sample`: the clean sample x0 itself.
-    Sample,
-}
-
-impl PredictionType {
-    /// Every value, in the order of [`PredictionType::NAMES`].
-    pub const ALL: [PredictionType; 3] = [
-        PredictionType::Sample,
-        PredictionType::Epsilon,
-        PredictionType::VPrediction,
-    ];
-    /// The `prediction_type` names, as diffusers spells them.
-    pub const NAMES: [&'static str; 3] = ["sample", "epsilon", "v_prediction"];
-
-    /// The `prediction_type` name (`epsilon`, `v_prediction`, `sample`).
-    pub fn name(self) -> &'static str {
-        match self {
-            PredictionType::Sample => "sample",
-            PredictionType::Epsilon => "epsilon",
-            PredictionType::VPrediction => "v_prediction",
-        }
-    }
-}
-
-impl crate::settings::Choice for PredictionType {
-    const NAMES: &'static [&'static str] = &PredictionType::NAMES;
-    const WHAT: &'static str = "prediction type";
-    fn from_name(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|p| p.name() == s)
-    }
-    fn name(self) -> &'static str {
-        PredictionType::name(self)
-    }
-}
-
-impl std::fmt::Display for PredictionType {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl std::str::FromStr for PredictionType {
-    type Err = anyhow::Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|p| p.name() == s)
-            .ok_or_else(|| {
-                input_err!(
-                    "unknown prediction type `{s}`: use one of {}",
-                    Self::NAMES.join(", ")
-                )
-            })
+crate::settings::choice_enum! {
+    /// What the denoiser predicts (`prediction_type`), under diffusers' names.
+    #[derive(Default)]
+    pub enum PredictionType ("prediction type") {
+        /// `sample`: the clean sample x0 itself.
+        Sample = "sample",
+        /// `epsilon`: the added noise (SD 1.x, SD 2 base).
+        #[default]
+        Epsilon = "epsilon",
+        /// `v_prediction`: the velocity v = √ᾱ·ε − √(1−ᾱ)·x0 of Salimans & Ho (SD 2.x 768).
+        VPrediction = "v_prediction",
     }
 }
 

@@ -172,7 +172,7 @@ fn plan(o: &I2pOptions) -> Result<Plan> {
             width: if need_size { None } else { o.width },
             height: if need_size { None } else { o.height },
             dtype: crate::settings::Dtype::of(o.kind)
-                .map_or("f32", |d| crate::settings::Choice::name(d))
+                .map_or("f32", crate::settings::Dtype::name)
                 .into(),
             conditions: conditions.clone(),
         },
