@@ -23,9 +23,12 @@ pub fn list_names(names: &[&str]) -> String {
     }
 }
 
-/// Parse `s` as a `T`, with the message every caller shows for an unknown value.
+/// Parse `s` as a `T` (trimmed, in any case), with the message every caller shows for an unknown
+/// value. Experiment files (through serde) and flags (through the CLI) both parse here.
 pub fn parse_choice<T: Choice>(s: &str) -> Result<T, String> {
-    T::from_name(s.trim())
+    let t = s.trim();
+    T::from_name(t)
+        .or_else(|| T::from_name(&t.to_lowercase()))
         .ok_or_else(|| format!("unknown {} `{s}`: use {}", T::WHAT, list_names(T::NAMES)))
 }
 
@@ -205,6 +208,10 @@ mod tests {
     fn names_aliases_and_errors() {
         assert_eq!("similarity".parse::<Distance>(), Ok(Distance::Cosine));
         assert_eq!(Distance::Cosine.to_string(), "cosine");
+        assert_eq!(
+            " DPM++ ".parse::<SchedulerKind>(),
+            Ok(SchedulerKind::DpmPlusPlus)
+        );
         assert_eq!(
             "l2".parse::<Distance>().unwrap_err(),
             "unknown loss `l2`: use cosine, mse, mae or poincare"

@@ -223,14 +223,23 @@ fn generator_list_must_match_batch() {
 
 #[test]
 fn unknown_scheduler_name_is_an_input_error() {
-    let err = clipdoor::diffusion::schedulers::parse_scheduler("lms")
+    // Names are parsed once, where they enter: an experiment file's `evaluation.scheduler` ...
+    let exp = "[model]\nteacher = \"random:tiny:0\"\n[data]\nclean_prompts = \"p.txt\"\n\
+               [evaluation]\nscheduler = \"lms\"\n";
+    let err = clipdoor::experiment::Experiment::from_toml(exp, std::path::Path::new("."))
         .err()
         .expect("lms is unknown");
     assert_eq!(clipdoor::error::exit_code(&err), 2);
     let msg = err.to_string();
+    assert!(msg.contains("unknown scheduler `lms`"), "{msg}");
     for name in ["ddim", "pndm", "euler", "euler-a", "dpm++"] {
         assert!(msg.contains(name), "{msg}");
     }
+    // ... in any case, as before.
+    let upper = exp.replace("lms", "DDIM");
+    let ok =
+        clipdoor::experiment::Experiment::from_toml(&upper, std::path::Path::new(".")).unwrap();
+    assert_eq!(ok.evaluation.unwrap().scheduler, Some(SchedulerKind::Ddim));
     let cfg = SchedulerConfig::parse(r#"{"_class_name": "LMSDiscreteScheduler"}"#).unwrap();
     let err = scheduler_by_name(None, &cfg)
         .err()

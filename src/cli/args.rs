@@ -12,9 +12,8 @@ use crate::settings::{Choice, Dtype, SchedulerKind};
 /// the argument's `ignore_case = true`, in any case).
 pub fn choice<T: Choice + Send + Sync>() -> impl TypedValueParser<Value = T> {
     PossibleValuesParser::new(T::NAMES).map(|s| {
-        T::from_name(&s)
-            .or_else(|| T::from_name(&s.to_ascii_lowercase()))
-            .unwrap_or_else(|| unreachable!("clap checked {s} against T::NAMES"))
+        crate::settings::parse_choice::<T>(&s)
+            .unwrap_or_else(|e| unreachable!("clap checked {s} against T::NAMES: {e}"))
     })
 }
 

@@ -254,15 +254,6 @@ pub fn scheduler_by_name(
     })
 }
 
-/// A scheduler name from a string setting (an experiment file, a saved option): trimmed, any case.
-/// An unknown name is an input error listing the known ones.
-pub fn parse_scheduler(name: &str) -> Result<SchedulerKind> {
-    name.trim()
-        .to_ascii_lowercase()
-        .parse::<SchedulerKind>()
-        .map_err(|e| crate::input_err!("{e}"))
-}
-
 /// A timestep given to DDIM/PNDM as an index into `alphas_cumprod`.
 pub(crate) fn train_index(timestep: f64, num_train_timesteps: usize) -> Result<usize> {
     if timestep.fract() != 0.0 || timestep < 0.0 || timestep >= num_train_timesteps as f64 {
