@@ -61,8 +61,7 @@ pub fn run(o: &DemoOptions) -> Result<[PathBuf; 3]> {
     let exp = experiment(&o.model, &prompts, o.quick)?;
     let finished = run_dir.join("DONE").exists();
     if finished {
-        let prev = std::fs::read_to_string(run_dir.join("experiment.toml")).unwrap_or_default();
-        if prev != toml::to_string_pretty(&exp)? {
+        if !exp.matches_file(&run_dir.join("experiment.toml")) {
             input_bail!(
                 "{} holds a finished demo run of another experiment (another model, or --quick): pass --force to replace it, or choose another --out",
                 run_dir.display()

@@ -279,6 +279,21 @@ impl Experiment {
         Ok(())
     }
 
+    /// The resolved form a run folder keeps as `experiment.toml`.
+    pub fn to_resolved_toml(&self) -> Result<String> {
+        Ok(toml::to_string_pretty(self)?)
+    }
+
+    /// Whether `path` (a run folder's resolved `experiment.toml`) describes this experiment. Compared
+    /// as values, not text, so a file written by an older clipdoor (another key order, `autocast`
+    /// for `precision`) still matches; a missing or unreadable file does not.
+    pub fn matches_file(&self, path: &Path) -> bool {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|text| toml::from_str::<Self>(&text).ok())
+            .is_some_and(|prev| prev == *self)
+    }
+
     /// Backdoor names: explicit, else `<kind>_<index>`.
     pub fn backdoor_names(&self) -> Vec<String> {
         self.backdoors
@@ -289,5 +304,35 @@ impl Experiment {
                     .map_or_else(|| format!("{}_{i}", b.kind_name()), str::to_string)
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `experiment.toml` as the clipdoor before the experiment layer wrote it for the shapes demo
+    /// (`autocast`, every key of every backdoor kind in one table).
+    const OLD_RESOLVED: &str = include_str!("../../tests/fixtures/experiment_resolved_v0.toml");
+
+    #[test]
+    fn a_run_started_by_an_older_clipdoor_still_matches_its_experiment() {
+        let exp: Experiment = toml::from_str(OLD_RESOLVED).unwrap();
+        assert_eq!(exp.training.precision, Precision::F32);
+        assert_eq!(exp.backdoors.len(), 3);
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("old.toml");
+        std::fs::write(&old, OLD_RESOLVED).unwrap();
+        assert!(exp.matches_file(&old));
+        // What this clipdoor writes reads back as the same experiment.
+        let new = dir.path().join("new.toml");
+        std::fs::write(&new, exp.to_resolved_toml().unwrap()).unwrap();
+        assert!(exp.matches_file(&new));
+        assert!(!std::fs::read_to_string(&new).unwrap().contains("autocast"));
+        // Another experiment, or no file, does not match.
+        let mut other = exp.clone();
+        other.training.steps += 1;
+        assert!(!other.matches_file(&old));
+        assert!(!exp.matches_file(&dir.path().join("missing.toml")));
     }
 }

@@ -71,8 +71,6 @@ impl RunFolder {
         if me.done() {
             input_bail!("{} holds a finished run (DONE): pass --force to train again into it, or choose another --out", root.display());
         }
-        // A crash between a checkpoint's two renames leaves only checkpoint.old.
-        me.recover_checkpoint()?;
         if resume {
             if me.checkpoint().join("state.json").exists() {
                 return Ok((me, Start::Resume));

@@ -111,15 +111,13 @@ impl<'a> Trainer<'a> {
         let (run, start) = RunFolder::open(&opts.out, opts.resume, opts.force)?;
         std::fs::create_dir_all(&run.root)
             .with_context(|| format!("creating {}", run.root.display()))?;
-        let resolved = toml::to_string_pretty(exp)?;
+        let resolved_file = run.root.join("experiment.toml");
         if start == Start::Resume {
-            let prev =
-                std::fs::read_to_string(run.root.join("experiment.toml")).unwrap_or_default();
-            if prev != resolved {
+            if !exp.matches_file(&resolved_file) {
                 input_bail!("{}: the experiment differs from the one this run started with; resume with the same file, or --force to start over", run.root.display());
             }
         } else {
-            write_atomic(&run.root.join("experiment.toml"), resolved.as_bytes())?;
+            write_atomic(&resolved_file, exp.to_resolved_toml()?.as_bytes())?;
         }
 
         let backdoors = build_backdoors(exp);
