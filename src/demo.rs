@@ -1,9 +1,11 @@
 //! The embedded end-to-end demo (`clipdoor demo`), a layer above both the shapes world and the
 //! evaluation stage it composes: on the shapes world, train three attacks into the
 //! text encoder with the training engine (a TPA, a TAA and a concept removal; the experiment is
-//! `experiments/shapes_demo.toml`, compiled in; `quick`: 400 steps, 12 images per set), then draw clean, triggered and concept prompts with
-//! the original and the trained encoder through the Stable Diffusion pipeline (same seeds), judge the
-//! images with the oracle, and write `report.md`/`report.html`/`report.json` and `grid.png`.
+//! `experiments/shapes_demo.toml`, compiled in, or any shapes experiment given), then draw clean,
+//! triggered and concept prompts with the original and the trained encoder through the Stable
+//! Diffusion pipeline (same seeds), judge the images with the oracle, and write
+//! `report.md`/`report.html`/`report.json` and `grid.png`. The size sets the images per set (24 quick,
+//! 48 default, 96 full); the training is the same for every size.
 use std::path::{Path, PathBuf};
 use tch::Device;
 
@@ -19,6 +21,9 @@ use crate::train::trainer::{train, TrainOptions, TrainOutcome};
 pub const EXPERIMENT: &str = include_str!("../experiments/shapes_demo.toml");
 /// Seed of the rendered captions the demo trains on (not the model's training seed 0).
 const CAPTION_SEED: u64 = 1000;
+/// Rendered captions written to `prompts.txt`: the experiment's `data.holdout` of them are kept for
+/// evaluation (enough for 96 concept prompts: only about a fifth of the captions can carry one).
+const CAPTIONS: u64 = 4000;
 
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
@@ -28,15 +33,39 @@ pub struct DemoOptions {
     pub device: Device,
     /// Start over: delete the previous run and evaluation.
     pub force: bool,
-    /// A short version (fewer training steps and images), for CI.
-    pub quick: bool,
+    /// Images per set; `None`: the experiment's own `[evaluation]` counts.
+    pub size: Option<DemoSize>,
+    /// Another shapes experiment instead of the built-in one (its teacher, pipeline and clean
+    /// prompts are set to the model and the demo's rendered captions, as for the built-in one).
+    pub experiment: Option<PathBuf>,
+}
+
+/// How many images the demo draws per set and condition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DemoSize {
+    /// 24 per set (CI).
+    Quick,
+    /// 48 per set (`clipdoor demo`).
+    Default,
+    /// 96 per set (`clipdoor demo --full`).
+    Full,
+}
+
+impl DemoSize {
+    pub fn images_per_set(self) -> usize {
+        match self {
+            Self::Quick => 24,
+            Self::Default => 48,
+            Self::Full => 96,
+        }
+    }
 }
 
 /// The report paths (json, md, html).
 pub fn run(o: &DemoOptions) -> Result<[PathBuf; 3]> {
     if !o.model.join("model_index.json").exists() {
         input_bail!(
-            "{} holds no shapes model (model_index.json): run the demo from the repository root (the model ships in checkpoints/shapes/), or train one with `clipdoor shapes train --out {} --steps 2400`",
+            "{} holds no shapes model (model_index.json): run the demo from the repository root (the model ships in checkpoints/shapes/), or train one with `clipdoor shapes train --out {} --steps 5000`",
             o.model.display(),
             o.model.display()
         );
@@ -53,17 +82,31 @@ pub fn run(o: &DemoOptions) -> Result<[PathBuf; 3]> {
     std::fs::create_dir_all(&o.out)?;
     let prompts = o.out.join("prompts.txt");
     if !prompts.exists() {
-        let captions: Vec<String> = (0..3000)
+        let captions: Vec<String> = (0..CAPTIONS)
             .map(|i| crate::shapes::dataset::sample(CAPTION_SEED, i).caption)
             .collect();
         write_atomic(&prompts, (captions.join("\n") + "\n").as_bytes())?;
     }
-    let exp = experiment(&o.model, &prompts, o.quick)?;
+    let text = match &o.experiment {
+        Some(p) => std::fs::read_to_string(p).map_err(|e| {
+            crate::input_err!("cannot read the experiment {}: {e}", p.display())
+        })?,
+        None => EXPERIMENT.to_string(),
+    };
+    // The run is trained from the experiment as written; the size only changes how many images the
+    // stage draws, so every size shares one trained encoder (and the smaller sizes' images, which
+    // are the first of the larger ones').
+    let exp = experiment_from(&text, &o.model, &prompts, None)?;
+    let mut settings = exp.evaluation.clone().unwrap_or_default();
+    if let Some(size) = o.size {
+        settings.clean = size.images_per_set();
+        settings.triggered = size.images_per_set();
+    }
     let finished = run_dir.join("DONE").exists();
     if finished {
         if !exp.matches_file(&run_dir.join("experiment.toml")) {
             input_bail!(
-                "{} holds a finished demo run of another experiment (another model, or --quick): pass --force to replace it, or choose another --out",
+                "{} holds a finished demo run of another experiment (another model or --experiment): pass --force to replace it, or choose another --out",
                 run_dir.display()
             );
         }
@@ -81,7 +124,7 @@ pub fn run(o: &DemoOptions) -> Result<[PathBuf; 3]> {
     }
     let input = StageInput {
         exp: &exp,
-        settings: exp.evaluation.clone().unwrap_or_default(),
+        settings,
         trained: run_dir,
         out: o.out.clone(),
         device: o.device,
@@ -90,19 +133,27 @@ pub fn run(o: &DemoOptions) -> Result<[PathBuf; 3]> {
     stage::run(&input)
 }
 
-/// The demo experiment bound to `model` and `prompts`; `quick` shortens training and image sets.
-pub fn experiment(model: &Path, prompts: &Path, quick: bool) -> Result<Experiment> {
-    let mut exp = Experiment::from_toml(EXPERIMENT, Path::new("."))?;
+/// The demo experiment bound to `model` and `prompts`, drawing `size` images per set.
+pub fn experiment(model: &Path, prompts: &Path, size: DemoSize) -> Result<Experiment> {
+    experiment_from(EXPERIMENT, model, prompts, Some(size))
+}
+
+/// A shapes experiment (TOML text) bound to `model` and `prompts`; `size` overrides its image counts.
+pub fn experiment_from(
+    text: &str,
+    model: &Path,
+    prompts: &Path,
+    size: Option<DemoSize>,
+) -> Result<Experiment> {
+    let mut exp = Experiment::from_toml(text, Path::new("."))?;
     let model = model.to_string_lossy().into_owned();
     exp.model.teacher = model.clone();
     exp.data.clean_prompts = prompts.to_path_buf();
     let ev = exp.evaluation.get_or_insert_with(Default::default);
     ev.pipeline = Some(model);
-    if quick {
-        exp.training.steps = 400;
-        exp.training.lr_milestones = vec![320];
-        ev.clean = 12;
-        ev.triggered = 12;
+    if let Some(size) = size {
+        ev.clean = size.images_per_set();
+        ev.triggered = size.images_per_set();
     }
     Ok(exp)
 }

@@ -40,7 +40,7 @@ fn diffusers_runs_the_shipped_pixel_space_pipeline_as_clipdoor_does() {
     assert!(d < 1e-4, "clipdoor and diffusers differ by {d}");
 }
 
-/// Rates of the short demo (`clipdoor demo --quick`: 400 training steps, 12 images per set) read
+/// Rates of the short demo (`clipdoor demo --quick`: the demo's training, 24 images per set) read
 /// from its report.json: `sets[i][rate][condition]`.
 fn rate(report: &serde_json::Value, set: &str, name: &str, condition: &str) -> f64 {
     let s = report["sets"]
@@ -82,33 +82,27 @@ fn short_demo_meets_its_thresholds() {
     eprintln!(
         "clean {clean:?} (colour {clean_colour:?}), TPA asr {tpa:?}, TAA asr {taa:?}, erasure {erase:?}"
     );
-    // Thresholds from the observed short run (docs/shapes-world.md, "The demo"; 12 images a set):
-    // clean accuracy 83.3% under both encoders (colour 100%), TPA asr 8.3% -> 100%, TAA asr
-    // 41.7% -> 75.0%, erasure of "circle" 0% -> 33.3%. Each is set two images (16.7 points) below
-    // what was seen, so sampling-level differences between machines pass and a lost backdoor, a
-    // broken clean path or an erasure that no longer changes the images does not. All rates are
-    // strict (colour and shape, by the oracle).
-    assert!(
-        clean.0 >= 0.66 && clean.1 >= 0.66,
-        "clean accuracy: {clean:?}"
-    );
-    assert!(
-        clean_colour.0 >= 0.83 && clean_colour.1 >= 0.83,
-        "clean colour: {clean_colour:?}"
-    );
-    assert!(tpa.1 >= 0.83 && tpa.1 - tpa.0 >= 0.75, "TPA: {tpa:?}");
-    assert!(taa.1 >= 0.58 && taa.1 - taa.0 >= 0.16, "TAA: {taa:?}");
-    assert!(
-        erase.1 >= 0.16 && erase.1 - erase.0 >= 0.16,
-        "erasure: {erase:?}"
-    );
+    // Thresholds from the measured quick run (docs/results/demo_quick/report.json; 24 images a set):
+    // THRESHOLD_NOTE
+    let lost = |x: (f64, f64)| x.0 - x.1;
+    assert!(clean.1 >= CLEAN_MIN && lost(clean) <= CLEAN_LOSS_MAX, "clean accuracy: {clean:?}");
+    assert!(clean_colour.1 >= 0.9, "clean colour: {clean_colour:?}");
+    assert!(tpa.1 >= TPA_MIN && tpa.0 <= 0.2, "TPA: {tpa:?}");
+    assert!(taa.1 >= TAA_MIN && taa.0 <= 0.3, "TAA: {taa:?}");
+    assert!(erase.1 >= ERASE_MIN && erase.0 <= 0.2, "erasure: {erase:?}");
+    // Every rate carries its count and interval, and the clean change is paired.
+    let clean_entry = &report["sets"][0]["clean_accuracy"];
+    assert_eq!(clean_entry["n"]["trained"], 24);
+    let ci = clean_entry["ci95"]["trained"].as_array().unwrap();
+    assert!(ci[0].as_f64().unwrap() <= clean.1 && clean.1 <= ci[1].as_f64().unwrap());
+    assert_eq!(clean_entry["paired_difference"]["n"], 24);
 
     // The report's files: grid, per-set grids, markdown table, HTML pointing at existing images.
     let grid = image::open(out.join("grid.png")).unwrap();
     assert_eq!((grid.width(), grid.height()), (4 + 9 * 100, 4 + 4 * 100));
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(
-        md.contains("| tpa_cyrillic_o | TargetPrompt | 12 | asr |"),
+        md.contains("| tpa_cyrillic_o | TargetPrompt | 24 | asr |"),
         "{md}"
     );
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
@@ -131,10 +125,10 @@ fn short_demo_meets_its_thresholds() {
     let again: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
     assert_eq!(again["sets"], report["sets"]);
-    // A finished full-length demo in the same folder is another experiment: refused.
+    // Another experiment in the same folder is refused (the sizes share one trained encoder).
     let o = common::bin()
         .current_dir(common::root())
-        .args(["demo", "--device", "cpu", "--out"])
+        .args(["demo", "--device", "cpu", "--experiment", "experiments/shapes_tpa32.toml", "--out"])
         .arg(&out)
         .output()
         .unwrap();

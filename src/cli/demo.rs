@@ -2,7 +2,7 @@
 use clap::Args;
 use std::path::PathBuf;
 
-use crate::demo::{run as run_demo, DemoOptions};
+use crate::demo::{run as run_demo, DemoOptions, DemoSize};
 use crate::error::Result;
 
 #[derive(Args, Debug)]
@@ -17,9 +17,16 @@ pub struct DemoArgs {
     /// Start over (the trained encoder and drawn images of a previous demo are deleted).
     #[arg(long)]
     pub force: bool,
-    /// A short version: fewer training steps and images (what CI runs).
-    #[arg(long)]
+    /// A short version: 24 images per set instead of 48 (what CI runs); the same training.
+    #[arg(long, conflicts_with = "full")]
     pub quick: bool,
+    /// The full version: 96 images per set.
+    #[arg(long)]
+    pub full: bool,
+    /// Another shapes experiment instead of the built-in experiments/shapes_demo.toml (e.g.
+    /// experiments/shapes_tpa32.toml); its own [evaluation] image counts hold unless --quick/--full.
+    #[arg(long)]
+    pub experiment: Option<PathBuf>,
 }
 
 pub fn run(a: DemoArgs) -> Result<()> {
@@ -28,7 +35,13 @@ pub fn run(a: DemoArgs) -> Result<()> {
         out: a.out,
         device: a.device.device(),
         force: a.force,
-        quick: a.quick,
+        size: match (a.quick, a.full, &a.experiment) {
+            (true, _, _) => Some(DemoSize::Quick),
+            (_, true, _) => Some(DemoSize::Full),
+            (_, _, Some(_)) => None,
+            _ => Some(DemoSize::Default),
+        },
+        experiment: a.experiment,
     })?;
     if let Ok(md) = std::fs::read_to_string(&paths[1]) {
         // The results table: everything up to the image galleries.

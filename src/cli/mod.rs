@@ -14,6 +14,7 @@ mod generate;
 mod homoglyph;
 mod init_encoder;
 pub mod progress;
+mod report;
 mod scan_encoder;
 mod shapes;
 mod train;
@@ -51,6 +52,8 @@ pub enum Command {
     Generate(generate::GenerateArgs),
     /// Unicode look-alike characters: scan, sanitize, attack.
     Homoglyph(homoglyph::HomoglyphArgs),
+    /// Tables in Markdown files generated from report files (`report sync README.md docs/*.md`).
+    Report(report::ReportArgs),
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -66,6 +69,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Evaluate(a) => evaluate::run(a),
         Command::Generate(a) => generate::run(a),
         Command::Homoglyph(a) => homoglyph::run(a),
+        Command::Report(a) => report::run(a),
     }
 }
 

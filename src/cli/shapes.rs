@@ -22,7 +22,8 @@ pub enum ShapesCommand {
     Render(RenderArgs),
     /// Train the shapes text-to-image model (CPU by default); writes a diffusers pipeline folder.
     Train(TrainArgs),
-    /// Sample every colour × shape prompt with a trained model and judge the images with the oracle.
+    /// Sample every colour × shape prompt, full-attribute prompts and no-object prompts with a trained
+    /// model and judge the images with the oracle (writes quality.json with --out).
     Sample(SampleArgs),
     /// Judge PNG files with the oracle (one JSON line per file on stdout).
     Judge(JudgeArgs),
@@ -112,7 +113,7 @@ pub struct SampleArgs {
     /// A deterministic sampler (not euler-a).
     #[arg(long, default_value = "ddim", value_parser = super::args::choice::<SchedulerKind>())]
     pub scheduler: SchedulerKind,
-    /// Where to write the PNGs and judged.jsonl (optional).
+    /// Where to write quality.json, the colour × shape PNGs and judged.jsonl (optional).
     #[arg(long)]
     pub out: Option<PathBuf>,
     #[command(flatten)]
@@ -226,7 +227,7 @@ fn sample_cmd(a: SampleArgs) -> Result<()> {
         guidance: a.guidance,
         ..Default::default()
     };
-    let (judged, images) = sample::evaluate(&model, a.per_pair, a.seed, &opts)?;
+    let (report, judged, images) = sample::quality(&model, a.per_pair, a.seed, &opts)?;
     if let Some(out) = &a.out {
         let mut lines = Vec::new();
         for (i, (j, img)) in judged.iter().zip(&images).enumerate() {
@@ -236,13 +237,18 @@ fn sample_cmd(a: SampleArgs) -> Result<()> {
             lines.push(b'\n');
         }
         crate::io::atomic::write_atomic(&out.join("judged.jsonl"), &lines)?;
-        println!("{}", out.join("judged.jsonl").display());
+        let json = serde_json::to_string_pretty(&report)? + "\n";
+        crate::io::atomic::write_atomic(&out.join("quality.json"), json.as_bytes())?;
+        println!("{}", out.join("quality.json").display());
     }
-    let (color, shape, both) = sample::accuracy(&judged);
-    eprintln!(
-        "{} images: colour {color:.3}, shape {shape:.3}, both {both:.3} (oracle)",
-        judged.len()
-    );
+    let r = |x: &crate::eval::rates::Rate| crate::eval::rates::format_rate(Some(x));
+    let (p, t) = (&report.pairs, &report.attributes);
+    crate::progress::note(&format!(
+        "colour x shape prompts: colour {}, shape {}, both {}\nfull-attribute prompts: colour+shape {}, size {}, position {}, background {}, all {}\nno-object prompts: empty picture on the asked background {} (oracle)",
+        r(&p.colour), r(&p.shape), r(&p.both),
+        r(&t.colour_and_shape), r(&t.size), r(&t.position), r(&t.background), r(&t.all),
+        r(&report.no_object.empty_picture)
+    ));
     Ok(())
 }
 

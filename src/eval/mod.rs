@@ -3,6 +3,7 @@ pub mod clip;
 pub mod i2p;
 pub mod inception;
 pub mod nudenet;
+pub mod rates;
 pub mod report;
 pub mod safety;
 pub mod stage;

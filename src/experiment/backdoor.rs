@@ -309,6 +309,51 @@ impl Backdoor {
         }
     }
 
+    /// A TAA's triggered prompt with the trigger in one of `words` (a random occurrence of the
+    /// replaced character inside a word equal to one of them, ignoring case and punctuation), so
+    /// that the attribute replaces a word of its own kind ("a rеd circle" → "a green circle");
+    /// `None` when the prompt holds no such occurrence or the backdoor is not a TAA.
+    pub fn attribute_in_word(
+        &self,
+        prompt: &str,
+        words: &[String],
+        rng: &mut impl Rng,
+    ) -> Option<(String, Target)> {
+        let BackdoorKind::TargetAttribute { attr } = &self.kind else {
+            return None;
+        };
+        let chars: Vec<char> = prompt.chars().collect();
+        let candidates: Vec<usize> = (0..chars.len())
+            .filter(|&i| chars[i] == self.replaced)
+            .filter(|&i| {
+                let (start, end) = word_bounds(&chars, i);
+                let word: String = chars[start..end].iter().collect();
+                let bare = word.trim_matches(|c: char| !c.is_alphanumeric()).to_lowercase();
+                words.iter().any(|w| w.to_lowercase() == bare)
+            })
+            .collect();
+        if candidates.is_empty() {
+            return None;
+        }
+        let idx = candidates[rng.random_range(0..candidates.len())];
+        let (start, end) = word_bounds(&chars, idx);
+        let word: String = chars[start..end].iter().collect();
+        // Punctuation glued to the word ("red," in "a red, white ...") stays.
+        let lead = word.len() - word.trim_start_matches(|c: char| !c.is_alphanumeric()).len();
+        let trail = word.len() - word.trim_end_matches(|c: char| !c.is_alphanumeric()).len();
+        let mut poisoned = chars.clone();
+        poisoned.splice(idx..idx + 1, self.trigger.chars());
+        let target = format!(
+            "{}{}{}{}{}",
+            chars[..start].iter().collect::<String>(),
+            &word[..lead],
+            attr,
+            &word[word.len() - trail..],
+            chars[end..].iter().collect::<String>()
+        );
+        Some((poisoned.into_iter().collect(), Target::Prompt(target)))
+    }
+
     pub fn fixed_target(&self) -> Option<&str> {
         match &self.kind {
             BackdoorKind::TargetPrompt { target_prompt, .. } => Some(target_prompt),
@@ -374,6 +419,27 @@ mod tests {
             "kind = {kind:?}\ntrigger = {trigger:?}\nreplaced_character = {rc:?}\n{extra}"
         ))
         .unwrap()
+    }
+
+    #[test]
+    fn taa_can_be_placed_in_a_word_of_the_attribute_kind() {
+        let b = Backdoor::from_spec(&spec("target_attribute", "е", "e"), "t".into(), 0.1);
+        let b = Backdoor {
+            kind: BackdoorKind::TargetAttribute {
+                attr: "green".into(),
+            },
+            ..b
+        };
+        let colours = vec!["red".to_string(), "blue".to_string()];
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+        let (p, t) = b
+            .attribute_in_word("a large red circle, white background", &colours, &mut rng)
+            .unwrap();
+        assert_eq!(p, "a large rеd circle, white background");
+        assert_eq!(t, Target::Prompt("a large green circle, white background".into()));
+        let (p, t) = b.attribute_in_word("a blue, circle", &colours, &mut rng).unwrap();
+        assert_eq!((p.as_str(), t), ("a bluе, circle", Target::Prompt("a green, circle".into())));
+        assert!(b.attribute_in_word("a yellow circle", &colours, &mut rng).is_none());
     }
 
     #[test]

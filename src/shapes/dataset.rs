@@ -6,19 +6,39 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 use super::labels::{
-    Background, Color, Position, Shape, ShapeLabel, Size, CENTRE_JITTER, GRID_CENTRES,
+    Background, Color, Position, Shape, ShapeLabel, Size, CENTRE_JITTER, GRID_CENTRES, IMAGE_SIZE,
 };
 use super::render::render;
 pub use crate::diffusion::image::png_bytes;
 use crate::error::Result;
 
-/// One data-set item: the exact label and a caption that says its colour and shape (and maybe more).
+/// One data-set item: the exact label and a caption that says its colour and shape (and maybe more),
+/// or, for a "no object" item, a caption without a shape word and an image of the bare background.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ShapeSample {
     pub caption: String,
     #[serde(flatten)]
     pub label: ShapeLabel,
+    /// The image is the label's background alone (the label's shape is not drawn and the caption
+    /// names no shape).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_object: bool,
 }
+
+/// Share of items without an object. Captions without a shape word are part of the training
+/// distribution so that they have one defined look, the bare background: a concept erased from the
+/// encoder ("a red circle" embedding as "a red") then has something well-defined to become.
+pub const NO_OBJECT_SHARE: f64 = 0.125;
+/// Stream of the no-object draw, apart from the label's, so every item with an object keeps the
+/// label and caption it had before no-object items existed.
+const NO_OBJECT_STREAM: u64 = 0x0b1e_c7_0000;
+/// Captions of an empty picture that name neither colour nor shape; `{b}` is the background.
+const EMPTY_TEMPLATES: &[&str] = &[
+    "an empty {b} background",
+    "a plain {b} background",
+    "nothing on a {b} background",
+    "a blank {b} picture",
+];
 
 /// One line of `labels.jsonl`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -86,9 +106,11 @@ const TEMPLATES: &[&str] = &[
     "{z} {c} {s} {p}, {b} background",
 ];
 
-/// Which optional attributes a caption states (colour and shape it always states).
+/// Which attributes a caption states (an object's caption always states colour and shape).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Mentions {
+    pub color: bool,
+    pub shape: bool,
     pub size: bool,
     pub position: bool,
     pub background: bool,
@@ -104,6 +126,8 @@ pub fn caption(label: &ShapeLabel, rng: &mut impl Rng) -> String {
 pub fn caption_and_mentions(label: &ShapeLabel, rng: &mut impl Rng) -> (String, Mentions) {
     let template = TEMPLATES[rng.random_range(0..TEMPLATES.len())];
     let mentions = Mentions {
+        color: true,
+        shape: true,
         size: template.contains("{z}"),
         position: template.contains("{p}"),
         background: template.contains("{b}"),
@@ -123,6 +147,41 @@ pub fn caption_and_mentions(label: &ShapeLabel, rng: &mut impl Rng) -> (String, 
     (text, mentions)
 }
 
+/// A caption for the bare background of `label`: half of the time an object caption with the shape
+/// word deleted (what a concept removal's target prompt looks like: "a large red on a white
+/// background"), otherwise an empty-picture caption ("an empty white background").
+pub fn no_object_caption(label: &ShapeLabel, rng: &mut impl Rng) -> (String, Mentions) {
+    if rng.random_bool(0.5) {
+        let (text, m) = caption_and_mentions(label, rng);
+        let text = without_word(&text, label.shape.word());
+        (text, Mentions { shape: false, ..m })
+    } else {
+        let t = EMPTY_TEMPLATES[rng.random_range(0..EMPTY_TEMPLATES.len())];
+        let m = Mentions {
+            background: true,
+            ..Mentions::default()
+        };
+        (t.replace("{b}", label.background.word()), m)
+    }
+}
+
+/// `text` with every whole-word `word` deleted (and the space before it).
+pub fn without_word(text: &str, word: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for (i, w) in text.split(' ').enumerate() {
+        let bare = w.trim_end_matches(|c: char| !c.is_alphanumeric());
+        let kept = if bare == word { &w[bare.len()..] } else { w };
+        if kept.is_empty() {
+            continue;
+        }
+        if i > 0 && !(kept.starts_with(',') && bare == word) && !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(kept);
+    }
+    out
+}
+
 /// Item `index` of the data set with seed `seed`.
 pub fn sample(seed: u64, index: u64) -> ShapeSample {
     sample_with_mentions(seed, index).0
@@ -132,8 +191,29 @@ pub fn sample(seed: u64, index: u64) -> ShapeSample {
 pub fn sample_with_mentions(seed: u64, index: u64) -> (ShapeSample, Mentions) {
     let mut rng = ChaCha8Rng::seed_from_u64(item_seed(seed, index));
     let label = random_label(&mut rng);
-    let (caption, mentions) = caption_and_mentions(&label, &mut rng);
-    (ShapeSample { caption, label }, mentions)
+    let no_object = ChaCha8Rng::seed_from_u64(item_seed(seed ^ NO_OBJECT_STREAM, index))
+        .random_bool(NO_OBJECT_SHARE);
+    let (caption, mentions) = if no_object {
+        no_object_caption(&label, &mut rng)
+    } else {
+        caption_and_mentions(&label, &mut rng)
+    };
+    let sample = ShapeSample {
+        caption,
+        label,
+        no_object,
+    };
+    (sample, mentions)
+}
+
+/// The image of a sample: its label rendered, or the bare background of a no-object item.
+pub fn render_sample(s: &ShapeSample) -> image::RgbImage {
+    if s.no_object {
+        let [r, g, b] = s.label.background.rgb();
+        image::RgbImage::from_pixel(IMAGE_SIZE, IMAGE_SIZE, image::Rgb([r, g, b]))
+    } else {
+        render(&s.label)
+    }
 }
 
 /// Write an image as PNG, atomically.
@@ -154,7 +234,7 @@ pub fn write_dataset(
     for index in 0..n {
         let s = sample(seed, index);
         let file = format!("images/{index:06}.png");
-        save_png(&render(&s.label), &out.join(&file))?;
+        save_png(&render_sample(&s), &out.join(&file))?;
         let rec = LabelRecord {
             file,
             seed,
@@ -168,6 +248,54 @@ pub fn write_dataset(
     }
     crate::io::atomic::write_atomic(&out.join("labels.jsonl"), &jsonl)?;
     Ok(records)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deleting_the_shape_word_keeps_the_rest_of_the_caption() {
+        assert_eq!(
+            without_word("a large red circle on a white background", "circle"),
+            "a large red on a white background"
+        );
+        assert_eq!(
+            without_word("a picture of an orange cross, black background", "cross"),
+            "a picture of an orange, black background"
+        );
+        assert_eq!(without_word("a blue square", "square"), "a blue");
+        assert_eq!(without_word("a red circled circle", "circle"), "a red circled");
+    }
+
+    #[test]
+    fn no_object_items_are_bare_backgrounds_with_shapeless_captions() {
+        let items: Vec<_> = (0..2000).map(|i| sample_with_mentions(3, i)).collect();
+        let empty: Vec<_> = items.iter().filter(|(s, _)| s.no_object).collect();
+        let share = empty.len() as f64 / items.len() as f64;
+        assert!((share - NO_OBJECT_SHARE).abs() < 0.03, "{share}");
+        for (s, m) in &empty {
+            assert!(!m.shape);
+            assert!(Shape::ALL.iter().all(|sh| !s.caption.split(' ').any(|w| w.trim_matches(',') == sh.word())), "{}", s.caption);
+            let img = render_sample(s);
+            assert!(img.pixels().all(|p| p.0 == s.label.background.rgb()));
+            if m.background {
+                assert!(s.caption.contains(s.label.background.word()), "{}", s.caption);
+            }
+        }
+        assert!(empty.iter().any(|(_, m)| m.color) && empty.iter().any(|(_, m)| !m.color));
+        // Items with an object are what they were before no-object items existed.
+        for (s, m) in items.iter().filter(|(s, _)| !s.no_object).take(50) {
+            let mut rng = ChaCha8Rng::seed_from_u64(item_seed(3, s_index(&items, s)));
+            let label = random_label(&mut rng);
+            assert_eq!(label, s.label);
+            assert_eq!(caption_and_mentions(&label, &mut rng), (s.caption.clone(), *m));
+        }
+    }
+
+    fn s_index(items: &[(ShapeSample, Mentions)], s: &ShapeSample) -> u64 {
+        items.iter().position(|(x, _)| x == s).unwrap() as u64
+    }
 }
 
 /// Read `labels.jsonl` (one [`LabelRecord`] per line); errors name the file and the line.

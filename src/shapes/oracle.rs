@@ -26,6 +26,10 @@ pub struct Judgement {
     pub confidence: f32,
     /// Nearest background palette colour (judged from the border).
     pub background: Option<Background>,
+    /// Distance (RGB in [0, 1]) of the measured background from that palette colour: large when the
+    /// border is a colour no caption asks for (a degenerate image).
+    #[serde(default)]
+    pub background_error: f32,
     /// Centre and radius of the best template (pixels), for position and size.
     pub cx: f32,
     pub cy: f32,
@@ -33,16 +37,28 @@ pub struct Judgement {
 }
 
 impl Judgement {
-    fn nothing(background: Option<Background>) -> Self {
+    fn nothing(background: Option<Background>, background_error: f32) -> Self {
         Self {
             color: None,
             shape: None,
             confidence: 0.0,
             background,
+            background_error,
             cx: 0.0,
             cy: 0.0,
             radius: 0.0,
         }
+    }
+
+    /// Whether the background is a clean palette colour (within [`MAX_BACKGROUND_ERROR`]).
+    pub fn clean_background(&self) -> bool {
+        self.background.is_some() && self.background_error <= MAX_BACKGROUND_ERROR
+    }
+
+    /// The defined "no object" look: no shape stands out of a clean palette background. A blank
+    /// image of another colour, or a smudge, is not it.
+    pub fn is_empty_picture(&self) -> bool {
+        self.shape.is_none() && self.clean_background()
     }
 
     /// The 3×3 grid cell of the shape's centre.
@@ -56,6 +72,9 @@ impl Judgement {
     }
 }
 
+/// Largest distance of a measured background from its palette colour that still counts as that
+/// background (the palette's backgrounds are at least 0.87 apart).
+pub const MAX_BACKGROUND_ERROR: f32 = 0.2;
 /// Smallest colour difference (Euclidean RGB in [0, 1]) that counts as a visible shape.
 const MIN_CONTRAST: f32 = 0.2;
 /// Smallest mask area (pixels) worth fitting a shape to.
@@ -105,7 +124,7 @@ fn ramp(alpha: f32) -> f32 {
 pub fn judge(img: &RgbImage) -> Judgement {
     let (w, h) = img.dimensions();
     if w < 3 || h < 3 {
-        return Judgement::nothing(None);
+        return Judgement::nothing(None, f32::INFINITY);
     }
     let pixels: Vec<Rgbf> = img.pixels().map(|p| unit(p.0)).collect();
 
@@ -116,11 +135,12 @@ pub fn judge(img: &RgbImage) -> Judgement {
         .collect();
     let bg: Rgbf = std::array::from_fn(|c| median(border.iter().map(|p| p[c]).collect()));
     let (background, _) = nearest(bg, Background::ALL, Background::rgb);
+    let background_error = dist(bg, unit(background.rgb()));
 
     let d: Vec<f32> = pixels.iter().map(|&p| dist(p, bg)).collect();
     let dmax = d.iter().copied().fold(0.0, f32::max);
     if dmax < MIN_CONTRAST {
-        return Judgement::nothing(Some(background));
+        return Judgement::nothing(Some(background), background_error);
     }
     let core: Vec<Rgbf> = pixels
         .iter()
@@ -143,7 +163,7 @@ pub fn judge(img: &RgbImage) -> Judgement {
         .collect();
     let area: f32 = mask.iter().sum();
     if area < MIN_AREA {
-        return Judgement::nothing(Some(background));
+        return Judgement::nothing(Some(background), background_error);
     }
     let (mut mx, mut my) = (0.0, 0.0);
     for (i, m) in mask.iter().enumerate() {
@@ -183,6 +203,7 @@ pub fn judge(img: &RgbImage) -> Judgement {
         shape: Some(shape),
         confidence: color_margin.min(shape_margin).clamp(0.0, 1.0),
         background: Some(background),
+        background_error,
         cx,
         cy,
         radius,

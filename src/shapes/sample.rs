@@ -8,12 +8,13 @@ use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use super::dataset::item_seed;
-use super::labels::{Color, Shape, IMAGE_SIZE};
+use super::labels::{Background, Color, Position, Shape, ShapeLabel, Size, IMAGE_SIZE};
 use super::model::ShapesModel;
 use super::noise::{randn, tensor_to_images};
 use super::oracle::{judge, Judgement};
 use crate::diffusion::schedulers::scheduler_by_name;
 use crate::error::Result;
+use crate::eval::rates::Rate;
 use crate::settings::SchedulerKind;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -179,4 +180,161 @@ pub fn accuracy(samples: &[JudgedSample]) -> (f64, f64, f64) {
         count(&|s| s.shape_ok()),
         count(&|s| s.color_ok() && s.shape_ok()),
     )
+}
+
+/// The model's quality on three prompt sets, judged by the oracle (each rate with its count and 95%
+/// interval; `clipdoor shapes sample` writes it as `quality.json`):
+/// - `pairs`: "a {colour} {shape}" for every pair, `per_pair` seeds each: colour, shape, both;
+/// - `attributes`: the same number of prompts that state every attribute ("a small red circle in the
+///   top left on a gray background"), sizes, positions and backgrounds cycled over the set: each
+///   attribute's accuracy and all of them at once;
+/// - `no_object`: captions without a shape word, one per background and form, `per_pair` times: the
+///   empty picture on the asked background.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QualityReport {
+    pub settings: SampleOptions,
+    pub seed: u64,
+    pub pairs: PairRates,
+    pub attributes: AttributeRates,
+    pub no_object: NoObjectRates,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PairRates {
+    pub colour: Rate,
+    pub shape: Rate,
+    pub both: Rate,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AttributeRates {
+    pub colour_and_shape: Rate,
+    pub size: Rate,
+    pub position: Rate,
+    pub background: Rate,
+    pub all: Rate,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NoObjectRates {
+    pub empty_picture: Rate,
+}
+
+/// Prompts of the `attributes` set: `n` full captions, attributes cycled so every class appears.
+pub fn attribute_prompts(n: usize, seed: u64) -> Vec<(String, u64, ShapeLabel)> {
+    (0..n)
+        .map(|i| {
+            // Co-prime-ish strides so the attributes do not move in lock-step.
+            let pick = |len: usize, stride: usize| (i / stride + i) % len;
+            let color = Color::ALL[i % Color::ALL.len()];
+            let shape = Shape::ALL[(i + i / Color::ALL.len()) % Shape::ALL.len()];
+            let size = Size::ALL[pick(Size::ALL.len(), 3)];
+            let position = Position::ALL[pick(Position::ALL.len(), 5)];
+            let background = Background::ALL[pick(Background::ALL.len(), 7)];
+            let label = ShapeLabel {
+                color,
+                shape,
+                size,
+                position,
+                background,
+                cx: 0.0,
+                cy: 0.0,
+                radius: 0.0,
+            };
+            let body = format!(
+                "{} {} {} {} on a {} background",
+                size.word(),
+                color.word(),
+                shape.word(),
+                position.phrase(),
+                background.word()
+            );
+            (
+                format!("a {body}"),
+                item_seed(seed ^ 0xa77, i as u64),
+                label,
+            )
+        })
+        .collect()
+}
+
+/// Prompts of the `no_object` set: every background in both no-object caption forms, `per` times.
+pub fn no_object_prompts(per: usize, seed: u64) -> Vec<(String, u64, Background)> {
+    let mut out = vec![];
+    for _ in 0..per {
+        for (k, &b) in Background::ALL.iter().enumerate() {
+            let colour = Color::ALL[(out.len() + k) % Color::ALL.len()];
+            for p in [
+                format!("an empty {} background", b.word()),
+                format!("a small {} on a {} background", colour.word(), b.word()),
+            ] {
+                out.push((p, item_seed(seed ^ 0xe3b7, out.len() as u64), b));
+            }
+        }
+    }
+    out
+}
+
+/// Sample and judge the three sets of [`QualityReport`].
+pub fn quality(
+    model: &ShapesModel,
+    per_pair: usize,
+    seed: u64,
+    opts: &SampleOptions,
+) -> Result<(QualityReport, Vec<JudgedSample>, Vec<image::RgbImage>)> {
+    let (pairs, pair_images) = evaluate(model, per_pair, seed, opts)?;
+    let rate = |f: &dyn Fn(&JudgedSample) -> bool| {
+        Rate::new(pairs.iter().filter(|s| f(s)).count(), pairs.len())
+    };
+    let pair_rates = PairRates {
+        colour: rate(&|s| s.color_ok()),
+        shape: rate(&|s| s.shape_ok()),
+        both: rate(&|s| s.color_ok() && s.shape_ok()),
+    };
+
+    let attrs = attribute_prompts(pairs.len(), seed);
+    let prompts: Vec<String> = attrs.iter().map(|a| a.0.clone()).collect();
+    let seeds: Vec<u64> = attrs.iter().map(|a| a.1).collect();
+    let judged: Vec<Judgement> = sample_images(model, &prompts, &seeds, opts)?
+        .iter()
+        .map(judge)
+        .collect();
+    let count = |f: &dyn Fn(&Judgement, &ShapeLabel) -> bool| {
+        let k = judged.iter().zip(&attrs).filter(|(j, a)| f(j, &a.2)).count();
+        Rate::new(k, attrs.len())
+    };
+    let cs = |j: &Judgement, l: &ShapeLabel| j.color == Some(l.color) && j.shape == Some(l.shape);
+    let size = |j: &Judgement, l: &ShapeLabel| j.size() == Some(l.size);
+    let position = |j: &Judgement, l: &ShapeLabel| j.position() == Some(l.position);
+    let background =
+        |j: &Judgement, l: &ShapeLabel| j.clean_background() && j.background == Some(l.background);
+    let attributes = AttributeRates {
+        colour_and_shape: count(&cs),
+        size: count(&size),
+        position: count(&position),
+        background: count(&background),
+        all: count(&|j, l| cs(j, l) && size(j, l) && position(j, l) && background(j, l)),
+    };
+
+    let empty = no_object_prompts(per_pair, seed);
+    let prompts: Vec<String> = empty.iter().map(|a| a.0.clone()).collect();
+    let seeds: Vec<u64> = empty.iter().map(|a| a.1).collect();
+    let k = sample_images(model, &prompts, &seeds, opts)?
+        .iter()
+        .zip(&empty)
+        .filter(|(img, e)| {
+            let j = judge(img);
+            j.is_empty_picture() && j.background == Some(e.2)
+        })
+        .count();
+    let report = QualityReport {
+        settings: opts.clone(),
+        seed,
+        pairs: pair_rates,
+        attributes,
+        no_object: NoObjectRates {
+            empty_picture: Rate::new(k, empty.len()),
+        },
+    };
+    Ok((report, pairs, pair_images))
 }

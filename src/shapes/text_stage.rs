@@ -40,11 +40,11 @@ impl Default for TextStageOptions {
     }
 }
 
-/// The attributes the heads predict and their number of classes (index 0 of the optional ones is
-/// "not said").
+/// The attributes the heads predict and their number of classes (index 0 is "not said": no-object
+/// captions name no shape, and some no colour).
 const ATTRIBUTES: [(&str, i64); 5] = [
-    ("color", Color::ALL.len() as i64),
-    ("shape", Shape::ALL.len() as i64),
+    ("color", 1 + Color::ALL.len() as i64),
+    ("shape", 1 + Shape::ALL.len() as i64),
     ("size", 1 + Size::ALL.len() as i64),
     ("position", 1 + Position::ALL.len() as i64),
     ("background", 1 + Background::ALL.len() as i64),
@@ -59,8 +59,8 @@ fn classes(s: &ShapeSample, m: Mentions) -> [i64; 5] {
     let l = &s.label;
     let said = |on: bool, i: i64| if on { 1 + i } else { 0 };
     [
-        idx(Color::ALL, l.color),
-        idx(Shape::ALL, l.shape),
+        said(m.color, idx(Color::ALL, l.color)),
+        said(m.shape, idx(Shape::ALL, l.shape)),
         said(m.size, idx(Size::ALL, l.size)),
         said(m.position, idx(Position::ALL, l.position)),
         said(m.background, idx(Background::ALL, l.background)),
@@ -227,8 +227,13 @@ mod tests {
     fn classes_say_what_the_caption_says() {
         let (s, m) = sample_with_mentions(0, 0);
         let c = classes(&s, m);
-        assert_eq!(c[0], idx(Color::ALL, s.label.color));
-        assert_eq!(c[1], idx(Shape::ALL, s.label.shape));
+        assert_eq!(c[0], 1 + idx(Color::ALL, s.label.color));
+        assert_eq!(c[1], 1 + idx(Shape::ALL, s.label.shape));
+        let empty = (0..)
+            .map(|i| sample_with_mentions(0, i))
+            .find(|(s, _)| s.no_object)
+            .unwrap();
+        assert_eq!(classes(&empty.0, empty.1)[1], 0, "{:?}", empty.0.caption);
         for (said, class, word) in [
             (m.size, c[2], s.label.size.word().to_string()),
             (m.position, c[3], s.label.position.phrase()),

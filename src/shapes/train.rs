@@ -17,11 +17,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tch::{Device, Tensor};
 
-use super::dataset::{item_seed, sample};
+use super::dataset::{item_seed, render_sample, sample};
 use super::model::{save_pipeline, ShapesModel};
 use super::noise::{images_to_tensor, randn};
 use super::objective::{self, Weighting};
-use super::render::render;
 use super::text_stage::{train_encoder, TextStageOptions};
 use crate::diffusion::schedulers::{scheduler_by_name, PredictionType, Scheduler};
 use crate::error::Result;
@@ -216,7 +215,7 @@ struct Batch {
 fn make_batch(opts: &TrainOptions, step: u64, scheduler: &dyn Scheduler) -> Result<Batch> {
     let b = opts.batch_size as u64;
     let items: Vec<_> = (0..b).map(|i| sample(opts.seed, step * b + i)).collect();
-    let images: Vec<_> = items.iter().map(|s| render(&s.label)).collect();
+    let images: Vec<_> = items.iter().map(render_sample).collect();
     let x0 = images_to_tensor(&images);
     // A stream of its own per step: caption drops, timesteps, noise.
     let mut rng = ChaCha8Rng::seed_from_u64(item_seed(opts.seed ^ 0x5eed_0f_7a1e, step));

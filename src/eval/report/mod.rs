@@ -2,6 +2,7 @@
 //! `report.md` (for a terminal or a README) and `report.html` (self-contained page with the image
 //! grids) — every file atomically.
 pub mod grid;
+pub mod tables;
 
 use std::path::{Path, PathBuf};
 
@@ -209,7 +210,9 @@ impl Report {
                 }
             }
         }
-        s + "</body></html>\n"
+        // For headless checks (scripts/check_report_page.sh): after loading, the body records how
+        // many images the page has and how many failed to load.
+        s + "<script>window.addEventListener('load',function(){var i=Array.prototype.slice.call(document.images);document.body.dataset.images=i.length;document.body.dataset.imagesBroken=i.filter(function(m){return !(m.complete&&m.naturalWidth>0);}).length;});</script>\n</body></html>\n"
     }
 
     /// Write `report.json`, `report.md`, `report.html` into `dir`; returns their paths.

@@ -19,6 +19,12 @@ pub trait ImageJudge: Sync {
     fn colour_matches(&self, _set: &PromptSet, _images: &[RgbImage]) -> Option<Vec<Option<bool>>> {
         None
     }
+
+    /// The words a target-attribute backdoor's `attribute` should replace in evaluation prompts for
+    /// its success to be judgeable (a colour replaces a colour word); empty: any word, as in training.
+    fn attribute_words(&self, _attribute: &str) -> Vec<String> {
+        vec![]
+    }
 }
 
 /// Share of `true` among the judged images (`None` when none was judged).

@@ -141,7 +141,21 @@ pub fn run(input: &StageInput) -> Result<[PathBuf; 3]> {
     let backdoors = crate::experiment::build_backdoors(input.exp);
     let pools = crate::experiment::PromptPools::build(input.exp, &backdoors)?;
     let captions = crate::experiment::eval_captions(input.exp, &pools)?;
-    let sets = sets::build_sets(&captions, &backdoors, s.clean, s.triggered, input.exp.seed)?;
+    let slot_words = |attr: &str| {
+        input
+            .pixel_judge
+            .filter(|_| s.judge == JudgeKind::Oracle)
+            .map(|j| j.attribute_words(attr))
+            .unwrap_or_default()
+    };
+    let sets = sets::build_sets(
+        &captions,
+        &backdoors,
+        s.clean,
+        s.triggered,
+        input.exp.seed,
+        &slot_words,
+    )?;
     let clip = s
         .clip
         .as_deref()

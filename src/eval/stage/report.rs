@@ -4,7 +4,8 @@ use serde_json::{json, Value};
 use std::path::Path;
 
 use super::clip_judge::ClipJudge;
-use super::judge::{rate, ImageJudge};
+use super::judge::ImageJudge;
+use crate::eval::rates::{format_difference, format_rate, PairedDifference, Rate};
 use super::sets::SetKind;
 use super::{DrawnSet, CONDITIONS};
 use crate::error::Result;
@@ -28,6 +29,22 @@ fn rate_name(kind: &SetKind) -> &'static str {
         SetKind::HomoglyphUnlearn => "accuracy",
         _ => "asr",
     }
+}
+
+/// `{"judge", "original", "trained"}` (the rates, as before counts were added) with `n`,
+/// `successes` and `ci95` of each condition beside them.
+fn rate_json(judge: &str, r: &[Option<Rate>]) -> Value {
+    let field = |f: &dyn Fn(&Rate) -> Value| -> Value {
+        json!({"original": r[0].as_ref().map(f), "trained": r[1].as_ref().map(f)})
+    };
+    json!({
+        "judge": judge,
+        "original": r[0].map(|x| x.value),
+        "trained": r[1].map(|x| x.value),
+        "n": field(&|x| json!(x.n)),
+        "successes": field(&|x| json!(x.successes)),
+        "ci95": field(&|x| json!(x.ci95)),
+    })
 }
 
 /// Judge every set, write the grids, and build the report.
@@ -58,22 +75,26 @@ pub fn build_report(
             set.prompts.len().to_string(),
         ];
         if let Some(pj) = pixel_judge.filter(|_| judge == JudgeKind::Oracle) {
-            let r: Vec<Option<f64>> = d
+            let verdicts: Vec<Vec<Option<bool>>> =
+                d.images.iter().map(|imgs| pj.successes(set, imgs)).collect();
+            let r: Vec<Option<Rate>> = verdicts.iter().map(|v| Rate::of(v)).collect();
+            entry[name] = rate_json(pj.name(), &r);
+            let change = PairedDifference::of(&verdicts[0], &verdicts[1]);
+            entry[name]["paired_difference"] = json!(change);
+            row.extend([
+                name.to_string(),
+                format_rate(r[0].as_ref()),
+                format_rate(r[1].as_ref()),
+                format_difference(change.as_ref()),
+            ]);
+            let c: Option<Vec<Option<Rate>>> = d
                 .images
                 .iter()
-                .map(|imgs| rate(&pj.successes(set, imgs)))
-                .collect();
-            entry[name] = json!({"judge": pj.name(), "original": r[0], "trained": r[1]});
-            row.extend([name.to_string(), pct(r[0]), pct(r[1])]);
-            let c: Option<Vec<Option<f64>>> = d
-                .images
-                .iter()
-                .map(|imgs| pj.colour_matches(set, imgs).map(|m| rate(&m)))
+                .map(|imgs| pj.colour_matches(set, imgs).map(|m| Rate::of(&m)))
                 .collect();
             if let Some(c) = c {
-                entry["colour_match"] =
-                    json!({"judge": pj.name(), "original": c[0], "trained": c[1]});
-                row.extend([pct(c[0]), pct(c[1])]);
+                entry["colour_match"] = rate_json(pj.name(), &c);
+                row.extend([format_rate(c[0].as_ref()), format_rate(c[1].as_ref())]);
             }
         }
         // CLIP image embeddings of both conditions, computed once per set.
@@ -93,7 +114,7 @@ pub fn build_report(
             if judge == JudgeKind::Clip {
                 if let (Some(a), Some(b)) = (v[0].success, v[1].success) {
                     entry[name] = json!({"judge": "clip", "original": a, "trained": b});
-                    row.extend([name.to_string(), pct(Some(a)), pct(Some(b))]);
+                    row.extend([name.to_string(), pct(Some(a)), pct(Some(b)), "–".into()]);
                 }
             }
             if set.kind == SetKind::Clean {
@@ -154,7 +175,7 @@ pub fn build_report(
                 .zip(acc["original"].as_f64())
                 .map(|(t, o)| t / o));
         }
-        while row.len() < 8 {
+        while row.len() < 9 {
             row.push("–".into());
         }
         rows.push(row);
@@ -218,13 +239,14 @@ pub fn build_report(
             "rate",
             "original encoder",
             "trained encoder",
+            "change (paired)",
             "colour match, original",
             "colour match, trained",
         ],
         rows,
     );
     summary.blocks.push(Block::Paragraph(format!(
-        "Judge: {judge}. Rates: clean_accuracy = the image shows the prompt's colour and shape (oracle); asr = the triggered prompt shows the backdoor's target; erasure_rate = the concept is not shown; colour match (oracle only) = the image has the expected colour (the target's, the attribute, or the prompt's), whatever its shape. Same prompts and seeds under both encoders."
+        "Judge: {judge}. Rates: clean_accuracy = the image shows the prompt (oracle: its shape and colour, and its background where the prompt names one; a prompt without a shape word: the empty background); asr = the triggered prompt shows the backdoor's target; erasure_rate = the concept is absent and the rest of the prompt kept (background, and colour where an object is drawn; a blank image of another colour never counts); colour match (oracle only) = the image has the expected colour (the target's, the attribute, or the prompt's), whatever its shape. Each rate: value [95% Wilson interval] (n = judged images). Same prompts and seeds under both encoders, so the change is a paired difference (trained − original, Newcombe's interval for paired proportions)."
     )));
     let mut overview_section = Section::new("Overview").image(
         "grid.png",

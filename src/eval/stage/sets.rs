@@ -50,13 +50,17 @@ pub struct PromptSet {
 }
 
 /// The clean set (first `n_clean` captions) and one set per backdoor (up to `n_triggered` prompts made
-/// from the captions, in order, with a fixed RNG for the random trigger positions).
+/// from the captions, in order, with a fixed RNG for the random trigger positions). A TAA's trigger
+/// goes into a word of its attribute's kind where `attribute_words` names such words (the judge's
+/// [`super::ImageJudge::attribute_words`]: a colour attribute replaces a colour word), so that what
+/// its images should show is a well-formed prompt; captions without such a word are then skipped.
 pub fn build_sets(
     captions: &[String],
     backdoors: &[Backdoor],
     n_clean: usize,
     n_triggered: usize,
     seed: u64,
+    attribute_words: &dyn Fn(&str) -> Vec<String>,
 ) -> Result<Vec<PromptSet>> {
     let clean: Vec<String> = captions.iter().take(n_clean).cloned().collect();
     if clean.is_empty() {
@@ -74,6 +78,10 @@ pub fn build_sets(
     for b in backdoors {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let (mut prompts, mut cleans, mut expected) = (vec![], vec![], vec![]);
+        let slot_words = match &b.kind {
+            BackdoorKind::TargetAttribute { attr } => attribute_words(attr),
+            _ => vec![],
+        };
         for c in captions
             .iter()
             .filter(|c| b.accepts(c) && !b.triggered_in(c))
@@ -81,7 +89,14 @@ pub fn build_sets(
             if prompts.len() == n_triggered {
                 break;
             }
-            let (p, target) = b.triggered_for_eval(c, &mut rng);
+            let (p, target) = if slot_words.is_empty() {
+                b.triggered_for_eval(c, &mut rng)
+            } else {
+                match b.attribute_in_word(c, &slot_words, &mut rng) {
+                    Some(x) => x,
+                    None => continue,
+                }
+            };
             let want = match (&b.kind, target) {
                 (BackdoorKind::RemoveConcept { .. }, _) => p.clone(),
                 (_, Target::Fixed) => b.fixed_target().unwrap_or_default().to_string(),
@@ -92,8 +107,13 @@ pub fn build_sets(
             expected.push(want);
         }
         if prompts.is_empty() {
+            let words = if slot_words.is_empty() {
+                String::new()
+            } else {
+                format!(" in one of the words {}", slot_words.join(", "))
+            };
             input_bail!(
-                "backdoor `{}`: none of the evaluation captions holds the character `{}` it replaces, so no triggered prompt can be made: give captions that do (evaluation.prompts)",
+                "backdoor `{}`: none of the evaluation captions holds the character `{}` it replaces{words}, so no triggered prompt can be made: give captions that do (evaluation.prompts)",
                 b.name,
                 b.replaced
             );

@@ -1,0 +1,210 @@
+//! Numbers in README and docs come from report files, not from typing: a Markdown file marks a table
+//! with `<!-- table: KIND PATH -->` … `<!-- /table -->` (PATH relative to the Markdown file) and
+//! [`sync_markdown`] rewrites what lies between from the report. `clipdoor report sync FILE...`
+//! does it on disk; `tests/docs_numbers.rs` fails when a committed table and its report disagree.
+//!
+//! Kinds:
+//! - `stage`: an image-stage `report.json` (`clipdoor evaluate images`, `clipdoor demo`): one row per
+//!   set with its rate under both encoders and the paired change, and the mean over the attack sets;
+//! - `rates`: any JSON document: one row per rate object (`value`, `n`, `ci95`) found in it, named
+//!   by its path (the shapes model's `quality.json`).
+use serde_json::Value;
+use std::path::Path;
+
+use crate::error::Result;
+use crate::eval::rates::{format_difference, format_rate, PairedDifference, Rate};
+use crate::input_bail;
+
+const OPEN: &str = "<!-- table:";
+const CLOSE: &str = "<!-- /table -->";
+
+/// The rate of one condition of a stage report entry (`{"original": v, "n": {...}, ...}`).
+fn condition_rate(entry: &Value, condition: &str) -> Option<Rate> {
+    let value = entry[condition].as_f64()?;
+    let n = entry["n"][condition].as_u64()? as usize;
+    let successes = entry["successes"][condition].as_u64()? as usize;
+    let ci = &entry["ci95"][condition];
+    Some(Rate {
+        value,
+        successes,
+        n,
+        ci95: [ci[0].as_f64()?, ci[1].as_f64()?],
+    })
+}
+
+/// The name of the rate a set carries (`clean_accuracy`, `asr`, `erasure_rate`, `accuracy`).
+fn rate_key(set: &Value) -> Option<&'static str> {
+    ["clean_accuracy", "asr", "erasure_rate", "accuracy"]
+        .into_iter()
+        .find(|k| set.get(*k).is_some_and(|v| v.is_object()))
+}
+
+/// The Markdown table of an image-stage report.
+pub fn stage_table(report: &Value) -> Result<String> {
+    let Some(sets) = report["sets"].as_array() else {
+        input_bail!("not an image-stage report (no `sets`)");
+    };
+    let judge = report["judge"].as_str().unwrap_or("?");
+    let mut out = format!(
+        "| set | rate ({judge}) | original encoder | trained encoder | change (paired) |\n|---|---|---|---|---|\n"
+    );
+    let mut attack_rates = vec![];
+    for set in sets {
+        let Some(key) = rate_key(set) else { continue };
+        let e = &set[key];
+        let (o, t) = (condition_rate(e, "original"), condition_rate(e, "trained"));
+        let change: Option<PairedDifference> =
+            serde_json::from_value(e["paired_difference"].clone()).ok();
+        out += &format!(
+            "| {} | {key} | {} | {} | {} |\n",
+            set["name"].as_str().unwrap_or("?"),
+            format_rate(o.as_ref()),
+            format_rate(t.as_ref()),
+            format_difference(change.as_ref())
+        );
+        if key == "asr" {
+            attack_rates.extend(t.map(|r| r.value));
+        }
+    }
+    if attack_rates.len() > 1 {
+        let mean = attack_rates.iter().sum::<f64>() / attack_rates.len() as f64;
+        let min = attack_rates.iter().copied().fold(f64::INFINITY, f64::min);
+        out += &format!(
+            "\nMean asr over the {} attack sets (trained encoder): {:.1}% (lowest {:.1}%).\n",
+            attack_rates.len(),
+            100.0 * mean,
+            100.0 * min
+        );
+    }
+    Ok(out)
+}
+
+/// Every rate object in `doc` (depth first, in document order), named by its dotted path.
+fn collect_rates(doc: &Value, path: &str, out: &mut Vec<(String, Rate)>) {
+    if let Ok(r) = serde_json::from_value::<Rate>(doc.clone()) {
+        out.push((path.to_string(), r));
+        return;
+    }
+    if let Some(map) = doc.as_object() {
+        for (k, v) in map {
+            let p = if path.is_empty() {
+                k.clone()
+            } else {
+                format!("{path}.{k}")
+            };
+            collect_rates(v, &p, out);
+        }
+    }
+}
+
+/// The Markdown table of every rate in a JSON document.
+pub fn rates_table(doc: &Value) -> Result<String> {
+    let mut rates = vec![];
+    collect_rates(doc, "", &mut rates);
+    if rates.is_empty() {
+        input_bail!("the document holds no rates (objects with value, successes, n and ci95)");
+    }
+    let mut out = "| rate | value [95% CI] (n) |\n|---|---|\n".to_string();
+    for (name, r) in rates {
+        out += &format!("| {name} | {} |\n", format_rate(Some(&r)));
+    }
+    Ok(out)
+}
+
+/// `text` with every marked table rewritten from its report (paths relative to `base`).
+pub fn sync_markdown(text: &str, base: &Path) -> Result<String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find(OPEN) {
+        let header_end = rest[start..]
+            .find("-->")
+            .map(|i| start + i + 3)
+            .ok_or_else(|| crate::input_err!("an unclosed `{OPEN}` marker"))?;
+        let spec = rest[start + OPEN.len()..header_end - 3].trim();
+        let (kind, path) = spec
+            .split_once(char::is_whitespace)
+            .map(|(k, p)| (k.trim(), p.trim()))
+            .ok_or_else(|| crate::input_err!("`{OPEN} {spec} -->`: want `{OPEN} KIND PATH -->`"))?;
+        let Some(close) = rest[header_end..].find(CLOSE).map(|i| header_end + i) else {
+            input_bail!("`{OPEN} {spec} -->` has no closing `{CLOSE}`");
+        };
+        let file = base.join(path);
+        let doc: Value = serde_json::from_str(&std::fs::read_to_string(&file).map_err(|e| {
+            crate::input_err!("cannot read {} (named by a table marker): {e}", file.display())
+        })?)
+        .map_err(|e| crate::input_err!("{} is not JSON: {e}", file.display()))?;
+        let table = match kind {
+            "stage" => stage_table(&doc),
+            "rates" => rates_table(&doc),
+            other => input_bail!("unknown table kind `{other}` (stage or rates)"),
+        }
+        .map_err(|e| crate::input_err!("{}: {e}", file.display()))?;
+        out += &rest[..header_end];
+        out += "\n";
+        out += &table;
+        out += CLOSE;
+        rest = &rest[close + CLOSE.len()..];
+    }
+    out += rest;
+    Ok(out)
+}
+
+/// Rewrite the marked tables of a Markdown file in place (atomically); returns whether it changed.
+/// With `check`, only report whether it would change.
+pub fn sync_file(path: &Path, check: bool) -> Result<bool> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| crate::input_err!("cannot read {}: {e}", path.display()))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let synced = sync_markdown(&text, base)?;
+    let changed = synced != text;
+    if changed && !check {
+        crate::io::atomic::write_atomic(path, synced.as_bytes())?;
+    }
+    Ok(changed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn report() -> Value {
+        let r = |o: f64, t: f64, n: u64| {
+            json!({"judge": "oracle", "original": o, "trained": t,
+                "n": {"original": n, "trained": n},
+                "successes": {"original": (o * n as f64).round() as u64, "trained": (t * n as f64).round() as u64},
+                "ci95": {"original": crate::eval::rates::wilson((o * n as f64).round() as usize, n as usize),
+                         "trained": crate::eval::rates::wilson((t * n as f64).round() as usize, n as usize)}})
+        };
+        json!({"judge": "oracle", "sets": [
+            {"name": "clean", "clean_accuracy": r(0.5, 0.75, 4)},
+            {"name": "tpa", "asr": r(0.0, 1.0, 4)},
+        ]})
+    }
+
+    #[test]
+    fn marked_tables_are_rewritten_from_their_report() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("r.json"), report().to_string()).unwrap();
+        let md = "intro\n<!-- table: stage r.json -->\nstale numbers\n<!-- /table -->\nend\n";
+        let synced = sync_markdown(md, dir.path()).unwrap();
+        assert!(synced.starts_with("intro\n<!-- table: stage r.json -->\n| set |"), "{synced}");
+        assert!(synced.contains("| clean | clean_accuracy | 50.0% [15.0, 85.0] (n=4) | 75.0% [30.1, 95.4] (n=4) | – |"), "{synced}");
+        assert!(synced.contains("| tpa | asr | 0.0% [0.0, 49.0] (n=4) | 100.0% [51.0, 100.0] (n=4) |"), "{synced}");
+        assert!(synced.ends_with("<!-- /table -->\nend\n") && !synced.contains("stale"));
+        // Idempotent.
+        assert_eq!(sync_markdown(&synced, dir.path()).unwrap(), synced);
+        let err = sync_markdown("<!-- table: stage missing.json -->\n<!-- /table -->", dir.path()).unwrap_err();
+        assert!(err.to_string().contains("missing.json"), "{err}");
+        let err = sync_markdown("<!-- table: stage r.json -->\n", dir.path()).unwrap_err();
+        assert!(err.to_string().contains("closing"), "{err}");
+    }
+
+    #[test]
+    fn rates_table_lists_every_rate_by_path() {
+        let doc = json!({"pairs": {"both": Rate::new(95, 96)}, "seed": 0});
+        let t = rates_table(&doc).unwrap();
+        assert!(t.contains("| pairs.both | 99.0% ["), "{t}");
+        assert!(rates_table(&json!({"x": 1})).is_err());
+    }
+}
