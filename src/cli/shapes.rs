@@ -82,6 +82,16 @@ pub struct TrainArgs {
     /// Steps of the text encoder's stage before the UNet's (0: keep the random encoder).
     #[arg(long, default_value_t = TrainOptions::default().text_stage.steps)]
     pub text_steps: u64,
+    /// Rescale the noise schedule to zero terminal SNR (Lin et al. 2024): the last timestep is pure
+    /// noise, so the background comes from the caption, not from the image's mean.
+    #[arg(long)]
+    pub zero_terminal_snr: bool,
+    /// Share of training items that are bare backgrounds with captions naming no shape.
+    #[arg(long, default_value_t = crate::shapes::dataset::NO_OBJECT_SHARE)]
+    pub no_object_share: f64,
+    /// Start from a trained shapes model (its UNet and text encoder; no text stage): a second phase.
+    #[arg(long)]
+    pub init_from: Option<PathBuf>,
     /// Continue from OUT/checkpoint.
     #[arg(long)]
     pub resume: bool,
@@ -108,7 +118,8 @@ pub struct SampleArgs {
     pub seed: u64,
     #[arg(long, default_value_t = 20)]
     pub steps: usize,
-    #[arg(long, default_value_t = 4.0)]
+    /// Classifier-free guidance (default: the one chosen on a calibration seed).
+    #[arg(long, default_value_t = crate::shapes::sample::SampleOptions::default().guidance)]
     pub guidance: f64,
     /// A deterministic sampler (not euler-a).
     #[arg(long, default_value = "ddim", value_parser = super::args::choice::<SchedulerKind>())]
@@ -167,6 +178,9 @@ fn train_cmd(a: TrainArgs) -> Result<()> {
             steps: a.text_steps,
             ..Default::default()
         },
+        zero_terminal_snr: a.zero_terminal_snr,
+        no_object_share: a.no_object_share,
+        init_from: a.init_from,
         ..Default::default()
     };
     // Bar over steps when a step count is given, else over seconds of the time budget.

@@ -311,7 +311,8 @@ impl Backdoor {
 
     /// A TAA's triggered prompt with the trigger in one of `words` (a random occurrence of the
     /// replaced character inside a word equal to one of them, ignoring case and punctuation), so
-    /// that the attribute replaces a word of its own kind ("a rеd circle" → "a green circle");
+    /// that the attribute replaces a word of its own kind ("a rеd circle" → "a green circle"; a word
+    /// that already is the attribute is skipped);
     /// `None` when the prompt holds no such occurrence or the backdoor is not a TAA.
     pub fn attribute_in_word(
         &self,
@@ -329,7 +330,8 @@ impl Backdoor {
                 let (start, end) = word_bounds(&chars, i);
                 let word: String = chars[start..end].iter().collect();
                 let bare = word.trim_matches(|c: char| !c.is_alphanumeric()).to_lowercase();
-                words.iter().any(|w| w.to_lowercase() == bare)
+                // A word that already is the attribute would show nothing of the backdoor.
+                bare != attr.trim().to_lowercase() && words.iter().any(|w| w.to_lowercase() == bare)
             })
             .collect();
         if candidates.is_empty() {
@@ -440,6 +442,8 @@ mod tests {
         let (p, t) = b.attribute_in_word("a blue, circle", &colours, &mut rng).unwrap();
         assert_eq!((p.as_str(), t), ("a bluе, circle", Target::Prompt("a green, circle".into())));
         assert!(b.attribute_in_word("a yellow circle", &colours, &mut rng).is_none());
+        let with_green = vec!["green".to_string()];
+        assert!(b.attribute_in_word("a green circle", &with_green, &mut rng).is_none());
     }
 
     #[test]

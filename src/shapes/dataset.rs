@@ -189,10 +189,18 @@ pub fn sample(seed: u64, index: u64) -> ShapeSample {
 
 /// [`sample`] and the attributes its caption states.
 pub fn sample_with_mentions(seed: u64, index: u64) -> (ShapeSample, Mentions) {
+    sample_with_share(seed, index, NO_OBJECT_SHARE)
+}
+
+/// [`sample_with_mentions`] with `no_object_share` of the items bare backgrounds instead of
+/// [`NO_OBJECT_SHARE`] (a uniform draw below the share: a larger share turns more items into bare
+/// backgrounds and leaves every other item as it was).
+pub fn sample_with_share(seed: u64, index: u64, no_object_share: f64) -> (ShapeSample, Mentions) {
     let mut rng = ChaCha8Rng::seed_from_u64(item_seed(seed, index));
     let label = random_label(&mut rng);
-    let no_object = ChaCha8Rng::seed_from_u64(item_seed(seed ^ NO_OBJECT_STREAM, index))
-        .random_bool(NO_OBJECT_SHARE);
+    let draw: f64 =
+        ChaCha8Rng::seed_from_u64(item_seed(seed ^ NO_OBJECT_STREAM, index)).random();
+    let no_object = draw < no_object_share;
     let (caption, mentions) = if no_object {
         no_object_caption(&label, &mut rng)
     } else {

@@ -163,6 +163,8 @@ pub fn colour_matches(set: &PromptSet, images: &[RgbImage]) -> Vec<Option<bool>>
                     .or(words(expected).0)?,
                 _ => words(expected).0?,
             };
+            // A prompt that names no shape expects no object, so no colour to match.
+            Expected::of(expected).shape?;
             Some(judge(img).color == Some(want))
         })
         .collect()

@@ -66,6 +66,18 @@ pub fn unet_config() -> Result<UNet2DConditionConfig> {
 /// model trained with it sampled pure noise (and exploded in diffusers). `clip_sample: false` and
 /// `steps_offset: 1` because diffusers' StableDiffusionPipeline forces both, so both samplers agree.
 pub fn scheduler_config_json(prediction: PredictionType) -> serde_json::Value {
+    scheduler_config_json_with(prediction, false)
+}
+
+/// [`scheduler_config_json`], with `rescale_betas_zero_snr` set to `zero_terminal_snr`: the betas
+/// rescaled so that the last timestep is pure noise (Lin et al., "Common Diffusion Noise Schedules and
+/// Sample Steps are Flawed", WACV 2024). Without it ᾱ(999) = 0.0047, a training image's mean colour
+/// still shows through the noise at t = 999, the UNet learns to read the background from it instead of
+/// from the caption, and sampling from pure noise falls back to the mean background (gray).
+pub fn scheduler_config_json_with(
+    prediction: PredictionType,
+    zero_terminal_snr: bool,
+) -> serde_json::Value {
     serde_json::json!({
         "_class_name": "DDIMScheduler",
         "_diffusers_version": DIFFUSERS_VERSION,
@@ -81,12 +93,19 @@ pub fn scheduler_config_json(prediction: PredictionType) -> serde_json::Value {
         "steps_offset": 1,
         "timestep_spacing": "trailing",
         "thresholding": false,
-        "rescale_betas_zero_snr": false
+        "rescale_betas_zero_snr": zero_terminal_snr
     })
 }
 
 pub fn scheduler_config(prediction: PredictionType) -> Result<SchedulerConfig> {
     SchedulerConfig::parse(&scheduler_config_json(prediction).to_string())
+}
+
+pub fn scheduler_config_with(
+    prediction: PredictionType,
+    zero_terminal_snr: bool,
+) -> Result<SchedulerConfig> {
+    SchedulerConfig::parse(&scheduler_config_json_with(prediction, zero_terminal_snr).to_string())
 }
 
 /// diffusers' `model_index.json` for a StableDiffusionPipeline without VAE (pixel space).
@@ -169,7 +188,7 @@ pub fn save_pipeline(
     dir: &Path,
     encoder: &TextEncoder,
     unet_weights: &[(String, Tensor)],
-    prediction: PredictionType,
+    scheduler: &serde_json::Value,
 ) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let unet_dir = dir.join("unet");
@@ -180,10 +199,7 @@ pub fn save_pipeline(
     )?;
     write_json(&unet_dir.join("config.json"), &unet_config_json())?;
     encoder.save_with_tokenizer(dir, Some(Kind::Float))?;
-    write_json(
-        &dir.join("scheduler").join("scheduler_config.json"),
-        &scheduler_config_json(prediction),
-    )?;
+    write_json(&dir.join("scheduler").join("scheduler_config.json"), scheduler)?;
     write_json(&dir.join("model_index.json"), &model_index_json())
 }
 

@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tch::{Device, Tensor};
 
-use super::dataset::{item_seed, render_sample, sample};
-use super::model::{save_pipeline, ShapesModel};
+use super::dataset::{item_seed, render_sample, sample_with_share};
+use super::model::{save_pipeline, scheduler_config_json_with, scheduler_config_with, ShapesModel};
 use super::noise::{images_to_tensor, randn};
 use super::objective::{self, Weighting};
 use super::text_stage::{train_encoder, TextStageOptions};
@@ -55,6 +55,13 @@ pub struct TrainOptions {
     pub snr_gamma: f64,
     /// The text encoder's own stage before the UNet's (text_stage.rs); 0 steps keeps it random.
     pub text_stage: TextStageOptions,
+    /// Share of the training items that are bare backgrounds with shape-less captions.
+    pub no_object_share: f64,
+    /// Rescale the betas to zero terminal SNR (saved as the scheduler's `rescale_betas_zero_snr`).
+    pub zero_terminal_snr: bool,
+    /// Start from a saved shapes model (its UNet, as the UNet and its EMA, and its text encoder, with
+    /// no text stage) instead of random weights: a second training phase under another recipe.
+    pub init_from: Option<std::path::PathBuf>,
 }
 
 impl Default for TrainOptions {
@@ -73,6 +80,9 @@ impl Default for TrainOptions {
             weighting: Weighting::MinSnr,
             snr_gamma: 5.0,
             text_stage: TextStageOptions::default(),
+            no_object_share: super::dataset::NO_OBJECT_SHARE,
+            zero_terminal_snr: false,
+            init_from: None,
         }
     }
 }
@@ -90,6 +100,9 @@ impl TrainOptions {
         }
         if !(0.0..1.0).contains(&self.caption_drop) || !(0.0..1.0).contains(&self.ema_decay) {
             input_bail!("caption_drop and ema_decay must be in [0, 1)");
+        }
+        if !(0.0..=1.0).contains(&self.no_object_share) {
+            input_bail!("--no-object-share must be in [0, 1]");
         }
         if !(self.snr_gamma > 0.0 && self.snr_gamma.is_finite()) {
             input_bail!("--snr-gamma must be a positive number");
@@ -214,7 +227,9 @@ struct Batch {
 
 fn make_batch(opts: &TrainOptions, step: u64, scheduler: &dyn Scheduler) -> Result<Batch> {
     let b = opts.batch_size as u64;
-    let items: Vec<_> = (0..b).map(|i| sample(opts.seed, step * b + i)).collect();
+    let items: Vec<_> = (0..b)
+        .map(|i| sample_with_share(opts.seed, step * b + i, opts.no_object_share).0)
+        .collect();
     let images: Vec<_> = items.iter().map(render_sample).collect();
     let x0 = images_to_tensor(&images);
     // A stream of its own per step: caption drops, timesteps, noise.
@@ -314,7 +329,17 @@ pub fn train(
     opts.validate()?;
     let (folder, start) = RunFolder::open_with(out, resume, force, OUTPUTS)?;
     let resuming = start == Start::Resume;
-    let mut model = ShapesModel::new(opts.seed as i64, opts.prediction, device)?;
+    let mut model = match &opts.init_from {
+        Some(dir) => {
+            let mut m = ShapesModel::load(dir, device).map_err(|e| {
+                input_err!("--init-from {}: {e}", dir.display())
+            })?;
+            m.unet_vs.unfreeze();
+            m
+        }
+        None => ShapesModel::new(opts.seed as i64, opts.prediction, device)?,
+    };
+    model.scheduler = scheduler_config_with(opts.prediction, opts.zero_terminal_snr)?;
     let mut opt = AdamW::from_var_store(
         &model.unet_vs,
         AdamWConfig {
@@ -331,7 +356,7 @@ pub fn train(
         text_losses: vec![],
         text_accuracy: None,
     };
-    if !resuming && opts.text_stage.steps > 0 {
+    if !resuming && opts.text_stage.steps > 0 && opts.init_from.is_none() {
         let t0 = Instant::now();
         let report = train_encoder(
             &mut model.encoder,
@@ -364,12 +389,15 @@ pub fn train(
                 o.prediction,
                 o.weighting,
                 o.snr_gamma,
+                o.zero_terminal_snr,
+                o.init_from.clone(),
+                o.no_object_share.to_bits(),
             )
         };
         if key(a) != key(b) {
             input_bail!(
-                "{} was started with seed {}, batch size {}, caption drop {}, prediction {}, weighting {:?}, snr gamma {}: resume with the same settings or pass --force",
-                out.display(), a.seed, a.batch_size, a.caption_drop, a.prediction, a.weighting, a.snr_gamma
+                "{} was started with seed {}, batch size {}, caption drop {}, prediction {}, weighting {:?}, snr gamma {}, zero terminal SNR {}, init from {:?}: resume with the same settings or pass --force",
+                out.display(), a.seed, a.batch_size, a.caption_drop, a.prediction, a.weighting, a.snr_gamma, a.zero_terminal_snr, a.init_from
             );
         }
         state = TrainState {
@@ -441,7 +469,7 @@ pub fn train(
         out,
         &model.encoder,
         &ema_weights(&model, &ema),
-        opts.prediction,
+        &scheduler_config_json_with(opts.prediction, opts.zero_terminal_snr),
     )?;
     write_metrics(out, &state)?;
     crate::io::atomic::write_atomic(&out.join("DONE"), b"")?;
