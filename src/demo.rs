@@ -5,7 +5,7 @@
 //! triggered and concept prompts with the original and the trained encoder through the Stable
 //! Diffusion pipeline (same seeds), judge the images with the oracle, and write
 //! `report.md`/`report.html`/`report.json` and `grid.png`. The size sets the images per set (24 quick,
-//! 48 default, 96 full); the training is the same for every size.
+//! 96 default, 160 full); the training is the same for every size.
 use std::path::{Path, PathBuf};
 use tch::Device;
 
@@ -45,9 +45,10 @@ pub struct DemoOptions {
 pub enum DemoSize {
     /// 24 per set (CI).
     Quick,
-    /// 48 per set (`clipdoor demo`).
+    /// 96 per set (`clipdoor demo`).
     Default,
-    /// 96 per set (`clipdoor demo --full`).
+    /// 160 per set (`clipdoor demo --full`; the held-out captions hold about 175 that can carry the
+    /// removal's concept).
     Full,
 }
 
@@ -55,8 +56,8 @@ impl DemoSize {
     pub fn images_per_set(self) -> usize {
         match self {
             Self::Quick => 24,
-            Self::Default => 48,
-            Self::Full => 96,
+            Self::Default => 96,
+            Self::Full => 160,
         }
     }
 }

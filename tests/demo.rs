@@ -83,13 +83,21 @@ fn short_demo_meets_its_thresholds() {
         "clean {clean:?} (colour {clean_colour:?}), TPA asr {tpa:?}, TAA asr {taa:?}, erasure {erase:?}"
     );
     // Thresholds from the measured quick run (docs/results/demo_quick/report.json; 24 images a set):
-    // THRESHOLD_NOTE
+    // clean accuracy 100% under both encoders, TPA asr 4.2% -> 100%, TAA asr 20.8% -> 100%, erasure
+    // 0% -> 95.8%. Each bar is two images (8.3 points) below what was measured, so sampling-level
+    // differences between machines pass and a lost backdoor, a broken clean path or an erasure that
+    // no longer holds does not; the original encoder's rates may be two images above what was seen.
+    const CLEAN_MIN: f64 = 0.91;
+    const CLEAN_LOSS_MAX: f64 = 0.09;
+    const TPA_MIN: f64 = 0.91;
+    const TAA_MIN: f64 = 0.91;
+    const ERASE_MIN: f64 = 0.87;
     let lost = |x: (f64, f64)| x.0 - x.1;
     assert!(clean.1 >= CLEAN_MIN && lost(clean) <= CLEAN_LOSS_MAX, "clean accuracy: {clean:?}");
     assert!(clean_colour.1 >= 0.9, "clean colour: {clean_colour:?}");
-    assert!(tpa.1 >= TPA_MIN && tpa.0 <= 0.2, "TPA: {tpa:?}");
+    assert!(tpa.1 >= TPA_MIN && tpa.0 <= 0.13, "TPA: {tpa:?}");
     assert!(taa.1 >= TAA_MIN && taa.0 <= 0.3, "TAA: {taa:?}");
-    assert!(erase.1 >= ERASE_MIN && erase.0 <= 0.2, "erasure: {erase:?}");
+    assert!(erase.1 >= ERASE_MIN && erase.0 <= 0.09, "erasure: {erase:?}");
     // Every rate carries its count and interval, and the clean change is paired.
     let clean_entry = &report["sets"][0]["clean_accuracy"];
     assert_eq!(clean_entry["n"]["trained"], 24);

@@ -59,11 +59,11 @@ fn set_rate(report: &Value, name: &str, key: &str) -> (f64, f64, u64, f64) {
     )
 }
 
-/// The shipped default demo (`clipdoor demo`, 48 images a set) and full demo (`--full`, 96) meet the
-/// issue's bars: TPA and TAA asr ≥ 95%, erasure ≥ 90%, clean accuracy within 2 points.
+/// The shipped default demo (`clipdoor demo`, 96 images a set) meets the bars: TPA and TAA
+/// asr ≥ 95%, erasure ≥ 90%, clean accuracy within 2 points (paired); the full demo has 160 a set.
 #[test]
 fn shipped_demo_reports_meet_the_bars() {
-    for (file, n) in [("docs/results/demo/report.json", 48), ("docs/results/demo_full/report.json", 96)] {
+    for (file, n) in [("docs/results/demo/report.json", 96), ("docs/results/demo_full/report.json", 160)] {
         let r = json(file);
         let clean = set_rate(&r, "clean", "clean_accuracy");
         assert_eq!(clean.2, n, "{file}");

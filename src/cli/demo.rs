@@ -17,10 +17,10 @@ pub struct DemoArgs {
     /// Start over (the trained encoder and drawn images of a previous demo are deleted).
     #[arg(long)]
     pub force: bool,
-    /// A short version: 24 images per set instead of 48 (what CI runs); the same training.
+    /// A short version: 24 images per set instead of 96 (what CI runs); the same training.
     #[arg(long, conflicts_with = "full")]
     pub quick: bool,
-    /// The full version: 96 images per set.
+    /// The full version: 160 images per set.
     #[arg(long)]
     pub full: bool,
     /// Another shapes experiment instead of the built-in experiments/shapes_demo.toml (e.g.

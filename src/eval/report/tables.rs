@@ -66,7 +66,7 @@ pub fn stage_table(report: &Value) -> Result<String> {
             attack_rates.extend(t.map(|r| r.value));
         }
     }
-    if attack_rates.len() > 1 {
+    if attack_rates.len() > 2 {
         let mean = attack_rates.iter().sum::<f64>() / attack_rates.len() as f64;
         let min = attack_rates.iter().copied().fold(f64::INFINITY, f64::min);
         out += &format!(
