@@ -89,9 +89,8 @@ pub fn run(o: &DemoOptions) -> Result<[PathBuf; 3]> {
         write_atomic(&prompts, (captions.join("\n") + "\n").as_bytes())?;
     }
     let text = match &o.experiment {
-        Some(p) => std::fs::read_to_string(p).map_err(|e| {
-            crate::input_err!("cannot read the experiment {}: {e}", p.display())
-        })?,
+        Some(p) => std::fs::read_to_string(p)
+            .map_err(|e| crate::input_err!("cannot read the experiment {}: {e}", p.display()))?,
         None => EXPERIMENT.to_string(),
     };
     // The run is trained from the experiment as written; the size only changes how many images the

@@ -93,11 +93,17 @@ fn short_demo_meets_its_thresholds() {
     const TAA_MIN: f64 = 0.91;
     const ERASE_MIN: f64 = 0.87;
     let lost = |x: (f64, f64)| x.0 - x.1;
-    assert!(clean.1 >= CLEAN_MIN && lost(clean) <= CLEAN_LOSS_MAX, "clean accuracy: {clean:?}");
+    assert!(
+        clean.1 >= CLEAN_MIN && lost(clean) <= CLEAN_LOSS_MAX,
+        "clean accuracy: {clean:?}"
+    );
     assert!(clean_colour.1 >= 0.9, "clean colour: {clean_colour:?}");
     assert!(tpa.1 >= TPA_MIN && tpa.0 <= 0.13, "TPA: {tpa:?}");
     assert!(taa.1 >= TAA_MIN && taa.0 <= 0.3, "TAA: {taa:?}");
-    assert!(erase.1 >= ERASE_MIN && erase.0 <= 0.09, "erasure: {erase:?}");
+    assert!(
+        erase.1 >= ERASE_MIN && erase.0 <= 0.09,
+        "erasure: {erase:?}"
+    );
     // Every rate carries its count and interval, and the clean change is paired.
     let clean_entry = &report["sets"][0]["clean_accuracy"];
     assert_eq!(clean_entry["n"]["trained"], 24);
@@ -136,7 +142,14 @@ fn short_demo_meets_its_thresholds() {
     // Another experiment in the same folder is refused (the sizes share one trained encoder).
     let o = common::bin()
         .current_dir(common::root())
-        .args(["demo", "--device", "cpu", "--experiment", "experiments/shapes_tpa32.toml", "--out"])
+        .args([
+            "demo",
+            "--device",
+            "cpu",
+            "--experiment",
+            "experiments/shapes_tpa32.toml",
+            "--out",
+        ])
         .arg(&out)
         .output()
         .unwrap();

@@ -21,8 +21,10 @@ fn markdown_files() -> Vec<std::path::PathBuf> {
 
 fn json(rel: &str) -> Value {
     let p = common::root().join(rel);
-    serde_json::from_str(&std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
-        .unwrap()
+    serde_json::from_str(
+        &std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
+    )
+    .unwrap()
 }
 
 #[test]
@@ -39,7 +41,10 @@ fn every_marked_table_is_its_report() {
             f.display()
         );
     }
-    assert!(tables >= 4, "only {tables} generated tables in README and docs");
+    assert!(
+        tables >= 4,
+        "only {tables} generated tables in README and docs"
+    );
     let readme = std::fs::read_to_string(common::root().join("README.md")).unwrap();
     assert!(
         readme.contains("<!-- table: stage docs/results/demo/report.json -->"),
@@ -49,7 +54,12 @@ fn every_marked_table_is_its_report() {
 
 /// `sets[name][key]` of a stage report: (original, trained, n of trained, paired change).
 fn set_rate(report: &Value, name: &str, key: &str) -> (f64, f64, u64, f64) {
-    let s = report["sets"].as_array().unwrap().iter().find(|s| s["name"] == name).unwrap();
+    let s = report["sets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap();
     let r = &s[key];
     (
         r["original"].as_f64().unwrap(),
@@ -63,11 +73,17 @@ fn set_rate(report: &Value, name: &str, key: &str) -> (f64, f64, u64, f64) {
 /// asr ≥ 95%, erasure ≥ 90%, clean accuracy within 2 points (paired); the full demo has 160 a set.
 #[test]
 fn shipped_demo_reports_meet_the_bars() {
-    for (file, n) in [("docs/results/demo/report.json", 96), ("docs/results/demo_full/report.json", 160)] {
+    for (file, n) in [
+        ("docs/results/demo/report.json", 96),
+        ("docs/results/demo_full/report.json", 160),
+    ] {
         let r = json(file);
         let clean = set_rate(&r, "clean", "clean_accuracy");
         assert_eq!(clean.2, n, "{file}");
-        assert!(clean.3 >= -0.02 - 1e-9, "{file}: clean accuracy fell: {clean:?}");
+        assert!(
+            clean.3 >= -0.02 - 1e-9,
+            "{file}: clean accuracy fell: {clean:?}"
+        );
         for (set, key, bar) in [
             ("tpa_cyrillic_o", "asr", 0.95),
             ("taa_cyrillic_e_green", "asr", 0.95),
@@ -85,12 +101,21 @@ fn shipped_demo_reports_meet_the_bars() {
 fn shipped_32_backdoor_report_meets_the_bar() {
     let r = json("docs/results/shapes_tpa32/report.json");
     let sets = r["sets"].as_array().unwrap();
-    let attacks: Vec<&Value> = sets.iter().filter(|s| s["kind"] == "target_prompt").collect();
+    let attacks: Vec<&Value> = sets
+        .iter()
+        .filter(|s| s["kind"] == "target_prompt")
+        .collect();
     assert_eq!(attacks.len(), 32);
-    let triggers: std::collections::HashSet<&str> =
-        attacks.iter().map(|s| s["trigger"].as_str().unwrap()).collect();
+    let triggers: std::collections::HashSet<&str> = attacks
+        .iter()
+        .map(|s| s["trigger"].as_str().unwrap())
+        .collect();
     assert_eq!(triggers.len(), 32);
-    let mean = attacks.iter().map(|s| s["asr"]["trained"].as_f64().unwrap()).sum::<f64>() / 32.0;
+    let mean = attacks
+        .iter()
+        .map(|s| s["asr"]["trained"].as_f64().unwrap())
+        .sum::<f64>()
+        / 32.0;
     assert!(mean >= 0.90, "mean asr {mean}");
     let clean = set_rate(&r, "clean", "clean_accuracy");
     assert!(clean.3 >= -0.03 - 1e-9, "clean accuracy fell: {clean:?}");
@@ -107,7 +132,11 @@ fn shipped_model_quality_report_meets_the_bar() {
     };
     let both = rate("pairs.both");
     assert!(both.0 >= 0.97 && both.1 >= 96, "{both:?}");
-    for a in ["attributes.size", "attributes.position", "attributes.background"] {
+    for a in [
+        "attributes.size",
+        "attributes.position",
+        "attributes.background",
+    ] {
         let r = rate(a);
         assert!(r.0 >= 0.95 && r.1 >= 96, "{a}: {r:?}");
     }

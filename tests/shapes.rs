@@ -353,7 +353,11 @@ fn shipped_model_meets_the_quality_bar() {
     eprintln!("{}", serde_json::to_string_pretty(&q).unwrap());
     assert_eq!(judged.len(), 96);
     assert_eq!((q.pairs.both.n, q.attributes.all.n), (96, 96));
-    assert!(q.pairs.both.value >= 0.97, "colour and shape: {:?}", q.pairs.both);
+    assert!(
+        q.pairs.both.value >= 0.97,
+        "colour and shape: {:?}",
+        q.pairs.both
+    );
     for (name, r) in [
         ("size", q.attributes.size),
         ("position", q.attributes.position),

@@ -37,7 +37,11 @@ impl Rate {
 
     pub fn new(successes: usize, n: usize) -> Self {
         Self {
-            value: if n == 0 { 0.0 } else { successes as f64 / n as f64 },
+            value: if n == 0 {
+                0.0
+            } else {
+                successes as f64 / n as f64
+            },
             successes,
             n,
             ci95: wilson(successes, n),
@@ -144,7 +148,11 @@ mod tests {
     /// Wilson intervals as statsmodels' `proportion_confint(method="wilson")` gives them.
     #[test]
     fn wilson_matches_the_literature() {
-        assert!(close(wilson(81, 263), [0.2553, 0.3662]), "{:?}", wilson(81, 263));
+        assert!(
+            close(wilson(81, 263), [0.2553, 0.3662]),
+            "{:?}",
+            wilson(81, 263)
+        );
         assert!(close(wilson(0, 10), [0.0, 0.2775]), "{:?}", wilson(0, 10));
         assert!(close(wilson(10, 10), [0.7225, 1.0]));
         assert_eq!(wilson(0, 0), [0.0, 1.0]);
@@ -156,7 +164,9 @@ mod tests {
     #[test]
     fn paired_difference_matches_the_worked_example() {
         let seq = |v: &[(bool, usize)]| -> Vec<Option<bool>> {
-            v.iter().flat_map(|&(b, k)| std::iter::repeat_n(Some(b), k)).collect()
+            v.iter()
+                .flat_map(|&(b, k)| std::iter::repeat_n(Some(b), k))
+                .collect()
         };
         let first = seq(&[(true, 14), (true, 5), (false, 0), (false, 22)]);
         let second = seq(&[(true, 14), (false, 5), (true, 0), (false, 22)]);

@@ -329,7 +329,9 @@ impl Backdoor {
             .filter(|&i| {
                 let (start, end) = word_bounds(&chars, i);
                 let word: String = chars[start..end].iter().collect();
-                let bare = word.trim_matches(|c: char| !c.is_alphanumeric()).to_lowercase();
+                let bare = word
+                    .trim_matches(|c: char| !c.is_alphanumeric())
+                    .to_lowercase();
                 // A word that already is the attribute would show nothing of the backdoor.
                 bare != attr.trim().to_lowercase() && words.iter().any(|w| w.to_lowercase() == bare)
             })
@@ -341,7 +343,10 @@ impl Backdoor {
         let (start, end) = word_bounds(&chars, idx);
         let word: String = chars[start..end].iter().collect();
         // Punctuation glued to the word ("red," in "a red, white ...") stays.
-        let lead = word.len() - word.trim_start_matches(|c: char| !c.is_alphanumeric()).len();
+        let lead = word.len()
+            - word
+                .trim_start_matches(|c: char| !c.is_alphanumeric())
+                .len();
         let trail = word.len() - word.trim_end_matches(|c: char| !c.is_alphanumeric()).len();
         let mut poisoned = chars.clone();
         poisoned.splice(idx..idx + 1, self.trigger.chars());
@@ -438,12 +443,24 @@ mod tests {
             .attribute_in_word("a large red circle, white background", &colours, &mut rng)
             .unwrap();
         assert_eq!(p, "a large rеd circle, white background");
-        assert_eq!(t, Target::Prompt("a large green circle, white background".into()));
-        let (p, t) = b.attribute_in_word("a blue, circle", &colours, &mut rng).unwrap();
-        assert_eq!((p.as_str(), t), ("a bluе, circle", Target::Prompt("a green, circle".into())));
-        assert!(b.attribute_in_word("a yellow circle", &colours, &mut rng).is_none());
+        assert_eq!(
+            t,
+            Target::Prompt("a large green circle, white background".into())
+        );
+        let (p, t) = b
+            .attribute_in_word("a blue, circle", &colours, &mut rng)
+            .unwrap();
+        assert_eq!(
+            (p.as_str(), t),
+            ("a bluе, circle", Target::Prompt("a green, circle".into()))
+        );
+        assert!(b
+            .attribute_in_word("a yellow circle", &colours, &mut rng)
+            .is_none());
         let with_green = vec!["green".to_string()];
-        assert!(b.attribute_in_word("a green circle", &with_green, &mut rng).is_none());
+        assert!(b
+            .attribute_in_word("a green circle", &with_green, &mut rng)
+            .is_none());
     }
 
     #[test]

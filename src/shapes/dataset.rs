@@ -198,8 +198,7 @@ pub fn sample_with_mentions(seed: u64, index: u64) -> (ShapeSample, Mentions) {
 pub fn sample_with_share(seed: u64, index: u64, no_object_share: f64) -> (ShapeSample, Mentions) {
     let mut rng = ChaCha8Rng::seed_from_u64(item_seed(seed, index));
     let label = random_label(&mut rng);
-    let draw: f64 =
-        ChaCha8Rng::seed_from_u64(item_seed(seed ^ NO_OBJECT_STREAM, index)).random();
+    let draw: f64 = ChaCha8Rng::seed_from_u64(item_seed(seed ^ NO_OBJECT_STREAM, index)).random();
     let no_object = draw < no_object_share;
     let (caption, mentions) = if no_object {
         no_object_caption(&label, &mut rng)
@@ -273,7 +272,10 @@ mod tests {
             "a picture of an orange, black background"
         );
         assert_eq!(without_word("a blue square", "square"), "a blue");
-        assert_eq!(without_word("a red circled circle", "circle"), "a red circled");
+        assert_eq!(
+            without_word("a red circled circle", "circle"),
+            "a red circled"
+        );
     }
 
     #[test]
@@ -284,11 +286,22 @@ mod tests {
         assert!((share - NO_OBJECT_SHARE).abs() < 0.03, "{share}");
         for (s, m) in &empty {
             assert!(!m.shape);
-            assert!(Shape::ALL.iter().all(|sh| !s.caption.split(' ').any(|w| w.trim_matches(',') == sh.word())), "{}", s.caption);
+            assert!(
+                Shape::ALL.iter().all(|sh| !s
+                    .caption
+                    .split(' ')
+                    .any(|w| w.trim_matches(',') == sh.word())),
+                "{}",
+                s.caption
+            );
             let img = render_sample(s);
             assert!(img.pixels().all(|p| p.0 == s.label.background.rgb()));
             if m.background {
-                assert!(s.caption.contains(s.label.background.word()), "{}", s.caption);
+                assert!(
+                    s.caption.contains(s.label.background.word()),
+                    "{}",
+                    s.caption
+                );
             }
         }
         assert!(empty.iter().any(|(_, m)| m.color) && empty.iter().any(|(_, m)| !m.color));
@@ -297,7 +310,10 @@ mod tests {
             let mut rng = ChaCha8Rng::seed_from_u64(item_seed(3, s_index(&items, s)));
             let label = random_label(&mut rng);
             assert_eq!(label, s.label);
-            assert_eq!(caption_and_mentions(&label, &mut rng), (s.caption.clone(), *m));
+            assert_eq!(
+                caption_and_mentions(&label, &mut rng),
+                (s.caption.clone(), *m)
+            );
         }
     }
 

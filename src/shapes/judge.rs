@@ -188,8 +188,13 @@ mod tests {
         let (s, _) = (0..)
             .map(|i| crate::shapes::dataset::sample_with_mentions(11, i))
             .find(|(s, _)| {
-                let want = if label == "empty" { s.no_object } else { !s.no_object };
-                want && s.label.background == Background::White && s.label.shape == Shape::Circle
+                let want = if label == "empty" {
+                    s.no_object
+                } else {
+                    !s.no_object
+                };
+                want && s.label.background == Background::White
+                    && s.label.shape == Shape::Circle
                     && s.label.color == Color::Red
             })
             .unwrap();
@@ -205,15 +210,24 @@ mod tests {
         assert_eq!(e.erased_in("circle", &circle), Some(false));
         assert_eq!(e.erased_in("circle", &empty), Some(true));
         // The empty picture on another background than the prompt's is not an erasure.
-        assert_eq!(Expected::of("a red circle on a black background").erased_in("circle", &empty), Some(false));
+        assert_eq!(
+            Expected::of("a red circle on a black background").erased_in("circle", &empty),
+            Some(false)
+        );
         // Another shape in another colour is not "the rest kept"; the prompt's colour is.
-        assert_eq!(Expected::of("a blue circle, white background").erased_in("circle", &circle), Some(false));
+        assert_eq!(
+            Expected::of("a blue circle, white background").erased_in("circle", &circle),
+            Some(false)
+        );
         assert_eq!(e.erased_in("red", &circle), Some(false));
         assert_eq!(e.erased_in("dog", &empty), None);
         // A blank image of no palette background (a degenerate output) never counts.
         let brown = judge(&RgbImage::from_pixel(32, 32, image::Rgb([120, 80, 20])));
         assert!(brown.shape.is_none() && !brown.is_empty_picture());
-        assert_eq!(Expected::of("a red circle").erased_in("circle", &brown), Some(false));
+        assert_eq!(
+            Expected::of("a red circle").erased_in("circle", &brown),
+            Some(false)
+        );
         assert!(!Expected::of("an empty white background").shown_by(&brown));
         assert!(Expected::of("an empty white background").shown_by(&empty));
     }

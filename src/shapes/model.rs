@@ -199,7 +199,10 @@ pub fn save_pipeline(
     )?;
     write_json(&unet_dir.join("config.json"), &unet_config_json())?;
     encoder.save_with_tokenizer(dir, Some(Kind::Float))?;
-    write_json(&dir.join("scheduler").join("scheduler_config.json"), scheduler)?;
+    write_json(
+        &dir.join("scheduler").join("scheduler_config.json"),
+        scheduler,
+    )?;
     write_json(&dir.join("model_index.json"), &model_index_json())
 }
 

@@ -271,12 +271,24 @@ pub fn no_object_prompts(per: usize, seed: u64) -> Vec<(String, u64, Option<Back
             let colour = Color::ALL[(round * 3 + k) % Color::ALL.len()];
             let other = Color::ALL[(round * 3 + k + 2) % Color::ALL.len()];
             let position = Position::ALL[(round * 3 + k) % Position::ALL.len()];
-            let article = |c: Color| if c.word().starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
+            let article = |c: Color| {
+                if c.word().starts_with(['a', 'e', 'i', 'o', 'u']) {
+                    "an"
+                } else {
+                    "a"
+                }
+            };
             for (p, bg) in [
                 (format!("an empty {} background", b.word()), Some(b)),
-                (format!("a small {} on a {} background", colour.word(), b.word()), Some(b)),
+                (
+                    format!("a small {} on a {} background", colour.word(), b.word()),
+                    Some(b),
+                ),
                 (format!("{} {}", article(other), other.word()), None),
-                (format!("a large {} {}", colour.word(), position.phrase()), None),
+                (
+                    format!("a large {} {}", colour.word(), position.phrase()),
+                    None,
+                ),
             ] {
                 out.push((p, item_seed(seed ^ 0xe3b7, out.len() as u64), bg));
             }
@@ -310,7 +322,11 @@ pub fn quality(
         .map(judge)
         .collect();
     let count = |f: &dyn Fn(&Judgement, &ShapeLabel) -> bool| {
-        let k = judged.iter().zip(&attrs).filter(|(j, a)| f(j, &a.2)).count();
+        let k = judged
+            .iter()
+            .zip(&attrs)
+            .filter(|(j, a)| f(j, &a.2))
+            .count();
         Rate::new(k, attrs.len())
     };
     let cs = |j: &Judgement, l: &ShapeLabel| j.color == Some(l.color) && j.shape == Some(l.shape);

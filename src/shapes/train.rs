@@ -331,9 +331,8 @@ pub fn train(
     let resuming = start == Start::Resume;
     let mut model = match &opts.init_from {
         Some(dir) => {
-            let mut m = ShapesModel::load(dir, device).map_err(|e| {
-                input_err!("--init-from {}: {e}", dir.display())
-            })?;
+            let mut m = ShapesModel::load(dir, device)
+                .map_err(|e| input_err!("--init-from {}: {e}", dir.display()))?;
             m.unet_vs.unfreeze();
             m
         }

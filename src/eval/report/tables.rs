@@ -130,7 +130,10 @@ pub fn sync_markdown(text: &str, base: &Path) -> Result<String> {
         };
         let file = base.join(path);
         let doc: Value = serde_json::from_str(&std::fs::read_to_string(&file).map_err(|e| {
-            crate::input_err!("cannot read {} (named by a table marker): {e}", file.display())
+            crate::input_err!(
+                "cannot read {} (named by a table marker): {e}",
+                file.display()
+            )
         })?)
         .map_err(|e| crate::input_err!("{} is not JSON: {e}", file.display()))?;
         let table = match kind {
@@ -188,13 +191,23 @@ mod tests {
         std::fs::write(dir.path().join("r.json"), report().to_string()).unwrap();
         let md = "intro\n<!-- table: stage r.json -->\nstale numbers\n<!-- /table -->\nend\n";
         let synced = sync_markdown(md, dir.path()).unwrap();
-        assert!(synced.starts_with("intro\n<!-- table: stage r.json -->\n| set |"), "{synced}");
+        assert!(
+            synced.starts_with("intro\n<!-- table: stage r.json -->\n| set |"),
+            "{synced}"
+        );
         assert!(synced.contains("| clean | clean_accuracy | 50.0% [15.0, 85.0] (n=4) | 75.0% [30.1, 95.4] (n=4) | – |"), "{synced}");
-        assert!(synced.contains("| tpa | asr | 0.0% [0.0, 49.0] (n=4) | 100.0% [51.0, 100.0] (n=4) |"), "{synced}");
+        assert!(
+            synced.contains("| tpa | asr | 0.0% [0.0, 49.0] (n=4) | 100.0% [51.0, 100.0] (n=4) |"),
+            "{synced}"
+        );
         assert!(synced.ends_with("<!-- /table -->\nend\n") && !synced.contains("stale"));
         // Idempotent.
         assert_eq!(sync_markdown(&synced, dir.path()).unwrap(), synced);
-        let err = sync_markdown("<!-- table: stage missing.json -->\n<!-- /table -->", dir.path()).unwrap_err();
+        let err = sync_markdown(
+            "<!-- table: stage missing.json -->\n<!-- /table -->",
+            dir.path(),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("missing.json"), "{err}");
         let err = sync_markdown("<!-- table: stage r.json -->\n", dir.path()).unwrap_err();
         assert!(err.to_string().contains("closing"), "{err}");

@@ -5,13 +5,13 @@ use std::path::Path;
 
 use super::clip_judge::ClipJudge;
 use super::judge::ImageJudge;
-use crate::eval::rates::{format_difference, format_rate, PairedDifference, Rate};
 use super::sets::SetKind;
 use super::{DrawnSet, CONDITIONS};
 use crate::error::Result;
 use crate::eval::clip::metrics::{cmmd, frechet_distance, paired_image_similarity};
 use crate::eval::inception::{fid, kid, FidInception, KidOptions};
 use crate::eval::nudenet::{nudity_rate, NudeDetector, NudityCriteria};
+use crate::eval::rates::{format_difference, format_rate, PairedDifference, Rate};
 use crate::eval::report::grid::image_grid;
 use crate::eval::report::{num, pct, Block, Report, Section};
 use crate::settings::JudgeKind;
@@ -75,8 +75,11 @@ pub fn build_report(
             set.prompts.len().to_string(),
         ];
         if let Some(pj) = pixel_judge.filter(|_| judge == JudgeKind::Oracle) {
-            let verdicts: Vec<Vec<Option<bool>>> =
-                d.images.iter().map(|imgs| pj.successes(set, imgs)).collect();
+            let verdicts: Vec<Vec<Option<bool>>> = d
+                .images
+                .iter()
+                .map(|imgs| pj.successes(set, imgs))
+                .collect();
             let r: Vec<Option<Rate>> = verdicts.iter().map(|v| Rate::of(v)).collect();
             entry[name] = rate_json(pj.name(), &r);
             let change = PairedDifference::of(&verdicts[0], &verdicts[1]);
