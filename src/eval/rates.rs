@@ -145,7 +145,8 @@ mod tests {
         (a[0] - b[0]).abs() < 5e-4 && (a[1] - b[1]).abs() < 5e-4
     }
 
-    /// Wilson intervals as statsmodels' `proportion_confint(method="wilson")` gives them.
+    /// Wilson score intervals, the expected values evaluated from Wilson's formula in an independent
+    /// Python script (statsmodels is not in the venv, so not checked against it).
     #[test]
     fn wilson_matches_the_literature() {
         assert!(

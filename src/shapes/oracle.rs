@@ -124,7 +124,8 @@ fn ramp(alpha: f32) -> f32 {
 pub fn judge(img: &RgbImage) -> Judgement {
     let (w, h) = img.dimensions();
     if w < 3 || h < 3 {
-        return Judgement::nothing(None, f32::INFINITY);
+        // f32::MAX, not infinity: JSON has no infinity (serde_json would write null).
+        return Judgement::nothing(None, f32::MAX);
     }
     let pixels: Vec<Rgbf> = img.pixels().map(|p| unit(p.0)).collect();
 
