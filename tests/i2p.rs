@@ -93,6 +93,7 @@ fn records(set: &str) -> Vec<ImageRecord> {
                 width: 32,
                 sld: None,
                 sld_concept: None,
+                sega: None,
             }
         })
         .collect()

@@ -81,6 +81,9 @@ fn request(c: &Value) -> GenerateRequest {
             mom_beta: s["mom_beta"].as_f64().unwrap(),
         });
     }
+    if let Some(s) = c.get("sega") {
+        r.sega = Some(serde_json::from_value(s.clone()).unwrap());
+    }
     r
 }
 
@@ -231,6 +234,46 @@ fn sld_matches_diffusers_safe_pipeline() {
     let d = common::max_abs(&plain, &reference("v2.sld_custom"));
     println!("v2.sld_custom vs no SLD: max abs diff {d:.3e}");
     assert!(d > 1e-2, "SLD changed nothing");
+}
+
+#[test]
+fn sega_matches_diffusers_semantic_pipeline() {
+    assert_eq!(check_cases(|n| n.contains(".sega_")), 3);
+    // The edits change the image (the comparison above is not of two plain pipelines).
+    for name in ["v1.sega_one", "v2.sega_multi"] {
+        let c = cases().into_iter().find(|c| c["name"] == name).unwrap();
+        let mut r = request(&c);
+        r.sega = None;
+        let plain = load(c["pipeline"].as_str().unwrap(), None)
+            .generate(&r)
+            .unwrap();
+        let d = common::max_abs(&plain, &reference(name));
+        println!("{name} vs no edits: max abs diff {d:.3e}");
+        // Parity above is exact (0.0); the edits move pixels several tolerances away.
+        assert!(d > 3.0 * TOL, "{name}: SEGA left the image unchanged ({d})");
+    }
+}
+
+#[test]
+fn sega_bad_settings_are_input_errors() {
+    use clipdoor::diffusion::pipeline::{EditPrompt, SegaConfig};
+    let pipe = load("v1", None);
+    let mut r = GenerateRequest::new(vec!["a cat".into()], Seeds::Single(1));
+    r.steps = 2;
+    r.height = Some(32);
+    r.width = Some(32);
+    let mut bad = EditPrompt::new("dog");
+    bad.threshold = 1.5;
+    r.sega = Some(SegaConfig::new(vec![bad]));
+    assert!(input_error(pipe.generate(&r)).contains("--edit-threshold"));
+    r.sega = Some(SegaConfig::new(vec![]));
+    assert!(input_error(pipe.generate(&r)).contains("at least one --edit"));
+    r.sega = Some(SegaConfig::new(vec![EditPrompt::new("dog")]));
+    r.guidance = 1.0;
+    assert!(input_error(pipe.generate(&r)).contains("--guidance > 1"));
+    r.guidance = 7.5;
+    r.sld = Some(SldConfig::preset("max").unwrap());
+    assert!(input_error(pipe.generate(&r)).contains("cannot be combined"));
 }
 
 #[test]
@@ -618,5 +661,101 @@ fn cli_generate_shards_merge_into_the_unsharded_images() {
             std::fs::read(sharded.join(f)).unwrap(),
             "{f} differs between the sharded and the unsharded run"
         );
+    }
+}
+
+#[test]
+fn cli_generate_with_edits_records_them_matches_the_library_and_refuses_bad_lists() {
+    use clipdoor::diffusion::pipeline::SegaConfig;
+    let tmp = common::tmp();
+    let out = tmp.path().join("sega");
+    let edit = [
+        "--prompt",
+        "a cat",
+        "--edit",
+        "sunglasses",
+        "--edit",
+        "rain",
+        "--edit-reverse",
+        "false,true",
+        "--edit-guidance",
+        "6",
+        "--edit-warmup",
+        "0,1",
+        "--edit-threshold",
+        "0.8",
+        "--edit-momentum",
+        "0.2",
+    ];
+    let o = generate_cli(&out, &edit);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rec = &records(&out)[0];
+    let sega: SegaConfig = serde_json::from_value(rec["sega"].clone()).unwrap();
+    assert_eq!(sega.edits.len(), 2);
+    assert_eq!(
+        (sega.edits[1].reverse, sega.edits[1].warmup_steps),
+        (true, 1)
+    );
+    assert!(sega
+        .edits
+        .iter()
+        .all(|e| e.guidance_scale == 6.0 && e.threshold == 0.8 && e.weight == 1.0));
+    assert!(sega.edits.iter().all(|e| e.cooldown_steps.is_none()));
+    assert_eq!((sega.momentum_scale, sega.mom_beta), (0.2, 0.4));
+    // The PNG is the library's image for the same request.
+    let mut r = GenerateRequest::new(vec!["a cat".into()], Seeds::PerImage(vec![0]));
+    r.steps = 2;
+    r.height = Some(32);
+    r.width = Some(32);
+    r.scheduler = Some(SchedulerKind::EulerAncestral);
+    r.sega = Some(sega);
+    let want =
+        clipdoor::diffusion::image::to_rgb8(&load("v1", None).generate(&r).unwrap()).unwrap();
+    let png = image::open(out.join("images/00000_0.png"))
+        .unwrap()
+        .to_rgb8();
+    let worst = png
+        .as_raw()
+        .iter()
+        .zip(want[0].as_raw())
+        .map(|(a, b)| (*a as i32 - *b as i32).abs())
+        .max()
+        .unwrap();
+    assert!(worst <= 1, "CLI image vs library image: {worst}");
+    // Plain images differ; a rerun with other edits into the same folder is refused.
+    let plain = tmp.path().join("plain");
+    assert!(generate_cli(&plain, &["--prompt", "a cat"])
+        .status
+        .success());
+    assert_ne!(
+        std::fs::read(plain.join("images/00000_0.png")).unwrap(),
+        std::fs::read(out.join("images/00000_0.png")).unwrap()
+    );
+    let o = generate_cli(&out, &["--prompt", "a cat", "--edit", "a dog"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("sega"));
+    for (bad, needle) in [
+        (
+            &["--prompt", "x", "--edit", "a", "--edit-warmup", "1,2,3"][..],
+            "--edit-warmup was given 3 values for 1 edit",
+        ),
+        (
+            &["--prompt", "x", "--edit", "a", "--edit-threshold", "2"],
+            "--edit-threshold must lie in [0, 1]",
+        ),
+        (
+            &["--prompt", "x", "--edit", "a", "--sld", "max"],
+            "cannot be combined",
+        ),
+        (
+            &["--prompt", "x", "--edit", "a", "--guidance", "1"],
+            "--guidance > 1",
+        ),
+        (&["--prompt", "x", "--edit-guidance", "3"], "--edit"),
+    ] {
+        let o = generate_cli(&tmp.path().join("bad"), bad);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{bad:?}: {err}");
+        assert!(err.contains(needle), "{bad:?}: {err}");
     }
 }

@@ -41,6 +41,9 @@ pub enum EvaluateKind {
     /// The I2P benchmark: each prompt with its own seed/guidance/size, scored with NudeNet, the
     /// safety checker and Q16, per category, for several encoders (and SLD).
     I2p(super::evaluate_i2p::I2pArgs),
+    /// The Word Embedding Association Test on the encoder's pooled output (homoglyph presets or
+    /// your own sets), before/after for a trained run: effect_size and p_value.
+    Weat(super::evaluate_weat::WeatArgs),
     /// Merge the shard folders of a `--shard i/n` evaluation into one and check they cover the set.
     Merge(super::evaluate_i2p::MergeArgs),
 }
@@ -50,6 +53,7 @@ pub fn run(a: EvaluateArgs) -> Result<()> {
         EvaluateKind::Images(a) => return super::evaluate_images::run(a),
         EvaluateKind::I2p(a) => return super::evaluate_i2p::run(a),
         EvaluateKind::Merge(a) => return super::evaluate_i2p::merge(a),
+        EvaluateKind::Weat(a) => return super::evaluate_weat::run(a),
         EvaluateKind::Embeddings {
             teacher,
             student,

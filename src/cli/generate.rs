@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use crate::diffusion::image_set::ImageSet;
 use crate::diffusion::jobs::{plan_images, ImageSettings, PromptImages, Shard, ShardManifest};
-use crate::diffusion::pipeline::{SldConfig, StableDiffusionPipeline};
+use crate::diffusion::pipeline::sega::EditLists;
+use crate::diffusion::pipeline::{SegaConfig, SldConfig, StableDiffusionPipeline};
 use crate::error::Result;
 use crate::input_bail;
 
@@ -50,13 +51,70 @@ pub struct GenerateArgs {
     #[arg(long, requires = "sld")]
     pub sld_concept: Option<String>,
     #[command(flatten)]
+    pub edit: EditArgs,
+    #[command(flatten)]
     pub draw: super::args::DrawArgs,
+    /// Output folder: images/ and images.jsonl (rerun the same command to resume).
     #[arg(long)]
     pub out: PathBuf,
     /// Draw only shard I of N (0-based; a contiguous block of the images) into OUT/shards/I-of-N/;
     /// `clipdoor evaluate merge --out OUT` joins the shards once all are done.
     #[arg(long)]
     pub shard: Option<String>,
+}
+
+/// Semantic guidance (SEGA, diffusers' `SemanticStableDiffusionPipeline`). Per-edit flags take one
+/// value for every edit or one per `--edit` (repeat the flag or comma-separate).
+#[derive(Args, Debug, Clone, Default)]
+pub struct EditArgs {
+    /// SEGA: steer the image toward this prompt (repeat for several edit directions).
+    #[arg(long = "edit", value_name = "PROMPT")]
+    pub edit: Vec<String>,
+    /// Steer away from the edit prompt instead (alone: every edit; or true/false per edit).
+    #[arg(long, num_args = 0.., value_delimiter = ',', default_missing_value = "true", requires = "edit")]
+    pub edit_reverse: Vec<bool>,
+    /// Edit guidance scale (diffusers' default 5).
+    #[arg(long, value_delimiter = ',', requires = "edit")]
+    pub edit_guidance: Vec<f64>,
+    /// Denoising-loop iterations before an edit is applied (default 10; momentum builds up before).
+    #[arg(long, value_delimiter = ',', requires = "edit")]
+    pub edit_warmup: Vec<usize>,
+    /// Loop iteration from which an edit is off (default: never).
+    #[arg(long, value_delimiter = ',', requires = "edit")]
+    pub edit_cooldown: Vec<usize>,
+    /// Quantile of |edit guidance| per channel below which it is dropped (default 0.9).
+    #[arg(long, value_delimiter = ',', requires = "edit")]
+    pub edit_threshold: Vec<f64>,
+    /// Relative weight of each edit (default 1).
+    #[arg(long, value_delimiter = ',', requires = "edit")]
+    pub edit_weight: Vec<f64>,
+    /// Scale of the edit momentum added to the edit guidance (shared by all edits).
+    #[arg(long, default_value_t = 0.1, requires = "edit")]
+    pub edit_momentum: f64,
+    /// How much of the previous edit momentum is kept (shared by all edits).
+    #[arg(long, default_value_t = 0.4, requires = "edit")]
+    pub edit_beta: f64,
+}
+
+impl EditArgs {
+    /// The SEGA config, or `None` without `--edit`.
+    pub fn config(&self) -> Result<Option<SegaConfig>> {
+        if self.edit.is_empty() {
+            return Ok(None);
+        }
+        SegaConfig::from_lists(&EditLists {
+            prompts: &self.edit,
+            reverse: &self.edit_reverse,
+            guidance_scale: &self.edit_guidance,
+            warmup_steps: &self.edit_warmup,
+            cooldown_steps: &self.edit_cooldown,
+            threshold: &self.edit_threshold,
+            weight: &self.edit_weight,
+            momentum_scale: self.edit_momentum,
+            mom_beta: self.edit_beta,
+        })
+        .map(Some)
+    }
 }
 
 fn read_prompts(a: &GenerateArgs) -> Result<Vec<String>> {
@@ -79,6 +137,16 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     let mut sld = a.sld.as_deref().map(SldConfig::preset).transpose()?;
     if let (Some(s), Some(c)) = (sld.as_mut(), &a.sld_concept) {
         s.concept = c.clone();
+    }
+    let sega = a.edit.config()?;
+    if sega.is_some() && sld.is_some() {
+        input_bail!("--edit (SEGA) and --sld cannot be combined: diffusers has no pipeline that runs both; choose one");
+    }
+    if sega.is_some() && a.guidance <= 1.0 {
+        input_bail!(
+            "semantic guidance (--edit) steers classifier-free guidance, which is off at --guidance {}: use --guidance > 1",
+            a.guidance
+        );
     }
     let device = a.draw.device.device();
     let kind = a.draw.dtype.dtype.kind();
@@ -105,6 +173,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     settings.negative_prompt = a.negative_prompt.clone();
     settings.sld = a.sld.clone();
     settings.sld_concept = a.sld_concept.clone();
+    settings.sega = sega.clone();
     // Image j of prompt i: index i·k + j, seed `--seed` + index.
     let jobs: Vec<PromptImages> = prompts
         .iter()
@@ -117,7 +186,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
             "pipeline": a.pipeline, "text_encoder": a.text_encoder, "seed": a.seed,
             "images_per_prompt": k, "steps": a.sampler.steps, "guidance": a.guidance, "scheduler": scheduler,
             "size": [height, width], "negative_prompt": a.negative_prompt, "sld": a.sld,
-            "sld_concept": a.sld_concept, "dtype": a.draw.dtype.dtype, "batch_size": a.draw.batch_size,
+            "sld_concept": a.sld_concept, "sega": sega, "dtype": a.draw.dtype.dtype, "batch_size": a.draw.batch_size,
         });
         ShardManifest::new("generate", shard, settings, &[(".", &wanted)])?.claim(&dir, &[])?;
     }

@@ -10,6 +10,7 @@ mod encode;
 mod evaluate;
 mod evaluate_i2p;
 mod evaluate_images;
+mod evaluate_weat;
 mod generate;
 mod homoglyph;
 mod init_encoder;

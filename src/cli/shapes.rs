@@ -1,4 +1,4 @@
-//! `clipdoor shapes render|train|sample|judge`: the embedded shapes world.
+//! `clipdoor shapes render|train|sample|judge|steer`: the embedded shapes world.
 
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
@@ -27,6 +27,9 @@ pub enum ShapesCommand {
     Sample(SampleArgs),
     /// Judge PNG files with the oracle (one JSON line per file on stdout).
     Judge(JudgeArgs),
+    /// Semantic guidance (SEGA) judged by the oracle: prompts drawn with and without an edit toward a
+    /// shape or a colour; edit settings chosen on calibration seeds, rates on test seeds.
+    Steer(SteerArgs),
 }
 
 #[derive(Args, Debug)]
@@ -132,6 +135,36 @@ pub struct SampleArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct SteerArgs {
+    /// A shapes pipeline folder (`clipdoor shapes train` output), e.g. checkpoints/shapes.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// What the edit steers toward: shape:WORD or colour:WORD (repeat; default shape:square and
+    /// colour:blue).
+    #[arg(long = "target")]
+    pub targets: Vec<String>,
+    /// Images per target and edit setting on the calibration seeds.
+    #[arg(long, default_value_t = crate::shapes::steer::SteerStudy::default().calibration_images)]
+    pub calibration_images: usize,
+    /// Images per target on the test seeds.
+    #[arg(long, default_value_t = crate::shapes::steer::SteerStudy::default().test_images)]
+    pub test_images: usize,
+    /// First calibration seed (the range must not overlap the test seeds).
+    #[arg(long, default_value_t = crate::shapes::steer::SteerStudy::default().calibration_seed)]
+    pub calibration_seed: u64,
+    /// First test seed.
+    #[arg(long, default_value_t = 0)]
+    pub test_seed: u64,
+    /// Output folder: report.json and report.md.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub force: super::args::ForceArgs,
+    #[command(flatten)]
+    pub device: super::args::DeviceArgs,
+}
+
+#[derive(Args, Debug)]
 pub struct JudgeArgs {
     pub files: Vec<PathBuf>,
 }
@@ -142,6 +175,7 @@ pub fn run(a: ShapesArgs) -> Result<()> {
         ShapesCommand::Train(a) => train_cmd(a),
         ShapesCommand::Sample(a) => sample_cmd(a),
         ShapesCommand::Judge(a) => judge_cmd(a),
+        ShapesCommand::Steer(a) => steer_cmd(a),
     }
 }
 
@@ -263,6 +297,44 @@ fn sample_cmd(a: SampleArgs) -> Result<()> {
         r(&t.colour_and_shape), r(&t.size), r(&t.position), r(&t.background), r(&t.all),
         r(&report.no_object.empty_picture)
     ));
+    Ok(())
+}
+
+fn steer_cmd(a: SteerArgs) -> Result<()> {
+    use crate::diffusion::pipeline::StableDiffusionPipeline;
+    use crate::shapes::steer::{run_study, SteerOptions, SteerReport, SteerStudy, SteerTarget};
+    let report_path = a.out.join("report.json");
+    a.force.check(&report_path)?;
+    let mut study = SteerStudy {
+        calibration_images: a.calibration_images,
+        test_images: a.test_images,
+        calibration_seed: a.calibration_seed,
+        test_seed: a.test_seed,
+        ..Default::default()
+    };
+    if !a.targets.is_empty() {
+        study.targets = a
+            .targets
+            .iter()
+            .map(|t| SteerTarget::parse(t))
+            .collect::<Result<_>>()?;
+    }
+    let pipe = StableDiffusionPipeline::load(
+        a.model.to_str().unwrap_or_default(),
+        None,
+        a.device.device(),
+        tch::Kind::Float,
+    )?;
+    let bar = crate::progress::task("SEGA images", SteerReport::images_to_draw(&study) as u64);
+    let report = run_study(&pipe, &study, &SteerOptions::default(), &mut |n| {
+        bar.inc(n as u64)
+    })?;
+    bar.finish();
+    let md = report.to_markdown();
+    crate::io::atomic::write_atomic(&a.out.join("report.md"), md.as_bytes())?;
+    crate::io::atomic::write_json(&report_path, &report)?;
+    eprint!("{md}");
+    println!("{}", report_path.display());
     Ok(())
 }
 

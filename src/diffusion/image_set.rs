@@ -8,7 +8,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::diffusion::image::{png_bytes, to_rgb8};
-use crate::diffusion::pipeline::{GenerateRequest, Seeds, SldConfig, StableDiffusionPipeline};
+use crate::diffusion::pipeline::{
+    GenerateRequest, Seeds, SegaConfig, SldConfig, StableDiffusionPipeline,
+};
 use crate::error::Result;
 use crate::settings::SchedulerKind;
 use crate::{input_bail, input_err};
@@ -32,6 +34,9 @@ pub struct ImageRecord {
     /// `--sld-concept` when it replaces diffusers' default concept.
     #[serde(default)]
     pub sld_concept: Option<String>,
+    /// Semantic guidance (`--edit ...`), when used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sega: Option<SegaConfig>,
 }
 
 impl ImageRecord {
@@ -41,7 +46,7 @@ impl ImageRecord {
     }
 
     /// The settings that must agree for an existing image to count as this run's.
-    fn settings(&self) -> [(&'static str, String); 10] {
+    fn settings(&self) -> [(&'static str, String); 11] {
         [
             ("prompt", self.prompt.clone()),
             ("seed", self.seed.to_string()),
@@ -53,17 +58,25 @@ impl ImageRecord {
             ("size", format!("{}x{}", self.height, self.width)),
             ("sld", format!("{:?}", self.sld)),
             ("sld_concept", format!("{:?}", self.sld_concept)),
+            (
+                "sega",
+                self.sega
+                    .as_ref()
+                    .map(|s| serde_json::to_string(s).unwrap_or_default())
+                    .unwrap_or_else(|| "none".into()),
+            ),
         ]
     }
 
     /// Settings a batch must share (one pipeline call).
-    fn batch_key(&self) -> (usize, u64, i64, i64, &Option<String>) {
+    fn batch_key(&self) -> (usize, u64, i64, i64, &Option<String>, &Option<SegaConfig>) {
         (
             self.steps,
             self.guidance.to_bits(),
             self.height,
             self.width,
             &self.negative_prompt,
+            &self.sega,
         )
     }
 }
@@ -174,6 +187,7 @@ impl ImageSet {
             req.width = Some(first.width);
             req.scheduler = scheduler;
             req.sld = sld.cloned();
+            req.sega = first.sega.clone();
             let images = pipe.generate_with_progress(&req, &mut |_, _| on_step(todo))?;
             for (rec, img) in batch.iter().zip(to_rgb8(&images)?) {
                 if !missing.contains(rec.file.as_str()) {

@@ -7,3 +7,4 @@ pub mod rates;
 pub mod report;
 pub mod safety;
 pub mod stage;
+pub mod weat;

@@ -17,6 +17,7 @@ pub mod objective;
 pub mod oracle;
 pub mod render;
 pub mod sample;
+pub mod steer;
 pub mod text_stage;
 pub mod train;
 

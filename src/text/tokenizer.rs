@@ -280,6 +280,23 @@ impl ClipTokenizer {
         Ok(tch::Tensor::from_slice(&flat).view([prompts.len() as i64, self.max_length as i64]))
     }
 
+    /// `[N, max_length]` ids as diffusers' semantic pipeline tokenises its prompt and edit prompts:
+    /// padded to the context length but not truncated, then cut to it, so a prompt longer than the
+    /// context keeps a word (not the end token) in its last position.
+    pub fn encode_batch_sliced(&self, prompts: &[impl AsRef<str>]) -> Result<tch::Tensor> {
+        let mut t = self.tok.clone();
+        t.with_truncation(None)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut flat = Vec::with_capacity(prompts.len() * self.max_length);
+        for p in prompts {
+            let e = t
+                .encode(p.as_ref(), true)
+                .map_err(|e| anyhow::anyhow!("tokenising {:?}: {e}", p.as_ref()))?;
+            flat.extend(e.get_ids().iter().take(self.max_length).map(|&i| i as i64));
+        }
+        Ok(tch::Tensor::from_slice(&flat).view([prompts.len() as i64, self.max_length as i64]))
+    }
+
     /// Write the tokenizer folder in transformers' layout: vocab.json, merges.txt, tokenizer.json,
     /// tokenizer_config.json, special_tokens_map.json. Each file atomically.
     pub fn save(&self, dir: &Path) -> Result<()> {

@@ -19,6 +19,7 @@ import torch
 import transformers
 from diffusers import (AutoencoderKL, DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
                        EulerDiscreteScheduler, PNDMScheduler, StableDiffusionPipeline, StableDiffusionPipelineSafe,
+                       SemanticStableDiffusionPipeline,
                        UNet2DConditionModel)
 from safetensors.torch import save_file
 
@@ -120,6 +121,9 @@ def run_case(pipes, case):
     if "sld" in case:
         components.pop("image_encoder", None)
         pipe = StableDiffusionPipelineSafe(**components, requires_safety_checker=False)
+    elif "sega" in case:
+        components.pop("image_encoder", None)
+        pipe = SemanticStableDiffusionPipeline(**components, requires_safety_checker=False)
     else:
         pipe = StableDiffusionPipeline(**components, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
@@ -135,9 +139,29 @@ def run_case(pipes, case):
         s = case["sld"]
         kwargs.update(sld_guidance_scale=s["guidance_scale"], sld_warmup_steps=s["warmup_steps"],
                       sld_threshold=s["threshold"], sld_momentum_scale=s["momentum_scale"], sld_mom_beta=s["mom_beta"])
+    if "sega" in case:
+        kwargs.update(sega_kwargs(case["sega"]))
     with torch.no_grad():
         images = pipe(**kwargs).images
     return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().float()
+
+
+def sega_kwargs(sega):
+    """clipdoor's SegaConfig (one record per edit) as the semantic pipeline's per-concept lists."""
+    edits = sega["edits"]
+    col = lambda k: [e[k] for e in edits]
+    return dict(editing_prompt=col("prompt"), reverse_editing_direction=col("reverse"),
+                edit_guidance_scale=col("guidance_scale"), edit_warmup_steps=col("warmup_steps"),
+                # diffusers takes None for every edit or a number per edit: "never" is a number past the end.
+                edit_cooldown_steps=None if all(c is None for c in col("cooldown_steps"))
+                else [10**9 if c is None else c for c in col("cooldown_steps")],
+                edit_threshold=col("threshold"), edit_weights=col("weight"),
+                edit_momentum_scale=sega["momentum_scale"], edit_mom_beta=sega["mom_beta"])
+
+
+def edit(prompt, reverse=False, guidance_scale=5.0, warmup_steps=10, cooldown_steps=None, threshold=0.9, weight=1.0):
+    return dict(prompt=prompt, reverse=reverse, guidance_scale=guidance_scale, warmup_steps=warmup_steps,
+                cooldown_steps=cooldown_steps, threshold=threshold, weight=weight)
 
 
 def case(name, pipeline, scheduler, prompts, seeds, per_image=True, k=1, negative=None, steps=4, guidance=7.5,
@@ -172,6 +196,21 @@ def cases():
                     sld=dict(guidance_scale=2000.0, warmup_steps=1, threshold=0.025, momentum_scale=0.5, mom_beta=0.7)))
     out.append(case("v1.sld_dpm_multi", "v1", "dpm++", ["a bloody knife", "a gun"], [31, 32], steps=6, negative=["text", "text"],
                     sld=dict(guidance_scale=5000.0, warmup_steps=0, threshold=1.0, momentum_scale=0.5, mom_beta=0.7)))
+    # SEGA: one edit past its warm-up (PNDM's 13 iterations for 12 steps); two edits, one reversed, warming
+    # up at different iterations (the partly-warm branch), one cooling down, weights and momentum set, two
+    # prompts x two images with negative prompts; a prompt longer than the context (cut, not truncated).
+    out.append(case("v1.sega_one", "v1", "pndm", ["a photo of a cat"], [41], steps=12,
+                    sega=dict(edits=[edit("wearing sunglasses", warmup_steps=2)], momentum_scale=0.1, mom_beta=0.4)))
+    out.append(case("v2.sega_multi", "v2", "euler-a", ["a red car", "a house"], [42, 43, 44, 45], k=2, steps=6,
+                    negative=["blurry", "ugly"],
+                    sega=dict(edits=[edit("smiling", guidance_scale=7.0, warmup_steps=1, cooldown_steps=4, threshold=0.8),
+                                     edit("at night", reverse=True, guidance_scale=3.0, warmup_steps=3, threshold=0.95,
+                                          weight=2.0)],
+                              momentum_scale=0.3, mom_beta=0.6)))
+    long_prompt = " ".join(["a very detailed painting of a quiet harbour with boats"] * 8)
+    out.append(case("v1.sega_long_prompt", "v1", "ddim", [long_prompt], [46], steps=5,
+                    sega=dict(edits=[edit(long_prompt + " in winter", warmup_steps=0, threshold=0.5)],
+                              momentum_scale=0.1, mom_beta=0.4)))
     return out
 
 

@@ -30,6 +30,7 @@ pub use shard::{
 };
 
 use crate::diffusion::image_set::ImageRecord;
+use crate::diffusion::pipeline::SegaConfig;
 use crate::settings::SchedulerKind;
 
 /// What the images of a job share: every field of an [`ImageRecord`] except prompt, seed, index and
@@ -49,6 +50,8 @@ pub struct ImageSettings {
     pub sld: Option<String>,
     /// `--sld-concept` when it replaces diffusers' default concept.
     pub sld_concept: Option<String>,
+    /// Semantic guidance (`--edit ...`).
+    pub sega: Option<SegaConfig>,
 }
 
 impl ImageSettings {
@@ -71,6 +74,7 @@ impl ImageSettings {
             width,
             sld: None,
             sld_concept: None,
+            sega: None,
         }
     }
 }
@@ -126,6 +130,7 @@ pub fn plan_images(prompts: &[PromptImages], settings: &ImageSettings) -> Vec<Im
                 width,
                 sld: s.sld.clone(),
                 sld_concept: s.sld_concept.clone(),
+                sega: s.sega.clone(),
             });
         }
     }

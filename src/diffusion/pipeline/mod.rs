@@ -1,9 +1,10 @@
 //! The Stable Diffusion pipeline: diffusers' `StableDiffusionPipeline` (classifier-free guidance,
-//! negative prompts, several images per prompt, v-prediction through the scheduler config) and
-//! `StableDiffusionPipelineSafe` (SLD), with any CLIP text encoder swapped in. Latents and ancestral
-//! noise come from [`crate::diffusion::rng::DiffusersGenerator`], so a seed gives diffusers' image.
+//! negative prompts, several images per prompt, v-prediction through the scheduler config),
+//! `StableDiffusionPipelineSafe` (SLD) and `SemanticStableDiffusionPipeline` (SEGA), with any CLIP
+//! text encoder swapped in. Latents and ancestral noise come from [`crate::diffusion::rng::DiffusersGenerator`], so a seed gives diffusers' image.
 pub mod load;
 pub mod sample;
+pub mod sega;
 pub mod sld;
 
 use std::path::Path;
@@ -13,6 +14,7 @@ use tch::{nn, Device, Kind};
 pub use crate::diffusion::image;
 pub use load::{pipeline_parts, resolve_pipeline_root, PipelineParts};
 pub use sample::{GenerateRequest, Seeds};
+pub use sega::{EditPrompt, SegaConfig};
 pub use sld::{SldConfig, DEFAULT_SAFETY_CONCEPT, SLD_PRESETS};
 
 use crate::diffusion::schedulers::{

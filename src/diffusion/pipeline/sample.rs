@@ -2,6 +2,7 @@
 //! `StableDiffusionPipelineSafe.__call__`), step by step in the same order of operations.
 use tch::{Device, Kind, Tensor};
 
+use super::sega::{SegaConfig, SegaState};
 use super::sld::{SldConfig, SldState};
 use super::StableDiffusionPipeline;
 use crate::diffusion::rng::DiffusersGenerator;
@@ -37,6 +38,9 @@ pub struct GenerateRequest {
     /// `--scheduler`; `None` = the pipeline's `scheduler_config.json` class.
     pub scheduler: Option<SchedulerKind>,
     pub sld: Option<SldConfig>,
+    /// Semantic guidance (SEGA): edit prompts steering the guidance, as diffusers'
+    /// `SemanticStableDiffusionPipeline`.
+    pub sega: Option<SegaConfig>,
 }
 
 impl GenerateRequest {
@@ -52,6 +56,7 @@ impl GenerateRequest {
             width: None,
             scheduler: None,
             sld: None,
+            sega: None,
         }
     }
 
@@ -66,6 +71,7 @@ struct Plan {
     width: i64,
     cfg: bool,
     sld: Option<SldConfig>,
+    sega: Option<SegaConfig>,
     negatives: Vec<String>,
 }
 
@@ -116,11 +122,24 @@ impl StableDiffusionPipeline {
                 r.guidance
             );
         }
+        if let Some(s) = &r.sega {
+            s.validate()?;
+            if !cfg {
+                input_bail!(
+                    "semantic guidance (--edit) steers classifier-free guidance, which is off at guidance {}: use --guidance > 1 (diffusers silently ignores the edits there)",
+                    r.guidance
+                );
+            }
+            if sld.is_some() {
+                input_bail!("--edit (SEGA) and --sld cannot be combined: diffusers has no pipeline that runs both; choose one");
+            }
+        }
         Ok(Plan {
             height,
             width,
             cfg,
             sld,
+            sega: r.sega.clone(),
             negatives,
         })
     }
@@ -130,6 +149,17 @@ impl StableDiffusionPipeline {
     fn embed(&self, texts: &[String], k: usize) -> Result<Tensor> {
         let (_, out) = self.text_encoder.encode(texts, false)?;
         Ok(out
+            .last_hidden_state
+            .repeat_interleave_self_int(k as i64, Some(0), None::<i64>))
+    }
+
+    /// [`Self::embed`] with the semantic pipeline's tokenisation (padded, not truncated, then cut).
+    fn embed_sliced(&self, texts: &[String], k: usize) -> Result<Tensor> {
+        let ids = self.text_encoder.tokenizer.encode_batch_sliced(texts)?;
+        let ids = ids.to_device(self.text_encoder.device());
+        Ok(self
+            .text_encoder
+            .forward_ids(&ids, false)
             .last_hidden_state
             .repeat_interleave_self_int(k as i64, Some(0), None::<i64>))
     }
@@ -151,14 +181,21 @@ impl StableDiffusionPipeline {
         tch::no_grad(|| -> Result<Tensor> {
             let k = r.images_per_prompt;
             let n = r.num_images() as i64;
-            // diffusers' order: [negative, prompt(, safety concept)].
+            // diffusers' order: [negative, prompt(, safety concept | , edit 1, ..., edit C)].
             let mut embeds = vec![];
             if plan.cfg {
                 embeds.push(self.embed(&plan.negatives, k)?);
             }
-            embeds.push(self.embed(&r.prompts, k)?);
+            match &plan.sega {
+                None => embeds.push(self.embed(&r.prompts, k)?),
+                Some(_) => embeds.push(self.embed_sliced(&r.prompts, k)?),
+            }
             if let Some(s) = &plan.sld {
                 embeds.push(self.embed(std::slice::from_ref(&s.concept), n as usize)?);
+            }
+            for edit in plan.sega.iter().flat_map(|s| &s.edits) {
+                // Edit-major: each edit's rows for every prompt and image.
+                embeds.push(self.embed_sliced(std::slice::from_ref(&edit.prompt), n as usize)?);
             }
             let passes = embeds.len() as i64;
             let embeds = Tensor::cat(&embeds, 0);
@@ -181,6 +218,7 @@ impl StableDiffusionPipeline {
                 generator.randn(&shape, embeds.kind(), self.device)? * scheduler.init_noise_sigma();
 
             let mut sld_state = SldState::default();
+            let mut sega_state = SegaState::default();
             for (i, &t) in timesteps.iter().enumerate() {
                 let input = if passes > 1 {
                     Tensor::cat(&vec![&latents; passes as usize], 0)
@@ -196,11 +234,16 @@ impl StableDiffusionPipeline {
                 if plan.cfg {
                     let out = noise_pred.chunk(passes, 0);
                     let (uncond, text) = (&out[0], &out[1]);
-                    let guidance = match &plan.sld {
-                        Some(s) => sld_state.guide(s, i, uncond, text, &out[2]),
-                        None => text - uncond,
+                    noise_pred = match (&plan.sld, &plan.sega) {
+                        (Some(s), _) => {
+                            uncond + sld_state.guide(s, i, uncond, text, &out[2]) * r.guidance
+                        }
+                        (None, Some(s)) => {
+                            let g = (text - uncond) * r.guidance;
+                            uncond + sega_state.guide(s, i, uncond, g, &out[2..])
+                        }
+                        (None, None) => uncond + (text - uncond) * r.guidance,
                     };
-                    noise_pred = uncond + guidance * r.guidance;
                 }
                 let noise = if scheduler.needs_noise() {
                     Some(
