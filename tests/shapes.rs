@@ -412,3 +412,103 @@ fn bench_step() {
         }
     }
 }
+
+/// `clipdoor shapes steer` on the shipped model, small: the report holds every calibration setting,
+/// the chosen one is the calibration's best, the test rates agree with the library's own verdicts on
+/// the same seeds, and bad targets or overlapping seed ranges exit 2.
+#[test]
+fn sega_study_reports_calibration_and_test_rates() {
+    use clipdoor::diffusion::pipeline::StableDiffusionPipeline;
+    use clipdoor::shapes::steer::{calibration_grid, draw_and_judge, SteerOptions, SteerTarget};
+    let tmp = common::tmp();
+    let out = tmp.path().join("steer");
+    let model = common::root().join("checkpoints/shapes");
+    let run = |extra: &[&str]| {
+        common::bin()
+            .args([
+                "shapes",
+                "steer",
+                "--device",
+                "cpu",
+                "--threads",
+                "1",
+                "--model",
+            ])
+            .arg(&model)
+            .arg("--out")
+            .arg(&out)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let o = run(&[
+        "--target",
+        "shape:triangle",
+        "--calibration-images",
+        "2",
+        "--test-images",
+        "3",
+        "--test-seed",
+        "5",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).unwrap()).unwrap();
+    let t = &report["targets"]["toward shape triangle"];
+    let cal = t["calibration"].as_array().unwrap();
+    assert_eq!(cal.len(), calibration_grid().len());
+    let best = cal
+        .iter()
+        .map(|r| r["steered"]["successes"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    let first_best = cal
+        .iter()
+        .find(|r| r["steered"]["successes"].as_u64().unwrap() == best)
+        .unwrap();
+    assert_eq!(t["chosen"], first_best["setting"]);
+    assert_eq!(t["test"]["steered"]["n"], 3);
+    // The test row is the library's verdicts on the same prompts and seeds.
+    tch::set_num_threads(1);
+    let pipe = StableDiffusionPipeline::load(
+        model.to_str().unwrap(),
+        None,
+        tch::Device::Cpu,
+        tch::Kind::Float,
+    )
+    .unwrap();
+    let target = SteerTarget::parse("shape:triangle").unwrap();
+    let setting: clipdoor::shapes::steer::SteerSetting =
+        serde_json::from_value(t["chosen"].clone()).unwrap();
+    let (v, _) = draw_and_judge(
+        &pipe,
+        &target.prompts(3),
+        5,
+        Some((target, &setting)),
+        &SteerOptions::default(),
+        &mut |_| {},
+    )
+    .unwrap();
+    let k = v.steered.iter().filter(|x| **x == Some(true)).count();
+    assert_eq!(t["test"]["steered"]["successes"], k);
+    assert!(std::fs::read_to_string(out.join("report.md"))
+        .unwrap()
+        .contains("toward shape triangle"));
+    // A finished report is not replaced; bad targets and overlapping seeds are input errors.
+    for (extra, needle) in [
+        (&["--test-images", "3"][..], "--force"),
+        (
+            &["--force", "--target", "shape:hexagon"],
+            "--target `shape:hexagon`",
+        ),
+        (
+            &["--force", "--calibration-seed", "3", "--test-seed", "0"],
+            "overlap",
+        ),
+    ] {
+        let o = run(extra);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{extra:?}: {err}");
+        assert!(err.contains(needle), "{extra:?}: {err}");
+    }
+}

@@ -162,6 +162,10 @@ pub struct SteerArgs {
     pub force: super::args::ForceArgs,
     #[command(flatten)]
     pub device: super::args::DeviceArgs,
+    /// libtorch CPU threads (default: libtorch's choice). On a machine shared with other jobs, 1 is
+    /// several times faster than oversubscribed threads that spin-wait.
+    #[arg(long)]
+    pub threads: Option<i32>,
 }
 
 #[derive(Args, Debug)]
@@ -305,6 +309,12 @@ fn steer_cmd(a: SteerArgs) -> Result<()> {
     use crate::shapes::steer::{run_study, SteerOptions, SteerReport, SteerStudy, SteerTarget};
     let report_path = a.out.join("report.json");
     a.force.check(&report_path)?;
+    if let Some(n) = a.threads {
+        if n < 1 {
+            crate::input_bail!("--threads must be at least 1");
+        }
+        tch::set_num_threads(n);
+    }
     let mut study = SteerStudy {
         calibration_images: a.calibration_images,
         test_images: a.test_images,

@@ -68,24 +68,92 @@ impl SteerTarget {
     }
 
     /// `count` prompts "a COLOUR SHAPE" that do not already show the target, cycling through every
-    /// other colour × shape pair, with what a steered image must show: the target in place of the
-    /// prompt's own shape (or colour), the rest kept.
-    pub fn prompts(self, count: usize) -> Vec<(String, String)> {
+    /// other colour × shape pair (those sharing the word the edit replaces consecutively), each with
+    /// what a steered image must show (the target in place of the prompt's own shape or colour, the
+    /// rest kept) and that replaced word.
+    pub fn prompts(self, count: usize) -> Vec<SteerPrompt> {
         let mut pairs = vec![];
-        for &c in Color::ALL {
-            for &s in Shape::ALL {
-                let steered = match self {
-                    Self::Shape(t) if t != s => (c, t),
-                    Self::Colour(t) if t != c => (t, s),
-                    _ => continue,
-                };
-                pairs.push((
-                    format!("a {} {}", c.word(), s.word()),
-                    format!("a {} {}", steered.0.word(), steered.1.word()),
-                ));
+        match self {
+            Self::Shape(t) => {
+                for &s in Shape::ALL.iter().filter(|&&s| s != t) {
+                    for &c in Color::ALL {
+                        pairs.push(SteerPrompt::new(c, s, c, t, s.word()));
+                    }
+                }
+            }
+            Self::Colour(t) => {
+                for &c in Color::ALL.iter().filter(|&&c| c != t) {
+                    for &s in Shape::ALL {
+                        pairs.push(SteerPrompt::new(c, s, t, s, c.word()));
+                    }
+                }
             }
         }
         (0..count).map(|i| pairs[i % pairs.len()].clone()).collect()
+    }
+}
+
+/// One prompt of a study.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SteerPrompt {
+    pub prompt: String,
+    /// What a steered image must show.
+    pub steered: String,
+    /// The prompt's own word the edit replaces (steered away from in `toward+away` settings).
+    pub source: String,
+}
+
+impl SteerPrompt {
+    fn new(c: Color, s: Shape, tc: Color, ts: Shape, source: &str) -> Self {
+        Self {
+            prompt: format!("a {} {}", c.word(), s.word()),
+            steered: format!("a {} {}", tc.word(), ts.word()),
+            source: source.to_string(),
+        }
+    }
+}
+
+/// One edit setting of the study: toward the target word, optionally also away from the prompt's own
+/// word (SEGA's replacement recipe: one positive and one negative edit), both with the same scale,
+/// warm-up and threshold.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct SteerSetting {
+    pub away_from_source: bool,
+    pub guidance_scale: f64,
+    pub warmup_steps: usize,
+    pub threshold: f64,
+}
+
+impl SteerSetting {
+    /// The SEGA config for prompts whose replaced word is `source`.
+    pub fn config(&self, target: SteerTarget, source: &str) -> SegaConfig {
+        let edit = |word: &str, reverse: bool| {
+            let mut e = EditPrompt::new(word);
+            e.reverse = reverse;
+            e.guidance_scale = self.guidance_scale;
+            e.warmup_steps = self.warmup_steps;
+            e.threshold = self.threshold;
+            e
+        };
+        let mut edits = vec![edit(target.word(), false)];
+        if self.away_from_source {
+            edits.push(edit(source, true));
+        }
+        SegaConfig::new(edits)
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "{}scale {}, warm-up {}, threshold {}",
+            if self.away_from_source {
+                "toward + away, "
+            } else {
+                "toward, "
+            },
+            self.guidance_scale,
+            self.warmup_steps,
+            self.threshold
+        )
     }
 }
 
@@ -114,57 +182,78 @@ impl Default for SteerOptions {
 pub struct Verdicts {
     /// The image shows the steered prompt (target in, rest kept).
     pub steered: Vec<Option<bool>>,
-    /// The image shows the original prompt.
-    pub original: Vec<Option<bool>>,
+    /// The image shows the target word's attribute (the rest may have changed).
+    pub target_reached: Vec<Option<bool>>,
 }
 
-/// Draw `prompts` (image `i` with seed `first_seed + i`) with `sega` (or plainly) and judge them.
+/// Draw `prompts` (image `i` with seed `first_seed + i`) with the edit `setting` toward `target`
+/// (or plainly) and judge them. Prompts sharing a replaced word are drawn together (one SEGA
+/// config per call).
 pub fn draw_and_judge(
     pipe: &StableDiffusionPipeline,
-    prompts: &[(String, String)],
+    prompts: &[SteerPrompt],
     first_seed: u64,
-    sega: Option<&SegaConfig>,
+    edit: Option<(SteerTarget, &SteerSetting)>,
     o: &SteerOptions,
     on_batch: &mut dyn FnMut(usize),
 ) -> Result<(Verdicts, Vec<RgbImage>)> {
     let mut images = vec![];
-    for (b, chunk) in prompts.chunks(o.batch_size.max(1)).enumerate() {
-        let start = b * o.batch_size.max(1);
-        let seeds = (0..chunk.len())
-            .map(|i| first_seed + (start + i) as u64)
-            .collect();
+    let mut start = 0;
+    while start < prompts.len() {
+        let mut end = start + 1;
+        while end < prompts.len()
+            && end - start < o.batch_size.max(1)
+            && prompts[end].source == prompts[start].source
+        {
+            end += 1;
+        }
+        let chunk = &prompts[start..end];
+        let seeds = (start..end).map(|i| first_seed + i as u64).collect();
         let mut r = GenerateRequest::new(
-            chunk.iter().map(|p| p.0.clone()).collect(),
+            chunk.iter().map(|p| p.prompt.clone()).collect(),
             Seeds::PerImage(seeds),
         );
         r.steps = o.steps;
         r.guidance = o.guidance;
         r.scheduler = Some(o.scheduler);
-        r.sega = sega.cloned();
+        r.sega = edit.map(|(t, s)| s.config(t, &chunk[0].source));
         images.extend(to_rgb8(&pipe.generate(&r)?)?);
         on_batch(chunk.len());
+        start = end;
     }
-    let (mut steered, mut original) = (vec![], vec![]);
-    for ((prompt, target), img) in prompts.iter().zip(&images) {
+    let (mut steered, mut target_reached) = (vec![], vec![]);
+    for (p, img) in prompts.iter().zip(&images) {
         let j = judge(img);
-        steered.push(Some(Expected::of(target).shown_by(&j)));
-        original.push(Some(Expected::of(prompt).shown_by(&j)));
+        let want = Expected::of(&p.steered);
+        steered.push(Some(want.shown_by(&j)));
+        target_reached.push(Some(match Expected::of(&p.steered) {
+            e if e.shape.is_some() && Expected::of(&p.prompt).shape != e.shape => {
+                j.shape == e.shape
+            }
+            e => j.color == e.color,
+        }));
     }
-    Ok((Verdicts { steered, original }, images))
+    Ok((
+        Verdicts {
+            steered,
+            target_reached,
+        },
+        images,
+    ))
 }
 
 /// One edit setting's outcome on a set of prompts.
 #[derive(Debug, Clone, Serialize)]
 pub struct SteerRow {
-    pub edit: EditPrompt,
+    pub setting: SteerSetting,
     /// Images that show the steered prompt with the edit (`asr`-like success of the steering).
     pub steered: Rate,
     /// The same prompts and seeds without the edit: how often the target shows by itself.
     pub steered_without_edit: Rate,
     /// With minus without, paired on prompt and seed.
     pub change: Option<PairedDifference>,
-    /// Images that still show the original prompt with the edit.
-    pub original_kept: Rate,
+    /// Images that show the target word's attribute with the edit, whatever else changed.
+    pub target_reached: Rate,
 }
 
 fn rate(v: &[Option<bool>]) -> Rate {
@@ -172,28 +261,32 @@ fn rate(v: &[Option<bool>]) -> Rate {
 }
 
 /// The outcome of `edit` against the plain images' verdicts.
-pub fn row(edit: &EditPrompt, with: &Verdicts, without: &Verdicts) -> SteerRow {
+pub fn row(setting: &SteerSetting, with: &Verdicts, without: &Verdicts) -> SteerRow {
     SteerRow {
-        edit: edit.clone(),
+        setting: setting.clone(),
         steered: rate(&with.steered),
         steered_without_edit: rate(&without.steered),
         change: PairedDifference::of(&without.steered, &with.steered),
-        original_kept: rate(&with.original),
+        target_reached: rate(&with.target_reached),
     }
 }
 
-/// The edit settings tried on the calibration seeds: SEGA's scale, warm-up and threshold around
-/// diffusers' defaults (5, 10, 0.9), warm-ups scaled to a 20-step sampler.
-pub fn calibration_grid(target: SteerTarget) -> Vec<EditPrompt> {
+/// The edit settings tried on the calibration seeds: toward the target alone or also away from the
+/// prompt's own word; SEGA's scale and threshold around diffusers' defaults (5, 0.9) and warm-ups
+/// scaled to a 20-step sampler.
+pub fn calibration_grid() -> Vec<SteerSetting> {
     let mut grid = vec![];
-    for guidance_scale in [3.0, 5.0, 8.0] {
-        for warmup_steps in [0, 2, 5] {
-            for threshold in [0.5, 0.9] {
-                let mut e = EditPrompt::new(target.word());
-                e.guidance_scale = guidance_scale;
-                e.warmup_steps = warmup_steps;
-                e.threshold = threshold;
-                grid.push(e);
+    for away_from_source in [false, true] {
+        for guidance_scale in [4.0, 8.0] {
+            for warmup_steps in [0, 3, 6] {
+                for threshold in [0.5, 0.9] {
+                    grid.push(SteerSetting {
+                        away_from_source,
+                        guidance_scale,
+                        warmup_steps,
+                        threshold,
+                    });
+                }
             }
         }
     }
@@ -234,8 +327,8 @@ impl Default for SteerStudy {
 pub struct TargetResult {
     /// Every edit setting tried on the calibration seeds.
     pub calibration: Vec<SteerRow>,
-    /// The setting with the most steered calibration images (ties: the earlier, gentler one).
-    pub chosen: EditPrompt,
+    /// The setting with the most steered calibration images (ties: the earlier, simpler one).
+    pub chosen: SteerSetting,
     /// The chosen setting on the test seeds.
     pub test: SteerRow,
 }
@@ -281,32 +374,30 @@ pub fn run_study(
             on_images,
         )?;
         let mut calibration = vec![];
-        for edit in calibration_grid(target) {
-            let cfg = SegaConfig::new(vec![edit.clone()]);
+        for setting in calibration_grid() {
             let (with, _) = draw_and_judge(
                 pipe,
                 &cal_prompts,
                 study.calibration_seed,
-                Some(&cfg),
+                Some((target, &setting)),
                 o,
                 on_images,
             )?;
-            calibration.push(row(&edit, &with, &plain));
+            calibration.push(row(&setting, &with, &plain));
         }
         let best = calibration
             .iter()
             .enumerate()
             .max_by_key(|(i, r)| (r.steered.successes, std::cmp::Reverse(*i)))
-            .map(|(_, r)| r.edit.clone())
+            .map(|(_, r)| r.setting.clone())
             .expect("the grid is not empty");
         let test_prompts = target.prompts(study.test_images);
         let (plain, _) = draw_and_judge(pipe, &test_prompts, study.test_seed, None, o, on_images)?;
-        let cfg = SegaConfig::new(vec![best.clone()]);
         let (with, _) = draw_and_judge(
             pipe,
             &test_prompts,
             study.test_seed,
-            Some(&cfg),
+            Some((target, &best)),
             o,
             on_images,
         )?;
@@ -330,16 +421,15 @@ pub fn run_study(
 impl SteerReport {
     /// Images the study draws in all (for a progress bar).
     pub fn images_to_draw(study: &SteerStudy) -> usize {
-        let per_target = study.calibration_images
-            * (1 + calibration_grid(SteerTarget::Shape(Shape::Circle)).len())
-            + 2 * study.test_images;
+        let per_target =
+            study.calibration_images * (1 + calibration_grid().len()) + 2 * study.test_images;
         per_target * study.targets.len()
     }
 
     pub fn to_markdown(&self) -> String {
         use crate::eval::rates::{format_difference, format_rate};
         let mut md = format!(
-            "# SEGA in the shapes world\n\n{} steps of {}, guidance {}. Edit settings chosen on {} calibration images per target (seeds from {}), rates on {} test images (seeds from {}); oracle judge.\n\n| target | chosen edit (scale, warm-up, threshold) | steered, with edit | steered, without | change (paired) | original prompt kept, with edit |\n|---|---|---|---|---|---|\n",
+            "# SEGA in the shapes world\n\n{} steps of {}, guidance {}. Edit settings chosen on {} calibration images per target (seeds from {}), rates on {} test images (seeds from {}); oracle judge.\n\n| target | chosen edit | steered, with edit | steered, without | change (paired) | target attribute reached, with edit |\n|---|---|---|---|---|---|\n",
             self.options.steps,
             self.options.scheduler.name(),
             self.options.guidance,
@@ -349,16 +439,13 @@ impl SteerReport {
             self.study.test_seed
         );
         for (name, t) in &self.targets {
-            let e = &t.chosen;
             md.push_str(&format!(
-                "| {name} | {}, {}, {} | {} | {} | {} | {} |\n",
-                e.guidance_scale,
-                e.warmup_steps,
-                e.threshold,
+                "| {name} | {} | {} | {} | {} | {} |\n",
+                t.chosen.describe(),
                 format_rate(Some(&t.test.steered)),
                 format_rate(Some(&t.test.steered_without_edit)),
                 format_difference(t.test.change.as_ref()),
-                format_rate(Some(&t.test.original_kept)),
+                format_rate(Some(&t.test.target_reached)),
             ));
         }
         md
