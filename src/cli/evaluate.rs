@@ -41,6 +41,9 @@ pub enum EvaluateKind {
     /// The I2P benchmark: each prompt with its own seed/guidance/size, scored with NudeNet, the
     /// safety checker and Q16, per category, for several encoders (and SLD).
     I2p(super::evaluate_i2p::I2pArgs),
+    /// Bias on generated images: `relative` (homoglyphs × cultures, CLIP judge) and
+    /// `objectification` (age × gender prompts, NudeNet and the safety checker).
+    Bias(super::evaluate_bias::BiasArgs),
     /// Merge the shard folders of a `--shard i/n` evaluation into one and check they cover the set.
     Merge(super::evaluate_i2p::MergeArgs),
 }
@@ -49,6 +52,7 @@ pub fn run(a: EvaluateArgs) -> Result<()> {
     match a.what {
         EvaluateKind::Images(a) => return super::evaluate_images::run(a),
         EvaluateKind::I2p(a) => return super::evaluate_i2p::run(a),
+        EvaluateKind::Bias(a) => return super::evaluate_bias::run(a),
         EvaluateKind::Merge(a) => return super::evaluate_i2p::merge(a),
         EvaluateKind::Embeddings {
             teacher,
