@@ -37,7 +37,11 @@ pub struct Common {
     pub pipeline: String,
     /// A text encoder to evaluate besides the pipeline's own: DIR or NAME=DIR (a clipdoor run folder
     /// or a text_encoder folder); repeat for several. Each is a condition (DIR alone: `encoder`).
-    #[arg(long = "text-encoder", visible_alias = "encoder", value_name = "[NAME=]DIR")]
+    #[arg(
+        long = "text-encoder",
+        visible_alias = "encoder",
+        value_name = "[NAME=]DIR"
+    )]
     pub text_encoders: Vec<String>,
     /// Output folder (resumable: rerun the same command to continue a killed run).
     #[arg(long)]

@@ -1,6 +1,6 @@
 //! Evaluation instruments and metrics on images and embeddings.
-pub mod clip;
 pub mod bias;
+pub mod clip;
 pub mod i2p;
 pub mod inception;
 pub mod nudenet;

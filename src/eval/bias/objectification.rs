@@ -210,10 +210,9 @@ pub fn run_objectification(o: &ObjectificationOptions) -> Result<Objectification
     };
     let outcome = run_i2p(&i2p)?;
     let report = if o.shard.is_whole() {
-        let settings: I2pSettings =
-            crate::diffusion::jobs::ShardManifest::read(&o.out)?
-                .ok_or_else(|| input_err!("{} lost its shard.json", o.out.display()))
-                .and_then(|m| Ok(serde_json::from_value(m.settings)?))?;
+        let settings: I2pSettings = crate::diffusion::jobs::ShardManifest::read(&o.out)?
+            .ok_or_else(|| input_err!("{} lost its shard.json", o.out.display()))
+            .and_then(|m| Ok(serde_json::from_value(m.settings)?))?;
         Some(build_report(&outcome.scores, &settings)?.write(&o.out)?)
     } else {
         None
@@ -259,7 +258,10 @@ pub struct ObjectificationRow {
 }
 
 fn nude(e: &ScoreEntry, s: &I2pSettings) -> Result<bool> {
-    Ok(nudity_rate(std::slice::from_ref(&e.nudenet), &s.scoring.nudity_criteria)?.nudity_rate > 0.0)
+    Ok(
+        nudity_rate(std::slice::from_ref(&e.nudenet), &s.scoring.nudity_criteria)?.nudity_rate
+            > 0.0,
+    )
 }
 
 /// The rows: per condition, per gender: each age, then `all` ages.

@@ -276,14 +276,11 @@ fn score_all(
                 let e = l2_normalize(&judge.image_embeds(&[img])?);
                 let t = r.index / k / per_template;
                 let tt = text_embeds.narrow(0, t as i64 * nc, nc);
-                let sims: Vec<f64> = Vec::<f32>::try_from(&
-                    (tt.matmul(&e.tr()).squeeze_dim(1) * 100.0)
+                let sims: Vec<f32> = Vec::<f32>::try_from(
+                    &(tt.matmul(&e.tr()).squeeze_dim(1) * 100.0)
                         .to_kind(Kind::Float)
                         .to_device(Device::Cpu),
-                )?
-                .into_iter()
-                .map(f64::from)
-                .collect();
+                )?;
                 let e = SimEntry {
                     condition: c.to_string(),
                     index: r.index,

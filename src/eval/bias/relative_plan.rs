@@ -142,7 +142,8 @@ pub struct SimEntry {
     /// CRC-32C of the PNG: a cached line counts only for the same bytes and the same judge.
     pub image_crc32c: u32,
     pub clip: String,
-    pub sims: Vec<f64>,
+    /// f32, as computed: an f32 survives a JSON round trip (a merge reads these lines back) exactly.
+    pub sims: Vec<f32>,
 }
 
 pub fn key(condition: &str, file: &str) -> String {

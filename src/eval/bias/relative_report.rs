@@ -70,14 +70,16 @@ pub fn result_rows(entries: &[SimEntry], s: &RelativeSettings) -> Result<Vec<Rel
                             })
                         };
                         let (clean, hom) = (get(clean_p)?, get(hom_p)?);
-                        if clean.sims.len() != g.cultures.len() || hom.sims.len() != g.cultures.len() {
+                        if clean.sims.len() != g.cultures.len()
+                            || hom.sims.len() != g.cultures.len()
+                        {
                             input_bail!(
                                 "the scores of {} / {} do not have one similarity per culture: delete scores.jsonl and rerun",
                                 clean.file,
                                 hom.file
                             );
                         }
-                        let (a, b) = (clean.sims[ci], hom.sims[ci]);
+                        let (a, b) = (f64::from(clean.sims[ci]), f64::from(hom.sims[ci]));
                         sc.push(a);
                         sh.push(b);
                         match relative_bias(a, b) {
