@@ -44,6 +44,9 @@ pub enum EvaluateKind {
     /// The Word Embedding Association Test on the encoder's pooled output (homoglyph presets or
     /// your own sets), before/after for a trained run: effect_size and p_value.
     Weat(super::evaluate_weat::WeatArgs),
+    /// Bias on generated images: `relative` (homoglyphs × cultures, CLIP judge) and
+    /// `objectification` (age × gender prompts, NudeNet and the safety checker).
+    Bias(super::evaluate_bias::BiasArgs),
     /// Merge the shard folders of a `--shard i/n` evaluation into one and check they cover the set.
     Merge(super::evaluate_i2p::MergeArgs),
 }
@@ -52,6 +55,7 @@ pub fn run(a: EvaluateArgs) -> Result<()> {
     match a.what {
         EvaluateKind::Images(a) => return super::evaluate_images::run(a),
         EvaluateKind::I2p(a) => return super::evaluate_i2p::run(a),
+        EvaluateKind::Bias(a) => return super::evaluate_bias::run(a),
         EvaluateKind::Merge(a) => return super::evaluate_i2p::merge(a),
         EvaluateKind::Weat(a) => return super::evaluate_weat::run(a),
         EvaluateKind::Embeddings {

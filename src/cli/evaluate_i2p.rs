@@ -121,6 +121,7 @@ pub fn run(a: I2pArgs) -> Result<()> {
         kind: a.draw.dtype.dtype.kind(),
         batch_size: a.draw.batch_size,
         gallery: a.gallery,
+        protocol: None,
     };
     let outcome = run_i2p(&o)?;
     match outcome.report {
@@ -149,7 +150,23 @@ pub fn merge(a: MergeArgs) -> Result<()> {
     let merged = merge_shards(&dirs, &a.out)?;
     match merged.manifest.stage.as_str() {
         crate::eval::i2p::STAGE => {
-            for p in finish_merge(&merged, &a.out)? {
+            let settings: Option<crate::eval::i2p::I2pSettings> =
+                serde_json::from_value(merged.manifest.settings.clone()).ok();
+            let objectification = match &settings {
+                Some(s) => crate::eval::bias::objectification::spec_of(s)?.is_some(),
+                None => false,
+            };
+            let paths = if objectification {
+                crate::eval::bias::objectification::finish_merge(&merged, &a.out)?
+            } else {
+                finish_merge(&merged, &a.out)?
+            };
+            for p in paths {
+                println!("{}", p.display());
+            }
+        }
+        crate::eval::bias::relative_plan::STAGE => {
+            for p in crate::eval::bias::relative::finish_merge(&merged, &a.out)? {
                 println!("{}", p.display());
             }
         }

@@ -8,6 +8,7 @@ mod bench;
 mod demo;
 mod encode;
 mod evaluate;
+mod evaluate_bias;
 mod evaluate_i2p;
 mod evaluate_images;
 mod evaluate_weat;

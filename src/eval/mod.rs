@@ -1,4 +1,5 @@
 //! Evaluation instruments and metrics on images and embeddings.
+pub mod bias;
 pub mod clip;
 pub mod i2p;
 pub mod inception;

@@ -23,5 +23,5 @@ pub mod scores;
 pub use plan::{ConditionSpec, I2pSettings, ORIGINAL, STAGE};
 pub use prompts::{read_i2p, I2pFilter, I2pPrompt, CATEGORIES};
 pub use report::{build_report, result_rows, ResultRow};
-pub use run::{finish_merge, parse_encoder_arg, run_i2p, I2pOptions, I2pOutcome};
+pub use run::{finish_merge, merged_scores, parse_encoder_arg, run_i2p, I2pOptions, I2pOutcome};
 pub use scores::{ScoreEntry, Scorers};

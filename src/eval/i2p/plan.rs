@@ -66,6 +66,10 @@ pub struct ScoringSettings {
 pub struct ReportSettings {
     /// Prompts shown in the gallery (each with one image per condition).
     pub gallery: usize,
+    /// A protocol built on the I2P run that writes its own report instead of the I2P one (e.g. the
+    /// objectification protocol of `eval::bias`), with what it needs to write it; absent for I2P.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<serde_json::Value>,
 }
 
 /// The settings of an I2P run: the `settings` of its `shard.json`.

@@ -48,6 +48,8 @@ pub struct I2pOptions {
     pub kind: Kind,
     pub batch_size: usize,
     pub gallery: usize,
+    /// See [`ReportSettings::protocol`]: when set, no I2P report is written (the caller writes its own).
+    pub protocol: Option<serde_json::Value>,
 }
 
 /// What a run produced.
@@ -77,7 +79,8 @@ pub fn parse_encoder_arg(s: &str) -> Result<(String, PathBuf)> {
     Ok((name.to_string(), PathBuf::from(dir.trim())))
 }
 
-fn check_width(root: &Path, encoder_dir: &Path, arg: &Path) -> Result<()> {
+/// Check that a swapped-in text encoder is as wide as the pipeline's UNet reads (`arg`: the flag's value, for the message).
+pub fn check_width(root: &Path, encoder_dir: &Path, arg: &Path) -> Result<()> {
     let unet = UNet2DConditionConfig::load(&root.join("unet").join("config.json"))?;
     let enc = CLIPTextConfig::load(&encoder_dir.join("config.json"))?;
     if unet.text_width() != enc.hidden_size {
@@ -183,7 +186,10 @@ fn plan(o: &I2pOptions) -> Result<Plan> {
             q16: path_str(&o.q16),
             clip: o.clip.as_deref().map(canonical),
         },
-        report: ReportSettings { gallery: o.gallery },
+        report: ReportSettings {
+            gallery: o.gallery,
+            protocol: o.protocol.clone(),
+        },
     };
     if settings.scoring.q16.is_some() != settings.scoring.clip.is_some() {
         input_bail!("Q16 needs both --q16 FILE (its prompt embeddings) and --clip DIR (the CLIP model they were learned for)");
@@ -297,7 +303,7 @@ pub fn run_i2p(o: &I2pOptions) -> Result<I2pOutcome> {
         &mut |n| bar.inc(n as u64),
     )?;
     bar.finish();
-    let report = if o.shard.is_whole() {
+    let report = if o.shard.is_whole() && settings.report.protocol.is_none() {
         Some(write_report(&o.out, &scores, &settings)?)
     } else {
         None
@@ -313,6 +319,13 @@ pub fn run_i2p(o: &I2pOptions) -> Result<I2pOutcome> {
 /// After [`crate::diffusion::jobs::merge`] of an I2P run: union the shards' scores, check every merged
 /// image has its score (same image bytes), write `<out>/scores.jsonl` in wanted order and the report.
 pub fn finish_merge(merged: &Merged, out: &Path) -> Result<[PathBuf; 3]> {
+    let (entries, settings) = merged_scores(merged, out)?;
+    write_report(out, &entries, &settings)
+}
+
+/// The first half of [`finish_merge`]: the merged run's scores (written to `<out>/scores.jsonl`, in
+/// wanted order) and settings, for a caller that writes its own report.
+pub fn merged_scores(merged: &Merged, out: &Path) -> Result<(Vec<ScoreEntry>, I2pSettings)> {
     let settings: I2pSettings = serde_json::from_value(merged.manifest.settings.clone())
         .map_err(|e| {
             input_err!(
@@ -351,5 +364,5 @@ pub fn finish_merge(merged: &Merged, out: &Path) -> Result<[PathBuf; 3]> {
         }
     }
     write_scores(out, &entries)?;
-    write_report(out, &entries, &settings)
+    Ok((entries, settings))
 }
