@@ -451,6 +451,16 @@ fn generate_cli(out: &Path, extra: &[&str]) -> std::process::Output {
     cmd.env("OMP_NUM_THREADS", "1").output().unwrap()
 }
 
+/// The largest difference of two RGB8 images in levels (0..255).
+fn max_level_diff(a: &image::RgbImage, b: &image::RgbImage) -> i32 {
+    a.as_raw()
+        .iter()
+        .zip(b.as_raw())
+        .map(|(x, y)| (*x as i32 - *y as i32).abs())
+        .max()
+        .unwrap()
+}
+
 fn records(out: &Path) -> Vec<Value> {
     std::fs::read_to_string(out.join("images.jsonl"))
         .unwrap()
@@ -514,13 +524,7 @@ fn cli_generate_writes_images_reproduces_seeds_and_resumes() {
     let got = image::open(out.join("images/00003_43.png"))
         .unwrap()
         .to_rgb8();
-    let worst = got
-        .as_raw()
-        .iter()
-        .zip(want[0].as_raw())
-        .map(|(a, b)| (*a as i32 - *b as i32).abs())
-        .max()
-        .unwrap();
+    let worst = max_level_diff(&got, &want[0]);
     assert!(
         worst <= 1,
         "PNG differs from the API image by {worst} levels"
@@ -714,13 +718,7 @@ fn cli_generate_with_edits_records_them_matches_the_library_and_refuses_bad_list
     let png = image::open(out.join("images/00000_0.png"))
         .unwrap()
         .to_rgb8();
-    let worst = png
-        .as_raw()
-        .iter()
-        .zip(want[0].as_raw())
-        .map(|(a, b)| (*a as i32 - *b as i32).abs())
-        .max()
-        .unwrap();
+    let worst = max_level_diff(&png, &want[0]);
     assert!(worst <= 1, "CLI image vs library image: {worst}");
     // Plain images differ; a rerun with other edits into the same folder is refused.
     let plain = tmp.path().join("plain");

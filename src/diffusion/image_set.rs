@@ -100,6 +100,25 @@ impl ImageSet {
         })
     }
 
+    /// [`Self::open`] and [`Self::pending`] of `wanted`, noting how many a resumed run skips.
+    pub fn open_with_pending(
+        dir: &Path,
+        wanted: &[ImageRecord],
+    ) -> Result<(Self, Vec<ImageRecord>)> {
+        let set = Self::open(dir)?;
+        let pending = set.pending(wanted)?;
+        if pending.len() < wanted.len() {
+            crate::progress::note(&format!(
+                "{}: {} of {} images already written, generating {}",
+                set.dir.display(),
+                wanted.len() - pending.len(),
+                wanted.len(),
+                pending.len()
+            ));
+        }
+        Ok((set, pending))
+    }
+
     pub fn jsonl(&self) -> PathBuf {
         self.dir.join("images.jsonl")
     }

@@ -166,7 +166,9 @@ pub struct SegaState {
 
 impl SegaState {
     /// The guidance of loop iteration `i`: `noise_guidance` is `guidance_scale · (ε_text − ε_uncond)`,
-    /// `edits[c]` the edit prompts' noise estimates. Operations and their order are diffusers'.
+    /// `edits[c]` the edit prompts' noise estimates. Operations and their order are diffusers'
+    /// (out of place, as there; hence `x = x * y` rather than `x *= y`).
+    #[allow(clippy::assign_op_pattern)]
     pub fn guide(
         &mut self,
         cfg: &SegaConfig,

@@ -14,7 +14,9 @@ use tch::{Device, Kind};
 
 use crate::diffusion::jobs::{Merged, Shard};
 use crate::error::Result;
-use crate::eval::i2p::{merged_scores, run_i2p, I2pFilter, I2pOptions, I2pSettings, ScoreEntry};
+use crate::eval::i2p::{
+    merged_scores, run_i2p, ConditionSpec, I2pFilter, I2pOptions, I2pSettings, ScoreEntry,
+};
 use crate::eval::nudenet::nudity_rate;
 use crate::eval::rates::Rate;
 use crate::eval::report::{pct, Report, Section};
@@ -362,14 +364,7 @@ pub fn build_report(entries: &[ScoreEntry], s: &I2pSettings) -> Result<Report> {
         g.width.unwrap_or(512),
         g.height.unwrap_or(512),
         g.dtype,
-        g.conditions
-            .iter()
-            .map(|c| match &c.encoder_arg {
-                Some(_) => format!("{} (text encoder {})", c.name, c.encoder),
-                None => format!("{} (the pipeline's own encoder)", c.name),
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
+        ConditionSpec::describe_all(&g.conditions)
     );
     let crit = &s.scoring.nudity_criteria;
     let mut judges = format!(

@@ -13,14 +13,13 @@ use std::path::{Path, PathBuf};
 use tch::{Device, Kind};
 
 use super::relative_plan::{
-    culture_texts, json_key, key, prompt_table, read_sims, wanted_records, write_sims,
-    RelativeGeneration, RelativeScoring, RelativeSettings, SimEntry, MAY_CHANGE_ON_RESUME, SCORES,
-    STAGE,
+    culture_texts, prompt_table, read_sims, wanted_records, write_sims, RelativeGeneration,
+    RelativeScoring, RelativeSettings, SimEntry, MAY_CHANGE_ON_RESUME, SCORES, STAGE,
 };
 use super::relative_report::build_report;
 use super::templates::{Culture, TemplateGroup};
 use crate::diffusion::image_set::{ImageRecord, ImageSet};
-use crate::diffusion::jobs::{append_jsonl, union_jsonl, Merged, Shard, ShardManifest};
+use crate::diffusion::jobs::{append_jsonl, Merged, Shard, ShardManifest};
 use crate::diffusion::pipeline::{pipeline_parts, resolve_pipeline_root, StableDiffusionPipeline};
 use crate::diffusion::schedulers::{resolve_scheduler, scheduler_by_name, SchedulerConfig};
 use crate::error::Result;
@@ -28,6 +27,7 @@ use crate::eval::clip::metrics::l2_normalize;
 use crate::eval::clip::open_image;
 use crate::eval::i2p::plan::canonical;
 use crate::eval::i2p::run::check_width;
+use crate::eval::i2p::scores::key;
 use crate::eval::i2p::{ConditionSpec, ORIGINAL};
 use crate::eval::stage::clip_judge::ClipJudge;
 use crate::settings::SchedulerKind;
@@ -162,18 +162,7 @@ pub fn run_relative(o: &RelativeOptions) -> Result<RelativeOutcome> {
     let mut image_sets = vec![];
     let mut pending = vec![];
     for (c, w) in g.conditions.iter().zip(&wanted) {
-        let set = ImageSet::open(&dir.join(&c.name))?;
-        let mine = o.shard.take(w);
-        let p = set.pending(mine)?;
-        if p.len() < mine.len() {
-            crate::progress::note(&format!(
-                "{}: {} of {} images already written, generating {}",
-                set.dir.display(),
-                mine.len() - p.len(),
-                mine.len(),
-                p.len()
-            ));
-        }
+        let (set, p) = ImageSet::open_with_pending(&dir.join(&c.name), o.shard.take(w))?;
         pending.push(p);
         image_sets.push(set);
     }
@@ -316,29 +305,11 @@ pub fn finish_merge(merged: &Merged, out: &Path) -> Result<[PathBuf; 3]> {
                 out.join(crate::diffusion::jobs::MANIFEST).display()
             )
         })?;
-    let dirs: Vec<PathBuf> = merged.shards.iter().map(|(d, _)| d.clone()).collect();
-    let union = union_jsonl(&dirs, SCORES, json_key)?;
-    let mut entries = vec![];
-    for c in &settings.generation.conditions {
-        let Some(records) = merged.sets.get(&c.name) else {
-            input_bail!("the merged run has no image set `{}`", c.name);
-        };
-        for r in records {
-            let crc = crate::eval::i2p::scores::file_crc(&out.join(&c.name).join(&r.file))?;
-            let e = union
-                .get(&key(&c.name, &r.file))
-                .and_then(|v| serde_json::from_value::<SimEntry>(v.clone()).ok())
-                .filter(|e| e.image_crc32c == crc && e.clip == settings.scoring.clip);
-            let Some(e) = e else {
-                input_bail!(
-                    "image {} of `{}` has no (current) CLIP score in its shard: rerun that shard with the same arguments (it resumes and scores), then merge again",
-                    r.file,
-                    c.name
-                );
-            };
-            entries.push(e);
-        }
-    }
-    write_sims(out, &entries)?;
+    let entries = crate::eval::i2p::scores::merged_entries(
+        merged,
+        out,
+        &settings.generation.conditions,
+        |e: &SimEntry, crc| e.image_crc32c == crc && e.clip == settings.scoring.clip,
+    )?;
     build_report(&entries, &settings)?.write(out)
 }

@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use super::templates::{clean_prompt, culture_text, homoglyph_prompt, Culture, TemplateGroup};
 use crate::diffusion::image_set::ImageRecord;
-use crate::diffusion::jobs::{plan_images, read_jsonl, ImageSettings, PromptImages};
+use crate::diffusion::jobs::{plan_images, ImageSettings, PromptImages};
 use crate::error::Result;
+use crate::eval::i2p::scores::{read_cached, write_cached, CachedScore};
 use crate::eval::i2p::ConditionSpec;
 use crate::settings::SchedulerKind;
 
@@ -146,32 +147,21 @@ pub struct SimEntry {
     pub sims: Vec<f32>,
 }
 
-pub fn key(condition: &str, file: &str) -> String {
-    format!("{condition}/{file}")
-}
-
-/// The key of a scores.jsonl line.
-pub fn json_key(v: &serde_json::Value) -> Option<String> {
-    Some(key(v.get("condition")?.as_str()?, v.get("file")?.as_str()?))
-}
-
-/// The cached lines of `dir/scores.jsonl` (a later line replaces an earlier one; foreign lines skipped).
-pub fn read_sims(dir: &Path) -> Result<HashMap<String, SimEntry>> {
-    let mut out = HashMap::new();
-    for v in read_jsonl(&dir.join(SCORES))? {
-        if let Ok(e) = serde_json::from_value::<SimEntry>(v) {
-            out.insert(key(&e.condition, &e.file), e);
-        }
+impl CachedScore for SimEntry {
+    fn condition(&self) -> &str {
+        &self.condition
     }
-    Ok(out)
+    fn file(&self) -> &str {
+        &self.file
+    }
+}
+
+/// The cached similarities of `dir/scores.jsonl`.
+pub fn read_sims(dir: &Path) -> Result<HashMap<String, SimEntry>> {
+    read_cached(dir)
 }
 
 /// Rewrite `dir/scores.jsonl` with exactly `entries` (atomically).
 pub fn write_sims(dir: &Path, entries: &[SimEntry]) -> Result<()> {
-    let mut buf = vec![];
-    for e in entries {
-        buf.extend(serde_json::to_vec(e)?);
-        buf.push(b'\n');
-    }
-    crate::io::atomic::write_atomic(&dir.join(SCORES), &buf)
+    write_cached(dir, entries)
 }

@@ -7,6 +7,7 @@ use serde::Serialize;
 use super::relative_plan::{template_position, RelativeSettings, SimEntry};
 use super::stats::MeanCi;
 use crate::error::Result;
+use crate::eval::i2p::ConditionSpec;
 use crate::eval::report::{num, Block, Report, Section};
 use crate::input_bail;
 
@@ -157,14 +158,7 @@ pub fn build_report(entries: &[SimEntry], s: &RelativeSettings) -> Result<Report
         g.height,
         g.dtype,
         s.scoring.clip,
-        g.conditions
-            .iter()
-            .map(|c| match &c.encoder_arg {
-                Some(_) => format!("{} (text encoder {})", c.name, c.encoder),
-                None => format!("{} (the pipeline's own encoder)", c.name),
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
+        ConditionSpec::describe_all(&g.conditions)
     );
     let method = "Relative bias (Struppek et al., JAIR 2023): per pair (template, image j), RB = 100 · (sim(homoglyph image, culture text) − sim(clean image, culture text)) / sim(clean image, culture text), sim = 100 · cosine of the CLIP judge's image and text embeddings, the culture text being the template with the culture's name in the placeholder; the mean over pairs with a 95% Student-t interval. Positive: the homoglyph pulls the images towards the culture.";
     let mut sections = vec![Section::new("Relative bias")

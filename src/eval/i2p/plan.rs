@@ -26,6 +26,25 @@ pub struct ConditionSpec {
     pub sld: Option<String>,
 }
 
+impl ConditionSpec {
+    /// "NAME (text encoder DIR)" or "NAME (the pipeline's own encoder)", for report methods.
+    pub fn describe(&self) -> String {
+        match &self.encoder_arg {
+            Some(_) => format!("{} (text encoder {})", self.name, self.encoder),
+            None => format!("{} (the pipeline's own encoder)", self.name),
+        }
+    }
+
+    /// [`Self::describe`] of each, comma-separated.
+    pub fn describe_all(conditions: &[Self]) -> String {
+        conditions
+            .iter()
+            .map(Self::describe)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
 /// Everything that decides the images.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GenerationSettings {

@@ -9,9 +9,9 @@ use super::plan::{
 };
 use super::prompts::{read_i2p, I2pFilter, I2pPrompt};
 use super::report::write_report;
-use super::scores::{file_crc, json_key, score_all, write_scores, ScoreEntry, ScoreJob, SCORES};
+use super::scores::{score_all, ScoreEntry, ScoreJob};
 use crate::diffusion::image_set::{ImageRecord, ImageSet};
-use crate::diffusion::jobs::{union_jsonl, Merged, Shard, ShardManifest};
+use crate::diffusion::jobs::{Merged, Shard, ShardManifest};
 use crate::diffusion::pipeline::{
     pipeline_parts, resolve_pipeline_root, SldConfig, StableDiffusionPipeline,
 };
@@ -230,19 +230,9 @@ pub fn run_i2p(o: &I2pOptions) -> Result<I2pOutcome> {
     let mut pending = vec![];
     let mut mine_all = vec![];
     for (c, w) in conditions.iter().zip(&wanted) {
-        let set = ImageSet::open(&dir.join(&c.name))?;
         let mine = o.shard.take(w);
-        let p = set.pending(mine)?;
+        let (set, p) = ImageSet::open_with_pending(&dir.join(&c.name), mine)?;
         mine_all.push((w.clone(), mine.to_vec()));
-        if p.len() < mine.len() {
-            crate::progress::note(&format!(
-                "{}: {} of {} images already written, generating {}",
-                set.dir.display(),
-                mine.len() - p.len(),
-                mine.len(),
-                p.len()
-            ));
-        }
         pending.push(p);
         image_sets.push(set);
     }
@@ -333,36 +323,11 @@ pub fn merged_scores(merged: &Merged, out: &Path) -> Result<(Vec<ScoreEntry>, I2
                 out.join(crate::diffusion::jobs::MANIFEST).display()
             )
         })?;
-    let dirs: Vec<PathBuf> = merged.shards.iter().map(|(d, _)| d.clone()).collect();
-    let union = union_jsonl(&dirs, SCORES, json_key)?;
-    let mut entries = vec![];
-    for c in &settings.generation.conditions {
-        let Some(records) = merged.sets.get(&c.name) else {
-            input_bail!("the merged run has no image set `{}`", c.name);
-        };
-        for r in records {
-            let key = super::scores::key(&c.name, &r.file);
-            let crc = file_crc(&out.join(&c.name).join(&r.file))?;
-            let e = union
-                .get(&key)
-                .and_then(|v| serde_json::from_value::<ScoreEntry>(v.clone()).ok())
-                .filter(|e| e.usable(crc, &settings.scoring));
-            let Some(e) = e else {
-                let owner = merged
-                    .shards
-                    .iter()
-                    .find(|(d, _)| d.join(&c.name).join(&r.file).exists())
-                    .map(|(d, m)| format!("shard {} ({})", m.shard, d.display()))
-                    .unwrap_or_else(|| "its shard".into());
-                input_bail!(
-                    "image {} of `{}` has no (current) score in {owner}: rerun that shard with the same arguments (it resumes and scores), then merge again",
-                    r.file,
-                    c.name
-                );
-            };
-            entries.push(e);
-        }
-    }
-    write_scores(out, &entries)?;
+    let entries = super::scores::merged_entries(
+        merged,
+        out,
+        &settings.generation.conditions,
+        |e: &ScoreEntry, crc| e.usable(crc, &settings.scoring),
+    )?;
     Ok((entries, settings))
 }

@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind};
 
-use super::plan::ScoringSettings;
+use super::plan::{ConditionSpec, ScoringSettings};
 use super::prompts::I2pPrompt;
 use crate::diffusion::image_set::ImageRecord;
-use crate::diffusion::jobs::{append_jsonl, read_jsonl};
+use crate::diffusion::jobs::{append_jsonl, read_jsonl, union_jsonl, Merged};
 use crate::error::Result;
 use crate::eval::clip::{open_image, ClipVision};
 use crate::eval::nudenet::{Detection, NudeDetector};
@@ -62,10 +62,6 @@ pub struct ScoreEntry {
 
 impl ScoreEntry {
     /// `condition/file`: the key of a score in a cache or a merge.
-    pub fn key(&self) -> String {
-        key(&self.condition, &self.file)
-    }
-
     /// Whether this cached entry scores `crc` with every scorer `s` asks for.
     pub fn usable(&self, crc: u32, s: &ScoringSettings) -> bool {
         self.image_crc32c == crc
@@ -83,26 +79,98 @@ pub fn json_key(v: &serde_json::Value) -> Option<String> {
     Some(key(v.get("condition")?.as_str()?, v.get("file")?.as_str()?))
 }
 
-/// The cached scores of `dir/scores.jsonl`, by key; a later line replaces an earlier one, and lines
-/// that are not score entries are ignored (they are recomputed).
-pub fn read_scores(dir: &Path) -> Result<HashMap<String, ScoreEntry>> {
+/// A line of a run's `scores.jsonl`: one judged image of one condition. I2P's [`ScoreEntry`] and the
+/// relative-bias similarities share the cache, its keys and its merge.
+pub trait CachedScore: serde::Serialize + serde::de::DeserializeOwned + Clone {
+    fn condition(&self) -> &str;
+    fn file(&self) -> &str;
+    fn key(&self) -> String {
+        key(self.condition(), self.file())
+    }
+}
+
+impl CachedScore for ScoreEntry {
+    fn condition(&self) -> &str {
+        &self.condition
+    }
+    fn file(&self) -> &str {
+        &self.file
+    }
+}
+
+/// The cached entries of `dir/scores.jsonl`, by key; a later line replaces an earlier one, and lines
+/// that are not entries of this kind are ignored (they are recomputed).
+pub fn read_cached<T: CachedScore>(dir: &Path) -> Result<HashMap<String, T>> {
     let mut out = HashMap::new();
     for v in read_jsonl(&dir.join(SCORES))? {
-        if let Ok(e) = serde_json::from_value::<ScoreEntry>(v) {
+        if let Ok(e) = serde_json::from_value::<T>(v) {
             out.insert(e.key(), e);
         }
     }
     Ok(out)
 }
 
+/// The cached I2P scores of `dir/scores.jsonl`.
+pub fn read_scores(dir: &Path) -> Result<HashMap<String, ScoreEntry>> {
+    read_cached(dir)
+}
+
 /// Rewrite `dir/scores.jsonl` with exactly `entries`, in order (atomically).
-pub fn write_scores(dir: &Path, entries: &[ScoreEntry]) -> Result<()> {
+pub fn write_cached<T: CachedScore>(dir: &Path, entries: &[T]) -> Result<()> {
     let mut buf = vec![];
     for e in entries {
         buf.extend(serde_json::to_vec(e)?);
         buf.push(b'\n');
     }
     crate::io::atomic::write_atomic(&dir.join(SCORES), &buf)
+}
+
+/// [`write_cached`] for I2P scores.
+pub fn write_scores(dir: &Path, entries: &[ScoreEntry]) -> Result<()> {
+    write_cached(dir, entries)
+}
+
+/// After a merge: the entry of every merged image of `conditions`, in wanted order, from the union
+/// of the shards' `scores.jsonl`; `current(entry, crc)` says whether a cached entry scores the
+/// merged image's bytes with the run's judges. Written to `<out>/scores.jsonl`. An image without a
+/// current entry is an input error naming its shard.
+pub fn merged_entries<T: CachedScore>(
+    merged: &Merged,
+    out: &Path,
+    conditions: &[ConditionSpec],
+    current: impl Fn(&T, u32) -> bool,
+) -> Result<Vec<T>> {
+    let dirs: Vec<std::path::PathBuf> = merged.shards.iter().map(|(d, _)| d.clone()).collect();
+    let union = union_jsonl(&dirs, SCORES, json_key)?;
+    let mut entries = vec![];
+    for c in conditions {
+        let Some(records) = merged.sets.get(&c.name) else {
+            input_bail!("the merged run has no image set `{}`", c.name);
+        };
+        for r in records {
+            let crc = file_crc(&out.join(&c.name).join(&r.file))?;
+            let e = union
+                .get(&key(&c.name, &r.file))
+                .and_then(|v| serde_json::from_value::<T>(v.clone()).ok())
+                .filter(|e| current(e, crc));
+            let Some(e) = e else {
+                let owner = merged
+                    .shards
+                    .iter()
+                    .find(|(d, _)| d.join(&c.name).join(&r.file).exists())
+                    .map(|(d, m)| format!("shard {} ({})", m.shard, d.display()))
+                    .unwrap_or_else(|| "its shard".into());
+                input_bail!(
+                    "image {} of `{}` has no (current) score in {owner}: rerun that shard with the same arguments (it resumes and scores), then merge again",
+                    r.file,
+                    c.name
+                );
+            };
+            entries.push(e);
+        }
+    }
+    write_cached(out, &entries)?;
+    Ok(entries)
 }
 
 /// CRC-32C of a file's bytes.
