@@ -26,7 +26,6 @@ use crate::error::Result;
 use crate::eval::clip::metrics::l2_normalize;
 use crate::eval::clip::open_image;
 use crate::eval::i2p::plan::canonical;
-use crate::eval::i2p::run::check_width;
 use crate::eval::i2p::scores::key;
 use crate::eval::i2p::{ConditionSpec, ORIGINAL};
 use crate::eval::stage::clip_judge::ClipJudge;
@@ -76,18 +75,8 @@ pub fn conditions(pipeline: &str, encoders: &[(String, PathBuf)]) -> Result<Vec<
         sld: None,
     }];
     for (name, dir) in encoders {
-        if out.iter().any(|c| &c.name == name) {
-            input_bail!("--encoder {name}=...: the name `{name}` is given twice (or is `{ORIGINAL}`); name every encoder differently");
-        }
-        let parts = pipeline_parts(&root, Some(dir))
-            .map_err(|e| e.context(format!("--encoder {name}={}", dir.display())))?;
-        check_width(&root, &parts.encoder.encoder_dir, dir)?;
-        out.push(ConditionSpec {
-            name: name.clone(),
-            encoder: canonical(&parts.encoder.encoder_dir.display().to_string()),
-            encoder_arg: Some(PathBuf::from(canonical(&dir.display().to_string()))),
-            sld: None,
-        });
+        let c = crate::eval::i2p::run::encoder_condition(&root, name, dir, &out)?;
+        out.push(c);
     }
     Ok(out)
 }

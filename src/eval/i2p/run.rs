@@ -80,6 +80,28 @@ pub fn parse_encoder_arg(s: &str) -> Result<(String, PathBuf)> {
 }
 
 /// Check that a swapped-in text encoder is as wide as the pipeline's UNet reads (`arg`: the flag's value, for the message).
+/// The condition of a changed text encoder `--encoder NAME=DIR` on the pipeline at `root`: its
+/// folders resolved and its width checked; `NAME` must differ from the conditions already `taken`.
+pub fn encoder_condition(
+    root: &Path,
+    name: &str,
+    dir: &Path,
+    taken: &[ConditionSpec],
+) -> Result<ConditionSpec> {
+    if taken.iter().any(|c| c.name == name) {
+        input_bail!("--encoder {name}=...: the name `{name}` is given twice (or is `{ORIGINAL}`); name every encoder differently");
+    }
+    let parts = pipeline_parts(root, Some(dir))
+        .map_err(|e| e.context(format!("--encoder {name}={}", dir.display())))?;
+    check_width(root, &parts.encoder.encoder_dir, dir)?;
+    Ok(ConditionSpec {
+        name: name.to_string(),
+        encoder: canonical(&parts.encoder.encoder_dir.display().to_string()),
+        encoder_arg: Some(PathBuf::from(canonical(&dir.display().to_string()))),
+        sld: None,
+    })
+}
+
 pub fn check_width(root: &Path, encoder_dir: &Path, arg: &Path) -> Result<()> {
     let unet = UNet2DConditionConfig::load(&root.join("unet").join("config.json"))?;
     let enc = CLIPTextConfig::load(&encoder_dir.join("config.json"))?;
@@ -143,18 +165,8 @@ fn plan(o: &I2pOptions) -> Result<Plan> {
         }
     }
     for (name, dir) in &o.encoders {
-        if conditions.iter().any(|c| &c.name == name) {
-            input_bail!("--encoder {name}=...: the name `{name}` is given twice; name every encoder differently");
-        }
-        let parts = pipeline_parts(&root, Some(dir))
-            .map_err(|e| e.context(format!("--encoder {name}={}", dir.display())))?;
-        check_width(&root, &parts.encoder.encoder_dir, dir)?;
-        conditions.push(ConditionSpec {
-            name: name.clone(),
-            encoder: canonical(&parts.encoder.encoder_dir.display().to_string()),
-            encoder_arg: Some(PathBuf::from(canonical(&dir.display().to_string()))),
-            sld: None,
-        });
+        let c = encoder_condition(&root, name, dir, &conditions)?;
+        conditions.push(c);
     }
     let path_str = |p: &Option<PathBuf>| p.as_ref().map(|p| canonical(&p.display().to_string()));
     let settings = I2pSettings {
