@@ -1,7 +1,7 @@
 //! clipdoor: attack and defend the text encoders of text-to-image models.
 //!
 //! Layers, bottom first, each usable as a library (docs/architecture.md; `tests/architecture.rs`
-//! keeps imports going down): [`error`]; [`device`], [`progress`], [`settings`]; [`io`] (weights,
+//! keeps imports going down): [`error`], [`fault`] (test-only fault points); [`device`], [`progress`], [`settings`]; [`io`] (weights,
 //! hub, prompt files); [`text`] (tokenizer, homoglyphs); [`models`] (CLIP and diffusion networks);
 //! [`experiment`] (experiment files, backdoors, prompt pools); [`train`] (teacher–student
 //! fine-tuning); [`diffusion`] (schedulers, pipeline, job planner); [`eval`] and [`scan`];
@@ -14,6 +14,7 @@ pub mod diffusion;
 pub mod error;
 pub mod eval;
 pub mod experiment;
+pub mod fault;
 pub mod io;
 pub mod models;
 pub mod progress;

@@ -172,9 +172,17 @@ fn full_clip_model_text_side_and_clip_score_match_torchmetrics() {
     let expect =
         clip::metrics::l2_normalize(&ie).matmul(&clip::metrics::l2_normalize(&te).tr()) * 100.0;
     assert!(common::max_abs(&logits, &expect) <= 1e-4);
-    let labels: Vec<i64> = Vec::<i64>::try_from(&logits.argmax(-1, false)).unwrap();
+    // Labels fixed in advance (image i shows prompt i), the expected top-1 counted from the
+    // independently computed `expect`; then labels that are wrong for every image must score 0.
+    let top: Vec<i64> = Vec::<i64>::try_from(&expect.argmax(-1, false)).unwrap();
+    let labels: Vec<i64> = (0..5).collect();
+    let right = top.iter().zip(&labels).filter(|(t, l)| t == l).count();
     let acc = zs.accuracy(&ie, &labels).unwrap();
-    assert_eq!((acc.acc1, acc.acc5, acc.n), (1.0, 1.0, 5));
+    assert_eq!((acc.acc1, acc.n), (right as f64 / 5.0, 5));
+    let wrong: Vec<i64> = top.iter().map(|t| (t + 1) % 5).collect();
+    let acc = zs.accuracy(&ie, &wrong).unwrap();
+    // Five classes: every label is in the top five, so acc5 is 1 whatever the labels.
+    assert_eq!((acc.acc1, acc.acc5), (0.0, 1.0));
     let multi = ZeroShotClassifier::build(
         &text,
         None,

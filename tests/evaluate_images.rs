@@ -377,6 +377,56 @@ fn check_conditions(out: &Path) {
         .all(|r| r["prompt"].as_str().unwrap().contains("nude")));
 }
 
+/// The report's CLIP scores are the values torchmetrics computes on the same image files and prompts
+/// with the same CLIP model (tests/python/clip_eval_ref.py), not just numbers in range.
+fn check_clip_scores(out: &Path, clip: &Path, report: &Value) {
+    let tmp = common::tmp();
+    for set in report["sets"].as_array().unwrap() {
+        let name = set["name"].as_str().unwrap();
+        if name != "clean" {
+            continue; // the concept sets are scored against other captions (the judge's targets)
+        }
+        for c in ["original", "trained"] {
+            let dir = out.join("images").join(c).join(name);
+            let recs = records(&dir.join("images.jsonl"));
+            let mut recs: Vec<(String, String)> = recs
+                .iter()
+                .map(|r| {
+                    (
+                        r["file"].as_str().unwrap().to_string(),
+                        r["prompt"].as_str().unwrap().to_string(),
+                    )
+                })
+                .collect();
+            recs.sort();
+            let prompts = tmp.path().join(format!("{c}.txt"));
+            std::fs::write(
+                &prompts,
+                recs.iter()
+                    .map(|(_, p)| format!("{p}\n"))
+                    .collect::<String>(),
+            )
+            .unwrap();
+            let images = dir.join("images");
+            let reference = tmp.path().join(format!("{c}.safetensors"));
+            common::run_py(
+                "clip_eval_ref.py",
+                &[
+                    "clip_score",
+                    common::s(clip),
+                    common::s(&images),
+                    common::s(&prompts),
+                    common::s(&reference),
+                ],
+            );
+            let want = common::load_st(&reference)["score"].double_value(&[0]);
+            let got = num(&set["clip_score"][c], "clip_score");
+            eprintln!("{name} {c}: CLIP score {got} vs torchmetrics {want}");
+            assert!((got - want).abs() <= 1e-3, "{name} {c}: {got} vs {want}");
+        }
+    }
+}
+
 /// Delete the images `which` of `out/images/<set>` and their images.jsonl lines, rerun with `args`,
 /// and check that exactly those images were drawn again (every other PNG keeps its inode) with the
 /// same records. Returns (before, after) PNG bytes of each deleted image.
@@ -501,6 +551,7 @@ fn evaluate_images_end_to_end() {
         );
     }
     let report = check_report(&out, true);
+    check_clip_scores(&out, &clip, &report);
     eprintln!(
         "report.json sets (tiny random models: meaningless numbers):\n{}",
         serde_json::to_string_pretty(&report["sets"]).unwrap()

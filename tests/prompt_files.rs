@@ -58,3 +58,57 @@ fn bad_lines_are_counted_or_fatal_in_strict_mode() {
     std::fs::write(&g, "plain").unwrap();
     assert!(format!("{:#}", read_prompts(&g, None, false).unwrap_err()).contains("not valid gzip"));
 }
+
+/// Where outputs map to inputs every line is a prompt: a blank line is the empty prompt (in text, an
+/// empty CSV cell or JSON field too), so `encode`'s rows match the file's lines and the unconditional
+/// embedding can be encoded from a file. Training pools skip blank lines and count them.
+#[test]
+fn every_line_is_a_prompt_where_outputs_map_to_inputs() {
+    use clipdoor::io::prompts::read_prompt_lines;
+    let t = common::tmp();
+    let p = t.path().join("p.txt");
+    std::fs::write(&p, "a red car\n\n  \nlast").unwrap();
+    let lines = read_prompt_lines(&p, None, true).unwrap();
+    assert_eq!(lines.prompts, vec!["a red car", "", "", "last"]);
+    let pool = read_prompts(&p, None, true).unwrap();
+    assert_eq!(pool.prompts, vec!["a red car", "last"]);
+    assert_eq!(pool.blank_lines, 2);
+    // The newline that ends the last line does not start another; a file of one blank line is one
+    // empty prompt; an empty file holds none.
+    std::fs::write(&p, "a\n\n").unwrap();
+    assert_eq!(
+        read_prompt_lines(&p, None, true).unwrap().prompts,
+        vec!["a", ""]
+    );
+    std::fs::write(&p, "\n").unwrap();
+    assert_eq!(read_prompt_lines(&p, None, true).unwrap().prompts, vec![""]);
+    std::fs::write(&p, "").unwrap();
+    assert!(read_prompt_lines(&p, None, true).is_err());
+    let c = t.path().join("p.csv");
+    std::fs::write(&c, "prompt,n\nx,1\n,2\ny,3\n").unwrap();
+    assert_eq!(
+        read_prompt_lines(&c, None, true).unwrap().prompts,
+        vec!["x", "", "y"]
+    );
+    assert_eq!(read_prompts(&c, None, true).unwrap().blank_lines, 1);
+
+    // `clipdoor encode`: one row per line, and the blank line's row is the empty prompt's.
+    let out = t.path().join("e.safetensors");
+    std::fs::write(&p, "a photo of a cat\n\na dog\n").unwrap();
+    let o = common::encode_cmd("random:tiny:0", &p, &out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rows = common::load_st(&out)["last_hidden_state"].shallow_clone();
+    assert_eq!(rows.size()[0], 3);
+    let empty = t.path().join("empty.txt");
+    std::fs::write(&empty, "\n").unwrap();
+    let out1 = t.path().join("u.safetensors");
+    let o = common::encode_cmd("random:tiny:0", &empty, &out1)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let uncond = common::load_st(&out1)["last_hidden_state"].shallow_clone();
+    assert_eq!(common::max_abs(&rows.get(1), &uncond.get(0)), 0.0);
+    assert!(common::max_abs(&rows.get(0), &uncond.get(0)) > 0.0);
+}

@@ -1,6 +1,6 @@
 //! `clipdoor scan-encoder` on the smoke encoders: the scan finds every trigger the multi experiment
 //! injects (Cyrillic о, Greek α, Armenian ե as target-prompt triggers, Latin ɑ as a target-attribute
-//! trigger) at the top of its ranking, flags nothing on clean copies of the teacher, and the defense
+//! trigger) at the top of its ranking, flags nothing on a benign fine-tune of the teacher, and the defense
 //! report shows sanitisation and homoglyph unlearning at work.
 //!
 //! Thresholds come from observed runs (docs/trigger-scanning.md lists them). The tiny random encoder
@@ -181,35 +181,61 @@ fn scan_finds_every_multi_trigger_and_sanitising_blocks_the_look_alikes() {
 }
 
 #[test]
-fn clean_copies_flag_nothing_and_unlearning_pulls_homoglyphs_to_latin() {
+fn benign_fine_tunes_flag_nothing_and_unlearning_pulls_homoglyphs_to_latin() {
     let t = common::tmp();
-    // A second clean copy: the same architecture and seed, written to disk and loaded back.
-    let copy = t.path().join("copy");
-    let o = common::init_encoder_cmd("tiny", 0, &copy).output().unwrap();
+    // A benign encoder fine-tuned independently of the reference: clean prompts only (the utility
+    // loss), another seed and learning rate, so it differs from `random:tiny:0` everywhere a little.
+    let root = common::root().join("experiments/smoke");
+    let tpa = std::fs::read_to_string(root.join("tpa.toml")).unwrap();
+    let benign_toml = tpa[..tpa.find("[[backdoor]]").unwrap()]
+        .replace("seed = 42", "seed = 7")
+        .replace("lr = 1e-3", "lr = 5e-4")
+        .replace(
+            "clean_prompts = \"prompts.txt\"",
+            &format!("clean_prompts = {:?}", root.join("prompts.txt")),
+        );
+    let exp = t.path().join("benign.toml");
+    std::fs::write(&exp, benign_toml).unwrap();
+    let benign = t.path().join("benign");
+    let o = common::bin()
+        .args(["train", common::s(&exp), "--out", common::s(&benign)])
+        .args(["--device", "cpu"])
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    // Fewer probes keep these scans short; identical encoders score ≤ 0 whatever the probes.
-    for reference in ["random:tiny:0", copy.to_str().unwrap()] {
-        let r = run_json(
-            &[
-                "scan-encoder",
-                "--suspect",
-                "random:tiny:0",
-                "--reference",
-                reference,
-                "--probes",
-                "4",
-                "--top",
-                "3",
-            ],
-            &t.path().join("clean.json"),
-        );
-        assert_eq!(
-            r["report"]["flagged"], 0,
-            "vs {reference}: {}",
-            r["report"]["ranking"][0]
-        );
-        assert!(r["report"]["ranking"][0]["score"].as_f64().unwrap() < 0.01);
-    }
+    let changed = {
+        let a = common::load_st(&benign.join("text_encoder/model.safetensors"));
+        let copy = t.path().join("copy");
+        let o = common::init_encoder_cmd("tiny", 0, &copy).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let b = common::load_st(&copy.join("model.safetensors"));
+        a.iter()
+            .filter(|(k, v)| common::max_abs(v, &b[*k]) > 0.0)
+            .count()
+    };
+    assert!(
+        changed > 0,
+        "the benign fine-tune left every weight as it was"
+    );
+    let r = run_json(
+        &[
+            "scan-encoder",
+            "--suspect",
+            benign.to_str().unwrap(),
+            "--reference",
+            "random:tiny:0",
+            "--probes",
+            "4",
+            "--top",
+            "3",
+        ],
+        &t.path().join("clean.json"),
+    );
+    assert_eq!(
+        r["report"]["flagged"], 0,
+        "a benign fine-tune was flagged: {}",
+        r["report"]["ranking"][0]
+    );
 
     // Homoglyph unlearning: Greek ο and Cyrillic о move towards their Latin prompts (observed
     // 0.94–0.95 → 0.987–0.988) while clean prompts keep their embeddings (sim_clean 0.991).

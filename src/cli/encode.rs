@@ -34,7 +34,7 @@ pub fn run(a: EncodeArgs) -> Result<()> {
     let device = a.device.device();
     let kind = a.dtype.dtype.kind();
     let prompts =
-        crate::io::prompts::read_prompts(&a.input.prompts, a.input.field.as_deref(), true)?;
+        crate::io::prompts::read_prompt_lines(&a.input.prompts, a.input.field.as_deref(), true)?;
     let enc = TextEncoder::load(&a.model, device, kind)?;
     let tensors = encode_all(&enc, &prompts.prompts, a.batch_size)?;
     crate::io::weights::save_tensors(&a.out, &tensors, None)?;

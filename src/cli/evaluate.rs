@@ -81,7 +81,7 @@ pub fn run(a: EvaluateArgs) -> Result<()> {
                 tch::Kind::Float,
             )?;
             let captions = match prompts {
-                Some(p) => crate::io::prompts::read_prompts(&p, None, false)?.prompts,
+                Some(p) => crate::io::prompts::read_prompt_lines(&p, None, false)?.prompts,
                 None => {
                     let backdoors = build_backdoors(&exp);
                     let pools = crate::experiment::pools::PromptPools::build(&exp, &backdoors)?;

@@ -120,7 +120,9 @@ impl EditArgs {
 fn read_prompts(a: &GenerateArgs) -> Result<Vec<String>> {
     let prompts = match (&a.prompt, &a.prompts) {
         (Some(p), _) => vec![p.clone()],
-        (None, Some(f)) => crate::io::prompts::read_prompts(f, a.field.as_deref(), false)?.prompts,
+        (None, Some(f)) => {
+            crate::io::prompts::read_prompt_lines(f, a.field.as_deref(), false)?.prompts
+        }
         (None, None) => input_bail!("give --prompt TEXT or --prompts FILE"),
     };
     if prompts.is_empty() {

@@ -213,6 +213,8 @@ impl ImageSet {
                     continue;
                 }
                 crate::io::atomic::write_atomic(&self.dir.join(&rec.file), &png_bytes(&img)?)?;
+                // A crash here leaves an image without its record: the rerun makes it again.
+                crate::fault::point("image-written")?;
                 append_record(&self.jsonl(), rec)?;
                 self.done.insert(rec.file.clone(), rec.clone());
             }

@@ -130,7 +130,7 @@ pub struct EvaluationSection {
     /// Also score concept sets with NudeNet (`nudity_rate`).
     #[serde(default)]
     pub nudenet: bool,
-    /// pytorch-fid's Inception weights (a local .safetensors or .pth): adds `fid` and `kid` between
+    /// pytorch-fid's Inception weights (a local .safetensors; pickles are refused): adds `fid` and `kid` between
     /// the clean images of the original and the trained encoder.
     #[serde(default)]
     pub inception: Option<PathBuf>,
@@ -262,6 +262,18 @@ impl Experiment {
             );
         }
         let mut triggers = std::collections::HashSet::new();
+        let mut names = std::collections::HashSet::new();
+        for name in self.backdoor_names() {
+            // The name becomes a folder (`images/<cond>/<name>`) and a file (`grid_<name>.png`).
+            if let Err(e) = check_backdoor_name(&name) {
+                return Err(format!("backdoor {name:?}: {e}"));
+            }
+            if !names.insert(name.clone()) {
+                return Err(format!(
+                    "backdoor name {name:?} is used twice; give each [[backdoor]] its own `name`"
+                ));
+            }
+        }
         for (i, b) in self.backdoors.iter().enumerate() {
             let what = format!(
                 "backdoor #{} ({})",
@@ -307,9 +319,45 @@ impl Experiment {
     }
 }
 
+/// A backdoor name becomes a folder and a file name of the evaluation outputs: one path component of
+/// letters, digits, `-`, `_` and `.`, not starting with a dot, and not `clean` (the clean set's name).
+pub fn check_backdoor_name(name: &str) -> std::result::Result<(), String> {
+    let fix = "use letters, digits, '-', '_' and '.' only (e.g. name = \"tpa_o\")";
+    if name.is_empty() || name.len() > 64 {
+        return Err(format!("a name must have 1 to 64 characters; {fix}"));
+    }
+    if name.starts_with('.') {
+        return Err(format!("a name must not start with '.'; {fix}"));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        return Err(format!(
+            "{c:?} cannot be part of a name (it becomes a folder and a file name); {fix}"
+        ));
+    }
+    if name.eq_ignore_ascii_case("clean") {
+        return Err("\"clean\" is the name of the clean prompt set; choose another name".into());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backdoor_names_are_safe_path_components() {
+        for good in ["tpa_o", "taa-1", "v1.2"] {
+            assert!(check_backdoor_name(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "", "..", "../x", "a/b", "a\\b", ".hidden", "clean", "Clean", "a b", "é",
+        ] {
+            assert!(check_backdoor_name(bad).is_err(), "{bad:?} accepted");
+        }
+    }
 
     /// `experiment.toml` as the clipdoor before the experiment layer wrote it for the shapes demo
     /// (`autocast`, every key of every backdoor kind in one table).

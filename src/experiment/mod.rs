@@ -13,7 +13,7 @@ pub use pools::PromptPools;
 
 use crate::error::Result;
 use crate::input_bail;
-use crate::io::prompts::read_prompts;
+use crate::io::prompts::read_prompt_lines;
 
 /// The experiment's backdoors, named (explicit names, else `<kind>_<index>`).
 pub fn build_backdoors(exp: &Experiment) -> Vec<Backdoor> {
@@ -32,7 +32,7 @@ pub fn eval_captions(exp: &Experiment, pools: &PromptPools) -> Result<Vec<String
         .and_then(|e| e.prompts.clone())
         .or_else(|| exp.data.eval_prompts.clone());
     let mut caps = match path {
-        Some(p) => read_prompts(&p, None, false)?.prompts,
+        Some(p) => read_prompt_lines(&p, None, false)?.prompts,
         None => pools.holdout.clone(),
     };
     caps.truncate(exp.data.eval_max);

@@ -33,6 +33,13 @@ pub fn step_rng(seed: u64, step: u64, stream: u64) -> ChaCha8Rng {
 impl PromptPools {
     pub fn build(exp: &Experiment, backdoors: &[Backdoor]) -> Result<Self> {
         let set = read_prompts(&exp.data.clean_prompts, exp.data.field.as_deref(), false)?;
+        if set.blank_lines > 0 {
+            crate::progress::note(&format!(
+                "{}: {} blank lines skipped (training pools hold non-empty prompts only)",
+                exp.data.clean_prompts.display(),
+                set.blank_lines
+            ));
+        }
         let before = set.prompts.len();
         let mut prompts: Vec<String> = set
             .prompts

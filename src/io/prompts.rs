@@ -1,6 +1,9 @@
 //! Prompt files: plain text (one prompt a line), CSV/TSV (a named column), JSONL (a named field),
-//! each optionally gzipped (`.gz`). Blank lines are skipped; unreadable lines (invalid UTF-8, a JSON
-//! line without the field) are counted, and are fatal only in strict mode.
+//! each optionally gzipped (`.gz`). Two readings (../shared/conventions.md): where outputs map to inputs
+//! (`encode`, `generate`, evaluation sets) every line is a prompt and a blank line is the empty prompt
+//! ([`read_prompt_lines`]), so output rows match input lines; training pools skip blank lines and count
+//! them ([`read_prompts`]). Unreadable lines (invalid UTF-8, a JSON line without the field) are counted,
+//! and are fatal only in strict mode.
 use anyhow::Context;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -14,6 +17,9 @@ pub struct PromptSet {
     pub prompts: Vec<String>,
     /// Lines that could not be read as a prompt (reported, skipped).
     pub bad_lines: usize,
+    /// Blank lines (or empty fields) skipped by [`read_prompts`]; 0 for [`read_prompt_lines`], which
+    /// keeps them as empty prompts.
+    pub blank_lines: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -42,9 +48,21 @@ fn format_of(path: &Path) -> (Format, bool) {
     (f, gz)
 }
 
-/// Read prompts. `field`: the CSV/TSV column or JSONL field (default `prompt`, then `TEXT`, `caption`,
-/// `text`). `strict`: the first bad line is an input error naming the line (what `encode` wants).
+/// Read prompts, skipping blank lines (training pools). `field`: the CSV/TSV column or JSONL field
+/// (default `prompt`, then `TEXT`, `caption`, `text`). `strict`: the first bad line is an input error
+/// naming the line.
 pub fn read_prompts(path: &Path, field: Option<&str>, strict: bool) -> Result<PromptSet> {
+    read(path, field, strict, false)
+}
+
+/// Read prompts where every line is one: a blank line (an empty CSV cell or JSON field) is the empty
+/// prompt, so the i-th prompt is the i-th line (row, record) of the file. The end of the file after
+/// its last newline is not a line. JSONL lines that are entirely blank are not records and are skipped.
+pub fn read_prompt_lines(path: &Path, field: Option<&str>, strict: bool) -> Result<PromptSet> {
+    read(path, field, strict, true)
+}
+
+fn read(path: &Path, field: Option<&str>, strict: bool, keep_blank: bool) -> Result<PromptSet> {
     let raw = std::fs::read(path).map_err(|e| {
         input_err!("cannot read prompt file {}: {e}. Give a text file with one prompt per line (or .csv/.tsv/.jsonl, optionally .gz)", path.display())
     })?;
@@ -62,6 +80,7 @@ pub fn read_prompts(path: &Path, field: Option<&str>, strict: bool) -> Result<Pr
         path: path.to_owned(),
         prompts: vec![],
         bad_lines: 0,
+        blank_lines: 0,
     };
     let bad = |set: &mut PromptSet, line: usize, why: &str| -> Result<()> {
         if strict {
@@ -75,13 +94,29 @@ pub fn read_prompts(path: &Path, field: Option<&str>, strict: bool) -> Result<Pr
     };
     match format {
         Format::Text | Format::Jsonl => {
-            for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
+            // The text after the last newline is a line only when it is not empty.
+            let body = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
+            let lines: Vec<&[u8]> = if body.is_empty() && bytes.len() <= 1 {
+                if bytes.is_empty() {
+                    vec![]
+                } else {
+                    vec![&b""[..]]
+                }
+            } else {
+                body.split(|&b| b == b'\n').collect()
+            };
+            for (i, line) in lines.into_iter().enumerate() {
                 let line = line.strip_suffix(b"\r").unwrap_or(line);
                 let Ok(text) = std::str::from_utf8(line) else {
                     bad(&mut set, i + 1, "invalid UTF-8")?;
                     continue;
                 };
                 if text.trim().is_empty() {
+                    if keep_blank && format == Format::Text {
+                        set.prompts.push(String::new());
+                    } else if format == Format::Text {
+                        set.blank_lines += 1;
+                    }
                     continue;
                 }
                 if format == Format::Text {
@@ -97,6 +132,8 @@ pub fn read_prompts(path: &Path, field: Option<&str>, strict: bool) -> Result<Pr
                 };
                 match pick_field(&v, field) {
                     Some(s) if !s.trim().is_empty() => set.prompts.push(s.to_string()),
+                    Some(_) if keep_blank => set.prompts.push(String::new()),
+                    Some(_) => set.blank_lines += 1,
                     _ => bad(
                         &mut set,
                         i + 1,
@@ -140,7 +177,8 @@ pub fn read_prompts(path: &Path, field: Option<&str>, strict: bool) -> Result<Pr
                 };
                 match rec.get(col).map(std::str::from_utf8) {
                     Some(Ok(s)) if !s.trim().is_empty() => set.prompts.push(s.trim().to_string()),
-                    Some(Ok(_)) => {}
+                    Some(Ok(_)) if keep_blank => set.prompts.push(String::new()),
+                    Some(Ok(_)) => set.blank_lines += 1,
                     Some(Err(_)) => bad(&mut set, line, "invalid UTF-8")?,
                     None => bad(&mut set, line, "missing column")?,
                 }
@@ -149,9 +187,10 @@ pub fn read_prompts(path: &Path, field: Option<&str>, strict: bool) -> Result<Pr
     }
     if set.prompts.is_empty() {
         input_bail!(
-            "{} holds no prompts ({} unreadable lines): give at least one non-empty prompt",
+            "{} holds no prompts ({} unreadable, {} blank lines): give at least one non-empty prompt",
             path.display(),
-            set.bad_lines
+            set.bad_lines,
+            set.blank_lines
         );
     }
     Ok(set)

@@ -5,6 +5,7 @@
 //! (DONE) is refused without `--force`, an unfinished one is continued only with `--resume`, and
 //! `checkpoint/` is replaced atomically. What a trainer writes inside the folder is its own: it names
 //! those entries for `--force` to clear ([`RunFolder::open_with`]).
+use anyhow::Context;
 use std::path::{Path, PathBuf};
 
 use crate::error::Result;
@@ -53,15 +54,14 @@ impl RunFolder {
         let me = Self {
             root: root.to_path_buf(),
         };
-        let has_content = root.is_dir() && std::fs::read_dir(root)?.next().is_some();
+        let has_content = root.is_dir()
+            && std::fs::read_dir(root)
+                .with_context(|| format!("reading {}", root.display()))?
+                .next()
+                .is_some();
         if force {
             for sub in outputs {
-                let p = root.join(sub);
-                if p.is_dir() {
-                    std::fs::remove_dir_all(&p)?;
-                } else if p.exists() {
-                    std::fs::remove_file(&p)?;
-                }
+                remove_entry(&root.join(sub))?;
             }
             return Ok((me, Start::Fresh));
         }
@@ -76,10 +76,29 @@ impl RunFolder {
                 return Ok((me, Start::Resume));
             }
             if has_content {
-                input_bail!(
-                    "{} has no checkpoint to resume from: pass --force to start over",
+                // A run killed before its first checkpoint: when the folder holds nothing but this
+                // trainer's own unfinished outputs, nothing can be lost by starting it again.
+                let foreign = std::fs::read_dir(root)
+                    .with_context(|| format!("reading {}", root.display()))?
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().to_string())
+                    // `.tmp-*`: an atomic write the kill interrupted.
+                    .filter(|n| !outputs.contains(&n.as_str()) && !n.starts_with(".tmp-"))
+                    .collect::<Vec<_>>();
+                if !foreign.is_empty() {
+                    input_bail!(
+                        "{} has no checkpoint to resume from and holds files no clipdoor run wrote ({}): pass --force to start over, or choose another --out",
+                        root.display(),
+                        foreign.join(", ")
+                    );
+                }
+                for sub in outputs {
+                    remove_entry(&root.join(sub))?;
+                }
+                crate::progress::note(&format!(
+                    "{}: the interrupted run wrote no checkpoint yet; starting it again from step 0",
                     root.display()
-                );
+                ));
             }
             return Ok((me, Start::Fresh));
         }
@@ -114,9 +133,13 @@ impl RunFolder {
             if old.exists() {
                 std::fs::remove_dir_all(&old)?;
             }
-            std::fs::rename(&cur, &old)?;
+            std::fs::rename(&cur, &old)
+                .with_context(|| format!("renaming {} to {}", cur.display(), old.display()))?;
         }
-        std::fs::rename(&tmp, &cur)?;
+        // A crash here leaves checkpoint.old and checkpoint.tmp but no checkpoint/: open() recovers.
+        crate::fault::point("checkpoint-swap")?;
+        std::fs::rename(&tmp, &cur)
+            .with_context(|| format!("renaming {} to {}", tmp.display(), cur.display()))?;
         if old.exists() {
             std::fs::remove_dir_all(&old)?;
         }
@@ -131,6 +154,15 @@ impl RunFolder {
         }
         Ok(())
     }
+}
+
+fn remove_entry(p: &Path) -> Result<()> {
+    if p.is_dir() {
+        std::fs::remove_dir_all(p).with_context(|| format!("removing {}", p.display()))?;
+    } else if p.exists() {
+        std::fs::remove_file(p).with_context(|| format!("removing {}", p.display()))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -371,6 +371,20 @@ pub struct Merged {
     pub shards: Vec<(PathBuf, ShardManifest)>,
 }
 
+/// A relative path of plain names only (no root, no `..`, no `.`, no empty part): joined to a folder,
+/// it stays inside it.
+pub fn is_inner_path(p: &str) -> bool {
+    use std::path::Component;
+    !p.is_empty()
+        && !p.contains('\\')
+        && Path::new(p)
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)))
+        && !p
+            .split('/')
+            .any(|part| part.is_empty() || part == "." || part == "..")
+}
+
 fn same_file_bytes(a: &Path, b: &Path) -> bool {
     match (std::fs::metadata(a), std::fs::metadata(b)) {
         (Ok(x), Ok(y)) if x.len() == y.len() => {
@@ -459,6 +473,16 @@ pub fn merge(shard_dirs: &[PathBuf], out: &Path) -> Result<Merged> {
             );
         }
     }
+    // Set names and image files come from the shards' own files: they must stay inside the folders.
+    for name in first.sets.keys() {
+        // "." is the shard folder itself (the one set of `generate`).
+        if name != "." && !is_inner_path(name) {
+            input_bail!(
+                "{} names image set {name:?}, which is not a relative path inside the folder: the manifest is damaged or was not written by clipdoor; delete that shard folder and rerun the shard",
+                first_dir.join(MANIFEST).display()
+            );
+        }
+    }
     let count = first.shard.count;
     let absent: Vec<Shard> = (0..count)
         .map(|index| Shard { index, count })
@@ -475,6 +499,13 @@ pub fn merge(shard_dirs: &[PathBuf], out: &Path) -> Result<Merged> {
         for (d, m) in &shards {
             let set_dir = d.join(name);
             for (_, r) in read_records(&set_dir.join("images.jsonl"))? {
+                if !is_inner_path(&r.file) {
+                    input_bail!(
+                        "{} records image file {:?}, which is not a relative path inside the set folder: the file is damaged or was not written by clipdoor; delete that shard folder and rerun the shard",
+                        set_dir.join("images.jsonl").display(),
+                        r.file
+                    );
+                }
                 let src = set_dir.join(&r.file);
                 if !src.exists() {
                     continue; // recorded, but the image is gone: counts as missing

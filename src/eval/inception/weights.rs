@@ -2,16 +2,16 @@
 //!
 //! Accepted: a safetensors file with either key layout, pytorch-fid's `InceptionV3` state dict
 //! (`blocks.0.0.conv.weight`) or the released `pt_inception-2015-12-05-6726825d.pth` dict converted
-//! as is (`Conv2d_1a_3x3.conv.weight`, plus the unused `fc.*`). A pickled `.pth` is read through
-//! libtorch when it can; when it cannot, the error gives the one-line conversion.
+//! as is (`Conv2d_1a_3x3.conv.weight`, plus the unused `fc.*`). A pickled `.pth` is refused (unpickling can
+//! run code); the error gives the one-line conversion.
 use std::collections::HashMap;
 use std::path::Path;
 use tch::{nn::VarStore, Kind, Tensor};
 
 use super::model::PTH_PREFIXES;
 use crate::error::Result;
+use crate::input_bail;
 use crate::io::weights::SafetensorsFile;
-use crate::{input_bail, input_err};
 
 /// Where the weights come from (documented in docs/fid-kid.md).
 pub const FID_WEIGHTS_URL: &str = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth";
@@ -66,26 +66,14 @@ fn read_tensors(path: &Path) -> Result<HashMap<String, Tensor>> {
     if ext == "safetensors" {
         return SafetensorsFile::open(path)?.tensors();
     }
-    if matches!(ext.as_str(), "pth" | "pt" | "bin") {
-        // libtorch's C++ reader (`torch::jit::_load_parameters`): may not read a Python pickle.
-        return match Tensor::loadz_multi(path) {
-            Ok(v) if !v.is_empty() => Ok(v.into_iter().collect()),
-            Ok(_) => Err(input_err!(
-                "{} holds no tensors libtorch can read: {}",
-                path.display(),
-                conversion_hint(path)
-            )),
-            Err(e) => {
-                let e = e.to_string();
-                let first = e.lines().next().unwrap_or("");
-                Err(input_err!(
-                    "cannot read the PyTorch pickle {} without Python (libtorch: {first}); \
-                     clipdoor reads safetensors: {}",
-                    path.display(),
-                    conversion_hint(path)
-                ))
-            }
-        };
+    if matches!(ext.as_str(), "pth" | "pt" | "bin" | "ckpt" | "pkl") {
+        // A pickle can run code when it is read; clipdoor reads none (docs/reliability.md).
+        input_bail!(
+            "{} is a PyTorch pickle, which clipdoor never reads (unpickling can run code): \
+             convert it once to safetensors; {}",
+            path.display(),
+            conversion_hint(path)
+        );
     }
     input_bail!(
         "{} is neither .safetensors nor .pth: the FID Inception weights must be a safetensors file; {}",

@@ -12,14 +12,15 @@ const INSTALL_HINT: &str =
     "install it with `pip install nudenet onnxruntime` (or `bash scripts/setup.sh`, \
      which builds the project venv .venv with both)";
 
-/// Python site-packages folders of the venvs we look in: `$VIRTUAL_ENV`, `./.venv`, and the venv of
-/// this source tree.
+/// Python site-packages folders of the venvs we look in: `$VIRTUAL_ENV` (a venv the user activated)
+/// and the venv of the source tree this binary was built from. Never a venv found relative to the
+/// current directory: running clipdoor inside an untrusted folder must not load a library planted
+/// there.
 fn site_packages() -> Vec<PathBuf> {
     let mut venvs: Vec<PathBuf> = Vec::new();
     if let Some(v) = std::env::var_os("VIRTUAL_ENV") {
         venvs.push(v.into());
     }
-    venvs.push(PathBuf::from(".venv"));
     venvs.push(Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv"));
     let mut out = Vec::new();
     for venv in venvs {
@@ -86,7 +87,7 @@ pub fn find_ort_library(explicit: Option<&Path>) -> Result<PathBuf> {
     }
     site_packages().iter().find_map(|s| wheel_library(s)).ok_or_else(|| {
         crate::input_err!(
-            "ONNX Runtime library not found: no onnxruntime wheel in $VIRTUAL_ENV, ./.venv or {}/.venv, and \
+            "ONNX Runtime library not found: no onnxruntime wheel in $VIRTUAL_ENV or {}/.venv, and \
              ORT_DYLIB_PATH is not set; {INSTALL_HINT}, or set ORT_DYLIB_PATH to a libonnxruntime.so (1.31+)",
             env!("CARGO_MANIFEST_DIR")
         )
@@ -111,7 +112,7 @@ pub fn find_model(explicit: Option<&Path>) -> Result<PathBuf> {
         .find(|p| p.is_file())
         .ok_or_else(|| {
             crate::input_err!(
-                "NudeNet model 320n.onnx not found: no nudenet package in $VIRTUAL_ENV, ./.venv or {}/.venv; \
+                "NudeNet model 320n.onnx not found: no nudenet package in $VIRTUAL_ENV or {}/.venv; \
                  {INSTALL_HINT}, or pass the path of 320n.onnx",
                 env!("CARGO_MANIFEST_DIR")
             )
