@@ -28,15 +28,19 @@ pub fn write_atomic_with(
     {
         let mut w = std::io::BufWriter::new(tmp.as_file_mut());
         fill(&mut w).with_context(|| format!("writing {}", path.display()))?;
-        w.flush()?;
+        w.flush()
+            .with_context(|| format!("writing {}", path.display()))?;
     }
-    tmp.as_file().sync_all()?;
+    tmp.as_file()
+        .sync_all()
+        .with_context(|| format!("syncing {} to disk", path.display()))?;
     // tempfile creates 0600; outputs are ordinary shareable files.
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))?;
+            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .with_context(|| format!("setting the permissions of {}", path.display()))?;
     }
     tmp.persist(path)
         .with_context(|| format!("renaming temp file onto {}", path.display()))?;

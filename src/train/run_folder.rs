@@ -7,6 +7,8 @@
 //! those entries for `--force` to clear ([`RunFolder::open_with`]).
 use std::path::{Path, PathBuf};
 
+use anyhow::Context;
+
 use crate::error::Result;
 use crate::input_bail;
 
@@ -53,14 +55,20 @@ impl RunFolder {
         let me = Self {
             root: root.to_path_buf(),
         };
-        let has_content = root.is_dir() && std::fs::read_dir(root)?.next().is_some();
+        let has_content = root.is_dir()
+            && std::fs::read_dir(root)
+                .with_context(|| format!("listing {}", root.display()))?
+                .next()
+                .is_some();
         if force {
             for sub in outputs {
                 let p = root.join(sub);
                 if p.is_dir() {
-                    std::fs::remove_dir_all(&p)?;
+                    std::fs::remove_dir_all(&p)
+                        .with_context(|| format!("removing {} (--force)", p.display()))?;
                 } else if p.exists() {
-                    std::fs::remove_file(&p)?;
+                    std::fs::remove_file(&p)
+                        .with_context(|| format!("removing {} (--force)", p.display()))?;
                 }
             }
             return Ok((me, Start::Fresh));
@@ -105,20 +113,23 @@ impl RunFolder {
         let tmp = self.root.join("checkpoint.tmp");
         let old = self.root.join("checkpoint.old");
         if tmp.exists() {
-            std::fs::remove_dir_all(&tmp)?;
+            std::fs::remove_dir_all(&tmp).with_context(|| format!("removing {}", tmp.display()))?;
         }
-        std::fs::create_dir_all(&tmp)?;
+        std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
         write(&tmp)?;
         let cur = self.checkpoint();
         if cur.exists() {
             if old.exists() {
-                std::fs::remove_dir_all(&old)?;
+                std::fs::remove_dir_all(&old)
+                    .with_context(|| format!("removing {}", old.display()))?;
             }
-            std::fs::rename(&cur, &old)?;
+            std::fs::rename(&cur, &old)
+                .with_context(|| format!("renaming {} to {}", cur.display(), old.display()))?;
         }
-        std::fs::rename(&tmp, &cur)?;
+        std::fs::rename(&tmp, &cur)
+            .with_context(|| format!("renaming {} to {}", tmp.display(), cur.display()))?;
         if old.exists() {
-            std::fs::remove_dir_all(&old)?;
+            std::fs::remove_dir_all(&old).with_context(|| format!("removing {}", old.display()))?;
         }
         Ok(())
     }
@@ -127,7 +138,13 @@ impl RunFolder {
     pub fn recover_checkpoint(&self) -> Result<()> {
         let old = self.root.join("checkpoint.old");
         if !self.checkpoint().exists() && old.exists() {
-            std::fs::rename(&old, self.checkpoint())?;
+            std::fs::rename(&old, self.checkpoint()).with_context(|| {
+                format!(
+                    "renaming {} back to {}",
+                    old.display(),
+                    self.checkpoint().display()
+                )
+            })?;
         }
         Ok(())
     }
