@@ -110,13 +110,10 @@ fn fixtures(t: &Path) {
     write(t, "empty.txt", "");
     write(t, "triggered.txt", "оne\nоnly\n");
     write(t, "no_o.txt", "a cat\na hat\nthe sea\n");
-    write(t, "prompts.csv", "id,caption\n1,a dog\n");
-    write(t, "notgz.txt.gz", "plain text");
     write(t, "base.toml", BASE_TOML);
     write(t, "syntax.toml", "seed = 42\n[model\nteacher = \"x\"\n");
     write(t, "typed.toml", variant("steps = 2", "steps = \"x\""));
     write(t, "negative.toml", variant("holdout = 1", "holdout = -1"));
-    write(t, "float.toml", variant("steps = 2", "steps = 2.5"));
     write(t, "unknown_key.toml", variant("steps = 2", "stepz = 2"));
     write(
         t,
@@ -135,20 +132,12 @@ fn fixtures(t: &Path) {
         variant("steps = 2", "steps = 2\nloss = \"l3\""),
     );
     write(t, "latin1.toml", b"seed = 42\n# caf\xe9\n");
-    write(t, "empty.toml", "");
-    write(
-        t,
-        "duplicate_key.toml",
-        variant("steps = 2", "steps = 2\nsteps = 3"),
-    );
     write(t, "steps0.toml", variant("steps = 2", "steps = 0"));
     write(
         t,
         "two_chars.toml",
         variant("trigger = \"о\"", "trigger = \"оо\""),
     );
-    let second = "\n[[backdoor]]\nkind = \"target_prompt\"\ntrigger = \"о\"\nreplaced_character = \"a\"\ntarget_prompt = \"x\"\n";
-    write(t, "dup_trigger.toml", format!("{BASE_TOML}{second}"));
     write(
         t,
         "no_backdoor.toml",
@@ -167,17 +156,10 @@ fn fixtures(t: &Path) {
         "missing_prompts.toml",
         variant("prompts.txt", "nowhere.txt"),
     );
-    write(
-        t,
-        "csv.toml",
-        variant("\"prompts.txt\"", "\"prompts.csv\"\nfield = \"TEXT\""),
-    );
-    write(t, "gz.toml", variant("prompts.txt", "notgz.txt.gz"));
     write(t, "other.toml", variant("seed = 42", "seed = 7"));
 
-    // Run folders: a finished one, an unfinished one, one without a checkpoint, damaged checkpoints
+    // Run folders: a finished one, one without a checkpoint, damaged checkpoints
     write(t, "runs/done/DONE", "1.0\n");
-    write(t, "runs/unfinished/experiment.toml", BASE_TOML);
     write(t, "runs/no_checkpoint/experiment.toml", BASE_TOML);
     let run = t.join("runs/good");
     run_ok(&[
@@ -193,7 +175,6 @@ fn fixtures(t: &Path) {
     for (name, state) in [
         ("state_json", Some("{\"step\": 1, \"se")),
         ("state_step", Some("{\"step\": \"x\", \"seconds\": 1.0}")),
-        ("state_no_step", Some("[1, 2]")),
         ("weights", None),
         ("other", None),
     ] {
@@ -294,7 +275,6 @@ fn fixtures(t: &Path) {
     );
     write(t, "merge/shards/0-of-2/shard.json", "{\"stage\": ");
     write(t, "not.png", "not a png");
-    write(t, "marker.md", "<!-- table: nope.json -->\n");
 }
 
 fn rows() -> Vec<Row> {
@@ -325,13 +305,6 @@ fn rows() -> Vec<Row> {
             &["key `data.holdout`", "expected usize"],
         ),
         row(
-            "toml-float",
-            "a fraction where a whole number belongs (`steps = 2.5`)",
-            &["train", "$TMP/float.toml", "--out", "$TMP/r"],
-            2,
-            &["key `training.steps`", "expected u64"],
-        ),
-        row(
             "toml-unknown-key",
             "a misspelt key (`stepz`)",
             &["train", "$TMP/unknown_key.toml", "--out", "$TMP/r"],
@@ -339,25 +312,11 @@ fn rows() -> Vec<Row> {
             &["unknown_key.toml line", "unknown field `stepz`"],
         ),
         row(
-            "toml-duplicate-key",
-            "a key given twice",
-            &["train", "$TMP/duplicate_key.toml", "--out", "$TMP/r"],
-            2,
-            &["duplicate_key.toml line 9", "duplicate key"],
-        ),
-        row(
             "toml-no-model",
             "no `[model]` section",
             &["train", "$TMP/no_model.toml", "--out", "$TMP/r"],
             2,
             &["no_model.toml", "missing field `model`"],
-        ),
-        row(
-            "toml-empty",
-            "an empty experiment file",
-            &["train", "$TMP/empty.toml", "--out", "$TMP/r"],
-            2,
-            &["empty.toml", "missing field"],
         ),
         row(
             "toml-kind",
@@ -407,13 +366,6 @@ fn rows() -> Vec<Row> {
             &["train", "$TMP/two_chars.toml", "--out", "$TMP/r"],
             2,
             &["two_chars.toml: backdoor #1"],
-        ),
-        row(
-            "trigger-duplicate",
-            "two backdoors with one trigger",
-            &["train", "$TMP/dup_trigger.toml", "--out", "$TMP/r"],
-            2,
-            &["triggers must be distinct"],
         ),
         row(
             "no-backdoor",
@@ -468,20 +420,6 @@ fn rows() -> Vec<Row> {
             2,
             &["cannot read prompt file $TMP/nowhere.txt"],
         ),
-        row(
-            "train-csv-column",
-            "a CSV without the named column",
-            &["train", "$TMP/csv.toml", "--out", "$TMP/r"],
-            2,
-            &["prompts.csv has no column `TEXT`"],
-        ),
-        row(
-            "train-not-gzip",
-            "a `.gz` prompt file that is not gzip",
-            &["train", "$TMP/gz.toml", "--out", "$TMP/r"],
-            2,
-            &["notgz.txt.gz is not valid gzip"],
-        ),
         // train: the run folder
         row(
             "run-finished",
@@ -489,13 +427,6 @@ fn rows() -> Vec<Row> {
             &["train", "$TMP/base.toml", "--out", "$TMP/runs/done"],
             2,
             &["holds a finished run (DONE): pass --force"],
-        ),
-        row(
-            "run-unfinished",
-            "`--out` holds an unfinished run, no `--resume`",
-            &["train", "$TMP/base.toml", "--out", "$TMP/runs/unfinished"],
-            2,
-            &["pass --resume to continue it, or --force"],
         ),
         row(
             "resume-no-checkpoint",
@@ -538,19 +469,6 @@ fn rows() -> Vec<Row> {
             ],
             2,
             &["`step` is \"x\" instead of a whole number", "pass --force"],
-        ),
-        row(
-            "resume-state-shape",
-            "state.json is a list, not an object",
-            &[
-                "train",
-                "$TMP/base.toml",
-                "--out",
-                "$TMP/runs/state_no_step",
-                "--resume",
-            ],
-            2,
-            &["`step` is missing", "pass --force"],
         ),
         row(
             "resume-weights",
@@ -600,21 +518,6 @@ fn rows() -> Vec<Row> {
             &["is neither a folder nor a hub id"],
         ),
         row(
-            "model-random-arch",
-            "`random:` with an unknown architecture",
-            &[
-                "encode",
-                "--model",
-                "random:huge:0",
-                "--prompts",
-                "$TMP/p.txt",
-                "--out",
-                "$TMP/o.safetensors",
-            ],
-            2,
-            &["unknown architecture `huge`: use tiny, sd1 or sd2"],
-        ),
-        row(
             "config-json",
             "config.json is not JSON",
             &[
@@ -643,21 +546,6 @@ fn rows() -> Vec<Row> {
             ],
             2,
             &["cfg_type/config.json is not a CLIP text config"],
-        ),
-        row(
-            "config-missing",
-            "an encoder folder without config.json",
-            &[
-                "encode",
-                "--model",
-                "$TMP/no_cfg",
-                "--prompts",
-                "$TMP/p.txt",
-                "--out",
-                "$TMP/o.safetensors",
-            ],
-            2,
-            &["no_cfg holds no text encoder"],
         ),
         row(
             "st-empty",
@@ -838,55 +726,6 @@ fn rows() -> Vec<Row> {
             &["f.jsonl line 1: no string field `prompt`"],
         ),
         row(
-            "encode-prompts-missing",
-            "no such prompt file",
-            &[
-                "encode",
-                "--model",
-                "random:tiny:0",
-                "--prompts",
-                "$TMP/nowhere.txt",
-                "--out",
-                "$TMP/o.safetensors",
-            ],
-            2,
-            &["cannot read prompt file $TMP/nowhere.txt"],
-        ),
-        row(
-            "encode-batch-zero",
-            "`--batch-size 0`",
-            &[
-                "encode",
-                "--model",
-                "random:tiny:0",
-                "--prompts",
-                "$TMP/p.txt",
-                "--out",
-                "$TMP/o.safetensors",
-                "--batch-size",
-                "0",
-            ],
-            2,
-            &["--batch-size must be at least 1"],
-        ),
-        row(
-            "encode-device",
-            "an unknown `--device`",
-            &[
-                "encode",
-                "--model",
-                "random:tiny:0",
-                "--prompts",
-                "$TMP/p.txt",
-                "--out",
-                "$TMP/o.safetensors",
-                "--device",
-                "cuda:x",
-            ],
-            2,
-            &["unknown device `cuda:x`: use cpu, cuda or cuda:N"],
-        ),
-        row(
             "encode-out-exists",
             "`--out` exists, no `--force`",
             &[
@@ -923,21 +762,6 @@ fn rows() -> Vec<Row> {
             ],
             2,
             &["empty.txt holds no prompts"],
-        ),
-        row(
-            "generate-no-pipeline",
-            "`--pipeline` names nothing",
-            &[
-                "generate",
-                "--pipeline",
-                "$TMP/nowhere",
-                "--prompt",
-                "a cat",
-                "--out",
-                "$TMP/g",
-            ],
-            2,
-            &["is neither a folder nor a hub id"],
         ),
         row(
             "generate-not-pipeline",
@@ -1008,24 +832,6 @@ fn rows() -> Vec<Row> {
             &["passes the filters", "drop --hard-only"],
         ),
         row(
-            "i2p-limit-zero",
-            "`--limit 0`",
-            &[
-                "evaluate",
-                "i2p",
-                "--pipeline",
-                "$TMP/tiny",
-                "--prompts",
-                "$TMP/i2p.csv",
-                "--out",
-                "$TMP/i",
-                "--limit",
-                "0",
-            ],
-            2,
-            &["passes the filters", "raise --limit"],
-        ),
-        row(
             "i2p-columns",
             "an I2P file without its columns",
             &[
@@ -1093,22 +899,6 @@ fn rows() -> Vec<Row> {
             2,
             &["empty.txt is empty"],
         ),
-        row(
-            "weat-preset",
-            "an unknown WEAT preset",
-            &[
-                "evaluate",
-                "weat",
-                "--encoder",
-                "random:tiny:0",
-                "--preset",
-                "klingon",
-                "--out",
-                "$TMP/w.json",
-            ],
-            2,
-            &["unknown WEAT preset `klingon`"],
-        ),
         // scan-encoder, homoglyph, shapes, report
         row(
             "scan-suspect",
@@ -1118,19 +908,6 @@ fn rows() -> Vec<Row> {
             &["no_cfg holds no text encoder"],
         ),
         row(
-            "scan-candidates",
-            "an unknown candidate set",
-            &[
-                "scan-encoder",
-                "--suspect",
-                "random:tiny:0",
-                "--candidates",
-                "nonsense",
-            ],
-            2,
-            &["unknown candidate set `nonsense`"],
-        ),
-        row(
             "sanitize-reject",
             "`--mode reject` on a disguised prompt",
             &["homoglyph", "sanitize", "--mode", "reject", "a cаt"],
@@ -1138,39 +915,11 @@ fn rows() -> Vec<Row> {
             &["U+0430 (Cyrillic)", "imitates Latin"],
         ),
         row(
-            "sanitize-prompts-missing",
-            "no such prompt file",
-            &["homoglyph", "sanitize", "--prompts", "$TMP/nowhere.txt"],
-            2,
-            &["cannot read prompt file $TMP/nowhere.txt"],
-        ),
-        row(
-            "homoglyph-scan-empty",
-            "an empty prompt file",
-            &["homoglyph", "scan", "--prompts", "$TMP/empty.txt"],
-            2,
-            &["empty.txt holds no prompts"],
-        ),
-        row(
             "attack-scripts",
             "an unknown script family",
             &["homoglyph", "attack", "--scripts", "klingon", "a cat"],
             2,
             &["unknown script family `klingon`"],
-        ),
-        row(
-            "attack-char",
-            "`--char` of two letters",
-            &["homoglyph", "attack", "--char", "ab", "a cat"],
-            2,
-            &["`ab` is not one character"],
-        ),
-        row(
-            "attack-count",
-            "`--count` that is no number",
-            &["homoglyph", "attack", "--count", "zero", "a cat"],
-            2,
-            &["count `zero` is neither a positive number nor `all`"],
         ),
         row(
             "shapes-judge",
@@ -1185,13 +934,6 @@ fn rows() -> Vec<Row> {
             &["report", "sync", "$TMP/nowhere.md"],
             2,
             &["cannot read $TMP/nowhere.md"],
-        ),
-        row(
-            "report-marker",
-            "a malformed table marker",
-            &["report", "sync", "$TMP/marker.md"],
-            2,
-            &["want `<!-- table: KIND PATH -->`"],
         ),
     ]
 }
@@ -1236,7 +978,9 @@ test's folder), and never panic.\n\n\
 fn every_bad_input_gets_a_clear_error() {
     let t = common::tmp();
     let dir = t.path().canonicalize().unwrap();
+    let started = std::time::Instant::now();
     fixtures(&dir);
+    eprintln!("{:6.2} s  fixtures", started.elapsed().as_secs_f64());
     let tmp = dir.to_str().unwrap();
     let rows = rows();
     let mut ids = std::collections::HashSet::new();
@@ -1244,6 +988,7 @@ fn every_bad_input_gets_a_clear_error() {
     for r in &rows {
         assert!(ids.insert(r.id), "duplicate id {}", r.id);
         let args: Vec<String> = r.args.iter().map(|a| a.replace("$TMP", tmp)).collect();
+        let started = std::time::Instant::now();
         let o = common::bin()
             .args(&args)
             .current_dir(&dir)
@@ -1252,6 +997,7 @@ fn every_bad_input_gets_a_clear_error() {
             .env("HF_HOME", dir.join("hf"))
             .output()
             .unwrap();
+        eprintln!("{:6.2} s  {}", started.elapsed().as_secs_f64(), r.id);
         let code = o.status.code().unwrap_or(-1);
         let stderr = String::from_utf8_lossy(&o.stderr).replace(tmp, "$TMP");
         let mut wrong = vec![];
