@@ -938,6 +938,15 @@ fn rows() -> Vec<Row> {
     ]
 }
 
+/// Inline code, with a longer fence when the text holds a backtick.
+fn code(s: &str) -> String {
+    if s.contains('`') {
+        format!("`` {s} ``")
+    } else {
+        format!("`{s}`")
+    }
+}
+
 /// One Markdown row: | id | bad input | command | exit | message excerpt |
 fn markdown(r: &Row) -> String {
     let cell = |s: &str| s.replace('|', "\\|");
@@ -961,7 +970,7 @@ fn markdown(r: &Row) -> String {
         r.code,
         r.expect
             .iter()
-            .map(|e| format!("`{}`", cell(e)))
+            .map(|e| code(&cell(e)))
             .collect::<Vec<_>>()
             .join(" … ")
     )
