@@ -175,6 +175,7 @@ fn fixtures(t: &Path) {
     for (name, state) in [
         ("state_json", Some("{\"step\": 1, \"se")),
         ("state_step", Some("{\"step\": \"x\", \"seconds\": 1.0}")),
+        ("state_beyond", Some("{\"step\": 99, \"seconds\": 1.0}")),
         ("weights", None),
         ("other", None),
     ] {
@@ -469,6 +470,22 @@ fn rows() -> Vec<Row> {
             ],
             2,
             &["`step` is \"x\" instead of a whole number", "pass --force"],
+        ),
+        row(
+            "resume-state-beyond",
+            "state.json counts more steps than the experiment has",
+            &[
+                "train",
+                "$TMP/base.toml",
+                "--out",
+                "$TMP/runs/state_beyond",
+                "--resume",
+            ],
+            2,
+            &[
+                "`step` is 99, beyond the experiment's 2 training steps",
+                "pass --force",
+            ],
         ),
         row(
             "resume-weights",

@@ -114,7 +114,10 @@ impl<'a> Trainer<'a> {
         let (run, start) = RunFolder::open(&opts.out, opts.resume, opts.force)?;
         // The checkpoint's state before any model is loaded: a damaged one fails at once.
         let resume_state = if start == Start::Resume {
-            Some(read_state(&run.checkpoint().join("state.json"))?)
+            Some(read_state(
+                &run.checkpoint().join("state.json"),
+                exp.training.steps,
+            )?)
         } else {
             None
         };
@@ -418,7 +421,7 @@ struct ResumeState {
 
 /// Read `checkpoint/state.json`; anything but `{"step": <whole number>, "seconds": <number>, ...}` is
 /// a damaged checkpoint (input error: `--force` starts over).
-fn read_state(path: &Path) -> Result<ResumeState> {
+fn read_state(path: &Path, max_step: u64) -> Result<ResumeState> {
     let damaged = |why: String| {
         input_err!(
             "{}: {why}: the checkpoint is damaged; pass --force to start the run over (or restore checkpoint/ from a backup)",
@@ -428,12 +431,17 @@ fn read_state(path: &Path) -> Result<ResumeState> {
     let bytes = std::fs::read(path).map_err(|e| damaged(format!("cannot read it ({e})")))?;
     let state: serde_json::Value =
         serde_json::from_slice(&bytes).map_err(|e| damaged(format!("not valid JSON ({e})")))?;
-    let step = state.get("step").and_then(|v| v.as_u64()).ok_or_else(|| {
-        damaged(format!(
-            "`step` is {} instead of a whole number",
-            describe(state.get("step"))
-        ))
-    })?;
+    let step = match state.get("step") {
+        None => return Err(damaged("`step` is missing".to_string())),
+        Some(v) => v
+            .as_u64()
+            .ok_or_else(|| damaged(format!("`step` is {v} instead of a whole number")))?,
+    };
+    if step > max_step {
+        return Err(damaged(format!(
+            "`step` is {step}, beyond the experiment's {max_step} training steps"
+        )));
+    }
     let seconds = match state.get("seconds") {
         None => 0.0,
         Some(v) => v
@@ -442,10 +450,6 @@ fn read_state(path: &Path) -> Result<ResumeState> {
             .ok_or_else(|| damaged(format!("`seconds` is {v} instead of a number")))?,
     };
     Ok(ResumeState { step, seconds })
-}
-
-fn describe(v: Option<&serde_json::Value>) -> String {
-    v.map_or_else(|| "missing".to_string(), |v| v.to_string())
 }
 
 fn last_hidden(enc: &TextEncoder, prompts: &[impl AsRef<str>]) -> Result<Tensor> {
