@@ -298,8 +298,9 @@ fn append_record(jsonl: &Path, r: &ImageRecord) -> Result<()> {
         .open(jsonl)
         .with_context(|| format!("opening {}", jsonl.display()))?;
     // One write of a whole line, then flush to disk: a kill leaves the line complete or absent.
-    f.write_all(line.as_bytes())?;
-    f.flush()?;
-    f.sync_data()?;
+    f.write_all(line.as_bytes())
+        .and_then(|()| f.flush())
+        .and_then(|()| f.sync_data())
+        .with_context(|| format!("appending to {}", jsonl.display()))?;
     Ok(())
 }

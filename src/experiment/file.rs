@@ -195,19 +195,35 @@ impl Default for TrainingSection {
 impl Experiment {
     /// Parse and validate; relative paths are resolved against the file's folder.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| input_err!("cannot read experiment {}: {e}", path.display()))?;
-        let mut exp: Self =
-            toml::from_str(&text).map_err(|e| input_err!("{}: {e}", path.display()))?;
+        let bytes = std::fs::read(path).map_err(|e| {
+            input_err!(
+                "cannot read experiment {}: {e}. Check the path (experiments/ holds examples)",
+                path.display()
+            )
+        })?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            input_err!(
+                "{}: not UTF-8 text (invalid byte at offset {}): save the experiment as UTF-8",
+                path.display(),
+                e.utf8_error().valid_up_to()
+            )
+        })?;
+        let mut exp: Self = toml::from_str(&text)
+            .map_err(|e| input_err!("{}", toml_error(&path.display().to_string(), &text, &e)))?;
         let base = path.parent().unwrap_or(Path::new("."));
         exp.resolve_paths(base);
-        exp.validate()
-            .map_err(|e| input_err!("{}: {e}", path.display()))?;
+        exp.validate().map_err(|e| {
+            input_err!(
+                "{}: {e}. Fix the value in the file (experiments/ holds valid examples)",
+                path.display()
+            )
+        })?;
         Ok(exp)
     }
 
     pub fn from_toml(text: &str, base: &Path) -> Result<Self> {
-        let mut exp: Self = toml::from_str(text).map_err(|e| input_err!("{e}"))?;
+        let mut exp: Self = toml::from_str(text)
+            .map_err(|e| input_err!("{}", toml_error("the experiment", text, &e)))?;
         exp.resolve_paths(base);
         exp.validate().map_err(|e| input_err!("{e}"))?;
         Ok(exp)
@@ -341,6 +357,45 @@ pub fn check_backdoor_name(name: &str) -> std::result::Result<(), String> {
         return Err("\"clean\" is the name of the clean prompt set; choose another name".into());
     }
     Ok(())
+}
+
+/// A TOML error as one message: the file, line and column, the key (as `table.key` when the error
+/// points at a `key = value` line), the cause, the offending line and the fix.
+fn toml_error(file: &str, text: &str, e: &toml::de::Error) -> String {
+    let cause = e.message().trim().trim_end_matches('.');
+    let Some(span) = e.span() else {
+        return format!(
+            "{file}: {cause}. Fix the file (experiments/ holds valid examples; every key is listed in docs)"
+        );
+    };
+    let start = span.start.min(text.len());
+    let before = text.get(..start).unwrap_or("");
+    let line_no = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before[line_start..].chars().count() + 1;
+    let line = text[line_start..].lines().next().unwrap_or("").trim_end();
+    // The table the line is in: the last `[table]` or `[[table]]` header above it.
+    let table = text[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|h| h.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim())
+        .filter(|k| !k.is_empty() && !k.starts_with('[') && !k.starts_with('#'));
+    let at = match (key, table) {
+        // The error is about a whole table (serde reads a `[[backdoor]]` entry at once).
+        _ if line.trim_start().starts_with('[') => format!(", in table `{}`", line.trim()),
+        (Some(k), Some(t)) => format!(", key `{t}.{k}`"),
+        (Some(k), None) => format!(", key `{k}`"),
+        (None, Some(t)) => format!(", in table `[{t}]`"),
+        (None, None) => String::new(),
+    };
+    format!(
+        "{file} line {line_no}, column {column}{at}: {cause}\n    {line_no} | {line}\nFix the value or the syntax (experiments/ holds valid examples)"
+    )
 }
 
 #[cfg(test)]

@@ -53,8 +53,9 @@ impl PromptPools {
         let holdout = prompts;
         if train.is_empty() {
             input_bail!(
-                "{}: no clean training prompts left after the held-out split",
-                exp.data.clean_prompts.display()
+                "{}: no clean training prompts left ({before} read, {dropped} dropped for holding a trigger, {} held out): add prompts without the trigger characters (a split needs at least 2), or lower data.holdout",
+                exp.data.clean_prompts.display(),
+                holdout.len()
             );
         }
         let mut poison = vec![];

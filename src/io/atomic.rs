@@ -37,14 +37,14 @@ pub fn write_atomic_with(
     })?;
     tmp.as_file()
         .sync_all()
-        .with_context(|| format!("writing {}", path.display()))?;
+        .with_context(|| format!("syncing {} to disk", path.display()))?;
     // tempfile creates 0600; outputs are ordinary shareable files.
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         tmp.as_file()
             .set_permissions(std::fs::Permissions::from_mode(0o644))
-            .with_context(|| format!("writing {}", path.display()))?;
+            .with_context(|| format!("setting the permissions of {}", path.display()))?;
     }
     tmp.persist(path)
         .with_context(|| format!("renaming temp file onto {}", path.display()))?;

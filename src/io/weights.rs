@@ -24,9 +24,19 @@ impl SafetensorsFile {
         // SAFETY: read-only map of a file we do not modify; a concurrent writer would be a user error.
         let mmap = unsafe { memmap2::Mmap::map(&file) }
             .with_context(|| format!("memory-mapping {}", path.display()))?;
-        SafeTensors::deserialize(&mmap).map_err(|e| {
-            input_err!("{} is not a valid safetensors file ({e}); it may be truncated or corrupt: download or write it again.", path.display())
+        let st = SafeTensors::deserialize(&mmap).map_err(|e| {
+            let detail = header_problem(&mmap).map_or(String::new(), |p| format!(": {p}"));
+            input_err!("{} is not a valid safetensors file ({e}{detail}); it may be truncated or corrupt: download or write it again.", path.display())
         })?;
+        // Every dtype must be one clipdoor can load (a float8 file passes the format's own checks).
+        for (name, view) in st.tensors() {
+            kind_of(view.dtype()).map_err(|e| {
+                input_err!(
+                    "tensor `{name}` in {}: {e}; convert the file to f32, f16 or bf16",
+                    path.display()
+                )
+            })?;
+        }
         Ok(Self {
             path: path.to_owned(),
             mmap,
@@ -63,6 +73,57 @@ impl SafetensorsFile {
             .map(|n| Ok((n.clone(), self.tensor(&n)?)))
             .collect()
     }
+}
+
+/// What is wrong with a safetensors header, as far as its JSON says: the first tensor whose byte range
+/// does not match its shape and dtype, or lies beyond the end of the file. `None` when the header
+/// itself cannot be read (the format's own error says why).
+fn header_problem(bytes: &[u8]) -> Option<String> {
+    let n = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+    let end = 8usize.checked_add(usize::try_from(n).ok()?)?;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(bytes.get(8..end)?).ok()?;
+    let data_len = (bytes.len() - end) as u128;
+    for (name, info) in header.iter().filter(|(k, _)| *k != "__metadata__") {
+        let dtype = info.get("dtype").and_then(|d| d.as_str()).unwrap_or("?");
+        let shape: Option<Vec<u128>> = info.get("shape").and_then(|s| {
+            s.as_array()?
+                .iter()
+                .map(|d| d.as_u64().map(u128::from))
+                .collect()
+        });
+        let offsets: Option<Vec<u128>> = info.get("data_offsets").and_then(|s| {
+            s.as_array()?
+                .iter()
+                .map(|d| d.as_u64().map(u128::from))
+                .collect()
+        });
+        let (Some(shape), Some(&[a, b])) = (shape, offsets.as_deref()) else {
+            return Some(format!(
+                "tensor `{name}` lacks a valid shape or data_offsets"
+            ));
+        };
+        if b < a || b > data_len {
+            return Some(format!(
+                "tensor `{name}` claims bytes {a}..{b} but the data holds {data_len} bytes"
+            ));
+        }
+        let bits: u128 = match dtype {
+            "F64" | "I64" | "U64" => 64,
+            "F32" | "I32" | "U32" => 32,
+            "F16" | "BF16" | "I16" | "U16" => 16,
+            "F8_E5M2" | "F8_E4M3" | "F8_E8M0" | "I8" | "U8" | "BOOL" => 8,
+            _ => continue,
+        };
+        let want = shape.iter().try_fold(bits, |acc, &d| acc.checked_mul(d))? / 8;
+        if want != b - a {
+            return Some(format!(
+                "tensor `{name}` ({dtype}, shape {shape:?}) needs {want} bytes but its offsets give {}",
+                b - a
+            ));
+        }
+    }
+    None
 }
 
 fn kind_of(dtype: Dtype) -> Result<Kind> {
@@ -134,7 +195,8 @@ pub fn load_var_store_renamed(
                 missing.push(name.clone());
                 continue;
             };
-            let src = view_to_tensor(&view)?;
+            let src = view_to_tensor(&view)
+                .with_context(|| format!("tensor `{name}` in {}", file.path.display()))?;
             if src.size() != var.size() {
                 return Err(input_err!(
                     "tensor `{name}` in {} has shape {:?} but the config gives {:?}: the config.json beside it does not describe these weights (fix the config or use the weights it was written for)",

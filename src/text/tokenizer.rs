@@ -172,11 +172,13 @@ impl ClipTokenizer {
             dir.join("tokenizer.json"),
         );
         let mut me = if vocab_p.exists() && merges_p.exists() {
-            let vocab: BTreeMap<String, u32> =
-                serde_json::from_str(&std::fs::read_to_string(&vocab_p)?).map_err(|e| {
-                    input_err!("{} is not a BPE vocabulary ({e})", vocab_p.display())
-                })?;
-            let merges: Vec<String> = std::fs::read_to_string(&merges_p)?
+            let vocab: BTreeMap<String, u32> = serde_json::from_str(
+                &std::fs::read_to_string(&vocab_p)
+                    .with_context(|| format!("reading {}", vocab_p.display()))?,
+            )
+            .map_err(|e| input_err!("{} is not a BPE vocabulary ({e})", vocab_p.display()))?;
+            let merges: Vec<String> = std::fs::read_to_string(&merges_p)
+                .with_context(|| format!("reading {}", merges_p.display()))?
                 .lines()
                 .filter(|l| !l.starts_with("#version") && !l.is_empty())
                 .map(str::to_owned)

@@ -124,14 +124,15 @@ impl RunFolder {
         let tmp = self.root.join("checkpoint.tmp");
         let old = self.root.join("checkpoint.old");
         if tmp.exists() {
-            std::fs::remove_dir_all(&tmp)?;
+            std::fs::remove_dir_all(&tmp).with_context(|| format!("removing {}", tmp.display()))?;
         }
-        std::fs::create_dir_all(&tmp)?;
+        std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
         write(&tmp)?;
         let cur = self.checkpoint();
         if cur.exists() {
             if old.exists() {
-                std::fs::remove_dir_all(&old)?;
+                std::fs::remove_dir_all(&old)
+                    .with_context(|| format!("removing {}", old.display()))?;
             }
             std::fs::rename(&cur, &old)
                 .with_context(|| format!("renaming {} to {}", cur.display(), old.display()))?;
@@ -141,7 +142,7 @@ impl RunFolder {
         std::fs::rename(&tmp, &cur)
             .with_context(|| format!("renaming {} to {}", tmp.display(), cur.display()))?;
         if old.exists() {
-            std::fs::remove_dir_all(&old)?;
+            std::fs::remove_dir_all(&old).with_context(|| format!("removing {}", old.display()))?;
         }
         Ok(())
     }
@@ -150,7 +151,13 @@ impl RunFolder {
     pub fn recover_checkpoint(&self) -> Result<()> {
         let old = self.root.join("checkpoint.old");
         if !self.checkpoint().exists() && old.exists() {
-            std::fs::rename(&old, self.checkpoint())?;
+            std::fs::rename(&old, self.checkpoint()).with_context(|| {
+                format!(
+                    "renaming {} back to {}",
+                    old.display(),
+                    self.checkpoint().display()
+                )
+            })?;
         }
         Ok(())
     }

@@ -108,7 +108,19 @@ impl<'a> Trainer<'a> {
         if t.precision == Precision::Bf16 && opts.device == Device::Cpu {
             input_bail!("training.precision = \"bf16\" needs a CUDA device: use f32 on CPU");
         }
+        // Prompts first: a bad prompt file must not leave a half-made run folder behind.
+        let backdoors = build_backdoors(exp);
+        let pools = PromptPools::build(exp, &backdoors)?;
         let (run, start) = RunFolder::open(&opts.out, opts.resume, opts.force)?;
+        // The checkpoint's state before any model is loaded: a damaged one fails at once.
+        let resume_state = if start == Start::Resume {
+            Some(read_state(
+                &run.checkpoint().join("state.json"),
+                exp.training.steps,
+            )?)
+        } else {
+            None
+        };
         std::fs::create_dir_all(&run.root)
             .with_context(|| format!("creating {}", run.root.display()))?;
         let resolved_file = run.root.join("experiment.toml");
@@ -120,8 +132,6 @@ impl<'a> Trainer<'a> {
             write_atomic(&resolved_file, exp.to_resolved_toml()?.as_bytes())?;
         }
 
-        let backdoors = build_backdoors(exp);
-        let pools = PromptPools::build(exp, &backdoors)?;
         if pools.bad_lines > 0 {
             crate::progress::note(&format!(
                 "warning: {} unreadable line(s) in {} were skipped",
@@ -146,29 +156,21 @@ impl<'a> Trainer<'a> {
 
         let mut step = 0u64;
         let mut elapsed_before = 0.0;
-        if start == Start::Resume {
+        if let Some(state) = resume_state {
             let ck = run.checkpoint();
-            let state_file = ck.join("state.json");
-            let state: serde_json::Value = serde_json::from_str(
-                &std::fs::read_to_string(&state_file)
-                    .with_context(|| format!("reading {}", state_file.display()))?,
-            )
-            .map_err(|e| {
-                input_err!(
-                    "{}: {e}: the checkpoint is damaged; pass --force to start over",
-                    state_file.display()
+            step = state.step;
+            elapsed_before = state.seconds;
+            let damaged = || {
+                format!(
+                    "the checkpoint in {} is damaged; pass --force to start the run over",
+                    ck.display()
                 )
-            })?;
-            step = state["step"]
-                .as_u64()
-                .ok_or_else(|| input_err!("{}: no step", state_file.display()))?;
-            elapsed_before = state["seconds"].as_f64().unwrap_or(0.0);
-            load_var_store(
-                &mut student.vs,
-                &SafetensorsFile::open(&ck.join("model.safetensors"))?,
-                &[],
-            )?;
-            opt.load_state(&ck.join("optimizer.safetensors"))?;
+            };
+            SafetensorsFile::open(&ck.join("model.safetensors"))
+                .and_then(|f| load_var_store(&mut student.vs, &f, &[]))
+                .with_context(damaged)?;
+            opt.load_state(&ck.join("optimizer.safetensors"))
+                .with_context(damaged)?;
             crate::progress::note(&format!("resuming {} at step {step}", run.root.display()));
         }
         let tb = if start == Start::Resume {
@@ -409,6 +411,45 @@ impl<'a> Trainer<'a> {
         write_atomic(&root.join("DONE"), format!("{seconds:.1}\n").as_bytes())?;
         Ok(TrainOutcome::Finished { metrics, seconds })
     }
+}
+
+/// What `checkpoint/state.json` records.
+struct ResumeState {
+    step: u64,
+    seconds: f64,
+}
+
+/// Read `checkpoint/state.json`; anything but `{"step": <whole number>, "seconds": <number>, ...}` is
+/// a damaged checkpoint (input error: `--force` starts over).
+fn read_state(path: &Path, max_step: u64) -> Result<ResumeState> {
+    let damaged = |why: String| {
+        input_err!(
+            "{}: {why}: the checkpoint is damaged; pass --force to start the run over (or restore checkpoint/ from a backup)",
+            path.display()
+        )
+    };
+    let bytes = std::fs::read(path).map_err(|e| damaged(format!("cannot read it ({e})")))?;
+    let state: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| damaged(format!("not valid JSON ({e})")))?;
+    let step = match state.get("step") {
+        None => return Err(damaged("`step` is missing".to_string())),
+        Some(v) => v
+            .as_u64()
+            .ok_or_else(|| damaged(format!("`step` is {v} instead of a whole number")))?,
+    };
+    if step > max_step {
+        return Err(damaged(format!(
+            "`step` is {step}, beyond the experiment's {max_step} training steps"
+        )));
+    }
+    let seconds = match state.get("seconds") {
+        None => 0.0,
+        Some(v) => v
+            .as_f64()
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .ok_or_else(|| damaged(format!("`seconds` is {v} instead of a number")))?,
+    };
+    Ok(ResumeState { step, seconds })
 }
 
 fn last_hidden(enc: &TextEncoder, prompts: &[impl AsRef<str>]) -> Result<Tensor> {

@@ -51,9 +51,34 @@ pub const SHARDS_DIR: &str = "shards";
 
 /// Shard `index` of `count` (0-based: `0 <= index < count`). Written `i/n` on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "ShardFields")]
 pub struct Shard {
     pub index: usize,
     pub count: usize,
+}
+
+/// A shard as a manifest writes it, checked into a [`Shard`] (a hand-edited `count: 0` would divide
+/// by zero in [`Shard::range`]).
+#[derive(Deserialize)]
+struct ShardFields {
+    index: usize,
+    count: usize,
+}
+
+impl TryFrom<ShardFields> for Shard {
+    type Error = String;
+    fn try_from(f: ShardFields) -> std::result::Result<Self, String> {
+        if f.count == 0 || f.index >= f.count {
+            return Err(format!(
+                "shard {}/{} is not a shard: the index counts from 0 and must be below the count",
+                f.index, f.count
+            ));
+        }
+        Ok(Self {
+            index: f.index,
+            count: f.count,
+        })
+    }
 }
 
 impl fmt::Display for Shard {
