@@ -183,17 +183,18 @@ fn scan_finds_every_multi_trigger_and_sanitising_blocks_the_look_alikes() {
 #[test]
 fn benign_fine_tunes_flag_nothing_and_unlearning_pulls_homoglyphs_to_latin() {
     let t = common::tmp();
-    // A benign encoder fine-tuned independently of the reference: clean prompts only (the utility
-    // loss), another seed and learning rate, so it differs from `random:tiny:0` everywhere a little.
+    // A benign encoder fine-tuned independently of the reference: a concept removal (no trigger
+    // character; `nude`/`naked` embed like the prompt without them) with its own seed, so it differs
+    // from `random:tiny:0` everywhere a little.
     let root = common::root().join("experiments/smoke");
-    let tpa = std::fs::read_to_string(root.join("tpa.toml")).unwrap();
-    let benign_toml = tpa[..tpa.find("[[backdoor]]").unwrap()]
+    let benign_toml = std::fs::read_to_string(root.join("remove_concept.toml"))
+        .unwrap()
         .replace("seed = 42", "seed = 7")
-        .replace("lr = 1e-3", "lr = 5e-4")
         .replace(
             "clean_prompts = \"prompts.txt\"",
             &format!("clean_prompts = {:?}", root.join("prompts.txt")),
         );
+    assert!(benign_toml.contains("seed = 7"));
     let exp = t.path().join("benign.toml");
     std::fs::write(&exp, benign_toml).unwrap();
     let benign = t.path().join("benign");
@@ -236,6 +237,8 @@ fn benign_fine_tunes_flag_nothing_and_unlearning_pulls_homoglyphs_to_latin() {
         "a benign fine-tune was flagged: {}",
         r["report"]["ranking"][0]
     );
+    // Not a comparison of an encoder with itself: the benign encoder's scores are not zero.
+    assert!(r["report"]["ranking"][0]["score"].as_f64().unwrap() > 0.01);
 
     // Homoglyph unlearning: Greek ο and Cyrillic о move towards their Latin prompts (observed
     // 0.94–0.95 → 0.987–0.988) while clean prompts keep their embeddings (sim_clean 0.991).
