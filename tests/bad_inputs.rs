@@ -161,6 +161,9 @@ fn fixtures(t: &Path) {
     // Run folders: a finished one, one without a checkpoint, damaged checkpoints
     write(t, "runs/done/DONE", "1.0\n");
     write(t, "runs/no_checkpoint/experiment.toml", BASE_TOML);
+    // A file no clipdoor run writes: without it, a folder killed before its first checkpoint simply
+    // starts again (nothing in it can be lost).
+    write(t, "runs/no_checkpoint/notes.txt", "mine");
     let run = t.join("runs/good");
     run_ok(&[
         "train",
@@ -431,7 +434,7 @@ fn rows() -> Vec<Row> {
         ),
         row(
             "resume-no-checkpoint",
-            "`--resume` without a checkpoint",
+            "`--resume` without a checkpoint, in a folder holding other files",
             &[
                 "train",
                 "$TMP/base.toml",
@@ -440,7 +443,7 @@ fn rows() -> Vec<Row> {
                 "--resume",
             ],
             2,
-            &["no checkpoint to resume from: pass --force"],
+            &["no checkpoint to resume from and holds files no clipdoor run wrote (notes.txt): pass --force"],
         ),
         row(
             "resume-state-json",
