@@ -146,9 +146,17 @@ fn invalid_utf8_and_empty_prompt_files() {
         encode(m.to_str().unwrap(), &prompts(t.path(), b""), &out),
         &["p.txt", "no prompts"],
     );
-    expect_err(
-        encode(m.to_str().unwrap(), &prompts(t.path(), b"\n  \n"), &out),
-        &["no prompts"],
+    // Blank lines are empty prompts (every line is a prompt, ../shared/conventions.md): two rows.
+    let blank_out = t.path().join("blank.st");
+    let (code, msg) = encode(
+        m.to_str().unwrap(),
+        &prompts(t.path(), b"\n  \n"),
+        &blank_out,
+    );
+    assert_eq!(code, 0, "{msg}");
+    assert_eq!(
+        common::load_st(&blank_out)["last_hidden_state"].size()[0],
+        2
     );
     expect_err(
         encode(m.to_str().unwrap(), &t.path().join("absent.txt"), &out),
