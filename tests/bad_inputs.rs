@@ -64,18 +64,6 @@ fn variant(from: &str, to: &str) -> String {
     BASE_TOML.replacen(from, to, 1)
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
-}
-
 /// A safetensors file from a header (JSON) and data bytes.
 fn safetensors(header: &serde_json::Value, data: &[u8]) -> Vec<u8> {
     let h = serde_json::to_vec(header).unwrap();
@@ -183,7 +171,7 @@ fn fixtures(t: &Path) {
         ("other", None),
     ] {
         let dir = t.join("runs").join(name);
-        copy_dir(&run, &dir);
+        common::copy_dir(&run, &dir);
         match state {
             Some(st) => write(&dir, "checkpoint/state.json", st),
             None if name == "weights" => write(&dir, "checkpoint/model.safetensors", b"\x08\0\0"),
@@ -250,21 +238,21 @@ fn fixtures(t: &Path) {
     ];
     for (name, bytes) in variants {
         let dir = t.join(name);
-        copy_dir(&tiny, &dir);
+        common::copy_dir(&tiny, &dir);
         write(&dir, "model.safetensors", bytes);
     }
     let dir = t.join("st_shape");
-    copy_dir(&tiny, &dir);
+    common::copy_dir(&tiny, &dir);
     clipdoor::io::weights::save_tensors(&dir.join("model.safetensors"), &wrong_shape, None)
         .unwrap();
-    copy_dir(&tiny, &t.join("cfg_json"));
+    common::copy_dir(&tiny, &t.join("cfg_json"));
     write(t, "cfg_json/config.json", "{\"hidden_size\": 64");
-    copy_dir(&tiny, &t.join("cfg_type"));
+    common::copy_dir(&tiny, &t.join("cfg_type"));
     let cfg = std::fs::read_to_string(tiny.join("config.json")).unwrap();
     let mut cfg: serde_json::Value = serde_json::from_str(&cfg).unwrap();
     cfg["hidden_size"] = "wide".into();
     write(t, "cfg_type/config.json", cfg.to_string());
-    copy_dir(&tiny, &t.join("no_cfg"));
+    common::copy_dir(&tiny, &t.join("no_cfg"));
     std::fs::remove_file(t.join("no_cfg/config.json")).unwrap();
 
     // Prompt files and others

@@ -364,18 +364,6 @@ fn input_error<T>(r: clipdoor::Result<T>) -> String {
     msg
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
-}
-
 fn try_load(p: &Path, enc: Option<&Path>) -> clipdoor::Result<StableDiffusionPipeline> {
     StableDiffusionPipeline::load(p.to_str().unwrap(), enc, Device::Cpu, Kind::Float)
 }
@@ -385,7 +373,7 @@ fn missing_subfolder_is_an_input_error() {
     for sub in ["unet", "vae", "scheduler", "text_encoder", "tokenizer"] {
         let tmp = common::tmp();
         let p = tmp.path().join("pipe");
-        copy_dir(&dir("v1"), &p);
+        common::copy_dir(&dir("v1"), &p);
         std::fs::remove_dir_all(p.join(sub)).unwrap();
         let msg = input_error(try_load(&p, None));
         assert!(
@@ -398,7 +386,7 @@ fn missing_subfolder_is_an_input_error() {
     assert!(msg.contains("model_index.json"), "{msg}");
     // A swapped encoder brings its own tokenizer: the pipeline needs neither text_encoder/ nor tokenizer/.
     let p = tmp.path().join("pipe");
-    copy_dir(&dir("v1"), &p);
+    common::copy_dir(&dir("v1"), &p);
     std::fs::remove_dir_all(p.join("text_encoder")).unwrap();
     std::fs::remove_dir_all(p.join("tokenizer")).unwrap();
     try_load(&p, Some(&dir("alt_run"))).unwrap();

@@ -154,3 +154,16 @@ pub fn init_encoder_cmd(arch: &str, seed: u64, out: &Path) -> Command {
     ]);
     c
 }
+
+/// Copy a folder tree (fixtures a test then damages).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
