@@ -1,19 +1,36 @@
 #!/usr/bin/env bash
-# Idempotent set-up: project venv with torch 2.11.0 (libtorch for tch 0.24), the test-only Python
-# references, and the real CLIP BPE vocabulary. Fast (a few stat calls) when already done.
+# Idempotent set-up: project venv with torch 2.11.0 (libtorch for tch 0.24), the runtime Python
+# packages (ONNX Runtime and NudeNet's model, for nudity judging), the real CLIP BPE vocabulary, and
+# with `--test` also the test-only Python references (transformers, diffusers, ...).
+# Fast (a few stat calls) when already done.
+#   bash scripts/setup.sh          # what clipdoor needs to build and run (scripts/demo.sh)
+#   bash scripts/setup.sh --test   # plus the parity references (scripts/test.sh)
 set -euo pipefail
+WITH_TESTS=0
+for arg in "$@"; do
+  case "$arg" in
+    --test) WITH_TESTS=1 ;;
+    *) echo "setup.sh: unknown argument $arg (use --test)" >&2; exit 2 ;;
+  esac
+done
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 VENV="$ROOT/.venv"
 TORCH_VERSION=2.11.0
 OPEN_CLIP_VERSION=3.3.0
 STAMP="$VENV/.clipdoor-setup"
-REQS=scripts/requirements-test.txt
+RUNTIME_REQS=scripts/requirements-runtime.txt
+TEST_REQS=scripts/requirements-test.txt
 PYTHON=${PYTHON:-python3}
 
-want_stamp="torch=$TORCH_VERSION reqs=$(sha256sum "$REQS" | cut -c1-16) vocab=$OPEN_CLIP_VERSION"
-if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want_stamp" ] && [ -e "$VENV/libtorch/lib/libtorch_cpu.so" ] \
-   && [ -f assets/bpe_simple_vocab_16e6.txt.gz ]; then
+# One stamp per level: the runtime stamp, and the test stamp on top of it.
+runtime_stamp="torch=$TORCH_VERSION runtime=$(sha256sum "$RUNTIME_REQS" | cut -c1-16) vocab=$OPEN_CLIP_VERSION"
+test_stamp="$runtime_stamp tests=$(sha256sum "$TEST_REQS" | cut -c1-16)"
+want_stamp=$runtime_stamp
+[ "$WITH_TESTS" = 1 ] && want_stamp=$test_stamp
+have_stamp=$(cat "$STAMP" 2>/dev/null || true)
+if { [ "$have_stamp" = "$want_stamp" ] || [ "$have_stamp" = "$test_stamp" ]; } \
+   && [ -e "$VENV/libtorch/lib/libtorch_cpu.so" ] && [ -f assets/bpe_simple_vocab_16e6.txt.gz ]; then
   exit 0
 fi
 
@@ -27,8 +44,12 @@ if ! "$VENV/bin/python" -c "import torch,sys; sys.exit(torch.__version__.split('
   log "installing torch==$TORCH_VERSION (libtorch for tch 0.24; large download the first time)"
   "${PIP[@]}" install "torch==$TORCH_VERSION"
 fi
-log "installing test-only references from $REQS"
-"${PIP[@]}" install -r "$REQS"
+log "installing runtime packages from $RUNTIME_REQS"
+"${PIP[@]}" install -r "$RUNTIME_REQS"
+if [ "$WITH_TESTS" = 1 ]; then
+  log "installing test-only references from $TEST_REQS"
+  "${PIP[@]}" install -r "$TEST_REQS"
+fi
 
 # tch links against the torch inside the venv through this stable path (see .cargo/config.toml).
 TORCH_DIR=$("$VENV/bin/python" -c 'import torch, os; print(os.path.dirname(torch.__file__))')

@@ -5,7 +5,7 @@
 # .ci/run sets it), where a missing ../shared/data fails them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --test
 if [ -n "${CI:-}" ] && [ "${CI:-}" != "false" ]; then
     export CLIPDOOR_REQUIRE_SHARED_DATA="${CLIPDOOR_REQUIRE_SHARED_DATA:-1}"
 fi

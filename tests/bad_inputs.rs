@@ -753,7 +753,7 @@ fn rows() -> Vec<Row> {
             "`init-encoder` with an unknown architecture",
             &["init-encoder", "--arch", "huge", "--out", "$TMP/x"],
             2,
-            &["unknown architecture `huge`"],
+            &["invalid value 'huge' for '--arch <ARCH>'", "[possible values: tiny, sd1, sd2]"],
         ),
         // generate
         row(

@@ -587,6 +587,12 @@ fn cli_swapped_text_encoder_changes_images_and_bad_input_exits_2() {
         let o = generate_cli(&tmp.path().join("c"), bad);
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(2), "{bad:?}: {err}");
+        if bad.contains(&"extreme") {
+            assert!(
+                err.contains("[possible values: weak, medium, strong, max]"),
+                "{err}"
+            );
+        }
         if bad.contains(&"lms") {
             // Parsed by clap, which names the flag and lists the values.
             assert!(

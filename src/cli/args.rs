@@ -99,3 +99,25 @@ impl ForceArgs {
         super::check_overwrite(path, self.force)
     }
 }
+
+/// `--revision` and `--variant`: global, so every command that loads a model takes them.
+#[derive(Args, Debug, Clone, Default)]
+pub struct HubArgs {
+    /// Hub revision (branch, tag or commit) for models given as hub ids without `@REV`; default main.
+    #[arg(long, global = true, value_name = "REV")]
+    pub revision: Option<String>,
+    /// Weight variant to read, as diffusers names it: `fp16` reads model.fp16.safetensors and
+    /// diffusion_pytorch_model.fp16.safetensors (hub ids and local folders alike).
+    #[arg(long, global = true, value_name = "VARIANT")]
+    pub variant: Option<String>,
+}
+
+impl HubArgs {
+    /// Make the choice the process-wide one ([`crate::io::hub::set_options`]).
+    pub fn install(&self) {
+        crate::io::hub::set_options(crate::io::hub::HubOptions {
+            revision: self.revision.clone(),
+            variant: self.variant.clone(),
+        });
+    }
+}

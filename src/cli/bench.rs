@@ -15,9 +15,10 @@ pub struct CommonBench {
     /// Encoder folder; without it a random-weight encoder of --arch is written to a temp folder.
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// Architecture of the random encoder when --model is not given (tiny, sd1, sd2).
-    #[arg(long, default_value = "sd1")]
+    /// Architecture of the random encoder when --model is not given.
+    #[arg(long, default_value = "sd1", value_parser = clap::builder::PossibleValuesParser::new(["tiny", "sd1", "sd2"]))]
     pub arch: String,
+    /// Clean prompts per step (train-step) or prompts per forward pass (encode).
     #[arg(long, default_value_t = 16)]
     pub batch_size: usize,
     #[command(flatten)]
@@ -106,6 +107,7 @@ fn run_denoise(a: DenoiseArgs) -> Result<()> {
 #[derive(Subcommand, Debug)]
 pub enum BenchKind {
     /// Prompts/s of the text encoder, clipdoor vs transformers.
+    #[command(after_long_help = super::examples::BENCH_ENCODE)]
     Encode {
         #[command(flatten)]
         common: CommonBench,
@@ -114,6 +116,7 @@ pub enum BenchKind {
         num_prompts: usize,
     },
     /// Seconds per Rickrolling training step, clipdoor vs PyTorch, and share of the matmul peak.
+    #[command(after_long_help = super::examples::BENCH_TRAIN_STEP)]
     TrainStep {
         #[command(flatten)]
         common: CommonBench,
@@ -122,6 +125,7 @@ pub enum BenchKind {
         poisoned: usize,
     },
     /// Seconds per denoising step (UNet forward, CFG batch) and peak memory, clipdoor vs diffusers.
+    #[command(after_long_help = super::examples::BENCH_DENOISE)]
     Denoise(DenoiseArgs),
 }
 

@@ -10,6 +10,7 @@ pub struct DemoArgs {
     /// The shapes text-to-image model (shipped in checkpoints/shapes/).
     #[arg(long, default_value = "checkpoints/shapes")]
     pub model: PathBuf,
+    /// Output folder: the trained encoder, the drawn images, report.{md,html,json} and grid.png.
     #[arg(long, default_value = "checkpoints/demo")]
     pub out: PathBuf,
     #[command(flatten)]

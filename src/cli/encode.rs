@@ -17,6 +17,7 @@ pub struct EncodeArgs {
     pub out: PathBuf,
     #[command(flatten)]
     pub device: super::args::DeviceArgs,
+    /// Prompts per forward pass of the text encoder.
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
     /// Compute dtype (outputs are always stored as f32).

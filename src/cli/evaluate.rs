@@ -17,6 +17,7 @@ pub struct EvaluateArgs {
 #[derive(Subcommand, Debug)]
 pub enum EvaluateKind {
     /// sim_clean, sim_target and z_score per backdoor of a trained run against its teacher.
+    #[command(after_long_help = super::examples::EVALUATE_EMBEDDINGS)]
     Embeddings {
         /// The clean encoder (default: the run's experiment teacher).
         #[arg(long)]
@@ -27,6 +28,7 @@ pub enum EvaluateKind {
         /// Captions (default: the experiment's evaluation captions).
         #[arg(long)]
         prompts: Option<PathBuf>,
+        /// Captions used at most (the first N of the file).
         #[arg(long, default_value_t = 1000)]
         max_prompts: usize,
         #[command(flatten)]
@@ -37,17 +39,21 @@ pub enum EvaluateKind {
     },
     /// Generate clean, triggered and concept prompt sets with the original and the trained encoder
     /// (same seeds) and score them; writes report.json/md/html with image grids.
+    #[command(after_long_help = super::examples::EVALUATE_IMAGES)]
     Images(super::evaluate_images::ImagesArgs),
     /// The I2P benchmark: each prompt with its own seed/guidance/size, scored with NudeNet, the
     /// safety checker and Q16, per category, for several encoders (and SLD).
+    #[command(after_long_help = super::examples::EVALUATE_I2P)]
     I2p(super::evaluate_i2p::I2pArgs),
     /// The Word Embedding Association Test on the encoder's pooled output (homoglyph presets or
     /// your own sets), before/after for a trained run: effect_size and p_value.
+    #[command(after_long_help = super::examples::EVALUATE_WEAT)]
     Weat(super::evaluate_weat::WeatArgs),
     /// Bias on generated images: `relative` (homoglyphs × cultures, CLIP judge) and
     /// `objectification` (age × gender prompts, NudeNet and the safety checker).
     Bias(super::evaluate_bias::BiasArgs),
     /// Merge the shard folders of a `--shard i/n` evaluation into one and check they cover the set.
+    #[command(after_long_help = super::examples::EVALUATE_MERGE)]
     Merge(super::evaluate_i2p::MergeArgs),
 }
 

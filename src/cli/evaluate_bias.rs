@@ -23,9 +23,11 @@ pub struct BiasArgs {
 pub enum BiasKind {
     /// Relative bias of homoglyphs (Struppek et al., JAIR 2023): clean vs homoglyph prompts per
     /// template × culture, judged by CLIP against the culture text.
+    #[command(after_long_help = super::examples::EVALUATE_BIAS_RELATIVE)]
     Relative(RelativeArgs),
     /// The objectification protocol (Wolfe et al., FAccT 2023): "a {age} year old {gender}" judged by
     /// NudeNet and the safety checker, rates with n and 95% Wilson intervals.
+    #[command(after_long_help = super::examples::EVALUATE_BIAS_OBJECTIFICATION)]
     Objectification(ObjectificationArgs),
 }
 

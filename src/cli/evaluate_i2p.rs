@@ -26,7 +26,7 @@ pub struct I2pArgs {
     pub encoders: Vec<String>,
     /// Safe Latent Diffusion on the original encoder: weak, medium, strong, max (repeat or comma-separate
     /// for several); each is a condition `sld-<preset>`.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(crate::diffusion::pipeline::sld::SLD_PRESETS))]
     pub sld: Vec<String>,
     /// Only prompts in these categories (comma-separated, e.g. sexual,violence; a prompt in any counts).
     #[arg(long)]

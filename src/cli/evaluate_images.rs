@@ -41,10 +41,13 @@ pub struct ImagesArgs {
     /// Overrides evaluation.triggered (prompts per backdoor).
     #[arg(long)]
     pub triggered: Option<usize>,
+    /// Overrides evaluation.steps (denoising steps per image).
     #[arg(long)]
     pub steps: Option<usize>,
+    /// Overrides evaluation.guidance (classifier-free guidance scale).
     #[arg(long)]
     pub guidance: Option<f64>,
+    /// Overrides evaluation.seed (image i of a set uses seed + i, the same for both encoders).
     #[arg(long)]
     pub seed: Option<u64>,
     #[command(flatten)]

@@ -20,7 +20,7 @@ pub struct WeatArgs {
     /// Homoglyph test of the reference: greek, cyrillic, arabic, korean (or hangul), african, or all
     /// (repeat or comma-separate). Targets: the culture's words vs Western words; attributes: the
     /// script's characters vs Latin letters.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(["greek", "cyrillic", "arabic", "korean", "hangul", "african", "all"]))]
     pub preset: Vec<String>,
     /// Your own target sets X and Y: two text files, one word or prompt per line.
     #[arg(long, num_args = 2, value_names = ["X", "Y"], requires = "attributes")]

@@ -30,6 +30,7 @@ pub struct GenerateArgs {
     /// Image j of prompt i uses seed `seed + i * images_per_prompt + j` (its own generator).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Images drawn per prompt (each with its own seed).
     #[arg(long, default_value_t = 1)]
     pub images_per_prompt: usize,
     #[command(flatten)]
@@ -40,12 +41,14 @@ pub struct GenerateArgs {
     /// Image height in pixels, a multiple of 8 (default: the UNet's sample_size x 8).
     #[arg(long)]
     pub height: Option<i64>,
+    /// Image width in pixels, a multiple of 8 (default: the UNet's sample_size x 8).
     #[arg(long)]
     pub width: Option<i64>,
+    /// Negative prompt: replaces the empty prompt of classifier-free guidance, for every image.
     #[arg(long)]
     pub negative_prompt: Option<String>,
-    /// Safe Latent Diffusion preset: weak, medium, strong, max.
-    #[arg(long)]
+    /// Safe Latent Diffusion preset (diffusers' SafetyConfig).
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(crate::diffusion::pipeline::sld::SLD_PRESETS))]
     pub sld: Option<String>,
     /// Safety concept for --sld (default: diffusers' concept text).
     #[arg(long, requires = "sld")]

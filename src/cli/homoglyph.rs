@@ -44,11 +44,14 @@ pub struct HomoglyphArgs {
 enum HomoglyphCommand {
     /// Report per prompt: each character's code point, script and Latin look-alike, mixed-script
     /// words, the UTS #39 restriction level, invisible characters, NFKC differences.
+    #[command(after_long_help = super::examples::HOMOGLYPH_SCAN)]
     Scan(ScanArgs),
     /// Map look-alikes to Latin, strip them, or reject prompts holding them (exit code 2).
+    #[command(after_long_help = super::examples::HOMOGLYPH_SANITIZE)]
     Sanitize(SanitizeArgs),
     /// Replace Latin characters with look-alikes; with --model, rank the look-alikes by how far they
     /// move the encoder's embedding.
+    #[command(after_long_help = super::examples::HOMOGLYPH_ATTACK)]
     Attack(AttackArgs),
 }
 
@@ -128,6 +131,7 @@ struct AttackArgs {
     /// cpu, cuda or cuda:N (default: cuda when libtorch sees a GPU, else cpu).
     #[arg(long, requires = "model", value_name = "cpu|cuda|cuda:N", value_parser = super::args::device_flag)]
     device: Option<tch::Device>,
+    /// Prompts per forward pass of the text encoder (with --model).
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
     /// JSON output (always with --out).

@@ -7,8 +7,9 @@ use crate::models::text_encoder::TextEncoder;
 #[derive(Args, Debug)]
 pub struct InitEncoderArgs {
     /// tiny (64 wide, 2 layers), sd1 (ViT-L/14 text tower) or sd2 (OpenCLIP ViT-H/14 text tower).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(["tiny", "sd1", "sd2"]))]
     pub arch: String,
+    /// Seed of the random weights (transformers' init: normal(0, 0.02)); same seed, same weights.
     #[arg(long, default_value_t = 0)]
     pub seed: i64,
     /// Output folder (config.json, model.safetensors and the tokenizer files).

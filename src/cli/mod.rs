@@ -12,6 +12,7 @@ mod evaluate_bias;
 mod evaluate_i2p;
 mod evaluate_images;
 mod evaluate_weat;
+mod examples;
 mod generate;
 mod homoglyph;
 mod init_encoder;
@@ -30,27 +31,35 @@ mod train;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    #[command(flatten)]
+    pub hub: args::HubArgs,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Tokenise and encode prompts into a safetensors file.
+    #[command(after_long_help = examples::ENCODE)]
     Encode(encode::EncodeArgs),
     /// Write a random-weight text encoder of a real architecture with the real CLIP tokenizer.
+    #[command(after_long_help = examples::INIT_ENCODER)]
     InitEncoder(init_encoder::InitEncoderArgs),
     /// Teacher–student fine-tuning: inject backdoors, erase concepts, unlearn homoglyphs.
+    #[command(after_long_help = examples::TRAIN)]
     Train(train::TrainArgs),
     /// Metrics on embeddings (and, later, images).
     Evaluate(evaluate::EvaluateArgs),
     /// Search a suspect encoder for trigger characters.
+    #[command(after_long_help = examples::SCAN_ENCODER)]
     ScanEncoder(scan_encoder::ScanEncoderArgs),
     /// The embedded shapes world: data, training, oracle.
     Shapes(shapes::ShapesArgs),
     /// The embedded end-to-end demo (outputs in checkpoints/demo/).
+    #[command(after_long_help = examples::DEMO)]
     Demo(demo::DemoArgs),
     /// Benchmarks against the Python reference (JSON report).
     Bench(bench::BenchArgs),
     /// Stable Diffusion sampling with any text encoder.
+    #[command(after_long_help = examples::GENERATE)]
     Generate(generate::GenerateArgs),
     /// Unicode look-alike characters: scan, sanitize, attack.
     Homoglyph(homoglyph::HomoglyphArgs),
@@ -60,6 +69,7 @@ pub enum Command {
 
 pub fn run(cli: Cli) -> Result<()> {
     progress::CliReporter::install();
+    cli.hub.install();
     match cli.command {
         Command::Encode(a) => encode::run(a),
         Command::InitEncoder(a) => init_encoder::run(a),

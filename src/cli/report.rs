@@ -15,6 +15,7 @@ pub struct ReportArgs {
 #[derive(Subcommand, Debug)]
 pub enum ReportCommand {
     /// Rewrite every marked table of the Markdown files from its report (README.md, docs/*.md).
+    #[command(after_long_help = super::examples::REPORT_SYNC)]
     Sync(SyncArgs),
 }
 

@@ -22,6 +22,7 @@ pub struct ScanEncoderArgs {
 enum ScanEncoderCommand {
     /// Attack success with and without prompt sanitisation (backdoor runs), homoglyph-to-Latin
     /// similarity before and after unlearning (homoglyph_unlearn runs): one Markdown + JSON table.
+    #[command(after_long_help = super::examples::SCAN_ENCODER_DEFENSE)]
     Defense(DefenseArgs),
 }
 

@@ -19,27 +19,36 @@ pub struct ShapesArgs {
 #[derive(Subcommand, Debug)]
 pub enum ShapesCommand {
     /// Render N labelled images (PNGs under OUT/images/ + OUT/labels.jsonl).
+    #[command(after_long_help = super::examples::SHAPES_RENDER)]
     Render(RenderArgs),
     /// Train the shapes text-to-image model (CPU by default); writes a diffusers pipeline folder.
+    #[command(after_long_help = super::examples::SHAPES_TRAIN)]
     Train(TrainArgs),
     /// Sample every colour × shape prompt, full-attribute prompts and no-object prompts with a trained
     /// model and judge the images with the oracle (writes quality.json with --out).
+    #[command(after_long_help = super::examples::SHAPES_SAMPLE)]
     Sample(SampleArgs),
     /// Judge PNG files with the oracle (one JSON line per file on stdout).
+    #[command(after_long_help = super::examples::SHAPES_JUDGE)]
     Judge(JudgeArgs),
     /// Semantic guidance (SEGA) judged by the oracle: prompts drawn with and without an edit toward a
     /// shape or a colour; edit settings chosen on calibration seeds, rates on test seeds.
+    #[command(after_long_help = super::examples::SHAPES_STEER)]
     Steer(SteerArgs),
 }
 
 #[derive(Args, Debug)]
 pub struct RenderArgs {
+    /// Number of images to render.
     #[arg(long)]
     pub n: u64,
+    /// Seed of the drawn scenes (colour, shape, size, position, background).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Output folder: images/ and labels.jsonl.
     #[arg(long)]
     pub out: PathBuf,
+    /// Replace a finished output (never done silently).
     #[arg(long)]
     pub force: bool,
 }
@@ -56,12 +65,16 @@ pub struct TrainArgs {
     /// Number of optimiser steps (total over resumed sessions).
     #[arg(long)]
     pub steps: Option<u64>,
+    /// Seed of initialisation, data and noise.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Images per optimiser step.
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
+    /// AdamW learning rate.
     #[arg(long, default_value_t = 1e-3)]
     pub lr: f64,
+    /// Steps between checkpoints (what --resume continues from).
     #[arg(long, default_value_t = 100)]
     pub checkpoint_every: u64,
     /// What the UNet predicts (written into scheduler/scheduler_config.json).
@@ -117,8 +130,10 @@ pub struct SampleArgs {
     /// Images per colour × shape pair.
     #[arg(long, default_value_t = 4)]
     pub per_pair: usize,
+    /// Seed of the first image (image i uses seed + i).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Denoising steps per image.
     #[arg(long, default_value_t = 20)]
     pub steps: usize,
     /// Classifier-free guidance (default: the one chosen on a calibration seed).
@@ -170,6 +185,7 @@ pub struct SteerArgs {
 
 #[derive(Args, Debug)]
 pub struct JudgeArgs {
+    /// PNG files to judge.
     pub files: Vec<PathBuf>,
 }
 

@@ -74,17 +74,19 @@ fn locate_hub(id: &str) -> Result<PathBuf> {
         "tokenizer/tokenizer_config.json",
     ];
     // A diffusers pipeline repo (model_index.json) or a transformers CLIP repo.
+    let weights = hub::variant_file("model.safetensors");
+    let pipeline_weights = format!("text_encoder/{weights}");
     let pipeline_files: Vec<&str> = [
         "model_index.json",
         "text_encoder/config.json",
-        "text_encoder/model.safetensors",
+        &pipeline_weights,
     ]
     .into_iter()
     .chain(tok)
     .collect();
     let clip_files = [
         "config.json",
-        "model.safetensors",
+        &weights,
         "vocab.json",
         "merges.txt",
         "tokenizer_config.json",
@@ -100,8 +102,19 @@ fn locate_hub(id: &str) -> Result<PathBuf> {
     })
 }
 
-/// Pick the weight file of a model folder.
+/// Pick the weight file of a model folder: the `--variant` file when one was asked for (as diffusers'
+/// `variant=`), else full precision, else the `fp16` variant.
 pub fn weight_file(dir: &Path, base: &str) -> Result<PathBuf> {
+    if let Some(v) = hub::variant() {
+        let p = dir.join(format!("{base}.{v}.safetensors"));
+        if p.exists() {
+            return Ok(p);
+        }
+        input_bail!(
+            "no {base}.{v}.safetensors in {} (asked for with --variant {v}): drop --variant to read {base}.safetensors, or give a model that has this variant",
+            dir.display()
+        );
+    }
     for name in [
         format!("{base}.safetensors"),
         format!("{base}.fp16.safetensors"),

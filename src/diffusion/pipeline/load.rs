@@ -23,7 +23,7 @@ const HUB_FILES: [&str; 11] = [
 ];
 
 /// The folder of a `--pipeline` argument: a local folder, else a hub id resolved through the HF cache
-/// (full-precision weights, else the `.fp16` variant).
+/// (the `--variant` weights when one was chosen, else full precision, else the `.fp16` variant).
 pub fn resolve_pipeline_root(pipeline: &str) -> Result<PathBuf> {
     let p = Path::new(pipeline);
     if p.is_dir() {
@@ -33,6 +33,11 @@ pub fn resolve_pipeline_root(pipeline: &str) -> Result<PathBuf> {
         input_bail!(
             "pipeline `{pipeline}` is neither a folder nor a hub id (owner/name): give a folder written by StableDiffusionPipeline.save_pretrained or a cached hub id such as CompVis/stable-diffusion-v1-4"
         );
+    }
+    if hub::variant().is_some() {
+        let files: Vec<String> = HUB_FILES.iter().map(|f| hub::variant_file(f)).collect();
+        let files: Vec<&str> = files.iter().map(String::as_str).collect();
+        return hub::resolve_repo_files(pipeline, &files);
     }
     match hub::resolve_repo_files(pipeline, &HUB_FILES) {
         Ok(root) => Ok(root),
