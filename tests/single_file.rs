@@ -83,7 +83,9 @@ fn input_error<T>(r: clipdoor::Result<T>) -> String {
 fn diffusers_from_single_file_reads_what_clipdoor_writes() {
     for p in ["v1", "v2"] {
         let (_tmp, file) = written(p);
-        assert!(single_file::sidecar_config(&file).join("unet/config.json").is_file());
+        assert!(single_file::sidecar_config(&file)
+            .join("unet/config.json")
+            .is_file());
         assert_all_equal(&diffusers_check(&file, p, None), p);
     }
 }
@@ -91,7 +93,10 @@ fn diffusers_from_single_file_reads_what_clipdoor_writes() {
 fn embeddings(model: &str) -> tch::Tensor {
     let enc = TextEncoder::load(model, Device::Cpu, Kind::Float).unwrap();
     let (_, out) = enc
-        .encode(&["a photo of a cat", "", "an astronaut riding a horse"], false)
+        .encode(
+            &["a photo of a cat", "", "an astronaut riding a horse"],
+            false,
+        )
         .unwrap();
     out.last_hidden_state
 }
@@ -130,8 +135,14 @@ fn a_trained_encoder_replaces_only_the_text_encoder() {
         let alt = dir(&format!("{p}_alt"));
         let encoder = TextEncoder::load(common::s(&alt), Device::Cpu, Kind::Float).unwrap();
         let out = tmp.path().join("trained.safetensors");
-        let opts = WriteOptions::default();
+        let opts = WriteOptions {
+            overwrite: false,
+            config_beside: true,
+        };
         encoder.write_into_single_file(&base, &out, &opts).unwrap();
+        assert!(single_file::sidecar_config(&out)
+            .join("unet/config.json")
+            .is_file());
         // diffusers reads the new encoder, and the base's UNet and VAE.
         let report = diffusers_check(&out, p, Some(&alt));
         assert_all_equal(&report, &format!("{p} trained"));
@@ -193,7 +204,11 @@ fn pickles_and_files_without_ldm_keys_are_input_errors() {
         msg.contains("pickled") && msg.contains("safetensors") && msg.contains("from_single_file"),
         "{msg}"
     );
-    let msg = input_error(TextEncoder::load(common::s(&ckpt), Device::Cpu, Kind::Float));
+    let msg = input_error(TextEncoder::load(
+        common::s(&ckpt),
+        Device::Cpu,
+        Kind::Float,
+    ));
     assert!(msg.contains("pickled"), "{msg}");
     // A safetensors file that is a diffusers component, not an LDM single file.
     let unet = tmp.path().join("unet.safetensors");
@@ -212,14 +227,22 @@ fn pickles_and_files_without_ldm_keys_are_input_errors() {
     // A config folder beside the file that lacks a config is named.
     let (_t, file) = written("v1");
     std::fs::remove_file(single_file::sidecar_config(&file).join("vae/config.json")).unwrap();
-    let msg = input_error(TextEncoder::load(common::s(&file), Device::Cpu, Kind::Float));
+    let msg = input_error(TextEncoder::load(
+        common::s(&file),
+        Device::Cpu,
+        Kind::Float,
+    ));
     assert!(msg.contains("vae/config.json"), "{msg}");
     // The command line: exit code 2 and the message.
     let prompts = tmp.path().join("p.txt");
     std::fs::write(&prompts, "a cat\n").unwrap();
-    let out = common::encode_cmd(common::s(&ckpt), &prompts, &tmp.path().join("o.safetensors"))
-        .output()
-        .unwrap();
+    let out = common::encode_cmd(
+        common::s(&ckpt),
+        &prompts,
+        &tmp.path().join("o.safetensors"),
+    )
+    .output()
+    .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("pickled"), "{err}");

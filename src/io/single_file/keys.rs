@@ -112,10 +112,17 @@ pub fn unet_to_ldm(
     let per = layers_per_block + 1;
     if let Some((b, rest)) = index_after(key, "down_blocks") {
         if let Some(conv) = rest.strip_prefix("downsamplers.0.conv.") {
-            return Some(format!("input_blocks.{}.0.op.{conv}", 1 + b * per + layers_per_block));
+            return Some(format!(
+                "input_blocks.{}.0.op.{conv}",
+                1 + b * per + layers_per_block
+            ));
         }
         if let Some((j, r)) = index_after(rest, "resnets") {
-            return Some(format!("input_blocks.{}.0.{}", 1 + b * per + j, resnet(r, true)));
+            return Some(format!(
+                "input_blocks.{}.0.{}",
+                1 + b * per + j,
+                resnet(r, true)
+            ));
         }
         let (j, r) = index_after(rest, "attentions")?;
         return Some(format!("input_blocks.{}.1.{r}", 1 + b * per + j));
@@ -130,10 +137,17 @@ pub fn unet_to_ldm(
     if let Some((b, rest)) = index_after(key, "up_blocks") {
         if let Some(conv) = rest.strip_prefix("upsamplers.0.conv.") {
             let part = if up_has_attention(b) { 2 } else { 1 };
-            return Some(format!("output_blocks.{}.{part}.conv.{conv}", b * per + layers_per_block));
+            return Some(format!(
+                "output_blocks.{}.{part}.conv.{conv}",
+                b * per + layers_per_block
+            ));
         }
         if let Some((j, r)) = index_after(rest, "resnets") {
-            return Some(format!("output_blocks.{}.0.{}", b * per + j, resnet(r, true)));
+            return Some(format!(
+                "output_blocks.{}.0.{}",
+                b * per + j,
+                resnet(r, true)
+            ));
         }
         let (j, r) = index_after(rest, "attentions")?;
         return Some(format!("output_blocks.{}.1.{r}", b * per + j));
@@ -174,7 +188,10 @@ fn vae_mid(rest: &str, reverse: bool) -> Option<String> {
             return Some(format!("mid_block.resnets.1.{}", vae_resnet(r, false)));
         }
         let r = rest.strip_prefix("attn_1.")?;
-        return Some(format!("mid_block.attentions.0.{}", swap_prefix(r, &VAE_ATTN, false)?));
+        return Some(format!(
+            "mid_block.attentions.0.{}",
+            swap_prefix(r, &VAE_ATTN, false)?
+        ));
     }
     if let Some((j, r)) = index_after(rest, "resnets") {
         return Some(format!("mid.block_{}.{}", j + 1, vae_resnet(r, true)));
@@ -211,11 +228,18 @@ pub fn vae_to_diffusers(key: &str, n_up: usize) -> Option<String> {
         .strip_prefix("downsample.conv.")
         .or_else(|| r.strip_prefix("upsample.conv."))
     {
-        let s = if side == "encoder" { "downsamplers" } else { "upsamplers" };
+        let s = if side == "encoder" {
+            "downsamplers"
+        } else {
+            "upsamplers"
+        };
         return Some(format!("{side}.{blocks}.{b}.{s}.0.conv.{c}"));
     }
     let (j, r) = index_after(r, "block")?;
-    Some(format!("{side}.{blocks}.{b}.resnets.{j}.{}", vae_resnet(r, false)))
+    Some(format!(
+        "{side}.{blocks}.{b}.resnets.{j}.{}",
+        vae_resnet(r, false)
+    ))
 }
 
 /// A diffusers VAE name → the LDM name.
@@ -235,7 +259,14 @@ pub fn vae_to_ldm(key: &str, n_up: usize) -> Option<String> {
     if let Some(m) = rest.strip_prefix("mid_block.") {
         return Some(format!("{side}.{}", vae_mid(m, true)?));
     }
-    let (b, r) = index_after(rest, if side == "encoder" { "down_blocks" } else { "up_blocks" })?;
+    let (b, r) = index_after(
+        rest,
+        if side == "encoder" {
+            "down_blocks"
+        } else {
+            "up_blocks"
+        },
+    )?;
     let (blocks, i) = if side == "encoder" {
         ("down", b)
     } else {
@@ -245,11 +276,18 @@ pub fn vae_to_ldm(key: &str, n_up: usize) -> Option<String> {
         .strip_prefix("downsamplers.0.conv.")
         .or_else(|| r.strip_prefix("upsamplers.0.conv."))
     {
-        let s = if side == "encoder" { "downsample" } else { "upsample" };
+        let s = if side == "encoder" {
+            "downsample"
+        } else {
+            "upsample"
+        };
         return Some(format!("{side}.{blocks}.{i}.{s}.conv.{c}"));
     }
     let (j, r) = index_after(r, "resnets")?;
-    Some(format!("{side}.{blocks}.{i}.block.{j}.{}", vae_resnet(r, true)))
+    Some(format!(
+        "{side}.{blocks}.{i}.block.{j}.{}",
+        vae_resnet(r, true)
+    ))
 }
 
 /// Whether a diffusers VAE weight is a mid-block attention projection, stored as a 1×1 conv in LDM.
@@ -261,8 +299,14 @@ pub fn vae_is_attention_projection(diffusers_key: &str) -> bool {
 
 /// OpenCLIP top-level tensors: (OpenCLIP, transformers).
 const OPEN_CLIP_TOP: [(&str, &str); 5] = [
-    ("positional_embedding", "text_model.embeddings.position_embedding.weight"),
-    ("token_embedding.weight", "text_model.embeddings.token_embedding.weight"),
+    (
+        "positional_embedding",
+        "text_model.embeddings.position_embedding.weight",
+    ),
+    (
+        "token_embedding.weight",
+        "text_model.embeddings.token_embedding.weight",
+    ),
     ("ln_final.weight", "text_model.final_layer_norm.weight"),
     ("ln_final.bias", "text_model.final_layer_norm.bias"),
     ("text_projection", "text_projection.weight"),
@@ -316,7 +360,10 @@ pub fn transformers_to_open_clip(key: &str) -> Option<(String, Option<usize>)> {
     }
     let (layer, rest) = index_after(key, "text_model.encoder.layers")?;
     for (i, p) in ["q_proj.", "k_proj.", "v_proj."].iter().enumerate() {
-        if let Some(suffix) = rest.strip_prefix("self_attn.").and_then(|r| r.strip_prefix(p)) {
+        if let Some(suffix) = rest
+            .strip_prefix("self_attn.")
+            .and_then(|r| r.strip_prefix(p))
+        {
             return Some((
                 format!("transformer.resblocks.{layer}.attn.in_proj_{suffix}"),
                 Some(i),

@@ -55,7 +55,10 @@ pub fn is_single_file(path: &Path) -> bool {
 /// An input error for a pickled checkpoint: how to convert it to safetensors first.
 pub fn refuse_pickle(path: &Path) -> Result<()> {
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-    if PICKLE_EXTENSIONS.iter().any(|p| ext.eq_ignore_ascii_case(p)) {
+    if PICKLE_EXTENSIONS
+        .iter()
+        .any(|p| ext.eq_ignore_ascii_case(p))
+    {
         input_bail!(
             "{} is a pickled PyTorch checkpoint (.{ext}); clipdoor reads only .safetensors, because unpickling can run arbitrary code. Convert it once in Python (only for a file you trust): \
              python -c \"import torch, safetensors.torch as st; sd = torch.load('{p}', map_location='cpu', weights_only=True); sd = sd.get('state_dict', sd); st.save_file({{k: v.contiguous() for k, v in sd.items() if hasattr(v, 'contiguous')}}, '{stem}.safetensors')\" \

@@ -22,7 +22,8 @@ pub struct WriteOptions {
     pub overwrite: bool,
     /// Also write the pipeline's configs and tokenizer into `NAME.config/` beside `NAME.safetensors`
     /// ([`super::sidecar_config`]), so clipdoor and `from_single_file(..., config=DIR)` read a
-    /// non-standard architecture back (only [`write_from_pipeline`] has the configs).
+    /// non-standard architecture back: the pipeline's for [`write_from_pipeline`], the base's config
+    /// folder (if it has one) for [`write_with_encoder`].
     pub config_beside: bool,
 }
 
@@ -149,13 +150,16 @@ pub fn write_with_encoder(
                 .and_then(keys::open_clip_to_transformers)
                 .and_then(|t| match t {
                     OpenClipTarget::Plain { name, transpose } => {
-                        let beyond = keys::transformers_layer(&name).is_some_and(|l| l >= enc_layers);
+                        let beyond =
+                            keys::transformers_layer(&name).is_some_and(|l| l >= enc_layers);
                         (!transpose && !beyond).then(|| vec![name])
                     }
                     OpenClipTarget::InProj { layer, suffix } => (layer < enc_layers).then(|| {
                         ["q_proj", "k_proj", "v_proj"]
                             .iter()
-                            .map(|p| format!("text_model.encoder.layers.{layer}.self_attn.{p}.{suffix}"))
+                            .map(|p| {
+                                format!("text_model.encoder.layers.{layer}.self_attn.{p}.{suffix}")
+                            })
                             .collect()
                     }),
                 }),
@@ -210,7 +214,12 @@ pub fn write_with_encoder(
             base.display()
         );
     }
-    stream::write(out, entries, sf.file.metadata())
+    stream::write(out, entries, sf.file.metadata())?;
+    // Same architecture as the base: its config folder describes the output too.
+    if let Some(cfg) = sf.config.as_ref().filter(|_| opts.config_beside) {
+        write_configs(cfg, &sidecar_config(out))?;
+    }
+    Ok(())
 }
 
 /// The weight file of a diffusers component folder (full precision, else the `.fp16` variant).
@@ -286,7 +295,12 @@ pub fn write_from_pipeline(pipeline: &Path, out: &Path, opts: &WriteOptions) -> 
             )
         })?;
         let (dtype, shape, data) = unet.raw(n)?;
-        entries.push(Entry::new(format!("{}{ldm}", keys::UNET_PREFIX), dtype, shape, data));
+        entries.push(Entry::new(
+            format!("{}{ldm}", keys::UNET_PREFIX),
+            dtype,
+            shape,
+            data,
+        ));
     }
     for n in vae.names() {
         let ldm = keys::vae_to_ldm(&n, n_up).ok_or_else(|| {
@@ -299,7 +313,12 @@ pub fn write_from_pipeline(pipeline: &Path, out: &Path, opts: &WriteOptions) -> 
         if keys::vae_is_attention_projection(&n) && shape.len() == 2 {
             shape.extend([1, 1]);
         }
-        entries.push(Entry::new(format!("{}{ldm}", keys::VAE_PREFIX), dtype, shape, data));
+        entries.push(Entry::new(
+            format!("{}{ldm}", keys::VAE_PREFIX),
+            dtype,
+            shape,
+            data,
+        ));
     }
     let mut in_proj: BTreeMap<String, (Dtype, Vec<usize>, [Option<&[u8]>; 3])> = BTreeMap::new();
     for (full, stored) in with_text_model_prefix(text.names().into_iter()) {
@@ -308,7 +327,12 @@ pub fn write_from_pipeline(pipeline: &Path, out: &Path, opts: &WriteOptions) -> 
         }
         let (dtype, shape, data) = text.raw(&stored)?;
         if family == Family::Sd1 {
-            entries.push(Entry::new(format!("{}{full}", keys::CLIP_PREFIX), dtype, shape, data));
+            entries.push(Entry::new(
+                format!("{}{full}", keys::CLIP_PREFIX),
+                dtype,
+                shape,
+                data,
+            ));
             continue;
         }
         let (name, slot) = keys::transformers_to_open_clip(&full).ok_or_else(|| {
