@@ -125,6 +125,29 @@ fn clipdoor_reads_a_single_file_like_its_folder() {
         // As a text encoder / teacher (`--model FILE.safetensors`).
         let (e1, e2) = (embeddings(common::s(&file)), embeddings(common::s(&folder)));
         assert_eq!(common::max_abs(&e1, &e2), 0.0, "{p}: embeddings differ");
+        // The command line takes the file wherever it takes a model.
+        let tmp = common::tmp();
+        let prompts = tmp.path().join("p.txt");
+        std::fs::write(&prompts, "a cat\n").unwrap();
+        let mut outs = vec![];
+        for (i, m) in [&file, &folder].iter().enumerate() {
+            let o = tmp.path().join(format!("{i}.safetensors"));
+            let r = common::encode_cmd(common::s(m), &prompts, &o)
+                .output()
+                .unwrap();
+            assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+            outs.push(
+                SafetensorsFile::open(&o)
+                    .unwrap()
+                    .tensor("last_hidden_state")
+                    .unwrap(),
+            );
+        }
+        assert_eq!(
+            common::max_abs(&outs[0], &outs[1]),
+            0.0,
+            "{p}: clipdoor encode differs"
+        );
     }
 }
 
@@ -246,4 +269,78 @@ fn pickles_and_files_without_ldm_keys_are_input_errors() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("pickled"), "{err}");
+}
+
+/// Real checkpoints hold more than diffusers reads: SD 2.x's last OpenCLIP block (SD 2 uses the
+/// penultimate layer), `text_projection` and `logit_scale`; SD 1.x's `position_ids` buffer. They are
+/// not read, and a written trained encoder leaves them byte-identical.
+#[test]
+fn real_layout_extras_are_ignored_on_read_and_kept_on_write() {
+    use clipdoor::io::weights::save_tensors;
+    for p in ["v1", "v2"] {
+        let (tmp, base) = written(p);
+        let mut tensors: Vec<(String, tch::Tensor)> = SafetensorsFile::open(&base)
+            .unwrap()
+            .tensors()
+            .unwrap()
+            .into_iter()
+            .collect();
+        let extras: Vec<(String, tch::Tensor)> = if p == "v2" {
+            let pre = "cond_stage_model.model.";
+            let mut x: Vec<(String, tch::Tensor)> = tensors
+                .iter()
+                .filter(|(n, _)| n.starts_with(&format!("{pre}transformer.resblocks.1.")))
+                .map(|(n, t)| (n.replace("resblocks.1.", "resblocks.2."), t.randn_like()))
+                .collect();
+            x.push((
+                format!("{pre}text_projection"),
+                tch::Tensor::randn([48, 48], (Kind::Float, Device::Cpu)),
+            ));
+            x.push((format!("{pre}logit_scale"), tch::Tensor::from(4.6f32)));
+            x
+        } else {
+            let ids = tch::Tensor::arange(77, (Kind::Int64, Device::Cpu)).unsqueeze(0);
+            vec![(
+                "cond_stage_model.transformer.text_model.embeddings.position_ids".into(),
+                ids,
+            )]
+        };
+        tensors.extend(extras.iter().map(|(n, t)| (n.clone(), t.shallow_clone())));
+        let real = tmp.path().join("real.safetensors");
+        save_tensors(&real, &tensors, None).unwrap();
+        common::copy_dir(
+            &single_file::sidecar_config(&base),
+            &single_file::sidecar_config(&real),
+        );
+        let folder = dir(p);
+        assert_eq!(
+            common::max_abs(
+                &embeddings(common::s(&real)),
+                &embeddings(common::s(&folder))
+            ),
+            0.0,
+            "{p}: the extras changed the embeddings"
+        );
+        let alt = dir(&format!("{p}_alt"));
+        let encoder = TextEncoder::load(common::s(&alt), Device::Cpu, Kind::Float).unwrap();
+        let out = tmp.path().join("out.safetensors");
+        let opts = WriteOptions {
+            overwrite: false,
+            config_beside: true,
+        };
+        encoder.write_into_single_file(&real, &out, &opts).unwrap();
+        let (a, b) = (
+            SafetensorsFile::open(&real).unwrap(),
+            SafetensorsFile::open(&out).unwrap(),
+        );
+        for (n, _) in &extras {
+            assert!(a.raw(n).unwrap() == b.raw(n).unwrap(), "{p}: {n} changed");
+        }
+        assert_eq!(
+            common::max_abs(&embeddings(common::s(&out)), &embeddings(common::s(&alt))),
+            0.0,
+            "{p}: the written encoder is not the trained one"
+        );
+        println!("{p}: {} extra tensors ignored and kept", extras.len());
+    }
 }

@@ -1,4 +1,5 @@
-//! LDM single file → diffusers `save_pretrained` folder, in a cache under the OS temp dir.
+//! LDM single file → diffusers `save_pretrained` folder, in a cache under the OS temp dir (or
+//! `CLIPDOOR_SINGLE_FILE_CACHE`).
 //!
 //! The existing loaders read folders; converting once into the layout they read keeps one loading
 //! path for every model argument. The cache folder is named after the file (path, size, mtime) and its
@@ -156,9 +157,11 @@ fn cache_root(sf: &SingleFile) -> Result<PathBuf> {
         .file_stem()
         .and_then(|s| s.to_str())
         .unwrap_or("checkpoint");
-    Ok(std::env::temp_dir()
-        .join("clipdoor-single-file")
-        .join(format!("{stem}-{:016x}", h.finish())))
+    // Real checkpoints convert to GBs: CLIPDOOR_SINGLE_FILE_CACHE puts the cache on another disk.
+    let cache = std::env::var_os("CLIPDOOR_SINGLE_FILE_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("clipdoor-single-file"));
+    Ok(cache.join(format!("{stem}-{:016x}", h.finish())))
 }
 
 /// FNV-1a: a stable hash (std's `DefaultHasher` may change between Rust releases).
