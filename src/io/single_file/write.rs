@@ -246,6 +246,9 @@ fn read_json(path: &Path) -> Result<serde_json::Value> {
         .map_err(|e| input_err!("{} is not valid JSON ({e})", path.display()))
 }
 
+/// q, k and v of one OpenCLIP `in_proj` as they are collected: dtype, the shape of one, the bytes.
+type InProjParts<'a> = (Dtype, Vec<usize>, [Option<&'a [u8]>; 3]);
+
 /// Write the UNet, VAE and text encoder of the diffusers pipeline folder `pipeline` as one SD 1.x/2.x
 /// single file `out` (the text layout follows the encoder: `gelu` = OpenCLIP = SD 2.x, else SD 1.x
 /// CLIP). Tensors keep their stored dtypes and bytes. With `config_beside`, the folder's configs and
@@ -320,7 +323,7 @@ pub fn write_from_pipeline(pipeline: &Path, out: &Path, opts: &WriteOptions) -> 
             data,
         ));
     }
-    let mut in_proj: BTreeMap<String, (Dtype, Vec<usize>, [Option<&[u8]>; 3])> = BTreeMap::new();
+    let mut in_proj: BTreeMap<String, InProjParts> = BTreeMap::new();
     for (full, stored) in with_text_model_prefix(text.names().into_iter()) {
         if full.ends_with("position_ids") || full == "text_projection.weight" {
             continue;
