@@ -42,7 +42,7 @@ pub fn locate(model: &str) -> Result<EncoderLocation> {
         locate_hub(model)?
     } else {
         input_bail!(
-            "model `{model}` is neither a folder, an SD single file (.safetensors) nor a hub id (owner/name): give a folder with config.json + model.safetensors, a diffusers pipeline folder, an SD 1.x/2.x single file, or a cached hub id"
+            "model `{model}` is neither a folder nor a hub id (owner/name) nor a single file (.safetensors): give a folder with config.json + model.safetensors, a diffusers pipeline folder, an SD 1.x/2.x single file, or a cached hub id"
         );
     };
     if dir.join("text_encoder").join("config.json").exists() {

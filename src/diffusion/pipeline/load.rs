@@ -52,7 +52,7 @@ pub fn resolve_pipeline_root(pipeline: &str) -> Result<PathBuf> {
     }
     if !hub::is_hub_id(pipeline) {
         input_bail!(
-            "pipeline `{pipeline}` is neither a folder, a single-file checkpoint (.safetensors) nor a hub id (owner/name): give a folder written by StableDiffusionPipeline.save_pretrained, an SD 1.x/2.x .safetensors file, or a cached hub id such as CompVis/stable-diffusion-v1-4"
+            "pipeline `{pipeline}` is neither a folder nor a hub id (owner/name) nor a single file (.safetensors): give a folder written by StableDiffusionPipeline.save_pretrained, an SD 1.x/2.x .safetensors file, or a cached hub id such as CompVis/stable-diffusion-v1-4"
         );
     }
     match hub::resolve_repo_files(pipeline, &HUB_FILES) {
