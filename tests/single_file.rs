@@ -344,3 +344,36 @@ fn real_layout_extras_are_ignored_on_read_and_kept_on_write() {
         println!("{p}: {} extra tensors ignored and kept", extras.len());
     }
 }
+
+/// The embedded standard configs (no real checkpoint is available offline) are read by clipdoor's own
+/// config types and fit together: SD 1.5 with 768-wide CLIP text and epsilon, SD 2.1 with 1024-wide
+/// 23-layer OpenCLIP text and v-prediction.
+#[test]
+fn embedded_standard_configs_fit_together() {
+    use clipdoor::diffusion::schedulers::{PredictionType, SchedulerConfig};
+    use clipdoor::io::single_file::{embedded_config, Family};
+    use clipdoor::models::clip_text_config::CLIPTextConfig;
+    use clipdoor::models::unet::UNet2DConditionConfig;
+    use clipdoor::models::vae::AutoencoderKLConfig;
+    let tmp = common::tmp();
+    for (family, width, layers, act, pred) in [
+        (Family::Sd1, 768, 12, "quick_gelu", PredictionType::Epsilon),
+        (Family::Sd2, 1024, 23, "gelu", PredictionType::VPrediction),
+    ] {
+        let file = |c: &str| {
+            let p = tmp.path().join(format!("{c}.json"));
+            std::fs::write(&p, embedded_config(family, c).unwrap()).unwrap();
+            p
+        };
+        let unet = UNet2DConditionConfig::load(&file("unet")).unwrap();
+        let vae = AutoencoderKLConfig::load(&file("vae")).unwrap();
+        let text = CLIPTextConfig::load(&file("text_encoder")).unwrap();
+        let sched = SchedulerConfig::parse(embedded_config(family, "scheduler").unwrap()).unwrap();
+        assert_eq!(unet.text_width(), width, "{family:?}");
+        assert_eq!(text.hidden_size, width, "{family:?}");
+        assert_eq!(text.num_hidden_layers, layers, "{family:?}");
+        assert_eq!(text.hidden_act, act, "{family:?}");
+        assert_eq!(unet.in_channels, vae.latent_channels, "{family:?}");
+        assert_eq!(sched.prediction_type, pred, "{family:?}");
+    }
+}
