@@ -67,6 +67,13 @@ fn written(pipeline: &str) -> (tempfile::TempDir, PathBuf) {
     (tmp, out)
 }
 
+/// Remove the conversion cache of `file` (with the config folder it was read with): the tiny
+/// pipelines' 49408-token embeddings make each conversion ~15 MB in the shared temp dir.
+fn drop_cache(file: &Path, config: Option<&Path>) {
+    let sf = single_file::SingleFile::open(file, config).unwrap();
+    let _ = std::fs::remove_dir_all(single_file::cache_root(&sf).unwrap());
+}
+
 fn input_error<T>(r: clipdoor::Result<T>) -> String {
     let e = r.err().expect("expected an error");
     assert_eq!(
@@ -148,6 +155,8 @@ fn clipdoor_reads_a_single_file_like_its_folder() {
             0.0,
             "{p}: clipdoor encode differs"
         );
+        drop_cache(&file, None);
+        drop_cache(&file, Some(&folder));
     }
 }
 
@@ -191,6 +200,7 @@ fn a_trained_encoder_replaces_only_the_text_encoder() {
         // clipdoor reads the new encoder from the file.
         let (e1, e2) = (embeddings(common::s(&out)), embeddings(common::s(&alt)));
         assert_eq!(common::max_abs(&e1, &e2), 0.0, "{p}: embeddings differ");
+        drop_cache(&out, None);
         // No silent overwrite; asked, it overwrites.
         let msg = input_error(encoder.write_into_single_file(&base, &out, &opts));
         assert!(msg.contains("already exists"), "{msg}");
@@ -342,6 +352,8 @@ fn real_layout_extras_are_ignored_on_read_and_kept_on_write() {
             "{p}: the written encoder is not the trained one"
         );
         println!("{p}: {} extra tensors ignored and kept", extras.len());
+        drop_cache(&real, None);
+        drop_cache(&out, None);
     }
 }
 

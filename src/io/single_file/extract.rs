@@ -130,8 +130,9 @@ fn publish(root: &Path, sub: &str, fill: impl FnOnce(&Path) -> Result<()>) -> Re
     Ok(())
 }
 
-/// `<temp>/clipdoor-single-file/<name>-<hash>`: the hash covers the file's identity and its configs.
-fn cache_root(sf: &SingleFile) -> Result<PathBuf> {
+/// Where [`extract`] converts `sf`: `<temp>/clipdoor-single-file/<name>-<hash>` (the hash covers the
+/// file's identity and its configs). Removing the folder only costs a new conversion.
+pub fn cache_root(sf: &SingleFile) -> Result<PathBuf> {
     let path = sf.path();
     let canonical = path
         .canonicalize()

@@ -18,7 +18,7 @@ use crate::error::Result;
 use crate::io::weights::SafetensorsFile;
 use crate::{input_bail, input_err};
 
-pub use extract::{extract, Parts};
+pub use extract::{cache_root, extract, Parts};
 pub use write::{write_from_pipeline, write_with_encoder, WriteOptions};
 
 /// Which text tower, hence which standard configs: SD 1.x (OpenAI CLIP ViT-L/14, transformers keys)
