@@ -66,6 +66,22 @@ impl SafetensorsFile {
         view_to_tensor(&view).with_context(|| format!("tensor `{name}` in {}", self.path.display()))
     }
 
+    /// One tensor's stored bytes, dtype and shape, without a copy (for byte-exact rewriting).
+    pub fn raw(&self, name: &str) -> Result<(Dtype, Vec<usize>, &[u8])> {
+        let st = SafeTensors::deserialize(&self.mmap).expect("validated in open");
+        let view = st
+            .tensor(name)
+            .map_err(|_| input_err!("tensor `{name}` not found in {}", self.path.display()))?;
+        Ok((view.dtype(), view.shape().to_vec(), view.data()))
+    }
+
+    /// The file's `__metadata__` (e.g. `{"format": "pt"}`).
+    pub fn metadata(&self) -> Option<HashMap<String, String>> {
+        SafeTensors::read_metadata(&self.mmap)
+            .ok()
+            .and_then(|(_, m)| m.metadata().clone())
+    }
+
     /// All tensors by name (CPU, stored dtype).
     pub fn tensors(&self) -> Result<HashMap<String, Tensor>> {
         self.names()

@@ -7,7 +7,7 @@ use tch::{nn, Device, Kind, Tensor};
 use super::clip_text::{CLIPTextModel, CLIPTextOutput};
 use super::clip_text_config::CLIPTextConfig;
 use crate::error::Result;
-use crate::io::{hub, weights};
+use crate::io::{hub, single_file, weights};
 use crate::text::tokenizer::ClipTokenizer;
 use crate::{input_bail, input_err};
 
@@ -33,13 +33,16 @@ fn has_tokenizer(dir: &Path) -> bool {
 /// (`text_encoder/` + `tokenizer/`), or a hub id in the Hugging Face cache.
 pub fn locate(model: &str) -> Result<EncoderLocation> {
     let p = Path::new(model);
+    if single_file::is_single_file(p) {
+        return locate_single_file(p, None);
+    }
     let dir = if p.is_dir() {
         p.to_path_buf()
     } else if hub::is_hub_id(model) {
         locate_hub(model)?
     } else {
         input_bail!(
-            "model `{model}` is neither a folder nor a hub id (owner/name): give a folder with config.json + model.safetensors, a diffusers pipeline folder, or a cached hub id"
+            "model `{model}` is neither a folder nor a hub id (owner/name) nor a single file (.safetensors): give a folder with config.json + model.safetensors, a diffusers pipeline folder, an SD 1.x/2.x single file, or a cached hub id"
         );
     };
     if dir.join("text_encoder").join("config.json").exists() {
@@ -65,6 +68,20 @@ pub fn locate(model: &str) -> Result<EncoderLocation> {
         "{} holds no text encoder: expected config.json + model.safetensors there, or text_encoder/ (+ tokenizer/) inside it",
         dir.display()
     )
+}
+
+/// The text encoder of an SD 1.x/2.x single file (`.safetensors`, LDM layout), converted into a
+/// cached transformers folder; `config`: a diffusers config folder (else `NAME.config/` beside the
+/// file, else the standard SD 1.5 / 2.1 config). Its tokenizer is the config folder's, else the
+/// embedded CLIP vocabulary.
+pub fn locate_single_file(file: &Path, config: Option<&Path>) -> Result<EncoderLocation> {
+    let sf = single_file::SingleFile::open(file, config)?;
+    let root = single_file::extract(&sf, single_file::Parts::TEXT_ENCODER)?;
+    let tok = root.join("tokenizer");
+    Ok(EncoderLocation {
+        encoder_dir: root.join("text_encoder"),
+        tokenizer_dir: has_tokenizer(&tok).then_some(tok),
+    })
 }
 
 fn locate_hub(id: &str) -> Result<PathBuf> {
@@ -275,6 +292,19 @@ impl TextEncoder {
             .to_saved_json(arch, crate::device::kind_name(kind));
         weights::save_var_store(&dir.join("model.safetensors"), &self.vs, Some(kind))?;
         crate::io::atomic::write_json(&dir.join("config.json"), &cfg)
+    }
+
+    /// Write a copy of the SD 1.x/2.x single file `base` with this encoder in place of its own
+    /// (see [`single_file::write_with_encoder`]: other tensors byte-identical, atomic, no overwrite
+    /// unless `opts.overwrite`).
+    pub fn write_into_single_file(
+        &self,
+        base: &Path,
+        out: &Path,
+        opts: &single_file::WriteOptions,
+    ) -> Result<()> {
+        let vars: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
+        single_file::write_with_encoder(base, &vars, out, opts)
     }
 
     /// Save the encoder into `dir/text_encoder` and the tokenizer into `dir/tokenizer`.

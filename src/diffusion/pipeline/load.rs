@@ -3,9 +3,27 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::Result;
-use crate::io::hub;
+use crate::io::{hub, single_file};
 use crate::models::text_encoder::{locate, EncoderLocation};
 use crate::{input_bail, input_err};
+
+/// The diffusers folder a single file (`.safetensors`, LDM layout) converts to (cached, see
+/// [`crate::io::single_file::extract`]); `config`: a diffusers config folder, else `NAME.config/` beside
+/// the file, else the standard configs of the family. The embedded CLIP tokenizer completes it when the
+/// config folder brings none (SD 2.x pads with `!`).
+pub fn single_file_pipeline(file: &Path, config: Option<&Path>) -> Result<PathBuf> {
+    let sf = single_file::SingleFile::open(file, config)?;
+    let root = single_file::extract(&sf, single_file::Parts::ALL)?;
+    let tok = root.join("tokenizer");
+    if !has_tokenizer(&tok) {
+        let pad = match sf.family {
+            single_file::Family::Sd1 => crate::text::tokenizer::EOS,
+            single_file::Family::Sd2 => "!",
+        };
+        crate::text::tokenizer::ClipTokenizer::embedded(pad)?.save(&tok)?;
+    }
+    Ok(root)
+}
 
 /// Files of a hub pipeline repo, with the weight names a plain `save_pretrained` writes.
 const HUB_FILES: [&str; 11] = [
@@ -29,9 +47,12 @@ pub fn resolve_pipeline_root(pipeline: &str) -> Result<PathBuf> {
     if p.is_dir() {
         return Ok(p.to_path_buf());
     }
+    if single_file::is_single_file(p) {
+        return single_file_pipeline(p, None);
+    }
     if !hub::is_hub_id(pipeline) {
         input_bail!(
-            "pipeline `{pipeline}` is neither a folder nor a hub id (owner/name): give a folder written by StableDiffusionPipeline.save_pretrained or a cached hub id such as CompVis/stable-diffusion-v1-4"
+            "pipeline `{pipeline}` is neither a folder nor a hub id (owner/name) nor a single file (.safetensors): give a folder written by StableDiffusionPipeline.save_pretrained, an SD 1.x/2.x .safetensors file, or a cached hub id such as CompVis/stable-diffusion-v1-4"
         );
     }
     if hub::variant().is_some() {
@@ -141,7 +162,7 @@ pub fn pipeline_parts(root: &Path, text_encoder: Option<&Path>) -> Result<Pipeli
     let pipeline_tokenizer = root.join("tokenizer");
     let encoder = match text_encoder {
         Some(dir) => {
-            if !dir.is_dir() {
+            if !dir.is_dir() && !single_file::is_single_file(dir) {
                 input_bail!(
                     "--text-encoder {}: no such folder; give a clipdoor run folder, its text_encoder/, or a folder with config.json + model.safetensors",
                     dir.display()

@@ -12,7 +12,7 @@ use tch::{nn, Device, Kind};
 
 /// The image module (`crate::diffusion::image`), also reachable here.
 pub use crate::diffusion::image;
-pub use load::{pipeline_parts, resolve_pipeline_root, PipelineParts};
+pub use load::{pipeline_parts, resolve_pipeline_root, single_file_pipeline, PipelineParts};
 pub use sample::{GenerateRequest, Seeds};
 pub use sega::{EditPrompt, SegaConfig};
 pub use sld::{SldConfig, DEFAULT_SAFETY_CONCEPT, SLD_PRESETS};
