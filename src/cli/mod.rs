@@ -12,6 +12,7 @@ mod evaluate_bias;
 mod evaluate_i2p;
 mod evaluate_images;
 mod evaluate_weat;
+mod export;
 mod generate;
 mod homoglyph;
 mod init_encoder;
@@ -52,6 +53,8 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Stable Diffusion sampling with any text encoder.
     Generate(generate::GenerateArgs),
+    /// A complete diffusers pipeline folder with a trained text encoder in place of the base's.
+    Export(export::ExportArgs),
     /// Unicode look-alike characters: scan, sanitize, attack.
     Homoglyph(homoglyph::HomoglyphArgs),
     /// Tables in Markdown files generated from report files (`report sync README.md docs/*.md`).
@@ -70,6 +73,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Train(a) => train::run(a),
         Command::Evaluate(a) => evaluate::run(a),
         Command::Generate(a) => generate::run(a),
+        Command::Export(a) => export::run(a),
         Command::Homoglyph(a) => homoglyph::run(a),
         Command::Report(a) => report::run(a),
     }
