@@ -618,3 +618,141 @@ fn evaluate_images_end_to_end() {
     assert_input_error(&o, "unknown judge", &["dinov2", "oracle", "clip"]);
     assert!(!fresh.join("report.json").exists());
 }
+
+/// Every file under `dir` (relative path → bytes), leaving out `shards/` and `shard.json`.
+fn tree_bytes(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    fn walk(root: &Path, d: &Path, acc: &mut BTreeMap<PathBuf, Vec<u8>>) {
+        for e in std::fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            let rel = p.strip_prefix(root).unwrap().to_path_buf();
+            if rel == Path::new("shards") || rel == Path::new("shard.json") {
+                continue;
+            }
+            if p.is_dir() {
+                walk(root, &p, acc);
+            } else {
+                acc.insert(rel, std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    let mut acc = BTreeMap::new();
+    walk(dir, dir, &mut acc);
+    acc
+}
+
+/// `evaluate images --shard 0/2` and `1/2`, then `evaluate merge`: the same images, records and report
+/// (numbers, pages, grids) as the unsharded run, byte for byte.
+#[test]
+fn evaluate_images_shards_merge_into_the_unsharded_report() {
+    let tmp = common::tmp();
+    let fx = tmp.path().join("fixtures");
+    common::run_py(
+        "eval_images_fixtures.py",
+        &[common::s(&fx), "--no-inception"],
+    );
+    let (pipeline, clip) = (fx.join("pipeline"), fx.join("clip"));
+    let exp = experiment(tmp.path(), &pipeline);
+    let run = tmp.path().join("run");
+    let o = clipdoor(&[
+        "train",
+        common::s(&exp),
+        "--out",
+        common::s(&run),
+        "--device",
+        "cpu",
+    ]);
+    assert_eq!(o.code, 0, "train: {}", o.stderr);
+    let with_clip = [
+        "--pipeline",
+        common::s(&pipeline),
+        "--judge",
+        "clip",
+        "--clip",
+        common::s(&clip),
+    ];
+    let whole = tmp.path().join("whole");
+    let o = evaluate(&run, &whole, &with_clip);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+
+    let sharded = tmp.path().join("sharded");
+    let merge = || {
+        let t = std::time::Instant::now();
+        let o = clipdoor(&[
+            "evaluate",
+            "merge",
+            "--out",
+            common::s(&sharded),
+            "--device",
+            "cpu",
+        ]);
+        eprintln!(
+            "merge: exit {} in {:.1}s",
+            o.code,
+            t.elapsed().as_secs_f64()
+        );
+        o
+    };
+    for i in 0..2 {
+        let shard = format!("{i}/2");
+        let o = evaluate(
+            &run,
+            &sharded,
+            &[&with_clip[..], &["--shard", &shard]].concat(),
+        );
+        assert_eq!(o.code, 0, "shard {shard}: {}", o.stderr);
+        let dir = sharded.join("shards").join(format!("{i}-of-2"));
+        assert_eq!(
+            o.stdout.trim(),
+            common::s(&dir),
+            "stdout names the shard folder"
+        );
+        assert!(
+            !sharded.join("report.json").exists(),
+            "a shard writes no report"
+        );
+        if i == 0 {
+            let o = merge();
+            assert_input_error(&o, "merge before shard 1/2", &["1/2", "missing"]);
+        }
+    }
+    let o = evaluate(
+        &run,
+        &sharded,
+        &[&with_clip[..], &["--shard", "2/2"]].concat(),
+    );
+    assert_input_error(&o, "shard 2/2", &["2/2", "out of range"]);
+    // A shard run with other settings is not merged into this one.
+    let o = evaluate(
+        &run,
+        &sharded,
+        &[&with_clip[..], &["--shard", "1/2", "--seed", "5"]].concat(),
+    );
+    assert_input_error(&o, "shard with another seed", &["other settings", "seed"]);
+
+    let o = merge();
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(
+        o.stdout.contains(common::s(&sharded.join("report.json"))),
+        "{}",
+        o.stdout
+    );
+    let (a, b) = (
+        read_json(&whole.join("report.json")),
+        read_json(&sharded.join("report.json")),
+    );
+    assert_eq!(a, b, "the merged report differs from the unsharded run's");
+    check_report(&sharded, false);
+    let (ta, tb) = (tree_bytes(&whole), tree_bytes(&sharded));
+    assert_eq!(
+        ta.keys().collect::<Vec<_>>(),
+        tb.keys().collect::<Vec<_>>(),
+        "the merged folder holds other files"
+    );
+    for (f, bytes) in &ta {
+        assert!(bytes == &tb[f], "{} differs", f.display());
+    }
+    eprintln!(
+        "sharded 0/2 + 1/2 + merge: {} files identical to the unsharded run",
+        ta.len()
+    );
+}

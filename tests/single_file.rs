@@ -389,3 +389,49 @@ fn embedded_standard_configs_fit_together() {
         assert_eq!(sched.prediction_type, pred, "{family:?}");
     }
 }
+
+#[test]
+fn cli_export_writes_a_single_file_with_the_trained_encoder() {
+    let (tmp, base) = written("v1");
+    let alt = dir("v1_alt");
+    let out = tmp.path().join("exported.safetensors");
+    let export = |out: &Path, extra: &[&str]| {
+        common::bin()
+            .args(["export", "--pipeline", common::s(&base), "--text-encoder"])
+            .args([common::s(&alt), "--out", common::s(out)])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let o = export(&out, &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // diffusers reads it: the alternative encoder, the base's UNet and VAE.
+    assert_all_equal(&diffusers_check(&out, "v1", Some(&alt)), "cli export");
+    let (e1, e2) = (embeddings(common::s(&out)), embeddings(common::s(&alt)));
+    assert_eq!(common::max_abs(&e1, &e2), 0.0);
+    drop_cache(&out, None);
+    // Not replaced without --force; with it, it is.
+    let o = export(&out, &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("already exists"));
+    assert!(export(&out, &["--force"]).status.success());
+    // A folder base cannot give a single file; a .ckpt output is refused.
+    let o = common::bin()
+        .args([
+            "export",
+            "--pipeline",
+            common::s(&dir("v1")),
+            "--text-encoder",
+        ])
+        .args([
+            common::s(&alt),
+            "--out",
+            common::s(&tmp.path().join("y.safetensors")),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("the base must be one"));
+    let o = export(&tmp.path().join("z.ckpt"), &[]);
+    assert_eq!(o.status.code(), Some(2));
+}

@@ -80,6 +80,9 @@ pub struct MergeArgs {
     /// Shard folders to merge (default: every <out>/shards/<i>-of-<n>/).
     #[arg(value_name = "SHARD_DIR")]
     pub shards: Vec<PathBuf>,
+    /// Where the judges of an `evaluate images` run compute (the other stages scored their shards).
+    #[command(flatten)]
+    pub device: super::args::DeviceArgs,
 }
 
 pub fn run(a: I2pArgs) -> Result<()> {
@@ -162,6 +165,14 @@ pub fn merge(a: MergeArgs) -> Result<()> {
                 finish_merge(&merged, &a.out)?
             };
             for p in paths {
+                println!("{}", p.display());
+            }
+        }
+        crate::eval::stage::STAGE => {
+            let judge = crate::shapes::judge::OracleJudge;
+            for p in
+                crate::eval::stage::finish_merge(&merged, &a.out, Some(&judge), a.device.device())?
+            {
                 println!("{}", p.display());
             }
         }

@@ -2,6 +2,7 @@
 use clap::Args;
 use std::path::PathBuf;
 
+use crate::diffusion::jobs::Shard;
 use crate::error::Result;
 use crate::eval::stage::{self, StageInput};
 use crate::experiment::Experiment;
@@ -55,6 +56,11 @@ pub struct ImagesArgs {
     /// Evaluate again into an output folder that already holds a report.
     #[arg(long)]
     pub force: bool,
+    /// Draw only shard I of N (0-based: its block of every set, under both encoders) into
+    /// <out>/shards/<I>-of-<N>/; when all shards are done, `clipdoor evaluate merge --out <out>` judges
+    /// the whole set and writes the same report as an unsharded run.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
 }
 
 pub fn run(a: ImagesArgs) -> Result<()> {
@@ -98,7 +104,11 @@ pub fn run(a: ImagesArgs) -> Result<()> {
         settings.clip = a.clip.clone();
     }
     let out = a.out.clone().unwrap_or_else(|| a.run.join("eval"));
-    if out.join("report.json").exists() && !a.force {
+    let shard = match &a.shard {
+        Some(s) => Shard::parse(s)?,
+        None => Shard::WHOLE,
+    };
+    if shard.is_whole() && out.join("report.json").exists() && !a.force {
         input_bail!(
             "{} already holds a report: pass --force to evaluate again (images already drawn with the same settings are reused), or choose another --out",
             out.display()
@@ -112,6 +122,15 @@ pub fn run(a: ImagesArgs) -> Result<()> {
         device: a.device.device(),
         pixel_judge: Some(&OracleJudge),
     };
+    if !shard.is_whole() {
+        let dir = stage::run_shard(&input, shard)?;
+        println!("{}", dir.display());
+        eprintln!(
+            "shard {shard} done; when every shard is, run: clipdoor evaluate merge --out {}",
+            input.out.display()
+        );
+        return Ok(());
+    }
     for p in stage::run(&input)? {
         println!("{}", p.display());
     }

@@ -64,3 +64,6 @@ pub const HOMOGLYPH_ATTACK: &str = "Example:
 pub const REPORT_SYNC: &str = "Example:
   clipdoor report sync README.md docs/*.md
   clipdoor report sync --check README.md   # CI: fail when a table is stale";
+pub const EXPORT: &str = "Example:
+  clipdoor export --pipeline stable-diffusion-v1-5/stable-diffusion-v1-5 --text-encoder checkpoints/tpa --out tpa-pipeline/
+  clipdoor export --pipeline v1-5-pruned-emaonly.safetensors --text-encoder checkpoints/tpa --out tpa.safetensors";

@@ -13,6 +13,7 @@ mod evaluate_i2p;
 mod evaluate_images;
 mod evaluate_weat;
 mod examples;
+mod export;
 mod generate;
 mod homoglyph;
 mod init_encoder;
@@ -61,6 +62,9 @@ pub enum Command {
     /// Stable Diffusion sampling with any text encoder.
     #[command(after_long_help = examples::GENERATE)]
     Generate(generate::GenerateArgs),
+    /// A complete diffusers pipeline folder with a trained text encoder in place of the base's.
+    #[command(after_long_help = examples::EXPORT)]
+    Export(export::ExportArgs),
     /// Unicode look-alike characters: scan, sanitize, attack.
     Homoglyph(homoglyph::HomoglyphArgs),
     /// Tables in Markdown files generated from report files (`report sync README.md docs/*.md`).
@@ -80,6 +84,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Train(a) => train::run(a),
         Command::Evaluate(a) => evaluate::run(a),
         Command::Generate(a) => generate::run(a),
+        Command::Export(a) => export::run(a),
         Command::Homoglyph(a) => homoglyph::run(a),
         Command::Report(a) => report::run(a),
     }

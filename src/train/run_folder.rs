@@ -22,8 +22,15 @@ pub enum Start {
     Resume,
 }
 
+/// Where `clipdoor train --save-pipeline` writes the exported diffusers pipeline, once the run is done.
+pub const PIPELINE_DIR: &str = "pipeline";
+
 /// The entries of a text-encoder training run (what `--force` clears).
 pub const TEXT_ENCODER_RUN: &[&str] = &[
+    PIPELINE_DIR,
+    // --save-pipeline with a single-file base: the copy and its config folder.
+    "pipeline.safetensors",
+    "pipeline.config",
     "text_encoder",
     "tokenizer",
     "tb",

@@ -2,6 +2,7 @@
 //! negative prompts, several images per prompt, v-prediction through the scheduler config),
 //! `StableDiffusionPipelineSafe` (SLD) and `SemanticStableDiffusionPipeline` (SEGA), with any CLIP
 //! text encoder swapped in. Latents and ancestral noise come from [`crate::diffusion::rng::DiffusersGenerator`], so a seed gives diffusers' image.
+pub mod export;
 pub mod load;
 pub mod sample;
 pub mod sega;
@@ -12,6 +13,7 @@ use tch::{nn, Device, Kind};
 
 /// The image module (`crate::diffusion::image`), also reachable here.
 pub use crate::diffusion::image;
+pub use export::{export_pipeline, ExportFormat, ExportOptions};
 pub use load::{pipeline_parts, resolve_pipeline_root, single_file_pipeline, PipelineParts};
 pub use sample::{GenerateRequest, Seeds};
 pub use sega::{EditPrompt, SegaConfig};
@@ -222,8 +224,9 @@ impl StableDiffusionPipeline {
     }
 }
 
-/// Mismatches between the parts, found from their configs before any weights are read.
-fn check_compatible(parts: &PipelineParts) -> Result<()> {
+/// Mismatches between the parts (the encoder's width and the UNet's cross-attention, the UNet's
+/// channels and the VAE's latents), found from their configs before any weights are read.
+pub fn check_compatible(parts: &PipelineParts) -> Result<()> {
     let unet = UNet2DConditionConfig::load(&parts.unet.join("config.json"))?;
     let enc_dir = &parts.encoder.encoder_dir;
     let enc = CLIPTextConfig::load(&enc_dir.join("config.json"))?;

@@ -211,7 +211,10 @@ pub(crate) fn resolve_folder(model: &str, subfolder: Option<&str>) -> Result<Pat
     let dir = if p.is_dir() {
         p.to_path_buf()
     } else if hub::is_hub_id(model) {
-        hub::resolve_repo_files(model, &["config.json", &hub::variant_file("model.safetensors")])?
+        hub::resolve_repo_files(
+            model,
+            &["config.json", &hub::variant_file("model.safetensors")],
+        )?
     } else {
         input_bail!("model `{model}` is neither a folder nor a hub id (owner/name): give a folder with config.json + model.safetensors or a cached hub id")
     };

@@ -8,7 +8,7 @@ use crate::error::Result;
 use crate::experiment::backdoor::{Backdoor, BackdoorKind, Target};
 use crate::input_bail;
 
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SetKind {
     Clean,
@@ -29,8 +29,9 @@ impl SetKind {
     }
 }
 
-/// One set of prompts drawn with both encoders.
-#[derive(Debug, Clone)]
+/// One set of prompts drawn with both encoders (recorded in a sharded run's manifest, so a merge
+/// judges the same sets).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PromptSet {
     /// `clean` or the backdoor's name (also the folder name).
     pub name: String,
