@@ -7,7 +7,7 @@
 //! image diffusers draws from it equals clipdoor's `generate --pipeline BASE --text-encoder DIR` for the
 //! same seed within tests/pipeline.rs's tolerance (1e-3 on the 0..1 scale; the PNG within one level);
 //! the base's files are hard-linked (copied with --copy), a hub snapshot's symlinks resolved; a finished
-//! output is refused without --force; a width mismatch, a single-file output path and an output inside
+//! output is refused without --force; a width mismatch, a single-file output from a folder base and an output inside
 //! the base are input errors. `train --save-pipeline` writes `<run>/pipeline/` once the run finishes,
 //! and `--resume` of the finished run does not train or export again (it writes a missing pipeline).
 mod common;
@@ -351,7 +351,8 @@ fn export_refuses_mismatched_widths_single_files_and_outputs_inside_the_base() {
         &tmp.path().join("model.safetensors"),
         &[],
     );
-    assert_input_error(&o, "single file", &["single-file", "not available yet"]);
+    // A single-file output needs a single-file base (tests/single_file.rs writes one).
+    assert_input_error(&o, "single file", &["single-file", "the base must be one"]);
     let o = export(
         common::s(&base),
         &fx("alt_run"),
