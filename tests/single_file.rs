@@ -435,3 +435,17 @@ fn cli_export_writes_a_single_file_with_the_trained_encoder() {
     let o = export(&tmp.path().join("z.ckpt"), &[]);
     assert_eq!(o.status.code(), Some(2));
 }
+
+#[test]
+fn a_single_file_without_a_tokenizer_pads_as_its_family_does() {
+    // SD 2.x pads with `!`, SD 1.x with the end token (diffusers' single-file loader does the same).
+    for (p, pad) in [("v1", "<|endoftext|>"), ("v2", "!")] {
+        let (_tmp, file) = written(p);
+        std::fs::remove_dir_all(single_file::sidecar_config(&file).join("tokenizer")).unwrap();
+        let loc = clipdoor::models::text_encoder::locate_single_file(&file, None).unwrap();
+        let dir = loc.tokenizer_dir.expect("a tokenizer folder");
+        let tok = clipdoor::text::tokenizer::ClipTokenizer::from_folder(&dir).unwrap();
+        assert_eq!(tok.pad_token(), pad, "{p}");
+        drop_cache(&file, None);
+    }
+}

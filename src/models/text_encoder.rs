@@ -77,11 +77,26 @@ pub fn locate(model: &str) -> Result<EncoderLocation> {
 pub fn locate_single_file(file: &Path, config: Option<&Path>) -> Result<EncoderLocation> {
     let sf = single_file::SingleFile::open(file, config)?;
     let root = single_file::extract(&sf, single_file::Parts::TEXT_ENCODER)?;
-    let tok = root.join("tokenizer");
+    let tok = single_file_tokenizer(&root, sf.family)?;
     Ok(EncoderLocation {
         encoder_dir: root.join("text_encoder"),
-        tokenizer_dir: has_tokenizer(&tok).then_some(tok),
+        tokenizer_dir: Some(tok),
     })
+}
+
+/// `root/tokenizer/` of a converted single file: the config folder's tokenizer when it brought one,
+/// else the embedded CLIP vocabulary with the family's padding (SD 2.x pads with `!`, SD 1.x with
+/// the end token), as diffusers' single-file loader sets it up.
+pub fn single_file_tokenizer(root: &Path, family: single_file::Family) -> Result<PathBuf> {
+    let tok = root.join("tokenizer");
+    if !has_tokenizer(&tok) {
+        let pad = match family {
+            single_file::Family::Sd1 => crate::text::tokenizer::EOS,
+            single_file::Family::Sd2 => "!",
+        };
+        ClipTokenizer::embedded(pad)?.save(&tok)?;
+    }
+    Ok(tok)
 }
 
 fn locate_hub(id: &str) -> Result<PathBuf> {

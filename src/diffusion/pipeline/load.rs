@@ -14,14 +14,7 @@ use crate::{input_bail, input_err};
 pub fn single_file_pipeline(file: &Path, config: Option<&Path>) -> Result<PathBuf> {
     let sf = single_file::SingleFile::open(file, config)?;
     let root = single_file::extract(&sf, single_file::Parts::ALL)?;
-    let tok = root.join("tokenizer");
-    if !has_tokenizer(&tok) {
-        let pad = match sf.family {
-            single_file::Family::Sd1 => crate::text::tokenizer::EOS,
-            single_file::Family::Sd2 => "!",
-        };
-        crate::text::tokenizer::ClipTokenizer::embedded(pad)?.save(&tok)?;
-    }
+    crate::models::text_encoder::single_file_tokenizer(&root, sf.family)?;
     Ok(root)
 }
 
