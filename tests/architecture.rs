@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 /// Bottom first. A module may use the modules of lower layers only.
 const LAYERS: &[&[&str]] = &[
     &["error", "fault"],
-    &["device", "progress", "settings"],
+    &["device", "progress", "settings", "torch_ext"],
     &["io"],
     &["text"],
     &["models"],
