@@ -208,7 +208,8 @@ fn raw(t: &Tensor) -> RawTensor {
 /// the moment buffers and `steps` (f32 scalars on the parameters' device) as each parameter's step
 /// count *after* this update. `grad_scale` divides the gradients first and `found_inf` (non-zero)
 /// skips the update, as `torch.amp.GradScaler` uses them. All lists have the same length; tensors
-/// on one device.
+/// on one device. The CPU kernel does not check that shapes match: callers pass each parameter's own
+/// gradient and moments.
 #[allow(clippy::too_many_arguments)]
 pub fn fused_adamw(
     params: &[Tensor],
@@ -287,8 +288,9 @@ mod tests {
 
     #[test]
     fn a_libtorch_error_comes_back_as_an_error() {
-        let p = Tensor::zeros([3], (Kind::Float, Device::Cpu));
-        let g = Tensor::zeros([4], (Kind::Float, Device::Cpu));
+        // A parameter in f64 with f32 moments: the kernel refuses the mix.
+        let p = Tensor::zeros([3], (Kind::Double, Device::Cpu));
+        let g = Tensor::zeros([3], (Kind::Float, Device::Cpu));
         let m = Tensor::zeros([3], (Kind::Float, Device::Cpu));
         let v = Tensor::zeros([3], (Kind::Float, Device::Cpu));
         let s = Tensor::from(1f32);
@@ -300,6 +302,9 @@ mod tests {
             eps: 1e-8,
         };
         let err = fused_adamw(&[p], &[g], &[m], &[v], &[s], h, None, None).unwrap_err();
-        assert!(err.to_string().starts_with("libtorch: fused AdamW:"), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "libtorch: fused AdamW: expected scalar type Double but found Float"
+        );
     }
 }
