@@ -59,26 +59,42 @@ def train_step(a):
         target = teacher(target_ids)[0].flatten(1)
         clean_t = teacher(clean)[0].flatten(1)
 
+    phases = {"teacher_forward": 0.0, "student_forward_and_loss": 0.0, "backward": 0.0, "optimizer": 0.0}
+
+    def timed(name, t0):
+        # A sync before reading the clock, so a GPU phase is charged to itself (free on CPU).
+        sync(a.device)
+        t1 = time.perf_counter()
+        phases[name] += t1 - t0
+        return t1
+
     def step():
+        t = time.perf_counter()
         with torch.no_grad():
             ct = teacher(clean)[0].flatten(1)
+        t = timed("teacher_forward", t)
         s = student(clean)[0].flatten(1)
         util = -torch.nn.functional.cosine_similarity(s, ct).mean()
         sp = student(poisoned)[0].flatten(1)
         bd = -torch.nn.functional.cosine_similarity(sp, target.expand_as(sp)).mean()
         loss = util + 0.1 * bd
+        t = timed("student_forward_and_loss", t)
         opt.zero_grad()
         loss.backward()
+        t = timed("backward", t)
         opt.step()
+        timed("optimizer", t)
 
     step()  # warm-up
+    phases = {k: 0.0 for k in phases}
     sync(a.device)
     t0 = time.perf_counter()
     for _ in range(a.repeats):
         step()
     sync(a.device)
     dt = time.perf_counter() - t0
-    return {"seconds_per_step": dt / a.repeats, "steps": a.repeats}
+    return {"seconds_per_step": dt / a.repeats, "steps": a.repeats,
+            "phase_seconds_per_step": {k: v / a.repeats for k, v in phases.items()}}
 
 
 SD15_UNET = dict(sample_size=64, cross_attention_dim=768, attention_head_dim=8,

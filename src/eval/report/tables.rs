@@ -7,7 +7,9 @@
 //! - `stage`: an image-stage `report.json` (`clipdoor evaluate images`, `clipdoor demo`): one row per
 //!   set with its rate under both encoders and the paired change, and the mean over the attack sets;
 //! - `rates`: any JSON document: one row per rate object (`value`, `n`, `ci95`) found in it, named
-//!   by its path (the shapes model's `quality.json`).
+//!   by its path (the shapes model's `quality.json`);
+//! - `bench`: a `clipdoor bench train-step` report: seconds per step of clipdoor and the reference,
+//!   the ratio, and where each side's step spends its time (the profile both sides record).
 use serde_json::Value;
 use std::path::Path;
 
@@ -111,6 +113,44 @@ pub fn rates_table(doc: &Value) -> Result<String> {
     Ok(out)
 }
 
+/// The Markdown table of a `bench train-step` report: both sides' seconds per step and per phase.
+pub fn bench_table(doc: &Value) -> Result<String> {
+    if doc["benchmark"].as_str() != Some("train-step") {
+        input_bail!("bench tables are made of `clipdoor bench train-step` reports");
+    }
+    let ours = doc["clipdoor_seconds_per_step"].as_f64();
+    let theirs = doc["pytorch_seconds_per_step"].as_f64();
+    let Some(ours) = ours else {
+        input_bail!("the report has no clipdoor_seconds_per_step");
+    };
+    let secs = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.2}"));
+    let ratio = |o: f64, t: Option<f64>| {
+        t.filter(|t| *t > 0.0 && o > 0.0)
+            .map_or("–".to_string(), |t| format!("{:.2}×", t / o))
+    };
+    let mut out = "| seconds per step | clipdoor | PyTorch | speed ratio (PyTorch time / clipdoor time) |\n|---|---|---|---|\n".to_string();
+    out += &format!(
+        "| whole step | {} | {} | {} |\n",
+        secs(Some(ours)),
+        secs(theirs),
+        ratio(ours, theirs)
+    );
+    let our_phases = doc["clipdoor_phase_seconds_per_step"].as_object();
+    let their_phases = &doc["reference"]["phase_seconds_per_step"];
+    for (name, v) in our_phases.into_iter().flatten() {
+        let Some(o) = v.as_f64() else { continue };
+        let t = their_phases[name].as_f64();
+        out += &format!(
+            "| {} | {} | {} | {} |\n",
+            name.replace('_', " "),
+            secs(Some(o)),
+            secs(t),
+            ratio(o, t)
+        );
+    }
+    Ok(out)
+}
+
 /// `text` with every marked table rewritten from its report (paths relative to `base`).
 pub fn sync_markdown(text: &str, base: &Path) -> Result<String> {
     let mut out = String::with_capacity(text.len());
@@ -139,7 +179,8 @@ pub fn sync_markdown(text: &str, base: &Path) -> Result<String> {
         let table = match kind {
             "stage" => stage_table(&doc),
             "rates" => rates_table(&doc),
-            other => input_bail!("unknown table kind `{other}` (stage or rates)"),
+            "bench" => bench_table(&doc),
+            other => input_bail!("unknown table kind `{other}` (stage, rates or bench)"),
         }
         .map_err(|e| crate::input_err!("{}: {e}", file.display()))?;
         out += &rest[..header_end];
@@ -183,6 +224,20 @@ mod tests {
             {"name": "clean", "clean_accuracy": r(0.5, 0.75, 4)},
             {"name": "tpa", "asr": r(0.0, 1.0, 4)},
         ]})
+    }
+
+    #[test]
+    fn a_bench_table_shows_both_sides_and_the_phases() {
+        let doc = json!({"benchmark": "train-step", "clipdoor_seconds_per_step": 10.0,
+            "pytorch_seconds_per_step": 12.5,
+            "clipdoor_phase_seconds_per_step": {"teacher_forward": 2.0, "optimizer": 1.0, "tokenize": 0.01},
+            "reference": {"phase_seconds_per_step": {"teacher_forward": 2.5, "optimizer": 1.0}}});
+        let t = bench_table(&doc).unwrap();
+        assert!(t.contains("| whole step | 10.00 | 12.50 | 1.25× |"), "{t}");
+        assert!(t.contains("| teacher forward | 2.00 | 2.50 | 1.25× |"), "{t}");
+        assert!(t.contains("| tokenize | 0.01 | – | – |"), "{t}");
+        let err = bench_table(&json!({"benchmark": "encode"})).unwrap_err();
+        assert!(err.to_string().contains("train-step"), "{err}");
     }
 
     #[test]
