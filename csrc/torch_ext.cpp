@@ -89,3 +89,10 @@ int clipdoor_fused_adamw(at::Tensor **params, at::Tensor **grads, at::Tensor **e
 }
 
 }  // extern "C"
+
+// ---- gradients -------------------------------------------------------------------------------
+extern "C" {
+// tensor.grad = None (optimizer.zero_grad(set_to_none=True)): the next backward then hands its
+// gradient buffer over instead of adding it into a zeroed one.
+int clipdoor_clear_grad(at::Tensor *t) { GUARD(t->mutable_grad() = at::Tensor()) }
+}

@@ -18,8 +18,11 @@ mod ffi {
     use super::*;
     extern "C" {
         pub fn clipdoor_torch_last_error() -> *const c_char;
-        pub fn clipdoor_autocast_get(cuda: c_int, enabled: *mut c_int, scalar_type: *mut c_int)
-            -> c_int;
+        pub fn clipdoor_autocast_get(
+            cuda: c_int,
+            enabled: *mut c_int,
+            scalar_type: *mut c_int,
+        ) -> c_int;
         pub fn clipdoor_autocast_set(cuda: c_int, enabled: c_int, scalar_type: c_int) -> c_int;
         pub fn clipdoor_autocast_enter() -> c_int;
         pub fn clipdoor_autocast_exit() -> c_int;
@@ -41,6 +44,7 @@ mod ffi {
             grad_scale: RawTensor,
             found_inf: RawTensor,
         ) -> c_int;
+        pub fn clipdoor_clear_grad(t: RawTensor) -> c_int;
     }
 }
 
@@ -260,6 +264,17 @@ pub fn fused_adamw(
     )
 }
 
+/// `t.grad = None`: what `optimizer.zero_grad()` does in PyTorch by default. The next backward hands
+/// its gradient buffer over instead of adding it into a zeroed one (one pass over the parameters
+/// less per step).
+pub fn clear_grad(t: &Tensor) -> Result<()> {
+    // SAFETY: a live tch tensor borrowed for the call; exceptions are caught.
+    check(
+        unsafe { ffi::clipdoor_clear_grad(raw(t)) },
+        "clearing a gradient",
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,11 +294,25 @@ mod tests {
     }
 
     #[test]
+    fn a_cleared_gradient_is_undefined_and_the_next_backward_sets_it() {
+        let w = Tensor::ones([3], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+        (&w * 2.0).sum(Kind::Float).backward();
+        assert!(w.grad().defined());
+        clear_grad(&w).unwrap();
+        assert!(!w.grad().defined());
+        (&w * 3.0).sum(Kind::Float).backward();
+        assert_eq!(Vec::<f32>::try_from(w.grad()).unwrap(), vec![3.0; 3]);
+    }
+
+    #[test]
     fn matmul_precision_round_trips() {
         set_float32_matmul_precision(MatmulPrecision::High).unwrap();
         assert_eq!(float32_matmul_precision().unwrap(), MatmulPrecision::High);
         set_float32_matmul_precision(MatmulPrecision::Highest).unwrap();
-        assert_eq!(float32_matmul_precision().unwrap(), MatmulPrecision::Highest);
+        assert_eq!(
+            float32_matmul_precision().unwrap(),
+            MatmulPrecision::Highest
+        );
     }
 
     #[test]

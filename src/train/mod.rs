@@ -4,5 +4,6 @@ pub mod loss;
 pub mod metrics;
 pub mod optim;
 pub mod run_folder;
+pub mod step_timer;
 pub mod tensorboard;
 pub mod trainer;

@@ -174,6 +174,16 @@ impl AdamW {
         }
     }
 
+    /// Set every parameter's gradient to none, as torch's `zero_grad()` does by default: the next
+    /// backward then stores its gradients instead of adding them to zeros (one pass over the
+    /// parameters less), and a parameter that receives no gradient is skipped by [`AdamW::step`].
+    pub fn clear_grads(&mut self) -> Result<()> {
+        for (_, p) in &self.params {
+            crate::torch_ext::clear_grad(p)?;
+        }
+        Ok(())
+    }
+
     /// One AdamW update of every parameter that has a gradient (others are skipped, as in torch).
     pub fn step(&mut self) -> Result<()> {
         let AdamWConfig {

@@ -234,7 +234,10 @@ mod tests {
             "reference": {"phase_seconds_per_step": {"teacher_forward": 2.5, "optimizer": 1.0}}});
         let t = bench_table(&doc).unwrap();
         assert!(t.contains("| whole step | 10.00 | 12.50 | 1.25× |"), "{t}");
-        assert!(t.contains("| teacher forward | 2.00 | 2.50 | 1.25× |"), "{t}");
+        assert!(
+            t.contains("| teacher forward | 2.00 | 2.50 | 1.25× |"),
+            "{t}"
+        );
         assert!(t.contains("| tokenize | 0.01 | – | – |"), "{t}");
         let err = bench_table(&json!({"benchmark": "encode"})).unwrap_err();
         assert!(err.to_string().contains("train-step"), "{err}");
