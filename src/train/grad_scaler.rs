@@ -54,7 +54,7 @@ impl GradScaler {
             for g in grads.iter_mut().filter(|g| g.defined()) {
                 let _ = g.f_mul_scalar_(inv as f64)?;
                 if !found_inf {
-                    found_inf = !g.f_isfinite()?.f_all()?.f_int64_value(&[])? != 0;
+                    found_inf = g.f_isfinite()?.f_all()?.f_int64_value(&[])? == 0;
                 }
             }
             Ok(found_inf)

@@ -5,7 +5,7 @@ encode DIR PROMPTS OUT DTYPE   last_hidden_state of each prompt (one per line) u
 train DIR STEPS.json OUT DTYPE the teacher-student steps of STEPS.json (one target-prompt backdoor
                                and the cosine distance, as clipdoor's Trainer takes them) with the
                                forwards under CPU autocast, losses in f32, torch.optim.AdamW
-                               (foreach=False); saves the student's weights and prints the losses
+                               (foreach=False); saves the student (OUT: a folder) and prints the losses
 """
 import json
 import sys
@@ -69,7 +69,8 @@ def train(d, steps_file, out, dtype):
         total.backward()
         opt.step()
         losses.append(total.item())
-    save_file({k: v.detach().contiguous() for k, v in student.state_dict().items()}, out)
+    # save_pretrained writes transformers' on-disk tensor names, the ones clipdoor uses.
+    student.save_pretrained(out)
     print(json.dumps({"losses": losses}))
 
 
