@@ -237,6 +237,16 @@ mod tests {
             "l2".parse::<Distance>().unwrap_err(),
             "unknown loss `l2`: use cosine, mse, mae or poincare"
         );
+        assert_eq!("FP16".parse::<Precision>(), Ok(Precision::F16));
+        assert_eq!("half".parse::<Precision>(), Ok(Precision::F16));
+        assert_eq!("bfloat16".parse::<Precision>(), Ok(Precision::Bf16));
+        assert_eq!(Precision::Tf32.to_string(), "tf32");
+        assert_eq!(
+            "f8".parse::<Precision>().unwrap_err(),
+            "unknown precision `f8`: use f32, tf32, bf16 or f16"
+        );
+        assert_eq!(Precision::F16.autocast_kind(), Some(tch::Kind::Half));
+        assert_eq!(Precision::Tf32.autocast_kind(), None);
         assert_eq!(SchedulerKind::NAMES.len(), SchedulerKind::ALL.len());
         for k in SchedulerKind::ALL {
             assert_eq!(SchedulerKind::from_name(k.name()), Some(k));
