@@ -312,7 +312,8 @@ impl<'a> Trainer<'a> {
     }
 
     /// One optimisation step; a NaN or exploding loss or gradient stops the run with the last
-    /// checkpoint kept.
+    /// checkpoint kept. In f16, non-finite gradients are loss-scale overflow instead: the update is
+    /// skipped and the scale backed off ([`StepReport::skipped`]), and the run goes on.
     pub fn step(&mut self) -> Result<StepReport> {
         let exp = self.exp;
         let t = &exp.training;
