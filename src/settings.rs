@@ -126,12 +126,33 @@ choice_enum! {
 }
 
 choice_enum! {
-    /// Compute precision of the student's forward pass (`training.precision`).
+    /// Compute precision of training (`training.precision`, `clipdoor train --precision`). Master
+    /// weights, optimiser state and saved encoders stay f32 whichever is chosen.
     pub enum Precision ("precision") {
-        /// Full f32.
+        /// Plain f32 (float32 matmuls at "highest" precision).
         F32 = "f32" | "fp32" | "float32",
-        /// libtorch autocast (CUDA only).
+        /// f32 tensors with TF32 tensor-core matmuls (CUDA only; CPUs have no TF32).
+        Tf32 = "tf32" | "tensorfloat32",
+        /// Autocast to bfloat16 (CPU or CUDA); no loss scaling needed.
         Bf16 = "bf16" | "bfloat16",
+        /// Autocast to float16 (CPU or CUDA) with dynamic loss scaling.
+        F16 = "f16" | "fp16" | "float16" | "half",
+    }
+}
+
+impl Precision {
+    /// The kind autocast computes in, for the precisions that autocast.
+    pub fn autocast_kind(self) -> Option<tch::Kind> {
+        match self {
+            Self::F32 | Self::Tf32 => None,
+            Self::Bf16 => Some(tch::Kind::BFloat16),
+            Self::F16 => Some(tch::Kind::Half),
+        }
+    }
+
+    /// Whether gradients need dynamic loss scaling (f16's narrow exponent range underflows them).
+    pub fn scales_loss(self) -> bool {
+        self == Self::F16
     }
 }
 
@@ -216,6 +237,16 @@ mod tests {
             "l2".parse::<Distance>().unwrap_err(),
             "unknown loss `l2`: use cosine, mse, mae or poincare"
         );
+        assert_eq!("FP16".parse::<Precision>(), Ok(Precision::F16));
+        assert_eq!("half".parse::<Precision>(), Ok(Precision::F16));
+        assert_eq!("bfloat16".parse::<Precision>(), Ok(Precision::Bf16));
+        assert_eq!(Precision::Tf32.to_string(), "tf32");
+        assert_eq!(
+            "f8".parse::<Precision>().unwrap_err(),
+            "unknown precision `f8`: use f32, tf32, bf16 or f16"
+        );
+        assert_eq!(Precision::F16.autocast_kind(), Some(tch::Kind::Half));
+        assert_eq!(Precision::Tf32.autocast_kind(), None);
         assert_eq!(SchedulerKind::NAMES.len(), SchedulerKind::ALL.len());
         for k in SchedulerKind::ALL {
             assert_eq!(SchedulerKind::from_name(k.name()), Some(k));

@@ -133,8 +133,8 @@ fn fixtures(t: &Path) {
     );
     write(
         t,
-        "bf16.toml",
-        variant("steps = 2", "steps = 2\nprecision = \"bf16\""),
+        "tf32.toml",
+        variant("steps = 2", "steps = 2\nprecision = \"tf32\""),
     );
     write(t, "empty_prompts.toml", variant("prompts.txt", "empty.txt"));
     write(t, "triggered.toml", variant("prompts.txt", "triggered.txt"));
@@ -367,18 +367,18 @@ fn rows() -> Vec<Row> {
             &["no [[backdoor]] entry"],
         ),
         row(
-            "bf16-on-cpu",
-            "bf16 training on the CPU",
+            "tf32-on-cpu",
+            "tf32 training on the CPU (no TF32 there)",
             &[
                 "train",
-                "$TMP/bf16.toml",
+                "$TMP/tf32.toml",
                 "--out",
                 "$TMP/r",
                 "--device",
                 "cpu",
             ],
             2,
-            &["needs a CUDA device"],
+            &["\"tf32\"", "needs a CUDA device", "use f32 on the CPU"],
         ),
         // train: the prompts
         row(

@@ -76,6 +76,8 @@ fn fixed_choice_values_are_listed_and_checked() {
         ("clipdoor bench encode", "arch", "tiny"),
         ("clipdoor generate", "scheduler", "dpm++"),
         ("clipdoor generate", "dtype", "bf16"),
+        ("clipdoor train", "precision", "f16"),
+        ("clipdoor train", "precision", "tf32"),
         ("clipdoor generate", "sld", "max"),
         ("clipdoor evaluate i2p", "sld", "strong"),
         ("clipdoor evaluate weat", "preset", "cyrillic"),

@@ -1,11 +1,13 @@
 use clap::Args;
 use std::path::PathBuf;
 
+use super::args::choice;
 use crate::diffusion::pipeline::{
     check_compatible, export_pipeline, pipeline_parts, resolve_pipeline_root, ExportOptions,
 };
 use crate::error::Result;
 use crate::experiment::Experiment;
+use crate::settings::Precision;
 use crate::train::run_folder::PIPELINE_DIR;
 use crate::train::trainer::{train, TrainOptions, TrainOutcome};
 
@@ -27,6 +29,11 @@ pub struct TrainArgs {
     pub seed: Option<u64>,
     #[command(flatten)]
     pub device: super::args::DeviceArgs,
+    /// Compute precision, overriding training.precision: f32; tf32 (TF32 matmuls, CUDA only); bf16
+    /// or f16 (autocast on CPU or CUDA; f16 with dynamic loss scaling). Weights, optimiser state
+    /// and the saved encoder stay f32.
+    #[arg(long, ignore_case = true, value_parser = choice::<Precision>())]
+    pub precision: Option<Precision>,
     /// Stop after this many steps with a checkpoint, as if interrupted (continue with --resume).
     #[arg(long)]
     pub stop_after: Option<u64>,
@@ -43,6 +50,9 @@ pub fn run(a: TrainArgs) -> Result<()> {
     let mut exp = Experiment::load(&a.experiment)?;
     if let Some(s) = a.seed {
         exp.seed = s;
+    }
+    if let Some(p) = a.precision {
+        exp.training.precision = p;
     }
     let out = a.out.unwrap_or_else(|| {
         let stem = a

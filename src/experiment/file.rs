@@ -77,8 +77,9 @@ pub struct TrainingSection {
     pub grad_clip: f64,
     /// Write `checkpoint/` every this many steps (0: only at the end).
     pub checkpoint_every: u64,
-    /// Compute precision of the student's forward pass: `f32`, or `bf16` autocast (CUDA only).
-    /// Older files call it `autocast`.
+    /// Compute precision: `f32`, `tf32` (TF32 matmuls, CUDA only), `bf16` or `f16` (autocast on CPU
+    /// or CUDA; f16 with dynamic loss scaling). Weights and optimiser state stay f32 (docs/training.md,
+    /// "Precision"). `clipdoor train --precision` overrides it. Older files call it `autocast`.
     #[serde(alias = "autocast")]
     pub precision: Precision,
     /// A loss above this (or NaN) stops the run, keeping the last good checkpoint.

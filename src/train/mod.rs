@@ -1,5 +1,6 @@
 //! Teacher–student fine-tuning of text encoders: backdoor injection, concept erasure, homoglyph
 //! unlearning ("Rickrolling the Artist", Struppek et al., ICCV 2023).
+pub mod grad_scaler;
 pub mod loss;
 pub mod metrics;
 pub mod optim;

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
+use super::grad_scaler::GradScaler;
 use super::metrics::{evaluate, EmbeddingMetrics};
 use super::optim::{AdamW, AdamWConfig, LrDecay, LrSchedule};
 use super::run_folder::{RunFolder, Start};
@@ -23,6 +24,7 @@ use crate::io::atomic::{write_atomic, write_json};
 use crate::io::weights::{load_var_store, save_var_store, SafetensorsFile};
 use crate::models::text_encoder::TextEncoder;
 use crate::settings::{Distance, LrScheduleKind, Precision};
+use crate::torch_ext::{set_float32_matmul_precision, MatmulPrecision};
 use crate::{input_bail, input_err};
 
 pub struct TrainOptions {
@@ -55,7 +57,25 @@ pub struct StepReport {
     pub utility: f64,
     /// Per backdoor, in experiment order.
     pub backdoor_losses: Vec<f64>,
+    /// NaN on a step skipped by f16 loss scaling.
     pub grad_norm: f64,
+    /// f16 only: the loss scale this step used.
+    pub loss_scale: Option<f64>,
+    /// f16 only: the gradients overflowed, so the update was skipped and the scale backed off.
+    pub skipped: bool,
+}
+
+/// One step's prompts.
+pub struct StepBatch {
+    /// The student's batch: `n_clean` clean prompts, then each backdoor's poisoned prompts.
+    pub student: Vec<String>,
+    /// The teacher's batch: the clean prompts, then the per-sample targets (fixed targets, such as
+    /// a TPA's target prompt, are embedded once in [`Trainer::new`]).
+    pub teacher: Vec<String>,
+    pub n_clean: usize,
+    rows: Vec<BackdoorRows>,
+    /// One poisoned prompt per backdoor, for TensorBoard.
+    samples: Vec<String>,
 }
 
 /// Where one backdoor's prompts sit in the step's student and teacher batches.
@@ -96,6 +116,9 @@ pub struct Trainer<'a> {
     elapsed_before: f64,
     started: Instant,
     device: Device,
+    precision: Precision,
+    /// f16's dynamic loss scaling; `None` in the other precisions.
+    scaler: Option<GradScaler>,
 }
 
 impl<'a> Trainer<'a> {
@@ -105,9 +128,8 @@ impl<'a> Trainer<'a> {
             input_bail!("the experiment has no [[backdoor]] entry: add at least one (kind, trigger, replaced_character, ...)");
         }
         let t = &exp.training;
-        if t.precision == Precision::Bf16 && opts.device == Device::Cpu {
-            input_bail!("training.precision = \"bf16\" needs a CUDA device: use f32 on CPU");
-        }
+        let precision = t.precision;
+        check_precision(precision, opts.device)?;
         // Prompts first: a bad prompt file must not leave a half-made run folder behind.
         let backdoors = build_backdoors(exp);
         let pools = PromptPools::build(exp, &backdoors)?;
@@ -121,6 +143,12 @@ impl<'a> Trainer<'a> {
         } else {
             None
         };
+        // Process-wide: an f32 run after a tf32 one in the same process is plain f32 again.
+        set_float32_matmul_precision(if precision == Precision::Tf32 {
+            MatmulPrecision::High
+        } else {
+            MatmulPrecision::Highest
+        })?;
         std::fs::create_dir_all(&run.root)
             .with_context(|| format!("creating {}", run.root.display()))?;
         let resolved_file = run.root.join("experiment.toml");
@@ -156,6 +184,7 @@ impl<'a> Trainer<'a> {
 
         let mut step = 0u64;
         let mut elapsed_before = 0.0;
+        let mut scaler = precision.scales_loss().then(GradScaler::default);
         if let Some(state) = resume_state {
             let ck = run.checkpoint();
             step = state.step;
@@ -171,6 +200,14 @@ impl<'a> Trainer<'a> {
                 .with_context(damaged)?;
             opt.load_state(&ck.join("optimizer.safetensors"))
                 .with_context(damaged)?;
+            if scaler.is_some() {
+                scaler = Some(state.grad_scaler.ok_or_else(|| {
+                    input_err!(
+                        "{}: an f16 run's checkpoint has no valid `grad_scaler` state: the checkpoint is damaged; pass --force to start the run over",
+                        ck.join("state.json").display()
+                    )
+                })?);
+            }
             crate::progress::note(&format!("resuming {} at step {step}", run.root.display()));
         }
         let tb = if start == Start::Resume {
@@ -183,7 +220,7 @@ impl<'a> Trainer<'a> {
             .iter()
             .map(|b| {
                 b.fixed_target()
-                    .map(|p| tch::no_grad(|| last_hidden(&teacher, &[p])))
+                    .map(|p| teacher_hidden(&teacher, &[p], precision, opts.device))
                     .transpose()
             })
             .collect::<Result<_>>()?;
@@ -205,6 +242,8 @@ impl<'a> Trainer<'a> {
             elapsed_before,
             started: Instant::now(),
             device: opts.device,
+            precision,
+            scaler,
         })
     }
 
@@ -228,14 +267,11 @@ impl<'a> Trainer<'a> {
         self.elapsed_before + self.started.elapsed().as_secs_f64()
     }
 
-    /// One optimisation step; a NaN or exploding loss or gradient stops the run with the last
-    /// checkpoint kept.
-    pub fn step(&mut self) -> Result<StepReport> {
+    /// The prompts of step `step`: what the student and the teacher embed (drawn from the seed and
+    /// the step alone, so a resumed run sees the same batches).
+    pub fn batch(&self, step: u64) -> StepBatch {
         let exp = self.exp;
         let t = &exp.training;
-        let step = self.step;
-        let lr = self.sched.lr_at(step);
-        self.opt.set_lr(lr)?;
         let clean = self.pools.clean_batch(exp.seed, step, t.clean_batch_size);
         // Student batch: clean prompts (skipped at step 0, where student = teacher) + each poisoned set.
         let mut student_prompts: Vec<String> = if step == 0 {
@@ -266,13 +302,38 @@ impl<'a> Trainer<'a> {
                 teacher: t0..teacher_prompts.len(),
             });
         }
-        let targets = tch::no_grad(|| last_hidden(&self.teacher, &teacher_prompts))?;
+        StepBatch {
+            student: student_prompts,
+            teacher: teacher_prompts,
+            n_clean,
+            rows,
+            samples,
+        }
+    }
+
+    /// One optimisation step; a NaN or exploding loss or gradient stops the run with the last
+    /// checkpoint kept. In f16, non-finite gradients are loss-scale overflow instead: the update is
+    /// skipped and the scale backed off ([`StepReport::skipped`]), and the run goes on.
+    pub fn step(&mut self) -> Result<StepReport> {
+        let exp = self.exp;
+        let t = &exp.training;
+        let step = self.step;
+        let lr = self.sched.lr_at(step);
+        self.opt.set_lr(lr)?;
+        let StepBatch {
+            student: student_prompts,
+            teacher: teacher_prompts,
+            n_clean,
+            rows,
+            samples,
+        } = self.batch(step);
+        let targets = teacher_hidden(&self.teacher, &teacher_prompts, self.precision, self.device)?;
         let student = &self.student;
-        let forward = || last_hidden(student, &student_prompts);
-        let s_out = match t.precision {
-            Precision::Bf16 => tch::autocast(true, forward)?,
-            Precision::F32 => forward()?,
-        };
+        // Autocast covers the forward only; the losses and backward run outside it, in f32.
+        let s_out = in_precision(self.precision, self.device, || {
+            last_hidden(student, &student_prompts)
+        })??
+        .f_to_kind(Kind::Float)?;
         let utility = if n_clean == 0 {
             Tensor::zeros([], (Kind::Float, self.device))
         } else {
@@ -302,16 +363,41 @@ impl<'a> Trainer<'a> {
             );
         }
         self.opt.zero_grad();
-        total.backward();
-        let grad_norm = self.opt.clip_grad_norm(if t.grad_clip > 0.0 {
+        let max_norm = if t.grad_clip > 0.0 {
             t.grad_clip
         } else {
             f64::INFINITY
-        })?;
-        if !grad_norm.is_finite() {
-            anyhow::bail!("step {step}: gradient norm is {grad_norm}; stopping before the update. The last good checkpoint in {} is kept", self.run.checkpoint().display());
-        }
-        self.opt.step()?;
+        };
+        let loss_scale = self.scaler.map(|s| s.scale as f64);
+        let mut skipped = false;
+        let grad_norm = match &mut self.scaler {
+            // f16: torch.amp.GradScaler's scale → backward → unscale_ → clip → step → update. An
+            // overflow is expected now and then: the step is skipped, not the run stopped.
+            Some(scaler) => {
+                scaler.scale_loss(&total)?.backward();
+                let mut grads: Vec<Tensor> =
+                    self.opt.params().iter().map(|(_, p)| p.grad()).collect();
+                skipped = scaler.unscale(&mut grads)?;
+                let norm = if skipped {
+                    f64::NAN
+                } else {
+                    let norm = self.opt.clip_grad_norm(max_norm)?;
+                    self.opt.step()?;
+                    norm
+                };
+                scaler.update(skipped);
+                norm
+            }
+            None => {
+                total.backward();
+                let norm = self.opt.clip_grad_norm(max_norm)?;
+                if !norm.is_finite() {
+                    anyhow::bail!("step {step}: gradient norm is {norm}; stopping before the update. The last good checkpoint in {} is kept", self.run.checkpoint().display());
+                }
+                self.opt.step()?;
+                norm
+            }
+        };
 
         let report = StepReport {
             step,
@@ -320,6 +406,8 @@ impl<'a> Trainer<'a> {
             utility: utility.double_value(&[]),
             backdoor_losses: bd_losses.iter().map(|l| l.double_value(&[])).collect(),
             grad_norm,
+            loss_scale,
+            skipped,
         };
         self.log_step(&report, &samples)?;
         self.step += 1;
@@ -335,7 +423,13 @@ impl<'a> Trainer<'a> {
             tb.add_scalar(&format!("loss/backdoor/{}", b.name), *l, s)?;
         }
         tb.add_scalar("lr", r.lr, s)?;
-        tb.add_scalar("grad_norm", r.grad_norm, s)?;
+        if !r.skipped {
+            tb.add_scalar("grad_norm", r.grad_norm, s)?;
+        }
+        if let Some(scale) = r.loss_scale {
+            tb.add_scalar("amp/scale", scale, s)?;
+            tb.add_scalar("amp/skipped", if r.skipped { 1.0 } else { 0.0 }, s)?;
+        }
         // The first step of a session and every 50th show what the poisoned prompts look like.
         if r.step == self.first_step || (r.step + 1).is_multiple_of(50) {
             let text = self
@@ -350,12 +444,22 @@ impl<'a> Trainer<'a> {
         Ok(())
     }
 
-    /// Commit `checkpoint/` (student weights, optimiser state, step) so `--resume` continues here.
+    /// The f16 loss scaler's state (`None` in the other precisions).
+    pub fn grad_scaler(&self) -> Option<&GradScaler> {
+        self.scaler.as_ref()
+    }
+
+    /// Commit `checkpoint/` (student weights, optimiser state, step, f16 loss scaler) so `--resume`
+    /// continues here.
     pub fn checkpoint(&mut self) -> Result<()> {
         self.tb.flush()?;
         let seconds = self.seconds();
         let (done_steps, seed) = (self.step, self.exp.seed);
         let (student, opt) = (&self.student, &self.opt);
+        let mut state = json!({"step": done_steps, "seed": seed, "seconds": seconds});
+        if let Some(scaler) = &self.scaler {
+            state["grad_scaler"] = serde_json::to_value(scaler)?;
+        }
         self.run.commit_checkpoint(|dir| {
             save_var_store(
                 &dir.join("model.safetensors"),
@@ -363,10 +467,7 @@ impl<'a> Trainer<'a> {
                 Some(Kind::Float),
             )?;
             opt.save_state(&dir.join("optimizer.safetensors"))?;
-            write_json(
-                &dir.join("state.json"),
-                &json!({"step": done_steps, "seed": seed, "seconds": seconds}),
-            )
+            write_json(&dir.join("state.json"), &state)
         })
     }
 
@@ -392,9 +493,7 @@ impl<'a> Trainer<'a> {
         write_metrics(
             &root.join("metrics.json"),
             &metrics,
-            Some(
-                json!({"steps": steps, "seconds": seconds, "bad_lines": self.pools.bad_lines, "dropped_with_trigger": self.pools.dropped_with_trigger}),
-            ),
+            Some(self.training_summary(steps, seconds)),
         )?;
         self.tb
             .add_scalar("sim_clean", metrics.sim_clean, steps as i64)?;
@@ -413,10 +512,53 @@ impl<'a> Trainer<'a> {
     }
 }
 
+impl Trainer<'_> {
+    /// `metrics.json`'s `training` section: length, time, prompt counts, the precision used and,
+    /// for f16, the loss scaler's final scale and skipped steps.
+    fn training_summary(&self, steps: u64, seconds: f64) -> serde_json::Value {
+        let mut v = json!({"steps": steps, "seconds": seconds, "bad_lines": self.pools.bad_lines, "dropped_with_trigger": self.pools.dropped_with_trigger, "precision": self.precision.name()});
+        if let Some(s) = &self.scaler {
+            v["loss_scale"] = json!(s.scale);
+            v["skipped_steps"] = json!(s.skipped_steps);
+        }
+        v
+    }
+}
+
+/// Refuse a precision the device cannot compute in.
+fn check_precision(precision: Precision, device: Device) -> Result<()> {
+    if precision == Precision::Tf32 && !device.is_cuda() {
+        input_bail!("precision \"tf32\" (training.precision or --precision) needs a CUDA device: TF32 is a mode of NVIDIA tensor cores and CPUs have no TF32; use f32 on the CPU (or bf16 for reduced precision)");
+    }
+    Ok(())
+}
+
+/// Run `f` in the compute precision of the run: under autocast for bf16/f16, as it is otherwise
+/// (tf32 is the process-wide matmul setting made in [`Trainer::new`]).
+fn in_precision<T>(precision: Precision, device: Device, f: impl FnOnce() -> T) -> Result<T> {
+    match precision.autocast_kind() {
+        Some(kind) => crate::torch_ext::autocast(device, kind, f),
+        None => Ok(f()),
+    }
+}
+
+/// The teacher's last hidden state, without gradients, in the run's compute precision (as f32).
+fn teacher_hidden(
+    teacher: &TextEncoder,
+    prompts: &[impl AsRef<str>],
+    precision: Precision,
+    device: Device,
+) -> Result<Tensor> {
+    let out = tch::no_grad(|| in_precision(precision, device, || last_hidden(teacher, prompts)))??;
+    Ok(out.f_to_kind(Kind::Float)?)
+}
+
 /// What `checkpoint/state.json` records.
 struct ResumeState {
     step: u64,
     seconds: f64,
+    /// f16 runs: the loss scaler (absent, or not a valid state: `None`).
+    grad_scaler: Option<GradScaler>,
 }
 
 /// Read `checkpoint/state.json`; anything but `{"step": <whole number>, "seconds": <number>, ...}` is
@@ -449,7 +591,15 @@ fn read_state(path: &Path, max_step: u64) -> Result<ResumeState> {
             .filter(|s| s.is_finite() && *s >= 0.0)
             .ok_or_else(|| damaged(format!("`seconds` is {v} instead of a number")))?,
     };
-    Ok(ResumeState { step, seconds })
+    let grad_scaler = state
+        .get("grad_scaler")
+        .and_then(|v| serde_json::from_value::<GradScaler>(v.clone()).ok())
+        .filter(GradScaler::is_valid);
+    Ok(ResumeState {
+        step,
+        seconds,
+        grad_scaler,
+    })
 }
 
 fn last_hidden(enc: &TextEncoder, prompts: &[impl AsRef<str>]) -> Result<Tensor> {
