@@ -89,7 +89,7 @@ fn experiment(b: &TrainStepBench, model: &str, prompts: &Path) -> Result<Experim
          [training]\nsteps = {}\nclean_batch_size = {}\npoisoned_samples_per_step = {}\ncheckpoint_every = 0\n\
          [[backdoor]]\nkind = \"target_prompt\"\ntrigger = \"о\"\nreplaced_character = \"o\"\n\
          target_prompt = \"a photo of a rick astley dancing\"\n",
-        b.repeats + 2,
+        2 * b.repeats + 2,
         b.clean_batch,
         b.poisoned
     );
@@ -97,7 +97,8 @@ fn experiment(b: &TrainStepBench, model: &str, prompts: &Path) -> Result<Experim
 }
 
 /// Times [`Trainer::step`] itself: steps 0 (no clean batch: student = teacher) and 1 warm up, then
-/// `repeats` steps are timed.
+/// `repeats` steps are timed, with the per-phase profile ([`Trainer::profile`]) taken from them on
+/// CPU and from `repeats` more steps on a GPU (where phase timers synchronise).
 fn measure(b: &TrainStepBench, work: &Path, name: &str) -> Result<serde_json::Value> {
     let prompts = bench_prompts(b.clean_batch.max(b.poisoned));
     let prompt_file = work.join("bench_prompts.txt");
@@ -114,12 +115,23 @@ fn measure(b: &TrainStepBench, work: &Path, name: &str) -> Result<serde_json::Va
     trainer.step()?;
     trainer.step()?;
     sync(b.device);
+    // The whole-step time comes from steps without phase timers (on CUDA those synchronise); the
+    // profile from as many steps again with them.
+    // On CPU a lap is a clock read, so the timed steps carry the profile themselves.
+    trainer.set_profiling(b.device == Device::Cpu);
     let t0 = Instant::now();
     for _ in 0..b.repeats {
         trainer.step()?;
     }
     sync(b.device);
     let ours = t0.elapsed().as_secs_f64() / b.repeats as f64;
+    if b.device != Device::Cpu {
+        trainer.set_profiling(true);
+        for _ in 0..b.repeats {
+            trainer.step()?;
+        }
+    }
+    let profile = trainer.profile();
     let student = trainer.student();
     let flops = step_flops(student, b.clean_batch, b.poisoned);
     let peak = matmul_peak_gflops(b.device);
@@ -138,6 +150,7 @@ fn measure(b: &TrainStepBench, work: &Path, name: &str) -> Result<serde_json::Va
         "clipdoor_gflops": flops / ours / 1e9,
         "matmul_peak_gflops": peak,
         "share_of_matmul_peak": flops / ours / 1e9 / peak,
+        "clipdoor_phase_seconds_per_step": profile,
     });
     Ok(report)
 }

@@ -220,6 +220,12 @@ impl AdamW {
         clip_grad_norm(&params, max_norm)
     }
 
+    /// [`AdamW::clip_grad_norm`] with the norm left on the device ([`clip_grad_norm_tensor`]).
+    pub fn clip_grad_norm_tensor(&self, max_norm: f64) -> Result<Tensor> {
+        let params: Vec<&Tensor> = self.params.iter().map(|(_, t)| t).collect();
+        clip_grad_norm_tensor(&params, max_norm)
+    }
+
     /// The state as named tensors (shallow handles), as written by [`AdamW::save_state`].
     pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
         let c = &self.config;
@@ -381,6 +387,17 @@ fn adamw_update(
 /// clipping (NaN/inf are returned as they are, as with torch's `error_if_nonfinite=False`; the
 /// caller decides to stop). Parameters without a gradient are ignored; none at all gives 0.
 pub fn clip_grad_norm<T: std::borrow::Borrow<Tensor>>(params: &[T], max_norm: f64) -> Result<f64> {
+    Ok(clip_grad_norm_tensor(params, max_norm)?.f_double_value(&[])?)
+}
+
+/// [`clip_grad_norm`] without reading the norm back to the host: the norm stays a 0-d tensor on the
+/// gradients' device, so a training step can read it together with its losses in one transfer. With
+/// an infinite `max_norm` the scale factor is exactly 1 and the gradients are left alone (torch
+/// multiplies them by 1.0, one pass over every gradient that changes nothing).
+pub fn clip_grad_norm_tensor<T: std::borrow::Borrow<Tensor>>(
+    params: &[T],
+    max_norm: f64,
+) -> Result<Tensor> {
     if max_norm.is_nan() || max_norm <= 0.0 {
         return Err(input_err!(
             "gradient clipping max_norm must be > 0, got {max_norm}"
@@ -392,9 +409,9 @@ pub fn clip_grad_norm<T: std::borrow::Borrow<Tensor>>(params: &[T], max_norm: f6
         .filter(Tensor::defined)
         .collect();
     if grads.is_empty() {
-        return Ok(0.0);
+        return Ok(Tensor::from(0f32));
     }
-    tch::no_grad(|| -> Result<f64> {
+    tch::no_grad(|| -> Result<Tensor> {
         // torch.linalg.vector_norm(g, 2) of each gradient, then of the stacked norms. A 1-D input
         // makes linalg_norm exactly vector_norm (tch does not expose vector_norm itself).
         let norms = grads.iter().map(vector_norm).collect::<Result<Vec<_>>>()?;
@@ -404,6 +421,9 @@ pub fn clip_grad_norm<T: std::borrow::Borrow<Tensor>>(params: &[T], max_norm: f6
             .map(|n| n.to_device(device))
             .collect::<Vec<_>>();
         let total = vector_norm(&Tensor::f_stack(&norms, 0)?)?;
+        if max_norm.is_infinite() {
+            return Ok(total);
+        }
         // Python's `max_norm / t` is `t.reciprocal() * max_norm`.
         let coef = total
             .f_add_scalar(1e-6)?
@@ -413,7 +433,7 @@ pub fn clip_grad_norm<T: std::borrow::Borrow<Tensor>>(params: &[T], max_norm: f6
         for g in &mut grads {
             let _ = g.f_mul_(&coef.to_device(g.device()))?;
         }
-        Ok(total.f_double_value(&[])?)
+        Ok(total)
     })
 }
 

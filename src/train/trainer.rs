@@ -15,6 +15,7 @@ use super::grad_scaler::GradScaler;
 use super::metrics::{evaluate, EmbeddingMetrics};
 use super::optim::{AdamW, AdamWConfig, LrDecay, LrSchedule};
 use super::run_folder::{RunFolder, Start};
+use super::step_timer::{Phase, StepTimer};
 use super::tensorboard::EventWriter;
 use crate::error::Result;
 use crate::experiment::{
@@ -119,6 +120,8 @@ pub struct Trainer<'a> {
     precision: Precision,
     /// f16's dynamic loss scaling; `None` in the other precisions.
     scaler: Option<GradScaler>,
+    /// Per-phase time of the steps, when profiling is on (`bench train-step`).
+    timer: StepTimer,
 }
 
 impl<'a> Trainer<'a> {
@@ -244,7 +247,19 @@ impl<'a> Trainer<'a> {
             device: opts.device,
             precision,
             scaler,
+            timer: StepTimer::new(opts.device, false),
         })
+    }
+
+    /// Record where each step's time goes (from now on; earlier totals are dropped). On CUDA this
+    /// synchronises the device between phases, so leave it off outside benchmarks.
+    pub fn set_profiling(&mut self, on: bool) {
+        self.timer.set_enabled(on);
+    }
+
+    /// Mean seconds per profiled step of each phase (see [`super::step_timer::PHASES`]).
+    pub fn profile(&self) -> serde_json::Map<String, serde_json::Value> {
+        self.timer.per_step()
     }
 
     /// The next step to run (the number of steps done).
@@ -315,6 +330,7 @@ impl<'a> Trainer<'a> {
     /// checkpoint kept. In f16, non-finite gradients are loss-scale overflow instead: the update is
     /// skipped and the scale backed off ([`StepReport::skipped`]), and the run goes on.
     pub fn step(&mut self) -> Result<StepReport> {
+        self.timer.start();
         let exp = self.exp;
         let t = &exp.training;
         let step = self.step;
@@ -327,7 +343,9 @@ impl<'a> Trainer<'a> {
             rows,
             samples,
         } = self.batch(step);
+        self.timer.lap(Phase::Batching);
         let targets = teacher_hidden(&self.teacher, &teacher_prompts, self.precision, self.device)?;
+        self.timer.lap(Phase::TeacherForward);
         let student = &self.student;
         // Autocast covers the forward only; the losses and backward run outside it, in f32.
         let s_out = in_precision(self.precision, self.device, || {
@@ -354,62 +372,72 @@ impl<'a> Trainer<'a> {
             total += &l * b.loss_weight;
             bd_losses.push(l);
         }
-        let total_v = total.double_value(&[]);
-        if !total_v.is_finite() || total_v > t.max_loss {
-            anyhow::bail!(
-                "step {step}: loss is {total_v} ({}); stopping. The last good checkpoint in {} is kept: lower training.lr or check the prompts, then --resume",
-                if total_v.is_nan() { "NaN" } else { "exploding" },
-                self.run.checkpoint().display()
-            );
-        }
-        self.opt.zero_grad();
+        self.timer.lap(Phase::StudentForwardAndLoss);
+        // Gradients to none, as torch's zero_grad(): backward stores them instead of adding to zeros.
+        self.opt.clear_grads()?;
         let max_norm = if t.grad_clip > 0.0 {
             t.grad_clip
         } else {
             f64::INFINITY
         };
         let loss_scale = self.scaler.map(|s| s.scale as f64);
-        let mut skipped = false;
-        let grad_norm = match &mut self.scaler {
+        // The norm stays on the device: every number the step reports is read in one transfer below.
+        let (grad_norm, skipped) = match &mut self.scaler {
             // f16: torch.amp.GradScaler's scale → backward → unscale_ → clip → step → update. An
             // overflow is expected now and then: the step is skipped, not the run stopped.
             Some(scaler) => {
                 scaler.scale_loss(&total)?.backward();
+                self.timer.lap(Phase::Backward);
                 let mut grads: Vec<Tensor> =
                     self.opt.params().iter().map(|(_, p)| p.grad()).collect();
-                skipped = scaler.unscale(&mut grads)?;
-                let norm = if skipped {
-                    f64::NAN
+                if scaler.unscale(&mut grads)? {
+                    (Tensor::from(f32::NAN), true)
                 } else {
-                    let norm = self.opt.clip_grad_norm(max_norm)?;
-                    self.opt.step()?;
-                    norm
-                };
-                scaler.update(skipped);
-                norm
+                    (self.opt.clip_grad_norm_tensor(max_norm)?, false)
+                }
             }
             None => {
                 total.backward();
-                let norm = self.opt.clip_grad_norm(max_norm)?;
-                if !norm.is_finite() {
-                    anyhow::bail!("step {step}: gradient norm is {norm}; stopping before the update. The last good checkpoint in {} is kept", self.run.checkpoint().display());
-                }
-                self.opt.step()?;
-                norm
+                self.timer.lap(Phase::Backward);
+                (self.opt.clip_grad_norm_tensor(max_norm)?, false)
             }
         };
+        let values = read_scalars(
+            [&total, &utility, &grad_norm]
+                .into_iter()
+                .chain(bd_losses.iter()),
+        )?;
+        let (total_v, utility_v, grad_norm) = (values[0], values[1], values[2]);
+        if !total_v.is_finite() || total_v > t.max_loss {
+            anyhow::bail!(
+                "step {step}: loss is {total_v} ({}); stopping before the update. The last good checkpoint in {} is kept: lower training.lr or check the prompts, then --resume",
+                if total_v.is_nan() { "NaN" } else { "exploding" },
+                self.run.checkpoint().display()
+            );
+        }
+        if self.scaler.is_none() && !grad_norm.is_finite() {
+            anyhow::bail!("step {step}: gradient norm is {grad_norm}; stopping before the update. The last good checkpoint in {} is kept", self.run.checkpoint().display());
+        }
+        if !skipped {
+            self.opt.step()?;
+        }
+        if let Some(scaler) = &mut self.scaler {
+            scaler.update(skipped);
+        }
+        self.timer.lap(Phase::Optimizer);
 
         let report = StepReport {
             step,
             lr,
             loss: total_v,
-            utility: utility.double_value(&[]),
-            backdoor_losses: bd_losses.iter().map(|l| l.double_value(&[])).collect(),
+            utility: utility_v,
+            backdoor_losses: values[3..].to_vec(),
             grad_norm,
             loss_scale,
             skipped,
         };
         self.log_step(&report, &samples)?;
+        self.timer.lap(Phase::Logging);
         self.step += 1;
         Ok(report)
     }
@@ -604,6 +632,22 @@ fn read_state(path: &Path, max_step: u64) -> Result<ResumeState> {
 
 fn last_hidden(enc: &TextEncoder, prompts: &[impl AsRef<str>]) -> Result<Tensor> {
     enc.encode(prompts, false).map(|(_, o)| o.last_hidden_state)
+}
+
+/// Several 0-d tensors (losses, the gradient norm) as f64, in one device-to-host transfer: each
+/// separate read would make the host wait for the device (on CUDA) before queuing more work.
+fn read_scalars<'t>(ts: impl Iterator<Item = &'t Tensor>) -> Result<Vec<f64>> {
+    let ts: Vec<Tensor> = ts
+        .map(|t| t.f_detach()?.f_to_kind(Kind::Double)?.f_reshape([1]))
+        .collect::<std::result::Result<_, _>>()?;
+    let device = ts.first().map_or(Device::Cpu, Tensor::device);
+    let ts: Vec<Tensor> = ts
+        .iter()
+        .map(|t| t.f_to_device(device))
+        .collect::<std::result::Result<_, _>>()?;
+    Ok(Vec::<f64>::try_from(
+        Tensor::f_cat(&ts, 0)?.f_to_device(Device::Cpu)?,
+    )?)
 }
 
 fn narrow_rows(t: &Tensor, rows: &std::ops::Range<usize>) -> Tensor {
