@@ -43,8 +43,8 @@ impl TorchError {
             .lines()
             .map(str::trim)
             .find(|l| !l.is_empty())
-            .unwrap_or("(libtorch gave no message)")
-            .to_string();
+            .unwrap_or("(libtorch gave no message)");
+        let message = without_enforce_prefix(message).to_string();
         Self {
             kind: classify(text),
             message,
@@ -75,6 +75,19 @@ impl fmt::Display for TorchError {
 }
 
 impl std::error::Error for TorchError {}
+
+/// `[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: ...` → `DefaultCPUAllocator: ...`:
+/// the source line and the failed condition of a `CAFFE_ENFORCE` say nothing to a user.
+fn without_enforce_prefix(line: &str) -> &str {
+    if !line.starts_with("[enforce fail at ") {
+        return line;
+    }
+    line.split_once("] ")
+        .and_then(|(_, rest)| rest.split_once(". "))
+        .map(|(_, message)| message.trim())
+        .filter(|m| !m.is_empty())
+        .unwrap_or(line)
+}
 
 /// Out of memory, and where, from libtorch's message.
 fn classify(text: &str) -> TorchErrorKind {
@@ -210,7 +223,11 @@ mod tests {
         let e = catch(|| Ok(Tensor::empty([1i64 << 48], (Kind::Float, Device::Cpu)))).unwrap_err();
         let te = e.downcast_ref::<TorchError>().expect("a TorchError");
         assert_eq!(te.kind, TorchErrorKind::OutOfHostMemory, "{te:?}");
-        assert!(te.message.contains("DefaultCPUAllocator"), "{te:?}");
+        assert!(
+            te.message
+                .starts_with("DefaultCPUAllocator: can't allocate memory"),
+            "{te:?}"
+        );
         assert!(
             !te.message.contains('\n') && !te.message.contains("frame #"),
             "{te:?}"

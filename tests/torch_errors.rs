@@ -86,8 +86,7 @@ fn a_training_step_that_runs_out_of_memory_or_fails_in_libtorch_stops_resumably(
         (
             "alloc",
             &[
-                "step 3: out of host memory",
-                "DefaultCPUAllocator",
+                "step 3: out of host memory (RAM) (DefaultCPUAllocator: can't allocate memory",
                 "training.clean_batch_size = 32",
                 "training.poisoned_samples_per_step = 16",
                 "lower them",
@@ -136,7 +135,10 @@ fn a_failure_before_the_first_checkpoint_says_resume_starts_over() {
         .output()
         .unwrap();
     let e = clean_failure(&o);
-    assert!(e.contains("step 1: out of host memory"), "{e}");
+    assert!(
+        e.contains("step 1: out of host memory (RAM) (DefaultCPUAllocator"),
+        "{e}"
+    );
     assert!(
         e.contains("No checkpoint was written yet (training.checkpoint_every = 2)"),
         "{e}"
@@ -178,8 +180,7 @@ fn a_batch_of_images_that_runs_out_of_memory_keeps_the_images_before_it() {
         .unwrap();
     let e = clean_failure(&o);
     for part in [
-        "batch 2 of 2 (images 2-3): out of host memory",
-        "DefaultCPUAllocator",
+        "batch 2 of 2 (images 2-3): out of host memory (RAM) (DefaultCPUAllocator: can't allocate memory",
         "Lower --batch-size (now 2 image(s) per UNet call)",
         "--dtype f16 or --dtype bf16; now f32",
         "--height/--width; now ",
