@@ -219,3 +219,81 @@ fn a_batch_of_images_that_runs_out_of_memory_keeps_the_images_before_it() {
     );
     assert!(e.contains("The 0 image(s) already written are kept"), "{e}");
 }
+
+/// `evaluate images` draws through the same guarded batches; its message names the `[evaluation]`
+/// settings (it has no `--dtype`), and the rerun finishes the report.
+#[test]
+fn evaluate_images_out_of_memory_names_the_evaluation_settings() {
+    let t = common::tmp();
+    let fx = t.path().join("fixtures");
+    common::run_py(
+        "eval_images_fixtures.py",
+        &[common::s(&fx), "--no-inception"],
+    );
+    let (pipeline, clip) = (fx.join("pipeline"), fx.join("clip"));
+    let smoke = common::root().join("experiments/smoke");
+    let text = std::fs::read_to_string(smoke.join("eval_images.toml"))
+        .unwrap()
+        .replace(
+            "teacher = \"tiny_pipeline\"",
+            &format!("teacher = {:?}", common::s(&pipeline)),
+        )
+        .replace(
+            "clean_prompts = \"prompts.txt\"",
+            &format!("clean_prompts = {:?}", smoke.join("prompts.txt")),
+        );
+    let exp = t.path().join("eval_images.toml");
+    std::fs::write(&exp, text).unwrap();
+    let run = t.path().join("run");
+    let o = train(&exp, &run, false).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let out = t.path().join("eval");
+    let evaluate = || {
+        let mut c = common::bin();
+        c.args(["evaluate", "images", "--run", common::s(&run)])
+            .args(["--out", common::s(&out), "--device", "cpu"])
+            .args(["--pipeline", common::s(&pipeline), "--judge", "clip"])
+            .args(["--clip", common::s(&clip)])
+            .env("OMP_NUM_THREADS", "1")
+            .env_remove("CLIPDOOR_FAULT");
+        c
+    };
+    // evaluation.batch_size = 4: each set (3 clean, 2 per backdoor) is one batch; the 2nd batch is
+    // the original encoder's first backdoor set.
+    let o = evaluate()
+        .env("CLIPDOOR_FAULT", "generate-batch:alloc@2")
+        .output()
+        .unwrap();
+    let e = clean_failure(&o);
+    for part in [
+        "original/cyrillic_o: batch 1 of 1 (images 0-1): out of host memory (RAM) (DefaultCPUAllocator",
+        "Lower evaluation.batch_size (now 4 image(s) per UNet call)",
+        "(evaluation.height/evaluation.width; now height 32, width 32)",
+        "rerun the same command",
+    ] {
+        assert!(e.contains(part), "{part:?} missing in: {e}");
+    }
+    assert!(
+        !e.contains("--dtype"),
+        "evaluate images has no --dtype: {e}"
+    );
+    let clean = out.join("images/original/clean");
+    assert_eq!(recorded(&clean).len(), 3, "the clean set drawn before");
+    assert!(!out.join("report.json").exists());
+    let before = inodes(&clean);
+
+    let o = evaluate().output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(inodes(&clean), before, "the clean images were drawn again");
+    assert!(out.join("report.json").exists());
+}
+
+/// The inode of every PNG of an image set: a redrawn image is a new file (written atomically).
+fn inodes(set: &Path) -> Vec<u64> {
+    use std::os::unix::fs::MetadataExt;
+    common::png_files(&set.join("images"))
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().ino())
+        .collect()
+}
