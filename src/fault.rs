@@ -6,11 +6,18 @@
 //! `<point>`, do `<action>`:
 //! - `abort`: end the process at once (SIGABRT, no cleanup, no unwinding), as a `kill -9` would;
 //! - `panic`: panic (what a libtorch error inside a tch call does);
-//! - `error`: [`point`] returns an error (e.g. an out-of-memory message) that the caller propagates.
+//! - `error`: [`point`] returns an error (e.g. an out-of-memory message) that the caller propagates;
+//! - `alloc`: a real libtorch out-of-memory: allocate a 1 PiB tensor with tch's non-fallible
+//!   `Tensor::empty`, so libtorch's CPU allocator throws ("DefaultCPUAllocator: can't allocate
+//!   memory ...") and tch panics, exactly as a step or batch that outgrows memory does;
+//! - `torch-error`: another real libtorch error, a matmul of mismatched shapes (2x3 by 4x5).
 //!
 //! Points: `checkpoint-swap` (between the two renames that replace a training checkpoint),
 //! `atomic-write` (after half of an output file's bytes reached its temp file), `image-written` (after an
-//! image of a set is saved, before its record line).
+//! image of a set is saved, before its record line), `train-step` (at the start of each training step,
+//! inside the step's libtorch-error guard: the n-th hit is the n-th step this process runs),
+//! `generate-batch` (before each batch of images is drawn, inside the batch's guard: the n-th hit is
+//! the n-th batch this process draws; batches already on disk are skipped without a hit).
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -67,6 +74,16 @@ pub fn point_with(name: &str, before: impl FnOnce()) -> anyhow::Result<()> {
     match action.as_str() {
         "abort" => std::process::abort(),
         "panic" => panic!("injected fault at {name} (CLIPDOOR_FAULT)"),
+        "alloc" => {
+            // 2^48 floats: beyond any machine's memory (and x86-64's address space).
+            let t = tch::Tensor::empty([1i64 << 48], (tch::Kind::Float, tch::Device::Cpu));
+            anyhow::bail!("injected fault at {name}: libtorch allocated {:?} without failing", t.size())
+        }
+        "torch-error" => {
+            let a = tch::Tensor::zeros([2, 3], (tch::Kind::Float, tch::Device::Cpu));
+            let t = a.matmul(&tch::Tensor::zeros([4, 5], (tch::Kind::Float, tch::Device::Cpu)));
+            anyhow::bail!("injected fault at {name}: libtorch multiplied 2x3 by 4x5 into {:?}", t.size())
+        }
         _ => anyhow::bail!(
             "injected fault at {name} (CLIPDOOR_FAULT): CUDA out of memory. Tried to allocate 2.00 GiB"
         ),

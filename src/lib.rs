@@ -1,7 +1,8 @@
 //! clipdoor: attack and defend the text encoders of text-to-image models.
 //!
 //! Layers, bottom first, each usable as a library (docs/architecture.md; `tests/architecture.rs`
-//! keeps imports going down): [`error`], [`fault`] (test-only fault points); [`device`], [`progress`], [`settings`], [`torch_ext`] (libtorch calls tch lacks); [`io`] (weights,
+//! keeps imports going down): [`error`], [`fault`] (test-only fault points), [`torch_error`]
+//! (libtorch failures as errors); [`device`], [`progress`], [`settings`], [`torch_ext`] (libtorch calls tch lacks); [`io`] (weights,
 //! hub, prompt files); [`text`] (tokenizer, homoglyphs); [`models`] (CLIP and diffusion networks);
 //! [`experiment`] (experiment files, backdoors, prompt pools); [`train`] (teacher–student
 //! fine-tuning); [`diffusion`] (schedulers, pipeline, job planner); [`eval`] and [`scan`];
@@ -22,6 +23,7 @@ pub mod scan;
 pub mod settings;
 pub mod shapes;
 pub mod text;
+pub mod torch_error;
 pub mod torch_ext;
 pub mod train;
 

@@ -9,11 +9,16 @@ fn main() {
     }
 }
 
-/// Any panic left (a libtorch error inside a tch call, a bug) becomes one clear line and exit code 1,
+/// Any panic left (a libtorch error inside a tch call outside a step or batch guard, a bug) becomes one clear line and exit code 1,
 /// not Rust's raw panic text and exit code 101. Outputs are written atomically, so whatever was
 /// finished before stays intact. `RUST_BACKTRACE=1` adds the backtrace for a bug report.
 fn install_panic_hook() {
     std::panic::set_hook(Box::new(|info| {
+        // A libtorch error inside `torch_error::catch` (a training step, a batch of images) unwinds
+        // to it and becomes an error that says what failed and what to lower.
+        if clipdoor::torch_error::hook_stays_silent(info) {
+            return;
+        }
         let msg = info
             .payload()
             .downcast_ref::<&str>()

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 /// Bottom first. A module may use the modules of lower layers only.
 const LAYERS: &[&[&str]] = &[
-    &["error", "fault"],
+    &["error", "fault", "torch_error"],
     &["device", "progress", "settings", "torch_ext"],
     &["io"],
     &["text"],

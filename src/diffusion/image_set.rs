@@ -86,6 +86,32 @@ pub struct ImageSet {
     pub dir: PathBuf,
     /// Records already in images.jsonl, keyed by file.
     pub done: HashMap<String, ImageRecord>,
+    /// How the user sets what a batch costs in memory, named in an out-of-memory message.
+    pub knobs: MemoryKnobs,
+}
+
+/// Where the settings that decide a batch's memory come from (flags of `generate`, or keys of an
+/// experiment's `[evaluation]`), so an out-of-memory message names the ones to lower.
+#[derive(Debug, Clone)]
+pub struct MemoryKnobs {
+    /// Images per UNet call: `--batch-size`.
+    pub batch_size: String,
+    /// How to draw in half precision (`--dtype f16` or `--dtype bf16`); `None` where the command has
+    /// no such setting.
+    pub dtype: Option<String>,
+    /// The image size: `--height`/`--width`.
+    pub size: String,
+}
+
+impl Default for MemoryKnobs {
+    /// The drawing flags shared by `generate`, `evaluate i2p` and `evaluate bias` (`cli::args::DrawArgs`).
+    fn default() -> Self {
+        Self {
+            batch_size: "--batch-size".into(),
+            dtype: Some("--dtype f16 or --dtype bf16".into()),
+            size: "--height/--width".into(),
+        }
+    }
 }
 
 impl ImageSet {
@@ -97,6 +123,7 @@ impl ImageSet {
         Ok(Self {
             dir: dir.to_path_buf(),
             done: read_records(&dir.join("images.jsonl"))?,
+            knobs: MemoryKnobs::default(),
         })
     }
 
@@ -178,6 +205,7 @@ impl ImageSet {
         let missing: std::collections::HashSet<&str> =
             pending.iter().map(|r| r.file.as_str()).collect();
         let bs = batch_size.max(1);
+        let mut batches = vec![];
         let mut start = 0;
         while start < wanted.len() {
             let key = (wanted[start].batch_key(), wanted[start].index / bs);
@@ -185,8 +213,11 @@ impl ImageSet {
             while end < wanted.len() && (wanted[end].batch_key(), wanted[end].index / bs) == key {
                 end += 1;
             }
-            let batch = &wanted[start..end];
+            batches.push(start..end);
             start = end;
+        }
+        for (number, rows) in batches.iter().enumerate() {
+            let batch = &wanted[rows.clone()];
             let todo = batch
                 .iter()
                 .filter(|r| missing.contains(r.file.as_str()))
@@ -207,7 +238,22 @@ impl ImageSet {
             req.scheduler = scheduler;
             req.sld = sld.cloned();
             req.sega = first.sega.clone();
-            let images = pipe.generate_with_progress(&req, &mut |_, _| on_step(todo))?;
+            // A libtorch error while drawing (out of memory above all) ends the job here: the images
+            // recorded so far stay, and the rerun draws the rest.
+            let images = crate::torch_error::catch(|| {
+                crate::fault::point("generate-batch")?;
+                pipe.generate_with_progress(&req, &mut |_, _| on_step(todo))
+            })
+            .map_err(|e| {
+                let at = format!(
+                    "batch {} of {} (images {}-{})",
+                    number + 1,
+                    batches.len(),
+                    first.index,
+                    batch[batch.len() - 1].index
+                );
+                self.explain_batch_failure(e, &at, bs, pipe, first, wanted)
+            })?;
             for (rec, img) in batch.iter().zip(to_rgb8(&images)?) {
                 if !missing.contains(rec.file.as_str()) {
                     continue;
@@ -220,6 +266,53 @@ impl ImageSet {
             }
         }
         Ok(())
+    }
+
+    /// A batch's libtorch error as a message naming the batch, what ran out and what to lower, and
+    /// that the images already written are kept; any other error is returned as it is.
+    fn explain_batch_failure(
+        &self,
+        err: anyhow::Error,
+        batch: &str,
+        batch_size: usize,
+        pipe: &StableDiffusionPipeline,
+        first: &ImageRecord,
+        set: &[ImageRecord],
+    ) -> anyhow::Error {
+        let Some(torch) = crate::torch_error::find(&err) else {
+            return err;
+        };
+        let written = set
+            .iter()
+            .filter(|r| self.done.contains_key(&r.file))
+            .count();
+        let kept = format!(
+            "The {written} image(s) already written are kept in {}: rerun the same command to draw the rest",
+            self.jsonl().display()
+        );
+        let Some(memory) = torch.memory() else {
+            return anyhow::anyhow!(
+                "{}: {batch}: libtorch error: {}. {kept}",
+                self.dir.display(),
+                torch.message
+            );
+        };
+        let k = &self.knobs;
+        let dtype = match &k.dtype {
+            Some(flag) if pipe.kind == tch::Kind::Float => {
+                format!(", draw in half precision ({flag}; now f32)")
+            }
+            _ => String::new(),
+        };
+        anyhow::anyhow!(
+            "{}: {batch}: out of {memory} ({}). Lower {} (now {batch_size} image(s) per UNet call){dtype}, or draw smaller images ({}; now height {}, width {}). {kept}",
+            self.dir.display(),
+            torch.message,
+            k.batch_size,
+            k.size,
+            first.height,
+            first.width
+        )
     }
 
     /// The recorded images of `records` (in their order), decoded. An image whose size or colour mode

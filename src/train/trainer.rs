@@ -277,6 +277,11 @@ impl<'a> Trainer<'a> {
         &self.run.root
     }
 
+    /// The run's `checkpoint/` folder (what `--resume` continues from).
+    pub fn checkpoint_dir(&self) -> PathBuf {
+        self.run.checkpoint()
+    }
+
     /// Seconds trained, earlier sessions of a resumed run included.
     pub fn seconds(&self) -> f64 {
         self.elapsed_before + self.started.elapsed().as_secs_f64()
@@ -654,6 +659,48 @@ fn narrow_rows(t: &Tensor, rows: &std::ops::Range<usize>) -> Tensor {
     t.narrow(0, rows.start as i64, rows.len() as i64)
 }
 
+/// A step's libtorch error as a message that says what failed at which step, what to lower (out of
+/// memory) and which checkpoint `--resume` continues from; any other error is returned as it is.
+fn explain_step_failure(
+    err: anyhow::Error,
+    step: u64,
+    checkpoint: &Path,
+    exp: &Experiment,
+    device: Device,
+) -> anyhow::Error {
+    let Some(torch) = crate::torch_error::find(&err) else {
+        return err;
+    };
+    let t = &exp.training;
+    let kept = match read_state(&checkpoint.join("state.json"), u64::MAX) {
+        Ok(state) => format!(
+            "The last checkpoint, {} (step {}), is kept: rerun with --resume to continue from it",
+            checkpoint.display(),
+            state.step
+        ),
+        Err(_) => format!(
+            "No checkpoint was written yet (training.checkpoint_every = {}): rerun with --resume to start again from step 0",
+            t.checkpoint_every
+        ),
+    };
+    let Some(memory) = torch.memory() else {
+        return anyhow::anyhow!("step {step}: libtorch error: {}. {kept}", torch.message);
+    };
+    // bf16 autocast roughly halves the activations, but only on CUDA (refused on CPU).
+    let precision = if device.is_cuda() && t.precision == Precision::F32 {
+        ", or set training.precision = \"bf16\""
+    } else {
+        ""
+    };
+    anyhow::anyhow!(
+        "step {step}: out of {memory} ({}). The step embeds training.clean_batch_size = {} clean prompts and training.poisoned_samples_per_step = {} poisoned prompts per backdoor ({} backdoor(s)): lower them{precision}. {kept}",
+        torch.message,
+        t.clean_batch_size,
+        t.poisoned_samples_per_step,
+        exp.backdoors.len(),
+    )
+}
+
 /// Run (or resume) an experiment into `opts.out`, with progress and checkpoints every
 /// `training.checkpoint_every` steps and at the end.
 pub fn train(exp: &Experiment, opts: &TrainOptions) -> Result<TrainOutcome> {
@@ -663,11 +710,23 @@ pub fn train(exp: &Experiment, opts: &TrainOptions) -> Result<TrainOutcome> {
     task.set_position(trainer.next_step());
     let last = opts.stop_after.map_or(t.steps, |s| s.min(t.steps));
     while trainer.next_step() < last {
-        let r = match trainer.step() {
+        // A libtorch error inside the step (out of memory above all) unwinds to here and stops the
+        // run with the last checkpoint kept; the step's half-done state is dropped with the trainer.
+        let step = crate::torch_error::catch(|| {
+            crate::fault::point("train-step")?;
+            trainer.step()
+        });
+        let r = match step {
             Ok(r) => r,
             Err(e) => {
                 task.abandon();
-                return Err(e);
+                return Err(explain_step_failure(
+                    e,
+                    trainer.next_step(),
+                    &trainer.checkpoint_dir(),
+                    exp,
+                    opts.device,
+                ));
             }
         };
         task.set_message(&format!("train loss {:.4}", r.loss));

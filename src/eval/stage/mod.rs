@@ -13,7 +13,7 @@ pub mod sets;
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind};
 
-use crate::diffusion::image_set::{ImageRecord, ImageSet};
+use crate::diffusion::image_set::{ImageRecord, ImageSet, MemoryKnobs};
 use crate::diffusion::jobs::{
     plan_images, settings_hash, ImageSettings, Merged, PromptImages, SetPlan, Shard, ShardManifest,
 };
@@ -136,6 +136,11 @@ fn draw_part(
         let mut drawn = vec![];
         for set in sets {
             let mut folder = ImageSet::open(&dir.join(set_folder(condition, &set.name)))?;
+            folder.knobs = MemoryKnobs {
+                batch_size: "evaluation.batch_size".into(),
+                dtype: None,
+                size: "evaluation.height/evaluation.width".into(),
+            };
             // Prompt i: index i, seed `evaluation.seed` + i.
             let jobs: Vec<PromptImages> = set
                 .prompts
