@@ -666,7 +666,6 @@ fn explain_step_failure(
     step: u64,
     checkpoint: &Path,
     exp: &Experiment,
-    device: Device,
 ) -> anyhow::Error {
     let Some(torch) = crate::torch_error::find(&err) else {
         return err;
@@ -686,9 +685,9 @@ fn explain_step_failure(
     let Some(memory) = torch.memory() else {
         return anyhow::anyhow!("step {step}: libtorch error: {}. {kept}", torch.message);
     };
-    // bf16 autocast roughly halves the activations, but only on CUDA (refused on CPU).
-    let precision = if device.is_cuda() && t.precision == Precision::F32 {
-        ", or set training.precision = \"bf16\""
+    // bf16 autocast roughly halves the activations (on CPU too); tf32 keeps them in f32.
+    let precision = if matches!(t.precision, Precision::F32 | Precision::Tf32) {
+        ", or set training.precision = \"bf16\" (or --precision bf16)"
     } else {
         ""
     };
@@ -725,7 +724,6 @@ pub fn train(exp: &Experiment, opts: &TrainOptions) -> Result<TrainOutcome> {
                     trainer.next_step(),
                     &trainer.checkpoint_dir(),
                     exp,
-                    opts.device,
                 ));
             }
         };
