@@ -46,6 +46,30 @@ fn train_step_bench_times_the_trainer_and_reports_the_ratio() {
         "{r}"
     );
     assert_eq!(r["reference"]["steps"].as_u64(), Some(2), "{r}");
+    // The profile: both sides' phases, each a share of the step that adds up to about the step.
+    let phases = r["clipdoor_phase_seconds_per_step"].as_object().unwrap();
+    let mut names: Vec<&str> = phases.keys().map(String::as_str).collect();
+    let mut expected = clipdoor::train::step_timer::PHASES.to_vec();
+    names.sort();
+    expected.sort();
+    assert_eq!(names, expected, "{r}");
+    let sum: f64 = phases.values().map(|v| v.as_f64().unwrap()).sum();
+    assert!(
+        sum > 0.5 * ours && sum <= ours * 1.01,
+        "phases sum to {sum}, the step takes {ours}: {r}"
+    );
+    assert!(phases["backward"].as_f64().unwrap() > 0.0, "{r}");
+    let theirs_phases = r["reference"]["phase_seconds_per_step"]
+        .as_object()
+        .unwrap();
+    for k in [
+        "teacher_forward",
+        "student_forward_and_loss",
+        "backward",
+        "optimizer",
+    ] {
+        assert!(theirs_phases[k].as_f64().unwrap() > 0.0, "{k}: {r}");
+    }
 }
 
 #[test]

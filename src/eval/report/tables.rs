@@ -137,8 +137,19 @@ pub fn bench_table(doc: &Value) -> Result<String> {
     );
     let our_phases = doc["clipdoor_phase_seconds_per_step"].as_object();
     let their_phases = &doc["reference"]["phase_seconds_per_step"];
-    for (name, v) in our_phases.into_iter().flatten() {
-        let Some(o) = v.as_f64() else { continue };
+    // Step order first (JSON objects come back sorted by name), then anything else.
+    let mut names: Vec<&String> = our_phases.into_iter().flatten().map(|(k, _)| k).collect();
+    let rank = |n: &str| {
+        crate::train::step_timer::PHASES
+            .iter()
+            .position(|p| *p == n)
+            .unwrap_or(usize::MAX)
+    };
+    names.sort_by_key(|n| rank(n));
+    for name in names {
+        let Some(o) = doc["clipdoor_phase_seconds_per_step"][name].as_f64() else {
+            continue;
+        };
         let t = their_phases[name].as_f64();
         out += &format!(
             "| {} | {} | {} | {} |\n",
@@ -230,7 +241,7 @@ mod tests {
     fn a_bench_table_shows_both_sides_and_the_phases() {
         let doc = json!({"benchmark": "train-step", "clipdoor_seconds_per_step": 10.0,
             "pytorch_seconds_per_step": 12.5,
-            "clipdoor_phase_seconds_per_step": {"teacher_forward": 2.0, "optimizer": 1.0, "tokenize": 0.01},
+            "clipdoor_phase_seconds_per_step": {"tokenize": 0.01, "teacher_forward": 2.0, "optimizer": 1.0},
             "reference": {"phase_seconds_per_step": {"teacher_forward": 2.5, "optimizer": 1.0}}});
         let t = bench_table(&doc).unwrap();
         assert!(t.contains("| whole step | 10.00 | 12.50 | 1.25× |"), "{t}");
@@ -239,6 +250,11 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("| tokenize | 0.01 | – | – |"), "{t}");
+        let order = |k: &str| t.find(k).unwrap();
+        assert!(
+            order("teacher forward") < order("optimizer") && order("optimizer") < order("tokenize"),
+            "{t}"
+        );
         let err = bench_table(&json!({"benchmark": "encode"})).unwrap_err();
         assert!(err.to_string().contains("train-step"), "{err}");
     }
