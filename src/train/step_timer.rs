@@ -17,18 +17,22 @@ pub enum Phase {
     TeacherForward,
     StudentForwardAndLoss,
     Backward,
-    /// Clipping (or the gradient norm) and the AdamW update.
+    /// The global gradient norm (clipping, the NaN guard, the logged `grad_norm`) and the read-back
+    /// of the step's losses (on a GPU: the wait for the queued work).
+    GradNorm,
+    /// The AdamW update.
     Optimizer,
     /// TensorBoard scalars; the step ends here.
     Logging,
 }
 
 /// Phase names, in step order (the JSON keys of the profile).
-pub const PHASES: [&str; 6] = [
+pub const PHASES: [&str; 7] = [
     "batching",
     "teacher_forward",
     "student_forward_and_loss",
     "backward",
+    "grad_norm",
     "optimizer",
     "logging",
 ];
@@ -118,6 +122,7 @@ mod tests {
                 Phase::Batching,
                 Phase::StudentForwardAndLoss,
                 Phase::Backward,
+                Phase::GradNorm,
                 Phase::Optimizer,
                 Phase::Logging,
             ] {

@@ -413,6 +413,7 @@ impl<'a> Trainer<'a> {
                 .chain(bd_losses.iter()),
         )?;
         let (total_v, utility_v, grad_norm) = (values[0], values[1], values[2]);
+        self.timer.lap(Phase::GradNorm);
         if !total_v.is_finite() || total_v > t.max_loss {
             anyhow::bail!(
                 "step {step}: loss is {total_v} ({}); stopping before the update. The last good checkpoint in {} is kept: lower training.lr or check the prompts, then --resume",
