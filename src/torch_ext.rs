@@ -18,8 +18,11 @@ mod ffi {
     use super::*;
     extern "C" {
         pub fn clipdoor_torch_last_error() -> *const c_char;
-        pub fn clipdoor_autocast_get(cuda: c_int, enabled: *mut c_int, scalar_type: *mut c_int)
-            -> c_int;
+        pub fn clipdoor_autocast_get(
+            cuda: c_int,
+            enabled: *mut c_int,
+            scalar_type: *mut c_int,
+        ) -> c_int;
         pub fn clipdoor_autocast_set(cuda: c_int, enabled: c_int, scalar_type: c_int) -> c_int;
         pub fn clipdoor_autocast_enter() -> c_int;
         pub fn clipdoor_autocast_exit() -> c_int;
@@ -282,7 +285,10 @@ mod tests {
         set_float32_matmul_precision(MatmulPrecision::High).unwrap();
         assert_eq!(float32_matmul_precision().unwrap(), MatmulPrecision::High);
         set_float32_matmul_precision(MatmulPrecision::Highest).unwrap();
-        assert_eq!(float32_matmul_precision().unwrap(), MatmulPrecision::Highest);
+        assert_eq!(
+            float32_matmul_precision().unwrap(),
+            MatmulPrecision::Highest
+        );
     }
 
     #[test]
@@ -300,6 +306,9 @@ mod tests {
             eps: 1e-8,
         };
         let err = fused_adamw(&[p], &[g], &[m], &[v], &[s], h, None, None).unwrap_err();
-        assert!(err.to_string().starts_with("libtorch: fused AdamW:"), "{err}");
+        assert!(
+            err.to_string().starts_with("libtorch: fused AdamW:"),
+            "{err}"
+        );
     }
 }

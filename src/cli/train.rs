@@ -6,6 +6,7 @@ use crate::diffusion::pipeline::{
 };
 use crate::error::Result;
 use crate::experiment::Experiment;
+use crate::settings::AdamWChoice;
 use crate::train::run_folder::PIPELINE_DIR;
 use crate::train::trainer::{train, TrainOptions, TrainOutcome};
 
@@ -27,6 +28,11 @@ pub struct TrainArgs {
     pub seed: Option<u64>,
     #[command(flatten)]
     pub device: super::args::DeviceArgs,
+    /// Overrides training.adamw: `single-tensor` (torch's AdamW(foreach=False), bit-exact), `fused`
+    /// (AdamW(fused=True), one kernel) or `auto` (single-tensor on CPU, fused on CUDA). A run may
+    /// resume with another choice than it started with.
+    #[arg(long, value_parser = super::args::choice::<AdamWChoice>())]
+    pub adamw: Option<AdamWChoice>,
     /// Stop after this many steps with a checkpoint, as if interrupted (continue with --resume).
     #[arg(long)]
     pub stop_after: Option<u64>,
@@ -43,6 +49,9 @@ pub fn run(a: TrainArgs) -> Result<()> {
     let mut exp = Experiment::load(&a.experiment)?;
     if let Some(s) = a.seed {
         exp.seed = s;
+    }
+    if let Some(k) = a.adamw {
+        exp.training.adamw = k;
     }
     let out = a.out.unwrap_or_else(|| {
         let stem = a

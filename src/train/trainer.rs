@@ -12,7 +12,7 @@ use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
 use super::metrics::{evaluate, EmbeddingMetrics};
-use super::optim::{AdamW, AdamWConfig, LrDecay, LrSchedule};
+use super::optim::{AdamW, AdamWConfig, AdamWImpl, LrDecay, LrSchedule};
 use super::run_folder::{RunFolder, Start};
 use super::tensorboard::EventWriter;
 use crate::error::Result;
@@ -151,7 +151,8 @@ impl<'a> Trainer<'a> {
                 eps: t.eps,
                 weight_decay: t.weight_decay,
             },
-        )?;
+        )?
+        .with_implementation(AdamWImpl::resolve(t.adamw, opts.device));
         let sched = schedule(exp)?;
 
         let mut step = 0u64;
@@ -393,7 +394,7 @@ impl<'a> Trainer<'a> {
             &root.join("metrics.json"),
             &metrics,
             Some(
-                json!({"steps": steps, "seconds": seconds, "bad_lines": self.pools.bad_lines, "dropped_with_trigger": self.pools.dropped_with_trigger}),
+                json!({"steps": steps, "seconds": seconds, "bad_lines": self.pools.bad_lines, "dropped_with_trigger": self.pools.dropped_with_trigger, "adamw": self.opt.implementation().name()}),
             ),
         )?;
         self.tb
