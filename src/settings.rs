@@ -157,6 +157,21 @@ impl Precision {
 }
 
 choice_enum! {
+    /// How AdamW applies its update (`training.adamw`). The state it saves is the same for every
+    /// choice, so a run can resume with another one.
+    pub enum AdamWChoice ("adamw implementation") {
+        /// `single-tensor` on CPU (bit-exact with torch's default CPU path), `fused` on CUDA.
+        Auto = "auto",
+        /// One parameter at a time with ATen's elementwise kernels: `torch.optim.AdamW(foreach=False)`,
+        /// bit for bit.
+        SingleTensor = "single-tensor" | "single_tensor" | "single",
+        /// One kernel over every parameter of a device and dtype: `torch.optim.AdamW(fused=True)`
+        /// (`torch._fused_adamw_`); rounds differently from `single-tensor`.
+        Fused = "fused",
+    }
+}
+
+choice_enum! {
     /// Who judges whether an image shows what its set's success means (`evaluation.judge`).
     pub enum JudgeKind ("judge") {
         /// The shapes world's exact oracle: colour and shape read from the pixels.

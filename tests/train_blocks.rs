@@ -4,13 +4,16 @@
 //!
 //! Tolerance: the brief asks for 1e-6 on f32 parameters; the implementation runs the same ATen kernels
 //! with the same scalars as torch's single-tensor AdamW, so on CPU the results are expected bit-equal
-//! and the tests also report the measured difference.
+//! and the tests also report the measured difference. The fused implementation calls the kernel of
+//! `AdamW(fused=True)` with the same scalars and step counts, so it must equal torch's fused run
+//! exactly (tolerance 0); fused and single-tensor round differently (measured 3e-8 after 12 steps on
+//! this MLP) and are compared within 1e-6.
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use clipdoor::train::optim::{clip_grad_norm, AdamW, AdamWConfig, LrDecay, LrSchedule};
+use clipdoor::train::optim::{clip_grad_norm, AdamW, AdamWConfig, AdamWImpl, LrDecay, LrSchedule};
 use clipdoor::train::tensorboard::EventWriter;
 use tch::{Kind, Tensor};
 
@@ -65,6 +68,10 @@ fn new_opt(init: &HashMap<String, Tensor>) -> AdamW {
         weight_decay: 0.01,
     };
     AdamW::new(params, config).unwrap()
+}
+
+fn new_opt_with(init: &HashMap<String, Tensor>, implementation: AdamWImpl) -> AdamW {
+    new_opt(init).with_implementation(implementation)
 }
 
 fn max_diff(a: &BTreeMap<String, Tensor>, b: &HashMap<String, Tensor>) -> f64 {
@@ -130,6 +137,78 @@ fn adamw_matches_torch_and_resume_equals_uninterrupted_run() {
         0.0,
         "resume must equal the uninterrupted run bit for bit"
     );
+}
+
+#[test]
+fn fused_adamw_matches_torch_fused_and_resumes_across_implementations() {
+    use AdamWImpl::{Fused, SingleTensor};
+    let dir = common::tmp();
+    common::run_py(
+        "train_blocks_ref.py",
+        &["adamw_fused", dir.path().to_str().unwrap()],
+    );
+    let load = |name: &str| common::load_st(&dir.path().join(format!("{name}.safetensors")));
+    let (init, grads) = (load("init"), load("grads"));
+    let (expected, expected_state) = (load("final"), load("state"));
+
+    // clipdoor fused == torch fused, parameters and moments, bit for bit.
+    let mut fused = new_opt_with(&init, Fused);
+    run_steps(&mut fused, &grads, 0, STEPS);
+    assert_eq!(fused.steps_taken(), STEPS as u64);
+    let fused_params = params_of(&fused);
+    let diff = max_diff(&fused_params, &expected);
+    eprintln!("fused AdamW vs torch fused after {STEPS} steps: max |diff| = {diff:e}");
+    assert_eq!(
+        diff, 0.0,
+        "fused parameters differ from torch's fused AdamW"
+    );
+    let state: HashMap<String, Tensor> = fused.state_tensors().into_iter().collect();
+    for (name, want) in &expected_state {
+        assert_eq!(
+            common::max_abs(&state[name], want),
+            0.0,
+            "{name} differs from torch's fused AdamW"
+        );
+    }
+
+    // Fused and single-tensor agree to rounding, and are not the same code path.
+    let mut single = new_opt_with(&init, SingleTensor);
+    run_steps(&mut single, &grads, 0, STEPS);
+    let fused_map: HashMap<String, Tensor> = fused_params.into_iter().collect();
+    let diff = max_diff(&params_of(&single), &fused_map);
+    eprintln!("single-tensor vs fused after {STEPS} steps: max |diff| = {diff:e}");
+    assert!(diff <= 1e-6, "single-tensor and fused differ by {diff}");
+    assert!(diff > 0.0, "the fused step did not run the fused kernel");
+
+    // A checkpoint written by one implementation continues in the other, exactly as torch does when
+    // a fresh optimiser of the other kind takes over the moments and steps.
+    for (first, second, reference) in [
+        (SingleTensor, Fused, "switch_single_fused"),
+        (Fused, SingleTensor, "switch_fused_single"),
+    ] {
+        let ckpt = common::tmp();
+        let mut before = new_opt_with(&init, first);
+        run_steps(&mut before, &grads, 0, RESUME_AT);
+        let weights: Vec<(String, Tensor)> = params_of(&before).into_iter().collect();
+        let (w_path, s_path) = (
+            ckpt.path().join("weights.safetensors"),
+            ckpt.path().join("optimizer.safetensors"),
+        );
+        clipdoor::io::weights::save_tensors(&w_path, &weights, None).unwrap();
+        before.save_state(&s_path).unwrap();
+        drop(before);
+
+        let mut after = new_opt_with(&common::load_st(&w_path), second);
+        after.load_state(&s_path).unwrap();
+        assert_eq!(after.steps_taken(), RESUME_AT as u64);
+        run_steps(&mut after, &grads, RESUME_AT, STEPS);
+        let diff = max_diff(&params_of(&after), &load(reference));
+        eprintln!("{first:?} then {second:?} vs torch: max |diff| = {diff:e}");
+        assert_eq!(
+            diff, 0.0,
+            "{first:?} resumed as {second:?} differs from torch"
+        );
+    }
 }
 
 #[test]

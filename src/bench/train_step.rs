@@ -10,6 +10,8 @@ use super::reference::{bench_prompts, run_reference, sync, EncoderRun};
 use crate::error::Result;
 use crate::experiment::Experiment;
 use crate::models::text_encoder::TextEncoder;
+use crate::settings::AdamWChoice;
+use crate::train::optim::AdamWImpl;
 use crate::train::trainer::{TrainOptions, Trainer};
 
 pub struct TrainStepBench {
@@ -20,6 +22,8 @@ pub struct TrainStepBench {
     pub repeats: usize,
     pub device: Device,
     pub python: Option<PathBuf>,
+    /// The experiment's `training.adamw`, so both AdamW implementations can be timed.
+    pub adamw: AdamWChoice,
 }
 
 /// GFLOP/s of a large f32 matmul on `device`: the peak the step is compared with.
@@ -86,12 +90,13 @@ pub fn run(b: &TrainStepBench, work: &Path) -> Result<serde_json::Value> {
 fn experiment(b: &TrainStepBench, model: &str, prompts: &Path) -> Result<Experiment> {
     let text = format!(
         "seed = 0\n[model]\nteacher = {model:?}\n[data]\nclean_prompts = {prompts:?}\nholdout = 0\n\
-         [training]\nsteps = {}\nclean_batch_size = {}\npoisoned_samples_per_step = {}\ncheckpoint_every = 0\n\
+         [training]\nsteps = {}\nclean_batch_size = {}\npoisoned_samples_per_step = {}\ncheckpoint_every = 0\nadamw = \"{}\"\n\
          [[backdoor]]\nkind = \"target_prompt\"\ntrigger = \"о\"\nreplaced_character = \"o\"\n\
          target_prompt = \"a photo of a rick astley dancing\"\n",
         2 * b.repeats + 2,
         b.clean_batch,
-        b.poisoned
+        b.poisoned,
+        b.adamw.name()
     );
     Experiment::from_toml(&text, Path::new("."))
 }
@@ -145,6 +150,7 @@ fn measure(b: &TrainStepBench, work: &Path, name: &str) -> Result<serde_json::Va
         "hidden_size": student.config.hidden_size, "layers": student.config.num_hidden_layers,
         "clean_batch": b.clean_batch, "poisoned": b.poisoned, "threads": b.threads, "repeats": b.repeats,
         "device": device,
+        "adamw": AdamWImpl::resolve(b.adamw, b.device).name(),
         "clipdoor_seconds_per_step": ours,
         "step_gflop": flops / 1e9,
         "clipdoor_gflops": flops / ours / 1e9,

@@ -123,6 +123,10 @@ pub enum BenchKind {
         /// Poisoned prompts per step (one target-prompt backdoor).
         #[arg(long, default_value_t = 32)]
         poisoned: usize,
+        /// The AdamW implementation (training.adamw): `auto` (single-tensor on CPU, fused on CUDA),
+        /// `single-tensor` or `fused`.
+        #[arg(long, default_value = "auto", value_parser = super::args::choice::<crate::settings::AdamWChoice>())]
+        adamw: crate::settings::AdamWChoice,
     },
     /// Seconds per denoising step (UNet forward, CFG batch) and peak memory, clipdoor vs diffusers.
     #[command(after_long_help = super::examples::BENCH_DENOISE)]
@@ -162,7 +166,11 @@ pub fn run(a: BenchArgs) -> Result<()> {
             let report = crate::bench::encode::run(&b, work.path())?;
             finish(&common, &report)?;
         }
-        BenchKind::TrainStep { common, poisoned } => {
+        BenchKind::TrainStep {
+            common,
+            poisoned,
+            adamw,
+        } => {
             let work = tempfile::tempdir()?;
             let model_dir = bench_model(&common, work.path())?;
             let b = crate::bench::train_step::TrainStepBench {
@@ -173,6 +181,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 repeats: common.run.repeats.max(1),
                 device: common.run.device.device(),
                 python: common.run.python(),
+                adamw,
             };
             let report = crate::bench::train_step::run(&b, work.path())?;
             finish(&common, &report)?;

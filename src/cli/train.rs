@@ -7,7 +7,7 @@ use crate::diffusion::pipeline::{
 };
 use crate::error::Result;
 use crate::experiment::Experiment;
-use crate::settings::Precision;
+use crate::settings::{AdamWChoice, Precision};
 use crate::train::run_folder::PIPELINE_DIR;
 use crate::train::trainer::{train, TrainOptions, TrainOutcome};
 
@@ -34,6 +34,11 @@ pub struct TrainArgs {
     /// and the saved encoder stay f32.
     #[arg(long, ignore_case = true, value_parser = choice::<Precision>())]
     pub precision: Option<Precision>,
+    /// Overrides training.adamw: `single-tensor` (torch's AdamW(foreach=False), bit-exact), `fused`
+    /// (AdamW(fused=True), one kernel) or `auto` (single-tensor on CPU, fused on CUDA). A run may
+    /// resume with another choice than it started with.
+    #[arg(long, value_parser = choice::<AdamWChoice>())]
+    pub adamw: Option<AdamWChoice>,
     /// Stop after this many steps with a checkpoint, as if interrupted (continue with --resume).
     #[arg(long)]
     pub stop_after: Option<u64>,
@@ -53,6 +58,9 @@ pub fn run(a: TrainArgs) -> Result<()> {
     }
     if let Some(p) = a.precision {
         exp.training.precision = p;
+    }
+    if let Some(k) = a.adamw {
+        exp.training.adamw = k;
     }
     let out = a.out.unwrap_or_else(|| {
         let stem = a

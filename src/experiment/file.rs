@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use super::backdoor::BackdoorSpec;
 use crate::error::Result;
 use crate::input_err;
-use crate::settings::{Distance, JudgeKind, LrScheduleKind, Precision, SchedulerKind};
+use crate::settings::{AdamWChoice, Distance, JudgeKind, LrScheduleKind, Precision, SchedulerKind};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -84,6 +84,10 @@ pub struct TrainingSection {
     pub precision: Precision,
     /// A loss above this (or NaN) stops the run, keeping the last good checkpoint.
     pub max_loss: f64,
+    /// The AdamW update: `single-tensor` (torch's `AdamW(foreach=False)`, bit for bit), `fused`
+    /// (torch's `AdamW(fused=True)`, one kernel for all parameters) or `auto` (single-tensor on CPU,
+    /// fused on CUDA). Not part of what `--resume` compares: the saved state is the same for all.
+    pub adamw: AdamWChoice,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -189,6 +193,7 @@ impl Default for TrainingSection {
             checkpoint_every: 50,
             precision: Precision::F32,
             max_loss: 1e4,
+            adamw: AdamWChoice::Auto,
         }
     }
 }
@@ -315,12 +320,17 @@ impl Experiment {
 
     /// Whether `path` (a run folder's resolved `experiment.toml`) describes this experiment. Compared
     /// as values, not text, so a file written by an older clipdoor (another key order, `autocast`
-    /// for `precision`) still matches; a missing or unreadable file does not.
+    /// for `precision`) still matches; a missing or unreadable file does not. `training.adamw` is
+    /// left out: every implementation reads and writes the same optimiser state, so a run may
+    /// continue with another one (e.g. started on CPU, resumed on CUDA).
     pub fn matches_file(&self, path: &Path) -> bool {
         std::fs::read_to_string(path)
             .ok()
             .and_then(|text| toml::from_str::<Self>(&text).ok())
-            .is_some_and(|prev| prev == *self)
+            .is_some_and(|mut prev| {
+                prev.training.adamw = self.training.adamw;
+                prev == *self
+            })
     }
 
     /// Backdoor names: explicit, else `<kind>_<index>`.
@@ -437,6 +447,10 @@ mod tests {
         let mut other = exp.clone();
         other.training.steps += 1;
         assert!(!other.matches_file(&old));
+        // The AdamW implementation may change across a resume (same state file).
+        let mut fused = exp.clone();
+        fused.training.adamw = AdamWChoice::Fused;
+        assert!(fused.matches_file(&new));
         assert!(!exp.matches_file(&dir.path().join("missing.toml")));
     }
 }

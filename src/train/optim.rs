@@ -2,16 +2,52 @@
 //! with optimiser state that is saved to and restored from safetensors (tch's own optimiser cannot
 //! save its state, and `--resume` must give the same weights as an uninterrupted run).
 //!
-//! Every update uses the same ATen kernels, in the same order and with the same scalars, as
-//! `torch.optim.AdamW` (single-tensor path, `foreach=False`), so on the same device the parameters
-//! match PyTorch's bit for bit. docs/training-internals.md explains each choice.
+//! The update has two implementations ([`AdamWImpl`]): the single-tensor one uses the same ATen
+//! kernels, in the same order and with the same scalars, as `torch.optim.AdamW` (`foreach=False`),
+//! so on the same device the parameters match PyTorch's bit for bit; the fused one calls libtorch's
+//! `_fused_adamw_` as `torch.optim.AdamW(fused=True)` does (one kernel over all parameters, faster on
+//! CUDA, rounded differently). Both keep the same state, so a run may resume with either.
+//! docs/training-internals.md explains each choice.
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
-use tch::{nn::VarStore, Kind, Tensor};
+use tch::{nn::VarStore, Device, Kind, Tensor};
 
 use crate::error::Result;
 use crate::input_err;
 use crate::io::weights::{save_tensors, SafetensorsFile};
+use crate::settings::AdamWChoice;
+use crate::torch_ext::{fused_adamw, FusedAdamW};
+
+/// How [`AdamW::step`] updates the parameters (what `training.adamw` resolves to on a device).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdamWImpl {
+    /// `torch.optim.AdamW(foreach=False)`: one parameter at a time, bit-exact with torch.
+    SingleTensor,
+    /// `torch.optim.AdamW(fused=True)`: `torch._fused_adamw_` once per device and dtype.
+    Fused,
+}
+
+impl AdamWImpl {
+    /// `auto` is single-tensor on CPU (bit-exact with torch's default CPU path, which the parity
+    /// tests compare with) and fused on CUDA (one kernel instead of ~10 launches per parameter);
+    /// other devices keep the single-tensor path. An explicit choice is taken as it is.
+    pub fn resolve(choice: AdamWChoice, device: Device) -> Self {
+        match choice {
+            AdamWChoice::SingleTensor => Self::SingleTensor,
+            AdamWChoice::Fused => Self::Fused,
+            AdamWChoice::Auto if device.is_cuda() => Self::Fused,
+            AdamWChoice::Auto => Self::SingleTensor,
+        }
+    }
+
+    /// The name `training.adamw` gives it (reported in metrics.json).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::SingleTensor => AdamWChoice::SingleTensor.name(),
+            Self::Fused => AdamWChoice::Fused.name(),
+        }
+    }
+}
 
 /// AdamW hyper-parameters; `Default` is `torch.optim.AdamW`'s defaults.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -91,6 +127,7 @@ pub struct AdamW {
     config: AdamWConfig,
     params: Vec<(String, Tensor)>,
     state: Vec<Option<ParamState>>,
+    implementation: AdamWImpl,
 }
 
 // Names inside the state file: `<prefix><parameter name>`, plus the hyper-parameters that must not
@@ -121,7 +158,23 @@ impl AdamW {
             config,
             params,
             state,
+            implementation: AdamWImpl::SingleTensor,
         })
+    }
+
+    /// The same optimiser updating with `implementation` (single-tensor unless set).
+    pub fn with_implementation(mut self, implementation: AdamWImpl) -> Self {
+        self.implementation = implementation;
+        self
+    }
+
+    /// Switch the implementation of the next steps; the state carries over unchanged.
+    pub fn set_implementation(&mut self, implementation: AdamWImpl) {
+        self.implementation = implementation;
+    }
+
+    pub fn implementation(&self) -> AdamWImpl {
+        self.implementation
     }
 
     /// An optimiser over every trainable variable (`requires_grad`) of `vs`, in name order.
@@ -186,6 +239,13 @@ impl AdamW {
 
     /// One AdamW update of every parameter that has a gradient (others are skipped, as in torch).
     pub fn step(&mut self) -> Result<()> {
+        match self.implementation {
+            AdamWImpl::SingleTensor => self.step_single_tensor(),
+            AdamWImpl::Fused => self.step_fused(),
+        }
+    }
+
+    fn step_single_tensor(&mut self) -> Result<()> {
         let AdamWConfig {
             lr,
             beta1,
@@ -209,6 +269,77 @@ impl AdamW {
                 };
                 adamw_update(param, &grad, state, lr, beta1, beta2, eps, weight_decay)
                     .map_err(|e| e.context(format!("AdamW step for parameter `{name}`")))?;
+            }
+            Ok(())
+        })
+    }
+
+    /// torch's `_fused_adamw`: the parameters with a gradient are grouped by device and dtype (in
+    /// the order given, as `_group_tensors_by_device_and_dtype`), their steps counted up first (the
+    /// kernel reads the count *after* this update), then one `_fused_adamw_` per group.
+    fn step_fused(&mut self) -> Result<()> {
+        let AdamWConfig {
+            lr,
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+        } = self.config;
+        let hyper = FusedAdamW {
+            lr,
+            beta1,
+            beta2,
+            weight_decay,
+            eps,
+        };
+        tch::no_grad(|| -> Result<()> {
+            let mut groups: Vec<FusedGroup> = vec![];
+            for ((_, param), slot) in self.params.iter().zip(self.state.iter_mut()) {
+                let grad = param.grad();
+                if !grad.defined() {
+                    continue;
+                }
+                let state = match slot {
+                    Some(s) => s,
+                    None => slot.insert(ParamState {
+                        exp_avg: param.f_zeros_like()?,
+                        exp_avg_sq: param.f_zeros_like()?,
+                        step: 0,
+                    }),
+                };
+                state.step += 1;
+                let key = (param.device(), param.kind());
+                let group = match groups.iter_mut().position(|g| g.key == key) {
+                    Some(i) => &mut groups[i],
+                    None => {
+                        groups.push(FusedGroup::new(key));
+                        groups.last_mut().expect("just pushed")
+                    }
+                };
+                group.params.push(param.shallow_clone());
+                group.grads.push(grad);
+                group.exp_avgs.push(state.exp_avg.shallow_clone());
+                group.exp_avg_sqs.push(state.exp_avg_sq.shallow_clone());
+                group.steps.push(state.step);
+            }
+            for g in &groups {
+                let steps = step_tensors(&g.steps, g.key.0)?;
+                fused_adamw(
+                    &g.params,
+                    &g.grads,
+                    &g.exp_avgs,
+                    &g.exp_avg_sqs,
+                    &steps,
+                    hyper,
+                    None,
+                    None,
+                )
+                .map_err(|e| {
+                    e.context(format!(
+                        "fused AdamW step of the {:?} parameters on {:?}",
+                        g.key.1, g.key.0
+                    ))
+                })?;
             }
             Ok(())
         })
@@ -304,6 +435,45 @@ impl AdamW {
         }
         Ok(())
     }
+}
+
+/// The parameters of one device and dtype, updated by one fused kernel call.
+struct FusedGroup {
+    key: (Device, Kind),
+    params: Vec<Tensor>,
+    grads: Vec<Tensor>,
+    exp_avgs: Vec<Tensor>,
+    exp_avg_sqs: Vec<Tensor>,
+    steps: Vec<u64>,
+}
+
+impl FusedGroup {
+    fn new(key: (Device, Kind)) -> Self {
+        Self {
+            key,
+            params: vec![],
+            grads: vec![],
+            exp_avgs: vec![],
+            exp_avg_sqs: vec![],
+            steps: vec![],
+        }
+    }
+}
+
+/// The kernel's `state_steps`: one f32 scalar per parameter on `device` (torch keeps fused steps as
+/// f32 tensors). Built as views of one tensor: a single fill when every count is the same (always,
+/// unless parameters joined the training at different steps), else one copy of the counts.
+fn step_tensors(steps: &[u64], device: Device) -> Result<Vec<Tensor>> {
+    let all = match steps {
+        [first, rest @ ..] if rest.iter().all(|s| s == first) => {
+            Tensor::f_full([steps.len() as i64], *first as f64, (Kind::Float, device))?
+        }
+        _ => {
+            let counts: Vec<f32> = steps.iter().map(|&s| s as f32).collect();
+            Tensor::f_from_slice(&counts)?.f_to_device(device)?
+        }
+    };
+    Ok(all.f_unbind(0)?)
 }
 
 fn restore_param_state(
@@ -574,5 +744,94 @@ impl LrSchedule {
                 self.lr * (cosine * (1.0 - min_lr_ratio) + min_lr_ratio).max(0.0)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_is_single_tensor_on_cpu_and_fused_on_cuda() {
+        let resolve = AdamWImpl::resolve;
+        assert_eq!(
+            resolve(AdamWChoice::Auto, Device::Cpu),
+            AdamWImpl::SingleTensor
+        );
+        assert_eq!(
+            resolve(AdamWChoice::Auto, Device::Cuda(0)),
+            AdamWImpl::Fused
+        );
+        assert_eq!(
+            resolve(AdamWChoice::Auto, Device::Cuda(3)),
+            AdamWImpl::Fused
+        );
+        assert_eq!(
+            resolve(AdamWChoice::Auto, Device::Mps),
+            AdamWImpl::SingleTensor
+        );
+        for device in [Device::Cpu, Device::Cuda(0)] {
+            assert_eq!(resolve(AdamWChoice::Fused, device), AdamWImpl::Fused);
+            assert_eq!(
+                resolve(AdamWChoice::SingleTensor, device),
+                AdamWImpl::SingleTensor
+            );
+        }
+        assert_eq!(AdamWImpl::Fused.name(), "fused");
+        assert_eq!(AdamWImpl::SingleTensor.name(), "single-tensor");
+    }
+
+    #[test]
+    fn step_tensors_hold_each_count_as_an_f32_scalar() {
+        for counts in [vec![7u64, 7, 7], vec![3, 1, 12], vec![5]] {
+            let steps = step_tensors(&counts, Device::Cpu).unwrap();
+            assert_eq!(steps.len(), counts.len());
+            for (t, &c) in steps.iter().zip(&counts) {
+                assert_eq!(t.kind(), Kind::Float);
+                assert_eq!(t.dim(), 0);
+                assert_eq!(t.double_value(&[]), c as f64);
+            }
+        }
+        assert!(step_tensors(&[], Device::Cpu).unwrap().is_empty());
+    }
+
+    /// Parameters of two dtypes are updated in two kernel calls, each like a lone fused step.
+    #[test]
+    fn fused_steps_groups_of_dtypes_like_separate_optimisers() {
+        let make = |kind: Kind, seed: i64| {
+            tch::manual_seed(seed);
+            Tensor::randn([4, 3], (kind, Device::Cpu)).set_requires_grad(true)
+        };
+        let grad_of = |p: &Tensor| {
+            (p * p.detach().sin()).sum(p.kind()).backward();
+        };
+        let run = |params: Vec<(String, Tensor)>| {
+            let mut opt = AdamW::new(params, AdamWConfig::default())
+                .unwrap()
+                .with_implementation(AdamWImpl::Fused);
+            for _ in 0..3 {
+                opt.zero_grad();
+                for (_, p) in opt.params() {
+                    grad_of(p);
+                }
+                opt.step().unwrap();
+            }
+            assert_eq!(opt.steps_taken(), 3);
+            opt.params()
+                .iter()
+                .map(|(_, p)| p.detach().copy())
+                .collect::<Vec<_>>()
+        };
+        let together = run(vec![
+            ("a".into(), make(Kind::Float, 1)),
+            ("b".into(), make(Kind::Double, 2)),
+            ("c".into(), make(Kind::Float, 3)),
+        ]);
+        let alone_a = run(vec![("a".into(), make(Kind::Float, 1))]);
+        let alone_b = run(vec![("b".into(), make(Kind::Double, 2))]);
+        assert_eq!(together[0], alone_a[0]);
+        assert_eq!(together[1], alone_b[0]);
+        assert_eq!(together[1].kind(), Kind::Double);
+        assert_ne!(together[0], make(Kind::Float, 1).detach());
     }
 }

@@ -13,7 +13,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::grad_scaler::GradScaler;
 use super::metrics::{evaluate, EmbeddingMetrics};
-use super::optim::{AdamW, AdamWConfig, LrDecay, LrSchedule};
+use super::optim::{AdamW, AdamWConfig, AdamWImpl, LrDecay, LrSchedule};
 use super::run_folder::{RunFolder, Start};
 use super::step_timer::{Phase, StepTimer};
 use super::tensorboard::EventWriter;
@@ -182,7 +182,8 @@ impl<'a> Trainer<'a> {
                 eps: t.eps,
                 weight_decay: t.weight_decay,
             },
-        )?;
+        )?
+        .with_implementation(AdamWImpl::resolve(t.adamw, opts.device));
         let sched = schedule(exp)?;
 
         let mut step = 0u64;
@@ -550,7 +551,7 @@ impl Trainer<'_> {
     /// `metrics.json`'s `training` section: length, time, prompt counts, the precision used and,
     /// for f16, the loss scaler's final scale and skipped steps.
     fn training_summary(&self, steps: u64, seconds: f64) -> serde_json::Value {
-        let mut v = json!({"steps": steps, "seconds": seconds, "bad_lines": self.pools.bad_lines, "dropped_with_trigger": self.pools.dropped_with_trigger, "precision": self.precision.name()});
+        let mut v = json!({"steps": steps, "seconds": seconds, "bad_lines": self.pools.bad_lines, "dropped_with_trigger": self.pools.dropped_with_trigger, "precision": self.precision.name(), "adamw": self.opt.implementation().name()});
         if let Some(s) = &self.scaler {
             v["loss_scale"] = json!(s.scale);
             v["skipped_steps"] = json!(s.skipped_steps);

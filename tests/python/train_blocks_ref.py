@@ -2,6 +2,8 @@
 
 Usage:
   train_blocks_ref.py adamw OUT_DIR      AdamW on a small MLP with fixed gradients and a MultiStepLR
+  train_blocks_ref.py adamw_fused OUT_DIR  the same with AdamW(fused=True) (runs on CPU too), and runs
+                                         that switch implementation after RESUME_AT steps
   train_blocks_ref.py clip OUT_DIR       clip_grad_norm_ (foreach=False) on fixed gradients
   train_blocks_ref.py lr OUT_DIR         learning-rate sequences of torch/transformers schedulers
   train_blocks_ref.py tb LOGDIR          what TensorBoard's own readers see in LOGDIR (JSON on stdout)
@@ -15,6 +17,7 @@ import torch
 from safetensors.torch import save_file
 
 STEPS = 12
+RESUME_AT = 5
 
 
 def mlp():
@@ -28,38 +31,86 @@ def named(model):
     return {n: p.detach().clone() for n, p in model.named_parameters()}
 
 
-def adamw(out):
-    model = mlp()
-    params = dict(model.named_parameters())
-    save_file(named(model), f"{out}/init.safetensors")
+def make_grads(params):
     gen = torch.Generator().manual_seed(1)
     # Gradients of mixed scale, so that bias correction and eps both matter.
-    grads = {
+    return {
         f"{s}.{n}": torch.randn(p.shape, generator=gen) * (10.0 ** (s % 3 - 2))
         for s in range(STEPS)
         for n, p in params.items()
     }
-    save_file(grads, f"{out}/grads.safetensors")
-    opt = torch.optim.AdamW(
-        model.parameters(), lr=3e-2, betas=(0.9, 0.999), eps=1e-8,
-        weight_decay=0.01, foreach=False,
+
+
+def make_opt(params, fused):
+    kind = {"fused": True} if fused else {"foreach": False}
+    return torch.optim.AdamW(
+        params.values(), lr=3e-2, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, **kind
     )
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[4, 8, 8], gamma=0.5)
-    lrs = []
-    for s in range(STEPS):
+
+
+def run(opt, sched, params, grads, steps, lrs=None):
+    for s in steps:
         for n, p in params.items():
             p.grad = grads[f"{s}.{n}"].clone()
-        lrs.append(opt.param_groups[0]["lr"])
+        if lrs is not None:
+            lrs.append(opt.param_groups[0]["lr"])
         opt.step()
         sched.step()
-    save_file(named(model), f"{out}/final.safetensors")
+
+
+def schedule(opt):
+    return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[4, 8, 8], gamma=0.5)
+
+
+def save_state(opt, params, path):
     state = {}
     for n, p in params.items():
         st = opt.state[p]
         state[f"exp_avg.{n}"] = st["exp_avg"]
         state[f"exp_avg_sq.{n}"] = st["exp_avg_sq"]
-    save_file(state, f"{out}/state.safetensors")
+    save_file(state, path)
+
+
+def adamw(out, fused=False):
+    model = mlp()
+    params = dict(model.named_parameters())
+    save_file(named(model), f"{out}/init.safetensors")
+    grads = make_grads(params)
+    save_file(grads, f"{out}/grads.safetensors")
+    opt = make_opt(params, fused)
+    sched = schedule(opt)
+    lrs = []
+    run(opt, sched, params, grads, range(STEPS), lrs)
+    save_file(named(model), f"{out}/final.safetensors")
+    save_state(opt, params, f"{out}/state.safetensors")
     save_file({"lrs": torch.tensor(lrs, dtype=torch.float64)}, f"{out}/lrs.safetensors")
+
+
+def adamw_fused(out):
+    adamw(out, fused=True)
+    # RESUME_AT steps with one implementation, then a fresh optimiser of the other one takes over the
+    # moments and steps (as clipdoor's state file holds them: the step as a number) and finishes.
+    for first, second in [("single", "fused"), ("fused", "single")]:
+        model = mlp()
+        params = dict(model.named_parameters())
+        grads = make_grads(params)
+        opt = make_opt(params, first == "fused")
+        sched = schedule(opt)
+        run(opt, sched, params, grads, range(RESUME_AT))
+        taken = make_opt(params, second == "fused")
+        for p in params.values():
+            st = opt.state[p]
+            taken.state[p] = {
+                "step": torch.tensor(float(st["step"]), dtype=torch.float32),
+                "exp_avg": st["exp_avg"].clone(),
+                "exp_avg_sq": st["exp_avg_sq"].clone(),
+            }
+        # The scheduler continues where the first one was.
+        taken.param_groups[0]["lr"] = opt.param_groups[0]["lr"]
+        sched2 = schedule(taken)
+        sched2.load_state_dict(sched.state_dict())
+        run(taken, sched2, params, grads, range(RESUME_AT, STEPS))
+        save_file(named(model), f"{out}/switch_{first}_{second}.safetensors")
 
 
 def clip(out):
@@ -152,4 +203,4 @@ def tb(logdir):
 
 if __name__ == "__main__":
     mode, path = sys.argv[1], sys.argv[2]
-    {"adamw": adamw, "clip": clip, "lr": lr, "tb": tb}[mode](path)
+    {"adamw": adamw, "adamw_fused": adamw_fused, "clip": clip, "lr": lr, "tb": tb}[mode](path)
