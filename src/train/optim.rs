@@ -122,6 +122,17 @@ struct ParamState {
     step: u64,
 }
 
+impl ParamState {
+    /// Zero moments shaped like `param`, before its first update.
+    fn new(param: &Tensor) -> Result<Self> {
+        Ok(Self {
+            exp_avg: param.f_zeros_like()?,
+            exp_avg_sq: param.f_zeros_like()?,
+            step: 0,
+        })
+    }
+}
+
 /// AdamW over named parameters (shallow handles: updates land in the caller's tensors/VarStore).
 pub struct AdamW {
     config: AdamWConfig,
@@ -261,11 +272,7 @@ impl AdamW {
                 }
                 let state = match slot {
                     Some(s) => s,
-                    None => slot.insert(ParamState {
-                        exp_avg: param.f_zeros_like()?,
-                        exp_avg_sq: param.f_zeros_like()?,
-                        step: 0,
-                    }),
+                    None => slot.insert(ParamState::new(param)?),
                 };
                 adamw_update(param, &grad, state, lr, beta1, beta2, eps, weight_decay)
                     .map_err(|e| e.context(format!("AdamW step for parameter `{name}`")))?;
@@ -301,11 +308,7 @@ impl AdamW {
                 }
                 let state = match slot {
                     Some(s) => s,
-                    None => slot.insert(ParamState {
-                        exp_avg: param.f_zeros_like()?,
-                        exp_avg_sq: param.f_zeros_like()?,
-                        step: 0,
-                    }),
+                    None => slot.insert(ParamState::new(param)?),
                 };
                 state.step += 1;
                 let key = (param.device(), param.kind());
