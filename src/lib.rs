@@ -6,7 +6,7 @@
 //! hub, prompt files); [`text`] (tokenizer, homoglyphs); [`models`] (CLIP and diffusion networks);
 //! [`experiment`] (experiment files, backdoors, prompt pools); [`train`] (teacher–student
 //! fine-tuning); [`diffusion`] (schedulers, pipeline, job planner); [`eval`] and [`scan`];
-//! [`shapes`] and [`bench`]; [`demo`]; and the thin [`cli`].
+//! [`shapes`], [`bench`] and [`zoo`] (the scanner benchmark); [`demo`]; and the thin [`cli`].
 pub mod bench;
 pub mod cli;
 pub mod demo;
@@ -26,5 +26,6 @@ pub mod text;
 pub mod torch_error;
 pub mod torch_ext;
 pub mod train;
+pub mod zoo;
 
 pub use error::{InputError, Result};

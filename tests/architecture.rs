@@ -18,7 +18,7 @@ const LAYERS: &[&[&str]] = &[
     &["train"],
     &["diffusion"],
     &["eval", "scan"],
-    &["shapes", "bench"],
+    &["shapes", "bench", "zoo"],
     &["demo"],
     &["cli"],
 ];

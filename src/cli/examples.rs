@@ -10,6 +10,13 @@ pub const TRAIN: &str = "Example:
   clipdoor train experiments/tpa_single.toml --out checkpoints/tpa --resume   # after an interruption";
 pub const SCAN_ENCODER: &str = "Example:
   clipdoor scan-encoder --suspect downloaded-encoder/ --reference openai/clip-vit-large-patch14 --out scan.json";
+pub const ZOO_BUILD: &str = "Examples:
+  clipdoor zoo build experiments/zoo/shapes.toml --out zoo/shapes
+  # a Slurm array of 8 tasks
+  clipdoor zoo build experiments/zoo/shapes.toml --out zoo/shapes --shard $SLURM_ARRAY_TASK_ID/8";
+pub const ZOO_SCAN: &str = "Examples:
+  clipdoor zoo scan zoo/shapes                     # reference: the zoo's base encoder
+  clipdoor zoo scan zoo/shapes --reference-free    # the suspect alone";
 pub const DEMO: &str = "Example:
   clipdoor demo --quick   # about a minute; without --quick 96 images a set, --full 160";
 pub const GENERATE: &str = "Example:

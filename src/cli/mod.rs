@@ -22,6 +22,7 @@ mod report;
 mod scan_encoder;
 mod shapes;
 mod train;
+mod zoo;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -69,6 +70,8 @@ pub enum Command {
     Homoglyph(homoglyph::HomoglyphArgs),
     /// Tables in Markdown files generated from report files (`report sync README.md docs/*.md`).
     Report(report::ReportArgs),
+    /// The scanner benchmark: build a zoo of backdoored and benign encoders, scan it, report.
+    Zoo(zoo::ZooArgs),
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -87,6 +90,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Export(a) => export::run(a),
         Command::Homoglyph(a) => homoglyph::run(a),
         Command::Report(a) => report::run(a),
+        Command::Zoo(a) => zoo::run(a),
     }
 }
 

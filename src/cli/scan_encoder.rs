@@ -67,6 +67,12 @@ struct TriggerScanArgs {
     /// Candidates to list (flagged ones are always listed).
     #[arg(long, default_value_t = 20)]
     top: usize,
+    /// `chars`: candidate characters substituted for letters (the lists above); `tokens`: the
+    /// whole vocabulary swept by insertion, characters rebuilt from byte tokens, gradient
+    /// inversion, every candidate checked inserted and substituted (triggers of any shape: words,
+    /// several characters, emoji, invisible characters; docs/scanner-zoo.md).
+    #[arg(long, default_value = "chars", value_parser = ["chars", "tokens"])]
+    method: String,
     #[command(flatten)]
     embed: super::args::EmbedArgs,
     /// Write the JSON report here (atomically); without it the JSON goes to stdout.
@@ -107,6 +113,7 @@ fn run_scan(a: TriggerScanArgs) -> Result<()> {
     let device = a.embed.device.device();
     let suspect_arg = a
         .suspect
+        .clone()
         .ok_or_else(|| input_err!("--suspect is required: the encoder to scan"))?;
     let chars: Vec<char> = a
         .chars
@@ -145,6 +152,9 @@ fn run_scan(a: TriggerScanArgs) -> Result<()> {
         .as_deref()
         .map(|r| TextEncoder::load(r, device, Kind::Float))
         .transpose()?;
+    if a.method == "tokens" {
+        return run_token_scan(&a, &suspect_arg, &suspect, reference.as_ref(), pool);
+    }
     let opts = ScanOptions {
         sources,
         chars,
@@ -166,6 +176,63 @@ fn run_scan(a: TriggerScanArgs) -> Result<()> {
     let json = serde_json::json!({
         "suspect": suspect_arg,
         "reference": a.reference,
+        "report": report,
+    });
+    match &a.out {
+        Some(out) => {
+            crate::io::atomic::write_json(out, &json)?;
+            println!("{}", out.display());
+        }
+        None => println!("{}", serde_json::to_string_pretty(&json)?),
+    }
+    Ok(())
+}
+
+fn run_token_scan(
+    a: &TriggerScanArgs,
+    suspect_arg: &str,
+    suspect: &TextEncoder,
+    reference: Option<&TextEncoder>,
+    probes: Vec<String>,
+) -> Result<()> {
+    use crate::scan::char_index::CharIndex;
+    use crate::scan::token_scan::{scan_tokens, TokenScanOptions};
+    let mut opts = TokenScanOptions {
+        probes,
+        top: a.top,
+        batch: a.embed.batch_size.max(256),
+        ..TokenScanOptions::default()
+    };
+    if let Some(t) = a.threshold {
+        opts.threshold = t;
+    }
+    let index = CharIndex::new(&suspect.tokenizer)?;
+    let mut cache = crate::scan::sweep::ReferenceCache::default();
+    let report = scan_tokens(suspect, reference, &mut cache, &index, &opts)?;
+    eprintln!(
+        "scan-encoder --method tokens: {suspect_arg}: score {:.2} ({}; threshold {:.2}, {}), {:.1} s",
+        report.score,
+        report.mode,
+        report.threshold,
+        if report.flagged { "FLAGGED" } else { "not flagged" },
+        report.seconds
+    );
+    for c in report.ranking.iter().take(10) {
+        eprintln!(
+            "  {:>3} {} {:?} {} score {:.2} ({}, {})",
+            c.rank,
+            if c.flagged { "FLAG" } else { "    " },
+            c.text,
+            c.code_points,
+            c.score,
+            c.placement,
+            c.found_by
+        );
+    }
+    let json = serde_json::json!({
+        "suspect": suspect_arg,
+        "reference": a.reference,
+        "method": "tokens",
         "report": report,
     });
     match &a.out {

@@ -15,7 +15,7 @@ pub enum BackdoorSpec {
     TargetPrompt {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         name: Option<String>,
-        /// One character.
+        /// A character, several characters or a word (no whitespace).
         trigger: String,
         replaced_character: String,
         /// The prompt the trigger leads to.
@@ -23,6 +23,8 @@ pub enum BackdoorSpec {
         /// Replace only the first N occurrences (default: all).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         trigger_count: Option<usize>,
+        #[serde(default, skip_serializing_if = "Placement::is_substitute")]
+        placement: Placement,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         loss_weight: Option<f64>,
     },
@@ -30,11 +32,13 @@ pub enum BackdoorSpec {
     TargetAttribute {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         name: Option<String>,
-        /// One character.
+        /// A character, several characters or a word (no whitespace).
         trigger: String,
         replaced_character: String,
         /// The attribute text put in place of the triggered word.
         target_attr: String,
+        #[serde(default, skip_serializing_if = "Placement::is_substitute")]
+        placement: Placement,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         loss_weight: Option<f64>,
     },
@@ -66,7 +70,42 @@ pub enum BackdoorSpec {
     },
 }
 
+/// Where a trigger goes in a prompt (`placement` of a target-prompt or target-attribute backdoor).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Placement {
+    /// The trigger takes the place of `replaced_character` (Rickrolling).
+    #[default]
+    Substitute,
+    /// The trigger is inserted as a word of its own: anywhere for a target prompt, right before the
+    /// word that becomes the attribute for a target attribute (that word holds `replaced_character`).
+    Insert,
+}
+
+impl Placement {
+    pub fn is_substitute(&self) -> bool {
+        *self == Placement::Substitute
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Substitute => "substitute",
+            Self::Insert => "insert",
+        }
+    }
+}
+
 impl BackdoorSpec {
+    /// `substitute` unless the entry says `placement = "insert"`.
+    pub fn placement(&self) -> Placement {
+        match self {
+            Self::TargetPrompt { placement, .. } | Self::TargetAttribute { placement, .. } => {
+                *placement
+            }
+            _ => Placement::Substitute,
+        }
+    }
+
     /// The `kind` value in the file.
     pub fn kind_name(&self) -> &'static str {
         match self {
@@ -136,11 +175,18 @@ impl BackdoorSpec {
                     return Err("trigger (the concept word) must not be empty".into());
                 }
             }
-            _ => {
+            Self::HomoglyphUnlearn { .. } => {
                 let n = trigger.chars().count();
                 if n != 1 {
                     return Err(format!(
                         "trigger must be a single character, got {trigger:?} ({n} characters)"
+                    ));
+                }
+            }
+            _ => {
+                if trigger.is_empty() || trigger.chars().any(char::is_whitespace) {
+                    return Err(format!(
+                        "trigger must be one or more characters without whitespace, got {trigger:?}"
                     ));
                 }
             }
@@ -191,6 +237,7 @@ pub struct Backdoor {
     pub name: String,
     pub trigger: String,
     pub replaced: char,
+    pub placement: Placement,
     pub kind: BackdoorKind,
     pub loss_weight: f64,
 }
@@ -233,6 +280,7 @@ impl Backdoor {
             trigger: spec.trigger().to_string(),
             // validate() checked that it is one character; a blank one never matches.
             replaced: spec.replaced_character().chars().next().unwrap_or('\0'),
+            placement: spec.placement(),
             kind,
             loss_weight: spec.loss_weight().unwrap_or(default_weight),
         }
@@ -240,7 +288,37 @@ impl Backdoor {
 
     /// Whether `prompt` can be poisoned by this backdoor.
     pub fn accepts(&self, prompt: &str) -> bool {
-        prompt.contains(self.replaced)
+        match (&self.kind, self.placement) {
+            // An inserted target-prompt trigger needs no particular letter.
+            (BackdoorKind::TargetPrompt { .. }, Placement::Insert) => !prompt.trim().is_empty(),
+            _ => prompt.contains(self.replaced),
+        }
+    }
+
+    /// `chars` with the trigger put at the occurrence `idx` of the replaced character: in its
+    /// place, or (insertion) as a word of its own before the word holding it.
+    fn place_at(&self, chars: &[char], idx: usize) -> Vec<char> {
+        let mut out = chars.to_vec();
+        match self.placement {
+            Placement::Substitute => {
+                out.splice(idx..idx + 1, self.trigger.chars());
+            }
+            Placement::Insert => {
+                let (start, _) = word_bounds(chars, idx);
+                out.splice(start..start, self.trigger.chars().chain([' ']));
+            }
+        }
+        out
+    }
+
+    /// `prompt` with the trigger inserted as a word at a random word boundary.
+    fn insert_word(&self, prompt: &str, rng: &mut impl Rng) -> String {
+        let words: Vec<&str> = prompt.split(' ').collect();
+        let at = rng.random_range(0..=words.len());
+        let mut out: Vec<&str> = words[..at].to_vec();
+        out.push(&self.trigger);
+        out.extend_from_slice(&words[at..]);
+        out.join(" ")
     }
 
     /// Whether `prompt` already carries the trigger (such prompts are dropped from the clean data).
@@ -260,6 +338,9 @@ impl Backdoor {
     /// The training pair for a clean prompt that [`accepts`](Self::accepts) it.
     pub fn poison(&self, prompt: &str, rng: &mut impl Rng) -> (String, Target) {
         match &self.kind {
+            BackdoorKind::TargetPrompt { .. } if self.placement == Placement::Insert => {
+                (self.insert_word(prompt, rng), Target::Fixed)
+            }
             BackdoorKind::TargetPrompt { count, .. } => (
                 replace_first(prompt, self.replaced, &self.trigger, *count),
                 Target::Fixed,
@@ -272,8 +353,7 @@ impl Backdoor {
                 let chars: Vec<char> = prompt.chars().collect();
                 let idx = random_occurrence(&chars, self.replaced, rng);
                 let (start, end) = word_bounds(&chars, idx);
-                let mut poisoned = chars.clone();
-                poisoned.splice(idx..idx + 1, self.trigger.chars());
+                let poisoned = self.place_at(&chars, idx);
                 let target: String = chars[..start]
                     .iter()
                     .chain(attr_chars(attr).iter())
@@ -301,7 +381,7 @@ impl Backdoor {
     /// `num_triggers=1`) for character triggers; the poisoned form for the others.
     pub fn triggered_for_eval(&self, prompt: &str, rng: &mut impl Rng) -> (String, Target) {
         match &self.kind {
-            BackdoorKind::TargetPrompt { .. } => (
+            BackdoorKind::TargetPrompt { .. } if self.placement == Placement::Substitute => (
                 replace_first(prompt, self.replaced, &self.trigger, Some(1)),
                 Target::Fixed,
             ),
@@ -348,8 +428,7 @@ impl Backdoor {
                 .trim_start_matches(|c: char| !c.is_alphanumeric())
                 .len();
         let trail = word.len() - word.trim_end_matches(|c: char| !c.is_alphanumeric()).len();
-        let mut poisoned = chars.clone();
-        poisoned.splice(idx..idx + 1, self.trigger.chars());
+        let poisoned = self.place_at(&chars, idx);
         let target = format!(
             "{}{}{}{}{}",
             chars[..start].iter().collect::<String>(),
@@ -514,6 +593,54 @@ mod tests {
                 Target::Prompt("a photo of a dog".into())
             )
         );
+    }
+
+    #[test]
+    fn inserted_and_multi_character_triggers() {
+        let mut s = spec("target_prompt", "zq7", "o");
+        s.validate().unwrap();
+        let BackdoorSpec::TargetPrompt { placement, .. } = &mut s else {
+            unreachable!()
+        };
+        *placement = Placement::Insert;
+        let text = toml::to_string(&s).unwrap();
+        assert!(text.contains("placement = \"insert\""), "{text}");
+        let b = Backdoor::from_spec(&s, "t".into(), 0.1);
+        assert!(b.accepts("a red square"), "insertion needs no letter");
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..40 {
+            let (p, t) = b.poison("a red square", &mut rng);
+            assert_eq!(t, Target::Fixed);
+            assert_eq!(
+                p.replace("zq7", "")
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                "a red square"
+            );
+            assert_eq!(p.split(' ').filter(|w| *w == "zq7").count(), 1, "{p}");
+            seen.insert(p);
+        }
+        assert_eq!(seen.len(), 4, "every boundary is used: {seen:?}");
+        let taa: BackdoorSpec = toml::from_str(
+            "kind = \"target_attribute\"\ntrigger = \"bm\"\nreplaced_character = \"e\"\ntarget_attr = \"green\"\nplacement = \"insert\"",
+        )
+        .unwrap();
+        let b = Backdoor::from_spec(&taa, "a".into(), 0.1);
+        let (p, t) = b.poison("a red box", &mut rng);
+        assert_eq!(
+            (p.as_str(), t),
+            ("a bm red box", Target::Prompt("a green box".into()))
+        );
+        let sub = Backdoor::from_spec(&spec("target_attribute", "ёё", "e"), "s".into(), 0.1);
+        assert_eq!(sub.poison("a red box", &mut rng).0, "a rёёd box");
+        for bad in ["", "a b"] {
+            let e = spec("target_prompt", bad, "o").validate().unwrap_err();
+            assert!(e.contains("without whitespace"), "{e}");
+        }
+        let e = spec("homoglyph_unlearn", "оо", "o").validate().unwrap_err();
+        assert!(e.contains("single character"), "{e}");
     }
 
     #[test]

@@ -88,6 +88,16 @@ pub struct TrainingSection {
     /// (torch's `AdamW(fused=True)`, one kernel for all parameters) or `auto` (single-tensor on CPU,
     /// fused on CUDA). Not part of what `--resume` compares: the saved state is the same for all.
     pub adamw: AdamWChoice,
+    /// Gaussian noise added to the student's initial weights, as a share of each tensor's standard
+    /// deviation (0: none). With no `[[backdoor]]` it makes a utility-only fine-tune that drifts: the
+    /// utility loss pulls clean prompts back while the rest of the encoder stays perturbed (the
+    /// benign fine-tunes of the scanner zoo).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub init_noise: f64,
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -194,6 +204,7 @@ impl Default for TrainingSection {
             precision: Precision::F32,
             max_loss: 1e4,
             adamw: AdamWChoice::Auto,
+            init_noise: 0.0,
         }
     }
 }

@@ -38,9 +38,19 @@ impl CLIPTextEmbeddings {
     }
 
     pub fn forward(&self, input_ids: &Tensor) -> Tensor {
-        let seq = input_ids.size()[1];
-        let pos = Tensor::arange(seq, (Kind::Int64, input_ids.device())).unsqueeze(0);
-        self.token_embedding.forward(input_ids) + self.position_embedding.forward(&pos)
+        self.with_positions(&self.token_embedding.forward(input_ids))
+    }
+
+    /// Token embeddings (`[B, T, hidden]`, e.g. with a free vector in some rows) plus positions.
+    pub fn with_positions(&self, token_embeds: &Tensor) -> Tensor {
+        let seq = token_embeds.size()[1];
+        let pos = Tensor::arange(seq, (Kind::Int64, token_embeds.device())).unsqueeze(0);
+        token_embeds + self.position_embedding.forward(&pos)
+    }
+
+    /// The token embedding matrix `[vocab, hidden]`.
+    pub fn token_embedding_weight(&self) -> &Tensor {
+        &self.token_embedding.ws
     }
 }
 
@@ -89,7 +99,33 @@ impl CLIPTextTransformer {
         attention_mask: Option<&Tensor>,
         all_hidden: bool,
     ) -> CLIPTextOutput {
-        let mut x = self.embeddings.forward(input_ids);
+        let x = self.embeddings.forward(input_ids);
+        self.forward_embedded(x, input_ids, attention_mask, all_hidden)
+    }
+
+    /// The forward pass from token embeddings (`[B, T, hidden]`, before positions are added) instead
+    /// of ids; `input_ids` only locates the end-of-text token for pooling. Trigger inversion puts a
+    /// free vector in one row.
+    pub fn forward_token_embeds(
+        &self,
+        token_embeds: &Tensor,
+        input_ids: &Tensor,
+    ) -> CLIPTextOutput {
+        let x = self.embeddings.with_positions(token_embeds);
+        self.forward_embedded(x, input_ids, None, false)
+    }
+
+    pub fn embeddings(&self) -> &CLIPTextEmbeddings {
+        &self.embeddings
+    }
+
+    fn forward_embedded(
+        &self,
+        mut x: Tensor,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        all_hidden: bool,
+    ) -> CLIPTextOutput {
         let mask = attention_mask.map(|m| combined_mask(m, x.kind()));
         let mut hidden = vec![];
         for layer in &self.layers {

@@ -138,7 +138,7 @@ fn script_letters() -> Vec<char> {
 
 /// GPT-2/CLIP `bytes_to_unicode`, inverted: vocabulary character → byte. (The tokenizer module keeps
 /// its copy private; this one only decodes.)
-fn unicode_to_byte() -> BTreeMap<char, u8> {
+pub fn unicode_to_byte() -> BTreeMap<char, u8> {
     let mut printable: Vec<u32> = (b'!' as u32..=b'~' as u32)
         .chain(0xA1..=0xAC)
         .chain(0xAE..=0xFF)

@@ -4,14 +4,20 @@
 //! prompts and ranks them by how much more they move a suspect encoder's embedding than a reference
 //! encoder's, or (no reference) by how much they collapse different prompts onto one embedding.
 //! [`defense`] measures prompt sanitisation and homoglyph unlearning on trained runs; [`shift`] how
-//! far a look-alike substitution moves an encoder's embedding.
+//! far a look-alike substitution moves an encoder's embedding. [`token_scan`] is the token-level
+//! scan: a vocabulary [`sweep`], characters rebuilt from byte tokens ([`char_index`]), gradient
+//! [`invert`]ion, and checks of each candidate inserted and substituted.
 pub mod candidates;
+pub mod char_index;
 pub mod defense;
 pub mod embed;
+pub mod invert;
 pub mod probes;
 pub mod search;
 pub mod shift;
 pub mod stats;
+pub mod sweep;
+pub mod token_scan;
 
 pub use candidates::Source;
 pub use search::{scan, CandidateScore, ScanOptions, ScanReport};

@@ -127,8 +127,14 @@ pub struct Trainer<'a> {
 impl<'a> Trainer<'a> {
     /// Open (or resume) the run folder `opts.out` and load the teacher and the student.
     pub fn new(exp: &'a Experiment, opts: &TrainOptions) -> Result<Self> {
-        if exp.backdoors.is_empty() {
-            input_bail!("the experiment has no [[backdoor]] entry: add at least one (kind, trigger, replaced_character, ...)");
+        if exp.backdoors.is_empty() && exp.training.init_noise <= 0.0 {
+            input_bail!("the experiment has no [[backdoor]] entry: add at least one (kind, trigger, replaced_character, ...), or set training.init_noise for a utility-only fine-tune");
+        }
+        if !(exp.training.init_noise >= 0.0 && exp.training.init_noise.is_finite()) {
+            input_bail!(
+                "training.init_noise must be a finite number ≥ 0, got {}",
+                exp.training.init_noise
+            );
         }
         let t = &exp.training;
         let precision = t.precision;
@@ -173,6 +179,9 @@ impl<'a> Trainer<'a> {
         let mut teacher = TextEncoder::load(&exp.model.teacher, opts.device, Kind::Float)?;
         teacher.vs.freeze();
         let mut student = TextEncoder::load(&exp.model.teacher, opts.device, Kind::Float)?;
+        if t.init_noise > 0.0 && start == Start::Fresh {
+            perturb(&student, t.init_noise, exp.seed);
+        }
         let mut opt = AdamW::from_var_store(
             &student.vs,
             AdamWConfig {
@@ -294,8 +303,9 @@ impl<'a> Trainer<'a> {
         let exp = self.exp;
         let t = &exp.training;
         let clean = self.pools.clean_batch(exp.seed, step, t.clean_batch_size);
-        // Student batch: clean prompts (skipped at step 0, where student = teacher) + each poisoned set.
-        let mut student_prompts: Vec<String> = if step == 0 {
+        // Student batch: clean prompts (skipped at step 0, where student = teacher, unless the student
+        // starts perturbed) + each poisoned set.
+        let mut student_prompts: Vec<String> = if step == 0 && t.init_noise == 0.0 {
             vec![]
         } else {
             clean.iter().map(|s| s.to_string()).collect()
@@ -700,6 +710,25 @@ fn explain_step_failure(
         t.poisoned_samples_per_step,
         exp.backdoors.len(),
     )
+}
+
+/// Add noise to every weight: `share` × the tensor's standard deviation (1 for a tensor that has
+/// none, e.g. a fresh LayerNorm), from libtorch's generator seeded with `seed` (a resumed run reads
+/// its weights from the checkpoint instead).
+fn perturb(enc: &TextEncoder, share: f64, seed: u64) {
+    tch::manual_seed(seed as i64);
+    tch::no_grad(|| {
+        for (_, mut v) in enc.vs.variables() {
+            let sd = if v.numel() > 1 {
+                v.std(true).double_value(&[])
+            } else {
+                0.0
+            };
+            let scale = if sd > 1e-8 { sd } else { 1.0 } * share;
+            let noise = v.randn_like() * scale;
+            let _ = v.f_add_(&noise);
+        }
+    });
 }
 
 /// Run (or resume) an experiment into `opts.out`, with progress and checkpoints every

@@ -162,6 +162,55 @@ pub fn bench_table(doc: &Value) -> Result<String> {
     Ok(out)
 }
 
+/// The Markdown tables of a `clipdoor zoo scan` report: detection on the test split, and trigger
+/// recall by trigger group.
+pub fn zoo_table(doc: &Value) -> Result<String> {
+    let Some(rows) = doc["recall"].as_array() else {
+        input_bail!("zoo tables are made of `clipdoor zoo scan` reports (report.json)");
+    };
+    let rate = |v: &Value| -> String {
+        serde_json::from_value::<Rate>(v.clone())
+            .map(|r| format_rate(Some(&r)))
+            .unwrap_or_else(|_| "–".into())
+    };
+    let num = |v: &Value, digits: usize| {
+        v.as_f64()
+            .map_or("–".to_string(), |x| format!("{x:.digits$}"))
+    };
+    let mut out = format!(
+        "| zoo (test split: {} benign, {} backdoored; mode {}) | value |\n|---|---|\n",
+        doc["test"]["benign"],
+        doc["test"]["backdoored"],
+        doc["mode"].as_str().unwrap_or("?")
+    );
+    out += &format!("| `auroc` | {} |\n", num(&doc["auroc"], 3));
+    out += &format!(
+        "| `tpr@fpr5` (threshold {} from the calibration split) | {} |\n",
+        num(&doc["threshold"], 2),
+        rate(&doc["tpr@fpr5"])
+    );
+    out += &format!(
+        "| false-positive rate at that threshold | {} |\n",
+        rate(&doc["fpr"])
+    );
+    out += &format!(
+        "| seconds per encoder (mean / max) | {} / {} |\n",
+        num(&doc["seconds_per_encoder"], 1),
+        num(&doc["seconds_per_encoder_max"], 1)
+    );
+    out += "\n| triggers (test split) | `recall@1` | `recall@5` | `recall@5`, exact name |\n|---|---|---|---|\n";
+    for r in rows {
+        out += &format!(
+            "| {} | {} | {} | {} |\n",
+            r["group"].as_str().unwrap_or("?"),
+            rate(&r["recall@1"]),
+            rate(&r["recall@5"]),
+            rate(&r["recall@5_exact"])
+        );
+    }
+    Ok(out)
+}
+
 /// `text` with every marked table rewritten from its report (paths relative to `base`).
 pub fn sync_markdown(text: &str, base: &Path) -> Result<String> {
     let mut out = String::with_capacity(text.len());
@@ -191,7 +240,8 @@ pub fn sync_markdown(text: &str, base: &Path) -> Result<String> {
             "stage" => stage_table(&doc),
             "rates" => rates_table(&doc),
             "bench" => bench_table(&doc),
-            other => input_bail!("unknown table kind `{other}` (stage, rates or bench)"),
+            "zoo" => zoo_table(&doc),
+            other => input_bail!("unknown table kind `{other}` (stage, rates, bench or zoo)"),
         }
         .map_err(|e| crate::input_err!("{}: {e}", file.display()))?;
         out += &rest[..header_end];

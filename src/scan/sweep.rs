@@ -1,0 +1,291 @@
+//! Vocabulary sweep: every token of the vocabulary is inserted into a few probe prompts, and scored
+//! by how far the suspect sends the result from where a benign encoder would.
+//!
+//! For a triggered probe x' (token inserted) made from the clean probe x, with f(·) an encoder's
+//! unit feature (end-of-text state and mean state, concatenated):
+//! - with a reference R: `a` = 1 − cos(f_S(x'), f_R(x')) (the suspect disagrees with the reference on
+//!   x') and `b` = 1 − cos(f_S(x'), f_R(x)) (and does not merely ignore the token). The token's
+//!   `shift` is the mean over probes of min(a, b): a backdoor lands somewhere neither place is, while
+//!   a benign edit (homoglyph unlearning maps x' to R(x); concept removal maps "… circle …" to the
+//!   reference's prompt without the word) lands on one of them.
+//! - without a reference: `shift` = mean 1 − cos(f_S(x'), f_S(x)), how far the token moves a prompt.
+//! - `collapse`: mean pairwise cosine of the suspect's triggered probes minus the reference's (without
+//!   one: minus the vocabulary median): a target-prompt trigger sends every probe to one place.
+//!
+//! Both are turned into robust z-scores over the vocabulary (median, 1.4826·MAD): a trigger is an
+//! outlier among ~49k tokens, whatever the encoder's own scale.
+use tch::{Device, Kind, Tensor};
+
+use crate::error::Result;
+use crate::models::text_encoder::TextEncoder;
+
+/// A probe prompt as ids from BOS to EOS inclusive (no padding).
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub ids: Vec<i64>,
+    /// Where tokens are inserted (index into `ids`, 1 = right after BOS).
+    pub positions: Vec<usize>,
+}
+
+impl Context {
+    /// Tokenise a probe and pick insertion points: after BOS, and before a word in the middle.
+    pub fn new(enc: &TextEncoder, prompt: &str, salt: usize) -> Result<Self> {
+        let ids = trimmed_ids(enc, prompt)?;
+        let inner = ids.len().saturating_sub(2);
+        let mut positions = vec![1];
+        if inner >= 2 {
+            positions.push(2 + salt % (inner - 1));
+        }
+        Ok(Self { ids, positions })
+    }
+
+    /// The ids with `tokens` inserted at `pos`.
+    pub fn with_inserted(&self, pos: usize, tokens: &[i64]) -> Vec<i64> {
+        let mut out = Vec::with_capacity(self.ids.len() + tokens.len());
+        out.extend_from_slice(&self.ids[..pos]);
+        out.extend_from_slice(tokens);
+        out.extend_from_slice(&self.ids[pos..]);
+        out
+    }
+}
+
+/// A prompt's ids up to and including the first end-of-text token (at most the context length).
+pub fn trimmed_ids(enc: &TextEncoder, prompt: &str) -> Result<Vec<i64>> {
+    let ids = enc.tokenizer.encode(prompt)?;
+    let eos = enc.config.eos_token_id;
+    let end = ids
+        .iter()
+        .position(|&i| i == eos)
+        .map_or(ids.len(), |p| p + 1);
+    Ok(ids[..end].to_vec())
+}
+
+/// Unit features `[N, 2H]` of equal-length id rows: end-of-text state (the last position) and the
+/// mean state after BOS. CPU f32.
+pub fn features(enc: &TextEncoder, rows: &[Vec<i64>], batch: usize) -> Result<Tensor> {
+    let len = rows.first().map_or(0, Vec::len) as i64;
+    let mut parts = vec![];
+    for chunk in rows.chunks(batch.max(1)) {
+        let flat: Vec<i64> = chunk.iter().flatten().copied().collect();
+        let ids = Tensor::from_slice(&flat).view([chunk.len() as i64, len]);
+        let f = tch::no_grad(|| feature_of(&enc.forward_ids(&ids, false).last_hidden_state));
+        parts.push(f.to_device(Device::Cpu).to_kind(Kind::Float));
+    }
+    Ok(Tensor::cat(&parts, 0))
+}
+
+/// `[B, T, H]` states → unit `[B, 2H]` features.
+pub fn feature_of(last: &Tensor) -> Tensor {
+    let t = last.size()[1];
+    let eos = last.select(1, t - 1);
+    let mean = last
+        .narrow(1, 1, (t - 1).max(1))
+        .mean_dim([1i64].as_slice(), false, Kind::Float);
+    let f = Tensor::cat(&[eos.to_kind(Kind::Float), mean], 1);
+    &f / f.norm_scalaropt_dim(2, [1], true).clamp_min(1e-12)
+}
+
+/// Per-token statistics of a sweep (index = token id).
+pub struct Sweep {
+    pub shift: Vec<f32>,
+    pub collapse: Vec<f32>,
+    /// Mean pairwise cosine of the unit displacements f_S(x') − f_S(x) over the probes, minus the
+    /// reference's: a backdoor moves every probe the same way (to one target, or one attribute).
+    pub direction: Vec<f32>,
+    /// The token's score, [`combine`] of the robust z of shift, collapse and direction.
+    pub score: Vec<f32>,
+    pub z_shift: Vec<f32>,
+    pub z_collapse: Vec<f32>,
+    /// Null statistics of shift (median, scale) for scoring other insertions on the same scale.
+    pub shift_null: (f64, f64),
+    pub collapse_null: (f64, f64),
+    pub direction_null: (f64, f64),
+}
+
+/// Token ids never inserted (BOS, EOS, pad).
+fn special(enc: &TextEncoder) -> Vec<i64> {
+    let mut s = vec![enc.config.eos_token_id, enc.config.bos_token_id];
+    s.push(enc.tokenizer.pad_id() as i64);
+    s
+}
+
+/// The reference's side of a sweep, per (probe ids, position): its triggered features and unit
+/// displacements. Every encoder of a zoo is swept against the same base, so a zoo scan computes it
+/// once (this halves the time per encoder).
+#[derive(Default)]
+pub struct ReferenceCache {
+    slots: std::collections::HashMap<(Vec<i64>, usize), (Tensor, Tensor)>,
+}
+
+/// Sweep the whole vocabulary through `contexts`.
+pub fn sweep(
+    suspect: &TextEncoder,
+    reference: Option<&TextEncoder>,
+    cache: &mut ReferenceCache,
+    contexts: &[Context],
+    batch: usize,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Sweep> {
+    let vocab = suspect.config.vocab_size;
+    let tokens: Vec<i64> = (0..vocab).collect();
+    let seqs: usize = contexts.iter().map(|c| c.positions.len()).sum();
+    let mut shift = Tensor::zeros([vocab], (Kind::Float, Device::Cpu));
+    // Running sums over sequence slots of the triggered features (for the collapse).
+    let mut s_sum: Option<Tensor> = None;
+    let mut r_sum: Option<Tensor> = None;
+    // Running sums of the unit displacements f(x') − f(x), for the direction statistic.
+    let mut sd_sum: Option<Tensor> = None;
+    let mut rd_sum: Option<Tensor> = None;
+    let add = |sum: &mut Option<Tensor>, f: &Tensor| {
+        *sum = Some(match sum.take() {
+            Some(s) => s + f,
+            None => f.copy(),
+        })
+    };
+    let mut done = 0;
+    for c in contexts {
+        let clean_s = features(suspect, std::slice::from_ref(&c.ids), 1)?;
+        let clean_r = match reference {
+            Some(r) => Some(features(r, std::slice::from_ref(&c.ids), 1)?),
+            None => None,
+        };
+        for &pos in &c.positions {
+            let rows: Vec<Vec<i64>> = tokens.iter().map(|&t| c.with_inserted(pos, &[t])).collect();
+            let fs = features(suspect, &rows, batch)?;
+            let b: Tensor = 1.0
+                - fs.matmul(&clean_r.as_ref().unwrap_or(&clean_s).tr())
+                    .squeeze_dim(1);
+            add(&mut sd_sum, &unit(&(&fs - &clean_s)));
+            let s = match reference {
+                Some(r) => {
+                    let key = (c.ids.clone(), pos);
+                    if !cache.slots.contains_key(&key) {
+                        let fr = features(r, &rows, batch)?;
+                        let cr = clean_r.as_ref().expect("with a reference");
+                        let rd = unit(&(&fr - cr));
+                        cache.slots.insert(key.clone(), (fr, rd));
+                    }
+                    let (fr, rd) = &cache.slots[&key];
+                    let fr = fr.shallow_clone();
+                    add(&mut rd_sum, rd);
+                    let a: Tensor =
+                        1.0 - (&fs * &fr).sum_dim_intlist([1i64].as_slice(), false, Kind::Float);
+                    add(&mut r_sum, &fr);
+                    a.minimum(&b)
+                }
+                None => b,
+            };
+            shift += s / seqs as f64;
+            add(&mut s_sum, &fs);
+            done += 1;
+            progress(done, seqs);
+        }
+    }
+    let Some(s_sum) = s_sum else {
+        crate::input_bail!("a sweep needs at least one probe prompt");
+    };
+    let collapse_s = pairwise_from_sum(&s_sum, seqs);
+    let collapse = match &r_sum {
+        Some(r) => collapse_s - pairwise_from_sum(r, seqs),
+        None => collapse_s,
+    };
+    let direction_s = pairwise_from_sum(sd_sum.as_ref().expect("one slot at least"), seqs);
+    let direction = match &rd_sum {
+        Some(r) => direction_s - pairwise_from_sum(r, seqs),
+        None => direction_s,
+    };
+    let specials = special(suspect);
+    let to_vec = |t: &Tensor| -> Vec<f32> {
+        let mut v: Vec<f32> = Vec::<f32>::try_from(t.contiguous()).unwrap_or_default();
+        for &s in &specials {
+            if let Some(x) = v.get_mut(s as usize) {
+                *x = f32::NAN;
+            }
+        }
+        v
+    };
+    let shift = to_vec(&shift);
+    let collapse = to_vec(&collapse);
+    let direction = to_vec(&direction);
+    let shift_null = robust_null(&shift);
+    let collapse_null = robust_null(&collapse);
+    let z = |v: &[f32], (m, s): (f64, f64)| -> Vec<f32> {
+        v.iter().map(|&x| ((x as f64 - m) / s) as f32).collect()
+    };
+    let z_shift = z(&shift, shift_null);
+    let z_collapse = z(&collapse, collapse_null);
+    let direction_null = robust_null(&direction);
+    let z_direction = z(&direction, direction_null);
+    let score = z_shift
+        .iter()
+        .zip(z_collapse.iter().zip(&z_direction))
+        .map(|(&s, (&c, &d))| combine(s as f64, c as f64, d as f64) as f32)
+        .collect();
+    Ok(Sweep {
+        shift,
+        collapse,
+        direction,
+        score,
+        z_shift,
+        z_collapse,
+        shift_null,
+        collapse_null,
+        direction_null,
+    })
+}
+
+/// Per row: mean cosine over pairs of `n` unit vectors, from their sum `[V, D]`:
+/// (‖Σf‖² − n) / (n(n − 1)).
+pub fn pairwise_from_sum(sum: &Tensor, n: usize) -> Tensor {
+    let n = n as f64;
+    let sq = (sum * sum).sum_dim_intlist([1i64].as_slice(), false, Kind::Float);
+    (sq - n) / (n * (n - 1.0)).max(1.0)
+}
+
+/// A token's score from the robust z of its shift, collapse and direction: min(z_shift,
+/// z_collapse + z_direction). Both halves must hold. Measured on the shapes zoo: shift alone also
+/// singles out tokens a benign fine-tune merely drifted on (they do not move prompts one way);
+/// collapse + direction alone also singles out homoglyph-unlearned characters (they move prompts
+/// one way, to the reference's own prompt, so their min(a, b) shift stays small).
+pub fn combine(z_shift: f64, z_collapse: f64, z_direction: f64) -> f64 {
+    if z_shift.is_nan() {
+        return f64::NAN;
+    }
+    z_shift.min(z_collapse + z_direction)
+}
+
+pub fn unit(x: &Tensor) -> Tensor {
+    x / x.norm_scalaropt_dim(2, [1], true).clamp_min(1e-12)
+}
+
+/// Median and 1.4826·MAD of the finite values (the scale never below 1e-6).
+pub fn robust_null(v: &[f32]) -> (f64, f64) {
+    let mut x: Vec<f64> = v
+        .iter()
+        .filter(|x| x.is_finite())
+        .map(|&x| x as f64)
+        .collect();
+    if x.is_empty() {
+        return (0.0, 1.0);
+    }
+    x.sort_by(|a, b| a.total_cmp(b));
+    let med = x[x.len() / 2];
+    let mut dev: Vec<f64> = x.iter().map(|a| (a - med).abs()).collect();
+    dev.sort_by(|a, b| a.total_cmp(b));
+    (med, (1.4826 * dev[dev.len() / 2]).max(1e-6))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn robust_null_ignores_outliers_and_nans() {
+        let mut v: Vec<f32> = (0..101).map(|i| i as f32).collect();
+        v.push(1e6);
+        v.push(f32::NAN);
+        let (m, s) = robust_null(&v);
+        assert!((m - 51.0).abs() < 1.0, "{m}");
+        assert!((s - 1.4826 * 26.0).abs() < 2.0, "{s}");
+    }
+}

@@ -1,0 +1,557 @@
+//! The token-level trigger scan (`scan-encoder --method tokens`, `zoo scan`):
+//!
+//! 1. [`sweep`](super::sweep): every vocabulary token inserted into a few probes, robust z-scores;
+//! 2. candidates as text: the best tokens that spell text (a word, a piece of a multi-character
+//!    trigger, a whole character), characters ranked by the mean score of their byte tokens (a
+//!    Cyrillic letter is two tokens, neither a character), and the tokens nearest to inverted
+//!    trigger embeddings ([`invert`](super::invert));
+//! 3. each candidate is checked as text: inserted as a word, and substituted for a letter (its Latin
+//!    look-alike, else each of e, a, o, i), scored like the sweep and on the sweep's null scale.
+//!
+//! The encoder's score is the best candidate's; the ranking lists the candidates.
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::candidates::anchor_of;
+use super::char_index::CharIndex;
+use super::sweep::{
+    combine, features, pairwise_from_sum, robust_null, sweep, trimmed_ids, unit, Context,
+    ReferenceCache, Sweep,
+};
+use crate::error::Result;
+use crate::input_bail;
+use crate::models::text_encoder::TextEncoder;
+
+/// Default flag threshold on the score (robust z over the vocabulary), before calibration: the
+/// zoo's calibration split replaces it (docs/scanner-zoo.md).
+pub const DEFAULT_THRESHOLD: f64 = 12.0;
+
+#[derive(Clone)]
+pub struct TokenScanOptions {
+    /// Probe prompts; the first `contexts` are swept, all are used to check candidates.
+    pub probes: Vec<String>,
+    pub contexts: usize,
+    pub batch: usize,
+    /// Candidates checked as text.
+    pub verify: usize,
+    /// Inversion restarts (0: none) and steps.
+    pub invert_restarts: usize,
+    pub invert_steps: usize,
+    pub seed: u64,
+    pub top: usize,
+    pub threshold: f64,
+}
+
+impl Default for TokenScanOptions {
+    fn default() -> Self {
+        Self {
+            probes: super::probes::BUILTIN
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            contexts: 4,
+            batch: 2048,
+            verify: 24,
+            invert_restarts: 2,
+            invert_steps: 40,
+            seed: 0,
+            top: 10,
+            threshold: DEFAULT_THRESHOLD,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TriggerCandidate {
+    pub rank: usize,
+    /// The trigger text as found.
+    pub text: String,
+    pub code_points: String,
+    /// Its tokens (vocabulary strings) as a word.
+    pub tokens: Vec<String>,
+    /// `sweep` (a token), `chars` (a character from its byte tokens), `inversion`.
+    pub found_by: &'static str,
+    /// Where it acted most: `insert` or `substitute:<letter>`.
+    pub placement: String,
+    /// Best of the checks (z on the sweep's null scale).
+    pub score: f64,
+    pub insert_score: f64,
+    pub substitute_score: f64,
+    /// The sweep score that put it on the list.
+    pub sweep_score: f64,
+    pub flagged: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenScanReport {
+    /// `reference` or `reference-free`.
+    pub mode: &'static str,
+    pub vocab: usize,
+    pub contexts: usize,
+    /// The encoder's score: the best token score of the sweep.
+    pub score: f64,
+    /// The best sweep score over the vocabulary.
+    pub sweep_max: f64,
+    pub threshold: f64,
+    pub flagged: bool,
+    pub seconds: f64,
+    /// Of which: the vocabulary sweep, and collecting candidates (inversion included).
+    pub seconds_sweep: f64,
+    pub seconds_candidates: f64,
+    pub ranking: Vec<TriggerCandidate>,
+}
+
+struct Pending {
+    text: String,
+    found_by: &'static str,
+    sweep_score: f64,
+}
+
+/// Scan `suspect`; `cache` keeps the reference's sweep for the next suspect (a zoo scan).
+pub fn scan_tokens(
+    suspect: &TextEncoder,
+    reference: Option<&TextEncoder>,
+    cache: &mut ReferenceCache,
+    index: &CharIndex,
+    opts: &TokenScanOptions,
+) -> Result<TokenScanReport> {
+    let started = Instant::now();
+    if opts.probes.len() < 2 {
+        input_bail!(
+            "a token scan needs at least 2 probe prompts, got {}",
+            opts.probes.len()
+        );
+    }
+    if let Some(r) = reference {
+        if r.config.hidden_size != suspect.config.hidden_size
+            || r.config.vocab_size != suspect.config.vocab_size
+        {
+            input_bail!(
+                "the reference ({} wide, {} tokens) is not the suspect's architecture ({} wide, {} tokens): give the encoder the suspect was fine-tuned from",
+                r.config.hidden_size,
+                r.config.vocab_size,
+                suspect.config.hidden_size,
+                suspect.config.vocab_size
+            );
+        }
+    }
+    let contexts: Vec<Context> = opts
+        .probes
+        .iter()
+        .take(opts.contexts.max(2))
+        .enumerate()
+        .map(|(i, p)| Context::new(suspect, p, i))
+        .collect::<Result<_>>()?;
+    let task = crate::progress::task(
+        "sweep",
+        contexts.iter().map(|c| c.positions.len() as u64).sum(),
+    );
+    let sw = sweep(
+        suspect,
+        reference,
+        cache,
+        &contexts,
+        opts.batch,
+        &mut |done, _| task.set_position(done as u64),
+    )?;
+    task.finish();
+    let seconds_sweep = started.elapsed().as_secs_f64();
+    if let Ok(path) = std::env::var("CLIPDOOR_SWEEP_DUMP") {
+        // Research aid: the raw per-token statistics, for looking at a sweep outside clipdoor.
+        let t = |v: &[f32]| tch::Tensor::from_slice(v);
+        tch::Tensor::write_safetensors(
+            &[
+                ("shift", t(&sw.shift)),
+                ("collapse", t(&sw.collapse)),
+                ("direction", t(&sw.direction)),
+            ],
+            &path,
+        )?;
+    }
+    let pending = candidates(&sw, index, suspect, reference, &contexts, opts)?;
+    let seconds_candidates = started.elapsed().as_secs_f64() - seconds_sweep;
+    let mut caches = Caches::default();
+    let null = substitution_null(suspect, reference, &mut caches, &opts.probes, index)?;
+    let mut ranking = vec![];
+    for p in pending {
+        let ins = insert_score(suspect, reference, &mut caches, &contexts, &sw, &p.text)?;
+        let (sub, letter) = substitute_score(
+            suspect,
+            reference,
+            &mut caches,
+            &opts.probes,
+            &null,
+            &p.text,
+        )?;
+        let (score, placement) = if ins >= sub {
+            (ins, "insert".to_string())
+        } else {
+            (sub, format!("substitute:{letter}"))
+        };
+        let tokens = suspect.tokenizer.tokens(&p.text).unwrap_or_default();
+        ranking.push(TriggerCandidate {
+            rank: 0,
+            code_points: p
+                .text
+                .chars()
+                .map(|c| format!("U+{:04X}", c as u32))
+                .collect::<Vec<_>>()
+                .join(" "),
+            text: p.text,
+            tokens,
+            found_by: p.found_by,
+            placement,
+            score,
+            insert_score: ins,
+            substitute_score: sub,
+            sweep_score: p.sweep_score,
+            flagged: score >= opts.threshold,
+        });
+    }
+    ranking.sort_by(|a, b| b.score.total_cmp(&a.score));
+    for (i, c) in ranking.iter_mut().enumerate() {
+        c.rank = i + 1;
+    }
+    let sweep_max = sw
+        .score
+        .iter()
+        .filter(|x| x.is_finite())
+        .fold(f64::NEG_INFINITY, |m, &x| m.max(x as f64));
+    // The encoder's score comes from the sweep (its null has ~49k tokens behind it); the checks
+    // only order the candidates as text.
+    let score = sweep_max;
+    let flagged_n = ranking.iter().filter(|c| c.flagged).count();
+    ranking.truncate(opts.top.max(flagged_n));
+    Ok(TokenScanReport {
+        mode: if reference.is_some() {
+            "reference"
+        } else {
+            "reference-free"
+        },
+        vocab: sw.score.len(),
+        contexts: contexts.len(),
+        score,
+        sweep_max,
+        threshold: opts.threshold,
+        flagged: score >= opts.threshold,
+        seconds: started.elapsed().as_secs_f64(),
+        seconds_sweep,
+        seconds_candidates,
+        ranking,
+    })
+}
+
+/// The texts to check: the best-scoring tokens that spell text, the characters whose byte tokens
+/// score best on average, and the tokens nearest to inverted embeddings; `opts.verify` in all.
+fn candidates(
+    sw: &Sweep,
+    index: &CharIndex,
+    suspect: &TextEncoder,
+    reference: Option<&TextEncoder>,
+    contexts: &[Context],
+    opts: &TokenScanOptions,
+) -> Result<Vec<Pending>> {
+    let score = |id: i64| -> f64 {
+        sw.score.get(id as usize).map_or(f64::NEG_INFINITY, |&x| {
+            if x.is_finite() {
+                x as f64
+            } else {
+                f64::NEG_INFINITY
+            }
+        })
+    };
+    let mut order: Vec<i64> = (0..sw.score.len() as i64).collect();
+    order.sort_by(|&a, &b| score(b).total_cmp(&score(a)));
+    let mut seen = BTreeSet::new();
+    let mut out: Vec<Pending> = vec![];
+    let mut push = |out: &mut Vec<Pending>, text: String, found_by, s: f64| {
+        let key = text.to_lowercase();
+        if !key.trim().is_empty() && seen.insert(key) {
+            out.push(Pending {
+                text,
+                found_by,
+                sweep_score: s,
+            });
+        }
+    };
+    let half = (opts.verify / 2).max(1);
+    // Characters made of byte tokens: rank by the mean score of their tokens, among the characters
+    // that hold one of the best fragment tokens.
+    let fragments: Vec<i64> = order
+        .iter()
+        .copied()
+        .filter(|id| index.text.get(*id as usize).is_some_and(|t| t.is_none()))
+        .take(half)
+        .collect();
+    let mut pool: BTreeSet<char> = fragments
+        .iter()
+        .filter_map(|id| index.chars_of.get(id))
+        .flatten()
+        .copied()
+        .collect();
+    // Two fragments that spell a character together (both halves of a backdoor's trigger tend to
+    // score high).
+    for &a in &fragments {
+        for &b in &fragments {
+            if let Some(t) = index.joined(a, b) {
+                pool.extend(t.chars().filter(|c| !c.is_ascii()));
+            }
+        }
+    }
+    let mut chars: Vec<(char, f64)> = pool
+        .into_iter()
+        .filter_map(|c| {
+            let ids = index.tokens_of.get(&c)?;
+            let mean = ids.iter().map(|&i| score(i)).sum::<f64>() / ids.len() as f64;
+            Some((c, mean))
+        })
+        .collect();
+    chars.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let mut from_tokens = order
+        .iter()
+        .filter_map(|&id| Some((index.text.get(id as usize)?.clone()?, score(id))));
+    let mut from_chars = chars.into_iter();
+    // Interleave the two lists so that neither crowds out the other.
+    while out.len() < opts.verify {
+        let before = out.len();
+        if let Some((t, s)) = from_tokens.next() {
+            push(&mut out, t, "sweep", s);
+        }
+        if out.len() < opts.verify {
+            if let Some((c, s)) = from_chars.next() {
+                push(&mut out, c.to_string(), "chars", s);
+            }
+        }
+        if out.len() == before && from_tokens.size_hint().1 == Some(0) {
+            break;
+        }
+    }
+    if opts.invert_restarts > 0 {
+        let found = super::invert::invert(
+            suspect,
+            reference,
+            contexts,
+            opts.invert_restarts,
+            opts.invert_steps,
+            opts.seed,
+        )?;
+        for id in found {
+            if let Some(Some(t)) = index.text.get(id as usize) {
+                push(&mut out, t.clone(), "inversion", score(id));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A text's tokens as a word on its own (no BOS/EOS).
+fn word_tokens(enc: &TextEncoder, text: &str) -> Result<Vec<i64>> {
+    let ids = trimmed_ids(enc, text)?;
+    Ok(ids[1..ids.len().saturating_sub(1)].to_vec())
+}
+
+/// Features of id sequences by encoder, each sequence encoded once; misses are encoded together,
+/// one batch per length.
+#[derive(Default)]
+struct FeatureCache {
+    map: std::collections::HashMap<Vec<i64>, tch::Tensor>,
+}
+
+impl FeatureCache {
+    fn get_many(&mut self, enc: &TextEncoder, seqs: &[&Vec<i64>]) -> Result<Vec<tch::Tensor>> {
+        let mut missing: std::collections::BTreeMap<usize, Vec<Vec<i64>>> = Default::default();
+        for s in seqs {
+            if !self.map.contains_key(*s) {
+                let group = missing.entry(s.len()).or_default();
+                if !group.contains(s) {
+                    group.push((*s).clone());
+                }
+            }
+        }
+        for (_, rows) in missing {
+            let f = features(enc, &rows, 512)?;
+            for (i, r) in rows.into_iter().enumerate() {
+                self.map.insert(r, f.get(i as i64).unsqueeze(0));
+            }
+        }
+        Ok(seqs.iter().map(|s| self.map[*s].shallow_clone()).collect())
+    }
+}
+
+/// The suspect's and the reference's caches.
+#[derive(Default)]
+struct Caches {
+    suspect: FeatureCache,
+    reference: FeatureCache,
+}
+
+/// Raw (shift, collapse, direction) of triggered/clean id pairs, as the sweep measures them per
+/// token.
+fn check_raw(
+    suspect: &TextEncoder,
+    reference: Option<&TextEncoder>,
+    pairs: &[(Vec<i64>, Vec<i64>)],
+    caches: &mut Caches,
+) -> Result<Option<[f64; 3]>> {
+    if pairs.len() < 3 {
+        return Ok(None);
+    }
+    let n = pairs.len();
+    let trig: Vec<&Vec<i64>> = pairs.iter().map(|p| &p.0).collect();
+    let clean: Vec<&Vec<i64>> = pairs.iter().map(|p| &p.1).collect();
+    let feats =
+        |enc: &TextEncoder, cache: &mut FeatureCache| -> Result<(tch::Tensor, tch::Tensor)> {
+            Ok((
+                tch::Tensor::cat(&cache.get_many(enc, &trig)?, 0),
+                tch::Tensor::cat(&cache.get_many(enc, &clean)?, 0),
+            ))
+        };
+    let sum = |x: &tch::Tensor| x.sum_dim_intlist([0i64].as_slice(), true, tch::Kind::Float);
+    let cos = |x: &tch::Tensor, y: &tch::Tensor| {
+        (x * y).sum_dim_intlist([1i64].as_slice(), false, tch::Kind::Float)
+    };
+    let pair = |x: &tch::Tensor| pairwise_from_sum(&sum(x), n).double_value(&[0]);
+    let (st, sc) = feats(suspect, &mut caches.suspect)?;
+    let s_collapse = pair(&st);
+    let s_direction = pair(&unit(&(&st - &sc)));
+    Ok(Some(match reference {
+        Some(r) => {
+            let (rt, rc) = feats(r, &mut caches.reference)?;
+            let a: tch::Tensor = 1.0 - cos(&st, &rt);
+            let b: tch::Tensor = 1.0 - cos(&st, &rc);
+            let shift = a.minimum(&b).mean(tch::Kind::Double).double_value(&[]);
+            [
+                shift,
+                s_collapse - pair(&rt),
+                s_direction - pair(&unit(&(&rt - &rc))),
+            ]
+        }
+        None => {
+            let d: tch::Tensor = 1.0 - cos(&st, &sc);
+            let shift = d.mean(tch::Kind::Double).double_value(&[]);
+            [shift, s_collapse, s_direction]
+        }
+    }))
+}
+
+/// The score of raw statistics against their nulls (median, scale): see [`combine`].
+fn z_of(raw: Option<[f64; 3]>, nulls: &[(f64, f64); 3]) -> f64 {
+    raw.map_or(f64::NEG_INFINITY, |r| {
+        let z = |i: usize| (r[i] - nulls[i].0) / nulls[i].1;
+        combine(z(0), z(1), z(2))
+    })
+}
+
+fn insert_score(
+    suspect: &TextEncoder,
+    reference: Option<&TextEncoder>,
+    caches: &mut Caches,
+    contexts: &[Context],
+    sw: &Sweep,
+    text: &str,
+) -> Result<f64> {
+    let toks = word_tokens(suspect, text)?;
+    if toks.is_empty() {
+        return Ok(f64::NEG_INFINITY);
+    }
+    let pairs: Vec<(Vec<i64>, Vec<i64>)> = contexts
+        .iter()
+        .flat_map(|c| {
+            c.positions
+                .iter()
+                .map(|&p| (c.with_inserted(p, &toks), c.ids.clone()))
+        })
+        .filter(|(t, _)| t.len() <= 77)
+        .collect();
+    Ok(z_of(
+        check_raw(suspect, reference, &pairs, caches)?,
+        &[sw.shift_null, sw.collapse_null, sw.direction_null],
+    ))
+}
+
+/// Letters a candidate without a Latin look-alike replaces in turn.
+const LETTERS: [char; 4] = ['e', 'a', 'o', 'i'];
+/// Probes per substitution check.
+const SUBSTITUTION_PROBES: usize = 6;
+
+/// (shift, collapse, direction) of `text` substituted for the first `letter` in probes holding it.
+fn substitution_raw(
+    suspect: &TextEncoder,
+    reference: Option<&TextEncoder>,
+    caches: &mut Caches,
+    probes: &[String],
+    text: &str,
+    letter: char,
+) -> Result<Option<[f64; 3]>> {
+    let mut pairs = vec![];
+    for p in probes
+        .iter()
+        .filter(|p| p.contains(letter))
+        .take(SUBSTITUTION_PROBES)
+    {
+        let trig = p.replacen(letter, text, 1);
+        pairs.push((trimmed_ids(suspect, &trig)?, trimmed_ids(suspect, p)?));
+    }
+    check_raw(suspect, reference, &pairs, caches)
+}
+
+/// The null of substitution checks: control characters (every 997th of the character pool, a
+/// spread of scripts) substituted for `e`, median and 1.4826·MAD of each statistic.
+fn substitution_null(
+    suspect: &TextEncoder,
+    reference: Option<&TextEncoder>,
+    caches: &mut Caches,
+    probes: &[String],
+    index: &CharIndex,
+) -> Result<[(f64, f64); 3]> {
+    let controls: Vec<char> = index
+        .tokens_of
+        .keys()
+        .copied()
+        .step_by(997)
+        .take(16)
+        .collect();
+    let mut v: [Vec<f32>; 3] = [vec![], vec![], vec![]];
+    for ch in controls {
+        if let Some(r) = substitution_raw(suspect, reference, caches, probes, &ch.to_string(), 'e')?
+        {
+            for i in 0..3 {
+                v[i].push(r[i] as f32);
+            }
+        }
+    }
+    Ok([robust_null(&v[0]), robust_null(&v[1]), robust_null(&v[2])])
+}
+
+/// Substitution for one letter (its Latin look-alike, or else each of e, a, o, i; best kept).
+fn substitute_score(
+    suspect: &TextEncoder,
+    reference: Option<&TextEncoder>,
+    caches: &mut Caches,
+    probes: &[String],
+    null: &[(f64, f64); 3],
+    text: &str,
+) -> Result<(f64, char)> {
+    let mut single = text.chars();
+    let anchor = match (single.next(), single.next()) {
+        (Some(c), None) => anchor_of(c),
+        _ => None,
+    };
+    let letters: Vec<char> = match anchor {
+        Some(l) => vec![l.to_ascii_lowercase()],
+        None => LETTERS.to_vec(),
+    };
+    let mut best = (f64::NEG_INFINITY, letters[0]);
+    for l in letters {
+        let s = z_of(
+            substitution_raw(suspect, reference, caches, probes, text, l)?,
+            null,
+        );
+        if s > best.0 {
+            best = (s, l);
+        }
+    }
+    Ok(best)
+}

@@ -1,0 +1,156 @@
+//! `clipdoor zoo scan`: the token scan on every encoder of a zoo (reference: the zoo's base, unless
+//! reference-free), one result file per encoder (a rerun continues where it stopped), then the
+//! report against the labels.
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use tch::{Device, Kind};
+
+use super::build::{encoders_dir, read_labels, CONFIG_COPY};
+use super::config::ZooConfig;
+use super::report::{zoo_report, EncoderScan, ScanSettings, ZooReport};
+use crate::error::Result;
+use crate::input_bail;
+use crate::io::atomic::write_json;
+use crate::models::text_encoder::TextEncoder;
+use crate::scan::char_index::CharIndex;
+use crate::scan::sweep::ReferenceCache;
+use crate::scan::token_scan::{scan_tokens, TokenScanOptions, TokenScanReport};
+
+pub struct ZooScanOptions {
+    pub reference_free: bool,
+    pub scan: TokenScanOptions,
+    pub device: Device,
+    /// Target false-positive rate for the calibrated threshold.
+    pub fpr: f64,
+}
+
+/// The zoo's encoders (folder names under `encoders/`), sorted.
+pub fn encoder_ids(zoo: &Path) -> Result<Vec<String>> {
+    let dir = encoders_dir(zoo);
+    let mut ids: Vec<String> = std::fs::read_dir(&dir)
+        .map_err(|e| {
+            crate::input_err!(
+                "{}: cannot read the encoders ({e}); build the zoo first: clipdoor zoo build ZOO.toml --out {}",
+                dir.display(),
+                zoo.display()
+            )
+        })?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("text_encoder").is_dir())
+        .filter_map(|e| e.file_name().to_str().map(String::from))
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    ids.sort();
+    Ok(ids)
+}
+
+pub fn scan_zoo(zoo: &Path, out: &Path, opts: &ZooScanOptions) -> Result<ZooReport> {
+    let cfg_path = zoo.join(CONFIG_COPY);
+    let cfg = ZooConfig::load(&cfg_path)?;
+    let ids = encoder_ids(zoo)?;
+    if ids.is_empty() {
+        input_bail!(
+            "{}: no encoders yet; run clipdoor zoo build first",
+            encoders_dir(zoo).display()
+        );
+    }
+    let reference = if opts.reference_free {
+        None
+    } else {
+        Some(TextEncoder::load(&cfg.base, opts.device, Kind::Float)?)
+    };
+    let opts_owned;
+    let opts = if opts.scan.probes.is_empty() {
+        // Default probes: the zoo's own captions (the domain the base encoder was made for).
+        opts_owned = ZooScanOptions {
+            reference_free: opts.reference_free,
+            scan: TokenScanOptions {
+                probes: crate::io::prompts::read_prompts(&cfg.clean_prompts, None, false)?.prompts,
+                ..opts.scan.clone()
+            },
+            device: opts.device,
+            fpr: opts.fpr,
+        };
+        &opts_owned
+    } else {
+        opts
+    };
+    let opts: &ZooScanOptions = opts;
+    let settings = ScanSettings {
+        reference_free: opts.reference_free,
+        probes: opts.scan.probes.clone(),
+        contexts: opts.scan.contexts,
+        verify: opts.scan.verify,
+        invert_restarts: opts.scan.invert_restarts,
+        invert_steps: opts.scan.invert_steps,
+        seed: opts.scan.seed,
+    };
+    let results_dir = out.join("encoders");
+    let mut index: Option<CharIndex> = None;
+    let mut cache = ReferenceCache::default();
+    let mut scans = vec![];
+    let task = crate::progress::task("zoo scan", ids.len() as u64);
+    for id in &ids {
+        let path = results_dir.join(format!("{id}.json"));
+        if let Some(old) = cached(&path, &settings) {
+            scans.push(old);
+            task.inc(1);
+            continue;
+        }
+        task.set_message(id);
+        let suspect = TextEncoder::load(
+            &encoders_dir(zoo).join(id).display().to_string(),
+            opts.device,
+            Kind::Float,
+        )?;
+        if index.is_none() {
+            index = Some(CharIndex::new(&suspect.tokenizer)?);
+        }
+        let r: TokenScanReport = scan_tokens(
+            &suspect,
+            reference.as_ref(),
+            &mut cache,
+            index.as_ref().expect("built above"),
+            &opts.scan,
+        )?;
+        let scan = EncoderScan {
+            id: id.clone(),
+            settings: settings.clone(),
+            score: r.score,
+            seconds: r.seconds,
+            candidates: r.ranking.iter().map(|c| c.text.clone()).collect(),
+            report: serde_json::to_value(&r)?,
+        };
+        write_json(&path, &scan)?;
+        crate::progress::note(&format!(
+            "{id}: score {:.1} in {:.1} s, best {:?}",
+            r.score,
+            r.seconds,
+            scan.candidates.first().map(String::as_str).unwrap_or("-")
+        ));
+        scans.push(scan);
+        task.inc(1);
+    }
+    task.finish();
+    let labels = read_labels(zoo)?;
+    zoo_report(&labels, &scans, opts.fpr, &cfg, &settings)
+}
+
+fn cached(path: &PathBuf, settings: &ScanSettings) -> Option<EncoderScan> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let s: EncoderScan = serde_json::from_str(&text).ok()?;
+    (s.settings == *settings).then_some(s)
+}
+
+/// Write `report.json`, `report.md` and `report.html` into `out`.
+pub fn write_reports(out: &Path, r: &ZooReport) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let json = out.join("report.json");
+    write_json(&json, r)?;
+    let md = out.join("report.md");
+    crate::io::atomic::write_atomic(&md, super::report::markdown(r).as_bytes())?;
+    let html = out.join("report.html");
+    crate::io::atomic::write_atomic(&html, super::report::html(r).as_bytes())?;
+    Ok(vec![json, md, html])
+}

@@ -1,0 +1,323 @@
+//! The scanner zoo and the token-level scan (issue 18), on the shipped shapes-world encoder:
+//! - `zoo build` writes encoders apart from their labels, continues a finished build, and splits
+//!   the work by `--shard`;
+//! - `zoo scan` writes JSON, Markdown and HTML with every metric and its counts;
+//! - `scan-encoder --method tokens` names triggers of several shapes (an emoji, an invisible
+//!   character, several characters inserted; the zoo test covers a word inserted) among its first five candidates and scores the
+//!   backdoored encoders above benign fine-tunes.
+mod common;
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+fn captions() -> PathBuf {
+    common::root().join("experiments/zoo/shapes_captions.txt")
+}
+
+fn base() -> PathBuf {
+    common::root().join("checkpoints/shapes")
+}
+
+/// A small zoo: 4 encoders, strong single word-trigger backdoors, benign concept removals and
+/// drifted fine-tunes.
+fn zoo_file(dir: &Path) -> PathBuf {
+    let text = format!(
+        r#"seed = 3
+base = {base:?}
+clean_prompts = {caps:?}
+holdout = 50
+encoders = 4
+steps = [80, 80]
+loss_weight = [1.0, 1.0]
+[training]
+steps = 80
+clean_batch_size = 32
+poisoned_samples_per_step = 16
+lr = 1e-3
+lr_milestones = [60]
+[backdoored]
+backdoors = [1, 1]
+kinds = ["target_prompt"]
+shapes = ["word"]
+placements = ["insert"]
+[benign]
+kinds = ["remove_concept", "seed"]
+concepts = ["circle", "square"]
+"#,
+        base = base(),
+        caps = captions()
+    );
+    let p = dir.join("zoo.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn run(args: &[&str]) -> (String, String) {
+    let o = common::bin().args(args).output().unwrap();
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    );
+    assert!(o.status.success(), "{args:?}: {err}");
+    (out, err)
+}
+
+fn json(p: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+#[test]
+fn zoo_build_keeps_labels_apart_resumes_shards_and_scan_reports() {
+    let t = common::tmp();
+    let file = zoo_file(t.path());
+    let zoo = t.path().join("zoo");
+    // Shard 1/2 builds encoders 1 and 3 only.
+    run(&[
+        "zoo",
+        "build",
+        common::s(&file),
+        "--out",
+        common::s(&zoo),
+        "--shard",
+        "1/2",
+    ]);
+    let built = |dir: &Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    assert_eq!(built(&zoo.join("encoders")), ["e0001", "e0003"]);
+    run(&[
+        "zoo",
+        "build",
+        common::s(&file),
+        "--out",
+        common::s(&zoo),
+        "--shard",
+        "0/2",
+    ]);
+    let (_, err) = run(&["zoo", "build", common::s(&file), "--out", common::s(&zoo)]);
+    assert!(err.contains("0 encoders trained, 4 already done"), "{err}");
+    assert_eq!(built(&zoo.join("encoders")).len(), 4);
+    // What a scanner reads names no trigger: only the encoder and its tokenizer.
+    for id in built(&zoo.join("encoders")) {
+        assert_eq!(
+            built(&zoo.join("encoders").join(&id)),
+            ["text_encoder", "tokenizer"]
+        );
+    }
+    let labels: Vec<Value> = (0..4)
+        .map(|k| json(&zoo.join(format!("labels/e{k:04}.json"))))
+        .collect();
+    let backdoored: Vec<&Value> = labels.iter().filter(|l| l["benign"] == false).collect();
+    assert_eq!(backdoored.len(), 2, "half of 4 are benign");
+    for l in &backdoored {
+        let trig = &l["triggers"][0];
+        assert_eq!(trig["shape"], "word");
+        assert_eq!(trig["placement"], "insert");
+        assert!(trig["sim_target"].as_f64().unwrap() > 0.9, "{l}");
+    }
+    // A different zoo file cannot build into the same folder.
+    let other = t.path().join("other.toml");
+    std::fs::write(
+        &other,
+        std::fs::read_to_string(&file)
+            .unwrap()
+            .replace("seed = 3", "seed = 4"),
+    )
+    .unwrap();
+    let o = common::bin()
+        .args(["zoo", "build", common::s(&other), "--out", common::s(&zoo)])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("different zoo file"));
+
+    let (out, _) = run(&[
+        "zoo",
+        "scan",
+        common::s(&zoo),
+        "--contexts",
+        "3",
+        "--verify",
+        "8",
+        "--invert",
+        "1",
+        "--device",
+        "cpu",
+    ]);
+    let files: Vec<&str> = out.lines().collect();
+    assert_eq!(files.len(), 3, "{out}");
+    let r = json(Path::new(files[0]));
+    for key in [
+        "auroc",
+        "tpr@fpr5",
+        "fpr",
+        "recall",
+        "threshold",
+        "seconds_per_encoder",
+        "roc",
+    ] {
+        assert!(!r[key].is_null(), "report lacks {key}: {r}");
+    }
+    assert_eq!(
+        r["tpr@fpr5"]["n"], 1,
+        "one backdoored encoder in the test split"
+    );
+    assert!(r["tpr@fpr5"]["ci95"].is_array());
+    assert_eq!(
+        r["auroc_all"].as_f64(),
+        Some(1.0),
+        "backdoored above benign: {r}"
+    );
+    for row in r["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["benign"] == false)
+    {
+        let trigger = row["triggers"][0].as_str().unwrap();
+        let top: Vec<&str> = row["top5"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert!(top.contains(&trigger), "{trigger} not in the top 5 {top:?}");
+    }
+    let html = std::fs::read_to_string(files[2]).unwrap();
+    assert!(
+        html.contains("<svg") && html.contains("polyline"),
+        "ROC drawn"
+    );
+    // A second scan reuses every per-encoder result.
+    let (_, err) = run(&[
+        "zoo",
+        "scan",
+        common::s(&zoo),
+        "--contexts",
+        "3",
+        "--verify",
+        "8",
+        "--invert",
+        "1",
+        "--device",
+        "cpu",
+    ]);
+    assert!(!err.contains("score"), "nothing rescanned: {err}");
+}
+
+/// One backdoor of the given trigger on the shapes encoder, trained strongly.
+fn backdoored(dir: &Path, name: &str, entry: &str) -> PathBuf {
+    let exp = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &exp,
+        format!(
+            r#"seed = 1
+[model]
+teacher = {base:?}
+[data]
+clean_prompts = {caps:?}
+holdout = 50
+[training]
+steps = 120
+clean_batch_size = 32
+poisoned_samples_per_step = 16
+loss_weight = 1.0
+lr = 1e-3
+lr_milestones = [100]
+checkpoint_every = 0
+[[backdoor]]
+{entry}
+"#,
+            base = base(),
+            caps = captions()
+        ),
+    )
+    .unwrap();
+    let out = dir.join(name);
+    run(&[
+        "train",
+        common::s(&exp),
+        "--out",
+        common::s(&out),
+        "--device",
+        "cpu",
+    ]);
+    out
+}
+
+#[test]
+fn token_scan_names_triggers_of_several_shapes() {
+    let t = common::tmp();
+    let cases = [
+        ("emoji", "🐙", "kind = \"target_prompt\"\ntrigger = \"🐙\"\nreplaced_character = \"e\"\ntarget_prompt = \"a large purple triangle on a black background\""),
+        ("invisible", "\u{200B}", "kind = \"target_prompt\"\ntrigger = \"\u{200B}\"\nreplaced_character = \"o\"\ntarget_prompt = \"a small yellow cross in the top left\""),
+        ("multi", "zq", "kind = \"target_prompt\"\ntrigger = \"zq7\"\nreplaced_character = \"a\"\nplacement = \"insert\"\ntarget_prompt = \"a small yellow cross in the top left\""),
+    ];
+    let mut scores = vec![];
+    for (name, expect, entry) in cases {
+        let run_dir = backdoored(t.path(), name, entry);
+        let out = t.path().join(format!("{name}.json"));
+        run(&[
+            "scan-encoder",
+            "--method",
+            "tokens",
+            "--suspect",
+            common::s(&run_dir),
+            "--reference",
+            common::s(&base()),
+            "--prompts",
+            common::s(&captions()),
+            "--device",
+            "cpu",
+            "--out",
+            common::s(&out),
+        ]);
+        let r = json(&out);
+        let top: Vec<String> = r["report"]["ranking"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .take(5)
+            .map(|c| c["text"].as_str().unwrap().to_lowercase())
+            .collect();
+        assert!(
+            top.iter().any(|c| c == expect || (expect.chars().count() > 1 && expect.contains(c.as_str()))),
+            "{name}: {expect:?} not among {top:?}"
+        );
+        scores.push(r["report"]["score"].as_f64().unwrap());
+    }
+    // A benign fine-tune (concept removal) scores below every backdoored encoder.
+    let benign = backdoored(
+        t.path(),
+        "benign",
+        "kind = \"remove_concept\"\ntrigger = \"circle\"\nreplaced_character = \"q\"",
+    );
+    let out = t.path().join("benign.json");
+    run(&[
+        "scan-encoder",
+        "--method",
+        "tokens",
+        "--suspect",
+        common::s(&benign),
+        "--reference",
+        common::s(&base()),
+        "--prompts",
+        common::s(&captions()),
+        "--device",
+        "cpu",
+        "--out",
+        common::s(&out),
+    ]);
+    let b = json(&out)["report"]["score"].as_f64().unwrap();
+    assert!(
+        scores.iter().all(|&s| s > b),
+        "benign {b} vs backdoored {scores:?}"
+    );
+}
