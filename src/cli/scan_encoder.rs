@@ -178,14 +178,7 @@ fn run_scan(a: TriggerScanArgs) -> Result<()> {
         "reference": a.reference,
         "report": report,
     });
-    match &a.out {
-        Some(out) => {
-            crate::io::atomic::write_json(out, &json)?;
-            println!("{}", out.display());
-        }
-        None => println!("{}", serde_json::to_string_pretty(&json)?),
-    }
-    Ok(())
+    emit(a.out.as_deref(), &json)
 }
 
 fn run_token_scan(
@@ -235,12 +228,17 @@ fn run_token_scan(
         "method": "tokens",
         "report": report,
     });
-    match &a.out {
+    emit(a.out.as_deref(), &json)
+}
+
+/// The JSON report to `out` (atomically; its path on stdout), or to stdout.
+fn emit(out: Option<&Path>, json: &serde_json::Value) -> Result<()> {
+    match out {
         Some(out) => {
-            crate::io::atomic::write_json(out, &json)?;
+            crate::io::atomic::write_json(out, json)?;
             println!("{}", out.display());
         }
-        None => println!("{}", serde_json::to_string_pretty(&json)?),
+        None => println!("{}", serde_json::to_string_pretty(json)?),
     }
     Ok(())
 }
