@@ -123,8 +123,8 @@ fn fixtures(t: &Path) {
     write(t, "steps0.toml", variant("steps = 2", "steps = 0"));
     write(
         t,
-        "two_chars.toml",
-        variant("trigger = \"о\"", "trigger = \"оо\""),
+        "spaced_trigger.toml",
+        variant("trigger = \"о\"", "trigger = \"о о\""),
     );
     write(
         t,
@@ -353,11 +353,11 @@ fn rows() -> Vec<Row> {
             &["steps0.toml: training.steps must be at least 1"],
         ),
         row(
-            "trigger-two-chars",
-            "a trigger of two characters",
-            &["train", "$TMP/two_chars.toml", "--out", "$TMP/r"],
+            "trigger-with-space",
+            "a trigger with a space (several characters are fine; words are inserted as one)",
+            &["train", "$TMP/spaced_trigger.toml", "--out", "$TMP/r"],
             2,
-            &["two_chars.toml: backdoor #1"],
+            &["spaced_trigger.toml: backdoor #1", "without whitespace"],
         ),
         row(
             "no-backdoor",
