@@ -314,8 +314,8 @@ fn config_errors_are_clear() {
             "unknown variant `target_banana`",
         ),
         (
-            &[("trigger", "\"оо\"")],
-            "trigger must be a single character",
+            &[("trigger", "\"о о\"")],
+            "without whitespace",
         ),
         (
             &[("replaced_character", "\"ж\"")],
