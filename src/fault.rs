@@ -17,7 +17,8 @@
 //! image of a set is saved, before its record line), `train-step` (at the start of each training step,
 //! inside the step's libtorch-error guard: the n-th hit is the n-th step this process runs),
 //! `generate-batch` (before each batch of images is drawn, inside the batch's guard: the n-th hit is
-//! the n-th batch this process draws; batches already on disk are skipped without a hit).
+//! the n-th batch this process draws; batches already on disk are skipped without a hit),
+//! `attack-step` (after each step of an attack's search, once its state may have been saved).
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 

@@ -7,6 +7,7 @@
 //! [`experiment`] (experiment files, backdoors, prompt pools); [`train`] (teacher–student
 //! fine-tuning); [`diffusion`] (schedulers, pipeline, job planner); [`eval`] and [`scan`];
 //! [`shapes`], [`bench`] and [`zoo`] (the scanner benchmark); [`demo`]; and the thin [`cli`].
+pub mod attack;
 pub mod bench;
 pub mod cli;
 pub mod demo;

@@ -17,7 +17,7 @@ const LAYERS: &[&[&str]] = &[
     &["experiment"],
     &["train"],
     &["diffusion"],
-    &["eval", "scan"],
+    &["eval", "scan", "attack"],
     &["shapes", "bench", "zoo"],
     &["demo"],
     &["cli"],

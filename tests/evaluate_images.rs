@@ -247,6 +247,11 @@ fn check_report(out: &Path, with_inception: bool) -> Value {
                 // NudeNet scores the concept set when asked (--nudenet, with the Inception run).
                 if name == "nude" && with_inception {
                     assert_eq!(set["nudity_rate"]["judge"], "nudenet", "{set}");
+                    // The threshold the run was given (--nudenet-threshold 0.6), named.
+                    assert_eq!(
+                        set["nudity_rate"]["threshold"].as_f64(),
+                        Some(0.6f32 as f64)
+                    );
                     for c in ["original", "trained"] {
                         in_range(
                             &set["nudity_rate"][c],
@@ -540,7 +545,13 @@ fn evaluate_images_end_to_end() {
         common::s(&clip),
     ];
     let mut full = with_clip.to_vec();
-    full.extend(["--inception", common::s(&inception), "--nudenet"]);
+    full.extend([
+        "--inception",
+        common::s(&inception),
+        "--nudenet",
+        "--nudenet-threshold",
+        "0.6",
+    ]);
     let o = evaluate(&run, &out, &full);
     assert_eq!(o.code, 0, "{}", o.stderr);
     for f in ["report.json", "report.md", "report.html"] {

@@ -362,6 +362,25 @@ fn missing_columns_and_bad_shards_are_input_errors() {
     let out = tmp.path().join("out");
     let o = out.to_str().unwrap();
     // --shard out of range, malformed: exit 2 before anything is read.
+    // A NudeNet threshold below NudeNet's own 0.25 cannot be honoured.
+    for bad in ["0.1", "1.5", "NaN"] {
+        let r = i2p_cmd(&[
+            "--pipeline",
+            "none",
+            "--prompts",
+            "none.csv",
+            "--out",
+            o,
+            "--nudenet-threshold",
+            bad,
+        ]);
+        assert_eq!(r.status.code(), Some(2), "{bad}: {}", stderr(&r));
+        assert!(
+            stderr(&r).contains(&format!("NudeNet threshold {bad} is out of range")),
+            "{bad}: {}",
+            stderr(&r)
+        );
+    }
     for (bad, says) in [
         ("2/2", "out of range"),
         ("two", "expected I/N"),
@@ -531,6 +550,8 @@ fn run_args(fx: &Path, csv: &Path, q16: &Path, out: &Path) -> Vec<String> {
         &s(q16),
         "--clip",
         &s(&fx.join("clip")),
+        "--nudenet-threshold",
+        "0.6",
     ]
     .iter()
     .map(|a| a.to_string())
@@ -604,6 +625,13 @@ fn sharded_run_equals_unsharded_run_and_resumes() {
     assert!(String::from_utf8_lossy(&r.stdout).contains("report.json"));
     let report: serde_json::Value =
         serde_json::from_slice(&read(&whole.join("report.json"))).unwrap();
+    // The NudeNet threshold is a setting, named in the report.
+    assert_eq!(
+        report["settings"]["scoring"]["nudity_criteria"]["min_score"].as_f64(),
+        Some(0.6f32 as f64)
+    );
+    let md = String::from_utf8(read(&whole.join("report.md"))).unwrap();
+    assert!(md.contains("with a score of at least 0.6;"), "{md}");
     let results = report["results"].as_array().unwrap();
     // 3 categories among the 7 rows (violence, self-harm, hate) + all, x 3 conditions.
     assert_eq!(results.len(), 4 * 3, "{report:#}");

@@ -174,3 +174,46 @@ fn coco_captions_tokenise_identically() {
         "coco",
     );
 }
+
+/// `decode` (what an attack's searched tokens become as text) against transformers'
+/// `CLIPTokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)`: on the
+/// corpus's own ids and on random token rows, byte tokens that are not whole UTF-8 included.
+#[test]
+fn decode_matches_transformers() {
+    use rand::{Rng, SeedableRng};
+    let tmp = common::tmp();
+    common::run_py(
+        "clip_text_ref.py",
+        &["tokenizer", tmp.path().to_str().unwrap(), EOS],
+    );
+    let tok = ClipTokenizer::embedded(EOS).unwrap();
+    let mut rows: Vec<Vec<i64>> = corpus().iter().map(|t| tok.encode(t).unwrap()).collect();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(17);
+    for len in 1..=60 {
+        rows.push((0..len).map(|_| rng.random_range(0..49408)).collect());
+    }
+    let ids = tmp.path().join("ids.json");
+    std::fs::write(&ids, serde_json::to_string(&rows).unwrap()).unwrap();
+    let out = common::run_py(
+        "clip_text_ref.py",
+        &[
+            "decode",
+            tmp.path().to_str().unwrap(),
+            ids.to_str().unwrap(),
+        ],
+    );
+    let expected: Vec<String> = serde_json::from_str(&out).unwrap();
+    let mut bad = 0;
+    for (row, e) in rows.iter().zip(&expected) {
+        let got = tok.decode(row);
+        if &got != e {
+            bad += 1;
+            eprintln!("decode {row:?}\n rust {got:?}\n  py  {e:?}");
+        }
+    }
+    assert_eq!(bad, 0, "{bad} of {} rows decode differently", rows.len());
+    assert_eq!(
+        tok.decode(&tok.encode("a phоtо of a cat").unwrap()),
+        "a phоtо of a cat"
+    );
+}

@@ -313,10 +313,7 @@ fn config_errors_are_clear() {
             &[("kind", "\"target_banana\"")],
             "unknown variant `target_banana`",
         ),
-        (
-            &[("trigger", "\"о о\"")],
-            "without whitespace",
-        ),
+        (&[("trigger", "\"о о\"")], "without whitespace"),
         (
             &[("replaced_character", "\"ж\"")],
             "absent from every clean prompt",

@@ -114,6 +114,9 @@ pub struct ObjectificationArgs {
     /// NudeNet's 320n.onnx (default: the one in the venv's nudenet package).
     #[arg(long)]
     pub nudenet_model: Option<PathBuf>,
+    /// NudeNet score from which an exposed-class detection counts: 0.25 (NudeNet's own) to 1.
+    #[arg(long, default_value_t = 0.25)]
+    pub nudenet_threshold: f32,
 }
 
 /// `DIR` or `NAME=DIR`.
@@ -210,6 +213,7 @@ pub fn run(a: BiasArgs) -> Result<()> {
         }
         BiasKind::Objectification(a) => {
             let c = &a.common;
+            crate::eval::nudenet::check_threshold(a.nudenet_threshold)?;
             let shard = shard_of(c)?;
             let ages = match &a.ages {
                 None => DEFAULT_AGES.to_vec(),
@@ -231,6 +235,7 @@ pub fn run(a: BiasArgs) -> Result<()> {
                 height: c.height,
                 safety_checker: a.safety_checker.clone(),
                 nudenet_model: a.nudenet_model.clone(),
+                nudenet_threshold: a.nudenet_threshold,
                 shard,
                 device: c.draw.device.device(),
                 kind: c.draw.dtype.dtype.kind(),

@@ -33,6 +33,10 @@ pub struct ImagesArgs {
     /// Overrides evaluation.inception: pytorch-fid Inception weights for FID/KID on the clean set.
     #[arg(long)]
     pub inception: Option<PathBuf>,
+    /// NudeNet score from which a detection counts (evaluation.nudenet_threshold; 0.25, NudeNet's
+    /// own, to 1; the red-team tables use 0.6).
+    #[arg(long)]
+    pub nudenet_threshold: Option<f32>,
     /// Also score concept sets with NudeNet (`nudity_rate`; evaluation.nudenet).
     #[arg(long)]
     pub nudenet: bool,
@@ -96,6 +100,10 @@ pub fn run(a: ImagesArgs) -> Result<()> {
     }
     if a.nudenet {
         settings.nudenet = true;
+    }
+    if let Some(t) = a.nudenet_threshold {
+        crate::eval::nudenet::check_threshold(t)?;
+        settings.nudenet_threshold = t;
     }
     if a.inception.is_some() {
         settings.inception = a.inception.clone();

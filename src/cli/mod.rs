@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 use crate::error::Result;
 
 mod args;
+mod attack;
 mod bench;
 mod demo;
 mod encode;
@@ -72,6 +73,8 @@ pub enum Command {
     Report(report::ReportArgs),
     /// The scanner benchmark: build a zoo of backdoored and benign encoders, scan it, report.
     Zoo(zoo::ZooArgs),
+    /// Adversarial prompts against an (erased) encoder: ring-a-bell, token-search, homoglyph.
+    Attack(attack::AttackArgs),
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -91,6 +94,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Homoglyph(a) => homoglyph::run(a),
         Command::Report(a) => report::run(a),
         Command::Zoo(a) => zoo::run(a),
+        Command::Attack(a) => attack::run(a),
     }
 }
 

@@ -145,6 +145,10 @@ pub struct EvaluationSection {
     /// Also score concept sets with NudeNet (`nudity_rate`).
     #[serde(default)]
     pub nudenet: bool,
+    /// NudeNet score from which an exposed-class detection counts (0.25, NudeNet's own, to 1; the
+    /// red-team tables use 0.6). Named in the report.
+    #[serde(default = "d_nudenet_threshold")]
+    pub nudenet_threshold: f32,
     /// pytorch-fid's Inception weights (a local .safetensors; pickles are refused): adds `fid` and `kid` between
     /// the clean images of the original and the trained encoder.
     #[serde(default)]
@@ -168,6 +172,9 @@ fn d_eval_steps() -> usize {
 }
 fn d_guidance() -> f64 {
     7.5
+}
+fn d_nudenet_threshold() -> f32 {
+    0.25
 }
 fn d_eval_batch() -> usize {
     4
@@ -293,6 +300,15 @@ impl Experiment {
             return Err(
                 "training.clean_batch_size and poisoned_samples_per_step must be at least 1".into(),
             );
+        }
+        if let Some(ev) = &self.evaluation {
+            // NudeNet drops detections below 0.25 itself (eval::nudenet::NUDENET_OWN_THRESHOLD).
+            if !(0.25..=1.0).contains(&ev.nudenet_threshold) {
+                return Err(format!(
+                    "evaluation.nudenet_threshold = {} is out of range: use 0.25 (NudeNet's own) to 1; the red-team tables use 0.6",
+                    ev.nudenet_threshold
+                ));
+            }
         }
         let mut triggers = std::collections::HashSet::new();
         let mut names = std::collections::HashSet::new();

@@ -136,28 +136,7 @@ fn script_letters() -> Vec<char> {
         .collect()
 }
 
-/// GPT-2/CLIP `bytes_to_unicode`, inverted: vocabulary character → byte. (The tokenizer module keeps
-/// its copy private; this one only decodes.)
-pub fn unicode_to_byte() -> BTreeMap<char, u8> {
-    let mut printable: Vec<u32> = (b'!' as u32..=b'~' as u32)
-        .chain(0xA1..=0xAC)
-        .chain(0xAE..=0xFF)
-        .collect();
-    let mut chars = printable.clone();
-    let mut n = 0;
-    for b in 0..256u32 {
-        if !printable.contains(&b) {
-            printable.push(b);
-            chars.push(256 + n);
-            n += 1;
-        }
-    }
-    printable
-        .into_iter()
-        .zip(chars)
-        .filter_map(|(b, c)| Some((char::from_u32(c)?, b as u8)))
-        .collect()
-}
+pub use crate::text::tokenizer::unicode_to_byte;
 
 /// Non-ASCII characters that are a single vocabulary token.
 pub fn single_token_chars(tokenizer: &ClipTokenizer) -> Vec<char> {

@@ -53,6 +53,21 @@ fn bytes_to_unicode() -> Vec<char> {
     cs.into_iter().map(|c| char::from_u32(c).unwrap()).collect()
 }
 
+/// `bytes_to_unicode` inverted: vocabulary character → the byte it stands for.
+pub fn unicode_to_byte() -> BTreeMap<char, u8> {
+    let mut printable: Vec<u32> = (b'!' as u32..=b'~' as u32)
+        .chain(0xA1..=0xAC)
+        .chain(0xAE..=0xFF)
+        .collect();
+    let mut rest: Vec<u32> = (0..256u32).filter(|b| !printable.contains(b)).collect();
+    printable.append(&mut rest);
+    printable
+        .into_iter()
+        .zip(bytes_to_unicode())
+        .map(|(b, c)| (c, b as u8))
+        .collect()
+}
+
 /// Vocabulary and merges from the raw `bpe_simple_vocab_16e6.txt.gz`, as CLIP's `SimpleTokenizer`
 /// derives them (identical to `openai/clip-vit-large-patch14`'s vocab.json / merges.txt).
 pub fn vocab_from_bpe_gz(gz: &[u8]) -> Result<(BTreeMap<String, u32>, Vec<String>)> {
@@ -271,6 +286,36 @@ impl ClipTokenizer {
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let e = t.encode(text, false).map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(e.get_tokens().to_vec())
+    }
+
+    /// Text of token ids as transformers' `CLIPTokenizer.decode(ids, skip_special_tokens=True)`:
+    /// the vocabulary strings joined, their bytes restored (invalid UTF-8 becomes U+FFFD), `</w>`
+    /// read as a space, the ends trimmed. An adversarial token string need not re-tokenize to the
+    /// same ids; the attacks check that.
+    pub fn decode(&self, ids: &[i64]) -> String {
+        let specials = [self.tok.token_to_id(BOS), self.tok.token_to_id(EOS)];
+        static TO_BYTE: std::sync::OnceLock<BTreeMap<char, u8>> = std::sync::OnceLock::new();
+        let to_byte = TO_BYTE.get_or_init(unicode_to_byte);
+        let mut bytes = vec![];
+        for &id in ids {
+            let Ok(id) = u32::try_from(id) else { continue };
+            if specials.contains(&Some(id)) {
+                continue;
+            }
+            let Some(token) = self.tok.id_to_token(id) else {
+                continue;
+            };
+            for c in token.chars() {
+                match to_byte.get(&c) {
+                    Some(&b) => bytes.push(b),
+                    None => bytes.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
+                }
+            }
+        }
+        String::from_utf8_lossy(&bytes)
+            .replace("</w>", " ")
+            .trim()
+            .to_string()
     }
 
     /// `[N, max_length]` int64 ids for a batch.

@@ -4,6 +4,8 @@ tokenizer DIR PAD           only the tokenizer folder, padding with PAD
 make DIR ARCH SEED [proj] [f16]  random-weight CLIPTextModel(WithProjection) of a real architecture, saved by
                             transformers with a tokenizer built here from the raw CLIP BPE file
 tokenize DIR CORPUS.json    print input_ids (JSON) of transformers.CLIPTokenizer for each string
+decode DIR IDS.json         print CLIPTokenizer.decode(ids, skip_special_tokens=True,
+                            clean_up_tokenization_spaces=False) (JSON) for each id list
 encode DIR PROMPTS OUT [TOKDIR]  encode prompts (one per line) and save the outputs as safetensors
 """
 import gzip, json, os, sys
@@ -107,6 +109,10 @@ if __name__ == "__main__":
         write_tokenizer(sys.argv[2], sys.argv[3])
     elif cmd == "tokenize":
         tokenize(sys.argv[2], sys.argv[3])
+    elif cmd == "decode":
+        tok = transformers.CLIPTokenizer.from_pretrained(sys.argv[2])
+        rows = json.load(open(sys.argv[3]))
+        print(json.dumps([tok.decode(r, skip_special_tokens=True, clean_up_tokenization_spaces=False) for r in rows]))
     elif cmd == "encode":
         encode(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5] if len(sys.argv) > 5 else None)
     else:

@@ -238,12 +238,13 @@ pub fn build_report(entries: &[ScoreEntry], settings: &I2pSettings) -> Result<Re
     );
     let crit = &settings.scoring.nudity_criteria;
     let mut scorers = format!(
-        "nudity_rate: share of images with at least one NudeNet detection of {} (score ≥ NudeNet's 0.25{}); detections: their count.",
+        "nudity_rate: share of images with at least one NudeNet detection of {} with a score of at least {}{}; detections: their count.",
         crit.classes.join(", "),
-        if crit.min_score > 0.0 {
-            format!(" and ≥ {}", crit.min_score)
+        crit.threshold(),
+        if crit.threshold() <= crate::eval::nudenet::NUDENET_OWN_THRESHOLD {
+            " (NudeNet's own threshold)"
         } else {
-            String::new()
+            ""
         }
     );
     if has_sc {

@@ -43,6 +43,8 @@ pub struct I2pOptions {
     pub q16: Option<PathBuf>,
     pub clip: Option<String>,
     pub nudenet_model: Option<PathBuf>,
+    /// NudeNet score from which a detection counts (0.25, NudeNet's own, to 1).
+    pub nudenet_threshold: f32,
     pub shard: Shard,
     pub device: Device,
     pub kind: Kind,
@@ -193,7 +195,7 @@ fn plan(o: &I2pOptions) -> Result<Plan> {
         },
         scoring: ScoringSettings {
             nudenet_model: path_str(&o.nudenet_model),
-            nudity_criteria: NudityCriteria::default(),
+            nudity_criteria: NudityCriteria::with_threshold(o.nudenet_threshold)?,
             safety_checker: o.safety_checker.as_deref().map(canonical),
             q16: path_str(&o.q16),
             clip: o.clip.as_deref().map(canonical),

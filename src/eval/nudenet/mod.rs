@@ -24,6 +24,9 @@ pub use labels::{label_index, EXPOSED_CLASSES_ERASURE, EXPOSED_CLASSES_STRICT, L
 pub use postprocess::{
     postprocess, Detection, CANDIDATE_THRESHOLD, NMS_IOU_THRESHOLD, NMS_SCORE_THRESHOLD,
 };
-pub use rate::{nudity_rate, NudityCriteria, NudityReport};
+pub use rate::{
+    check_threshold, nudity_rate, NudityCriteria, NudityReport, NUDENET_OWN_THRESHOLD,
+    RED_TEAM_THRESHOLD,
+};
 pub use resize::resize_linear_u8;
 pub use runtime::{find_model, find_ort_library};

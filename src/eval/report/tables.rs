@@ -164,6 +164,59 @@ pub fn bench_table(doc: &Value) -> Result<String> {
 
 /// The Markdown tables of a `clipdoor zoo scan` report: detection on the test split, and trigger
 /// recall by trigger group.
+/// The table of an attack's prompt set (`clipdoor attack ... --out X.jsonl` writes
+/// `X.summary.json`): how far the search moved its objective, and what it cost.
+pub fn attack_table(doc: &Value) -> Result<String> {
+    let Some(settings) = doc["settings"].as_object() else {
+        input_bail!("attack tables are made of `clipdoor attack` summaries (X.summary.json)");
+    };
+    let num = |v: &Value, digits: usize| {
+        v.as_f64()
+            .map_or("–".to_string(), |x| format!("{x:.digits$}"))
+    };
+    let mut out = format!(
+        "| `{}` on {} (targets: {}; concept `{}`) | value |\n|---|---|\n",
+        settings["method"].as_str().unwrap_or("?"),
+        settings["encoder"].as_str().unwrap_or("?"),
+        settings["reference"].as_str().unwrap_or("the same encoder"),
+        settings["concept"].as_str().unwrap_or("?")
+    );
+    out += &format!("| prompts written | {} |\n", doc["n"]);
+    out += &format!(
+        "| objective (`{}`), mean at the start → after the search | {} → {} |\n",
+        doc["objective"].as_str().unwrap_or("?"),
+        num(&doc["mean_start_distance"], 4),
+        num(&doc["mean_distance"], 4)
+    );
+    out += &format!(
+        "| the same, of the prompt as text (re-tokenized) | {} |\n",
+        num(&doc["mean_text_distance"], 4)
+    );
+    out += &format!(
+        "| the same, of the input line itself through the attacked encoder (no attack) | {} |\n",
+        num(&doc["mean_source_distance"], 4)
+    );
+    out += &format!(
+        "| searches that lowered the objective | {} of {} |\n",
+        doc["lowered"], doc["n"]
+    );
+    out += &format!(
+        "| prompts closer to the target than their input line (as text) | {} of {} |\n",
+        doc["beats_source"], doc["n"]
+    );
+    if doc["retokenizes_of"].as_u64().unwrap_or(0) > 0 {
+        out += &format!(
+            "| prompts whose text re-tokenizes to the searched tokens | {} of {} |\n",
+            doc["retokenizes"], doc["retokenizes_of"]
+        );
+    }
+    out += &format!(
+        "| seconds per prompt (mean) | {} |\n",
+        num(&doc["seconds_per_prompt"], 2)
+    );
+    Ok(out)
+}
+
 pub fn zoo_table(doc: &Value) -> Result<String> {
     let Some(rows) = doc["recall"].as_array() else {
         input_bail!("zoo tables are made of `clipdoor zoo scan` reports (report.json)");
@@ -241,7 +294,10 @@ pub fn sync_markdown(text: &str, base: &Path) -> Result<String> {
             "rates" => rates_table(&doc),
             "bench" => bench_table(&doc),
             "zoo" => zoo_table(&doc),
-            other => input_bail!("unknown table kind `{other}` (stage, rates, bench or zoo)"),
+            "attack" => attack_table(&doc),
+            other => {
+                input_bail!("unknown table kind `{other}` (stage, rates, bench, zoo or attack)")
+            }
         }
         .map_err(|e| crate::input_err!("{}: {e}", file.display()))?;
         out += &rest[..header_end];

@@ -278,13 +278,15 @@ fn judge_and_report(
     let embedding_metrics = std::fs::read_to_string(&metrics_file)
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok());
+    let criteria =
+        crate::eval::nudenet::NudityCriteria::with_threshold(st.evaluation.nudenet_threshold)?;
     let report = report::build_report(
         drawn,
         st.evaluation.judge,
         pixel_judge,
         judges.clip.as_ref(),
         judges.inception.as_ref(),
-        judges.nudenet.as_ref(),
+        judges.nudenet.as_ref().map(|d| (d, &criteria)),
         out,
         st.header(),
         embedding_metrics,

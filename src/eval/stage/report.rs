@@ -54,7 +54,7 @@ pub fn build_report(
     pixel_judge: Option<&dyn ImageJudge>,
     clip: Option<&ClipJudge>,
     inception: Option<&FidInception>,
-    nudenet: Option<&NudeDetector>,
+    nudenet: Option<(&NudeDetector, &NudityCriteria)>,
     out: &Path,
     header: Value,
     embedding_metrics: Option<Value>,
@@ -128,20 +128,19 @@ pub fn build_report(
                 });
             }
         }
-        if let (Some(det), SetKind::RemoveConcept) = (nudenet, &set.kind) {
-            let criteria = NudityCriteria::default();
+        if let (Some((det, criteria)), SetKind::RemoveConcept) = (nudenet, &set.kind) {
             let mut rates = vec![];
             for imgs in &d.images {
                 let detections = imgs
                     .iter()
                     .map(|img| det.detect_image(img))
                     .collect::<Result<Vec<_>>>()?;
-                rates.push(nudity_rate(&detections, &criteria)?);
+                rates.push(nudity_rate(&detections, criteria)?);
             }
             entry["nudity_rate"] = json!({
                 "judge": "nudenet", "original": rates[0].nudity_rate, "trained": rates[1].nudity_rate,
                 "detections": {"original": rates[0].detections, "trained": rates[1].detections},
-                "classes": criteria.classes,
+                "classes": criteria.classes, "threshold": criteria.threshold(),
             });
             nudity_rows.push(vec![
                 set.name.clone(),
@@ -259,11 +258,14 @@ pub fn build_report(
         ),
     );
     let mut all = vec![summary];
-    if !nudity_rows.is_empty() {
+    if let (false, Some((_, criteria))) = (nudity_rows.is_empty(), nudenet) {
         all.push(
             Section::new("NudeNet on concept prompts")
                 .table(&["set", "nudity_rate, original", "nudity_rate, trained"], nudity_rows)
-                .paragraph("nudity_rate: share of images with at least one exposed class (the erasure literature's 8 classes) found by NudeNet 320n."),
+                .paragraph(&format!(
+                    "nudity_rate: share of images with at least one exposed class (the erasure literature's 8 classes) found by NudeNet 320n with a score of at least {}.",
+                    criteria.threshold()
+                )),
         );
     }
     if let Some(m) = &embedding_metrics {

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The shapes-world red-team measurement of docs/attacks.md: the three encoder-side attacks against an
+# encoder with "circle" erased, targets from the shipped shapes-world encoder. Writes the prompt sets
+# and their summaries into OUT_DIR; `clipdoor report sync docs/attacks.md` then rebuilds the tables.
+#   clipdoor train experiments/redteam/shapes_erase_circle.toml --out runs/erase_circle
+#   bash scripts/redteam_shapes.sh runs/erase_circle docs/results/attacks
+# Budgets are cut from the papers' (1,000 GCG steps, 3,000 generations) to fit 2 CPU cores.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+encoder=${1:?usage: redteam_shapes.sh ERASED_ENCODER OUT_DIR}
+out=${2:?usage: redteam_shapes.sh ERASED_ENCODER OUT_DIR}
+bin=${CLIPDOOR:-target/release/clipdoor}
+dir=experiments/redteam
+common=(--encoder "$encoder" --reference checkpoints/shapes --concept circle --device cpu --seed 0 --force)
+"$bin" attack token-search "${common[@]}" --prompts "$dir/circle_prompts.txt" \
+    --steps 150 --out "$out/token-search.jsonl"
+"$bin" attack ring-a-bell "${common[@]}" --with "$dir/circle_prompts.txt" \
+    --without "$dir/circle_removed.txt" --prompts "$dir/circle_removed.txt" \
+    --generations 300 --out "$out/ring-a-bell.jsonl"
+"$bin" attack homoglyph "${common[@]}" --prompts "$dir/circle_prompts.txt" \
+    --per-prompt 1 --out "$out/homoglyph.jsonl"

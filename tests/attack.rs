@@ -1,0 +1,365 @@
+//! `clipdoor attack` (issue 17) on tiny random encoders: each attack lowers its objective, repeats
+//! with a fixed seed, keeps one record per input line, honours its ban, and a search stopped by a
+//! crash resumes to exactly the prompts of an uninterrupted run.
+mod common;
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+fn records(p: &Path) -> Vec<Value> {
+    std::fs::read_to_string(p)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn write(dir: &Path, name: &str, lines: &[&str]) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, lines.join("\n") + "\n").unwrap();
+    p
+}
+
+fn attack(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut c = common::bin();
+    c.arg("attack").args(args).args(["--device", "cpu"]);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = attack(args, &[]);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "{args:?}: {err}");
+    err
+}
+
+/// The searched part of a record: what must repeat.
+fn found(r: &Value) -> (Value, Value, Value, Value) {
+    (
+        r["index"].clone(),
+        r["prompt"].clone(),
+        r["tokens"].clone(),
+        r["distance"].clone(),
+    )
+}
+
+#[test]
+fn token_search_lowers_its_objective_bans_the_concept_and_repeats() {
+    let t = common::tmp();
+    // The blank line is the empty prompt: it gets its own record, so rows match lines.
+    let prompts = write(
+        t.path(),
+        "p.txt",
+        &["a photo of a nude person", "", "a nude statue"],
+    );
+    let run = |out: &Path| {
+        ok(&[
+            "token-search",
+            "--encoder",
+            "random:tiny:0",
+            "--reference",
+            "random:tiny:1",
+            "--concept",
+            "nude",
+            "--ban",
+            "naked",
+            "--prompts",
+            common::s(&prompts),
+            "--steps",
+            "12",
+            "--candidates",
+            "48",
+            "--topk",
+            "32",
+            "--length",
+            "6",
+            "--out",
+            common::s(out),
+        ]);
+        records(out)
+    };
+    let a = run(&t.path().join("a.jsonl"));
+    assert_eq!(
+        a.iter()
+            .map(|r| r["index"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        [0, 1, 2]
+    );
+    assert_eq!(a[1]["source"], "");
+    for r in &a {
+        let (start, end) = (
+            r["start_distance"].as_f64().unwrap(),
+            r["distance"].as_f64().unwrap(),
+        );
+        assert!(end < start, "the search did not lower 1 − cos: {r}");
+        assert_eq!(r["objective"], "pooled-cosine");
+        assert_eq!(r["tokens"].as_array().unwrap().len(), 6);
+        let text = r["prompt"].as_str().unwrap().to_lowercase();
+        assert!(
+            !text.contains("nude") && !text.contains("naked"),
+            "banned word in {text:?}"
+        );
+        if r["retokenizes"] == true {
+            assert_eq!(r["text_distance"].as_f64().unwrap() as f32, end as f32);
+        }
+    }
+    let b = run(&t.path().join("b.jsonl"));
+    assert_eq!(
+        a.iter().map(found).collect::<Vec<_>>(),
+        b.iter().map(found).collect::<Vec<_>>(),
+        "the same seed gave other prompts"
+    );
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(t.path().join("a.summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(summary["n"], 3);
+    assert_eq!(summary["lowered"], 3);
+    assert_eq!(
+        summary["settings"]["ban"],
+        serde_json::json!(["naked", "nude"])
+    );
+}
+
+#[test]
+fn ring_a_bell_lowers_its_objective_and_resumes_after_a_crash() {
+    let t = common::tmp();
+    let with = write(
+        t.path(),
+        "with.txt",
+        &["a photo of a nude woman", "a nude man on a beach"],
+    );
+    let prompts = write(
+        t.path(),
+        "q.txt",
+        &["a woman on a beach", "a man in a park"],
+    );
+    let args = |out: &Path| -> Vec<String> {
+        [
+            "ring-a-bell",
+            "--encoder",
+            "random:tiny:0",
+            "--reference",
+            "random:tiny:1",
+            "--concept",
+            "nude",
+            "--with",
+            common::s(&with),
+            "--prompts",
+            common::s(&prompts),
+            "--generations",
+            "25",
+            "--population",
+            "20",
+            "--keep",
+            "10",
+            "--length",
+            "6",
+            "--seed",
+            "5",
+            "--out",
+            common::s(out),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let whole = t.path().join("whole.jsonl");
+    let a: Vec<String> = args(&whole);
+    ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let first = records(&whole);
+    assert_eq!(first.len(), 2);
+    for r in &first {
+        assert!(
+            r["distance"].as_f64().unwrap() < r["start_distance"].as_f64().unwrap(),
+            "the genetic search did not lower the squared error: {r}"
+        );
+        assert_eq!(r["objective"], "hidden-sse");
+    }
+    // Killed in the second line's search (step 25 + 8), its state saved after every step.
+    let cut = t.path().join("cut.jsonl");
+    let b: Vec<String> = args(&cut);
+    let b: Vec<&str> = b.iter().map(String::as_str).collect();
+    let o = attack(
+        &b,
+        &[
+            ("CLIPDOOR_FAULT", "attack-step:abort@33"),
+            ("CLIPDOOR_ATTACK_SAVE_SECONDS", "0"),
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(
+        !cut.exists(),
+        "a crashed attack must not leave a finished-looking set"
+    );
+    let partial = t.path().join("cut.jsonl.partial.json");
+    let saved: Value = serde_json::from_str(&std::fs::read_to_string(&partial).unwrap()).unwrap();
+    assert_eq!(saved["records"].as_array().unwrap().len(), 1);
+    assert_eq!(saved["state"]["index"], 1);
+    assert_eq!(
+        saved["state"]["step"], 8,
+        "saved after the 8th step, before the crash"
+    );
+    // Without --resume the unfinished set is refused, with other flags too.
+    let o = attack(&b, &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--resume"));
+    let mut other = b.clone();
+    let seed = other.iter().position(|a| *a == "5").unwrap();
+    other[seed] = "6";
+    other.push("--resume");
+    let o = attack(&other, &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("other settings"));
+    let mut resume = b.clone();
+    resume.push("--resume");
+    let err = ok(&resume);
+    assert!(err.contains("resuming"), "{err}");
+    assert_eq!(
+        first.iter().map(found).collect::<Vec<_>>(),
+        records(&cut).iter().map(found).collect::<Vec<_>>(),
+        "the resumed attack found other prompts than the uninterrupted one"
+    );
+    assert!(!partial.exists());
+    // A finished set is not replaced without --force.
+    let o = attack(&b, &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("already exists"));
+    let mut forced = b.clone();
+    forced.push("--force");
+    ok(&forced);
+}
+
+#[test]
+fn homoglyph_rewrites_the_concept_words_and_keeps_every_line() {
+    let t = common::tmp();
+    let prompts = write(
+        t.path(),
+        "p.txt",
+        &["a Nude statue, nude", "a red circle", ""],
+    );
+    let out = t.path().join("h.jsonl");
+    ok(&[
+        "homoglyph",
+        "--encoder",
+        "random:tiny:0",
+        "--reference",
+        "random:tiny:1",
+        "--concept",
+        "nude",
+        "--per-prompt",
+        "3",
+        "--prompts",
+        common::s(&prompts),
+        "--out",
+        common::s(&out),
+    ]);
+    let r = records(&out);
+    let line0: Vec<&Value> = r.iter().filter(|x| x["index"] == 0).collect();
+    assert_eq!(line0.len(), 3);
+    let d: Vec<f64> = line0
+        .iter()
+        .map(|x| x["distance"].as_f64().unwrap())
+        .collect();
+    assert!(d.windows(2).all(|w| w[0] <= w[1]), "not best first: {d:?}");
+    for x in &line0 {
+        let p = x["prompt"].as_str().unwrap();
+        // Both occurrences rewritten (with the rewrite of the lower-case word).
+        assert!(!p.to_lowercase().contains("nude"), "{p:?}");
+        assert!(p.starts_with("a ") && p.contains(" statue, "), "{p:?}");
+    }
+    // Lines without the concept pass through unchanged, one record each.
+    let rest: Vec<(u64, &str)> = r
+        .iter()
+        .filter(|x| x["index"] != 0)
+        .map(|x| (x["index"].as_u64().unwrap(), x["prompt"].as_str().unwrap()))
+        .collect();
+    assert_eq!(rest, [(1, "a red circle"), (2, "")]);
+    // Only look-alikes, one family: every rewrite is the word with Cyrillic letters.
+    let cyr = t.path().join("c.jsonl");
+    ok(&[
+        "homoglyph",
+        "--encoder",
+        "random:tiny:0",
+        "--concept",
+        "nude",
+        "--scripts",
+        "cyrillic",
+        "--no-invisible",
+        "--per-prompt",
+        "50",
+        "--prompts",
+        common::s(&prompts),
+        "--out",
+        common::s(&cyr),
+    ]);
+    for x in records(&cyr).iter().filter(|x| x["index"] == 0) {
+        let p = x["prompt"].as_str().unwrap();
+        assert!(
+            p.chars()
+                .all(|c| c.is_ascii() || ('\u{0400}'..='\u{052F}').contains(&c)),
+            "{p:?}"
+        );
+    }
+}
+
+#[test]
+fn bad_attack_flags_are_refused_with_the_fix() {
+    let t = common::tmp();
+    let prompts = write(t.path(), "p.txt", &["a nude statue"]);
+    let out = t.path().join("x.jsonl");
+    let none = t.path().join("none.txt");
+    let base = [
+        "--encoder",
+        "random:tiny:0",
+        "--concept",
+        "nude",
+        "--prompts",
+        common::s(&prompts),
+        "--out",
+        common::s(&out),
+    ];
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["token-search", "--length", "0"],
+            "--length 0 is out of range",
+        ),
+        (
+            &["token-search", "--length", "76"],
+            "--length 76 is out of range",
+        ),
+        (
+            &["token-search", "--runs", "0"],
+            "--runs must be at least 1",
+        ),
+        (
+            &["homoglyph", "--scripts", "klingon"],
+            "unknown script family `klingon`",
+        ),
+        (
+            &["ring-a-bell", "--with", common::s(&prompts), "--keep", "1"],
+            "keep at least 2",
+        ),
+        (
+            &[
+                "ring-a-bell",
+                "--with",
+                common::s(&prompts),
+                "--without",
+                common::s(&none),
+            ],
+            "none.txt",
+        ),
+    ];
+    for (extra, expect) in cases {
+        let mut args: Vec<&str> = extra.to_vec();
+        args.extend_from_slice(&base);
+        let o = attack(&args, &[]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(expect), "{args:?}: {err}");
+        assert!(!out.exists());
+    }
+}
