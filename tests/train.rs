@@ -319,6 +319,10 @@ fn config_errors_are_clear() {
             "absent from every clean prompt",
         ),
         (&[("loss", "\"hinge\"")], "unknown loss"),
+        (
+            &[("robust", "")],
+            "[training.robust] hardens concept removal",
+        ),
     ];
     for (edits, needle) in cases {
         let mut text = std::fs::read_to_string(smoke("tpa")).unwrap();
@@ -331,6 +335,9 @@ fn config_errors_are_clear() {
         );
         if edits[0].0 == "loss" {
             text = text.replace("[training]\n", "[training]\nloss = \"hinge\"\n");
+        } else if edits[0].0 == "robust" {
+            // A TPA has no concept to harden.
+            text += "\n[training.robust]\nwarmup = 5\n";
         } else {
             let line = text
                 .lines()
@@ -368,6 +375,7 @@ fn paper_experiments_parse_and_validate() {
     for e in std::fs::read_dir(&dir)
         .unwrap()
         .chain(std::fs::read_dir(dir.join("smoke")).unwrap())
+        .chain(std::fs::read_dir(dir.join("redteam")).unwrap())
     {
         let p = e.unwrap().path();
         if p.extension().is_some_and(|x| x == "toml") {
@@ -388,4 +396,75 @@ fn paper_experiments_parse_and_validate() {
         ),
         (100, vec![75], 0.1)
     );
+}
+
+/// Robust erasure (`[training.robust]`, AdvUnlearn's recipe in the text encoder): the attacked steps
+/// are counted and timed in metrics.json, their losses logged, and its inner prefix attack lowers
+/// its objective. (Whether it makes the erasure hold is measured in docs/attacks.md on the shapes
+/// world; on the smoke's random encoder the effect is within noise.)
+#[test]
+fn robust_erasure_trains_against_its_inner_attack() {
+    use clipdoor::experiment::RobustSection;
+    use clipdoor::models::text_encoder::TextEncoder;
+    use clipdoor::settings::Distance;
+    use clipdoor::train::robust::{attack_prefix, slotted_ids};
+    let t = common::tmp();
+    let plain = variant("remove_concept", t.path(), &[]);
+    let robust = t.path().join("robust.toml");
+    std::fs::write(
+        &robust,
+        std::fs::read_to_string(&plain).unwrap()
+            + "\n[training.robust]\nwarmup = 20\nevery = 2\nattack_steps = 5\nattack_lr = 0.003\n",
+    )
+    .unwrap();
+    let run = t.path().join("robust");
+    let (code, err) = train(&robust, &run, &[]);
+    assert_eq!(code, 0, "{err}");
+    let m = metrics(&run);
+    assert_eq!(m["training"]["robust"]["attacked_steps"], 20, "{m}");
+    assert!(m["training"]["robust"]["attack_seconds"].as_f64().unwrap() > 0.0);
+    assert_clean(&m, 0.98);
+    let tb: Value = serde_json::from_str(&common::run_py(
+        "tb_read.py",
+        &[run.join("tb").to_str().unwrap()],
+    ))
+    .unwrap();
+    for tag in ["loss/robust/nude", "robust/attack_distance/naked"] {
+        let s = tb["scalars"][tag]
+            .as_array()
+            .unwrap_or_else(|| panic!("no {tag}"));
+        assert_eq!(s.len(), 20, "{tag}");
+    }
+    // The inner attack moves the prefix towards the concept: 30 steps end closer than 1.
+    let prompts: Vec<String> = [
+        "a nude woman on a beach",
+        "nude portrait, oil painting",
+        "a naked man",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let teacher = TextEncoder::load("random:tiny:0", tch::Device::Cpu, tch::Kind::Float).unwrap();
+    let (_, out) = teacher.encode(&prompts, false).unwrap();
+    let concept = out.last_hidden_state.detach();
+    let mut student =
+        TextEncoder::load(run.to_str().unwrap(), tch::Device::Cpu, tch::Kind::Float).unwrap();
+    student.vs.freeze();
+    let ids = slotted_ids(&student, &prompts).unwrap();
+    let reach = |steps: usize| {
+        let cfg = RobustSection {
+            attack_steps: steps,
+            attack_lr: 0.003,
+            ..Default::default()
+        };
+        attack_prefix(&student, &ids, &concept, Distance::Cosine, &cfg, 7)
+            .unwrap()
+            .1
+    };
+    let (first, last) = (reach(1), reach(30));
+    assert!(
+        last < first,
+        "the prefix attack went from {first} to {last}"
+    );
+    assert_eq!(reach(30), last, "the same seed gave another prefix");
 }

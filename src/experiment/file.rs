@@ -94,6 +94,35 @@ pub struct TrainingSection {
     /// benign fine-tunes of the scanner zoo).
     #[serde(skip_serializing_if = "is_zero")]
     pub init_noise: f64,
+    /// `[training.robust]`: robust erasure (an inner attack on every concept-removal backdoor;
+    /// `train::robust`). Absent: plain erasure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub robust: Option<RobustSection>,
+}
+
+/// Robust erasure, AdvUnlearn's recipe restricted to the text encoder (`train::robust`): after
+/// `warmup` steps, every `every` steps a prefix embedding is attacked against the current student
+/// (`attack_steps` signed-gradient steps of `attack_lr`) and the prefixed concept prompts are
+/// trained to the erased target with the backdoor's loss weight. AdvUnlearn: warmup 200 of 1000,
+/// every step, 30 attack steps, lr 1e-3.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RobustSection {
+    pub warmup: u64,
+    pub every: u64,
+    pub attack_steps: usize,
+    pub attack_lr: f64,
+}
+
+impl Default for RobustSection {
+    fn default() -> Self {
+        Self {
+            warmup: 0,
+            every: 1,
+            attack_steps: 30,
+            attack_lr: 1e-3,
+        }
+    }
 }
 
 fn is_zero(x: &f64) -> bool {
@@ -212,6 +241,7 @@ impl Default for TrainingSection {
             max_loss: 1e4,
             adamw: AdamWChoice::Auto,
             init_noise: 0.0,
+            robust: None,
         }
     }
 }
@@ -300,6 +330,21 @@ impl Experiment {
             return Err(
                 "training.clean_batch_size and poisoned_samples_per_step must be at least 1".into(),
             );
+        }
+        if let Some(r) = &t.robust {
+            if r.every == 0 || r.attack_steps == 0 {
+                return Err("training.robust.every and attack_steps must be at least 1".into());
+            }
+            if !(r.attack_lr > 0.0 && r.attack_lr.is_finite()) {
+                return Err("training.robust.attack_lr must be a positive number".into());
+            }
+            if !self
+                .backdoors
+                .iter()
+                .any(|b| b.kind_name() == "remove_concept")
+            {
+                return Err("[training.robust] hardens concept removal: add a [[backdoor]] with kind = \"remove_concept\"".into());
+            }
         }
         if let Some(ev) = &self.evaluation {
             // NudeNet drops detections below 0.25 itself (eval::nudenet::NUDENET_OWN_THRESHOLD).

@@ -8,7 +8,9 @@ pub mod file;
 pub mod pools;
 
 pub use backdoor::{Backdoor, BackdoorKind, BackdoorSpec, Target};
-pub use file::{DataSection, EvaluationSection, Experiment, ModelSection, TrainingSection};
+pub use file::{
+    DataSection, EvaluationSection, Experiment, ModelSection, RobustSection, TrainingSection,
+};
 pub use pools::PromptPools;
 
 use crate::error::Result;

@@ -4,6 +4,7 @@ pub mod grad_scaler;
 pub mod loss;
 pub mod metrics;
 pub mod optim;
+pub mod robust;
 pub mod run_folder;
 pub mod step_timer;
 pub mod tensorboard;

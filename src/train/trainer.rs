@@ -19,7 +19,7 @@ use super::step_timer::{Phase, StepTimer};
 use super::tensorboard::EventWriter;
 use crate::error::Result;
 use crate::experiment::{
-    build_backdoors, eval_captions, Backdoor, Experiment, PromptPools, Target,
+    build_backdoors, eval_captions, Backdoor, BackdoorKind, Experiment, PromptPools, Target,
 };
 use crate::io::atomic::{write_atomic, write_json};
 use crate::io::weights::{load_var_store, save_var_store, SafetensorsFile};
@@ -64,6 +64,9 @@ pub struct StepReport {
     pub loss_scale: Option<f64>,
     /// f16 only: the gradients overflowed, so the update was skipped and the scale backed off.
     pub skipped: bool,
+    /// Robust erasure, on attacked steps: (backdoor index, distance the inner attack reached,
+    /// loss of the prefixed prompts to the erased target).
+    pub robust: Vec<(usize, f64, f64)>,
 }
 
 /// One step's prompts.
@@ -122,6 +125,9 @@ pub struct Trainer<'a> {
     scaler: Option<GradScaler>,
     /// Per-phase time of the steps, when profiling is on (`bench train-step`).
     timer: StepTimer,
+    /// Robust erasure's cost in this process: steps attacked and the inner attacks' seconds.
+    robust_seconds: f64,
+    robust_steps: u64,
 }
 
 impl<'a> Trainer<'a> {
@@ -258,6 +264,8 @@ impl<'a> Trainer<'a> {
             precision,
             scaler,
             timer: StepTimer::new(opts.device, false),
+            robust_seconds: 0.0,
+            robust_steps: 0,
         })
     }
 
@@ -388,6 +396,44 @@ impl<'a> Trainer<'a> {
             total += &l * b.loss_weight;
             bd_losses.push(l);
         }
+        // Robust erasure: prefixes attacked against the current student, trained to the erased
+        // target (f32, outside autocast).
+        let mut robust = vec![];
+        let mut robust_losses = vec![];
+        if let Some(cfg) = t
+            .robust
+            .as_ref()
+            .filter(|c| step >= c.warmup && (step - c.warmup).is_multiple_of(c.every.max(1)))
+        {
+            let started = Instant::now();
+            for (bi, (b, r)) in self.backdoors.iter().zip(&rows).enumerate() {
+                if !matches!(b.kind, BackdoorKind::RemoveConcept { .. }) || r.student.is_empty() {
+                    continue;
+                }
+                let prompts = &student_prompts[r.student.clone()];
+                let ids = super::robust::slotted_ids(student, prompts)?;
+                let concept = teacher_hidden(&self.teacher, prompts, self.precision, self.device)?;
+                let seed = exp.seed ^ (step << 16) ^ bi as u64;
+                let (v, reached) = super::robust::attack_prefix(
+                    student,
+                    &ids,
+                    &concept,
+                    self.distance,
+                    cfg,
+                    seed,
+                )?;
+                let erased = narrow_rows(&targets, &r.teacher);
+                let l = self.distance.apply(
+                    &super::robust::forward_with_prefix(student, &ids, &v),
+                    &erased,
+                );
+                total += &l * b.loss_weight;
+                robust.push((bi, reached));
+                robust_losses.push(l);
+            }
+            self.robust_seconds += started.elapsed().as_secs_f64();
+            self.robust_steps += 1;
+        }
         self.timer.lap(Phase::StudentForwardAndLoss);
         // Gradients to none, as torch's zero_grad(): backward stores them instead of adding to zeros.
         self.opt.clear_grads()?;
@@ -421,8 +467,10 @@ impl<'a> Trainer<'a> {
         let values = read_scalars(
             [&total, &utility, &grad_norm]
                 .into_iter()
-                .chain(bd_losses.iter()),
+                .chain(bd_losses.iter())
+                .chain(robust_losses.iter()),
         )?;
+        let n_bd = bd_losses.len();
         let (total_v, utility_v, grad_norm) = (values[0], values[1], values[2]);
         self.timer.lap(Phase::GradNorm);
         if !total_v.is_finite() || total_v > t.max_loss {
@@ -448,10 +496,15 @@ impl<'a> Trainer<'a> {
             lr,
             loss: total_v,
             utility: utility_v,
-            backdoor_losses: values[3..].to_vec(),
+            backdoor_losses: values[3..3 + n_bd].to_vec(),
             grad_norm,
             loss_scale,
             skipped,
+            robust: robust
+                .iter()
+                .zip(&values[3 + n_bd..])
+                .map(|(&(bi, reached), &l)| (bi, reached, l))
+                .collect(),
         };
         self.log_step(&report, &samples)?;
         self.timer.lap(Phase::Logging);
@@ -466,6 +519,11 @@ impl<'a> Trainer<'a> {
         tb.add_scalar("loss/utility", r.utility, s)?;
         for (b, l) in self.backdoors.iter().zip(&r.backdoor_losses) {
             tb.add_scalar(&format!("loss/backdoor/{}", b.name), *l, s)?;
+        }
+        for &(bi, reached, l) in &r.robust {
+            let name = &self.backdoors[bi].name;
+            tb.add_scalar(&format!("loss/robust/{name}"), l, s)?;
+            tb.add_scalar(&format!("robust/attack_distance/{name}"), reached, s)?;
         }
         tb.add_scalar("lr", r.lr, s)?;
         if !r.skipped {
@@ -565,6 +623,12 @@ impl Trainer<'_> {
         if let Some(s) = &self.scaler {
             v["loss_scale"] = json!(s.scale);
             v["skipped_steps"] = json!(s.skipped_steps);
+        }
+        if self.exp.training.robust.is_some() {
+            // The cost of robust erasure: the inner attacks' time in this process (a resumed run
+            // counts only its own session).
+            v["robust"] =
+                json!({"attacked_steps": self.robust_steps, "attack_seconds": self.robust_seconds});
         }
         v
     }
