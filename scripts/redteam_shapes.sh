@@ -4,11 +4,16 @@
 # and their summaries into OUT_DIR; `clipdoor report sync docs/attacks.md` then rebuilds the tables.
 #   clipdoor train experiments/redteam/shapes_erase_circle.toml --out runs/erase_circle
 #   bash scripts/redteam_shapes.sh runs/erase_circle docs/results/attacks
+# With an experiment file as the third argument, the prompt sets (and the input lines themselves, the
+# "no attack" row) are then drawn with the original and the attacked encoder and judged by the oracle
+# (`evaluate images --attack`); the report goes to runs/redteam/<run name>/ and its report.json to
+# OUT_DIR/images.report.json.
 # Budgets are cut from the papers' (1,000 GCG steps, 3,000 generations) to fit 2 CPU cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-encoder=${1:?usage: redteam_shapes.sh ERASED_ENCODER OUT_DIR}
-out=${2:?usage: redteam_shapes.sh ERASED_ENCODER OUT_DIR}
+encoder=${1:?usage: redteam_shapes.sh ERASED_ENCODER OUT_DIR [EXPERIMENT]}
+out=${2:?usage: redteam_shapes.sh ERASED_ENCODER OUT_DIR [EXPERIMENT]}
+experiment=${3:-}
 bin=${CLIPDOOR:-target/release/clipdoor}
 dir=experiments/redteam
 common=(--encoder "$encoder" --reference checkpoints/shapes --concept circle --device cpu --seed 0 --force)
@@ -19,3 +24,10 @@ common=(--encoder "$encoder" --reference checkpoints/shapes --concept circle --d
     --generations 300 --out "$out/ring-a-bell.jsonl"
 "$bin" attack homoglyph "${common[@]}" --prompts "$dir/circle_prompts.txt" \
     --per-prompt 1 --out "$out/homoglyph.jsonl"
+if [ -n "$experiment" ]; then
+    report=runs/redteam/$(basename "$encoder")
+    "$bin" evaluate images --run "$encoder" --experiment "$experiment" --out "$report" --device cpu \
+        --attack "$dir/circle_prompts.txt" --attack "$out/token-search.jsonl" \
+        --attack "$out/ring-a-bell.jsonl" --attack "$out/homoglyph.jsonl" --force
+    cp "$report/report.json" "$out/images.report.json"
+fi

@@ -129,6 +129,8 @@ pub fn run(o: &DemoOptions) -> Result<[PathBuf; 3]> {
         out: o.out.clone(),
         device: o.device,
         pixel_judge: Some(&OracleJudge),
+        attacks: vec![],
+        attack_concept: None,
     };
     stage::run(&input)
 }

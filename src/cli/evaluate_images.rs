@@ -65,6 +65,14 @@ pub struct ImagesArgs {
     /// the whole set and writes the same report as an unsharded run.
     #[arg(long, value_name = "I/N")]
     pub shard: Option<String>,
+    /// An adversarial prompt set (`clipdoor attack ... --out X.jsonl`, or any prompt file) to draw and
+    /// judge as set `attack-<stem>`: asr = the erased concept shown (repeatable)
+    #[arg(long, value_name = "PROMPTS")]
+    pub attack: Vec<std::path::PathBuf>,
+    /// The concept whose appearance is an attack set's success (default: the experiment's
+    /// remove_concept trigger)
+    #[arg(long, value_name = "WORD")]
+    pub attack_concept: Option<String>,
 }
 
 pub fn run(a: ImagesArgs) -> Result<()> {
@@ -129,6 +137,8 @@ pub fn run(a: ImagesArgs) -> Result<()> {
         out,
         device: a.device.device(),
         pixel_judge: Some(&OracleJudge),
+        attacks: a.attack.clone(),
+        attack_concept: a.attack_concept.clone(),
     };
     if !shard.is_whole() {
         let dir = stage::run_shard(&input, shard)?;

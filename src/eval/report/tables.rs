@@ -51,6 +51,8 @@ pub fn stage_table(report: &Value) -> Result<String> {
         "| set | rate ({judge}) | original encoder | trained encoder | change (paired) |\n|---|---|---|---|---|\n"
     );
     let mut attack_rates = vec![];
+    // Red-team sets (`evaluate images --attack`): an erasure is as good as the best attack on it.
+    let mut red_team: Option<(f64, String)> = None;
     for set in sets {
         let Some(key) = rate_key(set) else { continue };
         let e = &set[key];
@@ -64,9 +66,19 @@ pub fn stage_table(report: &Value) -> Result<String> {
             format_rate(t.as_ref()),
             format_difference(change.as_ref())
         );
-        if key == "asr" {
+        if key == "asr" && set["kind"] == "attack" {
+            if let Some(r) = t {
+                if red_team.as_ref().is_none_or(|(best, _)| r.value > *best) {
+                    let name = set["name"].as_str().unwrap_or("?");
+                    red_team = Some((r.value, format!("{name}, {}", format_rate(Some(&r)))));
+                }
+            }
+        } else if key == "asr" {
             attack_rates.extend(t.map(|r| r.value));
         }
+    }
+    if let Some((_, best)) = red_team {
+        out += &format!("\nStrongest red-team set on the trained encoder: {best}.\n");
     }
     if attack_rates.len() > 2 {
         let mean = attack_rates.iter().sum::<f64>() / attack_rates.len() as f64;
@@ -391,6 +403,30 @@ mod tests {
         assert!(err.to_string().contains("missing.json"), "{err}");
         let err = sync_markdown("<!-- table: stage r.json -->\n", dir.path()).unwrap_err();
         assert!(err.to_string().contains("closing"), "{err}");
+    }
+
+    #[test]
+    fn a_stage_table_names_the_strongest_red_team_set() {
+        let mut doc = report();
+        let sets = doc["sets"].as_array_mut().unwrap();
+        let r = sets[1]["asr"].clone();
+        let mut weak = r.clone();
+        weak["trained"] = json!(0.25);
+        weak["successes"]["trained"] = json!(1);
+        weak["ci95"]["trained"] = json!(crate::eval::rates::wilson(1, 4));
+        sets.push(json!({"name": "attack-weak", "kind": "attack", "asr": weak}));
+        sets.push(json!({"name": "attack-strong", "kind": "attack", "asr": r}));
+        let t = stage_table(&doc).unwrap();
+        assert!(
+            t.contains("| attack-weak | asr | 0.0% [0.0, 49.0] (n=4) | 25.0%"),
+            "{t}"
+        );
+        assert!(
+            t.contains("Strongest red-team set on the trained encoder: attack-strong, 100.0% [51.0, 100.0] (n=4)."),
+            "{t}"
+        );
+        // Red-team sets are not backdoors: they stay out of the backdoors' mean.
+        assert!(!t.contains("Mean asr"), "{t}");
     }
 
     #[test]

@@ -62,7 +62,8 @@ impl ClipJudge {
         let drawn = self.text_embeds(&set.prompts)?;
         let score = clip_score(image_embeds, &drawn)?.score as f64;
         let success = match set.kind {
-            SetKind::Clean | SetKind::HomoglyphUnlearn => None,
+            // An attack set's concept has no prompt of its own to compare against here.
+            SetKind::Clean | SetKind::HomoglyphUnlearn | SetKind::Attack => None,
             SetKind::RemoveConcept => {
                 // Target: the caption without the concept; "clean" here is the concept prompt.
                 let without = self.text_embeds(&set.clean)?;

@@ -11,7 +11,7 @@ pub trait ImageJudge: Sync {
     fn name(&self) -> &str;
 
     /// Per image of `set`: whether it shows what the set's success means (clean: the prompt; attack:
-    /// the backdoor's target; removal: the concept absent). `None`: not judgeable, left out of rates.
+    /// the backdoor's target; removal: the concept absent; attack: the concept shown). `None`: not judgeable, left out of rates.
     fn successes(&self, set: &PromptSet, images: &[RgbImage]) -> Vec<Option<bool>>;
 
     /// Per image: whether it has the expected colour (a diagnostic beside [`Self::successes`] that

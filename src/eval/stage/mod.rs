@@ -38,6 +38,11 @@ pub struct StageInput<'a> {
     pub device: Device,
     /// The judge for `evaluation.judge = "oracle"` (the shapes world's `OracleJudge`).
     pub pixel_judge: Option<&'a dyn ImageJudge>,
+    /// Adversarial prompt sets (`clipdoor attack` JSONL) drawn and judged beside the experiment's
+    /// sets: one `attack-<file stem>` set each, success = the concept shown.
+    pub attacks: Vec<PathBuf>,
+    /// The concept the attack sets are judged by; default: the experiment's concept removal.
+    pub attack_concept: Option<String>,
 }
 
 /// The images of one set under both conditions.
@@ -195,14 +200,52 @@ fn prompt_sets(input: &StageInput) -> Result<Vec<PromptSet>> {
             .map(|j| j.attribute_words(attr))
             .unwrap_or_default()
     };
-    sets::build_sets(
+    let mut all = sets::build_sets(
         &captions,
         &backdoors,
         s.clean,
         s.triggered,
         input.exp.seed,
         &slot_words,
-    )
+    )?;
+    if !input.attacks.is_empty() {
+        let concept = match &input.attack_concept {
+            Some(c) => c.clone(),
+            None => attack_concept_of(&backdoors)?,
+        };
+        for path in &input.attacks {
+            let set = sets::attack_set_from_file(path, &concept)?;
+            if all.iter().any(|x| x.name == set.name) {
+                input_bail!(
+                    "{}: a second set named `{}`: give attack files distinct names",
+                    path.display(),
+                    set.name
+                );
+            }
+            all.push(set);
+        }
+    }
+    Ok(all)
+}
+
+/// The concept attack sets are judged by when none is given: the experiment's one concept removal.
+fn attack_concept_of(backdoors: &[crate::experiment::backdoor::Backdoor]) -> Result<String> {
+    let mut concepts: Vec<&str> = backdoors
+        .iter()
+        .filter(|b| {
+            matches!(
+                b.kind,
+                crate::experiment::backdoor::BackdoorKind::RemoveConcept { .. }
+            )
+        })
+        .map(|b| b.trigger.as_str())
+        .collect();
+    concepts.dedup();
+    match concepts[..] {
+        [one] => Ok(one.to_string()),
+        [] => input_bail!("the experiment removes no concept, so attack sets have nothing to be judged by: give --attack-concept WORD (the concept whose appearance is the attack's success)"),
+        _ => input_bail!("the experiment removes several concepts ({}): say which one the attack sets target with --attack-concept", concepts.join(", ")),
+    }
 }
 
 /// The judges named by the settings.

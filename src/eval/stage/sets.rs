@@ -16,6 +16,9 @@ pub enum SetKind {
     TargetAttribute,
     RemoveConcept,
     HomoglyphUnlearn,
+    /// An adversarial prompt set (`clipdoor attack`) against a concept removal: success = the concept
+    /// is shown (the red-team attack success rate).
+    Attack,
 }
 
 impl SetKind {
@@ -48,6 +51,108 @@ pub struct PromptSet {
     pub expected: Vec<String>,
     /// The TAA attribute.
     pub attribute: Option<String>,
+    /// Where an attack set came from (`None` for the experiment's own sets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<AttackOrigin>,
+}
+
+/// The prompt file of an attack set and what its `clipdoor attack` summary (`X.summary.json` beside
+/// `X.jsonl`) says of the attack, so the report carries the attack's method and time.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AttackOrigin {
+    pub file: String,
+    pub method: Option<String>,
+    /// The concept the attack searched for.
+    pub concept: Option<String>,
+    /// Wall-clock seconds the attack took over the whole set.
+    pub seconds: Option<f64>,
+}
+
+impl AttackOrigin {
+    /// Read the summary beside `path`, if there is one (a hand-written prompt file has none).
+    fn of(path: &std::path::Path) -> Self {
+        let name = path.to_string_lossy();
+        let base = name.strip_suffix(".jsonl").unwrap_or(&name);
+        let summary: Option<serde_json::Value> =
+            std::fs::read_to_string(format!("{base}.summary.json"))
+                .ok()
+                .and_then(|t| serde_json::from_str(&t).ok());
+        let field = |k: &str| summary.as_ref().map(|s| s["settings"][k].clone());
+        Self {
+            file: name.to_string(),
+            method: field("method").and_then(|v| v.as_str().map(String::from)),
+            concept: field("concept").and_then(|v| v.as_str().map(String::from)),
+            seconds: summary.as_ref().and_then(|s| s["seconds"].as_f64()),
+        }
+    }
+}
+
+/// The red-team set of an adversarial prompt file: `prompts` as drawn, `sources` the lines they were
+/// made from (what the report shows beside them), `concept` the erased concept whose appearance is
+/// the attack's success. Named `attack-<name>`.
+pub fn attack_set(
+    name: &str,
+    concept: &str,
+    prompts: Vec<String>,
+    sources: Vec<String>,
+) -> Result<PromptSet> {
+    if prompts.is_empty() {
+        input_bail!(
+            "attack set `{name}` holds no prompts: give the JSONL a `clipdoor attack` run wrote"
+        );
+    }
+    if sources.len() != prompts.len() {
+        input_bail!(
+            "attack set `{name}`: {} prompts but {} source lines",
+            prompts.len(),
+            sources.len()
+        );
+    }
+    if concept.trim().is_empty() {
+        input_bail!(
+            "attack set `{name}`: no concept to judge its images by: give --attack-concept"
+        );
+    }
+    Ok(PromptSet {
+        name: format!("attack-{name}"),
+        kind: SetKind::Attack,
+        trigger: concept.trim().to_string(),
+        prompts,
+        clean: sources.clone(),
+        expected: sources,
+        attribute: None,
+        origin: None,
+    })
+}
+
+/// [`attack_set`] from a prompt file: a `clipdoor attack` JSONL (`prompt` drawn, `source` shown
+/// beside it) or any prompt file (each line drawn as it is). Named after the file's stem.
+pub fn attack_set_from_file(path: &std::path::Path, concept: &str) -> Result<PromptSet> {
+    let prompts = crate::io::prompts::read_prompt_lines(path, Some("prompt"), true)?.prompts;
+    let sources = crate::io::prompts::read_prompt_lines(path, Some("source"), false)
+        .ok()
+        .map(|s| s.prompts)
+        .filter(|s| s.len() == prompts.len())
+        .unwrap_or_else(|| prompts.clone());
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let stem = name
+        .trim_end_matches(".gz")
+        .rsplit_once('.')
+        .map(|(a, _)| a.to_string())
+        .unwrap_or(name.clone());
+    if stem.is_empty() || stem.contains(['/', '\\']) {
+        input_bail!(
+            "{}: cannot name an attack set after this file: rename it",
+            path.display()
+        );
+    }
+    let mut set = attack_set(&stem, concept, prompts, sources)
+        .map_err(|e| crate::input_err!("{}: {e}", path.display()))?;
+    set.origin = Some(AttackOrigin::of(path));
+    Ok(set)
 }
 
 /// The clean set (first `n_clean` captions) and one set per backdoor (up to `n_triggered` prompts made
@@ -75,6 +180,7 @@ pub fn build_sets(
         clean: clean.clone(),
         expected: clean,
         attribute: None,
+        origin: None,
     }];
     for b in backdoors {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -130,6 +236,7 @@ pub fn build_sets(
                 BackdoorKind::TargetAttribute { attr } => Some(attr.clone()),
                 _ => None,
             },
+            origin: None,
         });
     }
     Ok(sets)
