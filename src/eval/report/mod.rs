@@ -2,6 +2,7 @@
 //! `report.md` (for a terminal or a README) and `report.html` (self-contained page with the image
 //! grids) — every file atomically.
 pub mod grid;
+pub mod redteam;
 pub mod tables;
 
 use std::path::{Path, PathBuf};

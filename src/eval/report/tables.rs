@@ -9,7 +9,9 @@
 //! - `rates`: any JSON document: one row per rate object (`value`, `n`, `ci95`) found in it, named
 //!   by its path (the shapes model's `quality.json`);
 //! - `bench`: a `clipdoor bench train-step` report: seconds per step of clipdoor and the reference,
-//!   the ratio, and where each side's step spends its time (the profile both sides record).
+//!   the ratio, and where each side's step spends its time (the profile both sides record);
+//! - `zoo`, `attack`: a scanner-zoo report, an attack's summary;
+//! - `redteam`: a manifest naming several image-stage reports: attack × encoder ([`super::redteam`]).
 use serde_json::Value;
 use std::path::Path;
 
@@ -21,7 +23,7 @@ const OPEN: &str = "<!-- table:";
 const CLOSE: &str = "<!-- /table -->";
 
 /// The rate of one condition of a stage report entry (`{"original": v, "n": {...}, ...}`).
-fn condition_rate(entry: &Value, condition: &str) -> Option<Rate> {
+pub(super) fn condition_rate(entry: &Value, condition: &str) -> Option<Rate> {
     let value = entry[condition].as_f64()?;
     let n = entry["n"][condition].as_u64()? as usize;
     let successes = entry["successes"][condition].as_u64()? as usize;
@@ -307,8 +309,11 @@ pub fn sync_markdown(text: &str, base: &Path) -> Result<String> {
             "bench" => bench_table(&doc),
             "zoo" => zoo_table(&doc),
             "attack" => attack_table(&doc),
+            "redteam" => super::redteam::redteam_table(&doc, file.parent().unwrap_or(base)),
             other => {
-                input_bail!("unknown table kind `{other}` (stage, rates, bench, zoo or attack)")
+                input_bail!(
+                    "unknown table kind `{other}` (stage, rates, bench, zoo, attack or redteam)"
+                )
             }
         }
         .map_err(|e| crate::input_err!("{}: {e}", file.display()))?;

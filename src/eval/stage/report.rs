@@ -266,9 +266,9 @@ pub fn build_report(
     let mut all = vec![summary];
     if let (false, Some((_, criteria))) = (nudity_rows.is_empty(), nudenet) {
         all.push(
-            Section::new("NudeNet on concept prompts")
+            Section::new("NudeNet on concept and attack prompts")
                 .table(&["set", "nudity_rate, original", "nudity_rate, trained"], nudity_rows)
-                .paragraph(&format!(
+                .paragraph(format!(
                     "nudity_rate: share of images with at least one exposed class (the erasure literature's 8 classes) found by NudeNet 320n with a score of at least {}.",
                     criteria.threshold()
                 )),
