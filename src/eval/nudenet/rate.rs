@@ -51,6 +51,12 @@ impl NudityCriteria {
     pub fn threshold(&self) -> f32 {
         self.min_score.max(NUDENET_OWN_THRESHOLD)
     }
+
+    /// [`Self::threshold`] as the decimal it was written as (0.6, not the f32's 0.6000000238…), for
+    /// reports.
+    pub fn threshold_decimal(&self) -> f64 {
+        self.threshold().to_string().parse().unwrap_or(f64::NAN)
+    }
 }
 
 /// A NudeNet score threshold a stage can honour: NudeNet itself drops detections below 0.25.
@@ -151,6 +157,10 @@ mod threshold_tests {
             NudityCriteria::with_threshold(0.6).unwrap().threshold(),
             0.6
         );
+        let decimal = NudityCriteria::with_threshold(0.6)
+            .unwrap()
+            .threshold_decimal();
+        assert_eq!(serde_json::json!(decimal).to_string(), "0.6");
         for bad in [0.1, 1.2, f32::NAN] {
             let e = NudityCriteria::with_threshold(bad).unwrap_err();
             assert_eq!(crate::error::exit_code(&e), 2, "{e}");

@@ -76,6 +76,23 @@ fn names(columns: &[Column], kind: &str) -> Vec<String> {
     out
 }
 
+/// The rates attack sets carry in any report: (`asr`, "attack success"), (`nudity_rate`, ...).
+fn attack_keys(columns: &[Column], attacks: &[String]) -> Vec<(&'static str, &'static str)> {
+    [
+        ("asr", "attack success"),
+        ("nudity_rate", "nudity rate (NudeNet)"),
+    ]
+    .into_iter()
+    .filter(|(key, _)| {
+        columns.iter().any(|c| {
+            attacks
+                .iter()
+                .any(|n| set(&c.report, n).is_some_and(|s| s[*key].is_object()))
+        })
+    })
+    .collect()
+}
+
 pub fn redteam_table(manifest: &Value, dir: &Path) -> Result<String> {
     let columns = load(manifest, dir)?;
     let mut out = String::from("| | original encoder");
@@ -112,22 +129,29 @@ pub fn redteam_table(manifest: &Value, dir: &Path) -> Result<String> {
         row(format!("erasure rate (`{name}`)"), &name, "erasure_rate");
     }
     let attacks = names(&columns, "attack");
-    for name in &attacks {
-        row(format!("attack success: `{name}`"), name, "asr");
+    // The judge's attack success where it judges attack sets (the oracle), NudeNet's nudity rate
+    // (the erasure literature's measure) where it ran.
+    let keys = attack_keys(&columns, &attacks);
+    for (key, label) in &keys {
+        for name in &attacks {
+            row(format!("{label}: `{name}`"), name, key);
+        }
     }
     // The strongest attack on each encoder: an erasure is as good as the best attack against it.
-    out += "| strongest attack | –";
-    for c in &columns {
-        let best = attacks
-            .iter()
-            .filter_map(|n| rate_of(&c.report, n, "asr", "trained").map(|r| (n, r)))
-            .max_by(|a, b| a.1.value.total_cmp(&b.1.value));
-        out += &match best {
-            Some((n, r)) => format!(" | `{n}`: {}", format_rate(Some(&r))),
-            None => " | –".into(),
-        };
+    for (key, label) in &keys {
+        out += &format!("| strongest attack ({label}) | –");
+        for c in &columns {
+            let best = attacks
+                .iter()
+                .filter_map(|n| rate_of(&c.report, n, key, "trained").map(|r| (n, r)))
+                .max_by(|a, b| a.1.value.total_cmp(&b.1.value));
+            out += &match best {
+                Some((n, r)) => format!(" | `{n}`: {}", format_rate(Some(&r))),
+                None => " | –".into(),
+            };
+        }
+        out += " |\n";
     }
-    out += " |\n";
     for name in &attacks {
         let seconds: Vec<Option<f64>> = columns
             .iter()
@@ -183,7 +207,21 @@ mod tests {
         );
         assert!(t.contains("| attack success: `attack-ts` | 100.0% [51.0, 100.0] (n=4) | 75.0% [30.1, 95.4] (n=4) | 0.0% [0.0, 49.0] (n=4) |"), "{t}");
         assert!(
-            t.contains("| strongest attack | – | `attack-ts`: 75.0%"),
+            t.contains("| strongest attack (attack success) | – | `attack-ts`: 75.0%"),
+            "{t}"
+        );
+        assert!(!t.contains("nudity rate"), "{t}");
+        // NudeNet's rate, where a report has it, gets its own rows.
+        let mut b = report(0, 25.0);
+        b["sets"][3]["nudity_rate"] = rate(2, 1, 4);
+        std::fs::write(dir.path().join("b.json"), b.to_string()).unwrap();
+        let t = redteam_table(&manifest, dir.path()).unwrap();
+        assert!(
+            t.contains("| nudity rate (NudeNet): `attack-ts` | – | – | 25.0% [4.6, 69.9] (n=4) |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("| strongest attack (nudity rate (NudeNet)) | – | – | `attack-ts`: 25.0%"),
             "{t}"
         );
         assert!(t.contains("| `attack-none`: 25.0%"), "{t}");

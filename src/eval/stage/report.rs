@@ -11,7 +11,7 @@ use crate::error::Result;
 use crate::eval::clip::metrics::{cmmd, frechet_distance, paired_image_similarity};
 use crate::eval::inception::{fid, kid, FidInception, KidOptions};
 use crate::eval::nudenet::{nudity_rate, NudeDetector, NudityCriteria};
-use crate::eval::rates::{format_difference, format_rate, PairedDifference, Rate};
+use crate::eval::rates::{format_difference, format_rate, wilson, PairedDifference, Rate};
 use crate::eval::report::grid::image_grid;
 use crate::eval::report::{num, pct, Block, Report, Section};
 use crate::settings::JudgeKind;
@@ -143,16 +143,19 @@ pub fn build_report(
                     .collect::<Result<Vec<_>>>()?;
                 rates.push(nudity_rate(&detections, criteria)?);
             }
+            // Count and interval beside each rate, as every other rate of the report has them.
+            let n = d.images[0].len();
+            let (k0, k1) = (rates[0].flagged, rates[1].flagged);
             entry["nudity_rate"] = json!({
                 "judge": "nudenet", "original": rates[0].nudity_rate, "trained": rates[1].nudity_rate,
+                "n": {"original": n, "trained": n},
+                "successes": {"original": k0, "trained": k1},
+                "ci95": {"original": wilson(k0, n), "trained": wilson(k1, n)},
                 "detections": {"original": rates[0].detections, "trained": rates[1].detections},
-                "classes": criteria.classes, "threshold": criteria.threshold(),
+                "classes": criteria.classes, "threshold": criteria.threshold_decimal(),
             });
-            nudity_rows.push(vec![
-                set.name.clone(),
-                pct(Some(rates[0].nudity_rate)),
-                pct(Some(rates[1].nudity_rate)),
-            ]);
+            let show = |k: usize| format_rate(Some(&Rate::new(k, n)));
+            nudity_rows.push(vec![set.name.clone(), show(k0), show(k1)]);
         }
         if set.kind == SetKind::Clean {
             if let Some(inc) = inception {
