@@ -14,6 +14,7 @@
 //! `evaluate images` and `evaluate i2p` read as they are. Searches are seeded per (seed, input line,
 //! run, step), so a run repeats, and a stopped one resumes ([`prompt_set::PromptSetWriter`]).
 pub mod homoglyph;
+pub mod invert;
 pub mod prompt_set;
 pub mod ring_a_bell;
 pub mod run;

@@ -10,6 +10,10 @@ pub struct EncodeArgs {
     /// Text encoder: a folder, a diffusers pipeline or run folder, or a hub id in the HF cache.
     #[arg(long)]
     pub model: String,
+    /// A learned word (`clipdoor invert`, diffusers learned_embeds.safetensors) the prompts may use
+    /// (repeatable)
+    #[arg(long, value_name = "FILE")]
+    pub embedding: Vec<PathBuf>,
     #[command(flatten)]
     pub input: super::args::PromptFileArgs,
     /// Output safetensors file.
@@ -36,7 +40,11 @@ pub fn run(a: EncodeArgs) -> Result<()> {
     let kind = a.dtype.dtype.kind();
     let prompts =
         crate::io::prompts::read_prompt_lines(&a.input.prompts, a.input.field.as_deref(), true)?;
-    let enc = TextEncoder::load(&a.model, device, kind)?;
+    let mut enc = TextEncoder::load(&a.model, device, kind)?;
+    for e in &a.embedding {
+        enc.add_embeddings_from(e)?;
+    }
+    let enc = enc;
     let tensors = encode_all(&enc, &prompts.prompts, a.batch_size)?;
     crate::io::weights::save_tensors(&a.out, &tensors, None)?;
     println!("{}", a.out.display());

@@ -79,10 +79,15 @@ pub const ATTACK_RING_A_BELL: &str = "Example:
   clipdoor attack ring-a-bell --encoder checkpoints/erased --reference openai/clip-vit-large-patch14 \\
       --concept nudity --with nudity_prompts.txt --without clothed_prompts.txt \\
       --prompts i2p_sexual.txt --out adv/ring-a-bell.jsonl
-  clipdoor evaluate images --pipeline CompVis/stable-diffusion-v1-4 --text-encoder checkpoints/erased --prompts adv/ring-a-bell.jsonl ...";
+  clipdoor evaluate images --run checkpoints/erased --attack adv/ring-a-bell.jsonl --nudenet";
 pub const ATTACK_TOKEN_SEARCH: &str = "Example:
   clipdoor attack token-search --encoder checkpoints/erased --reference openai/clip-vit-large-patch14 \\
       --concept \"nudity, naked, nude\" --prompts targets.txt --runs 10 --out adv/token-search.jsonl";
 pub const ATTACK_HOMOGLYPH: &str = "Example:
   clipdoor attack homoglyph --encoder checkpoints/erased --reference openai/clip-vit-large-patch14 \\
       --concept \"nude, naked\" --prompts i2p_sexual.txt --per-prompt 3 --out adv/homoglyph.jsonl";
+pub const INVERT: &str = "Example:
+  clipdoor invert --pipeline CompVis/stable-diffusion-v1-4 --images my_cat/ --token \"<my-cat>\" \\
+      --init-word cat --out embeds/my-cat
+  clipdoor generate --pipeline CompVis/stable-diffusion-v1-4 --embedding embeds/my-cat/learned_embeds.safetensors \\
+      --prompt \"a painting of <my-cat>\" --out images/";

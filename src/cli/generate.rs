@@ -18,6 +18,10 @@ pub struct GenerateArgs {
     /// Text encoder replacing the pipeline's: a clipdoor run folder or its text_encoder/.
     #[arg(long)]
     pub text_encoder: Option<PathBuf>,
+    /// A learned word (`clipdoor invert`, or any diffusers learned_embeds.safetensors) that prompts
+    /// may use (repeatable)
+    #[arg(long, value_name = "FILE")]
+    pub embedding: Vec<PathBuf>,
     /// One prompt.
     #[arg(long, conflicts_with = "prompts", required_unless_present = "prompts")]
     pub prompt: Option<String>,
@@ -155,7 +159,15 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     }
     let device = a.draw.device.device();
     let kind = a.draw.dtype.dtype.kind();
-    let pipe = StableDiffusionPipeline::load(&a.pipeline, a.text_encoder.as_deref(), device, kind)?;
+    let mut pipe =
+        StableDiffusionPipeline::load(&a.pipeline, a.text_encoder.as_deref(), device, kind)?;
+    let mut encoder_label = pipe.encoder_label();
+    for e in &a.embedding {
+        let words = pipe.text_encoder.add_embeddings_from(e)?;
+        // Part of the settings: images drawn without the word are not reused for prompts with it.
+        encoder_label += &format!(" + {} ({})", e.display(), words.join(", "));
+    }
+    let pipe = pipe;
     let scheduler = pipe.scheduler_kind(a.sampler.scheduler)?;
     let (dh, dw) = pipe.default_size();
     let (height, width) = (a.height.unwrap_or(dh), a.width.unwrap_or(dw));
@@ -171,7 +183,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         a.sampler.steps,
         a.guidance,
         scheduler,
-        pipe.encoder_label(),
+        encoder_label,
         height,
         width,
     );

@@ -18,6 +18,7 @@ mod export;
 mod generate;
 mod homoglyph;
 mod init_encoder;
+mod invert;
 pub mod progress;
 mod report;
 mod scan_encoder;
@@ -75,6 +76,9 @@ pub enum Command {
     Zoo(zoo::ZooArgs),
     /// Adversarial prompts against an (erased) encoder: ring-a-bell, token-search, homoglyph.
     Attack(attack::AttackArgs),
+    /// Textual inversion: learn a new word from a few images through a pipeline.
+    #[command(after_long_help = examples::INVERT)]
+    Invert(invert::InvertArgs),
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -95,6 +99,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Report(a) => report::run(a),
         Command::Zoo(a) => zoo::run(a),
         Command::Attack(a) => attack::run(a),
+        Command::Invert(a) => invert::run(a),
     }
 }
 

@@ -137,6 +137,20 @@ pub fn format_difference(d: Option<&PairedDifference>) -> String {
     }
 }
 
+/// The rate of one condition of a stage report entry (`{"original": v, "n": {...}, ...}`).
+pub fn condition_rate(entry: &serde_json::Value, condition: &str) -> Option<Rate> {
+    let value = entry[condition].as_f64()?;
+    let n = entry["n"][condition].as_u64()? as usize;
+    let successes = entry["successes"][condition].as_u64()? as usize;
+    let ci = &entry["ci95"][condition];
+    Some(Rate {
+        value,
+        successes,
+        n,
+        ci95: [ci[0].as_f64()?, ci[1].as_f64()?],
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

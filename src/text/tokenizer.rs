@@ -269,6 +269,27 @@ impl ClipTokenizer {
         &self.tok
     }
 
+    /// Add `token` as one unsplittable token after the vocabulary (what transformers'
+    /// `tokenizer.add_tokens(token)` does, and diffusers' `load_textual_inversion`); returns its id.
+    /// A token already in the vocabulary is refused: it would not get a new embedding.
+    pub fn add_token(&mut self, token: &str) -> Result<u32> {
+        if token.is_empty() || token.chars().any(char::is_whitespace) {
+            input_bail!(
+                "token {token:?}: a learned token must be one word without spaces, such as <s*>"
+            );
+        }
+        if self.tok.token_to_id(token).is_some()
+            || self.tok.token_to_id(&format!("{token}</w>")).is_some()
+        {
+            input_bail!("token {token:?} is already in the tokenizer's vocabulary: choose a new one, such as <{token}>");
+        }
+        self.tok
+            .add_tokens(&[tokenizers::AddedToken::from(token.to_string(), false).normalized(true)]);
+        self.tok
+            .token_to_id(token)
+            .ok_or_else(|| anyhow::anyhow!("adding {token:?} to the tokenizer failed"))
+    }
+
     /// Token ids of one prompt, padded/truncated to the context length.
     pub fn encode(&self, prompt: &str) -> Result<Vec<i64>> {
         let e = self

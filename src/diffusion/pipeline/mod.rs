@@ -168,6 +168,16 @@ impl StableDiffusionPipeline {
 
     /// `2 ** (len(vae.block_out_channels) - 1)`: pixels per latent cell (8 for SD; 1 without a VAE,
     /// where the latents are the pixels).
+    /// Stop gradients into every weight (UNet, VAE, text encoder): for methods that learn inputs
+    /// (textual inversion) through the frozen pipeline.
+    pub fn freeze(&mut self) {
+        self._unet_vs.freeze();
+        if let Some(vs) = self._vae_vs.as_mut() {
+            vs.freeze();
+        }
+        self.text_encoder.vs.freeze();
+    }
+
     pub fn vae_scale_factor(&self) -> i64 {
         match &self.vae {
             Some(vae) => 1 << (vae.config.block_out_channels.len().saturating_sub(1)),

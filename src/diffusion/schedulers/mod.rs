@@ -18,7 +18,7 @@ use crate::error::Result;
 use crate::input_bail;
 use crate::settings::{Choice, SchedulerKind};
 
-mod betas;
+pub mod betas;
 pub mod config;
 pub mod ddim;
 pub mod dpm_solver;

@@ -14,9 +14,8 @@
 use serde_json::Value;
 use std::path::Path;
 
-use super::tables::condition_rate;
 use crate::error::Result;
-use crate::eval::rates::format_rate;
+use crate::eval::rates::{condition_rate, format_rate};
 use crate::input_bail;
 
 /// One encoder's report.

@@ -16,25 +16,11 @@ use serde_json::Value;
 use std::path::Path;
 
 use crate::error::Result;
-use crate::eval::rates::{format_difference, format_rate, PairedDifference, Rate};
+use crate::eval::rates::{condition_rate, format_difference, format_rate, PairedDifference, Rate};
 use crate::input_bail;
 
 const OPEN: &str = "<!-- table:";
 const CLOSE: &str = "<!-- /table -->";
-
-/// The rate of one condition of a stage report entry (`{"original": v, "n": {...}, ...}`).
-pub(super) fn condition_rate(entry: &Value, condition: &str) -> Option<Rate> {
-    let value = entry[condition].as_f64()?;
-    let n = entry["n"][condition].as_u64()? as usize;
-    let successes = entry["successes"][condition].as_u64()? as usize;
-    let ci = &entry["ci95"][condition];
-    Some(Rate {
-        value,
-        successes,
-        n,
-        ci95: [ci[0].as_f64()?, ci[1].as_f64()?],
-    })
-}
 
 /// The name of the rate a set carries (`clean_accuracy`, `asr`, `erasure_rate`, `accuracy`).
 fn rate_key(set: &Value) -> Option<&'static str> {
