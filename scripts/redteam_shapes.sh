@@ -16,18 +16,40 @@ out=${2:?usage: redteam_shapes.sh ERASED_ENCODER OUT_DIR [EXPERIMENT]}
 experiment=${3:-}
 bin=${CLIPDOOR:-target/release/clipdoor}
 dir=experiments/redteam
-common=(--encoder "$encoder" --reference checkpoints/shapes --concept circle --device cpu --seed 0 --force)
-"$bin" attack token-search "${common[@]}" --prompts "$dir/circle_prompts.txt" \
+common=(--encoder "$encoder" --reference checkpoints/shapes --concept circle --device cpu --seed 0)
+# A finished prompt set is kept (delete it to search again).
+[ -f "$out/token-search.jsonl" ] || "$bin" attack token-search "${common[@]}" --prompts "$dir/circle_prompts.txt" \
     --steps 150 --out "$out/token-search.jsonl"
-"$bin" attack ring-a-bell "${common[@]}" --with "$dir/circle_prompts.txt" \
+[ -f "$out/ring-a-bell.jsonl" ] || "$bin" attack ring-a-bell "${common[@]}" --with "$dir/circle_prompts.txt" \
     --without "$dir/circle_removed.txt" --prompts "$dir/circle_removed.txt" \
     --generations 300 --out "$out/ring-a-bell.jsonl"
-"$bin" attack homoglyph "${common[@]}" --prompts "$dir/circle_prompts.txt" \
+[ -f "$out/homoglyph.jsonl" ] || "$bin" attack homoglyph "${common[@]}" --prompts "$dir/circle_prompts.txt" \
     --per-prompt 1 --out "$out/homoglyph.jsonl"
+# Concept inversion (CCE): a word learned, through the attacked encoder, from the first 4 large
+# circles of a render the attacks never saw (seed 7), put into the prompts in place of "circle".
+if [ ! -f "$out/embedding.jsonl" ]; then
+work=$(mktemp -d)
+"$bin" shapes render --n 3000 --seed 7 --out "$work/render" > /dev/null
+mkdir -p "$work/circles"
+python3 - "$work" <<'PY'
+import json, shutil, sys
+work = sys.argv[1]
+rows = [r for r in map(json.loads, open(f"{work}/render/labels.jsonl"))
+        if not r.get("no_object") and r["shape"] == "circle" and r["size"] == "large"][:4]
+for r in rows:
+    shutil.copy(f"{work}/render/{r['file']}", f"{work}/circles/")
+PY
+"$bin" attack embedding --pipeline checkpoints/shapes --encoder "$encoder" --images "$work/circles" \
+    --concept circle --init-word shape --steps 400 --seed 0 --device cpu \
+    --prompts "$dir/circle_embedding_prompts.txt" --out "$out/embedding.jsonl"
+fi
 if [ -n "$experiment" ]; then
     report=runs/redteam/$(basename "$encoder")
+    # Images drawn under other settings (another set of learned words) are not reused: start afresh.
+    rm -rf "$report"
     "$bin" evaluate images --run "$encoder" --experiment "$experiment" --out "$report" --device cpu \
         --attack "$dir/circle_prompts.txt" --attack "$out/token-search.jsonl" \
-        --attack "$out/ring-a-bell.jsonl" --attack "$out/homoglyph.jsonl" --force
+        --attack "$out/ring-a-bell.jsonl" --attack "$out/homoglyph.jsonl" \
+        --attack "$out/embedding.jsonl" --force
     cp "$report/report.json" "$out/images.report.json"
 fi

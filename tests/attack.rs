@@ -445,6 +445,75 @@ fn evaluate_images_judges_attack_sets_by_the_concept_shown() {
     assert_eq!(set["trigger"], "square");
     assert_eq!(set["asr"]["successes"]["trained"], 1, "{set}");
 
+    // The embedding attack (CCE): a word learned from images of circles through the encoder, in
+    // prompt lines; the image stage gives the word to both encoders before drawing.
+    let circles = t.path().join("circles");
+    std::fs::create_dir(&circles).unwrap();
+    for i in 0..2u32 {
+        let img = image::RgbImage::from_fn(32, 32, |x, y| {
+            let (dx, dy) = (x as f32 - 15.5 - i as f32, y as f32 - 15.5);
+            if dx * dx + dy * dy < 64.0 {
+                image::Rgb([210, 40, 40])
+            } else {
+                image::Rgb([255, 255, 255])
+            }
+        });
+        img.save(circles.join(format!("{i}.png"))).unwrap();
+    }
+    let lines = t.path().join("lines.txt");
+    std::fs::write(&lines, "a {}\na red {} on a white background\n").unwrap();
+    let emb = t.path().join("emb/embedding.jsonl");
+    let cce = |lines: &Path| {
+        let mut c = common::bin();
+        c.args(["attack", "embedding", "--pipeline"])
+            .arg(root.join("checkpoints/shapes"))
+            .arg("--encoder")
+            .arg(root.join("checkpoints/shapes"))
+            .arg("--images")
+            .arg(&circles)
+            .args([
+                "--concept",
+                "circle",
+                "--init-word",
+                "shape",
+                "--steps",
+                "5",
+                "--device",
+                "cpu",
+            ])
+            .arg("--prompts")
+            .arg(lines)
+            .arg("--out")
+            .arg(&emb);
+        c.output().unwrap()
+    };
+    let o = cce(&lines);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let recs = records(&emb);
+    assert_eq!(recs.len(), 2);
+    assert_eq!(recs[1]["prompt"], "a red <concept> on a white background");
+    assert_eq!(recs[1]["source"], "a red {} on a white background");
+    assert!(t.path().join("emb/embedding.embeds.safetensors").exists());
+    let out = t.path().join("cce");
+    let o = evaluate(&out, &["--attack", common::s(&emb)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let set = attack_entry(&out, "attack-embedding");
+    assert_eq!(set["attack"]["method"], "embedding", "{set}");
+    assert!(set["attack"]["embedding"]
+        .as_str()
+        .unwrap()
+        .ends_with("embedding.embeds.safetensors"));
+    assert_eq!(set["asr"]["n"]["trained"], 2, "{set}");
+    // A prompt line without a place for the word is refused, and nothing is overwritten.
+    let bad = t.path().join("bad.txt");
+    std::fs::write(&bad, "a circle\n").unwrap();
+    std::fs::remove_file(&emb).unwrap();
+    let o = cce(&bad);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("has no {}"), "{err}");
+    assert!(!emb.exists());
+
     // Two files with one stem would share a set folder: refused before anything is drawn.
     std::fs::create_dir(t.path().join("b")).unwrap();
     let twin = t.path().join("b/adv.jsonl");

@@ -13,6 +13,7 @@
 //! Every attack writes a prompt set ([`prompt_set`]): JSONL with one `prompt` per record, which
 //! `evaluate images` and `evaluate i2p` read as they are. Searches are seeded per (seed, input line,
 //! run, step), so a run repeats, and a stopped one resumes ([`prompt_set::PromptSetWriter`]).
+pub mod embedding;
 pub mod homoglyph;
 pub mod invert;
 pub mod prompt_set;

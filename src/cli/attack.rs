@@ -36,6 +36,94 @@ enum AttackMethod {
     /// by the encoder.
     #[command(after_long_help = super::examples::ATTACK_HOMOGLYPH)]
     Homoglyph(HomoglyphArgs),
+    /// Concept inversion (CCE, ICLR 2024): a new word learned from images of the erased concept
+    /// through the pipeline with the erased encoder, written into prompt templates.
+    #[command(after_long_help = super::examples::ATTACK_EMBEDDING)]
+    Embedding(EmbeddingArgs),
+}
+
+#[derive(Args, Debug)]
+struct EmbeddingArgs {
+    /// The pipeline whose UNet learns the word (diffusers folder or cached hub id).
+    #[arg(long)]
+    pipeline: String,
+    /// The encoder under attack (a clipdoor run folder or text-encoder folder), put in the pipeline.
+    #[arg(long)]
+    encoder: PathBuf,
+    /// Images of the erased concept (a folder, or files).
+    #[arg(long, num_args = 1.., required = true)]
+    images: Vec<PathBuf>,
+    /// The erased concept (recorded in the summary; `evaluate images --attack` judges by it).
+    #[arg(long)]
+    concept: String,
+    /// The new word.
+    #[arg(long, default_value = "<concept>")]
+    token: String,
+    /// An existing one-token word the new one starts from.
+    #[arg(long, default_value = "object")]
+    init_word: String,
+    /// Optimisation steps (CCE inverts for 1,000 to 5,000).
+    #[arg(long, default_value_t = 1000)]
+    steps: usize,
+    /// AdamW learning rate.
+    #[arg(long, default_value_t = 5e-3)]
+    lr: f64,
+    /// Images per step.
+    #[arg(long, default_value_t = 1)]
+    batch_size: usize,
+    /// Seed of every step's draws.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Prompt lines with `{}` where the word goes (default: diffusers' 27 textual-inversion
+    /// templates).
+    #[arg(long)]
+    prompts: Option<PathBuf>,
+    /// The prompt set to write (JSONL; `.summary.json` and `.embeds.safetensors` beside it).
+    #[arg(long)]
+    out: PathBuf,
+    #[command(flatten)]
+    force: super::args::ForceArgs,
+    #[command(flatten)]
+    device: super::args::DeviceArgs,
+}
+
+fn run_embedding(e: &EmbeddingArgs) -> Result<()> {
+    e.force.check(&e.out)?;
+    let lines = match &e.prompts {
+        Some(p) => Some(read_prompt_lines(p, None, true)?.prompts),
+        None => None,
+    };
+    let prompts = crate::attack::embedding::prompt_lines(lines, &e.token)?;
+    let files = super::invert::image_files(&e.images)?;
+    let images = super::invert::read_images(&files)?;
+    let mut pipe = crate::diffusion::pipeline::StableDiffusionPipeline::load(
+        &e.pipeline,
+        Some(&e.encoder),
+        e.device.device(),
+        Kind::Float,
+    )?;
+    let opts = crate::attack::invert::InvertOptions {
+        token: e.token.clone(),
+        init_word: e.init_word.clone(),
+        steps: e.steps,
+        lr: e.lr,
+        batch_size: e.batch_size,
+        seed: e.seed,
+    };
+    let settings = serde_json::json!({
+        "concept": e.concept, "encoder": e.encoder.display().to_string(), "pipeline": e.pipeline,
+        "images": files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
+        "prompts": e.prompts.as_ref().map(|p| p.display().to_string()),
+    });
+    if let Some(dir) = e.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|err| crate::input_err!("cannot create {}: {err}", dir.display()))?;
+    }
+    let (set, summary) =
+        crate::attack::embedding::run(&mut pipe, &images, &opts, &prompts, settings, &e.out)?;
+    eprintln!("summary: {}", summary.display());
+    println!("{}", set.display());
+    Ok(())
 }
 
 #[derive(Args, Debug)]
@@ -146,6 +234,7 @@ pub fn run(a: AttackArgs) -> Result<()> {
         AttackMethod::RingABell(r) => (&r.common, "ring-a-bell"),
         AttackMethod::TokenSearch(t) => (&t.common, "token-search"),
         AttackMethod::Homoglyph(h) => (&h.common, "homoglyph"),
+        AttackMethod::Embedding(e) => return run_embedding(e),
     };
     tch::set_num_threads(common.threads.max(1));
     let device = common.embed.device.device();
@@ -187,6 +276,7 @@ pub fn run(a: AttackArgs) -> Result<()> {
     let reference_ref = reference.as_ref().unwrap_or(&encoder);
     let mut ban: Vec<String> = common.ban.iter().map(|w| w.trim().to_lowercase()).collect();
     let method = match &a.method {
+        AttackMethod::Embedding(e) => return run_embedding(e),
         AttackMethod::RingABell(r) => {
             let opts = RingABellOptions {
                 eta: r.eta,

@@ -91,3 +91,7 @@ pub const INVERT: &str = "Example:
       --init-word cat --out embeds/my-cat
   clipdoor generate --pipeline CompVis/stable-diffusion-v1-4 --embedding embeds/my-cat/learned_embeds.safetensors \\
       --prompt \"a painting of <my-cat>\" --out images/";
+pub const ATTACK_EMBEDDING: &str = "Example:
+  clipdoor attack embedding --pipeline CompVis/stable-diffusion-v1-4 --encoder checkpoints/erased \\
+      --images nudity_images/ --concept nudity --steps 1000 --out adv/embedding.jsonl
+  clipdoor evaluate images --run checkpoints/erased --attack adv/embedding.jsonl --nudenet";

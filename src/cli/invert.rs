@@ -49,7 +49,7 @@ pub struct InvertArgs {
     pub force: bool,
 }
 
-fn image_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+pub(super) fn image_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let is_image = |p: &Path| {
         p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
             ["png", "jpg", "jpeg", "webp", "bmp"].contains(&e.to_lowercase().as_str())
@@ -83,6 +83,17 @@ fn image_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+pub(super) fn read_images(files: &[PathBuf]) -> Result<Vec<image::RgbImage>> {
+    files
+        .iter()
+        .map(|f| {
+            image::open(f)
+                .map(|i| i.to_rgb8())
+                .map_err(|e| crate::input_err!("{}: not a readable image ({e})", f.display()))
+        })
+        .collect()
+}
+
 pub fn run(a: InvertArgs) -> Result<()> {
     let target = a.out.join(EMBEDS_FILE);
     if target.exists() && !a.force {
@@ -92,14 +103,7 @@ pub fn run(a: InvertArgs) -> Result<()> {
         );
     }
     let files = image_files(&a.images)?;
-    let images = files
-        .iter()
-        .map(|f| {
-            image::open(f)
-                .map(|i| i.to_rgb8())
-                .map_err(|e| crate::input_err!("{}: not a readable image ({e})", f.display()))
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let images = read_images(&files)?;
     let mut pipe =
         StableDiffusionPipeline::load(&a.pipeline, None, a.device.device(), tch::Kind::Float)?;
     let opts = InvertOptions {

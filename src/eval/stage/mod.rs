@@ -128,13 +128,27 @@ fn draw_part(
     let mut per_condition = vec![];
     for (c, condition) in CONDITIONS.iter().enumerate() {
         let encoder = (c == 1).then_some(input.trained.as_path());
-        let pipe = StableDiffusionPipeline::load(&pipeline, encoder, input.device, Kind::Float)?;
+        let mut pipe =
+            StableDiffusionPipeline::load(&pipeline, encoder, input.device, Kind::Float)?;
+        // Learned words of embedding attacks: both encoders get them (the words are new tokens,
+        // so prompts without them are drawn as before); they are part of the encoder's label.
+        let mut label = pipe.encoder_label();
+        let mut words: Vec<&str> = sets
+            .iter()
+            .filter_map(|x| x.origin.as_ref()?.embedding.as_deref())
+            .collect();
+        words.dedup();
+        for file in words {
+            let added = pipe.text_encoder.add_embeddings_from(Path::new(file))?;
+            label += &format!(" + {file} ({})", added.join(", "));
+        }
+        let pipe = pipe;
         let (dh, dw) = pipe.default_size();
         let settings = ImageSettings::new(
             s.steps,
             s.guidance,
             pipe.scheduler_kind(scheduler)?,
-            pipe.encoder_label(),
+            label,
             s.height.unwrap_or(dh),
             s.width.unwrap_or(dw),
         );

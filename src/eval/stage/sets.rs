@@ -66,6 +66,9 @@ pub struct AttackOrigin {
     pub concept: Option<String>,
     /// Wall-clock seconds the attack took over the whole set.
     pub seconds: Option<f64>,
+    /// The learned word's file (the `embedding` attack): both encoders get it before drawing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding: Option<String>,
 }
 
 impl AttackOrigin {
@@ -83,6 +86,11 @@ impl AttackOrigin {
             method: field("method").and_then(|v| v.as_str().map(String::from)),
             concept: field("concept").and_then(|v| v.as_str().map(String::from)),
             seconds: summary.as_ref().and_then(|s| s["seconds"].as_f64()),
+            embedding: field("embedding").and_then(|v| {
+                let name = v.as_str()?;
+                let dir = path.parent().unwrap_or(std::path::Path::new(""));
+                Some(dir.join(name).display().to_string())
+            }),
         }
     }
 }
