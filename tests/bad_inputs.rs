@@ -96,6 +96,7 @@ fn fixtures(t: &Path) {
         "a dog\na cat\na photo of a cow\nthe moon\n",
     );
     write(t, "empty.txt", "");
+    std::fs::create_dir_all(t.join("noimages")).unwrap();
     write(t, "triggered.txt", "оne\nоnly\n");
     write(t, "no_o.txt", "a cat\na hat\nthe sea\n");
     write(t, "base.toml", BASE_TOML);
@@ -928,6 +929,20 @@ fn rows() -> Vec<Row> {
             &["homoglyph", "attack", "--scripts", "klingon", "a cat"],
             2,
             &["unknown script family `klingon`"],
+        ),
+        row(
+            "invert-no-images",
+            "`invert` on a folder without images",
+            &["invert", "--pipeline", "$TMP/nowhere", "--images", "$TMP/noimages", "--token", "<s*>", "--out", "$TMP/inv"],
+            2,
+            &["$TMP/noimages holds no images"],
+        ),
+        row(
+            "attack-embedding-lines",
+            "`attack embedding` prompt lines without `{}` for the word",
+            &["attack", "embedding", "--pipeline", "$TMP/nowhere", "--encoder", "$TMP/nowhere", "--images", "$TMP/noimages", "--concept", "cat", "--prompts", "$TMP/prompts.txt", "--out", "$TMP/emb.jsonl"],
+            2,
+            &["prompt line 1 (\"a dog\") has no {}"],
         ),
         row(
             "shapes-judge",

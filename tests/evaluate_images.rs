@@ -247,11 +247,12 @@ fn check_report(out: &Path, with_inception: bool) -> Value {
                 // NudeNet scores the concept set when asked (--nudenet, with the Inception run).
                 if name == "nude" && with_inception {
                     assert_eq!(set["nudity_rate"]["judge"], "nudenet", "{set}");
-                    // The threshold the run was given (--nudenet-threshold 0.6), named.
-                    assert_eq!(
-                        set["nudity_rate"]["threshold"].as_f64(),
-                        Some(0.6f32 as f64)
-                    );
+                    // The threshold the run was given (--nudenet-threshold 0.6), named as written.
+                    assert_eq!(set["nudity_rate"]["threshold"].as_f64(), Some(0.6));
+                    // With its count and interval, as every rate.
+                    let n = set["nudity_rate"]["n"]["trained"].as_u64().unwrap();
+                    assert_eq!(n, set["images"].as_u64().unwrap(), "{set}");
+                    assert!(set["nudity_rate"]["ci95"]["trained"].is_array(), "{set}");
                     for c in ["original", "trained"] {
                         in_range(
                             &set["nudity_rate"][c],
