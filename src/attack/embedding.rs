@@ -69,23 +69,19 @@ pub fn run(
         .to_string();
         jsonl += "\n";
     }
-    crate::io::atomic::write_atomic(out, jsonl.as_bytes())?;
-    let n = done.losses.len();
-    let tenth = (n / 10).max(1);
-    let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len().max(1) as f64;
     let mut settings = settings;
     settings["method"] = "embedding".into();
     settings["embedding"] = embeds_name.into();
     settings["invert"] = serde_json::to_value(opts)?;
-    let summary = serde_json::json!({
-        "settings": settings,
-        "n": prompts.len(),
-        "seconds": seconds,
-        "seconds_per_prompt": seconds / prompts.len().max(1) as f64,
-        "probe_loss": {"before": done.probe[0], "after": done.probe[1]},
-        "loss": {"first_tenth_mean": mean(&done.losses[..tenth]), "last_tenth_mean": mean(&done.losses[n - tenth..])},
-    });
+    let mut summary = done.summary();
+    summary["settings"] = settings;
+    summary["n"] = prompts.len().into();
+    summary["seconds"] = seconds.into();
+    summary["seconds_per_prompt"] = (seconds / prompts.len().max(1) as f64).into();
+    // The prompt set last: it marks the attack finished, so its summary (which names the word's
+    // file for the image stage) and the word are already there when it appears.
     let summary_file = summary_path(out);
     crate::io::atomic::write_json(&summary_file, &summary)?;
+    crate::io::atomic::write_atomic(out, jsonl.as_bytes())?;
     Ok((out.to_path_buf(), summary_file))
 }

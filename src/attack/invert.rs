@@ -77,6 +77,21 @@ pub struct Inverted {
     pub probe: [f64; 2],
 }
 
+impl Inverted {
+    /// What a report says of the run: the probe loss before and after, and the mean training loss
+    /// over the first and the last tenth of the steps.
+    pub fn summary(&self) -> serde_json::Value {
+        let n = self.losses.len();
+        let tenth = (n / 10).max(1).min(n);
+        let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len().max(1) as f64;
+        serde_json::json!({
+            "probe_loss": {"before": self.probe[0], "after": self.probe[1]},
+            "loss": {"first_tenth_mean": mean(&self.losses[..tenth]),
+                     "last_tenth_mean": mean(&self.losses[n - tenth..])},
+        })
+    }
+}
+
 /// Centre-crop to a square and resize to `h`×`w` (Catmull-Rom, close to PIL's bicubic).
 fn prepare(img: &RgbImage, h: u32, w: u32) -> RgbImage {
     let (iw, ih) = img.dimensions();
@@ -229,9 +244,9 @@ pub fn invert(
         )?;
         let x = v.detach().set_requires_grad(true);
         let loss = loss_of(&x, &idx, &tpl, &ts, &noise)?;
-        let grad = Tensor::run_backward(&[&loss], &[&x], false, false)
+        let grad = Tensor::f_run_backward(&[&loss], &[&x], false, false)?
             .pop()
-            .expect("one input");
+            .ok_or_else(|| anyhow::anyhow!("no gradient for the learned embedding"))?;
         let value = loss.double_value(&[]);
         if !value.is_finite() {
             crate::input_bail!("the loss became {value} at step {step}: lower --lr");

@@ -94,8 +94,8 @@ fn run_embedding(e: &EmbeddingArgs) -> Result<()> {
         None => None,
     };
     let prompts = crate::attack::embedding::prompt_lines(lines, &e.token)?;
-    let files = super::invert::image_files(&e.images)?;
-    let images = super::invert::read_images(&files)?;
+    let files = crate::diffusion::image::image_files(&e.images)?;
+    let images = crate::diffusion::image::read_images(&files)?;
     let mut pipe = crate::diffusion::pipeline::StableDiffusionPipeline::load(
         &e.pipeline,
         Some(&e.encoder),

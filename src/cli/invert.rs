@@ -2,9 +2,10 @@
 //! ([`crate::attack::invert`]), saved in diffusers' learned-embeds format for `generate --embedding`
 //! and diffusers' `load_textual_inversion`.
 use clap::Args;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::attack::invert::{invert, InvertOptions};
+use crate::diffusion::image::{image_files, read_images};
 use crate::diffusion::pipeline::StableDiffusionPipeline;
 use crate::error::Result;
 use crate::input_bail;
@@ -49,51 +50,6 @@ pub struct InvertArgs {
     pub force: bool,
 }
 
-pub(super) fn image_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
-    let is_image = |p: &Path| {
-        p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
-            ["png", "jpg", "jpeg", "webp", "bmp"].contains(&e.to_lowercase().as_str())
-        })
-    };
-    let mut out = vec![];
-    for p in paths {
-        if p.is_dir() {
-            let mut files: Vec<PathBuf> = std::fs::read_dir(p)
-                .map_err(|e| crate::input_err!("cannot read {}: {e}", p.display()))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|f| is_image(f))
-                .collect();
-            files.sort();
-            if files.is_empty() {
-                input_bail!(
-                    "{} holds no images (.png, .jpg, .jpeg, .webp, .bmp)",
-                    p.display()
-                );
-            }
-            out.extend(files);
-        } else if p.exists() {
-            out.push(p.clone());
-        } else {
-            input_bail!(
-                "{} does not exist: give a folder of images or image files",
-                p.display()
-            );
-        }
-    }
-    Ok(out)
-}
-
-pub(super) fn read_images(files: &[PathBuf]) -> Result<Vec<image::RgbImage>> {
-    files
-        .iter()
-        .map(|f| {
-            image::open(f)
-                .map(|i| i.to_rgb8())
-                .map_err(|e| crate::input_err!("{}: not a readable image ({e})", f.display()))
-        })
-        .collect()
-}
-
 pub fn run(a: InvertArgs) -> Result<()> {
     let target = a.out.join(EMBEDS_FILE);
     if target.exists() && !a.force {
@@ -120,20 +76,18 @@ pub fn run(a: InvertArgs) -> Result<()> {
     std::fs::create_dir_all(&a.out)
         .map_err(|e| crate::input_err!("cannot create {}: {e}", a.out.display()))?;
     crate::models::learned_embeds::save(&target, std::slice::from_ref(&done.embedding))?;
-    let n = done.losses.len();
-    let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len().max(1) as f64;
-    let tenth = (n / 10).max(1);
-    let report = serde_json::json!({
-        "pipeline": a.pipeline,
-        "images": files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
-        "settings": opts,
-        "probe_loss": {"before": done.probe[0], "after": done.probe[1]},
-        "loss": {"first_tenth_mean": mean(&done.losses[..tenth]), "last_tenth_mean": mean(&done.losses[n - tenth..]),
-                 "per_step": done.losses},
-        "seconds": seconds,
-        "embedding": {"file": EMBEDS_FILE, "token": done.embedding.token,
-                      "norm": done.embedding.vector.norm().double_value(&[])},
-    });
+    let mut report = done.summary();
+    report["pipeline"] = a.pipeline.clone().into();
+    report["images"] = files
+        .iter()
+        .map(|f| f.display().to_string())
+        .collect::<Vec<_>>()
+        .into();
+    report["settings"] = serde_json::to_value(&opts)?;
+    report["loss"]["per_step"] = done.losses.clone().into();
+    report["seconds"] = seconds.into();
+    report["embedding"] = serde_json::json!({"file": EMBEDS_FILE, "token": done.embedding.token,
+        "norm": done.embedding.vector.norm().double_value(&[])});
     crate::io::atomic::write_json(&a.out.join("invert.json"), &report)?;
     eprintln!(
         "learned {}: probe loss {:.5} -> {:.5} ({seconds:.1} s); use it with `clipdoor generate --embedding {}`",

@@ -81,3 +81,51 @@ pub fn tensor_to_images(x: &Tensor) -> crate::error::Result<Vec<image::RgbImage>
         })
         .collect())
 }
+
+/// The image files of `paths`: each folder's PNG/JPEG/WebP/BMP files in name order, or files as
+/// given (an input error names a folder without images or a path that is not there).
+pub fn image_files(paths: &[std::path::PathBuf]) -> crate::error::Result<Vec<std::path::PathBuf>> {
+    let is_image = |p: &std::path::Path| {
+        p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+            ["png", "jpg", "jpeg", "webp", "bmp"].contains(&e.to_lowercase().as_str())
+        })
+    };
+    let mut out = vec![];
+    for p in paths {
+        if p.is_dir() {
+            let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(p)
+                .map_err(|e| crate::input_err!("cannot read {}: {e}", p.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| is_image(f))
+                .collect();
+            files.sort();
+            if files.is_empty() {
+                crate::input_bail!(
+                    "{} holds no images (.png, .jpg, .jpeg, .webp, .bmp)",
+                    p.display()
+                );
+            }
+            out.extend(files);
+        } else if p.exists() {
+            out.push(p.clone());
+        } else {
+            crate::input_bail!(
+                "{} does not exist: give a folder of images or image files",
+                p.display()
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// Read `files` as RGB images (an input error names a file that is not one).
+pub fn read_images(files: &[std::path::PathBuf]) -> crate::error::Result<Vec<image::RgbImage>> {
+    files
+        .iter()
+        .map(|f| {
+            image::open(f)
+                .map(|i| i.to_rgb8())
+                .map_err(|e| crate::input_err!("{}: not a readable image ({e})", f.display()))
+        })
+        .collect()
+}

@@ -133,11 +133,11 @@ fn draw_part(
         // Learned words of embedding attacks: both encoders get them (the words are new tokens,
         // so prompts without them are drawn as before); they are part of the encoder's label.
         let mut label = pipe.encoder_label();
-        let mut words: Vec<&str> = sets
+        // One file may serve several sets: each is added once.
+        let words: std::collections::BTreeSet<&str> = sets
             .iter()
             .filter_map(|x| x.origin.as_ref()?.embedding.as_deref())
             .collect();
-        words.dedup();
         for file in words {
             let added = pipe.text_encoder.add_embeddings_from(Path::new(file))?;
             label += &format!(" + {file} ({})", added.join(", "));
