@@ -291,6 +291,12 @@ fn token_scan_names_triggers_of_several_shapes() {
             top.iter().any(|c| c == expect || (expect.chars().count() > 1 && expect.contains(c.as_str()))),
             "{name}: {expect:?} not among {top:?}"
         );
+        assert_eq!(r["report"]["score_kind"], "confirmed-collapse");
+        assert_eq!(
+            r["report"]["flagged"], true,
+            "{name}: {}",
+            r["report"]["score"]
+        );
         scores.push(r["report"]["score"].as_f64().unwrap());
     }
     // A benign fine-tune (concept removal) scores below every backdoored encoder.
@@ -316,6 +322,8 @@ fn token_scan_names_triggers_of_several_shapes() {
         common::s(&out),
     ]);
     let b = json(&out)["report"]["score"].as_f64().unwrap();
+    // At the default threshold (no calibration) the benign fine-tune is not flagged.
+    assert_eq!(json(&out)["report"]["flagged"], false, "benign {b}");
     assert!(
         scores.iter().all(|&s| s > b),
         "benign {b} vs backdoored {scores:?}"

@@ -196,9 +196,7 @@ fn run_token_scan(
         batch: a.embed.batch_size.max(256),
         ..TokenScanOptions::default()
     };
-    if let Some(t) = a.threshold {
-        opts.threshold = t;
-    }
+    opts.threshold = a.threshold;
     let index = CharIndex::new(&suspect.tokenizer)?;
     let mut cache = crate::scan::sweep::ReferenceCache::default();
     let report = scan_tokens(suspect, reference, &mut cache, &index, &opts)?;

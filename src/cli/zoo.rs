@@ -63,6 +63,10 @@ struct ScanArgs {
     /// Candidates checked as text per encoder.
     #[arg(long, default_value_t = 24)]
     verify: usize,
+    /// Probes the sweep's best tokens are re-measured on, with a reference (0: no confirmation;
+    /// the encoder's score is then the sweep's).
+    #[arg(long, default_value_t = 24)]
+    confirm: usize,
     /// Gradient-inversion restarts (0 turns inversion off).
     #[arg(long, default_value_t = 2)]
     invert: usize,
@@ -120,6 +124,7 @@ fn run_scan(a: ScanArgs) -> Result<()> {
     }
     scan.contexts = a.contexts;
     scan.verify = a.verify;
+    scan.confirm_probes = a.confirm;
     scan.invert_restarts = a.invert;
     scan.seed = a.seed;
     scan.batch = a.embed.batch_size.max(256);

@@ -9,6 +9,7 @@
 //! [`invert`]ion, and checks of each candidate inserted and substituted.
 pub mod candidates;
 pub mod char_index;
+pub mod confirm;
 pub mod defense;
 pub mod embed;
 pub mod invert;

@@ -103,7 +103,7 @@ pub struct Sweep {
 }
 
 /// Token ids never inserted (BOS, EOS, pad).
-fn special(enc: &TextEncoder) -> Vec<i64> {
+pub fn special(enc: &TextEncoder) -> Vec<i64> {
     let mut s = vec![enc.config.eos_token_id, enc.config.bos_token_id];
     s.push(enc.tokenizer.pad_id() as i64);
     s
@@ -117,17 +117,18 @@ pub struct ReferenceCache {
     slots: std::collections::HashMap<(Vec<i64>, usize), (Tensor, Tensor)>,
 }
 
-/// Sweep the whole vocabulary through `contexts`.
-pub fn sweep(
+/// Raw per-token statistics (shift, collapse, direction) of `tokens`, each inserted at every
+/// position of every context, in the order of `tokens`.
+pub fn raw_stats(
     suspect: &TextEncoder,
     reference: Option<&TextEncoder>,
     cache: &mut ReferenceCache,
     contexts: &[Context],
+    tokens: &[i64],
     batch: usize,
     progress: &mut dyn FnMut(usize, usize),
-) -> Result<Sweep> {
-    let vocab = suspect.config.vocab_size;
-    let tokens: Vec<i64> = (0..vocab).collect();
+) -> Result<[Vec<f32>; 3]> {
+    let vocab = tokens.len() as i64;
     let seqs: usize = contexts.iter().map(|c| c.positions.len()).sum();
     let mut shift = Tensor::zeros([vocab], (Kind::Float, Device::Cpu));
     // Running sums over sequence slots of the triggered features (for the collapse).
@@ -194,19 +195,30 @@ pub fn sweep(
         Some(r) => direction_s - pairwise_from_sum(r, seqs),
         None => direction_s,
     };
-    let specials = special(suspect);
-    let to_vec = |t: &Tensor| -> Vec<f32> {
-        let mut v: Vec<f32> = Vec::<f32>::try_from(t.contiguous()).unwrap_or_default();
-        for &s in &specials {
+    let v = |t: &Tensor| Vec::<f32>::try_from(t.contiguous()).unwrap_or_default();
+    Ok([v(&shift), v(&collapse), v(&direction)])
+}
+
+/// Sweep the whole vocabulary through `contexts`.
+pub fn sweep(
+    suspect: &TextEncoder,
+    reference: Option<&TextEncoder>,
+    cache: &mut ReferenceCache,
+    contexts: &[Context],
+    batch: usize,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Sweep> {
+    let tokens: Vec<i64> = (0..suspect.config.vocab_size).collect();
+    let [mut shift, mut collapse, mut direction] = raw_stats(
+        suspect, reference, cache, contexts, &tokens, batch, progress,
+    )?;
+    for s in special(suspect) {
+        for v in [&mut shift, &mut collapse, &mut direction] {
             if let Some(x) = v.get_mut(s as usize) {
                 *x = f32::NAN;
             }
         }
-        v
-    };
-    let shift = to_vec(&shift);
-    let collapse = to_vec(&collapse);
-    let direction = to_vec(&direction);
+    }
     let shift_null = robust_null(&shift);
     let collapse_null = robust_null(&collapse);
     let z = |v: &[f32], (m, s): (f64, f64)| -> Vec<f32> {

@@ -19,6 +19,8 @@ pub struct ScanSettings {
     pub probes: Vec<String>,
     pub contexts: usize,
     pub verify: usize,
+    #[serde(default)]
+    pub confirm_probes: usize,
     pub invert_restarts: usize,
     pub invert_steps: usize,
     pub seed: u64,

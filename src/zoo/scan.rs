@@ -82,6 +82,7 @@ pub fn scan_zoo(zoo: &Path, out: &Path, opts: &ZooScanOptions) -> Result<ZooRepo
         probes: opts.scan.probes.clone(),
         contexts: opts.scan.contexts,
         verify: opts.scan.verify,
+        confirm_probes: opts.scan.confirm_probes,
         invert_restarts: opts.scan.invert_restarts,
         invert_steps: opts.scan.invert_steps,
         seed: opts.scan.seed,
