@@ -61,7 +61,9 @@ struct TriggerScanArgs {
     /// Further prompts a trigger may lead to (reported as its target when nearest).
     #[arg(long)]
     targets: Option<PathBuf>,
-    /// Flag candidates scoring at least this (default 0.15 with a reference, 0.1 without).
+    /// Flag at least this score. Character scan: candidates (default 0.15 with a reference, 0.1
+    /// without). `--method tokens`: the encoder (default 0.15 on the confirmed collapse with a
+    /// reference, 12 on the sweep's z-score without).
     #[arg(long)]
     threshold: Option<f64>,
     /// Candidates to list (flagged ones are always listed).

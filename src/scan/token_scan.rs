@@ -29,7 +29,7 @@ use crate::models::text_encoder::TextEncoder;
 /// split replaces it (docs/scanner-zoo.md).
 pub const DEFAULT_THRESHOLD: f64 = 12.0;
 /// Default flag threshold on the confirmed collapse (the encoder's score with a reference): on the
-/// shapes zoo's calibration split benign encoders stay below 0.08, target-prompt backdoors above 0.3.
+/// seed-18 shapes zoo benign encoders stay below 0.08, target-prompt backdoors above 0.3.
 pub const DEFAULT_COLLAPSE_THRESHOLD: f64 = 0.15;
 
 #[derive(Clone)]
