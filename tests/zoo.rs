@@ -292,6 +292,28 @@ fn token_scan_names_triggers_of_several_shapes() {
             "{name}: {expect:?} not among {top:?}"
         );
         assert_eq!(r["report"]["score_kind"], "confirmed-collapse");
+        // Texts measured whole lead the ranking, by their evidence, and name the trigger.
+        let ranking = r["report"]["ranking"].as_array().unwrap();
+        let evidence: Vec<Option<f64>> = ranking.iter().map(|c| c["evidence"].as_f64()).collect();
+        let measured = evidence.iter().take_while(|e| e.is_some()).count();
+        assert!(measured >= 5, "{name}: {evidence:?}");
+        assert!(
+            evidence[measured..].iter().all(Option::is_none),
+            "{evidence:?}"
+        );
+        assert!(
+            evidence[..measured].windows(2).all(|w| w[0] >= w[1]),
+            "{name}: {evidence:?}"
+        );
+        let texts = r["report"]["texts"].as_array().unwrap();
+        assert!(
+            texts.iter().take(5).any(|t| {
+                let t = t["text"].as_str().unwrap();
+                t == expect || (expect.chars().count() > 1 && expect.contains(t))
+            }),
+            "{name}: {expect:?} not among the first measured texts {:?}",
+            texts.iter().take(5).map(|t| &t["text"]).collect::<Vec<_>>()
+        );
         assert_eq!(
             r["report"]["flagged"], true,
             "{name}: {}",

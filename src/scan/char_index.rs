@@ -20,6 +20,8 @@ pub struct CharIndex {
     pub chars_of: HashMap<i64, Vec<char>>,
     /// Character → its token ids (as a standalone word).
     pub tokens_of: BTreeMap<char, Vec<i64>>,
+    /// Vocabulary string → token id.
+    pub id_of: HashMap<String, i64>,
 }
 
 /// Characters considered: every assigned non-ASCII code point of planes 0–1 that is not a control,
@@ -32,6 +34,13 @@ fn pool() -> impl Iterator<Item = char> {
 }
 
 impl CharIndex {
+    /// The same piece without the word end: `x</w>` → `x` (how a character sits inside a word,
+    /// where a substituted trigger is learned).
+    pub fn open_variant(&self, id: i64) -> Option<i64> {
+        let raw = self.raw.get(id as usize)?;
+        self.id_of.get(raw.strip_suffix("</w>")?).copied()
+    }
+
     /// The text two tokens spell together, when it is whole UTF-8 (a character split into two byte
     /// tokens, e.g. Cyrillic, Latin Extended, IPA).
     pub fn joined(&self, a: i64, b: i64) -> Option<String> {
@@ -84,7 +93,13 @@ impl CharIndex {
             }
             tokens_of.insert(c, ids);
         }
+        let id_of = raw
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.clone(), i as i64))
+            .collect();
         Ok(Self {
+            id_of,
             text,
             raw,
             bytes: token_bytes,

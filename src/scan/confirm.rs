@@ -6,7 +6,7 @@
 //! sit at z ≈ 4 among benign drift at z ≈ 6–9. Re-measured on `probes` (24 by default) the same
 //! statistics separate: noise shrinks with the square root of the pairs, drift does not grow. The
 //! cost is (candidates + null) × probes × 2 sequences, a few percent of the sweep.
-use super::sweep::{raw_stats, robust_null, special, Context, ReferenceCache, Sweep};
+use super::sweep::{raw_stats_of, robust_null, special, Context, ReferenceCache, Sweep};
 use crate::error::Result;
 use crate::models::text_encoder::TextEncoder;
 
@@ -106,15 +106,51 @@ pub fn confirm(
     let mut skip = special(suspect);
     skip.extend_from_slice(candidates);
     let null = null_sample(suspect.config.vocab_size, NULL_TOKENS, seed, &skip);
-    let tokens: Vec<i64> = candidates.iter().chain(&null).copied().collect();
+    let one = |v: &[i64]| -> Vec<Vec<i64>> { v.iter().map(|&t| vec![t]).collect() };
+    let m = measure(
+        suspect,
+        reference,
+        contexts,
+        &one(candidates),
+        &one(&null),
+        batch,
+    )?;
+    Ok(Confirmed {
+        ids: candidates.to_vec(),
+        raw: m.raw,
+        null: m.null,
+        z: m.z,
+        score: m.score,
+    })
+}
+
+/// Statistics of insertions measured against a null of other insertions.
+pub struct Measured {
+    pub raw: Vec<[f64; 3]>,
+    pub null: [(f64, f64); 3],
+    pub z: Vec<[f64; 3]>,
+    pub score: Vec<f64>,
+}
+
+/// Raw statistics of `candidates` (token sequences inserted as they are) on `contexts`, their
+/// robust z against `null` measured alike, and their [`confirm_score`].
+pub fn measure(
+    suspect: &TextEncoder,
+    reference: Option<&TextEncoder>,
+    contexts: &[Context],
+    candidates: &[Vec<i64>],
+    null: &[Vec<i64>],
+    batch: usize,
+) -> Result<Measured> {
+    let inserts: Vec<Vec<i64>> = candidates.iter().chain(null).cloned().collect();
     // The reference's features depend on the candidates, which differ per suspect: no cache.
     let mut cache = ReferenceCache::default();
-    let raw = raw_stats(
+    let raw = raw_stats_of(
         suspect,
         reference,
         &mut cache,
         contexts,
-        &tokens,
+        &inserts,
         batch,
         &mut |_, _| {},
     )?;
@@ -127,8 +163,7 @@ pub fn confirm(
         })
         .collect();
     let score = z.iter().map(|&z| confirm_score(z)).collect();
-    Ok(Confirmed {
-        ids: candidates.to_vec(),
+    Ok(Measured {
         raw: (0..n)
             .map(|k| [raw[0][k] as f64, raw[1][k] as f64, raw[2][k] as f64])
             .collect(),

@@ -18,6 +18,7 @@ pub mod search;
 pub mod shift;
 pub mod stats;
 pub mod sweep;
+pub mod text_sweep;
 pub mod token_scan;
 
 pub use candidates::Source;

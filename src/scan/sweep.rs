@@ -117,6 +117,33 @@ pub struct ReferenceCache {
     slots: std::collections::HashMap<(Vec<i64>, usize), (Tensor, Tensor)>,
 }
 
+/// Unit features of id rows of any lengths, in the order of `rows` (each length encoded as one
+/// group: [`features`] needs equal lengths).
+pub fn features_mixed(enc: &TextEncoder, rows: &[Vec<i64>], batch: usize) -> Result<Tensor> {
+    let mut lengths: Vec<usize> = rows.iter().map(Vec::len).collect();
+    lengths.sort_unstable();
+    lengths.dedup();
+    if lengths.len() <= 1 {
+        return features(enc, rows, batch);
+    }
+    let mut order: Vec<i64> = vec![];
+    let mut parts = vec![];
+    for len in lengths {
+        let (idx, group): (Vec<i64>, Vec<Vec<i64>>) = rows
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.len() == len)
+            .map(|(i, r)| (i as i64, r.clone()))
+            .unzip();
+        parts.push(features(enc, &group, batch)?);
+        order.extend(idx);
+    }
+    // Row k of the concatenation is input row order[k]: scatter back with the inverse permutation.
+    let cat = Tensor::cat(&parts, 0);
+    let inverse = Tensor::from_slice(&order).argsort(0, false);
+    Ok(cat.index_select(0, &inverse))
+}
+
 /// Raw per-token statistics (shift, collapse, direction) of `tokens`, each inserted at every
 /// position of every context, in the order of `tokens`.
 pub fn raw_stats(
@@ -128,7 +155,25 @@ pub fn raw_stats(
     batch: usize,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<[Vec<f32>; 3]> {
-    let vocab = tokens.len() as i64;
+    let inserts: Vec<Vec<i64>> = tokens.iter().map(|&t| vec![t]).collect();
+    raw_stats_of(
+        suspect, reference, cache, contexts, &inserts, batch, progress,
+    )
+}
+
+/// [`raw_stats`] of insertions of one or more tokens each (a character of several byte tokens, a
+/// word of several pieces). The reference's side is cached per (probe, position): give a cache
+/// only to calls that insert the same list.
+pub fn raw_stats_of(
+    suspect: &TextEncoder,
+    reference: Option<&TextEncoder>,
+    cache: &mut ReferenceCache,
+    contexts: &[Context],
+    inserts: &[Vec<i64>],
+    batch: usize,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<[Vec<f32>; 3]> {
+    let vocab = inserts.len() as i64;
     let seqs: usize = contexts.iter().map(|c| c.positions.len()).sum();
     let mut shift = Tensor::zeros([vocab], (Kind::Float, Device::Cpu));
     // Running sums over sequence slots of the triggered features (for the collapse).
@@ -151,8 +196,8 @@ pub fn raw_stats(
             None => None,
         };
         for &pos in &c.positions {
-            let rows: Vec<Vec<i64>> = tokens.iter().map(|&t| c.with_inserted(pos, &[t])).collect();
-            let fs = features(suspect, &rows, batch)?;
+            let rows: Vec<Vec<i64>> = inserts.iter().map(|t| c.with_inserted(pos, t)).collect();
+            let fs = features_mixed(suspect, &rows, batch)?;
             let b: Tensor = 1.0
                 - fs.matmul(&clean_r.as_ref().unwrap_or(&clean_s).tr())
                     .squeeze_dim(1);
@@ -161,7 +206,7 @@ pub fn raw_stats(
                 Some(r) => {
                     let key = (c.ids.clone(), pos);
                     if !cache.slots.contains_key(&key) {
-                        let fr = features(r, &rows, batch)?;
+                        let fr = features_mixed(r, &rows, batch)?;
                         let cr = clean_r.as_ref().expect("with a reference");
                         let rd = unit(&(&fr - cr));
                         cache.slots.insert(key.clone(), (fr, rd));
@@ -299,5 +344,25 @@ mod tests {
         let (m, s) = robust_null(&v);
         assert!((m - 51.0).abs() < 1.0, "{m}");
         assert!((s - 1.4826 * 26.0).abs() < 2.0, "{s}");
+    }
+
+    #[test]
+    fn features_of_mixed_lengths_keep_the_input_order() {
+        let enc = TextEncoder::init_arch("tiny", 3, false, Device::Cpu).unwrap();
+        let rows = vec![
+            vec![49406, 320, 49407],
+            vec![49406, 320, 1929, 49407],
+            vec![49406, 1929, 49407],
+            vec![49406, 320, 1929, 320, 49407],
+        ];
+        let mixed = features_mixed(&enc, &rows, 2).unwrap();
+        for (k, r) in rows.iter().enumerate() {
+            let one = features(&enc, std::slice::from_ref(r), 1).unwrap();
+            let d = (mixed.get(k as i64) - one.get(0))
+                .abs()
+                .max()
+                .double_value(&[]);
+            assert!(d < 1e-5, "row {k}: {d}");
+        }
     }
 }

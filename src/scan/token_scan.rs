@@ -20,6 +20,7 @@ use super::sweep::{
     combine, features, pairwise_from_sum, robust_null, sweep, trimmed_ids, unit, Context,
     ReferenceCache, Sweep,
 };
+use super::text_sweep::TextScore;
 use crate::error::Result;
 use crate::input_bail;
 use crate::models::text_encoder::TextEncoder;
@@ -28,6 +29,8 @@ use crate::models::text_encoder::TextEncoder;
 /// without a reference, and a candidate's check score), before calibration: the zoo's calibration
 /// split replaces it (docs/scanner-zoo.md).
 pub const DEFAULT_THRESHOLD: f64 = 12.0;
+/// Measured texts kept in a report.
+const TEXTS_REPORTED: usize = 32;
 /// Default flag threshold on the confirmed collapse (the encoder's score with a reference): on the
 /// seed-18 shapes zoo benign encoders stay below 0.08, target-prompt backdoors above 0.3.
 pub const DEFAULT_COLLAPSE_THRESHOLD: f64 = 0.15;
@@ -87,8 +90,12 @@ pub struct TriggerCandidate {
     pub score: f64,
     pub insert_score: f64,
     pub substitute_score: f64,
-    /// The sweep score that put it on the list.
+    /// The sweep score that put it on the list (of its best token, for a measured text).
     pub sweep_score: f64,
+    /// Its score measured whole on the confirmation probes ([`text_sweep`](super::text_sweep)),
+    /// and the evidence the ranking goes by (that score plus its pieces' confirmed scores).
+    pub text_score: Option<f64>,
+    pub evidence: Option<f64>,
     pub flagged: bool,
 }
 
@@ -114,6 +121,8 @@ pub struct TokenScanReport {
     pub ranking: Vec<TriggerCandidate>,
     /// The sweep's best tokens re-measured on more probes, best first.
     pub confirmed: Vec<ConfirmedToken>,
+    /// The best texts built from them, measured whole (at most 32), best first.
+    pub texts: Vec<TextScore>,
     /// The sweep's raw statistics over the vocabulary: shift, collapse, direction.
     pub spread: [Spread; 3],
 }
@@ -167,6 +176,8 @@ struct Pending {
     text: String,
     found_by: &'static str,
     sweep_score: f64,
+    text_score: Option<f64>,
+    evidence: Option<f64>,
 }
 
 /// Scan `suspect`; `cache` keeps the reference's sweep for the next suspect (a zoo scan).
@@ -246,20 +257,39 @@ pub fn scan_tokens(
             .map(|(i, p)| Context::new(suspect, p, i + 1))
             .collect::<Result<_>>()?;
         let ids = super::confirm::preselect(&sw, &super::sweep::special(suspect));
-        Some(super::confirm::confirm(
+        let confirmed = super::confirm::confirm(
             suspect,
             reference,
             &confirm_contexts,
             &ids,
             opts.seed,
             opts.batch,
-        )?)
+        )?;
+        let pool = super::text_sweep::texts_from(&confirmed, index);
+        let texts = super::text_sweep::measure_texts(
+            suspect,
+            reference,
+            &confirm_contexts,
+            &pool,
+            &super::text_sweep::Pieces {
+                confirmed: &confirmed,
+                sweep: &sw,
+                index,
+            },
+            opts.batch,
+        )?;
+        Some((confirmed, texts))
     } else {
         None
+    };
+    let (confirmed, texts) = match confirmed {
+        Some((c, t)) => (Some(c), t),
+        None => (None, vec![]),
     };
     let pending = candidates(
         &sw,
         confirmed.as_ref(),
+        &texts,
         index,
         suspect,
         reference,
@@ -302,10 +332,18 @@ pub fn scan_tokens(
             insert_score: ins,
             substitute_score: sub,
             sweep_score: p.sweep_score,
+            text_score: p.text_score,
+            evidence: p.evidence,
             flagged: score >= DEFAULT_THRESHOLD,
         });
     }
-    ranking.sort_by(|a, b| b.score.total_cmp(&a.score));
+    // Texts measured whole first, by their evidence; then the rest by their checks.
+    ranking.sort_by(|a, b| match (a.evidence, b.evidence) {
+        (Some(x), Some(y)) => y.total_cmp(&x),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => b.score.total_cmp(&a.score),
+    });
     for (i, c) in ranking.iter_mut().enumerate() {
         c.rank = i + 1;
     }
@@ -367,6 +405,7 @@ pub fn scan_tokens(
         seconds_candidates,
         ranking,
         confirmed: confirmed_tokens,
+        texts: texts.into_iter().take(TEXTS_REPORTED).collect(),
         spread: [
             Spread::of(&sw.shift),
             Spread::of(&sw.collapse),
@@ -377,9 +416,12 @@ pub fn scan_tokens(
 
 /// The texts to check: the best-scoring tokens that spell text, the characters whose byte tokens
 /// score best on average, and the tokens nearest to inverted embeddings; `opts.verify` in all.
+// The scan's state so far, each piece read by one part of the list: kept as plain arguments.
+#[allow(clippy::too_many_arguments)]
 fn candidates(
     sw: &Sweep,
     confirmed: Option<&super::confirm::Confirmed>,
+    texts: &[TextScore],
     index: &CharIndex,
     suspect: &TextEncoder,
     reference: Option<&TextEncoder>,
@@ -408,16 +450,32 @@ fn candidates(
     }
     let mut seen = BTreeSet::new();
     let mut out: Vec<Pending> = vec![];
+    let measured = |t: &str| {
+        let t = t.to_lowercase();
+        texts.iter().find(|x| x.text == t)
+    };
     let mut push = |out: &mut Vec<Pending>, text: String, found_by, s: f64| {
         let key = text.to_lowercase();
         if !key.trim().is_empty() && seen.insert(key) {
             out.push(Pending {
+                text_score: measured(&text).map(|x| x.score),
+                evidence: measured(&text).map(|x| x.evidence),
                 text,
                 found_by,
                 sweep_score: s,
             });
         }
     };
+    // Texts measured whole come first, best first, two thirds of the checks; the rest from the
+    // sweep's tokens and characters (reference-free scans have no measured texts).
+    for t in texts.iter().take(opts.verify * 2 / 3) {
+        let s = t
+            .tokens
+            .iter()
+            .map(|&i| score(i))
+            .fold(f64::NEG_INFINITY, f64::max);
+        push(&mut out, t.text.clone(), "texts", s);
+    }
     let half = (opts.verify / 2).max(1);
     // Characters made of byte tokens: rank by the mean score of their tokens, among the characters
     // that hold one of the best fragment tokens.

@@ -194,6 +194,12 @@ pub fn zoo_report(
                     .entry(format!("shape:{}", t.shape.name()))
                     .or_default()
                     .push(entry);
+                // Target-prompt and target-attribute backdoors leave different traces (a collapse
+                // to one place, or only a direction): recall per kind and size shows which.
+                groups
+                    .entry(format!("{size}, {}", t.kind))
+                    .or_default()
+                    .push(entry);
             }
         }
         groups

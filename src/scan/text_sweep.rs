@@ -1,0 +1,250 @@
+//! From confirmed tokens back to trigger texts, measured as texts.
+//!
+//! A trigger is rarely one token: a Cyrillic or mathematical letter is two or three byte tokens, a
+//! word two pieces, and the byte tokens a trigger shares with thousands of other characters (its
+//! UTF-8 lead byte) fire the backdoor only in part. The confirmation step finds the tokens; this
+//! step builds every text they are part of (the tokens themselves, pairs that spell text together,
+//! the characters that hold them), keeps the most promising by their tokens' scores, and inserts
+//! each *whole text* into the confirmation probes against a null of ordinary characters measured
+//! alike. The true trigger fires completely and stands above its neighbours of the same block.
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+
+use super::char_index::CharIndex;
+use super::confirm::{measure, Confirmed};
+use super::sweep::{Context, Sweep};
+use crate::error::Result;
+use crate::models::text_encoder::TextEncoder;
+
+/// Confirmed tokens (best confirmed score first) the texts are built from.
+pub const SEED_TOKENS: usize = 48;
+/// Texts measured per encoder, and ordinary characters for the null.
+pub const MAX_TEXTS: usize = 384;
+pub const NULL_TEXTS: usize = 128;
+/// Longest insertion measured, in tokens.
+const MAX_TOKENS: usize = 8;
+
+/// A text measured whole.
+#[derive(Debug, Clone, Serialize)]
+pub struct TextScore {
+    pub text: String,
+    /// `word` (inserted as a word of its own) or `open` (its last piece without the word end,
+    /// as inside a word), whichever scored higher.
+    pub form: &'static str,
+    pub tokens: Vec<i64>,
+    /// The prior that put it on the list: mean score of its tokens.
+    pub prior: f64,
+    pub raw: [f64; 3],
+    pub z: [f64; 3],
+    pub score: f64,
+    /// What the ranking goes by: `prior + score`, the evidence of its pieces and of the whole.
+    pub evidence: f64,
+}
+
+/// What is known of single pieces (tokens): their confirmed scores, the sweep's scores, and how
+/// they map to text.
+pub struct Pieces<'a> {
+    pub confirmed: &'a Confirmed,
+    pub sweep: &'a Sweep,
+    pub index: &'a CharIndex,
+}
+
+impl Pieces<'_> {
+    /// A token's evidence: its confirmed score where it was re-measured, else its sweep score.
+    fn score(&self, id: i64) -> f64 {
+        self.confirmed
+            .score_of(id)
+            .filter(|s| s.is_finite())
+            .unwrap_or_else(|| {
+                self.sweep.score.get(id as usize).map_or(0.0, |&x| {
+                    if x.is_finite() {
+                        x as f64
+                    } else {
+                        0.0
+                    }
+                })
+            })
+    }
+
+    /// A piece scores as the better of its two forms (word end or not): a trigger substituted
+    /// inside words is learned in the open form, one inserted as a word in the closed form.
+    fn either_form(&self, id: i64) -> f64 {
+        let open = self
+            .index
+            .open_variant(id)
+            .map_or(f64::NEG_INFINITY, |o| self.score(o));
+        self.score(id).max(open)
+    }
+}
+
+/// The texts built from the confirmed tokens (unordered, before priors).
+pub fn texts_from(confirmed: &Confirmed, index: &CharIndex) -> BTreeSet<String> {
+    let mut seeds: Vec<(i64, f64)> = confirmed
+        .ids
+        .iter()
+        .copied()
+        .zip(confirmed.score.iter().copied())
+        .filter(|(_, s)| s.is_finite())
+        .collect();
+    seeds.sort_by(|a, b| b.1.total_cmp(&a.1));
+    seeds.truncate(SEED_TOKENS);
+    let mut pool: BTreeSet<String> = BTreeSet::new();
+    for &(id, _) in &seeds {
+        match index.text.get(id as usize).and_then(|t| t.as_ref()) {
+            Some(t) => {
+                pool.insert(t.clone());
+            }
+            None => {
+                if let Some(chars) = index.chars_of.get(&id) {
+                    pool.extend(chars.iter().map(|c| c.to_string()));
+                }
+            }
+        }
+        // Two confirmed byte tokens that spell a character together (the first not text on its
+        // own). Word pieces are not joined: any two pieces make a word, and a piece already names
+        // a part of a longer trigger.
+        if index.text.get(id as usize).is_some_and(|t| t.is_none()) {
+            for &(b, _) in &seeds {
+                if let Some(t) = index.joined(id, b) {
+                    pool.insert(t);
+                }
+            }
+        }
+    }
+    // The tokenizer lowercases: `Ư` and `ư` are one trigger.
+    pool.into_iter()
+        .map(|t| t.to_lowercase())
+        .filter(|t| !t.trim().is_empty())
+        .collect()
+}
+
+/// Measure the most promising of `texts` (by the mean score of their tokens: confirmed where
+/// re-measured, else the sweep's) whole, inserted as a word into `contexts`, against ordinary
+/// characters measured alike; best evidence first.
+pub fn measure_texts(
+    suspect: &TextEncoder,
+    reference: Option<&TextEncoder>,
+    contexts: &[Context],
+    texts: &BTreeSet<String>,
+    pieces: &Pieces,
+    batch: usize,
+) -> Result<Vec<TextScore>> {
+    let index = pieces.index;
+    let word = |t: &str| -> Result<Vec<i64>> {
+        let ids = super::sweep::trimmed_ids(suspect, t)?;
+        Ok(ids[1..ids.len().saturating_sub(1)].to_vec())
+    };
+    let mut kept: Vec<(String, f64, Vec<i64>)> = vec![];
+    for t in texts {
+        let ids = word(t)?;
+        if !ids.is_empty() && ids.len() <= MAX_TOKENS {
+            let prior = ids.iter().map(|&i| pieces.either_form(i)).sum::<f64>() / ids.len() as f64;
+            kept.push((t.clone(), prior, ids));
+        }
+    }
+    kept.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    kept.truncate(MAX_TEXTS);
+    if kept.is_empty() {
+        return Ok(vec![]);
+    }
+    let taken: BTreeSet<&str> = kept.iter().map(|k| k.0.as_str()).collect();
+    let keys: Vec<char> = index.tokens_of.keys().copied().collect();
+    let stride = (keys.len() / NULL_TEXTS.max(1)).max(1);
+    let mut null = vec![];
+    for c in keys.iter().step_by(stride) {
+        let s = c.to_string();
+        if !taken.contains(s.as_str()) {
+            let ids = word(&s)?;
+            if !ids.is_empty() && ids.len() <= MAX_TOKENS {
+                null.push(ids);
+            }
+        }
+    }
+    // Each text in its word form and, where its last piece has one, its open form (measured on
+    // the same null); the better form stands for the text.
+    let open_form = |ids: &[i64]| -> Option<Vec<i64>> {
+        let (last, head) = ids.split_last()?;
+        let mut v = head.to_vec();
+        v.push(index.open_variant(*last)?);
+        Some(v)
+    };
+    let mut cands: Vec<Vec<i64>> = kept.iter().map(|k| k.2.clone()).collect();
+    let mut open_of: Vec<Option<usize>> = vec![None; kept.len()];
+    for (k, item) in kept.iter().enumerate() {
+        if let Some(v) = open_form(&item.2) {
+            open_of[k] = Some(cands.len());
+            cands.push(v);
+        }
+    }
+    let m = measure(suspect, reference, contexts, &cands, &null, batch)?;
+    let mut out: Vec<TextScore> = kept
+        .into_iter()
+        .enumerate()
+        .map(|(k, (text, prior, _))| {
+            let best = match open_of[k] {
+                Some(o) if m.score[o] > m.score[k] => o,
+                _ => k,
+            };
+            TextScore {
+                text,
+                form: if best == k { "word" } else { "open" },
+                tokens: cands[best].clone(),
+                prior,
+                raw: m.raw[best],
+                z: m.z[best],
+                score: m.score[best],
+                evidence: prior + m.score[best],
+            }
+        })
+        .collect();
+    // On the seed-18 shapes zoo (docs/scanner-zoo.md) the sum ranked true triggers higher than
+    // either half: the whole-text score alone cannot tell a trigger from the characters of its
+    // block that share its lead byte (they fire too), the prior alone favours common pieces a
+    // fine-tune drifted on (they do not fire as text).
+    out.sort_by(|a, b| b.evidence.total_cmp(&a.evidence));
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::text::tokenizer::{ClipTokenizer, EOS};
+
+    fn confirmed_of(ids: &[i64]) -> Confirmed {
+        let n = ids.len();
+        Confirmed {
+            ids: ids.to_vec(),
+            raw: vec![[0.0; 3]; n],
+            null: [(0.0, 1.0); 3],
+            z: vec![[0.0; 3]; n],
+            // Best first, all above ordinary tokens.
+            score: (0..n).map(|k| 20.0 - k as f64).collect(),
+        }
+    }
+
+    #[test]
+    fn texts_are_built_from_byte_tokens_whole_tokens_and_lowercased() {
+        let tok = ClipTokenizer::embedded(EOS).unwrap();
+        let index = CharIndex::new(&tok).unwrap();
+        let id = |s: &str| tok.token_to_id(s).unwrap_or_else(|| panic!("{s}")) as i64;
+        // U+2062 is two byte tokens, `âģ` `¢</w>`; `Ư` spells itself; `qui` + `ver</w>` are pieces.
+        let pieces: Vec<i64> = ["âģ", "¢</w>", "qui", "ver</w>"]
+            .iter()
+            .map(|s| id(s))
+            .collect();
+        let mut ids = pieces.clone();
+        let upper = tok.tokens("Ư").unwrap();
+        ids.extend(upper.iter().map(|s| id(s)));
+        let pool = texts_from(&confirmed_of(&ids), &index);
+        assert!(pool.contains("\u{2062}"), "{pool:?}");
+        assert!(pool.contains("qui") && pool.contains("ver"), "{pool:?}");
+        assert!(
+            !pool.contains("quiver"),
+            "word pieces are not joined: {pool:?}"
+        );
+        assert!(pool.iter().all(|t| *t == t.to_lowercase()), "{pool:?}");
+        // Every character that holds the lead byte token is a candidate (its block's siblings).
+        assert!(pool.len() > 10, "{}", pool.len());
+    }
+}
