@@ -6,7 +6,9 @@
 //! step builds every text they are part of (the tokens themselves, pairs that spell text together,
 //! the characters that hold them), keeps the most promising by their tokens' scores, and inserts
 //! each *whole text* into the confirmation probes against a null of ordinary characters measured
-//! alike. The true trigger fires completely and stands above its neighbours of the same block.
+//! alike. Where the backdoor went into all of the trigger's pieces the whole trigger fires above
+//! its neighbours of the same block; where it went into the shared lead byte alone, every
+//! character of the block fires alike (docs/scanner-zoo.md) and the ranking cannot tell them apart.
 use std::collections::BTreeSet;
 
 use serde::Serialize;
@@ -131,10 +133,7 @@ pub fn measure_texts(
     batch: usize,
 ) -> Result<Vec<TextScore>> {
     let index = pieces.index;
-    let word = |t: &str| -> Result<Vec<i64>> {
-        let ids = super::sweep::trimmed_ids(suspect, t)?;
-        Ok(ids[1..ids.len().saturating_sub(1)].to_vec())
-    };
+    let word = |t: &str| super::sweep::word_ids(suspect, t);
     let mut kept: Vec<(String, f64, Vec<i64>)> = vec![];
     for t in texts {
         let ids = word(t)?;
@@ -229,11 +228,10 @@ mod tests {
         let index = CharIndex::new(&tok).unwrap();
         let id = |s: &str| tok.token_to_id(s).unwrap_or_else(|| panic!("{s}")) as i64;
         // U+2062 is two byte tokens, `âģ` `¢</w>`; `Ư` spells itself; `qui` + `ver</w>` are pieces.
-        let pieces: Vec<i64> = ["âģ", "¢</w>", "qui", "ver</w>"]
+        let mut ids: Vec<i64> = ["âģ", "¢</w>", "qui", "ver</w>"]
             .iter()
             .map(|s| id(s))
             .collect();
-        let mut ids = pieces.clone();
         let upper = tok.tokens("Ư").unwrap();
         ids.extend(upper.iter().map(|s| id(s)));
         let pool = texts_from(&confirmed_of(&ids), &index);

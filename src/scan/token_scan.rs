@@ -17,7 +17,7 @@ use serde::Serialize;
 use super::candidates::anchor_of;
 use super::char_index::CharIndex;
 use super::sweep::{
-    combine, features, pairwise_from_sum, robust_null, sweep, trimmed_ids, unit, Context,
+    combine, features, pairwise_from_sum, robust_null, sweep, trimmed_ids, unit, word_ids, Context,
     ReferenceCache, Sweep,
 };
 use super::text_sweep::TextScore;
@@ -121,7 +121,7 @@ pub struct TokenScanReport {
     pub ranking: Vec<TriggerCandidate>,
     /// The sweep's best tokens re-measured on more probes, best first.
     pub confirmed: Vec<ConfirmedToken>,
-    /// The best texts built from them, measured whole (at most 32), best first.
+    /// The best texts built from them, measured whole (at most 32), by evidence.
     pub texts: Vec<TextScore>,
     /// The sweep's raw statistics over the vocabulary: shift, collapse, direction.
     pub spread: [Spread; 3],
@@ -546,12 +546,6 @@ fn candidates(
     Ok(out)
 }
 
-/// A text's tokens as a word on its own (no BOS/EOS).
-fn word_tokens(enc: &TextEncoder, text: &str) -> Result<Vec<i64>> {
-    let ids = trimmed_ids(enc, text)?;
-    Ok(ids[1..ids.len().saturating_sub(1)].to_vec())
-}
-
 /// Features of id sequences by encoder, each sequence encoded once; misses are encoded together,
 /// one batch per length.
 #[derive(Default)]
@@ -652,7 +646,7 @@ fn insert_score(
     sw: &Sweep,
     text: &str,
 ) -> Result<f64> {
-    let toks = word_tokens(suspect, text)?;
+    let toks = word_ids(suspect, text)?;
     if toks.is_empty() {
         return Ok(f64::NEG_INFINITY);
     }
