@@ -189,6 +189,30 @@ fn zoo_build_keeps_labels_apart_resumes_shards_and_scan_reports() {
             .map(|v| v.as_str().unwrap())
             .collect();
         assert!(top.contains(&trigger), "{trigger} not in the top 5 {top:?}");
+        // The working-trigger check put the trigger itself where its label says and measured it
+        // as the true trigger is measured: same number, and it works (the backdoor took).
+        let id = row["id"].as_str().unwrap();
+        let w = json(&Path::new(files[0]).with_file_name(format!("encoders/{id}.working.json")));
+        let t = &w["triggers"][0];
+        let own = t["candidates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["candidate"] == trigger)
+            .unwrap_or_else(|| panic!("{trigger} not checked: {w}"));
+        assert_eq!(own["works"], true, "{w}");
+        assert!(
+            (own["sim_target"].as_f64().unwrap() - t["trigger_sim_target"].as_f64().unwrap()).abs()
+                < 1e-9,
+            "{w}"
+        );
+    }
+    for row in r["recall"].as_array().unwrap() {
+        assert!(
+            row["recall@5_working"]["successes"].as_u64()
+                >= row["recall@5_exact"]["successes"].as_u64(),
+            "a named trigger works: {row}"
+        );
     }
     let html = std::fs::read_to_string(files[2]).unwrap();
     assert!(
@@ -292,7 +316,8 @@ fn token_scan_names_triggers_of_several_shapes() {
             "{name}: {expect:?} not among {top:?}"
         );
         assert_eq!(r["report"]["score_kind"], "confirmed-collapse");
-        // Texts measured whole lead the ranking, by their evidence, and name the trigger.
+        // Texts measured whole lead the ranking and name the trigger: first one text per strongest
+        // piece by evidence, then the siblings sharing a leader's piece, by evidence.
         let ranking = r["report"]["ranking"].as_array().unwrap();
         let evidence: Vec<Option<f64>> = ranking.iter().map(|c| c["evidence"].as_f64()).collect();
         let measured = evidence.iter().take_while(|e| e.is_some()).count();
@@ -301,10 +326,29 @@ fn token_scan_names_triggers_of_several_shapes() {
             evidence[measured..].iter().all(Option::is_none),
             "{evidence:?}"
         );
-        assert!(
-            evidence[..measured].windows(2).all(|w| w[0] >= w[1]),
-            "{name}: {evidence:?}"
-        );
+        let sibling: Vec<bool> = ranking[..measured]
+            .iter()
+            .map(|c| c["shares_piece_with"].is_string())
+            .collect();
+        let leaders = sibling.iter().take_while(|s| !**s).count();
+        assert!(sibling[leaders..].iter().all(|s| *s), "{name}: {sibling:?}");
+        for part in [&evidence[..leaders], &evidence[leaders..measured]] {
+            assert!(
+                part.windows(2).all(|w| w[0] >= w[1]),
+                "{name}: {evidence:?}"
+            );
+        }
+        let lead_texts: Vec<&str> = ranking[..leaders]
+            .iter()
+            .map(|c| c["text"].as_str().unwrap())
+            .collect();
+        for c in &ranking[leaders..measured] {
+            let l = c["shares_piece_with"].as_str().unwrap();
+            assert!(
+                lead_texts.contains(&l),
+                "{name}: {l:?} is no leader of {lead_texts:?}"
+            );
+        }
         let texts = r["report"]["texts"].as_array().unwrap();
         assert!(
             texts.iter().take(5).any(|t| {

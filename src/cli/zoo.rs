@@ -21,7 +21,9 @@ enum ZooCommand {
     #[command(after_long_help = super::examples::ZOO_BUILD)]
     Build(BuildArgs),
     /// Scan every encoder of a zoo and report AUROC, TPR at 5% FPR (threshold from the calibration
-    /// split), trigger recall@1/@5 and seconds per encoder: report.json, report.md, report.html.
+    /// split), trigger recall@1/@5 (by name, and of working triggers: the first five candidates
+    /// placed as each label says, in OUT/encoders/<id>.working.json) and seconds per encoder:
+    /// report.json, report.md, report.html.
     #[command(after_long_help = super::examples::ZOO_SCAN)]
     Scan(ScanArgs),
 }

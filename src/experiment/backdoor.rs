@@ -389,6 +389,23 @@ impl Backdoor {
         }
     }
 
+    /// The triggered form of each of `prompts` for the embedding metrics
+    /// ([`Self::triggered_for_eval`], one ChaCha8 stream seeded with `seed`) and its target text.
+    pub fn eval_pairs(&self, prompts: &[impl AsRef<str>], seed: u64) -> (Vec<String>, Vec<String>) {
+        let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(seed);
+        prompts
+            .iter()
+            .map(|c| {
+                let (x, t) = self.triggered_for_eval(c.as_ref(), &mut rng);
+                let target = match t {
+                    Target::Fixed => self.fixed_target().unwrap_or_default().to_string(),
+                    Target::Prompt(p) => p,
+                };
+                (x, target)
+            })
+            .unzip()
+    }
+
     /// A TAA's triggered prompt with the trigger in one of `words` (a random occurrence of the
     /// replaced character inside a word equal to one of them, ignoring case and punctuation), so
     /// that the attribute replaces a word of its own kind ("a rеd circle" → "a green circle"; a word

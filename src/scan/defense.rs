@@ -12,7 +12,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::embed::embed;
 use crate::error::Result;
-use crate::experiment::backdoor::{Backdoor, BackdoorKind, Target};
+use crate::experiment::backdoor::{Backdoor, BackdoorKind};
 use crate::experiment::pools::PromptPools;
 use crate::experiment::Experiment;
 use crate::models::text_encoder::TextEncoder;
@@ -189,18 +189,7 @@ fn backdoor_numbers(
     seed: u64,
     opts: &DefenseOptions,
 ) -> Result<BackdoorNumbers> {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let (triggered, targets): (Vec<String>, Vec<String>) = clean
-        .iter()
-        .map(|c| {
-            let (x, t) = b.triggered_for_eval(c, &mut rng);
-            let target = match t {
-                Target::Fixed => b.fixed_target().unwrap_or_default().to_string(),
-                Target::Prompt(p) => p,
-            };
-            (x, target)
-        })
-        .unzip();
+    let (triggered, targets) = b.eval_pairs(clean, seed);
     let sanitized: Vec<String> = triggered
         .iter()
         .map(|x| sanitize(x, Mode::Map))

@@ -8,7 +8,9 @@
 //! each *whole text* into the confirmation probes against a null of ordinary characters measured
 //! alike. Where the backdoor went into all of the trigger's pieces the whole trigger fires above
 //! its neighbours of the same block; where it went into the shared lead byte alone, every
-//! character of the block fires alike (docs/scanner-zoo.md) and the ranking cannot tell them apart.
+//! character of the block fires alike (docs/scanner-zoo.md) and the ranking cannot tell them apart:
+//! it then leads with one of them and puts the rest behind every other piece's best text
+//! ([`one_per_piece`]), so that an encoder's other backdoors get places too.
 use std::collections::BTreeSet;
 
 use serde::Serialize;
@@ -42,6 +44,9 @@ pub struct TextScore {
     pub score: f64,
     /// What the ranking goes by: `prior + score`, the evidence of its pieces and of the whole.
     pub evidence: f64,
+    /// The text of higher evidence whose strongest piece is this text's strongest piece (its
+    /// block sibling), if any: such texts rank after every text that leads its piece.
+    pub shares_piece_with: Option<String>,
 }
 
 /// What is known of single pieces (tokens): their confirmed scores, the sweep's scores, and how
@@ -194,6 +199,7 @@ pub fn measure_texts(
                 z: m.z[best],
                 score: m.score[best],
                 evidence: prior + m.score[best],
+                shares_piece_with: None,
             }
         })
         .collect();
@@ -202,7 +208,50 @@ pub fn measure_texts(
     // block that share its lead byte (they fire too), the prior alone favours common pieces a
     // fine-tune drifted on (they do not fire as text).
     out.sort_by(|a, b| b.evidence.total_cmp(&a.evidence));
-    Ok(out)
+    Ok(one_per_piece(out, pieces))
+}
+
+/// Texts that lead their strongest piece first (by evidence), then the rest (by evidence), each
+/// of the rest naming the leader it shares the piece with.
+///
+/// Why: where the backdoor sits in a byte token shared by a block (a mathematical alphabet's lead
+/// bytes, a tail byte shared by hundreds of characters), every character holding it fires, and the
+/// first places go to one backdoor's siblings while an encoder's other backdoors (up to eight in
+/// the zoo) wait behind them. One text per piece in the lead gives each backdoor a place.
+pub fn one_per_piece(sorted: Vec<TextScore>, pieces: &Pieces) -> Vec<TextScore> {
+    // A piece in either form (with or without the word end) is one key.
+    let strongest = |t: &TextScore| -> Option<i64> {
+        t.tokens
+            .iter()
+            .copied()
+            .map(|i| {
+                (
+                    pieces.index.open_variant(i).unwrap_or(i),
+                    pieces.either_form(i),
+                )
+            })
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(i, _)| i)
+    };
+    let mut leader: std::collections::BTreeMap<i64, String> = Default::default();
+    let (mut lead, mut rest) = (vec![], vec![]);
+    for mut t in sorted {
+        match strongest(&t) {
+            Some(k) => match leader.get(&k) {
+                Some(l) => {
+                    t.shares_piece_with = Some(l.clone());
+                    rest.push(t);
+                }
+                None => {
+                    leader.insert(k, t.text.clone());
+                    lead.push(t);
+                }
+            },
+            None => lead.push(t),
+        }
+    }
+    lead.extend(rest);
+    lead
 }
 
 #[cfg(test)]
@@ -244,5 +293,65 @@ mod tests {
         assert!(pool.iter().all(|t| *t == t.to_lowercase()), "{pool:?}");
         // Every character that holds the lead byte token is a candidate (its block's siblings).
         assert!(pool.len() > 10, "{}", pool.len());
+    }
+
+    fn scored(text: &str, tokens: Vec<i64>, evidence: f64) -> TextScore {
+        TextScore {
+            text: text.into(),
+            form: "word",
+            tokens,
+            prior: 0.0,
+            raw: [0.0; 3],
+            z: [0.0; 3],
+            score: 0.0,
+            evidence,
+            shares_piece_with: None,
+        }
+    }
+
+    #[test]
+    fn one_text_per_strongest_piece_leads_then_the_siblings() {
+        let tok = ClipTokenizer::embedded(EOS).unwrap();
+        let index = CharIndex::new(&tok).unwrap();
+        let id = |s: &str| tok.token_to_id(s).unwrap_or_else(|| panic!("{s}")) as i64;
+        // `âģ` is the strong (shared) piece; `¢` in its open and word-end forms is one piece.
+        let (lead, tail, tail_w, other) = (id("âģ"), id("¢"), id("¢</w>"), id("qui"));
+        let confirmed = Confirmed {
+            ids: vec![lead, tail, other],
+            raw: vec![[0.0; 3]; 3],
+            null: [(0.0, 1.0); 3],
+            z: vec![[0.0; 3]; 3],
+            score: vec![9.0, 5.0, 4.0],
+        };
+        let n = index.text.len();
+        let sweep = Sweep {
+            shift: vec![0.0; n],
+            collapse: vec![0.0; n],
+            direction: vec![0.0; n],
+            score: vec![0.0; n],
+            z_shift: vec![0.0; n],
+            z_collapse: vec![0.0; n],
+            shift_null: (0.0, 1.0),
+            collapse_null: (0.0, 1.0),
+            direction_null: (0.0, 1.0),
+        };
+        let pieces = Pieces {
+            confirmed: &confirmed,
+            sweep: &sweep,
+            index: &index,
+        };
+        let sorted = vec![
+            scored("a", vec![lead, tail_w], 10.0),
+            scored("b", vec![lead, id("£</w>")], 9.0),
+            scored("c", vec![tail_w], 8.0),
+            scored("d", vec![tail], 7.0),
+            scored("e", vec![other], 6.0),
+        ];
+        let out = one_per_piece(sorted, &pieces);
+        let order: Vec<&str> = out.iter().map(|t| t.text.as_str()).collect();
+        assert_eq!(order, ["a", "c", "e", "b", "d"]);
+        let shares: Vec<Option<&str>> =
+            out.iter().map(|t| t.shares_piece_with.as_deref()).collect();
+        assert_eq!(shares, [None, None, None, Some("a"), Some("c")]);
     }
 }

@@ -96,6 +96,9 @@ pub struct TriggerCandidate {
     /// and the evidence the ranking goes by (that score plus its pieces' confirmed scores).
     pub text_score: Option<f64>,
     pub evidence: Option<f64>,
+    /// A measured text of higher evidence with the same strongest piece (a sibling of its block):
+    /// this one ranks after every text that leads its piece.
+    pub shares_piece_with: Option<String>,
     pub flagged: bool,
 }
 
@@ -121,7 +124,8 @@ pub struct TokenScanReport {
     pub ranking: Vec<TriggerCandidate>,
     /// The sweep's best tokens re-measured on more probes, best first.
     pub confirmed: Vec<ConfirmedToken>,
-    /// The best texts built from them, measured whole (at most 32), by evidence.
+    /// The best texts built from them, measured whole (at most 32): by evidence, one text per
+    /// strongest piece first, then the block siblings that share one.
     pub texts: Vec<TextScore>,
     /// The sweep's raw statistics over the vocabulary: shift, collapse, direction.
     pub spread: [Spread; 3],
@@ -178,6 +182,9 @@ struct Pending {
     sweep_score: f64,
     text_score: Option<f64>,
     evidence: Option<f64>,
+    /// Place among the measured texts (leaders of their piece first, by evidence).
+    text_order: Option<usize>,
+    shares_piece_with: Option<String>,
 }
 
 /// Scan `suspect`; `cache` keeps the reference's sweep for the next suspect (a zoo scan).
@@ -316,34 +323,41 @@ pub fn scan_tokens(
             (sub, format!("substitute:{letter}"))
         };
         let tokens = suspect.tokenizer.tokens(&p.text).unwrap_or_default();
-        ranking.push(TriggerCandidate {
-            rank: 0,
-            code_points: p
-                .text
-                .chars()
-                .map(|c| format!("U+{:04X}", c as u32))
-                .collect::<Vec<_>>()
-                .join(" "),
-            text: p.text,
-            tokens,
-            found_by: p.found_by,
-            placement,
-            score,
-            insert_score: ins,
-            substitute_score: sub,
-            sweep_score: p.sweep_score,
-            text_score: p.text_score,
-            evidence: p.evidence,
-            flagged: score >= DEFAULT_THRESHOLD,
-        });
+        let order = p.text_order;
+        ranking.push((
+            TriggerCandidate {
+                rank: 0,
+                code_points: p
+                    .text
+                    .chars()
+                    .map(|c| format!("U+{:04X}", c as u32))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                text: p.text,
+                tokens,
+                found_by: p.found_by,
+                placement,
+                score,
+                insert_score: ins,
+                substitute_score: sub,
+                sweep_score: p.sweep_score,
+                text_score: p.text_score,
+                evidence: p.evidence,
+                shares_piece_with: p.shares_piece_with,
+                flagged: score >= DEFAULT_THRESHOLD,
+            },
+            order,
+        ));
     }
-    // Texts measured whole first, by their evidence; then the rest by their checks.
-    ranking.sort_by(|a, b| match (a.evidence, b.evidence) {
-        (Some(x), Some(y)) => y.total_cmp(&x),
+    // Texts measured whole first, in their order (one per strongest piece by evidence, then their
+    // siblings); then the rest by their checks.
+    ranking.sort_by(|a, b| match (a.1, b.1) {
+        (Some(x), Some(y)) => x.cmp(&y),
         (Some(_), None) => std::cmp::Ordering::Less,
         (None, Some(_)) => std::cmp::Ordering::Greater,
-        (None, None) => b.score.total_cmp(&a.score),
+        (None, None) => b.0.score.total_cmp(&a.0.score),
     });
+    let mut ranking: Vec<TriggerCandidate> = ranking.into_iter().map(|(c, _)| c).collect();
     for (i, c) in ranking.iter_mut().enumerate() {
         c.rank = i + 1;
     }
@@ -452,14 +466,19 @@ fn candidates(
     let mut out: Vec<Pending> = vec![];
     let measured = |t: &str| {
         let t = t.to_lowercase();
-        texts.iter().find(|x| x.text == t)
+        texts
+            .iter()
+            .position(|x| x.text == t)
+            .map(|k| (k, &texts[k]))
     };
     let mut push = |out: &mut Vec<Pending>, text: String, found_by, s: f64| {
         let key = text.to_lowercase();
         if !key.trim().is_empty() && seen.insert(key) {
             out.push(Pending {
-                text_score: measured(&text).map(|x| x.score),
-                evidence: measured(&text).map(|x| x.evidence),
+                text_score: measured(&text).map(|x| x.1.score),
+                evidence: measured(&text).map(|x| x.1.evidence),
+                text_order: measured(&text).map(|x| x.0),
+                shares_piece_with: measured(&text).and_then(|x| x.1.shares_piece_with.clone()),
                 text,
                 found_by,
                 sweep_score: s,

@@ -1,11 +1,10 @@
 //! Embedding-level metrics of the Rickrolling reference: `sim_clean`, `sim_target`, `z_score`.
 //! All on last hidden states flattened to [N, 77·H].
-use rand::SeedableRng;
 use serde::Serialize;
 use tch::{Kind, Tensor};
 
 use crate::error::Result;
-use crate::experiment::{Backdoor, BackdoorKind, Target};
+use crate::experiment::{Backdoor, BackdoorKind};
 use crate::models::text_encoder::TextEncoder;
 
 /// Flattened last hidden states of `prompts`, f32 on CPU.
@@ -16,7 +15,7 @@ pub fn embed(enc: &TextEncoder, prompts: &[impl AsRef<str>], batch: usize) -> Re
         .flatten(1, -1))
 }
 
-fn mean_cos(a: &Tensor, b: &Tensor) -> f64 {
+pub fn mean_cos(a: &Tensor, b: &Tensor) -> f64 {
     Tensor::cosine_similarity(a, &b.expand_as(a), 1, 1e-8)
         .mean(Kind::Double)
         .double_value(&[])
@@ -77,50 +76,52 @@ pub fn evaluate(
     let sim_clean = mean_cos(&s_clean, &t_clean);
     let mut out = vec![];
     for b in backdoors {
-        let subset: Vec<&String> = captions
-            .iter()
-            .filter(|c| b.accepts(c) && !b.triggered_in(c))
-            .collect();
-        if subset.len() < 2 {
-            continue;
-        }
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        let pairs: Vec<(String, Target)> = subset
-            .iter()
-            .map(|c| b.triggered_for_eval(c, &mut rng))
-            .collect();
-        let triggered: Vec<&str> = pairs.iter().map(|(p, _)| p.as_str()).collect();
-        let targets: Vec<String> = pairs
-            .iter()
-            .map(|(_, t)| match t {
-                Target::Fixed => b.fixed_target().unwrap_or_default().to_string(),
-                Target::Prompt(p) => p.clone(),
-            })
-            .collect();
-        let fixed = matches!(b.kind, BackdoorKind::TargetPrompt { .. });
-        let target_prompts: Vec<String> = if fixed {
-            vec![targets[0].clone()]
-        } else {
-            targets
-        };
-        let s_trig = embed(student, &triggered, batch)?;
-        let s_tgt = embed(student, &target_prompts, batch)?;
-        let t_trig = embed(teacher, &triggered, batch)?;
-        let t_tgt = embed(teacher, &target_prompts, batch)?;
-        let s_sub_clean = embed(student, &subset, batch)?;
-        out.push(BackdoorMetrics {
-            name: b.name.clone(),
-            kind: b.kind.name().into(),
-            captions: subset.len(),
-            sim_target: mean_cos(&s_trig, &s_tgt),
-            sim_target_teacher: mean_cos(&s_trig, &t_tgt),
-            sim_target_before: mean_cos(&t_trig, &t_tgt),
-            z_score: z_score(&s_sub_clean, &s_trig),
-        });
+        out.extend(backdoor_metrics(
+            teacher, student, b, captions, batch, seed,
+        )?);
     }
     Ok(EmbeddingMetrics {
         captions: captions.len(),
         sim_clean,
         backdoors: out,
     })
+}
+
+/// One backdoor's metrics on the `captions` it can poison (None with fewer than 2 of them).
+pub fn backdoor_metrics(
+    teacher: &TextEncoder,
+    student: &TextEncoder,
+    b: &Backdoor,
+    captions: &[String],
+    batch: usize,
+    seed: u64,
+) -> Result<Option<BackdoorMetrics>> {
+    let subset: Vec<&String> = captions
+        .iter()
+        .filter(|c| b.accepts(c) && !b.triggered_in(c))
+        .collect();
+    if subset.len() < 2 {
+        return Ok(None);
+    }
+    let (triggered, targets) = b.eval_pairs(&subset, seed);
+    let fixed = matches!(b.kind, BackdoorKind::TargetPrompt { .. });
+    let target_prompts: Vec<String> = if fixed {
+        vec![targets[0].clone()]
+    } else {
+        targets
+    };
+    let s_trig = embed(student, &triggered, batch)?;
+    let s_tgt = embed(student, &target_prompts, batch)?;
+    let t_trig = embed(teacher, &triggered, batch)?;
+    let t_tgt = embed(teacher, &target_prompts, batch)?;
+    let s_sub_clean = embed(student, &subset, batch)?;
+    Ok(Some(BackdoorMetrics {
+        name: b.name.clone(),
+        kind: b.kind.name().into(),
+        captions: subset.len(),
+        sim_target: mean_cos(&s_trig, &s_tgt),
+        sim_target_teacher: mean_cos(&s_trig, &t_tgt),
+        sim_target_before: mean_cos(&t_trig, &t_tgt),
+        z_score: z_score(&s_sub_clean, &s_trig),
+    }))
 }

@@ -2,7 +2,7 @@
 //! backdoored with triggers of every shape, or benign fine-tunes — with labels kept apart
 //! ([`build`]), scanned with the token-level scan ([`scan`]) and measured against the labels
 //! ([`report`], [`metrics`]): AUROC, TPR at 5% FPR with the threshold chosen on a calibration split,
-//! trigger recall@1/@5, seconds per encoder. docs/scanner-zoo.md.
+//! trigger recall@1/@5 (by name, and of working triggers: [`working`]), seconds per encoder. docs/scanner-zoo.md.
 pub mod build;
 pub mod config;
 pub mod metrics;
@@ -10,6 +10,7 @@ pub mod plan;
 pub mod report;
 pub mod scan;
 pub mod triggers;
+pub mod working;
 
 pub use build::{build, Shard};
 pub use config::ZooConfig;

@@ -6,9 +6,13 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use tch::{Device, Kind};
 
+use std::collections::BTreeMap;
+
 use super::build::{encoders_dir, read_labels, CONFIG_COPY};
 use super::config::ZooConfig;
+use super::plan::Label;
 use super::report::{zoo_report, EncoderScan, ScanSettings, ZooReport};
+use super::working::{self, WorkingChecks};
 use crate::error::Result;
 use crate::input_bail;
 use crate::io::atomic::write_json;
@@ -135,7 +139,64 @@ pub fn scan_zoo(zoo: &Path, out: &Path, opts: &ZooScanOptions) -> Result<ZooRepo
     }
     task.finish();
     let labels = read_labels(zoo)?;
-    zoo_report(&labels, &scans, opts.fpr, &cfg, &settings)
+    let base = match reference {
+        Some(r) => r,
+        None => TextEncoder::load(&cfg.base, opts.device, Kind::Float)?,
+    };
+    let captions = crate::io::prompts::read_prompts(&cfg.clean_prompts, None, false)?.prompts;
+    let working = check_working(zoo, &results_dir, &labels, &scans, &base, &captions, opts)?;
+    zoo_report(&labels, &scans, &working, opts.fpr, &cfg, &settings)
+}
+
+/// The working-trigger checks of every scanned backdoored encoder ([`super::working`]), after the
+/// scans; kept in `encoders/<id>.working.json` and reused while the candidates are the same.
+fn check_working(
+    zoo: &Path,
+    results_dir: &Path,
+    labels: &[Label],
+    scans: &[EncoderScan],
+    base: &TextEncoder,
+    captions: &[String],
+    opts: &ZooScanOptions,
+) -> Result<BTreeMap<String, WorkingChecks>> {
+    let mut out = BTreeMap::new();
+    let todo: Vec<(&Label, &EncoderScan)> = labels
+        .iter()
+        .filter(|l| !l.benign)
+        .filter_map(|l| scans.iter().find(|s| s.id == l.id).map(|s| (l, s)))
+        .collect();
+    let task = crate::progress::task("working-trigger checks", todo.len() as u64);
+    for (label, scan) in todo {
+        let path = results_dir.join(format!("{}.working.json", label.id));
+        let checked: Vec<String> = scan
+            .candidates
+            .iter()
+            .take(working::CHECKED)
+            .cloned()
+            .collect();
+        let old: Option<WorkingChecks> = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .filter(|w: &WorkingChecks| w.checked == checked && w.criterion == working::CRITERION);
+        let checks = match old {
+            Some(w) => w,
+            None => {
+                task.set_message(&label.id);
+                let suspect = TextEncoder::load(
+                    &encoders_dir(zoo).join(&label.id).display().to_string(),
+                    opts.device,
+                    Kind::Float,
+                )?;
+                let w = working::check(base, &suspect, label, &scan.candidates, captions)?;
+                write_json(&path, &w)?;
+                w
+            }
+        };
+        out.insert(label.id.clone(), checks);
+        task.inc(1);
+    }
+    task.finish();
+    Ok(out)
 }
 
 fn cached(path: &PathBuf, settings: &ScanSettings) -> Option<EncoderScan> {

@@ -251,14 +251,16 @@ pub fn zoo_table(doc: &Value) -> Result<String> {
         num(&doc["seconds_per_encoder"], 1),
         num(&doc["seconds_per_encoder_max"], 1)
     );
-    out += "\n| triggers (test split) | `recall@1` | `recall@5` | `recall@5`, exact name |\n|---|---|---|---|\n";
+    // `recall@5_working` came with the working-trigger checks; older reports show "–".
+    out += "\n| triggers (test split) | `recall@1` | `recall@5` | `recall@5`, exact name | `recall@5`, working trigger |\n|---|---|---|---|---|\n";
     for r in rows {
         out += &format!(
-            "| {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} |\n",
             r["group"].as_str().unwrap_or("?"),
             rate(&r["recall@1"]),
             rate(&r["recall@5"]),
-            rate(&r["recall@5_exact"])
+            rate(&r["recall@5_exact"]),
+            rate(&r["recall@5_working"])
         );
     }
     Ok(out)
