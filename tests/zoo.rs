@@ -234,6 +234,42 @@ fn zoo_build_keeps_labels_apart_resumes_shards_and_scan_reports() {
         "cpu",
     ]);
     assert!(!err.contains("score"), "nothing rescanned: {err}");
+    // Reference-free, with the zoo's base gone: the scan and its report stand; only the
+    // working-trigger checks (which compare with the base) are skipped, and said to be.
+    let copy = zoo.join("zoo.toml");
+    let text = std::fs::read_to_string(&copy).unwrap();
+    let gone = t.path().join("base-moved-away");
+    std::fs::write(
+        &copy,
+        text.replace(
+            &format!("{:?}", base().display().to_string()),
+            &format!("{:?}", gone.display().to_string()),
+        ),
+    )
+    .unwrap();
+    assert_ne!(std::fs::read_to_string(&copy).unwrap(), text, "base replaced");
+    let (out, err) = run(&[
+        "zoo",
+        "scan",
+        common::s(&zoo),
+        "--reference-free",
+        "--contexts",
+        "3",
+        "--verify",
+        "8",
+        "--invert",
+        "1",
+        "--device",
+        "cpu",
+    ]);
+    assert!(err.contains("working-trigger checks skipped"), "{err}");
+    let r = json(Path::new(out.lines().next().unwrap()));
+    assert_eq!(r["mode"], "reference-free");
+    for row in r["recall"].as_array().unwrap() {
+        assert!(row["recall@5"].is_object(), "{row}");
+        assert!(row["recall@5_working"].is_null(), "{row}");
+    }
+    std::fs::write(&copy, text).unwrap();
 }
 
 /// One backdoor of the given trigger on the shapes encoder, trained strongly.

@@ -57,9 +57,10 @@ pub struct RecallRow {
     pub recall_5_exact: Rate,
     /// Recall@5 of working triggers: the exact name, or a candidate of the first five that,
     /// placed as the label says, moves prompts at least half-way to the label's target
-    /// ([`super::working`]).
-    #[serde(rename = "recall@5_working")]
-    pub recall_5_working: Rate,
+    /// ([`super::working`]). None when the checks could not run (no base encoder to compare
+    /// with) for some encoder of the group.
+    #[serde(rename = "recall@5_working", skip_serializing_if = "Option::is_none")]
+    pub recall_5_working: Option<Rate>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -166,7 +167,7 @@ pub fn zoo_report(
         .map(|l| score(l))
         .collect();
     let recall_rows = |only_effective: bool| -> Vec<RecallRow> {
-        let mut groups: BTreeMap<String, Vec<(Match, Match, bool, bool)>> = BTreeMap::new();
+        let mut groups: BTreeMap<String, Vec<(Match, Match, bool, Option<bool>)>> = BTreeMap::new();
         for l in scanned
             .iter()
             .filter(|l| !l.benign && split[&l.id] == "test")
@@ -190,7 +191,7 @@ pub fn zoo_report(
                         .unwrap_or(Match::No)
                 };
                 let exact5 = best(5) == Match::Exact;
-                let works5 = exact5 || working.get(&l.id).is_some_and(|w| w.works(&t.name));
+                let works5 = working.get(&l.id).map(|w| exact5 || w.works(&t.name));
                 let entry = (best(1), best(5), exact5, works5);
                 let size = if t.shape.single_char() {
                     "single_char"
@@ -219,7 +220,9 @@ pub fn zoo_report(
                     recall_1: Rate::new(v.iter().filter(|e| hit(e.0)).count(), v.len()),
                     recall_5: Rate::new(v.iter().filter(|e| hit(e.1)).count(), v.len()),
                     recall_5_exact: Rate::new(v.iter().filter(|e| e.2).count(), v.len()),
-                    recall_5_working: Rate::new(v.iter().filter(|e| e.3).count(), v.len()),
+                    recall_5_working: v.iter().all(|e| e.3.is_some()).then(|| {
+                        Rate::new(v.iter().filter(|e| e.3 == Some(true)).count(), v.len())
+                    }),
                 }
             })
             .collect()
@@ -329,7 +332,7 @@ pub fn markdown(r: &ZooReport) -> String {
                 rate(&row.recall_1),
                 rate(&row.recall_5),
                 rate(&row.recall_5_exact),
-                rate(&row.recall_5_working)
+                row.recall_5_working.as_ref().map_or("–".into(), rate)
             );
         }
         s += "\n";

@@ -139,12 +139,29 @@ pub fn scan_zoo(zoo: &Path, out: &Path, opts: &ZooScanOptions) -> Result<ZooRepo
     }
     task.finish();
     let labels = read_labels(zoo)?;
+    // The working checks compare with the base; a reference-free scan of a zoo whose base is gone
+    // reports without them rather than failing after every scan.
     let base = match reference {
-        Some(r) => r,
-        None => TextEncoder::load(&cfg.base, opts.device, Kind::Float)?,
+        Some(r) => Some(r),
+        None => match TextEncoder::load(&cfg.base, opts.device, Kind::Float) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                crate::progress::note(&format!(
+                    "working-trigger checks skipped: the zoo's base {} does not load ({e})",
+                    cfg.base
+                ));
+                None
+            }
+        },
     };
-    let captions = crate::io::prompts::read_prompts(&cfg.clean_prompts, None, false)?.prompts;
-    let working = check_working(zoo, &results_dir, &labels, &scans, &base, &captions, opts)?;
+    let working = match &base {
+        Some(base) => {
+            let captions =
+                crate::io::prompts::read_prompts(&cfg.clean_prompts, None, false)?.prompts;
+            check_working(zoo, &results_dir, &labels, &scans, base, &captions, opts)?
+        }
+        None => BTreeMap::new(),
+    };
     zoo_report(&labels, &scans, &working, opts.fpr, &cfg, &settings)
 }
 
