@@ -247,7 +247,11 @@ fn zoo_build_keeps_labels_apart_resumes_shards_and_scan_reports() {
         ),
     )
     .unwrap();
-    assert_ne!(std::fs::read_to_string(&copy).unwrap(), text, "base replaced");
+    assert_ne!(
+        std::fs::read_to_string(&copy).unwrap(),
+        text,
+        "base replaced"
+    );
     let (out, err) = run(&[
         "zoo",
         "scan",

@@ -1,12 +1,11 @@
 //! `clipdoor zoo scan`: the token scan on every encoder of a zoo (reference: the zoo's base, unless
-//! reference-free), one result file per encoder (a rerun continues where it stopped), then the
-//! report against the labels.
+//! reference-free), one result file per encoder (a rerun continues where it stopped), then, with
+//! the labels read only now, the working-trigger checks and the report.
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use tch::{Device, Kind};
-
-use std::collections::BTreeMap;
 
 use super::build::{encoders_dir, read_labels, CONFIG_COPY};
 use super::config::ZooConfig;
