@@ -214,6 +214,25 @@ fn zoo_build_keeps_labels_apart_resumes_shards_and_scan_reports() {
             "a named trigger works: {row}"
         );
     }
+    // The Markdown report says which candidate works as which trigger, and gives scores (raw
+    // collapse, mostly below 1) to three places.
+    let md = std::fs::read_to_string(files[1]).unwrap();
+    assert!(md.contains("works as (candidate → trigger)"), "{md}");
+    for row in r["rows"].as_array().unwrap() {
+        let id = row["id"].as_str().unwrap();
+        let line = md
+            .lines()
+            .find(|l| l.starts_with(&format!("| {id} |")))
+            .unwrap_or_else(|| panic!("{id} not in {md}"));
+        assert!(
+            line.contains(&format!("| {:.3} |", row["score"].as_f64().unwrap())),
+            "{line}"
+        );
+        if row["benign"] == false {
+            let t = row["triggers"][0].as_str().unwrap();
+            assert!(line.contains(&format!("`{t} → {t}`")), "{line}");
+        }
+    }
     let html = std::fs::read_to_string(files[2]).unwrap();
     assert!(
         html.contains("<svg") && html.contains("polyline"),

@@ -74,6 +74,8 @@ pub struct EncoderRow {
     pub seconds: f64,
     pub triggers: Vec<String>,
     pub top5: Vec<String>,
+    /// Candidates of the first five that work as a labelled trigger: `candidate → trigger`.
+    pub works_as: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -242,6 +244,20 @@ pub fn zoo_report(
                 seconds: s.seconds,
                 triggers: l.triggers.iter().map(|t| t.trigger.clone()).collect(),
                 top5: s.candidates.iter().take(5).cloned().collect(),
+                works_as: working.get(&l.id).map_or(vec![], |w| {
+                    w.triggers
+                        .iter()
+                        .flat_map(|t| {
+                            t.candidates.iter().filter(|c| c.works).map(|c| {
+                                format!(
+                                    "{} → {}",
+                                    c.candidate.escape_unicode_if_invisible(),
+                                    t.trigger.escape_unicode_if_invisible()
+                                )
+                            })
+                        })
+                        .collect()
+                }),
             }
         })
         .collect();
@@ -337,10 +353,10 @@ pub fn markdown(r: &ZooReport) -> String {
         }
         s += "\n";
     }
-    s += "| encoder | split | kind | score | flagged | triggers | top 5 |\n|---|---|---|---|---|---|---|\n";
+    s += "| encoder | split | kind | score | flagged | triggers | top 5 | works as (candidate → trigger) |\n|---|---|---|---|---|---|---|---|\n";
     for e in &r.rows {
         s += &format!(
-            "| {} | {} | {} | {:.1} | {} | {} | {} |\n",
+            "| {} | {} | {} | {:.3} | {} | {} | {} | {} |\n",
             e.id,
             e.split,
             e.kind,
@@ -354,6 +370,11 @@ pub fn markdown(r: &ZooReport) -> String {
             e.top5
                 .iter()
                 .map(|t| format!("`{}`", t.escape_unicode_if_invisible()))
+                .collect::<Vec<_>>()
+                .join(" "),
+            e.works_as
+                .iter()
+                .map(|t| format!("`{t}`"))
                 .collect::<Vec<_>>()
                 .join(" ")
         );
