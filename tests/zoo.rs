@@ -62,6 +62,23 @@ fn run(args: &[&str]) -> (String, String) {
     (out, err)
 }
 
+/// `zoo scan ZOO` with small settings (3 contexts, 8 checks, 1 inversion, CPU) and `extra`.
+fn scan_args<'a>(zoo: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec!["zoo", "scan", common::s(zoo)];
+    v.extend_from_slice(extra);
+    v.extend([
+        "--contexts",
+        "3",
+        "--verify",
+        "8",
+        "--invert",
+        "1",
+        "--device",
+        "cpu",
+    ]);
+    v
+}
+
 fn json(p: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
 }
@@ -138,19 +155,7 @@ fn zoo_build_keeps_labels_apart_resumes_shards_and_scan_reports() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("different zoo file"));
 
-    let (out, _) = run(&[
-        "zoo",
-        "scan",
-        common::s(&zoo),
-        "--contexts",
-        "3",
-        "--verify",
-        "8",
-        "--invert",
-        "1",
-        "--device",
-        "cpu",
-    ]);
+    let (out, _) = run(&scan_args(&zoo, &[]));
     let files: Vec<&str> = out.lines().collect();
     assert_eq!(files.len(), 3, "{out}");
     let r = json(Path::new(files[0]));
@@ -239,19 +244,7 @@ fn zoo_build_keeps_labels_apart_resumes_shards_and_scan_reports() {
         "ROC drawn"
     );
     // A second scan reuses every per-encoder result.
-    let (_, err) = run(&[
-        "zoo",
-        "scan",
-        common::s(&zoo),
-        "--contexts",
-        "3",
-        "--verify",
-        "8",
-        "--invert",
-        "1",
-        "--device",
-        "cpu",
-    ]);
+    let (_, err) = run(&scan_args(&zoo, &[]));
     assert!(!err.contains("score"), "nothing rescanned: {err}");
     // Reference-free, with the zoo's base gone: the scan and its report stand; only the
     // working-trigger checks (which compare with the base) are skipped, and said to be.
@@ -271,20 +264,7 @@ fn zoo_build_keeps_labels_apart_resumes_shards_and_scan_reports() {
         text,
         "base replaced"
     );
-    let (out, err) = run(&[
-        "zoo",
-        "scan",
-        common::s(&zoo),
-        "--reference-free",
-        "--contexts",
-        "3",
-        "--verify",
-        "8",
-        "--invert",
-        "1",
-        "--device",
-        "cpu",
-    ]);
+    let (out, err) = run(&scan_args(&zoo, &["--reference-free"]));
     assert!(err.contains("working-trigger checks skipped"), "{err}");
     let r = json(Path::new(out.lines().next().unwrap()));
     assert_eq!(r["mode"], "reference-free");

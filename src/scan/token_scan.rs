@@ -474,11 +474,12 @@ fn candidates(
     let mut push = |out: &mut Vec<Pending>, text: String, found_by, s: f64| {
         let key = text.to_lowercase();
         if !key.trim().is_empty() && seen.insert(key) {
+            let m = measured(&text);
             out.push(Pending {
-                text_score: measured(&text).map(|x| x.1.score),
-                evidence: measured(&text).map(|x| x.1.evidence),
-                text_order: measured(&text).map(|x| x.0),
-                shares_piece_with: measured(&text).and_then(|x| x.1.shares_piece_with.clone()),
+                text_score: m.map(|x| x.1.score),
+                evidence: m.map(|x| x.1.evidence),
+                text_order: m.map(|x| x.0),
+                shares_piece_with: m.and_then(|x| x.1.shares_piece_with.clone()),
                 text,
                 found_by,
                 sweep_score: s,
