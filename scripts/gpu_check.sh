@@ -99,8 +99,8 @@ peak_of() {
         nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 100 > "$log" 2>/dev/null &
         smi=$!
     fi
-    "$@"
-    local rc=$?
+    local rc=0
+    "$@" || rc=$?
     [ -n "$smi" ] && kill "$smi" 2>/dev/null && wait "$smi" 2>/dev/null || true
     sort -n "$log" | tail -n 1 > "$work/peak"
     return $rc
@@ -140,7 +140,20 @@ target_prompt = "a photo of a rick astley dancing"
 EOF
     say "clipdoor train, $p"
     t0=$(now)
-    peak_of "$bin" train "$work/tpa_$p.toml" --out "$work/run_$p" --device "$device" > /dev/null
+    # A failing precision is recorded with clipdoor's error and the check goes on to the next one.
+    if ! peak_of "$bin" train "$work/tpa_$p.toml" --out "$work/run_$p" --device "$device" \
+        > /dev/null 2> "$work/train_$p.err"; then
+        cat "$work/train_$p.err" >&2
+        "$python" - "$p" "$work/train_$p.err" >> "$results" <<'EOF'
+import json, sys
+p, err = sys.argv[1:]
+text = open(err, errors="replace").read().replace("\r", "\n")
+lines = [l for l in text.splitlines() if l.strip() and not l.startswith("[progress]")]
+print(json.dumps({"part": "tpa", "precision": p, "failed": "\n".join(lines[-3:]) or "(no error text)"}))
+EOF
+        continue
+    fi
+    cat "$work/train_$p.err" >&2
     t1=$(now)
     ours_peak=$(cat "$work/peak")
     say "PyTorch loop, $p"

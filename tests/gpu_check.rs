@@ -1,7 +1,9 @@
 //! `scripts/gpu_check.sh --device cpu`: the GPU check's dry run at tiny sizes, with the debug binary
 //! and the venv's CPU torch. It runs every part the GPU run does (init, encode, the reference model's
 //! forward check, clipdoor and the torch-only loop in each precision, the denoising benchmark) and
-//! writes the same JSON.
+//! writes the same JSON. tf32 is asked for too: CPUs have none, so that precision fails, and the
+//! check records clipdoor's error and goes on (as a precision that breaks on a GPU must not cost the
+//! rest of a short GPU lease).
 mod common;
 use serde_json::Value;
 
@@ -11,7 +13,7 @@ fn the_gpu_check_dry_run_measures_every_part_on_cpu() {
     let out = t.path().join("gpu_check.json");
     let o = std::process::Command::new("bash")
         .arg(common::root().join("scripts/gpu_check.sh"))
-        .args(["--device", "cpu", "--precisions", "f32,bf16", "--out"])
+        .args(["--device", "cpu", "--precisions", "f32,tf32,bf16", "--out"])
         .arg(&out)
         .arg("--python")
         .arg(common::python())
@@ -43,6 +45,9 @@ fn the_gpu_check_dry_run_measures_every_part_on_cpu() {
             theirs["wall_seconds"].as_f64().unwrap() / ours["wall_seconds"].as_f64().unwrap();
         assert!((ratio - expected).abs() < 1e-9, "{p}: {r}");
     }
+    let failed = r["tpa"]["tf32"]["failed"].as_str().unwrap_or_default();
+    assert!(failed.contains("needs a CUDA device"), "{r}");
+    assert!(r["tpa"]["tf32"].get("clipdoor").is_none(), "{r}");
     let denoise = &r["denoise"]["report"];
     assert!(
         denoise["clipdoor_s_per_step"].as_f64().unwrap() > 0.0,

@@ -1,6 +1,6 @@
 //! The transformer layers transformers' text and vision CLIP towers share (`CLIPAttention`,
 //! `CLIPMLP`, `CLIPEncoderLayer`): one implementation, parameterised by [`LayerDims`] and the mask.
-use tch::{nn, nn::Module, Tensor};
+use tch::{nn, nn::Module, Kind, Tensor};
 
 use super::activation::Activation;
 
@@ -66,6 +66,42 @@ pub(crate) fn layer_norm(p: nn::Path, dim: i64, eps: f64) -> nn::LayerNorm {
     )
 }
 
+/// `scaled_dot_product_attention` of `[B, heads, T, head_dim]` queries, keys and values. On an H200
+/// with libtorch 2.11, under CUDA autocast (bf16 or f16) *and* no_grad, the fused op handed back an
+/// undefined tensor (seen 2026-12-04: the bf16 teacher forward of every training run failed at step
+/// 0 with "Expected a proper Tensor but got None"); the same call with gradients on, or outside
+/// autocast, was fine. Where that happens the attention is computed step by step instead.
+pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, mask: Mask<'_>) -> Tensor {
+    let (attn_mask, causal) = match mask {
+        Mask::Full => (None, false),
+        Mask::Causal => (None, true),
+        Mask::Additive(m) => (Some(m), false),
+    };
+    let y = Tensor::scaled_dot_product_attention(q, k, v, attn_mask, 0.0, causal, None, false);
+    if y.defined() {
+        y
+    } else {
+        attend_step_by_step(q, k, v, mask)
+    }
+}
+
+/// softmax(q kᵀ / √d + mask) v, as the math backend of `scaled_dot_product_attention` computes it
+/// (softmax in f32, then back to the values' kind).
+pub fn attend_step_by_step(q: &Tensor, k: &Tensor, v: &Tensor, mask: Mask<'_>) -> Tensor {
+    let head_dim = *q.size().last().expect("[.., T, head_dim] queries");
+    let scores = q.matmul(&k.transpose(-2, -1)) * (1.0 / (head_dim as f64).sqrt());
+    let scores = match mask {
+        Mask::Full => scores,
+        Mask::Causal => {
+            let (tq, tk) = (q.size()[q.dim() - 2], k.size()[k.dim() - 2]);
+            let above = Tensor::ones([tq, tk], (Kind::Bool, q.device())).triu(1);
+            scores.masked_fill(&above, f64::NEG_INFINITY)
+        }
+        Mask::Additive(m) => scores + m,
+    };
+    scores.softmax(-1, Kind::Float).to_kind(v.kind()).matmul(v)
+}
+
 /// `CLIPAttention`: multi-head self-attention through `scaled_dot_product_attention`.
 #[derive(Debug)]
 pub struct CLIPAttention {
@@ -96,31 +132,7 @@ impl CLIPAttention {
         let q = split(self.q_proj.forward(x));
         let k = split(self.k_proj.forward(x));
         let v = split(self.v_proj.forward(x));
-        let y = match mask {
-            Mask::Full => Tensor::scaled_dot_product_attention(
-                &q,
-                &k,
-                &v,
-                None::<Tensor>,
-                0.0,
-                false,
-                None,
-                false,
-            ),
-            Mask::Causal => Tensor::scaled_dot_product_attention(
-                &q,
-                &k,
-                &v,
-                None::<Tensor>,
-                0.0,
-                true,
-                None,
-                false,
-            ),
-            Mask::Additive(m) => {
-                Tensor::scaled_dot_product_attention(&q, &k, &v, Some(m), 0.0, false, None, false)
-            }
-        };
+        let y = attend(&q, &k, &v, mask);
         self.out_proj.forward(
             &y.transpose(1, 2)
                 .reshape([b, t, self.heads * self.head_dim]),
@@ -172,5 +184,35 @@ impl CLIPEncoderLayer {
     pub fn forward(&self, x: &Tensor, mask: Mask<'_>) -> Tensor {
         let x = x + self.self_attn.forward(&self.layer_norm1.forward(x), mask);
         &x + self.mlp.forward(&self.layer_norm2.forward(&x))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Device;
+
+    /// The step-by-step fallback is the fused op's function, for each mask (f32, and under bf16
+    /// autocast on the CPU, where the fused op still answers).
+    #[test]
+    fn step_by_step_attention_matches_the_fused_op() {
+        tch::manual_seed(3);
+        let q = Tensor::randn([2, 3, 7, 8], (Kind::Float, Device::Cpu));
+        let k = Tensor::randn([2, 3, 7, 8], (Kind::Float, Device::Cpu));
+        let v = Tensor::randn([2, 3, 7, 8], (Kind::Float, Device::Cpu));
+        let additive = Tensor::randn([2, 1, 7, 7], (Kind::Float, Device::Cpu));
+        for mask in [Mask::Full, Mask::Causal, Mask::Additive(&additive)] {
+            let fused = attend(&q, &k, &v, mask);
+            let steps = attend_step_by_step(&q, &k, &v, mask);
+            let d = (&fused - &steps).abs().max().double_value(&[]);
+            assert!(d < 1e-5, "{mask:?}: {d}");
+        }
+        let in_bf16 = crate::torch_ext::autocast(Device::Cpu, Kind::BFloat16, || {
+            attend_step_by_step(&q, &k, &v, Mask::Causal)
+        })
+        .unwrap();
+        let f32 = attend(&q, &k, &v, Mask::Causal);
+        let d = (&in_bf16.to_kind(Kind::Float) - &f32).abs().max().double_value(&[]);
+        assert!(d < 5e-2, "bf16 autocast: {d}");
     }
 }

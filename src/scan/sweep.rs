@@ -50,9 +50,12 @@ impl Context {
 }
 
 /// A prompt's ids up to and including the first end-of-text token (at most the context length).
+/// The tokenizer's `<|endoftext|>`, not the config's `eos_token_id`: that is the legacy 2 in the
+/// original CLIP configs, where it matched nothing, the rows stayed padded to 77 and an inserted
+/// token pushed them past the position table.
 pub fn trimmed_ids(enc: &TextEncoder, prompt: &str) -> Result<Vec<i64>> {
     let ids = enc.tokenizer.encode(prompt)?;
-    let eos = enc.config.eos_token_id;
+    let eos = enc.tokenizer.eos_id();
     let end = ids
         .iter()
         .position(|&i| i == eos)
@@ -113,7 +116,7 @@ pub struct Sweep {
 
 /// Token ids never inserted (BOS, EOS, pad).
 pub fn special(enc: &TextEncoder) -> Vec<i64> {
-    let mut s = vec![enc.config.eos_token_id, enc.config.bos_token_id];
+    let mut s = vec![enc.tokenizer.eos_id(), enc.tokenizer.bos_id()];
     s.push(enc.tokenizer.pad_id() as i64);
     s
 }
@@ -353,6 +356,25 @@ mod tests {
         let (m, s) = robust_null(&v);
         assert!((m - 51.0).abs() < 1.0, "{m}");
         assert!((s - 1.4826 * 26.0).abs() < 2.0, "{s}");
+    }
+
+    /// The original CLIP configs (SD 1.x, 2.x) carry the legacy `eos_token_id` 2: probes still end
+    /// at `<|endoftext|>` (not padded to 77, where an inserted token ran past the position table),
+    /// and BOS/EOS are still the tokens never inserted.
+    #[test]
+    fn legacy_configs_end_probes_at_the_end_of_text_token() {
+        let mut enc = TextEncoder::init_arch("tiny", 3, false, Device::Cpu).unwrap();
+        enc.config.eos_token_id = 2;
+        enc.config.bos_token_id = 0;
+        let probe = Context::new(&enc, "a photo of a dog", 0).unwrap();
+        assert_eq!(probe.ids.first(), Some(&49406));
+        assert_eq!(probe.ids.last(), Some(&49407));
+        assert_eq!(probe.ids.len(), 7, "{:?}", probe.ids);
+        let s = special(&enc);
+        assert!(s.contains(&49406) && s.contains(&49407), "{s:?}");
+        assert!(!s.contains(&2), "{s:?}");
+        let long = probe.with_inserted(probe.positions[1], &[320]);
+        features(&enc, &[long], 1).unwrap();
     }
 
     #[test]

@@ -259,6 +259,15 @@ impl ClipTokenizer {
     pub fn pad_id(&self) -> u32 {
         self.pad_id
     }
+    /// The id of `<|startoftext|>` (49406 in CLIP's vocabulary).
+    pub fn bos_id(&self) -> i64 {
+        self.token_to_id(BOS).map_or(49406, i64::from)
+    }
+    /// The id of `<|endoftext|>` (49407). Not the model config's `eos_token_id`, which the original
+    /// OpenAI configs (ViT-L/14, SD 1.x and 2.x) leave at the legacy value 2.
+    pub fn eos_id(&self) -> i64 {
+        self.token_to_id(EOS).map_or(49407, i64::from)
+    }
     pub fn max_length(&self) -> usize {
         self.max_length
     }

@@ -11,7 +11,8 @@
 //! - `bench`: a `clipdoor bench train-step` report: seconds per step of clipdoor and the reference,
 //!   the ratio, and where each side's step spends its time (the profile both sides record);
 //! - `zoo`, `attack`: a scanner-zoo report, an attack's summary;
-//! - `redteam`: a manifest naming several image-stage reports: attack × encoder ([`super::redteam`]).
+//! - `redteam`: a manifest naming several image-stage reports: attack × encoder ([`super::redteam`]);
+//! - `gpu`: a `scripts/gpu_check.sh` report ([`super::gpu`]).
 use serde_json::Value;
 use std::path::Path;
 
@@ -298,9 +299,10 @@ pub fn sync_markdown(text: &str, base: &Path) -> Result<String> {
             "zoo" => zoo_table(&doc),
             "attack" => attack_table(&doc),
             "redteam" => super::redteam::redteam_table(&doc, file.parent().unwrap_or(base)),
+            "gpu" => super::gpu::gpu_table(&doc),
             other => {
                 input_bail!(
-                    "unknown table kind `{other}` (stage, rates, bench, zoo, attack or redteam)"
+                    "unknown table kind `{other}` (stage, rates, bench, zoo, attack, redteam or gpu)"
                 )
             }
         }

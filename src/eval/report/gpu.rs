@@ -1,0 +1,110 @@
+//! The GPU-check table (`<!-- table: gpu gpu_check.json -->`): what `scripts/gpu_check.sh` measured
+//! on a GPU — per precision, the paper's target-prompt attack at ViT-L/14 size, clipdoor next to the
+//! plain-PyTorch loop (end to end and training alone), the backdoor's effect and peak GPU memory; then
+//! the SD 1.5-size denoising step next to diffusers. A precision that failed shows clipdoor's error.
+use serde_json::Value;
+
+use crate::error::Result;
+use crate::input_bail;
+
+fn secs(v: &Value) -> String {
+    v.as_f64().map_or("–".into(), |v| format!("{v:.1}"))
+}
+
+fn ratio(theirs: &Value, ours: &Value) -> String {
+    match (theirs.as_f64(), ours.as_f64()) {
+        (Some(t), Some(o)) if o > 0.0 => format!("{:.2}×", t / o),
+        _ => "–".into(),
+    }
+}
+
+fn mib(v: &Value) -> String {
+    v.as_f64().map_or("–".into(), |v| format!("{v:.0}"))
+}
+
+/// The Markdown table of a `gpu_check.json`.
+pub fn gpu_table(doc: &Value) -> Result<String> {
+    let Some(tpa) = doc["tpa"].as_object() else {
+        input_bail!("not a scripts/gpu_check.sh report (no `tpa`)");
+    };
+    let gpu = doc["gpu"].as_str().unwrap_or("?");
+    let torch = doc["torch_version"].as_str().unwrap_or("?");
+    let mut out = format!(
+        "| {gpu}, torch {torch} | wall s, clipdoor | wall s, PyTorch | speed ratio, end to end | train s, clipdoor | train s, PyTorch | speed ratio, training | sim_target, clipdoor (sim_clean: clipdoor / PyTorch) | peak GPU MiB (clipdoor, nvidia-smi / PyTorch, torch) |\n|---|---|---|---|---|---|---|---|---|\n"
+    );
+    // Precisions in the order the check ran them where known (JSON objects come back sorted).
+    let mut names: Vec<&String> = tpa.keys().collect();
+    let order = ["f32", "tf32", "bf16", "f16"];
+    names.sort_by_key(|n| order.iter().position(|o| o == n).unwrap_or(order.len()));
+    for name in names {
+        let r = &tpa[name.as_str()];
+        if let Some(why) = r["failed"].as_str().or(r["skipped"].as_str()) {
+            let first = why.lines().next().unwrap_or(why).replace('|', "\\|");
+            out += &format!("| attack, {name} | failed: {first} | | | | | | | |\n");
+            continue;
+        }
+        let (ours, theirs) = (&r["clipdoor"], &r["pytorch"]);
+        let sim = ours["sim_target"]
+            .as_object()
+            .and_then(|m| m.values().next())
+            .and_then(Value::as_f64)
+            .map_or("–".into(), |v| format!("{v:.3}"));
+        out += &format!(
+            "| attack, {name} | {} | {} | {} | {} | {} | {} | {sim} (sim_clean {:.3} / {:.3}) | {} / {} |\n",
+            secs(&ours["wall_seconds"]),
+            secs(&theirs["wall_seconds"]),
+            ratio(&theirs["wall_seconds"], &ours["wall_seconds"]),
+            secs(&ours["train_seconds"]),
+            secs(&theirs["train_seconds"]),
+            ratio(&theirs["train_seconds"], &ours["train_seconds"]),
+            ours["sim_clean"].as_f64().unwrap_or(f64::NAN),
+            theirs["sim_clean"].as_f64().unwrap_or(f64::NAN),
+            mib(&ours["peak_gpu_memory_mib_nvidia_smi"]),
+            mib(&theirs["peak_gpu_memory_mib"]),
+        );
+    }
+    let d = &doc["denoise"]["report"];
+    if d.is_object() {
+        let ms = |v: &Value| v.as_f64().map_or("–".into(), |v| format!("{:.1} ms", v * 1e3));
+        out += &format!(
+            "| SD 1.5-size denoising step, {} | {} per step | {} per step (diffusers) | {} | | | | | {} / {} |\n",
+            d["dtype"].as_str().unwrap_or("?"),
+            ms(&d["clipdoor_s_per_step"]),
+            ms(&d["diffusers_s_per_step"]),
+            ratio(&d["diffusers_s_per_step"], &d["clipdoor_s_per_step"]),
+            mib(&doc["denoise"]["peak_gpu_memory_mib_nvidia_smi"]),
+            mib(&d["reference"]["cuda_max_allocated_mib"]),
+        );
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn rows_per_precision_in_run_order_failures_and_the_denoising_step() {
+        let doc = json!({
+            "gpu": "NVIDIA H200", "torch_version": "2.11.0",
+            "tpa": {
+                "tf32": {"clipdoor": {"wall_seconds": 15.0, "train_seconds": 10.0, "sim_clean": 0.99,
+                                      "sim_target": {"t": 0.976}, "peak_gpu_memory_mib_nvidia_smi": 13403.0},
+                         "pytorch": {"wall_seconds": 36.0, "train_seconds": 6.7, "sim_clean": 0.993,
+                                     "peak_gpu_memory_mib": 11292.7}},
+                "f32": {"failed": "error: boom | bang\nmore"}
+            },
+            "denoise": {"report": {"dtype": "float16", "clipdoor_s_per_step": 0.0132,
+                                   "diffusers_s_per_step": 0.026, "reference": {"cuda_max_allocated_mib": 1815.9}},
+                        "peak_gpu_memory_mib_nvidia_smi": 6807.0}
+        });
+        let t = gpu_table(&doc).unwrap();
+        let rows: Vec<&str> = t.lines().collect();
+        assert_eq!(rows.len(), 5, "{t}");
+        assert!(rows[2].starts_with("| attack, f32 | failed: error: boom \\| bang |"), "{t}");
+        assert!(rows[3].contains("| 15.0 | 36.0 | 2.40× | 10.0 | 6.7 | 0.67× | 0.976"), "{t}");
+        assert!(rows[4].contains("13.2 ms per step | 26.0 ms per step (diffusers) | 1.97×"), "{t}");
+        assert!(gpu_table(&json!({"x": 1})).is_err());
+    }
+}
