@@ -434,3 +434,61 @@ fn token_scan_names_triggers_of_several_shapes() {
         "benign {b} vs backdoored {scores:?}"
     );
 }
+
+/// The original OpenAI configs (SD 1.x's `openai/clip-vit-large-patch14`, SD 2.x's converted one)
+/// carry the legacy ids bos 0 / eos 2: a backdoored encoder written that way scans exactly as its
+/// modern-config copy (same ranking, same score). Before the scan trimmed its probes at the
+/// tokenizer's `<|endoftext|>`, it found no id 2, left the probes padded to 77 and an inserted token
+/// ran past the position table (found on a GPU with random ViT-L/14 weights, 2026-12-04).
+#[test]
+fn a_legacy_config_encoder_scans_as_its_modern_copy() {
+    let t = common::tmp();
+    let modern = backdoored(
+        t.path(),
+        "emoji",
+        "kind = \"target_prompt\"\ntrigger = \"🐙\"\nreplaced_character = \"e\"\ntarget_prompt = \"a large purple triangle on a black background\"",
+    );
+    let legacy = t.path().join("legacy");
+    for part in ["text_encoder", "tokenizer"] {
+        std::fs::create_dir_all(legacy.join(part)).unwrap();
+        for f in std::fs::read_dir(modern.join(part)).unwrap() {
+            let f = f.unwrap().path();
+            std::fs::copy(&f, legacy.join(part).join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    let config = legacy.join("text_encoder/config.json");
+    let mut c = json(&config);
+    c["bos_token_id"] = 0.into();
+    c["eos_token_id"] = 2.into();
+    std::fs::write(&config, serde_json::to_string_pretty(&c).unwrap()).unwrap();
+    let scan = |suspect: &Path, name: &str| {
+        let out = t.path().join(name);
+        run(&[
+            "scan-encoder",
+            "--method",
+            "tokens",
+            "--suspect",
+            common::s(suspect),
+            "--reference",
+            common::s(&base()),
+            "--prompts",
+            common::s(&captions()),
+            "--device",
+            "cpu",
+            "--out",
+            common::s(&out),
+        ]);
+        json(&out)["report"].clone()
+    };
+    let (a, b) = (scan(&modern, "modern.json"), scan(&legacy, "legacy.json"));
+    let top = |r: &Value| -> Vec<String> {
+        r["ranking"].as_array().unwrap()[..5]
+            .iter()
+            .map(|c| c["text"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(top(&a), top(&b));
+    assert!(top(&b).iter().any(|c| c == "🐙"), "{:?}", top(&b));
+    let (sa, sb) = (a["score"].as_f64().unwrap(), b["score"].as_f64().unwrap());
+    assert!((sa - sb).abs() < 1e-6, "{sa} vs {sb}");
+}
