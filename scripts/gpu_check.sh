@@ -6,7 +6,8 @@
 #      poisoned prompts, AdamW 1e-4, final evaluation on 1,000 captions): wall time from launch to
 #      saved encoder in f32, tf32 and bf16, clipdoor next to the same loop in plain PyTorch;
 #   2. the SD 1.5-size denoising step in f16, clipdoor next to diffusers (where installed);
-#   3. peak GPU memory (nvidia-smi sampled during each clipdoor run; torch's own count in Python).
+#   3. peak GPU memory (nvidia-smi sampled during each clipdoor run; torch's own count in Python);
+#   4. where a training step's time goes, clipdoor's phases next to transformers' (bench train-step).
 # `--device cpu` is the dry run at tiny sizes (tests/gpu_check.rs runs it in the suite).
 #
 # Usage: bash gpu_check.sh [--device cuda|cpu] [--out FILE.json] [--precisions f32,tf32,bf16]
@@ -20,7 +21,7 @@ precisions=""
 bin="${CLIPDOOR_BIN:-}"
 python="${PYTHON:-python3}"
 captions=""
-budget=300
+budget=420
 while [ $# -gt 0 ]; do
     case "$1" in
         --device) device="$2"; shift 2 ;;
@@ -30,7 +31,7 @@ while [ $# -gt 0 ]; do
         --python) python="$2"; shift 2 ;;
         --captions) captions="$2"; shift 2 ;;
         --budget) budget="$2"; shift 2 ;;
-        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
         *) echo "gpu_check: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -198,6 +199,26 @@ print(json.dumps({"part": "denoise", "report": d, "peak_gpu_memory_mib_nvidia_sm
 EOF
 fi
 
+# Where a training step's time goes (f32, the paper's batch): clipdoor's phases next to transformers'
+# (`bench train-step`; the phases come from extra steps with a device synchronisation between them).
+if [ "$(left)" -lt 60 ]; then
+    say "time budget nearly spent: skipping the train-step profile"
+    echo '{"part": "train_step", "skipped": "time budget"}' >> "$results"
+else
+    reference=(--python "$python")
+    "$python" -c "import transformers" 2>/dev/null || reference=(--no-reference)
+    say "clipdoor bench train-step --arch $arch --batch-size $clean_batch --poisoned $poisoned_batch ${reference[*]}"
+    if "$bin" bench train-step --arch "$arch" --batch-size "$clean_batch" --poisoned "$poisoned_batch" \
+        --repeats 3 --device "$device" "${reference[@]}" --out "$work/train_step.json" > /dev/null; then
+        "$python" - "$work/train_step.json" >> "$results" <<'EOF'
+import json, sys
+print(json.dumps({"part": "train_step", "report": json.load(open(sys.argv[1]))}))
+EOF
+    else
+        echo '{"part": "train_step", "failed": "clipdoor bench train-step failed (its error is in the log above)"}' >> "$results"
+    fi
+fi
+
 final="$work/gpu_check.json"
 "$python" - "$results" "$device" "$forward" "$(( $(date +%s) - started ))" "$arch" "$steps" "$clean_batch" "$poisoned_batch" "$n_eval" > "$final" <<'EOF'
 import datetime, json, sys
@@ -215,6 +236,7 @@ out = {
     "reference_forward_check": json.loads(forward),
     "tpa": tpa,
     "denoise": next((r for r in parts if r["part"] == "denoise"), None),
+    "train_step": next((r for r in parts if r["part"] == "train_step"), None),
     "seconds": int(seconds),
 }
 done = [r for r in tpa.values() if "clipdoor" in r]

@@ -1,7 +1,8 @@
 //! The GPU-check table (`<!-- table: gpu gpu_check.json -->`): what `scripts/gpu_check.sh` measured
 //! on a GPU — per precision, the paper's target-prompt attack at ViT-L/14 size, clipdoor next to the
 //! plain-PyTorch loop (end to end and training alone), the backdoor's effect and peak GPU memory; then
-//! the SD 1.5-size denoising step next to diffusers. A precision that failed shows clipdoor's error.
+//! the SD 1.5-size denoising step next to diffusers; then, where the check profiled a training step,
+//! its phases next to transformers' (the `bench` table). A precision that failed shows clipdoor's error.
 use serde_json::Value;
 
 use crate::error::Result;
@@ -76,6 +77,12 @@ pub fn gpu_table(doc: &Value) -> Result<String> {
             mib(&d["reference"]["cuda_max_allocated_mib"]),
         );
     }
+    // The train-step profile, where the check ran it: the bench table of its report below.
+    let step = &doc["train_step"]["report"];
+    if step.is_object() {
+        out += "\n";
+        out += &crate::eval::report::tables::bench_table(step)?;
+    }
     Ok(out)
 }
 
@@ -106,5 +113,12 @@ mod tests {
         assert!(rows[3].contains("| 15.0 | 36.0 | 2.40× | 10.0 | 6.7 | 0.67× | 0.976"), "{t}");
         assert!(rows[4].contains("13.2 ms per step | 26.0 ms per step (diffusers) | 1.97×"), "{t}");
         assert!(gpu_table(&json!({"x": 1})).is_err());
+        let mut with_profile = doc.clone();
+        with_profile["train_step"] = json!({"part": "train_step", "report": {
+            "benchmark": "train-step", "clipdoor_seconds_per_step": 0.08, "pytorch_seconds_per_step": 0.04,
+            "clipdoor_phase_seconds_per_step": {"backward": 0.03}, "reference": {"phase_seconds_per_step": {"backward": 0.02}}}});
+        let t = gpu_table(&with_profile).unwrap();
+        assert!(t.contains("\n\n| seconds per step | clipdoor | PyTorch |"), "{t}");
+        assert!(t.contains("| whole step | 0.08 | 0.04 | 0.50× |"), "{t}");
     }
 }
