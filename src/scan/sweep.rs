@@ -25,26 +25,51 @@ pub struct Context {
     pub ids: Vec<i64>,
     /// Where tokens are inserted (index into `ids`, 1 = right after BOS).
     pub positions: Vec<usize>,
+    /// The encoder's context length (77): no row made from this probe is longer.
+    max_len: usize,
 }
 
+/// Tokens a probe leaves free for what is inserted into it (a character of several byte tokens, a
+/// multi-character text, a word of several pieces).
+pub const INSERT_ROOM: usize = 16;
+
 impl Context {
-    /// Tokenise a probe and pick insertion points: after BOS, and before a word in the middle.
+    /// Tokenise a probe and pick insertion points: after BOS, and before a word in the middle. A
+    /// probe longer than the context length less [`INSERT_ROOM`] is cut (its end-of-text kept):
+    /// inserted into a full-length probe, a token would run past the position table.
     pub fn new(enc: &TextEncoder, prompt: &str, salt: usize) -> Result<Self> {
-        let ids = trimmed_ids(enc, prompt)?;
+        let max_len = enc.tokenizer.max_length();
+        let mut ids = trimmed_ids(enc, prompt)?;
+        let keep = max_len.saturating_sub(INSERT_ROOM).max(3);
+        if ids.len() > keep {
+            let eos = *ids.last().expect("BOS at least");
+            ids.truncate(keep - 1);
+            ids.push(eos);
+        }
         let inner = ids.len().saturating_sub(2);
         let mut positions = vec![1];
         if inner >= 2 {
             positions.push(2 + salt % (inner - 1));
         }
-        Ok(Self { ids, positions })
+        Ok(Self {
+            ids,
+            positions,
+            max_len,
+        })
     }
 
-    /// The ids with `tokens` inserted at `pos`.
+    /// The ids with `tokens` inserted at `pos`; where that is longer than the context length, the
+    /// tokens just before the end-of-text go (the end-of-text state is what the scan reads).
     pub fn with_inserted(&self, pos: usize, tokens: &[i64]) -> Vec<i64> {
         let mut out = Vec::with_capacity(self.ids.len() + tokens.len());
         out.extend_from_slice(&self.ids[..pos]);
         out.extend_from_slice(tokens);
         out.extend_from_slice(&self.ids[pos..]);
+        if out.len() > self.max_len && self.max_len >= 2 {
+            let eos = out.pop().expect("longer than the context");
+            out.truncate(self.max_len - 1);
+            out.push(eos);
+        }
         out
     }
 }
@@ -375,6 +400,25 @@ mod tests {
         assert!(!s.contains(&2), "{s:?}");
         let long = probe.with_inserted(probe.positions[1], &[320]);
         features(&enc, &[long], 1).unwrap();
+    }
+
+    /// Probe prompts longer than the context (I2P prompts often are) leave room for what is inserted:
+    /// every row stays within the position table, the end-of-text last.
+    #[test]
+    fn long_probes_are_cut_to_leave_room_for_insertions() {
+        let enc = TextEncoder::init_arch("tiny", 3, false, Device::Cpu).unwrap();
+        let long = "a red circle and a blue square on a white background ".repeat(10);
+        let probe = Context::new(&enc, &long, 5).unwrap();
+        assert_eq!(probe.ids.len(), 77 - INSERT_ROOM);
+        assert_eq!(probe.ids.last(), Some(&49407));
+        for &pos in &probe.positions {
+            let row = probe.with_inserted(pos, &[320; 40]);
+            assert_eq!(row.len(), 77);
+            assert_eq!(row.last(), Some(&49407));
+        }
+        let short = Context::new(&enc, "a photo of a dog", 0).unwrap();
+        assert_eq!(short.with_inserted(1, &[320, 321]).len(), 9);
+        features(&enc, &[probe.with_inserted(1, &[320; 40])], 1).unwrap();
     }
 
     #[test]
