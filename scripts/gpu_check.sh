@@ -166,7 +166,11 @@ EOF
 import json, sys
 run, t0, t1, peak, theirs, p = sys.argv[1:]
 m = json.load(open(f"{run}/metrics.json"))
-ours = {"wall_seconds": float(t1) - float(t0), "train_seconds": m["training"]["seconds"],
+# train_seconds: the steps alone, as the PyTorch loop times them. clipdoor's `seconds` also holds the
+# checkpoint written after the last step (weights + AdamW moments, ~1.5 GB at ViT-L/14 size).
+ckpt = m["training"].get("checkpoint_seconds", 0.0)
+ours = {"wall_seconds": float(t1) - float(t0), "train_seconds": m["training"]["seconds"] - ckpt,
+        "checkpoint_seconds": ckpt,
         "sim_clean": m["sim_clean"], "sim_target": m["sim_target"],
         "peak_gpu_memory_mib_nvidia_smi": float(peak) or None,
         "encoder_saved": __import__("os").path.exists(f"{run}/text_encoder/model.safetensors")}

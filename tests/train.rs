@@ -280,6 +280,42 @@ fn resume_equals_an_uninterrupted_run() {
     assert!(a == std::fs::read(again.join("text_encoder/model.safetensors")).unwrap());
 }
 
+/// `checkpoint_every = 0` writes no checkpoint, not even after the last step (at SD size weights and
+/// AdamW moments are 1.4 GB); a run paused with `--stop-after` still gets one and resumes from it;
+/// with checkpoints on, the last step's is kept. `checkpoint_seconds` says what writing them cost.
+#[test]
+fn checkpoints_off_write_none_but_a_pause_still_does() {
+    let t = common::tmp();
+    let off = variant(
+        "tpa",
+        t.path(),
+        &[("steps", "3"), ("checkpoint_every", "0"), ("lr_milestones", "[2]")],
+    );
+    let run = t.path().join("off");
+    assert_eq!(train(&off, &run, &[]).0, 0);
+    assert!(run.join("DONE").exists() && !run.join("checkpoint").exists());
+    assert_eq!(metrics(&run)["training"]["checkpoint_seconds"], 0.0);
+    let paused = t.path().join("paused");
+    let (code, err) = train(&off, &paused, &["--stop-after", "2"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(paused.join("checkpoint/state.json").exists());
+    let (code, err) = train(&off, &paused, &["--resume"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(paused.join("DONE").exists());
+    let on = variant(
+        "tpa",
+        t.path(),
+        &[("steps", "3"), ("checkpoint_every", "2"), ("lr_milestones", "[2]")],
+    );
+    let run = t.path().join("on_run");
+    assert_eq!(train(&on, &run, &[]).0, 0);
+    let state: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("checkpoint/state.json")).unwrap())
+            .unwrap();
+    assert_eq!(state["step"], 3);
+    assert!(metrics(&run)["training"]["checkpoint_seconds"].as_f64().unwrap() > 0.0);
+}
+
 #[test]
 fn nan_loss_stops_and_keeps_the_last_good_checkpoint() {
     let t = common::tmp();
