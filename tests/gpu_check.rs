@@ -59,9 +59,20 @@ fn the_gpu_check_dry_run_measures_every_part_on_cpu() {
     );
     // The train-step profile: both sides timed, clipdoor's phases recorded.
     let step = &r["train_step"]["report"];
-    assert!(step["clipdoor_seconds_per_step"].as_f64().unwrap() > 0.0, "{r}");
-    assert!(step["pytorch_seconds_per_step"].as_f64().unwrap() > 0.0, "{r}");
-    assert!(step["clipdoor_phase_seconds_per_step"]["backward"].as_f64().is_some(), "{r}");
+    assert!(
+        step["clipdoor_seconds_per_step"].as_f64().unwrap() > 0.0,
+        "{r}"
+    );
+    assert!(
+        step["pytorch_seconds_per_step"].as_f64().unwrap() > 0.0,
+        "{r}"
+    );
+    assert!(
+        step["clipdoor_phase_seconds_per_step"]["backward"]
+            .as_f64()
+            .is_some(),
+        "{r}"
+    );
     assert_eq!(r["setting"]["steps"], 3, "{r}");
     assert!(r["targets"]["fastest_precision"].as_str().is_some(), "{r}");
 }

@@ -289,7 +289,11 @@ fn checkpoints_off_write_none_but_a_pause_still_does() {
     let off = variant(
         "tpa",
         t.path(),
-        &[("steps", "3"), ("checkpoint_every", "0"), ("lr_milestones", "[2]")],
+        &[
+            ("steps", "3"),
+            ("checkpoint_every", "0"),
+            ("lr_milestones", "[2]"),
+        ],
     );
     let run = t.path().join("off");
     assert_eq!(train(&off, &run, &[]).0, 0);
@@ -305,7 +309,11 @@ fn checkpoints_off_write_none_but_a_pause_still_does() {
     let on = variant(
         "tpa",
         t.path(),
-        &[("steps", "3"), ("checkpoint_every", "2"), ("lr_milestones", "[2]")],
+        &[
+            ("steps", "3"),
+            ("checkpoint_every", "2"),
+            ("lr_milestones", "[2]"),
+        ],
     );
     let run = t.path().join("on_run");
     assert_eq!(train(&on, &run, &[]).0, 0);
@@ -313,7 +321,12 @@ fn checkpoints_off_write_none_but_a_pause_still_does() {
         serde_json::from_str(&std::fs::read_to_string(run.join("checkpoint/state.json")).unwrap())
             .unwrap();
     assert_eq!(state["step"], 3);
-    assert!(metrics(&run)["training"]["checkpoint_seconds"].as_f64().unwrap() > 0.0);
+    assert!(
+        metrics(&run)["training"]["checkpoint_seconds"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
 }
 
 #[test]

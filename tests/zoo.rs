@@ -79,6 +79,25 @@ fn scan_args<'a>(zoo: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
     v
 }
 
+/// `scan-encoder --method tokens` of `suspect` against the shapes base, probed with the zoo captions.
+fn scan_tokens(suspect: &Path, out: &Path) {
+    run(&[
+        "scan-encoder",
+        "--method",
+        "tokens",
+        "--suspect",
+        common::s(suspect),
+        "--reference",
+        common::s(&base()),
+        "--prompts",
+        common::s(&captions()),
+        "--device",
+        "cpu",
+        "--out",
+        common::s(out),
+    ]);
+}
+
 fn json(p: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
 }
@@ -327,21 +346,7 @@ fn token_scan_names_triggers_of_several_shapes() {
     for (name, expect, entry) in cases {
         let run_dir = backdoored(t.path(), name, entry);
         let out = t.path().join(format!("{name}.json"));
-        run(&[
-            "scan-encoder",
-            "--method",
-            "tokens",
-            "--suspect",
-            common::s(&run_dir),
-            "--reference",
-            common::s(&base()),
-            "--prompts",
-            common::s(&captions()),
-            "--device",
-            "cpu",
-            "--out",
-            common::s(&out),
-        ]);
+        scan_tokens(&run_dir, &out);
         let r = json(&out);
         let top: Vec<String> = r["report"]["ranking"]
             .as_array()
@@ -403,6 +408,28 @@ fn token_scan_names_triggers_of_several_shapes() {
             r["report"]["score"]
         );
         scores.push(r["report"]["score"].as_f64().unwrap());
+        if name == "emoji" {
+            // The same encoder with the legacy config ids scans exactly alike. Before the scan trimmed
+            // its probes at the tokenizer's `<|endoftext|>`, it found no id 2, left the probes padded
+            // to 77 and an inserted token ran past the position table (seen on a GPU with random
+            // ViT-L/14 weights, 2026-12-04).
+            let legacy = legacy_copy(&run_dir, &t.path().join("legacy"));
+            let out = t.path().join("legacy.json");
+            scan_tokens(&legacy, &out);
+            let l = json(&out);
+            let top5 = |r: &Value| -> Vec<Value> {
+                r["report"]["ranking"].as_array().unwrap()[..5]
+                    .iter()
+                    .map(|c| c["text"].clone())
+                    .collect()
+            };
+            assert_eq!(top5(&l), top5(&r), "legacy config");
+            let (a, b) = (
+                r["report"]["score"].as_f64().unwrap(),
+                l["report"]["score"].as_f64().unwrap(),
+            );
+            assert!((a - b).abs() < 1e-6, "legacy config: {a} vs {b}");
+        }
     }
     // A benign fine-tune (concept removal) scores below every backdoored encoder.
     let benign = backdoored(
@@ -411,21 +438,7 @@ fn token_scan_names_triggers_of_several_shapes() {
         "kind = \"remove_concept\"\ntrigger = \"circle\"\nreplaced_character = \"q\"",
     );
     let out = t.path().join("benign.json");
-    run(&[
-        "scan-encoder",
-        "--method",
-        "tokens",
-        "--suspect",
-        common::s(&benign),
-        "--reference",
-        common::s(&base()),
-        "--prompts",
-        common::s(&captions()),
-        "--device",
-        "cpu",
-        "--out",
-        common::s(&out),
-    ]);
+    scan_tokens(&benign, &out);
     let b = json(&out)["report"]["score"].as_f64().unwrap();
     // At the default threshold (no calibration) the benign fine-tune is not flagged.
     assert_eq!(json(&out)["report"]["flagged"], false, "benign {b}");
@@ -435,60 +448,20 @@ fn token_scan_names_triggers_of_several_shapes() {
     );
 }
 
-/// The original OpenAI configs (SD 1.x's `openai/clip-vit-large-patch14`, SD 2.x's converted one)
-/// carry the legacy ids bos 0 / eos 2: a backdoored encoder written that way scans exactly as its
-/// modern-config copy (same ranking, same score). Before the scan trimmed its probes at the
-/// tokenizer's `<|endoftext|>`, it found no id 2, left the probes padded to 77 and an inserted token
-/// ran past the position table (found on a GPU with random ViT-L/14 weights, 2026-12-04).
-#[test]
-fn a_legacy_config_encoder_scans_as_its_modern_copy() {
-    let t = common::tmp();
-    let modern = backdoored(
-        t.path(),
-        "emoji",
-        "kind = \"target_prompt\"\ntrigger = \"🐙\"\nreplaced_character = \"e\"\ntarget_prompt = \"a large purple triangle on a black background\"",
-    );
-    let legacy = t.path().join("legacy");
+/// A copy of a trained run's encoder and tokenizer whose config carries the legacy ids of the original
+/// OpenAI configs (SD 1.x's `openai/clip-vit-large-patch14`, SD 2.x's converted one): bos 0, eos 2.
+fn legacy_copy(run: &Path, to: &Path) -> PathBuf {
     for part in ["text_encoder", "tokenizer"] {
-        std::fs::create_dir_all(legacy.join(part)).unwrap();
-        for f in std::fs::read_dir(modern.join(part)).unwrap() {
+        std::fs::create_dir_all(to.join(part)).unwrap();
+        for f in std::fs::read_dir(run.join(part)).unwrap() {
             let f = f.unwrap().path();
-            std::fs::copy(&f, legacy.join(part).join(f.file_name().unwrap())).unwrap();
+            std::fs::copy(&f, to.join(part).join(f.file_name().unwrap())).unwrap();
         }
     }
-    let config = legacy.join("text_encoder/config.json");
+    let config = to.join("text_encoder/config.json");
     let mut c = json(&config);
     c["bos_token_id"] = 0.into();
     c["eos_token_id"] = 2.into();
     std::fs::write(&config, serde_json::to_string_pretty(&c).unwrap()).unwrap();
-    let scan = |suspect: &Path, name: &str| {
-        let out = t.path().join(name);
-        run(&[
-            "scan-encoder",
-            "--method",
-            "tokens",
-            "--suspect",
-            common::s(suspect),
-            "--reference",
-            common::s(&base()),
-            "--prompts",
-            common::s(&captions()),
-            "--device",
-            "cpu",
-            "--out",
-            common::s(&out),
-        ]);
-        json(&out)["report"].clone()
-    };
-    let (a, b) = (scan(&modern, "modern.json"), scan(&legacy, "legacy.json"));
-    let top = |r: &Value| -> Vec<String> {
-        r["ranking"].as_array().unwrap()[..5]
-            .iter()
-            .map(|c| c["text"].as_str().unwrap().to_string())
-            .collect()
-    };
-    assert_eq!(top(&a), top(&b));
-    assert!(top(&b).iter().any(|c| c == "🐙"), "{:?}", top(&b));
-    let (sa, sb) = (a["score"].as_f64().unwrap(), b["score"].as_f64().unwrap());
-    assert!((sa - sb).abs() < 1e-6, "{sa} vs {sb}");
+    to.to_path_buf()
 }

@@ -212,7 +212,10 @@ mod tests {
         })
         .unwrap();
         let f32 = attend(&q, &k, &v, Mask::Causal);
-        let d = (&in_bf16.to_kind(Kind::Float) - &f32).abs().max().double_value(&[]);
+        let d = (&in_bf16.to_kind(Kind::Float) - &f32)
+            .abs()
+            .max()
+            .double_value(&[]);
         assert!(d < 5e-2, "bf16 autocast: {d}");
     }
 }

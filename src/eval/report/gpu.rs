@@ -66,7 +66,10 @@ pub fn gpu_table(doc: &Value) -> Result<String> {
     }
     let d = &doc["denoise"]["report"];
     if d.is_object() {
-        let ms = |v: &Value| v.as_f64().map_or("–".into(), |v| format!("{:.1} ms", v * 1e3));
+        let ms = |v: &Value| {
+            v.as_f64()
+                .map_or("–".into(), |v| format!("{:.1} ms", v * 1e3))
+        };
         out += &format!(
             "| SD 1.5-size denoising step, {} | {} per step | {} per step (diffusers) | {} | | | | | {} / {} |\n",
             d["dtype"].as_str().unwrap_or("?"),
@@ -81,7 +84,7 @@ pub fn gpu_table(doc: &Value) -> Result<String> {
     let step = &doc["train_step"]["report"];
     if step.is_object() {
         out += "\n";
-        out += &crate::eval::report::tables::bench_table(step)?;
+        out += &super::bench_table::bench_table(step)?;
     }
     Ok(out)
 }
@@ -109,16 +112,28 @@ mod tests {
         let t = gpu_table(&doc).unwrap();
         let rows: Vec<&str> = t.lines().collect();
         assert_eq!(rows.len(), 5, "{t}");
-        assert!(rows[2].starts_with("| attack, f32 | failed: error: boom \\| bang |"), "{t}");
-        assert!(rows[3].contains("| 15.0 | 36.0 | 2.40× | 10.0 | 6.7 | 0.67× | 0.976"), "{t}");
-        assert!(rows[4].contains("13.2 ms per step | 26.0 ms per step (diffusers) | 1.97×"), "{t}");
+        assert!(
+            rows[2].starts_with("| attack, f32 | failed: error: boom \\| bang |"),
+            "{t}"
+        );
+        assert!(
+            rows[3].contains("| 15.0 | 36.0 | 2.40× | 10.0 | 6.7 | 0.67× | 0.976"),
+            "{t}"
+        );
+        assert!(
+            rows[4].contains("13.2 ms per step | 26.0 ms per step (diffusers) | 1.97×"),
+            "{t}"
+        );
         assert!(gpu_table(&json!({"x": 1})).is_err());
         let mut with_profile = doc.clone();
         with_profile["train_step"] = json!({"part": "train_step", "report": {
             "benchmark": "train-step", "clipdoor_seconds_per_step": 0.08, "pytorch_seconds_per_step": 0.04,
             "clipdoor_phase_seconds_per_step": {"backward": 0.03}, "reference": {"phase_seconds_per_step": {"backward": 0.02}}}});
         let t = gpu_table(&with_profile).unwrap();
-        assert!(t.contains("\n\n| seconds per step | clipdoor | PyTorch |"), "{t}");
+        assert!(
+            t.contains("\n\n| seconds per step | clipdoor | PyTorch |"),
+            "{t}"
+        );
         assert!(t.contains("| whole step | 0.08 | 0.04 | 0.50× |"), "{t}");
     }
 }

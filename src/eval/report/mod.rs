@@ -1,6 +1,7 @@
 //! Evaluation reports: one structure written three ways — `report.json` (the numbers, for scripts),
 //! `report.md` (for a terminal or a README) and `report.html` (self-contained page with the image
 //! grids) — every file atomically.
+pub mod bench_table;
 pub mod gpu;
 pub mod grid;
 pub mod redteam;
