@@ -280,13 +280,13 @@ fn resume_equals_an_uninterrupted_run() {
     assert!(a == std::fs::read(again.join("text_encoder/model.safetensors")).unwrap());
 }
 
-/// `checkpoint_every = 0` writes no checkpoint, not even after the last step (at SD size weights and
-/// AdamW moments are 1.4 GB); a run paused with `--stop-after` still gets one and resumes from it;
-/// with checkpoints on, the last step's is kept. `checkpoint_seconds` says what writing them cost.
+/// The last step is checkpointed even with `checkpoint_every = 0` (the run folder's `checkpoint/` is
+/// its resume state), and what writing checkpoints cost is reported apart from the steps
+/// (`checkpoint_seconds`: at SD size weights and AdamW moments are 1.4 GB).
 #[test]
-fn checkpoints_off_write_none_but_a_pause_still_does() {
+fn the_last_step_is_checkpointed_and_its_cost_reported() {
     let t = common::tmp();
-    let off = variant(
+    let exp = variant(
         "tpa",
         t.path(),
         &[
@@ -295,38 +295,18 @@ fn checkpoints_off_write_none_but_a_pause_still_does() {
             ("lr_milestones", "[2]"),
         ],
     );
-    let run = t.path().join("off");
-    assert_eq!(train(&off, &run, &[]).0, 0);
-    assert!(run.join("DONE").exists() && !run.join("checkpoint").exists());
-    assert_eq!(metrics(&run)["training"]["checkpoint_seconds"], 0.0);
-    let paused = t.path().join("paused");
-    let (code, err) = train(&off, &paused, &["--stop-after", "2"]);
-    assert_eq!(code, 0, "{err}");
-    assert!(paused.join("checkpoint/state.json").exists());
-    let (code, err) = train(&off, &paused, &["--resume"]);
-    assert_eq!(code, 0, "{err}");
-    assert!(paused.join("DONE").exists());
-    let on = variant(
-        "tpa",
-        t.path(),
-        &[
-            ("steps", "3"),
-            ("checkpoint_every", "2"),
-            ("lr_milestones", "[2]"),
-        ],
-    );
-    let run = t.path().join("on_run");
-    assert_eq!(train(&on, &run, &[]).0, 0);
+    let run = t.path().join("run");
+    assert_eq!(train(&exp, &run, &[]).0, 0);
     let state: Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("checkpoint/state.json")).unwrap())
             .unwrap();
     assert_eq!(state["step"], 3);
-    assert!(
-        metrics(&run)["training"]["checkpoint_seconds"]
-            .as_f64()
-            .unwrap()
-            > 0.0
+    let training = &metrics(&run)["training"];
+    let (ckpt, total) = (
+        training["checkpoint_seconds"].as_f64().unwrap(),
+        training["seconds"].as_f64().unwrap(),
     );
+    assert!(ckpt > 0.0 && ckpt < total, "{training}");
 }
 
 #[test]
