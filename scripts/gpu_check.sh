@@ -167,7 +167,7 @@ import json, sys
 run, t0, t1, peak, theirs, p = sys.argv[1:]
 m = json.load(open(f"{run}/metrics.json"))
 # train_seconds: the steps alone, as the PyTorch loop times them. clipdoor's `seconds` also holds the
-# checkpoint written after the last step (weights + AdamW moments, ~1.5 GB at ViT-L/14 size).
+# checkpoint written after the last step (weights + AdamW moments, 1.4 GB at ViT-L/14 size).
 ckpt = m["training"].get("checkpoint_seconds", 0.0)
 ours = {"wall_seconds": float(t1) - float(t0), "train_seconds": m["training"]["seconds"] - ckpt,
         "checkpoint_seconds": ckpt,

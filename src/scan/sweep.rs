@@ -399,7 +399,7 @@ mod tests {
         assert!(s.contains(&49406) && s.contains(&49407), "{s:?}");
         assert!(!s.contains(&2), "{s:?}");
         let long = probe.with_inserted(probe.positions[1], &[320]);
-        features(&enc, &[long], 1).unwrap();
+        assert_eq!(features(&enc, &[long], 1).unwrap().size()[0], 1);
     }
 
     /// Probe prompts longer than the context (I2P prompts often are) leave room for what is inserted:
@@ -418,7 +418,8 @@ mod tests {
         }
         let short = Context::new(&enc, "a photo of a dog", 0).unwrap();
         assert_eq!(short.with_inserted(1, &[320, 321]).len(), 9);
-        features(&enc, &[probe.with_inserted(1, &[320; 40])], 1).unwrap();
+        let row = probe.with_inserted(1, &[320; 40]);
+        assert_eq!(features(&enc, &[row], 1).unwrap().size()[0], 1);
     }
 
     #[test]

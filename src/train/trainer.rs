@@ -130,7 +130,7 @@ pub struct Trainer<'a> {
     robust_steps: u64,
     /// Seconds spent writing checkpoints in this process (inside `seconds()`: the last step's
     /// checkpoint is written before the run finishes, and at ViT-L/14 size weights + AdamW moments
-    /// are about 1.5 GB).
+    /// are 1.4 GB).
     checkpoint_seconds: f64,
 }
 
