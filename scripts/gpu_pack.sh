@@ -17,11 +17,13 @@ strip "$dest.tmp/clipdoor" 2>/dev/null || true
 captions="$root/../shared/data/coco_captions_10000.txt"
 [ -f "$captions" ] || { echo "gpu_pack: $captions is missing (../shared beside the checkout)" >&2; exit 2; }
 head -n 9000 "$captions" > "$dest.tmp/captions.txt"
-size=$(du -sm "$dest.tmp" | cut -f1)
+size=$(( $(du -sm "$dest.tmp" | cut -f1) + $( [ -d "$dest/whl" ] && du -sm "$dest/whl" | cut -f1 || echo 0) ))
 if [ "$size" -gt 64 ]; then
     echo "gpu_pack: $dest.tmp is $size MiB, over the device tool's 64 MiB" >&2
     exit 1
 fi
+# Wheels carried for the GPU machine's Python (diffusers for the denoising reference) stay.
+[ -d "$dest/whl" ] && mv "$dest/whl" "$dest.tmp/whl"
 rm -rf "$dest"
 mv "$dest.tmp" "$dest"
 echo "$dest ($size MiB)"

@@ -31,7 +31,7 @@ pub fn gpu_table(doc: &Value) -> Result<String> {
     let gpu = doc["gpu"].as_str().unwrap_or("?");
     let torch = doc["torch_version"].as_str().unwrap_or("?");
     let mut out = format!(
-        "| {gpu}, torch {torch} | wall s, clipdoor | wall s, PyTorch | speed ratio, end to end | train s, clipdoor | train s, PyTorch | speed ratio, training | sim_target, clipdoor (sim_clean: clipdoor / PyTorch) | peak GPU MiB (clipdoor, nvidia-smi / PyTorch, torch) |\n|---|---|---|---|---|---|---|---|---|\n"
+        "| {gpu}, torch {torch} | wall s, clipdoor | wall s, PyTorch | speed ratio, end to end | train s, clipdoor | train s, PyTorch | speed ratio, training | sim_target, clipdoor (sim_clean: clipdoor / PyTorch) | peak GPU MiB (clipdoor, nvidia-smi / PyTorch, torch) | checkpoint s, clipdoor (not in train s) |\n|---|---|---|---|---|---|---|---|---|---|\n"
     );
     // Precisions in the order the check ran them where known (JSON objects come back sorted).
     let mut names: Vec<&String> = tpa.keys().collect();
@@ -41,7 +41,7 @@ pub fn gpu_table(doc: &Value) -> Result<String> {
         let r = &tpa[name.as_str()];
         if let Some(why) = r["failed"].as_str().or(r["skipped"].as_str()) {
             let first = why.lines().next().unwrap_or(why).replace('|', "\\|");
-            out += &format!("| attack, {name} | failed: {first} | | | | | | | |\n");
+            out += &format!("| attack, {name} | failed: {first} | | | | | | | | |\n");
             continue;
         }
         let (ours, theirs) = (&r["clipdoor"], &r["pytorch"]);
@@ -51,7 +51,7 @@ pub fn gpu_table(doc: &Value) -> Result<String> {
             .and_then(Value::as_f64)
             .map_or("–".into(), |v| format!("{v:.3}"));
         out += &format!(
-            "| attack, {name} | {} | {} | {} | {} | {} | {} | {sim} (sim_clean {:.3} / {:.3}) | {} / {} |\n",
+            "| attack, {name} | {} | {} | {} | {} | {} | {} | {sim} (sim_clean {:.3} / {:.3}) | {} / {} | {} |\n",
             secs(&ours["wall_seconds"]),
             secs(&theirs["wall_seconds"]),
             ratio(&theirs["wall_seconds"], &ours["wall_seconds"]),
@@ -62,6 +62,8 @@ pub fn gpu_table(doc: &Value) -> Result<String> {
             theirs["sim_clean"].as_f64().unwrap_or(f64::NAN),
             mib(&ours["peak_gpu_memory_mib_nvidia_smi"]),
             mib(&theirs["peak_gpu_memory_mib"]),
+            // Reports from before `training.checkpoint_seconds` existed: "–" (their train s hold it).
+            secs(&ours["checkpoint_seconds"]),
         );
     }
     let d = &doc["denoise"]["report"];
@@ -71,7 +73,7 @@ pub fn gpu_table(doc: &Value) -> Result<String> {
                 .map_or("–".into(), |v| format!("{:.1} ms", v * 1e3))
         };
         out += &format!(
-            "| SD 1.5-size denoising step, {} | {} per step | {} per step (diffusers) | {} | | | | | {} / {} |\n",
+            "| SD 1.5-size denoising step, {} | {} per step | {} per step (diffusers) | {} | | | | | {} / {} | |\n",
             d["dtype"].as_str().unwrap_or("?"),
             ms(&d["clipdoor_s_per_step"]),
             ms(&d["diffusers_s_per_step"]),
@@ -100,7 +102,8 @@ mod tests {
             "gpu": "NVIDIA H200", "torch_version": "2.11.0",
             "tpa": {
                 "tf32": {"clipdoor": {"wall_seconds": 15.0, "train_seconds": 10.0, "sim_clean": 0.99,
-                                      "sim_target": {"t": 0.976}, "peak_gpu_memory_mib_nvidia_smi": 13403.0},
+                                      "sim_target": {"t": 0.976}, "peak_gpu_memory_mib_nvidia_smi": 13403.0,
+                                      "checkpoint_seconds": 4.53},
                          "pytorch": {"wall_seconds": 36.0, "train_seconds": 6.7, "sim_clean": 0.993,
                                      "peak_gpu_memory_mib": 11292.7}},
                 "f32": {"failed": "error: boom | bang\nmore"}
@@ -117,7 +120,8 @@ mod tests {
             "{t}"
         );
         assert!(
-            rows[3].contains("| 15.0 | 36.0 | 2.40× | 10.0 | 6.7 | 0.67× | 0.976"),
+            rows[3].contains("| 15.0 | 36.0 | 2.40× | 10.0 | 6.7 | 0.67× | 0.976")
+                && rows[3].ends_with("| 13403 / 11293 | 4.5 |"),
             "{t}"
         );
         assert!(
