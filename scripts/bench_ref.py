@@ -2,6 +2,7 @@
 
 encode  --model DIR --prompts FILE --batch-size B --threads T --device D --repeats R
 train-step --model DIR --prompts FILE --batch-size B --poisoned P --threads T --device D --repeats R
+           [--precision f32|tf32|bf16|f16]
 denoise --threads T --device D --dtype f32|float16|... --repeats R --latent-size S --batch B [--unet-config JSON]
 Prints one JSON object.
 """
@@ -47,7 +48,14 @@ def encode(a):
 
 def train_step(a):
     """One Rickrolling step: utility (clean batch) + backdoor (poisoned batch vs fixed target), cosine
-    loss on flattened last hidden states, AdamW lr 1e-4."""
+    loss on flattened last hidden states, AdamW lr 1e-4; in the precision clipdoor's
+    training.precision names (tf32 matmuls; bf16/f16 autocast over the forward passes and losses,
+    f16 with a GradScaler, as clipdoor scales its loss)."""
+    torch.set_float32_matmul_precision("high" if a.precision == "tf32" else "highest")
+    kind = a.device.split(":")[0]
+    half = {"bf16": torch.bfloat16, "f16": torch.float16}.get(a.precision)
+    autocast = lambda: torch.autocast(kind, dtype=half, enabled=half is not None)
+    scaler = torch.amp.GradScaler(kind, enabled=a.precision == "f16")
     tok, student, prompts = load(a)
     teacher = transformers.CLIPTextModel.from_pretrained(a.model, dtype=torch.float32).to(a.device).eval()
     student.train()
@@ -55,9 +63,8 @@ def train_step(a):
     clean = ids_of(tok, prompts[:a.batch_size], a.device)
     poisoned = ids_of(tok, [p.replace("o", "\u043e") for p in prompts[:a.poisoned]], a.device)
     target_ids = ids_of(tok, ["a photo of a rick astley dancing"], a.device)
-    with torch.no_grad():
+    with torch.no_grad(), autocast():
         target = teacher(target_ids)[0].flatten(1)
-        clean_t = teacher(clean)[0].flatten(1)
 
     phases = {"teacher_forward": 0.0, "student_forward_and_loss": 0.0, "backward": 0.0, "optimizer": 0.0}
 
@@ -70,19 +77,21 @@ def train_step(a):
 
     def step():
         t = time.perf_counter()
-        with torch.no_grad():
+        with torch.no_grad(), autocast():
             ct = teacher(clean)[0].flatten(1)
         t = timed("teacher_forward", t)
-        s = student(clean)[0].flatten(1)
-        util = -torch.nn.functional.cosine_similarity(s, ct).mean()
-        sp = student(poisoned)[0].flatten(1)
-        bd = -torch.nn.functional.cosine_similarity(sp, target.expand_as(sp)).mean()
-        loss = util + 0.1 * bd
+        with autocast():
+            s = student(clean)[0].flatten(1)
+            util = -torch.nn.functional.cosine_similarity(s, ct).mean()
+            sp = student(poisoned)[0].flatten(1)
+            bd = -torch.nn.functional.cosine_similarity(sp, target.expand_as(sp)).mean()
+            loss = util + 0.1 * bd
         t = timed("student_forward_and_loss", t)
         opt.zero_grad()
-        loss.backward()
+        scaler.scale(loss).backward()
         t = timed("backward", t)
-        opt.step()
+        scaler.step(opt)
+        scaler.update()
         timed("optimizer", t)
 
     step()  # warm-up
@@ -93,7 +102,7 @@ def train_step(a):
         step()
     sync(a.device)
     dt = time.perf_counter() - t0
-    return {"seconds_per_step": dt / a.repeats, "steps": a.repeats,
+    return {"seconds_per_step": dt / a.repeats, "steps": a.repeats, "precision": a.precision,
             "phase_seconds_per_step": {k: v / a.repeats for k, v in phases.items()}}
 
 
@@ -149,6 +158,7 @@ if __name__ == "__main__":
     p.add_argument("--device", default="cpu")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--dtype", default="float32")
+    p.add_argument("--precision", default="f32", choices=["f32", "tf32", "bf16", "f16"])
     p.add_argument("--latent-size", type=int, default=64)
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--unet-config")

@@ -7,11 +7,13 @@
 #      saved encoder in f32, tf32 and bf16, clipdoor next to the same loop in plain PyTorch;
 #   2. the SD 1.5-size denoising step in f16, clipdoor next to diffusers (where installed);
 #   3. peak GPU memory (nvidia-smi sampled during each clipdoor run; torch's own count in Python);
-#   4. where a training step's time goes, clipdoor's phases next to transformers' (bench train-step).
+#   4. where a training step's time goes, clipdoor's phases next to transformers' (bench train-step),
+#      in each of the precisions.
 # `--device cpu` is the dry run at tiny sizes (tests/gpu_check.rs runs it in the suite).
 #
 # Usage: bash gpu_check.sh [--device cuda|cpu] [--out FILE.json] [--precisions f32,tf32,bf16]
 #                          [--bin CLIPDOOR] [--python PYTHON] [--captions FILE] [--budget SECONDS]
+#                          [--parts tpa,denoise,profile]
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -22,6 +24,7 @@ bin="${CLIPDOOR_BIN:-}"
 python="${PYTHON:-python3}"
 captions=""
 budget=420
+parts=tpa,denoise,profile
 while [ $# -gt 0 ]; do
     case "$1" in
         --device) device="$2"; shift 2 ;;
@@ -31,12 +34,17 @@ while [ $# -gt 0 ]; do
         --python) python="$2"; shift 2 ;;
         --captions) captions="$2"; shift 2 ;;
         --budget) budget="$2"; shift 2 ;;
-        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+        --parts) parts="$2"; shift 2 ;;
+        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
         *) echo "gpu_check: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
 say() { echo "[gpu_check] $*" >&2; }
+part() { case ",$parts," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 fail() { echo "gpu_check: $*" >&2; exit 2; }
+for p in ${parts//,/ }; do
+    case "$p" in tpa|denoise|profile) ;; *) fail "--parts takes tpa, denoise and profile, comma-separated, not $p" ;; esac
+done
 
 # The binary: --bin, $CLIPDOOR_BIN, the packed folder's, or a release build of this checkout.
 if [ -z "$bin" ]; then
@@ -111,6 +119,7 @@ results="$work/results.jsonl"
 : > "$results"
 IFS=, read -r -a plist <<< "$precisions"
 for p in "${plist[@]}"; do
+    part tpa || break
     if [ "$(left)" -lt 30 ]; then
         say "time budget nearly spent: skipping $p"
         echo "{\"part\": \"tpa\", \"precision\": \"$p\", \"skipped\": \"time budget\"}" >> "$results"
@@ -182,7 +191,9 @@ EOF
 done
 
 # The denoising step: SD 1.5 size in f16 on a GPU; a tiny UNet in f32 for the dry run.
-if [ "$(left)" -lt 30 ]; then
+if ! part denoise; then
+    :
+elif [ "$(left)" -lt 30 ]; then
     say "time budget nearly spent: skipping the denoising benchmark"
     echo '{"part": "denoise", "skipped": "time budget"}' >> "$results"
 else
@@ -203,25 +214,29 @@ print(json.dumps({"part": "denoise", "report": d, "peak_gpu_memory_mib_nvidia_sm
 EOF
 fi
 
-# Where a training step's time goes (f32, the paper's batch): clipdoor's phases next to transformers'
-# (`bench train-step`; the phases come from extra steps with a device synchronisation between them).
-if [ "$(left)" -lt 60 ]; then
-    say "time budget nearly spent: skipping the train-step profile"
-    echo '{"part": "train_step", "skipped": "time budget"}' >> "$results"
-else
+# Where a training step's time goes at the paper's batch, in each precision: clipdoor's phases next to
+# transformers' (`bench train-step`; the phases come from extra steps with a device synchronisation
+# between them).
+for p in "${plist[@]}"; do
+    part profile || break
+    if [ "$(left)" -lt 60 ]; then
+        say "time budget nearly spent: skipping the $p train-step profile"
+        echo "{\"part\": \"train_step\", \"precision\": \"$p\", \"skipped\": \"time budget\"}" >> "$results"
+        continue
+    fi
     reference=(--python "$python")
     "$python" -c "import transformers" 2>/dev/null || reference=(--no-reference)
-    say "clipdoor bench train-step --arch $arch --batch-size $clean_batch --poisoned $poisoned_batch ${reference[*]}"
+    say "clipdoor bench train-step --arch $arch --batch-size $clean_batch --poisoned $poisoned_batch --precision $p ${reference[*]}"
     if "$bin" bench train-step --arch "$arch" --batch-size "$clean_batch" --poisoned "$poisoned_batch" \
-        --repeats 3 --device "$device" "${reference[@]}" --out "$work/train_step.json" > /dev/null; then
-        "$python" - "$work/train_step.json" >> "$results" <<'EOF'
+        --precision "$p" --repeats 3 --device "$device" "${reference[@]}" --out "$work/train_step_$p.json" > /dev/null; then
+        "$python" - "$work/train_step_$p.json" "$p" >> "$results" <<'EOF'
 import json, sys
-print(json.dumps({"part": "train_step", "report": json.load(open(sys.argv[1]))}))
+print(json.dumps({"part": "train_step", "precision": sys.argv[2], "report": json.load(open(sys.argv[1]))}))
 EOF
     else
-        echo '{"part": "train_step", "failed": "clipdoor bench train-step failed (its error is in the log above)"}' >> "$results"
+        echo "{\"part\": \"train_step\", \"precision\": \"$p\", \"failed\": \"clipdoor bench train-step failed (its error is in the log above)\"}" >> "$results"
     fi
-fi
+done
 
 final="$work/gpu_check.json"
 "$python" - "$results" "$device" "$forward" "$(( $(date +%s) - started ))" "$arch" "$steps" "$clean_batch" "$poisoned_batch" "$n_eval" > "$final" <<'EOF'
@@ -240,7 +255,7 @@ out = {
     "reference_forward_check": json.loads(forward),
     "tpa": tpa,
     "denoise": next((r for r in parts if r["part"] == "denoise"), None),
-    "train_step": next((r for r in parts if r["part"] == "train_step"), None),
+    "train_step": {r["precision"]: r for r in parts if r["part"] == "train_step"},
     "seconds": int(seconds),
 }
 done = [r for r in tpa.values() if "clipdoor" in r]

@@ -1,5 +1,5 @@
 //! `clipdoor bench train-step` times `Trainer::step` itself next to the PyTorch loop of
-//! `scripts/bench_ref.py`, in one invocation, and reports the ratio.
+//! `scripts/bench_ref.py`, in one invocation, in the precision asked for, and reports the ratio.
 mod common;
 
 #[test]
@@ -20,6 +20,8 @@ fn train_step_bench_times_the_trainer_and_reports_the_ratio() {
             "2",
             "--threads",
             "1",
+            "--precision",
+            "bf16",
             "--device",
             "cpu",
             "--python",
@@ -46,6 +48,15 @@ fn train_step_bench_times_the_trainer_and_reports_the_ratio() {
         "{r}"
     );
     assert_eq!(r["reference"]["steps"].as_u64(), Some(2), "{r}");
+    // Both sides ran the precision asked for (bf16 autocast on the CPU).
+    assert_eq!(
+        (
+            r["precision"].as_str(),
+            r["reference"]["precision"].as_str()
+        ),
+        (Some("bf16"), Some("bf16")),
+        "{r}"
+    );
     // The profile: both sides' phases, each a share of the step that adds up to about the step.
     let phases = r["clipdoor_phase_seconds_per_step"].as_object().unwrap();
     let mut names: Vec<&str> = phases.keys().map(String::as_str).collect();

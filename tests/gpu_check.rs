@@ -1,6 +1,7 @@
 //! `scripts/gpu_check.sh --device cpu`: the GPU check's dry run at tiny sizes, with the debug binary
 //! and the venv's CPU torch. It runs every part the GPU run does (init, encode, the reference model's
-//! forward check, clipdoor and the torch-only loop in each precision, the denoising benchmark) and
+//! forward check, clipdoor and the torch-only loop in each precision, the denoising benchmark, the
+//! train-step profile in each precision) and
 //! writes the same JSON. tf32 is asked for too: CPUs have none, so that precision fails, and the
 //! check records clipdoor's error and goes on (as a precision that breaks on a GPU must not cost the
 //! rest of a short GPU lease).
@@ -57,22 +58,28 @@ fn the_gpu_check_dry_run_measures_every_part_on_cpu() {
         denoise["diffusers_s_per_step"].as_f64().unwrap() > 0.0,
         "{r}"
     );
-    // The train-step profile: both sides timed, clipdoor's phases recorded.
-    let step = &r["train_step"]["report"];
-    assert!(
-        step["clipdoor_seconds_per_step"].as_f64().unwrap() > 0.0,
-        "{r}"
-    );
-    assert!(
-        step["pytorch_seconds_per_step"].as_f64().unwrap() > 0.0,
-        "{r}"
-    );
-    assert!(
-        step["clipdoor_phase_seconds_per_step"]["backward"]
-            .as_f64()
-            .is_some(),
-        "{r}"
-    );
+    // The train-step profile in each precision: both sides timed in it, clipdoor's phases recorded;
+    // tf32's failure on a CPU recorded, not fatal.
+    for p in ["f32", "bf16"] {
+        let step = &r["train_step"][p]["report"];
+        assert!(
+            step["clipdoor_seconds_per_step"].as_f64().unwrap() > 0.0,
+            "{p}: {r}"
+        );
+        assert!(
+            step["pytorch_seconds_per_step"].as_f64().unwrap() > 0.0,
+            "{p}: {r}"
+        );
+        assert_eq!(step["precision"], p, "{r}");
+        assert_eq!(step["reference"]["precision"], p, "{r}");
+        assert!(
+            step["clipdoor_phase_seconds_per_step"]["backward"]
+                .as_f64()
+                .is_some(),
+            "{p}: {r}"
+        );
+    }
+    assert!(r["train_step"]["tf32"]["failed"].is_string(), "{r}");
     assert_eq!(r["setting"]["steps"], 3, "{r}");
     assert!(r["targets"]["fastest_precision"].as_str().is_some(), "{r}");
 }
@@ -88,6 +95,17 @@ fn the_gpu_check_names_what_is_missing() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         err.contains("no clipdoor binary") && err.contains("--bin"),
+        "{err}"
+    );
+    let o = std::process::Command::new("bash")
+        .arg(common::root().join("scripts/gpu_check.sh"))
+        .args(["--device", "cpu", "--parts", "tpa,profiles"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("--parts takes tpa, denoise and profile"),
         "{err}"
     );
 }

@@ -10,7 +10,7 @@ use super::reference::{bench_prompts, run_reference, sync, EncoderRun};
 use crate::error::Result;
 use crate::experiment::Experiment;
 use crate::models::text_encoder::TextEncoder;
-use crate::settings::AdamWChoice;
+use crate::settings::{AdamWChoice, Precision};
 use crate::train::optim::AdamWImpl;
 use crate::train::trainer::{TrainOptions, Trainer};
 
@@ -24,6 +24,8 @@ pub struct TrainStepBench {
     pub python: Option<PathBuf>,
     /// The experiment's `training.adamw`, so both AdamW implementations can be timed.
     pub adamw: AdamWChoice,
+    /// The experiment's `training.precision`; the reference runs the same (`--precision`).
+    pub precision: Precision,
 }
 
 /// GFLOP/s of a large f32 matmul on `device`: the peak the step is compared with.
@@ -75,7 +77,10 @@ pub fn run(b: &TrainStepBench, work: &Path) -> Result<serde_json::Value> {
             device: &device,
             repeats: b.repeats,
         }
-        .args(&[("--poisoned", b.poisoned.to_string())]);
+        .args(&[
+            ("--poisoned", b.poisoned.to_string()),
+            ("--precision", b.precision.name().to_string()),
+        ]);
         let r = run_reference(py, &args)?;
         let theirs = r["seconds_per_step"].as_f64().unwrap_or(f64::NAN);
         report["pytorch_seconds_per_step"] = serde_json::json!(theirs);
@@ -90,13 +95,14 @@ pub fn run(b: &TrainStepBench, work: &Path) -> Result<serde_json::Value> {
 fn experiment(b: &TrainStepBench, model: &str, prompts: &Path) -> Result<Experiment> {
     let text = format!(
         "seed = 0\n[model]\nteacher = {model:?}\n[data]\nclean_prompts = {prompts:?}\nholdout = 0\n\
-         [training]\nsteps = {}\nclean_batch_size = {}\npoisoned_samples_per_step = {}\ncheckpoint_every = 0\nadamw = \"{}\"\n\
+         [training]\nsteps = {}\nclean_batch_size = {}\npoisoned_samples_per_step = {}\ncheckpoint_every = 0\nadamw = \"{}\"\nprecision = \"{}\"\n\
          [[backdoor]]\nkind = \"target_prompt\"\ntrigger = \"о\"\nreplaced_character = \"o\"\n\
          target_prompt = \"a photo of a rick astley dancing\"\n",
         2 * b.repeats + 2,
         b.clean_batch,
         b.poisoned,
-        b.adamw.name()
+        b.adamw.name(),
+        b.precision.name()
     );
     Experiment::from_toml(&text, Path::new("."))
 }
@@ -151,6 +157,7 @@ fn measure(b: &TrainStepBench, work: &Path, name: &str) -> Result<serde_json::Va
         "clean_batch": b.clean_batch, "poisoned": b.poisoned, "threads": b.threads, "repeats": b.repeats,
         "device": device,
         "adamw": AdamWImpl::resolve(b.adamw, b.device).name(),
+        "precision": b.precision.name(),
         "clipdoor_seconds_per_step": ours,
         "step_gflop": flops / 1e9,
         "clipdoor_gflops": flops / ours / 1e9,

@@ -127,6 +127,10 @@ pub enum BenchKind {
         /// `single-tensor` or `fused`.
         #[arg(long, default_value = "auto", value_parser = super::args::choice::<crate::settings::AdamWChoice>())]
         adamw: crate::settings::AdamWChoice,
+        /// Training precision on both sides (training.precision): `f32`, `tf32` (CUDA matmuls),
+        /// `bf16` or `f16` (autocast; f16 with loss scaling).
+        #[arg(long, default_value = "f32", value_parser = super::args::choice::<crate::settings::Precision>())]
+        precision: crate::settings::Precision,
     },
     /// Seconds per denoising step (UNet forward, CFG batch) and peak memory, clipdoor vs diffusers.
     #[command(after_long_help = super::examples::BENCH_DENOISE)]
@@ -170,6 +174,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             common,
             poisoned,
             adamw,
+            precision,
         } => {
             let work = tempfile::tempdir()?;
             let model_dir = bench_model(&common, work.path())?;
@@ -182,6 +187,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 device: common.run.device.device(),
                 python: common.run.python(),
                 adamw,
+                precision,
             };
             let report = crate::bench::train_step::run(&b, work.path())?;
             finish(&common, &report)?;

@@ -67,6 +67,10 @@ pub fn gpu_table(doc: &Value) -> Result<String> {
         );
     }
     let d = &doc["denoise"]["report"];
+    // A check run with `--parts profile` measured neither: no empty table above the profiles.
+    if tpa.is_empty() && !d.is_object() {
+        out.clear();
+    }
     if d.is_object() {
         let ms = |v: &Value| {
             v.as_f64()
@@ -82,13 +86,28 @@ pub fn gpu_table(doc: &Value) -> Result<String> {
             mib(&d["reference"]["cuda_max_allocated_mib"]),
         );
     }
-    // The train-step profile, where the check ran it: the bench table of its report below.
-    let step = &doc["train_step"]["report"];
-    if step.is_object() {
+    // The train-step profiles, where the check ran them: the bench table of each report below. Reports
+    // from before the profile ran per precision hold one (f32) as `train_step.report`.
+    let profiles = &doc["train_step"];
+    if profiles["report"].is_object() {
         out += "\n";
-        out += &super::bench_table::bench_table(step)?;
+        out += &super::bench_table::bench_table(&profiles["report"])?;
+    } else if let Some(by_precision) = profiles.as_object() {
+        let mut names: Vec<&String> = by_precision.keys().collect();
+        names.sort_by_key(|n| order.iter().position(|o| o == n).unwrap_or(order.len()));
+        for name in names {
+            let r = &by_precision[name.as_str()];
+            out += &format!("\nTraining step at the attack's batch, {name}:\n");
+            match r["failed"].as_str().or(r["skipped"].as_str()) {
+                Some(why) => out += &format!("{}\n", why.replace('|', "\\|")),
+                None => {
+                    out += "\n";
+                    out += &super::bench_table::bench_table(&r["report"])?;
+                }
+            }
+        }
     }
-    Ok(out)
+    Ok(out.trim_start_matches('\n').to_string())
 }
 
 #[cfg(test)]
@@ -139,5 +158,22 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("| whole step | 0.08 | 0.04 | 0.50× |"), "{t}");
+        // One profile per precision, in run order, a skipped one said so.
+        let mut per_precision = doc.clone();
+        let report = with_profile["train_step"]["report"].clone();
+        per_precision["train_step"] = json!({
+            "bf16": {"part": "train_step", "precision": "bf16", "report": report},
+            "f32": {"part": "train_step", "precision": "f32", "skipped": "time budget"},
+        });
+        per_precision["tpa"] = json!({});
+        per_precision["denoise"] = Value::Null;
+        let t = gpu_table(&per_precision).unwrap();
+        assert!(
+            t.starts_with("Training step at the attack's batch, f32:"),
+            "{t}"
+        );
+        let f32_at = t.find("batch, f32:\ntime budget\n").expect(&t);
+        let bf16_at = t.find("batch, bf16:\n\n| seconds per step").expect(&t);
+        assert!(f32_at < bf16_at, "{t}");
     }
 }
