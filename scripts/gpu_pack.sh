@@ -13,6 +13,7 @@ dest="$root/gpu"
 rm -rf "$dest.tmp"
 mkdir -p "$dest.tmp"
 cp target/release/clipdoor scripts/gpu_check.sh scripts/gpu_ref_tpa.py "$dest.tmp/"
+cp scripts/gpu_warmup.sh "$dest.tmp/warmup.sh"
 strip "$dest.tmp/clipdoor" 2>/dev/null || true
 captions="$root/../shared/data/coco_captions_10000.txt"
 [ -f "$captions" ] || { echo "gpu_pack: $captions is missing (../shared beside the checkout)" >&2; exit 2; }

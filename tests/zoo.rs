@@ -62,7 +62,9 @@ fn run(args: &[&str]) -> (String, String) {
     (out, err)
 }
 
-/// `zoo scan ZOO` with small settings (3 contexts, 8 checks, 1 inversion, CPU) and `extra`.
+/// `zoo scan ZOO` with small settings (3 contexts, 8 checks, 1 inversion, CPU, one libtorch thread:
+/// the binary's other test runs beside it, and two threads each would oversubscribe 2 cores) and
+/// `extra`.
 fn scan_args<'a>(zoo: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
     let mut v = vec!["zoo", "scan", common::s(zoo)];
     v.extend_from_slice(extra);
@@ -72,6 +74,8 @@ fn scan_args<'a>(zoo: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
         "--verify",
         "8",
         "--invert",
+        "1",
+        "--threads",
         "1",
         "--device",
         "cpu",

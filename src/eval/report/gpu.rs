@@ -25,6 +25,9 @@ fn mib(v: &Value) -> String {
 
 /// The Markdown table of a `gpu_check.json`.
 pub fn gpu_table(doc: &Value) -> Result<String> {
+    if doc["warmup"].is_array() {
+        return Ok(warmup_table(doc));
+    }
     let Some(tpa) = doc["tpa"].as_object() else {
         input_bail!("not a scripts/gpu_check.sh report (no `tpa`)");
     };
@@ -110,6 +113,52 @@ pub fn gpu_table(doc: &Value) -> Result<String> {
     Ok(out.trim_start_matches('\n').to_string())
 }
 
+/// `scripts/gpu_warmup.sh`'s runs (the attack at two step counts per precision): training seconds
+/// (the final checkpoint apart), then per precision the cost of a step (the difference over the
+/// extra steps) and what is left, the fixed cost of the first steps.
+fn warmup_table(doc: &Value) -> String {
+    let rows = doc["warmup"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    let gpu = doc["gpu"].as_str().unwrap_or("?");
+    let mut out = format!(
+        "| {gpu}, precision | steps | train s (checkpoint apart) | checkpoint s | wall s (launch to saved encoder) |\n|---|---|---|---|---|\n"
+    );
+    for r in rows {
+        out += &format!(
+            "| {} | {} | {} | {} | {} |\n",
+            r["precision"].as_str().unwrap_or("?"),
+            r["steps"],
+            secs(&r["train_seconds"]),
+            secs(&r["checkpoint_seconds"]),
+            secs(&r["wall_seconds"]),
+        );
+    }
+    let mut seen: Vec<&str> = vec![];
+    for r in rows {
+        let p = r["precision"].as_str().unwrap_or("?");
+        if seen.contains(&p) {
+            continue;
+        }
+        seen.push(p);
+        let mut runs: Vec<(f64, f64)> = rows
+            .iter()
+            .filter(|x| x["precision"].as_str() == Some(p))
+            .filter_map(|x| Some((x["steps"].as_f64()?, x["train_seconds"].as_f64()?)))
+            .collect();
+        runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+        if let (Some(&(n0, t0)), Some(&(n1, t1))) = (runs.first(), runs.last()) {
+            if n1 > n0 {
+                let per_step = (t1 - t0) / (n1 - n0);
+                out += &format!(
+                    "| {p}: per step (difference) | | {:.1} ms | | |\n| {p}: fixed (first steps) | | {:.2} s | | |\n",
+                    per_step * 1e3,
+                    t0 - n0 * per_step
+                );
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,5 +224,13 @@ mod tests {
         let f32_at = t.find("batch, f32:\ntime budget\n").expect(&t);
         let bf16_at = t.find("batch, bf16:\n\n| seconds per step").expect(&t);
         assert!(f32_at < bf16_at, "{t}");
+        // Two step counts per precision: the step's cost is the difference, the rest fixed.
+        let warm = json!({"gpu": "H200", "warmup": [
+            {"precision": "bf16", "steps": 10, "train_seconds": 1.9, "checkpoint_seconds": 3.7, "wall_seconds": 9.9},
+            {"precision": "bf16", "steps": 100, "train_seconds": 5.5, "checkpoint_seconds": 3.8, "wall_seconds": 12.8}]});
+        let t = gpu_table(&warm).unwrap();
+        assert!(t.contains("| bf16 | 100 | 5.5 | 3.8 | 12.8 |"), "{t}");
+        assert!(t.contains("| bf16: per step (difference) | | 40.0 ms |"), "{t}");
+        assert!(t.contains("| bf16: fixed (first steps) | | 1.50 s |"), "{t}");
     }
 }
