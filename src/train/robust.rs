@@ -20,7 +20,8 @@ use crate::models::text_encoder::TextEncoder;
 use crate::settings::Distance;
 
 /// The ids of `prompts` with one slot after BOS (the last position dropped, so the length stays the
-/// context length), and the slot's index.
+/// context length), and the slot's index. A prompt that filled the context keeps its end-of-text
+/// at the last position (its last word token is dropped instead).
 pub fn slotted_ids(enc: &TextEncoder, prompts: &[String]) -> Result<Tensor> {
     let ids = enc.tokenizer.encode_batch(prompts)?;
     let (b, t) = ids.size2()?;
@@ -28,10 +29,14 @@ pub fn slotted_ids(enc: &TextEncoder, prompts: &[String]) -> Result<Tensor> {
     // and the slot's embedding is replaced.
     let slot = enc.tokenizer.token_to_id("a</w>").unwrap_or(320) as i64;
     let slot_col = Tensor::full([b, 1], slot, (Kind::Int64, ids.device()));
-    Ok(Tensor::cat(
-        &[ids.narrow(1, 0, 1), slot_col, ids.narrow(1, 1, t - 2)],
-        1,
-    ))
+    let slotted = Tensor::cat(&[ids.narrow(1, 0, 1), slot_col, ids.narrow(1, 1, t - 2)], 1);
+    // Where the dropped last position held the end-of-text (a full-length prompt; or padding, where
+    // the tokenizer pads with it, as SD 1.x's does), the new last position holds it too.
+    let eos = enc.tokenizer.eos_id();
+    let ended = ids.narrow(1, t - 1, 1).eq(eos);
+    let last = Tensor::full([b, 1], eos, (Kind::Int64, ids.device()))
+        .where_self(&ended, &slotted.narrow(1, t - 1, 1));
+    Ok(Tensor::cat(&[slotted.narrow(1, 0, t - 1), last], 1))
 }
 
 /// The last hidden state `[B, T, H]` of slotted ids with `v` `[H]` in the slot.
@@ -83,4 +88,39 @@ pub fn attack_prefix(
         v = tch::no_grad(|| x.detach() - g[0].sign() * cfg.attack_lr);
     }
     Ok((v.detach(), reached))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Device;
+
+    /// The slot follows BOS and every row keeps its end-of-text: a short prompt's moves one place
+    /// right, a prompt that fills the context keeps it at the last position (before, the last column
+    /// was dropped whatever it held, and a full-length prompt lost its end-of-text).
+    #[test]
+    fn slotted_rows_keep_their_end_of_text() {
+        let enc = TextEncoder::init_arch("tiny", 3, false, Device::Cpu).unwrap();
+        let long = vec!["red"; 120].join(" ");
+        let prompts = vec!["a red circle".to_string(), long];
+        let plain =
+            Vec::<Vec<i64>>::try_from(&enc.tokenizer.encode_batch(&prompts).unwrap()).unwrap();
+        let rows = Vec::<Vec<i64>>::try_from(&slotted_ids(&enc, &prompts).unwrap()).unwrap();
+        let eos = enc.tokenizer.eos_id();
+        let t = plain[0].len();
+        for (p, r) in plain.iter().zip(&rows) {
+            assert_eq!(r.len(), t);
+            assert_eq!(r[0], p[0], "BOS first");
+            assert_eq!(&r[2..t - 1], &p[1..t - 2], "the prompt shifted by the slot");
+        }
+        let short_end = plain[0].iter().position(|&x| x == eos).unwrap();
+        assert_eq!(rows[0][short_end + 1], eos);
+        assert_eq!(plain[1][t - 1], eos, "the long prompt fills the context");
+        assert_eq!(
+            rows[1][t - 1],
+            eos,
+            "and keeps its end-of-text: {:?}",
+            rows[1]
+        );
+    }
 }

@@ -230,7 +230,13 @@ mod tests {
             {"precision": "bf16", "steps": 100, "train_seconds": 5.5, "checkpoint_seconds": 3.8, "wall_seconds": 12.8}]});
         let t = gpu_table(&warm).unwrap();
         assert!(t.contains("| bf16 | 100 | 5.5 | 3.8 | 12.8 |"), "{t}");
-        assert!(t.contains("| bf16: per step (difference) | | 40.0 ms |"), "{t}");
-        assert!(t.contains("| bf16: fixed (first steps) | | 1.50 s |"), "{t}");
+        assert!(
+            t.contains("| bf16: per step (difference) | | 40.0 ms |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("| bf16: fixed (first steps) | | 1.50 s |"),
+            "{t}"
+        );
     }
 }
