@@ -35,7 +35,7 @@ while [ $# -gt 0 ]; do
         --captions) captions="$2"; shift 2 ;;
         --budget) budget="$2"; shift 2 ;;
         --parts) parts="$2"; shift 2 ;;
-        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
         *) echo "gpu_check: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
