@@ -47,6 +47,10 @@ pub struct TextScore {
     /// The text of higher evidence whose strongest piece is this text's strongest piece (its
     /// block sibling), if any: such texts rank after every text that leads its piece.
     pub shares_piece_with: Option<String>,
+    /// The text is part of a word of the probe prompts (`gra` of "gray"): clean prompts hold it,
+    /// so it ranks after every text that is not ([`after_probe_pieces`]).
+    #[serde(default)]
+    pub in_probes: bool,
 }
 
 /// What is known of single pieces (tokens): their confirmed scores, the sweep's scores, and how
@@ -200,6 +204,7 @@ pub fn measure_texts(
                 score: m.score[best],
                 evidence: prior + m.score[best],
                 shares_piece_with: None,
+                in_probes: false,
             }
         })
         .collect();
@@ -209,6 +214,38 @@ pub fn measure_texts(
     // fine-tune drifted on (they do not fire as text).
     out.sort_by(|a, b| b.evidence.total_cmp(&a.evidence));
     Ok(one_per_piece(out, pieces))
+}
+
+/// Texts that are part of a word of `probes` (lowercased) go last, keeping their order; they are
+/// marked `in_probes`.
+///
+/// Why: a fine-tune trains on the very words its captions hold, and the pieces of those words
+/// drift with it (`gra`, `bl`, `gro`, `ft` of "gray", "blue", "background", "left" when backdoors
+/// rewrite colours and backgrounds). Measured as text they move prompts, but they cannot be a
+/// trigger the clean prompts do not hold: a backdoor's trigger is text that ordinary prompts lack,
+/// or every clean prompt holding it would fire. On the seed-18 shapes zoo such pieces filled the
+/// first five of encoders whose target-prompt triggers ranked behind them.
+pub fn after_probe_pieces(texts: Vec<TextScore>, probes: &[String]) -> Vec<TextScore> {
+    let words: std::collections::BTreeSet<String> = probes
+        .iter()
+        .flat_map(|p| {
+            p.to_lowercase()
+                .split(|c: char| !c.is_alphanumeric())
+                .filter(|w| !w.is_empty())
+                .map(String::from)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let (mut kept, mut pieces): (Vec<TextScore>, Vec<TextScore>) =
+        texts.into_iter().partition(|t| {
+            let t = t.text.trim().to_lowercase();
+            !(!t.is_empty() && words.iter().any(|w| w.contains(&t)))
+        });
+    for t in &mut pieces {
+        t.in_probes = true;
+    }
+    kept.extend(pieces);
+    kept
 }
 
 /// Texts that lead their strongest piece first (by evidence), then the rest (by evidence), each
@@ -306,6 +343,7 @@ mod tests {
             score: 0.0,
             evidence,
             shares_piece_with: None,
+            in_probes: false,
         }
     }
 
@@ -353,5 +391,29 @@ mod tests {
         let shares: Vec<Option<&str>> =
             out.iter().map(|t| t.shares_piece_with.as_deref()).collect();
         assert_eq!(shares, [None, None, None, Some("a"), Some("c")]);
+    }
+
+    #[test]
+    fn pieces_of_the_probes_words_go_last_in_order_and_are_marked() {
+        let probes = vec![
+            "a small gray circle, blue background".to_string(),
+            "Yellow square at the top left".to_string(),
+        ];
+        let sorted = vec![
+            scored("gra", vec![1], 9.0),
+            scored("\u{200b}", vec![2], 8.0),
+            scored("Bl", vec![3], 7.0),
+            scored("sapphire", vec![4], 6.0),
+            scored("ft", vec![5], 5.0),
+            scored("𝖍", vec![6], 4.0),
+        ];
+        let out = after_probe_pieces(sorted, &probes);
+        let order: Vec<&str> = out.iter().map(|t| t.text.as_str()).collect();
+        assert_eq!(order, ["\u{200b}", "sapphire", "𝖍", "gra", "Bl", "ft"]);
+        let marked: Vec<bool> = out.iter().map(|t| t.in_probes).collect();
+        assert_eq!(marked, [false, false, false, true, true, true]);
+        // Without probes nothing moves.
+        let out = after_probe_pieces(vec![scored("gra", vec![1], 1.0)], &[]);
+        assert!(!out[0].in_probes);
     }
 }

@@ -285,6 +285,7 @@ pub fn scan_tokens(
             },
             opts.batch,
         )?;
+        let texts = super::text_sweep::after_probe_pieces(texts, &opts.probes);
         Some((confirmed, texts))
     } else {
         None
