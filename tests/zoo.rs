@@ -365,7 +365,8 @@ fn token_scan_names_triggers_of_several_shapes() {
         );
         assert_eq!(r["report"]["score_kind"], "confirmed-collapse");
         // Texts measured whole lead the ranking and name the trigger: first one text per strongest
-        // piece by evidence, then the siblings sharing a leader's piece, by evidence.
+        // piece by evidence, then the siblings sharing a leader's piece, by evidence; texts that
+        // are part of a probe's word after all of them, in that same order among themselves.
         let ranking = r["report"]["ranking"].as_array().unwrap();
         let evidence: Vec<Option<f64>> = ranking.iter().map(|c| c["evidence"].as_f64()).collect();
         let measured = evidence.iter().take_while(|e| e.is_some()).count();
@@ -374,28 +375,46 @@ fn token_scan_names_triggers_of_several_shapes() {
             evidence[measured..].iter().all(Option::is_none),
             "{evidence:?}"
         );
-        let sibling: Vec<bool> = ranking[..measured]
+        let in_probes: Vec<bool> = ranking[..measured]
             .iter()
-            .map(|c| c["shares_piece_with"].is_string())
+            .map(|c| c["in_probes"].as_bool().unwrap())
             .collect();
-        let leaders = sibling.iter().take_while(|s| !**s).count();
-        assert!(sibling[leaders..].iter().all(|s| *s), "{name}: {sibling:?}");
-        for part in [&evidence[..leaders], &evidence[leaders..measured]] {
-            assert!(
-                part.windows(2).all(|w| w[0] >= w[1]),
-                "{name}: {evidence:?}"
-            );
+        let outside = in_probes.iter().take_while(|p| !**p).count();
+        assert!(in_probes[outside..].iter().all(|p| *p), "{name}: {in_probes:?}");
+        for (from, to) in [(0, outside), (outside, measured)] {
+            let part = &ranking[from..to];
+            let evidence = &evidence[from..to];
+            let sibling: Vec<bool> = part
+                .iter()
+                .map(|c| c["shares_piece_with"].is_string())
+                .collect();
+            let leaders = sibling.iter().take_while(|s| !**s).count();
+            assert!(sibling[leaders..].iter().all(|s| *s), "{name}: {sibling:?}");
+            for run in [&evidence[..leaders], &evidence[leaders..]] {
+                assert!(run.windows(2).all(|w| w[0] >= w[1]), "{name}: {evidence:?}");
+            }
         }
-        let lead_texts: Vec<&str> = ranking[..leaders]
+        let lead_texts: Vec<&str> = ranking[..measured]
             .iter()
+            .filter(|c| c["shares_piece_with"].is_null())
             .map(|c| c["text"].as_str().unwrap())
             .collect();
-        for c in &ranking[leaders..measured] {
+        for c in ranking[..measured].iter().filter(|c| c["shares_piece_with"].is_string()) {
             let l = c["shares_piece_with"].as_str().unwrap();
             assert!(
                 lead_texts.contains(&l),
                 "{name}: {l:?} is no leader of {lead_texts:?}"
             );
+        }
+        // A text marked in_probes is part of a word of the probes (the zoo captions here), and
+        // the trigger is not marked.
+        let probes = std::fs::read_to_string(captions()).unwrap().to_lowercase();
+        for c in ranking[..measured].iter() {
+            let t = c["text"].as_str().unwrap().to_lowercase();
+            let in_a_word = probes
+                .split(|ch: char| !ch.is_alphanumeric())
+                .any(|w| w.contains(t.as_str()));
+            assert_eq!(c["in_probes"] == true, in_a_word, "{name}: {t:?}");
         }
         let texts = r["report"]["texts"].as_array().unwrap();
         assert!(

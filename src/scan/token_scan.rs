@@ -99,6 +99,9 @@ pub struct TriggerCandidate {
     /// A measured text of higher evidence with the same strongest piece (a sibling of its block):
     /// this one ranks after every text that leads its piece.
     pub shares_piece_with: Option<String>,
+    /// A measured text that is part of a word of the probe prompts: it ranks after every measured
+    /// text that is not ([`after_probe_pieces`](super::text_sweep::after_probe_pieces)).
+    pub in_probes: bool,
     pub flagged: bool,
 }
 
@@ -185,6 +188,7 @@ struct Pending {
     /// Place among the measured texts (leaders of their piece first, by evidence).
     text_order: Option<usize>,
     shares_piece_with: Option<String>,
+    in_probes: bool,
 }
 
 /// Scan `suspect`; `cache` keeps the reference's sweep for the next suspect (a zoo scan).
@@ -345,6 +349,7 @@ pub fn scan_tokens(
                 text_score: p.text_score,
                 evidence: p.evidence,
                 shares_piece_with: p.shares_piece_with,
+                in_probes: p.in_probes,
                 flagged: score >= DEFAULT_THRESHOLD,
             },
             order,
@@ -481,6 +486,7 @@ fn candidates(
                 evidence: m.map(|x| x.1.evidence),
                 text_order: m.map(|x| x.0),
                 shares_piece_with: m.and_then(|x| x.1.shares_piece_with.clone()),
+                in_probes: m.is_some_and(|x| x.1.in_probes),
                 text,
                 found_by,
                 sweep_score: s,
