@@ -380,7 +380,10 @@ fn token_scan_names_triggers_of_several_shapes() {
             .map(|c| c["in_probes"].as_bool().unwrap())
             .collect();
         let outside = in_probes.iter().take_while(|p| !**p).count();
-        assert!(in_probes[outside..].iter().all(|p| *p), "{name}: {in_probes:?}");
+        assert!(
+            in_probes[outside..].iter().all(|p| *p),
+            "{name}: {in_probes:?}"
+        );
         for (from, to) in [(0, outside), (outside, measured)] {
             let part = &ranking[from..to];
             let evidence = &evidence[from..to];
@@ -399,7 +402,10 @@ fn token_scan_names_triggers_of_several_shapes() {
             .filter(|c| c["shares_piece_with"].is_null())
             .map(|c| c["text"].as_str().unwrap())
             .collect();
-        for c in ranking[..measured].iter().filter(|c| c["shares_piece_with"].is_string()) {
+        for c in ranking[..measured]
+            .iter()
+            .filter(|c| c["shares_piece_with"].is_string())
+        {
             let l = c["shares_piece_with"].as_str().unwrap();
             assert!(
                 lead_texts.contains(&l),

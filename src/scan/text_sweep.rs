@@ -49,7 +49,6 @@ pub struct TextScore {
     pub shares_piece_with: Option<String>,
     /// The text is part of a word of the probe prompts (`gra` of "gray"): clean prompts hold it,
     /// so it ranks after every text that is not ([`after_probe_pieces`]).
-    #[serde(default)]
     pub in_probes: bool,
 }
 
