@@ -179,10 +179,11 @@ pub fn train_encoder(
         .iter()
         .map(|(n, t)| (n.clone(), t.shallow_clone()))
         .collect();
+    // In name order, as the encoder's: `variables()` is a HashMap, whose order differs per process.
+    let mut head_vars: Vec<(String, Tensor)> = heads.vs.variables().into_iter().collect();
+    head_vars.sort_by(|a, b| a.0.cmp(&b.0));
     params.extend(
-        heads
-            .vs
-            .variables()
+        head_vars
             .into_iter()
             .map(|(n, t)| (format!("probe.{n}"), t)),
     );
