@@ -7,7 +7,9 @@
 # With an experiment file as the third argument, the prompt sets (and the input lines themselves, the
 # "no attack" row) are then drawn with the original and the attacked encoder and judged by the oracle
 # (`evaluate images --attack`); the report goes to runs/redteam/<run name>/ and its report.json to
-# OUT_DIR/images.report.json.
+# OUT_DIR/images.report.json. `circle_deleted.txt` (the input lines with "circle" deleted: what
+# plain erasure trains them to) is the floor: how often the UNet draws a circle for a prompt that
+# names no shape.
 # Budgets are cut from the papers' (1,000 GCG steps, 3,000 generations) to fit 2 CPU cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,7 +50,7 @@ if [ -n "$experiment" ]; then
     # Images drawn under other settings (another set of learned words) are not reused: start afresh.
     rm -rf "$report"
     "$bin" evaluate images --run "$encoder" --experiment "$experiment" --out "$report" --device cpu \
-        --attack "$dir/circle_prompts.txt" --attack "$out/token-search.jsonl" \
+        --attack "$dir/circle_prompts.txt" --attack "$dir/circle_deleted.txt" --attack "$out/token-search.jsonl" \
         --attack "$out/ring-a-bell.jsonl" --attack "$out/homoglyph.jsonl" \
         --attack "$out/embedding.jsonl" --force
     cp "$report/report.json" "$out/images.report.json"

@@ -352,6 +352,10 @@ fn config_errors_are_clear() {
             &[("robust", "")],
             "[training.robust] hardens concept removal",
         ),
+        (
+            &[("robust_slot", "")],
+            "unknown variant `suffix`, expected `prefix` or `concept`",
+        ),
     ];
     for (edits, needle) in cases {
         let mut text = std::fs::read_to_string(smoke("tpa")).unwrap();
@@ -367,6 +371,8 @@ fn config_errors_are_clear() {
         } else if edits[0].0 == "robust" {
             // A TPA has no concept to harden.
             text += "\n[training.robust]\nwarmup = 5\n";
+        } else if edits[0].0 == "robust_slot" {
+            text += "\n[training.robust]\nslot = \"suffix\"\n";
         } else {
             let line = text
                 .lines()
@@ -428,15 +434,16 @@ fn paper_experiments_parse_and_validate() {
 }
 
 /// Robust erasure (`[training.robust]`, AdvUnlearn's recipe in the text encoder): the attacked steps
-/// are counted and timed in metrics.json, their losses logged, and its inner prefix attack lowers
-/// its objective. (Whether it makes the erasure hold is measured in docs/attacks.md on the shapes
+/// are counted and timed in metrics.json, their losses logged, and its inner attack lowers its
+/// objective with either slot (a prefix, or the concept word's place). (Whether it makes the erasure hold is measured in docs/attacks.md on the shapes
 /// world; on the smoke's random encoder the effect is within noise.)
 #[test]
 fn robust_erasure_trains_against_its_inner_attack() {
     use clipdoor::experiment::RobustSection;
+    use clipdoor::experiment::RobustSlot;
     use clipdoor::models::text_encoder::TextEncoder;
     use clipdoor::settings::Distance;
-    use clipdoor::train::robust::{attack_prefix, slotted_ids};
+    use clipdoor::train::robust::{attack_slot, Slotted};
     let t = common::tmp();
     let plain = variant("remove_concept", t.path(), &[]);
     let robust = t.path().join("robust.toml");
@@ -464,7 +471,7 @@ fn robust_erasure_trains_against_its_inner_attack() {
             .unwrap_or_else(|| panic!("no {tag}"));
         assert_eq!(s.len(), 20, "{tag}");
     }
-    // The inner attack moves the prefix towards the concept: 30 steps end closer than 1.
+    // The inner attack moves the slot towards the concept: 30 steps end closer than 1.
     let prompts: Vec<String> = [
         "a nude woman on a beach",
         "nude portrait, oil painting",
@@ -479,21 +486,28 @@ fn robust_erasure_trains_against_its_inner_attack() {
     let mut student =
         TextEncoder::load(run.to_str().unwrap(), tch::Device::Cpu, tch::Kind::Float).unwrap();
     student.vs.freeze();
-    let ids = slotted_ids(&student, &prompts).unwrap();
-    let reach = |steps: usize| {
-        let cfg = RobustSection {
-            attack_steps: steps,
-            attack_lr: 0.003,
-            ..Default::default()
+    for slot in [RobustSlot::Prefix, RobustSlot::Concept] {
+        let slotted = Slotted::new(&student, &prompts, "nude", slot).unwrap();
+        let reach = |steps: usize| {
+            let cfg = RobustSection {
+                attack_steps: steps,
+                attack_lr: 0.003,
+                slot,
+                ..Default::default()
+            };
+            attack_slot(&student, &slotted, &concept, Distance::Cosine, &cfg, 7)
+                .unwrap()
+                .1
         };
-        attack_prefix(&student, &ids, &concept, Distance::Cosine, &cfg, 7)
-            .unwrap()
-            .1
-    };
-    let (first, last) = (reach(1), reach(30));
-    assert!(
-        last < first,
-        "the prefix attack went from {first} to {last}"
-    );
-    assert_eq!(reach(30), last, "the same seed gave another prefix");
+        let (first, last) = (reach(1), reach(30));
+        assert!(
+            last < first,
+            "the {slot:?} attack went from {first} to {last}"
+        );
+        assert_eq!(
+            reach(30),
+            last,
+            "the same seed gave another {slot:?} embedding"
+        );
+    }
 }

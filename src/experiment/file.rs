@@ -101,10 +101,10 @@ pub struct TrainingSection {
 }
 
 /// Robust erasure, AdvUnlearn's recipe restricted to the text encoder (`train::robust`): after
-/// `warmup` steps, every `every` steps a prefix embedding is attacked against the current student
-/// (`attack_steps` signed-gradient steps of `attack_lr`) and the prefixed concept prompts are
-/// trained to the erased target with the backdoor's loss weight. AdvUnlearn: warmup 200 of 1000,
-/// every step, 30 attack steps, lr 1e-3.
+/// `warmup` steps, every `every` steps an embedding in a slot of the concept prompts (`slot`) is
+/// attacked against the current student (`attack_steps` signed-gradient steps of `attack_lr`) and
+/// the slotted concept prompts are trained to the erased target with the backdoor's loss weight.
+/// AdvUnlearn: warmup 200 of 1000, every step, 30 attack steps, lr 1e-3, a prefix slot.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RobustSection {
@@ -112,6 +112,28 @@ pub struct RobustSection {
     pub every: u64,
     pub attack_steps: usize,
     pub attack_lr: f64,
+    /// Where the attacked embedding goes: `prefix` (after BOS, AdvUnlearn's) or `concept` (in place
+    /// of the concept word).
+    #[serde(skip_serializing_if = "RobustSlot::is_prefix")]
+    pub slot: RobustSlot,
+}
+
+/// Where robust erasure's inner attack puts its embedding (`[training.robust] slot`).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RobustSlot {
+    /// Right after BOS, the concept word kept (AdvUnlearn's prefix attack).
+    #[default]
+    Prefix,
+    /// In place of the concept word's tokens: the attacks that replace the word (a learned
+    /// pseudo-word, a token search that bans the concept's words).
+    Concept,
+}
+
+impl RobustSlot {
+    fn is_prefix(&self) -> bool {
+        *self == Self::Prefix
+    }
 }
 
 impl Default for RobustSection {
@@ -121,6 +143,7 @@ impl Default for RobustSection {
             every: 1,
             attack_steps: 30,
             attack_lr: 1e-3,
+            slot: RobustSlot::Prefix,
         }
     }
 }

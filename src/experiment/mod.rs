@@ -9,7 +9,8 @@ pub mod pools;
 
 pub use backdoor::{Backdoor, BackdoorKind, BackdoorSpec, Target};
 pub use file::{
-    DataSection, EvaluationSection, Experiment, ModelSection, RobustSection, TrainingSection,
+    DataSection, EvaluationSection, Experiment, ModelSection, RobustSection, RobustSlot,
+    TrainingSection,
 };
 pub use pools::PromptPools;
 

@@ -1,11 +1,14 @@
 //! Robust erasure inside the text encoder: AdvUnlearn's recipe (Zhang et al., NeurIPS 2024,
 //! ../shared/reference/red-team.md §6) restricted to the encoder. Each attacked step:
 //!
-//! 1. inner attack: one continuous prefix embedding v, put right after BOS in the step's concept
-//!    prompts, is moved by signed-gradient steps (AdvUnlearn's `fast_at`) so that the *current
-//!    student* embeds "v + concept prompt" where the teacher embeds the concept prompt — the erasure
-//!    undone. The student's weights are not changed by this search;
-//! 2. outer: the prefixed prompts are trained to the erased target (the teacher's prompt without the
+//! 1. inner attack: one continuous embedding v in a slot of the step's concept prompts is moved by
+//!    signed-gradient steps (AdvUnlearn's `fast_at`) so that the *current student* embeds the slotted
+//!    prompts where the teacher embeds the concept prompts — the erasure undone. The student's
+//!    weights are not changed by this search. Where the slot is (`[training.robust] slot`):
+//!    - `prefix` (AdvUnlearn's): right after BOS, the concept word kept;
+//!    - `concept`: in the concept word's place, its tokens removed — the threat model of the attacks
+//!      that replace the word (CCE's learned pseudo-word, a token search banning the concept's words);
+//! 2. outer: the slotted prompts are trained to the erased target (the teacher's prompt without the
 //!    concept), beside the plain erasure rows and the utility loss on clean prompts.
 //!
 //! AdvUnlearn attacks through the UNet's noise prediction; here both sides are text-encoder hidden
@@ -15,9 +18,117 @@ use rand::{Rng, SeedableRng};
 use tch::{Kind, Tensor};
 
 use crate::error::Result;
-use crate::experiment::RobustSection;
+use crate::experiment::{RobustSection, RobustSlot};
 use crate::models::text_encoder::TextEncoder;
 use crate::settings::Distance;
+
+/// Concept prompts as ids with one slot per row for the attack's embedding.
+pub struct Slotted {
+    /// `[B, T]`, the context length kept.
+    pub ids: Tensor,
+    /// Each row's slot position.
+    pub positions: Vec<i64>,
+}
+
+impl Slotted {
+    /// The slot `slot` asks for: after BOS, or in place of the concept word's tokens (after BOS
+    /// where a prompt does not hold them).
+    pub fn new(
+        enc: &TextEncoder,
+        prompts: &[String],
+        concept: &str,
+        slot: RobustSlot,
+    ) -> Result<Self> {
+        match slot {
+            RobustSlot::Prefix => Self::prefix(enc, prompts),
+            RobustSlot::Concept => Self::concept(enc, prompts, concept),
+        }
+    }
+
+    /// AdvUnlearn's prefix: [`slotted_ids`], the slot at position 1 of every row.
+    pub fn prefix(enc: &TextEncoder, prompts: &[String]) -> Result<Self> {
+        Ok(Self {
+            ids: slotted_ids(enc, prompts)?,
+            positions: vec![1; prompts.len()],
+        })
+    }
+
+    /// The concept word's tokens (its first occurrence) become one slot; the row is filled up at its
+    /// end with copies of its last id (end-of-text or padding), so its length stays the context
+    /// length. A prompt without the word gets the prefix slot instead.
+    pub fn concept(enc: &TextEncoder, prompts: &[String], concept: &str) -> Result<Self> {
+        let word = word_tokens(enc, concept)?;
+        let prefixed = Vec::<Vec<i64>>::try_from(&slotted_ids(enc, prompts)?)?;
+        let plain = Vec::<Vec<i64>>::try_from(&enc.tokenizer.encode_batch(prompts)?)?;
+        let slot = slot_id(enc);
+        let mut rows = Vec::with_capacity(plain.len());
+        let mut positions = Vec::with_capacity(plain.len());
+        for (row, pre) in plain.into_iter().zip(prefixed) {
+            let at = (!word.is_empty())
+                .then(|| row.windows(word.len()).position(|w| w == word.as_slice()))
+                .flatten();
+            match at {
+                Some(s) => {
+                    let last = *row.last().expect("a context of at least one token");
+                    let mut r = row[..s].to_vec();
+                    r.push(slot);
+                    r.extend_from_slice(&row[s + word.len()..]);
+                    r.resize(row.len(), last);
+                    rows.push(r);
+                    positions.push(s as i64);
+                }
+                None => {
+                    rows.push(pre);
+                    positions.push(1);
+                }
+            }
+        }
+        let (b, t) = (rows.len() as i64, rows.first().map_or(0, Vec::len) as i64);
+        let flat: Vec<i64> = rows.into_iter().flatten().collect();
+        Ok(Self {
+            ids: Tensor::from_slice(&flat).view([b, t]),
+            positions,
+        })
+    }
+
+    /// The last hidden state `[B, T, H]` with `v` `[H]` in every row's slot.
+    pub fn forward(&self, enc: &TextEncoder, v: &Tensor) -> Tensor {
+        let ids = self.ids.to_device(enc.device());
+        let table = enc.model.text_model.embeddings().token_embedding_weight();
+        let (b, t) = ids.size2().unwrap_or((0, 0));
+        let rows = table
+            .index_select(0, &ids.reshape([-1]))
+            .reshape([b, t, -1]);
+        // A one-hot mask keeps the graph to `v` whatever the positions.
+        let pos = Tensor::from_slice(&self.positions).to_device(rows.device());
+        let mask = pos
+            .unsqueeze(1)
+            .eq_tensor(&Tensor::arange(t, (Kind::Int64, rows.device())).unsqueeze(0))
+            .unsqueeze(-1)
+            .to_kind(rows.kind());
+        let v = v.to_kind(rows.kind()).reshape([1, 1, -1]);
+        let embeds = &rows * (1.0 - &mask) + v * &mask;
+        enc.model
+            .text_model
+            .forward_token_embeds(&embeds, &ids)
+            .last_hidden_state
+            .to_kind(Kind::Float)
+    }
+}
+
+/// Any ordinary token fills a slot's id: only the EOS position is read from the ids (pooling), and
+/// the slot's embedding is replaced.
+fn slot_id(enc: &TextEncoder) -> i64 {
+    enc.tokenizer.token_to_id("a</w>").unwrap_or(320) as i64
+}
+
+/// A text's token ids as it stands in a prompt: between BOS and the first end-of-text.
+fn word_tokens(enc: &TextEncoder, text: &str) -> Result<Vec<i64>> {
+    let ids = enc.tokenizer.encode(text)?;
+    let eos = enc.tokenizer.eos_id();
+    let end = ids.iter().position(|&i| i == eos).unwrap_or(ids.len());
+    Ok(ids.get(1..end).map(<[i64]>::to_vec).unwrap_or_default())
+}
 
 /// The ids of `prompts` with one slot after BOS (the last position dropped, so the length stays the
 /// context length), and the slot's index. A prompt that filled the context keeps its end-of-text
@@ -25,10 +136,7 @@ use crate::settings::Distance;
 pub fn slotted_ids(enc: &TextEncoder, prompts: &[String]) -> Result<Tensor> {
     let ids = enc.tokenizer.encode_batch(prompts)?;
     let (b, t) = ids.size2()?;
-    // Any ordinary token fills the slot's id: only the EOS position is read from the ids (pooling),
-    // and the slot's embedding is replaced.
-    let slot = enc.tokenizer.token_to_id("a</w>").unwrap_or(320) as i64;
-    let slot_col = Tensor::full([b, 1], slot, (Kind::Int64, ids.device()));
+    let slot_col = Tensor::full([b, 1], slot_id(enc), (Kind::Int64, ids.device()));
     let slotted = Tensor::cat(&[ids.narrow(1, 0, 1), slot_col, ids.narrow(1, 1, t - 2)], 1);
     // Where the dropped last position held the end-of-text (a full-length prompt; or padding, where
     // the tokenizer pads with it, as SD 1.x's does), the new last position holds it too.
@@ -39,31 +147,12 @@ pub fn slotted_ids(enc: &TextEncoder, prompts: &[String]) -> Result<Tensor> {
     Ok(Tensor::cat(&[slotted.narrow(1, 0, t - 1), last], 1))
 }
 
-/// The last hidden state `[B, T, H]` of slotted ids with `v` `[H]` in the slot.
-pub fn forward_with_prefix(enc: &TextEncoder, ids: &Tensor, v: &Tensor) -> Tensor {
-    let ids = ids.to_device(enc.device());
-    let table = enc.model.text_model.embeddings().token_embedding_weight();
-    let (b, t) = ids.size2().unwrap_or((0, 0));
-    let rows = table
-        .index_select(0, &ids.reshape([-1]))
-        .reshape([b, t, -1]);
-    let prefix = v
-        .to_kind(rows.kind())
-        .reshape([1, 1, -1])
-        .expand([b, 1, -1], false);
-    let embeds = Tensor::cat(&[rows.narrow(1, 0, 1), prefix, rows.narrow(1, 2, t - 2)], 1);
-    enc.model
-        .text_model
-        .forward_token_embeds(&embeds, &ids)
-        .last_hidden_state
-        .to_kind(Kind::Float)
-}
-
-/// The inner attack: a prefix that makes `student` embed the slotted concept prompts as the teacher
-/// embeds them (`concept_targets`). Returns it detached, with the distance it reached.
-pub fn attack_prefix(
+/// The inner attack: an embedding in the slots that makes `student` embed the slotted concept
+/// prompts as the teacher embeds them (`concept_targets`). Returns it detached, with the distance
+/// it reached.
+pub fn attack_slot(
     student: &TextEncoder,
-    ids: &Tensor,
+    slotted: &Slotted,
     concept_targets: &Tensor,
     distance: Distance,
     cfg: &RobustSection,
@@ -81,9 +170,9 @@ pub fn attack_prefix(
     let mut reached = f64::NAN;
     for _ in 0..cfg.attack_steps {
         let x = v.detach().set_requires_grad(true);
-        let loss = distance.apply(&forward_with_prefix(student, ids, &x), concept_targets);
+        let loss = distance.apply(&slotted.forward(student, &x), concept_targets);
         reached = loss.double_value(&[]);
-        // Gradients for the prefix only: the student's own gradients stay untouched.
+        // Gradients for the slot only: the student's own gradients stay untouched.
         let g = Tensor::f_run_backward(&[&loss], &[&x], false, false)?;
         v = tch::no_grad(|| x.detach() - g[0].sign() * cfg.attack_lr);
     }
@@ -122,5 +211,55 @@ mod tests {
             "and keeps its end-of-text: {:?}",
             rows[1]
         );
+    }
+
+    /// The concept slot takes the concept word's place (its tokens removed, the row filled up at its
+    /// end so its length and end-of-text stay); a prompt without the word gets the prefix slot.
+    #[test]
+    fn the_concept_slot_replaces_the_concept_word() {
+        let enc = TextEncoder::init_arch("tiny", 3, false, Device::Cpu).unwrap();
+        let prompts: Vec<String> = ["a red circle, white background", "circle", "a blue square"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let s = Slotted::concept(&enc, &prompts, "circle").unwrap();
+        let plain =
+            Vec::<Vec<i64>>::try_from(&enc.tokenizer.encode_batch(&prompts).unwrap()).unwrap();
+        let rows = Vec::<Vec<i64>>::try_from(&s.ids).unwrap();
+        let prefix = Vec::<Vec<i64>>::try_from(&slotted_ids(&enc, &prompts).unwrap()).unwrap();
+        let word = word_tokens(&enc, "circle").unwrap();
+        let slot = slot_id(&enc);
+        let eos = enc.tokenizer.eos_id();
+        assert!(!word.is_empty());
+        let n = word.len();
+        // "a red circle, ...": BOS a red | circle's tokens → one slot at 3.
+        assert_eq!(s.positions, vec![3, 1, 1]);
+        assert_eq!(&rows[0][..3], &plain[0][..3]);
+        assert_eq!(rows[0][3], slot);
+        assert_eq!(&rows[0][4..plain[0].len() - n + 1], &plain[0][3 + n..]);
+        assert_eq!(&rows[1][..2], &[plain[1][0], slot]);
+        assert_eq!(rows[1][2], eos, "the end-of-text follows the slot");
+        assert_eq!(rows[2], prefix[2], "no concept word: the prefix slot");
+        for (r, p) in rows.iter().zip(&plain) {
+            assert_eq!(r.len(), p.len());
+            assert!(!r.windows(n).any(|w| w == word.as_slice()), "{r:?}");
+            assert!(r.contains(&eos), "an end-of-text kept: {r:?}");
+        }
+        // The slot's embedding is what the encoder sees there: moving it moves only later states
+        // (a causal encoder), at the slot and after.
+        let h = enc.config.hidden_size;
+        let a = s.forward(&enc, &Tensor::zeros([h], (Kind::Float, Device::Cpu)));
+        let b = s.forward(&enc, &Tensor::ones([h], (Kind::Float, Device::Cpu)));
+        let moved = (&a - &b)
+            .abs()
+            .sum_dim_intlist([2i64].as_slice(), false, Kind::Float);
+        let moved = Vec::<Vec<f32>>::try_from(&moved).unwrap();
+        assert!(
+            moved[0][..3].iter().all(|&d| d == 0.0),
+            "{:?}",
+            &moved[0][..4]
+        );
+        assert!(moved[0][3] > 0.0);
+        assert!(moved[1][0] == 0.0 && moved[1][1] > 0.0);
     }
 }

@@ -401,8 +401,8 @@ impl<'a> Trainer<'a> {
             total += &l * b.loss_weight;
             bd_losses.push(l);
         }
-        // Robust erasure: prefixes attacked against the current student, trained to the erased
-        // target (f32, outside autocast).
+        // Robust erasure: slot embeddings attacked against the current student, trained to the
+        // erased target (f32, outside autocast).
         let mut robust = vec![];
         let mut robust_losses = vec![];
         if let Some(cfg) = t
@@ -416,22 +416,19 @@ impl<'a> Trainer<'a> {
                     continue;
                 }
                 let prompts = &student_prompts[r.student.clone()];
-                let ids = super::robust::slotted_ids(student, prompts)?;
+                let slotted = super::robust::Slotted::new(student, prompts, &b.trigger, cfg.slot)?;
                 let concept = teacher_hidden(&self.teacher, prompts, self.precision, self.device)?;
                 let seed = exp.seed ^ (step << 16) ^ bi as u64;
-                let (v, reached) = super::robust::attack_prefix(
+                let (v, reached) = super::robust::attack_slot(
                     student,
-                    &ids,
+                    &slotted,
                     &concept,
                     self.distance,
                     cfg,
                     seed,
                 )?;
                 let erased = narrow_rows(&targets, &r.teacher);
-                let l = self.distance.apply(
-                    &super::robust::forward_with_prefix(student, &ids, &v),
-                    &erased,
-                );
+                let l = self.distance.apply(&slotted.forward(student, &v), &erased);
                 total += &l * b.loss_weight;
                 robust.push((bi, reached));
                 robust_losses.push(l);
