@@ -8,8 +8,9 @@
 //!    - `prefix` (AdvUnlearn's): right after BOS, the concept word kept;
 //!    - `concept`: in the concept word's place, its tokens removed — the threat model of the attacks
 //!      that replace the word (CCE's learned pseudo-word, a token search banning the concept's words);
-//! 2. outer: the slotted prompts are trained to the erased target (the teacher's prompt without the
-//!    concept), beside the plain erasure rows and the utility loss on clean prompts.
+//! 2. outer: the slotted prompts are trained to the erased target (the teacher's prompt with the
+//!    concept deleted, or replaced by the backdoor's `target_attr`), beside the plain erasure rows
+//!    and the utility loss on clean prompts.
 //!
 //! AdvUnlearn attacks through the UNet's noise prediction; here both sides are text-encoder hidden
 //! states, the distance being the experiment's `training.loss`. Its prefix starts at a random
@@ -130,9 +131,9 @@ fn word_tokens(enc: &TextEncoder, text: &str) -> Result<Vec<i64>> {
     Ok(ids.get(1..end).map(<[i64]>::to_vec).unwrap_or_default())
 }
 
-/// The ids of `prompts` with one slot after BOS (the last position dropped, so the length stays the
-/// context length), and the slot's index. A prompt that filled the context keeps its end-of-text
-/// at the last position (its last word token is dropped instead).
+/// The ids of `prompts` with one slot after BOS, at position 1 (the last position dropped, so the
+/// length stays the context length). A prompt that filled the context keeps its end-of-text at the
+/// last position (its last word token is dropped instead).
 pub fn slotted_ids(enc: &TextEncoder, prompts: &[String]) -> Result<Tensor> {
     let ids = enc.tokenizer.encode_batch(prompts)?;
     let (b, t) = ids.size2()?;
