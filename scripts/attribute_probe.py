@@ -51,6 +51,25 @@ def pairwise_cos(m):
     return ((g.sum() - g.diag().sum()) / (n * n - n)).item()
 
 
+def word_states(model, tok, texts, ends):
+    """The last hidden state at each text's position `ends[i]` (the modified word's last token), unit."""
+    with torch.no_grad():
+        b = tok(texts, padding=True, return_tensors="pt")
+        h = model(**b).last_hidden_state
+    out = torch.stack([h[i, e] for i, e in enumerate(ends)])
+    return out / out.norm(dim=1, keepdim=True)
+
+
+def word_ends(tok, rows, xs, placement):
+    """Where the rewritten word (the one holding the text, or the one after it) ends: BPE splits at
+    spaces, so the prefix up to it tokenises as the start of the whole."""
+    ends = []
+    for (_, _, j), x in zip(rows, xs):
+        prefix = " ".join(x.split(" ")[: j + (2 if placement == "insert" else 1)])
+        ends.append(len(tok(prefix)["input_ids"]) - 2)
+    return ends
+
+
 def placed(rows, text, placement):
     out = []
     for _, words, j in rows:
@@ -74,6 +93,10 @@ def main():
     ap.add_argument("--reference", default="checkpoints/shapes")
     ap.add_argument("--captions", default="experiments/zoo/shapes_captions.txt")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--feature", choices=["prompt", "word", "first"], default="prompt",
+                    help="prompt: residuals of the scan's feature; word: the state at the placed "
+                         "word's last token, its consistency across pairs (suspect minus reference); "
+                         "first: the same at the placed text's first token (insert only)")
     a = ap.parse_args()
     torch.set_num_threads(2)
     ids = a.ids or sorted(os.path.basename(f)[:-5] for f in glob.glob(f"{a.zoo}/labels/*.json"))
@@ -97,6 +120,10 @@ def main():
 
         def stat(t):
             xs = placed(rows, t, a.placement)
+            if a.feature in ("word", "first"):
+                ends = word_ends(tok, rows, xs, a.placement) if a.feature == "word" else [
+                    len(tok(" ".join(x.split(" ")[:j]))["input_ids"]) - 1 for (_, _, j), x in zip(rows, xs)]
+                return pairwise_cos(word_states(sus, tok, xs, ends)) - pairwise_cos(word_states(ref, tok, xs, ends))
             fs, fr = features(sus, tok, xs), features(ref, tok, xs)
             return pairwise_cos(fs - without) - pairwise_cos(fr - without)
 
@@ -111,6 +138,7 @@ def main():
             "backdoors": [f"{t['kind']}:{t['placement']}" for t in label["triggers"]],
             "triggers": [t["trigger"] for t in label["triggers"]],
             "placement": a.placement,
+            "feature": a.feature,
             "controls_max_z": round(max((v - med) / mad for v in ctrl), 2),
             "top5_max_z": round(max(z[t] for t in texts[:5]), 2),
             "z": {t: round(v, 2) for t, v in z.items()},
