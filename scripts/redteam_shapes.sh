@@ -11,6 +11,8 @@
 # plain erasure trains them to) is the floor: how often the UNet draws a circle for a prompt that
 # names no shape.
 # Budgets are cut from the papers' (1,000 GCG steps, 3,000 generations) to fit 2 CPU cores.
+# EMBED_RENDER_SEED (default 7) and EMBED_SEED (default 0) pick the embedding attack's circles and
+# seed: another learned word, for a replication.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 encoder=${1:?usage: redteam_shapes.sh ERASED_ENCODER OUT_DIR [EXPERIMENT]}
@@ -31,7 +33,7 @@ common=(--encoder "$encoder" --reference checkpoints/shapes --concept circle --d
 # circles of a render the attacks never saw (seed 7), put into the prompts in place of "circle".
 if [ ! -f "$out/embedding.jsonl" ]; then
 work=$(mktemp -d)
-"$bin" shapes render --n 3000 --seed 7 --out "$work/render" > /dev/null
+"$bin" shapes render --n 3000 --seed "${EMBED_RENDER_SEED:-7}" --out "$work/render" > /dev/null
 mkdir -p "$work/circles"
 python3 - "$work" <<'PY'
 import json, shutil, sys
@@ -42,7 +44,7 @@ for r in rows:
     shutil.copy(f"{work}/render/{r['file']}", f"{work}/circles/")
 PY
 "$bin" attack embedding --pipeline checkpoints/shapes --encoder "$encoder" --images "$work/circles" \
-    --concept circle --init-word shape --steps 400 --seed 0 --device cpu \
+    --concept circle --init-word shape --steps 400 --seed "${EMBED_SEED:-0}" --device cpu \
     --prompts "$dir/circle_embedding_prompts.txt" --out "$out/embedding.jsonl"
 fi
 if [ -n "$experiment" ]; then
