@@ -90,11 +90,7 @@ pub fn trimmed_ids(enc: &TextEncoder, prompt: &str) -> Result<Vec<i64>> {
 
 /// A text's ids as a word on its own: its tokens without BOS and EOS.
 pub fn word_ids(enc: &TextEncoder, text: &str) -> Result<Vec<i64>> {
-    let ids = trimmed_ids(enc, text)?;
-    Ok(ids
-        .get(1..ids.len().saturating_sub(1))
-        .map(<[i64]>::to_vec)
-        .unwrap_or_default())
+    enc.tokenizer.word_ids(text)
 }
 
 /// Unit features `[N, 2H]` of equal-length id rows: end-of-text state (the last position) and the

@@ -271,6 +271,20 @@ impl ClipTokenizer {
     pub fn max_length(&self) -> usize {
         self.max_length
     }
+    /// A text's ids as a word inside a prompt: its tokens without BOS and the end-of-text (a text
+    /// that fills the context loses its last token, where the end-of-text would stand).
+    pub fn word_ids(&self, text: &str) -> Result<Vec<i64>> {
+        let ids = self.encode(text)?;
+        let eos = self.eos_id();
+        let end = ids
+            .iter()
+            .position(|&i| i == eos)
+            .map_or(ids.len(), |p| p + 1);
+        Ok(ids
+            .get(1..end.saturating_sub(1))
+            .map(<[i64]>::to_vec)
+            .unwrap_or_default())
+    }
     pub fn token_to_id(&self, t: &str) -> Option<u32> {
         self.tok.token_to_id(t)
     }

@@ -58,7 +58,7 @@ impl Slotted {
     /// end with copies of its last id (end-of-text or padding), so its length stays the context
     /// length. A prompt without the word gets the prefix slot instead.
     pub fn concept(enc: &TextEncoder, prompts: &[String], concept: &str) -> Result<Self> {
-        let word = word_tokens(enc, concept)?;
+        let word = enc.tokenizer.word_ids(concept)?;
         let prefixed = Vec::<Vec<i64>>::try_from(&slotted_ids(enc, prompts)?)?;
         let plain = Vec::<Vec<i64>>::try_from(&enc.tokenizer.encode_batch(prompts)?)?;
         let slot = slot_id(enc);
@@ -121,14 +121,6 @@ impl Slotted {
 /// the slot's embedding is replaced.
 fn slot_id(enc: &TextEncoder) -> i64 {
     enc.tokenizer.token_to_id("a</w>").unwrap_or(320) as i64
-}
-
-/// A text's token ids as it stands in a prompt: between BOS and the first end-of-text.
-fn word_tokens(enc: &TextEncoder, text: &str) -> Result<Vec<i64>> {
-    let ids = enc.tokenizer.encode(text)?;
-    let eos = enc.tokenizer.eos_id();
-    let end = ids.iter().position(|&i| i == eos).unwrap_or(ids.len());
-    Ok(ids.get(1..end).map(<[i64]>::to_vec).unwrap_or_default())
 }
 
 /// The ids of `prompts` with one slot after BOS, at position 1 (the last position dropped, so the
@@ -228,7 +220,7 @@ mod tests {
             Vec::<Vec<i64>>::try_from(&enc.tokenizer.encode_batch(&prompts).unwrap()).unwrap();
         let rows = Vec::<Vec<i64>>::try_from(&s.ids).unwrap();
         let prefix = Vec::<Vec<i64>>::try_from(&slotted_ids(&enc, &prompts).unwrap()).unwrap();
-        let word = word_tokens(&enc, "circle").unwrap();
+        let word = enc.tokenizer.word_ids("circle").unwrap();
         let slot = slot_id(&enc);
         let eos = enc.tokenizer.eos_id();
         assert!(!word.is_empty());
