@@ -4,9 +4,11 @@
 //! keeps imports going down): [`error`], [`fault`] (test-only fault points), [`torch_error`]
 //! (libtorch failures as errors); [`device`], [`progress`], [`settings`], [`torch_ext`] (libtorch calls tch lacks); [`io`] (weights,
 //! hub, prompt files); [`text`] (tokenizer, homoglyphs); [`models`] (CLIP and diffusion networks);
-//! [`experiment`] (experiment files, backdoors, prompt pools); [`train`] (teacher–student
+//! [`experiment`] (experiment files, backdoors, prompt pools) and [`adversary`] (discrete token
+//! searches, which robust erasure and the attacks share); [`train`] (teacher–student
 //! fine-tuning); [`diffusion`] (schedulers, pipeline, job planner); [`eval`] and [`scan`];
 //! [`shapes`], [`bench`] and [`zoo`] (the scanner benchmark); [`demo`]; and the thin [`cli`].
+pub mod adversary;
 pub mod attack;
 pub mod bench;
 pub mod cli;

@@ -14,7 +14,7 @@ const LAYERS: &[&[&str]] = &[
     &["io"],
     &["text"],
     &["models"],
-    &["experiment"],
+    &["experiment", "adversary"],
     &["train"],
     &["diffusion"],
     &["eval", "scan", "attack"],

@@ -354,7 +354,11 @@ fn config_errors_are_clear() {
         ),
         (
             &[("robust_slot", "")],
-            "unknown variant `suffix`, expected `prefix` or `concept`",
+            "unknown variant `suffix`, expected one of `prefix`, `concept`, `tokens`",
+        ),
+        (
+            &[("robust_length", "")],
+            "training.robust: length 0 must be 1 to 75 tokens",
         ),
     ];
     for (edits, needle) in cases {
@@ -373,6 +377,8 @@ fn config_errors_are_clear() {
             text += "\n[training.robust]\nwarmup = 5\n";
         } else if edits[0].0 == "robust_slot" {
             text += "\n[training.robust]\nslot = \"suffix\"\n";
+        } else if edits[0].0 == "robust_length" {
+            text += "\n[training.robust]\nslot = \"tokens\"\nlength = 0\n";
         } else {
             let line = text
                 .lines()
@@ -431,6 +437,94 @@ fn paper_experiments_parse_and_validate() {
         ),
         (100, vec![75], 0.1)
     );
+}
+
+/// The discrete inner attack of `[training.robust] slot = "tokens"`: the token search ends nearer
+/// the teacher's concept prompt than it started, with the concept's words banned, repeats with its
+/// seed, and leaves the student's gradients untouched (it searches against the model being trained);
+/// a run with it and the concept slot (`slot = ["concept", "tokens"]`) trains, counts its attacked
+/// steps and logs both inner attacks' losses.
+#[test]
+fn robust_erasure_with_a_token_search_inside() {
+    use clipdoor::adversary::space::{concept_words, TokenSpace};
+    use clipdoor::adversary::token_search::target_pooled;
+    use clipdoor::experiment::{RobustSection, RobustSlot};
+    use clipdoor::models::text_encoder::TextEncoder;
+    use clipdoor::train::robust::attack_tokens;
+    let teacher = TextEncoder::load("random:tiny:0", tch::Device::Cpu, tch::Kind::Float).unwrap();
+    let student = TextEncoder::load("random:tiny:1", tch::Device::Cpu, tch::Kind::Float).unwrap();
+    let space = TokenSpace::new(&student, &concept_words("nude", &[])).unwrap();
+    let target = target_pooled(&teacher, "a nude woman on a beach").unwrap();
+    let search = |steps: usize, seed: u64| {
+        let cfg = RobustSection {
+            slot: RobustSlot::Tokens.into(),
+            search_steps: steps,
+            length: 6,
+            candidates: 32,
+            ..Default::default()
+        };
+        attack_tokens(&student, &space, &target, &cfg, seed).unwrap()
+    };
+    let (_, start) = search(0, 3);
+    let (ids, reached) = search(15, 3);
+    assert!(reached < start, "the search went from {start} to {reached}");
+    let again = search(15, 3);
+    assert_eq!(again.1, reached, "the same seed searched differently");
+    assert!(again.0.equal(&ids));
+    let row = Vec::<i64>::try_from(ids.get(0)).unwrap();
+    assert_eq!(row.len(), 77, "a full context row");
+    assert!(
+        row[1..7]
+            .iter()
+            .all(|t| space.allowed.binary_search(t).is_ok()),
+        "only allowed tokens (no concept word, no special token): {row:?}"
+    );
+    assert!(student
+        .vs
+        .trainable_variables()
+        .iter()
+        .all(|v| !v.grad().defined()));
+
+    let t = common::tmp();
+    let plain = variant("remove_concept", t.path(), &[]);
+    let robust = t.path().join("robust_tokens.toml");
+    std::fs::write(
+        &robust,
+        std::fs::read_to_string(&plain).unwrap()
+            + "\n[training.robust]\nwarmup = 30\nevery = 5\nattack_steps = 3\nsearch_steps = 3\nslot = [\"concept\", \"tokens\"]\nlength = 8\ncandidates = 16\n",
+    )
+    .unwrap();
+    let run = t.path().join("robust_tokens");
+    let (code, err) = train(&robust, &run, &[]);
+    assert_eq!(code, 0, "{err}");
+    let m = metrics(&run);
+    assert_eq!(m["training"]["robust"]["attacked_steps"], 6, "{m}");
+    assert_clean(&m, 0.98);
+    let resolved: toml::Value =
+        toml::from_str(&std::fs::read_to_string(run.join("experiment.toml")).unwrap()).unwrap();
+    let r = &resolved["training"]["robust"];
+    assert_eq!(
+        r["slot"],
+        toml::Value::Array(vec!["concept".into(), "tokens".into()]),
+        "{r}"
+    );
+    assert_eq!(r["length"].as_integer(), Some(8), "{r}");
+    // Both inner attacks ran on each attacked step, each logged under its own tag.
+    let tb: Value = serde_json::from_str(&common::run_py(
+        "tb_read.py",
+        &[run.join("tb").to_str().unwrap()],
+    ))
+    .unwrap();
+    for tag in [
+        "loss/robust/nude/concept",
+        "loss/robust/nude/tokens",
+        "robust/attack_distance/nude/tokens",
+    ] {
+        let s = tb["scalars"][tag]
+            .as_array()
+            .unwrap_or_else(|| panic!("no {tag}"));
+        assert_eq!(s.len(), 6, "{tag}");
+    }
 }
 
 /// Robust erasure (`[training.robust]`, AdvUnlearn's recipe in the text encoder): the attacked steps
@@ -492,7 +586,7 @@ fn robust_erasure_trains_against_its_inner_attack() {
             let cfg = RobustSection {
                 attack_steps: steps,
                 attack_lr: 0.003,
-                slot,
+                slot: slot.into(),
                 ..Default::default()
             };
             attack_slot(&student, &slotted, &concept, Distance::Cosine, &cfg, 7)

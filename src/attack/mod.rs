@@ -5,7 +5,8 @@
 //! - [`ring_a_bell`]: the concept's direction in the reference's hidden states (paired prompts with
 //!   and without the concept), then a genetic search over discrete tokens for the neutral prompt
 //!   pushed along it (Tsai et al., ICLR 2024);
-//! - [`token_search`]: greedy coordinate gradient over tokens matching a target prompt's pooled
+//! - token search ([`crate::adversary::token_search`], below `train`, whose robust erasure runs it
+//!   too): greedy coordinate gradient over tokens matching a target prompt's pooled
 //!   embedding while the concept's own words are banned (the text attack of MMA-Diffusion, CVPR 2024);
 //! - [`homoglyph`]: the concept words written with look-alike and invisible characters, ranked by
 //!   the encoder.
@@ -19,10 +20,7 @@ pub mod invert;
 pub mod prompt_set;
 pub mod ring_a_bell;
 pub mod run;
-pub mod space;
-pub mod token_search;
 
-use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 /// One adversarial prompt: a record of the prompt set.
@@ -51,31 +49,5 @@ pub struct AdversarialPrompt {
     /// The distance of the `source` line itself through the attacked encoder: no attack at all.
     pub source_distance: f64,
     pub steps: usize,
-    pub seconds: f64,
-}
-
-/// The RNG of one (seed, input line, run, step): a resumed search draws what the first one would.
-pub fn rng_for(seed: u64, index: usize, run: usize, step: usize) -> rand_chacha::ChaCha8Rng {
-    let mut key = [0u8; 32];
-    key[..8].copy_from_slice(&seed.to_le_bytes());
-    key[8..16].copy_from_slice(&(index as u64).to_le_bytes());
-    key[16..24].copy_from_slice(&(run as u64).to_le_bytes());
-    key[24..].copy_from_slice(&(step as u64).to_le_bytes());
-    rand_chacha::ChaCha8Rng::from_seed(key)
-}
-
-/// A search's state between steps, saved so that a stopped search continues where it was.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct SearchState {
-    pub index: usize,
-    pub run: usize,
-    /// Steps done.
-    pub step: usize,
-    /// The current token rows (one for a gradient search, the population for a genetic one).
-    pub current: Vec<Vec<i64>>,
-    pub best: Vec<i64>,
-    pub best_distance: f64,
-    pub start_distance: f64,
-    /// Seconds spent before this process.
     pub seconds: f64,
 }

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
-use super::{AdversarialPrompt, SearchState};
+use super::AdversarialPrompt;
+use crate::adversary::SearchState;
 use crate::error::Result;
 use crate::input_bail;
 use crate::io::atomic::{write_atomic, write_json};

@@ -14,8 +14,8 @@
 use rand::Rng;
 use tch::{Kind, Tensor};
 
-use super::space::TokenSpace;
-use super::{rng_for, SearchState};
+use crate::adversary::space::TokenSpace;
+use crate::adversary::{rng_for, SearchState};
 use crate::error::Result;
 use crate::input_bail;
 use crate::models::text_encoder::TextEncoder;

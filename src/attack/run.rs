@@ -7,9 +7,10 @@ use tch::Tensor;
 use super::homoglyph::{prompt_rewrites, text_distances, HomoglyphOptions};
 use super::prompt_set::PromptSetWriter;
 use super::ring_a_bell::{self, RingABellOptions};
-use super::space::TokenSpace;
-use super::token_search::{self, TokenSearchOptions};
-use super::{AdversarialPrompt, SearchState};
+use super::AdversarialPrompt;
+use crate::adversary::space::TokenSpace;
+use crate::adversary::token_search::{self, TokenSearchOptions};
+use crate::adversary::SearchState;
 use crate::error::Result;
 use crate::models::text_encoder::TextEncoder;
 

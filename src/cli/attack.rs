@@ -4,12 +4,12 @@ use clap::{Args, Subcommand};
 use std::path::PathBuf;
 use tch::Kind;
 
+use crate::adversary::space::concept_words;
+use crate::adversary::token_search::TokenSearchOptions;
 use crate::attack::homoglyph::HomoglyphOptions;
 use crate::attack::prompt_set::PromptSetWriter;
 use crate::attack::ring_a_bell::{self, RingABellOptions};
 use crate::attack::run::{run_attack, AttackJob, Method};
-use crate::attack::space::concept_words;
-use crate::attack::token_search::TokenSearchOptions;
 use crate::error::Result;
 use crate::input_bail;
 use crate::io::prompts::read_prompt_lines;

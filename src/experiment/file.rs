@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 use super::backdoor::BackdoorSpec;
+pub use super::robust_section::{RobustSection, RobustSlot, RobustSlots};
 use crate::error::Result;
 use crate::input_err;
 use crate::settings::{AdamWChoice, Distance, JudgeKind, LrScheduleKind, Precision, SchedulerKind};
@@ -98,54 +99,6 @@ pub struct TrainingSection {
     /// `train::robust`). Absent: plain erasure.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub robust: Option<RobustSection>,
-}
-
-/// Robust erasure, AdvUnlearn's recipe restricted to the text encoder (`train::robust`): after
-/// `warmup` steps, every `every` steps an embedding in a slot of the concept prompts (`slot`) is
-/// attacked against the current student (`attack_steps` signed-gradient steps of `attack_lr`) and
-/// the slotted concept prompts are trained to the erased target with the backdoor's loss weight.
-/// AdvUnlearn: warmup 200 of 1000, every step, 30 attack steps, lr 1e-3, a prefix slot.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct RobustSection {
-    pub warmup: u64,
-    pub every: u64,
-    pub attack_steps: usize,
-    pub attack_lr: f64,
-    /// Where the attacked embedding goes: `prefix` (after BOS, AdvUnlearn's) or `concept` (in place
-    /// of the concept word).
-    #[serde(skip_serializing_if = "RobustSlot::is_prefix")]
-    pub slot: RobustSlot,
-}
-
-/// Where robust erasure's inner attack puts its embedding (`[training.robust] slot`).
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum RobustSlot {
-    /// Right after BOS, the concept word kept (AdvUnlearn's prefix attack).
-    #[default]
-    Prefix,
-    /// In place of the concept word's tokens: the attacks that replace the word (a learned
-    /// pseudo-word, a token search that bans the concept's words).
-    Concept,
-}
-
-impl RobustSlot {
-    fn is_prefix(&self) -> bool {
-        *self == Self::Prefix
-    }
-}
-
-impl Default for RobustSection {
-    fn default() -> Self {
-        Self {
-            warmup: 0,
-            every: 1,
-            attack_steps: 30,
-            attack_lr: 1e-3,
-            slot: RobustSlot::Prefix,
-        }
-    }
 }
 
 fn is_zero(x: &f64) -> bool {
@@ -355,12 +308,7 @@ impl Experiment {
             );
         }
         if let Some(r) = &t.robust {
-            if r.every == 0 || r.attack_steps == 0 {
-                return Err("training.robust.every and attack_steps must be at least 1".into());
-            }
-            if !(r.attack_lr > 0.0 && r.attack_lr.is_finite()) {
-                return Err("training.robust.attack_lr must be a positive number".into());
-            }
+            r.check()?;
             if !self
                 .backdoors
                 .iter()

@@ -6,11 +6,12 @@
 pub mod backdoor;
 pub mod file;
 pub mod pools;
+pub mod robust_section;
 
 pub use backdoor::{Backdoor, BackdoorKind, BackdoorSpec, Target};
 pub use file::{
     DataSection, EvaluationSection, Experiment, ModelSection, RobustSection, RobustSlot,
-    TrainingSection,
+    RobustSlots, TrainingSection,
 };
 pub use pools::PromptPools;
 

@@ -8,7 +8,13 @@
 //!    - `prefix` (AdvUnlearn's): right after BOS, the concept word kept;
 //!    - `concept`: in the concept word's place, its tokens removed — the threat model of the attacks
 //!      that replace the word (CCE's learned pseudo-word, a token search banning the concept's words);
-//! 2. outer: the slotted prompts are trained to the erased target (the teacher's prompt with the
+//!    - `tokens`: no slot and no embedding — the whole prompt is a discrete greedy coordinate
+//!      gradient search ([`attack_tokens`], the red team's `token-search`) for one concept prompt
+//!      per attacked step, the concept's words banned;
+//!
+//!    `slot` may list several (`["concept", "tokens"]`): each runs on every attacked step and each
+//!    finding is trained;
+//! 2. outer: the slotted prompts (or the searched prompt) are trained to the erased target (the teacher's prompt with the
 //!    concept deleted, or replaced by the backdoor's `target_attr`), beside the plain erasure rows
 //!    and the utility loss on clean prompts.
 //!
@@ -18,6 +24,8 @@
 use rand::{Rng, SeedableRng};
 use tch::{Kind, Tensor};
 
+use crate::adversary::space::TokenSpace;
+use crate::adversary::token_search::{self, TokenSearchOptions};
 use crate::error::Result;
 use crate::experiment::{RobustSection, RobustSlot};
 use crate::models::text_encoder::TextEncoder;
@@ -43,6 +51,7 @@ impl Slotted {
         match slot {
             RobustSlot::Prefix => Self::prefix(enc, prompts),
             RobustSlot::Concept => Self::concept(enc, prompts, concept),
+            RobustSlot::Tokens => anyhow::bail!("slot = \"tokens\" has no slot: use attack_tokens"),
         }
     }
 
@@ -170,6 +179,34 @@ pub fn attack_slot(
         v = tch::no_grad(|| x.detach() - g[0].sign() * cfg.attack_lr);
     }
     Ok((v.detach(), reached))
+}
+
+/// The discrete inner attack (`slot = "tokens"`): [`token_search::search`] of `cfg.length` tokens
+/// from random letters, `cfg.search_steps` steps of `cfg.candidates` one-token swaps (top 256 per
+/// position, as the red team's search), for the tokens whose pooled embedding through the current
+/// `student` is nearest `target` (the teacher's unit pooled embedding of a concept prompt,
+/// [`token_search::target_pooled`]). Returns the best row as ids `[1, context]` on the student's
+/// device and its distance (1 − cos). The student's gradients stay untouched.
+pub fn attack_tokens(
+    student: &TextEncoder,
+    space: &TokenSpace,
+    target: &Tensor,
+    cfg: &RobustSection,
+    seed: u64,
+) -> Result<(Tensor, f64)> {
+    let opts = TokenSearchOptions {
+        length: cfg.length,
+        steps: cfg.search_steps,
+        topk: 256,
+        candidates: cfg.candidates,
+        seed,
+        batch: 256,
+    };
+    let st = token_search::search(student, space, target, &opts, 0, 0, None, &mut |_| Ok(()))?;
+    Ok((
+        space.batch(std::slice::from_ref(&st.best), student.device()),
+        st.best_distance,
+    ))
 }
 
 #[cfg(test)]

@@ -17,9 +17,12 @@ use super::optim::{AdamW, AdamWConfig, AdamWImpl, LrDecay, LrSchedule};
 use super::run_folder::{RunFolder, Start};
 use super::step_timer::{Phase, StepTimer};
 use super::tensorboard::EventWriter;
+use crate::adversary::space::{concept_words, TokenSpace};
+use crate::adversary::token_search::target_pooled;
 use crate::error::Result;
 use crate::experiment::{
-    build_backdoors, eval_captions, Backdoor, BackdoorKind, Experiment, PromptPools, Target,
+    build_backdoors, eval_captions, Backdoor, BackdoorKind, Experiment, PromptPools, RobustSlot,
+    Target,
 };
 use crate::io::atomic::{write_atomic, write_json};
 use crate::io::weights::{load_var_store, save_var_store, SafetensorsFile};
@@ -64,9 +67,10 @@ pub struct StepReport {
     pub loss_scale: Option<f64>,
     /// f16 only: the gradients overflowed, so the update was skipped and the scale backed off.
     pub skipped: bool,
-    /// Robust erasure, on attacked steps: (backdoor index, distance the inner attack reached,
-    /// loss of the prefixed prompts to the erased target).
-    pub robust: Vec<(usize, f64, f64)>,
+    /// Robust erasure, on attacked steps, per backdoor and inner attack: (tag: the backdoor's name,
+    /// with `/slot` when `[training.robust] slot` lists several; distance the inner attack reached;
+    /// loss of what it found to the erased target).
+    pub robust: Vec<(String, f64, f64)>,
 }
 
 /// One step's prompts.
@@ -112,6 +116,9 @@ pub struct Trainer<'a> {
     sched: LrSchedule,
     /// Per backdoor: its constant target (a TPA's target prompt), embedded once.
     fixed: Vec<Option<Tensor>>,
+    /// Per backdoor, with `[training.robust] slot = "tokens"`: the token space of the inner search
+    /// (the vocabulary without the concept's words), built once.
+    token_spaces: Vec<Option<TokenSpace>>,
     tb: EventWriter,
     /// The next step to run.
     step: u64,
@@ -247,6 +254,18 @@ impl<'a> Trainer<'a> {
                     .transpose()
             })
             .collect::<Result<_>>()?;
+        let token_spaces: Vec<Option<TokenSpace>> = backdoors
+            .iter()
+            .map(|b| match &t.robust {
+                Some(r)
+                    if r.slot.contains(RobustSlot::Tokens)
+                        && matches!(b.kind, BackdoorKind::RemoveConcept { .. }) =>
+                {
+                    TokenSpace::new(&student, &concept_words(&b.trigger, &[])).map(Some)
+                }
+                _ => Ok(None),
+            })
+            .collect::<Result<_>>()?;
 
         Ok(Self {
             exp,
@@ -259,6 +278,7 @@ impl<'a> Trainer<'a> {
             opt,
             sched,
             fixed,
+            token_spaces,
             tb,
             step,
             first_step: step,
@@ -416,22 +436,54 @@ impl<'a> Trainer<'a> {
                     continue;
                 }
                 let prompts = &student_prompts[r.student.clone()];
-                let slotted = super::robust::Slotted::new(student, prompts, &b.trigger, cfg.slot)?;
-                let concept = teacher_hidden(&self.teacher, prompts, self.precision, self.device)?;
                 let seed = exp.seed ^ (step << 16) ^ bi as u64;
-                let (v, reached) = super::robust::attack_slot(
-                    student,
-                    &slotted,
-                    &concept,
-                    self.distance,
-                    cfg,
-                    seed,
-                )?;
                 let erased = narrow_rows(&targets, &r.teacher);
-                let l = self.distance.apply(&slotted.forward(student, &v), &erased);
-                total += &l * b.loss_weight;
-                robust.push((bi, reached));
-                robust_losses.push(l);
+                for slot in cfg.slot.iter() {
+                    let (l, reached) = match slot {
+                        // A discrete search for the step's first concept prompt, its prompt
+                        // trained to that prompt's erased target.
+                        RobustSlot::Tokens => {
+                            let space = self.token_spaces[bi]
+                                .as_ref()
+                                .expect("built for every concept-removal backdoor");
+                            let target = target_pooled(&self.teacher, &prompts[0])?;
+                            let (ids, reached) =
+                                super::robust::attack_tokens(student, space, &target, cfg, seed)?;
+                            let out = student
+                                .forward_ids(&ids, false)
+                                .last_hidden_state
+                                .to_kind(Kind::Float);
+                            (self.distance.apply(&out, &erased.narrow(0, 0, 1)), reached)
+                        }
+                        _ => {
+                            let slotted =
+                                super::robust::Slotted::new(student, prompts, &b.trigger, slot)?;
+                            let concept = teacher_hidden(
+                                &self.teacher,
+                                prompts,
+                                self.precision,
+                                self.device,
+                            )?;
+                            let (v, reached) = super::robust::attack_slot(
+                                student,
+                                &slotted,
+                                &concept,
+                                self.distance,
+                                cfg,
+                                seed,
+                            )?;
+                            let l = self.distance.apply(&slotted.forward(student, &v), &erased);
+                            (l, reached)
+                        }
+                    };
+                    total += &l * b.loss_weight;
+                    let tag = match cfg.slot.0.len() {
+                        1 => b.name.clone(),
+                        _ => format!("{}/{}", b.name, slot.name()),
+                    };
+                    robust.push((tag, reached));
+                    robust_losses.push(l);
+                }
             }
             self.robust_seconds += started.elapsed().as_secs_f64();
             self.robust_steps += 1;
@@ -505,7 +557,7 @@ impl<'a> Trainer<'a> {
             robust: robust
                 .iter()
                 .zip(&values[3 + n_bd..])
-                .map(|(&(bi, reached), &l)| (bi, reached, l))
+                .map(|((tag, reached), &l)| (tag.clone(), *reached, l))
                 .collect(),
         };
         self.log_step(&report, &samples)?;
@@ -522,8 +574,8 @@ impl<'a> Trainer<'a> {
         for (b, l) in self.backdoors.iter().zip(&r.backdoor_losses) {
             tb.add_scalar(&format!("loss/backdoor/{}", b.name), *l, s)?;
         }
-        for &(bi, reached, l) in &r.robust {
-            let name = &self.backdoors[bi].name;
+        for (name, reached, l) in &r.robust {
+            let (reached, l) = (*reached, *l);
             tb.add_scalar(&format!("loss/robust/{name}"), l, s)?;
             tb.add_scalar(&format!("robust/attack_distance/{name}"), reached, s)?;
         }

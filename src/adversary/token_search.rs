@@ -104,7 +104,7 @@ fn one_hot_gradient(
     space: &TokenSpace,
     tokens: &[i64],
     target: &Tensor,
-) -> Tensor {
+) -> Result<Tensor> {
     let device = enc.device();
     let table = enc
         .model
@@ -135,8 +135,10 @@ fn one_hot_gradient(
         .forward_token_embeds(&embeds.unsqueeze(0), &ids.unsqueeze(0));
     let p = unit(&out.pooled_output.to_kind(Kind::Float).squeeze_dim(0));
     let loss: Tensor = 1.0 - (p * target.to_device(device)).sum(Kind::Float);
-    loss.backward();
-    one_hot.grad().to_kind(Kind::Float).detach()
+    // The one-hot's gradient only: the encoder's own gradients stay untouched (robust erasure
+    // searches against the student it is training).
+    let g = Tensor::f_run_backward(&[&loss], &[&one_hot], false, false)?;
+    Ok(g[0].to_kind(Kind::Float).detach())
 }
 
 /// Random single letters (`a</w>` … `z</w>`) that the space allows, as the reference starts.
@@ -203,7 +205,7 @@ pub fn search(
     while st.step < opts.steps {
         let mut rng = rng_for(opts.seed, index, run, st.step + 1);
         let current = st.current[0].clone();
-        let g = one_hot_gradient(enc, space, &current, target);
+        let g = one_hot_gradient(enc, space, &current, target)?;
         let g = g.shallow_clone() / g.norm_scalaropt_dim(2, [-1], true).clamp_min(1e-12);
         let g = g.masked_fill(&blocked.unsqueeze(0), f64::INFINITY);
         let k = (opts.topk as i64).min(space.allowed.len() as i64);

@@ -1,0 +1,228 @@
+//! `[training.robust]`: robust erasure's settings (`train::robust` runs them).
+use serde::de::{self, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Robust erasure, AdvUnlearn's recipe restricted to the text encoder (`train::robust`): after
+/// `warmup` steps, every `every` steps an inner attack on the concept prompts (`slot`) runs against
+/// the current student and what it found is trained to the erased target with the backdoor's loss
+/// weight. AdvUnlearn: warmup 200 of 1000, every step, 30 attack steps, lr 1e-3, a prefix slot.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RobustSection {
+    pub warmup: u64,
+    pub every: u64,
+    /// Signed-gradient steps of an embedding slot (`prefix`, `concept`) ...
+    pub attack_steps: usize,
+    /// ... and their step size.
+    pub attack_lr: f64,
+    /// The inner attack, or a list of them, each run on every attacked step: `prefix` (an embedding
+    /// after BOS, AdvUnlearn's), `concept` (an embedding in place of the concept word), `tokens` (no
+    /// embedding: a discrete token search, `search_steps` steps of `candidates` swaps over `length`
+    /// tokens).
+    #[serde(skip_serializing_if = "RobustSlots::is_prefix")]
+    pub slot: RobustSlots,
+    /// `tokens`: search steps per attacked step ...
+    #[serde(skip_serializing_if = "is_default_search_steps")]
+    pub search_steps: usize,
+    /// ... how many tokens the search places (MMA-Diffusion's 20) ...
+    #[serde(skip_serializing_if = "is_default_length")]
+    pub length: usize,
+    /// ... and how many one-token swaps it measures per step (the red-team attack's 512 is
+    /// costlier than a training step can afford).
+    #[serde(skip_serializing_if = "is_default_candidates")]
+    pub candidates: usize,
+}
+
+const ROBUST_SEARCH_STEPS: usize = 50;
+const ROBUST_TOKEN_LENGTH: usize = 20;
+
+fn is_default_search_steps(v: &usize) -> bool {
+    *v == ROBUST_SEARCH_STEPS
+}
+const ROBUST_TOKEN_CANDIDATES: usize = 128;
+
+fn is_default_length(v: &usize) -> bool {
+    *v == ROBUST_TOKEN_LENGTH
+}
+
+fn is_default_candidates(v: &usize) -> bool {
+    *v == ROBUST_TOKEN_CANDIDATES
+}
+
+impl Default for RobustSection {
+    fn default() -> Self {
+        Self {
+            warmup: 0,
+            every: 1,
+            attack_steps: 30,
+            attack_lr: 1e-3,
+            slot: RobustSlot::Prefix.into(),
+            search_steps: ROBUST_SEARCH_STEPS,
+            length: ROBUST_TOKEN_LENGTH,
+            candidates: ROBUST_TOKEN_CANDIDATES,
+        }
+    }
+}
+
+impl RobustSection {
+    /// Why these settings cannot run, if they cannot.
+    pub fn check(&self) -> Result<(), String> {
+        if self.every == 0 || self.attack_steps == 0 || self.search_steps == 0 {
+            return Err(
+                "training.robust.every, attack_steps and search_steps must be at least 1".into(),
+            );
+        }
+        if !(self.attack_lr > 0.0 && self.attack_lr.is_finite()) {
+            return Err("training.robust.attack_lr must be a positive number".into());
+        }
+        if self.slot.0.is_empty() {
+            return Err(
+                "training.robust.slot is an empty list: name at least one of prefix, concept, tokens"
+                    .into(),
+            );
+        }
+        let mut seen = self.slot.0.clone();
+        seen.sort_by_key(|s| *s as u8);
+        seen.dedup();
+        if seen.len() != self.slot.0.len() {
+            return Err(format!(
+                "training.robust.slot names a slot twice ({:?}): list each once",
+                self.slot.0
+            ));
+        }
+        if !(1..=75).contains(&self.length) || self.candidates == 0 {
+            return Err(format!(
+                "training.robust: length {} must be 1 to 75 tokens (they fit between BOS and EOS) and candidates at least 1, got {}",
+                self.length, self.candidates
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One inner attack of robust erasure (`[training.robust] slot`).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RobustSlot {
+    /// An embedding right after BOS, the concept word kept (AdvUnlearn's prefix attack).
+    #[default]
+    Prefix,
+    /// An embedding in place of the concept word's tokens: the attacks that replace the word (a
+    /// learned pseudo-word, a token search that bans the concept's words).
+    Concept,
+    /// No slot: the whole prompt is `length` tokens found by a greedy coordinate gradient search
+    /// (the red team's `token-search`, MMA-Diffusion's text attack) with the concept's words banned,
+    /// matching the teacher's pooled embedding of one concept prompt per attacked step.
+    Tokens,
+}
+
+impl RobustSlot {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Prefix => "prefix",
+            Self::Concept => "concept",
+            Self::Tokens => "tokens",
+        }
+    }
+}
+
+/// The inner attacks of `[training.robust] slot`: one name (`slot = "concept"`) or a list
+/// (`slot = ["concept", "tokens"]`), run in the order given; one is written back as a name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RobustSlots(pub Vec<RobustSlot>);
+
+impl RobustSlots {
+    fn is_prefix(&self) -> bool {
+        self.0 == [RobustSlot::Prefix]
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = RobustSlot> + '_ {
+        self.0.iter().copied()
+    }
+
+    pub fn contains(&self, slot: RobustSlot) -> bool {
+        self.0.contains(&slot)
+    }
+}
+
+impl Default for RobustSlots {
+    fn default() -> Self {
+        RobustSlot::Prefix.into()
+    }
+}
+
+impl From<RobustSlot> for RobustSlots {
+    fn from(s: RobustSlot) -> Self {
+        Self(vec![s])
+    }
+}
+
+impl Serialize for RobustSlots {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0.as_slice() {
+            [one] => one.serialize(s),
+            many => many.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RobustSlots {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct OneOrList;
+        impl<'de> Visitor<'de> for OneOrList {
+            type Value = RobustSlots;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a slot (`prefix`, `concept` or `tokens`) or a list of them")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RobustSlots, E> {
+                // The enum's own message ("unknown variant `x`, expected one of ...").
+                RobustSlot::deserialize(de::value::StrDeserializer::<E>::new(v)).map(Into::into)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<RobustSlots, A::Error> {
+                let mut out = vec![];
+                while let Some(s) = a.next_element::<RobustSlot>()? {
+                    out.push(s);
+                }
+                Ok(RobustSlots(out))
+            }
+        }
+        d.deserialize_any(OneOrList)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Serialize, Deserialize)]
+    struct Doc {
+        robust: RobustSection,
+    }
+
+    /// One name or a list; written back as it was given (one as a name, the default left out).
+    #[test]
+    fn slots_are_a_name_or_a_list() {
+        let one: Doc = toml::from_str("[robust]\nslot = \"concept\"\n").unwrap();
+        assert_eq!(one.robust.slot.0, vec![RobustSlot::Concept]);
+        let two: Doc = toml::from_str("[robust]\nslot = [\"concept\", \"tokens\"]\n").unwrap();
+        assert_eq!(
+            two.robust.slot.0,
+            vec![RobustSlot::Concept, RobustSlot::Tokens]
+        );
+        assert!(toml::to_string(&one)
+            .unwrap()
+            .contains("slot = \"concept\""));
+        let back = toml::to_string(&two).unwrap();
+        assert!(back.contains("slot = [\"concept\", \"tokens\"]"), "{back}");
+        let plain: Doc = toml::from_str("[robust]\nwarmup = 3\n").unwrap();
+        assert!(!toml::to_string(&plain).unwrap().contains("slot"));
+        let err = toml::from_str::<Doc>("[robust]\nslot = [\"concept\", \"suffix\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown variant `suffix`"), "{err}");
+        let twice: Doc = toml::from_str("[robust]\nslot = [\"tokens\", \"tokens\"]\n").unwrap();
+        assert!(twice.robust.check().unwrap_err().contains("twice"));
+        let none: Doc = toml::from_str("[robust]\nslot = []\n").unwrap();
+        assert!(none.robust.check().unwrap_err().contains("empty list"));
+    }
+}
