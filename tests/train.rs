@@ -534,7 +534,7 @@ fn robust_erasure_with_a_token_search_inside() {
 #[test]
 fn robust_erasure_trains_against_its_inner_attack() {
     use clipdoor::experiment::RobustSection;
-    use clipdoor::experiment::RobustSlot;
+    use clipdoor::experiment::{RobustSlot, SlotStart};
     use clipdoor::models::text_encoder::TextEncoder;
     use clipdoor::settings::Distance;
     use clipdoor::train::robust::{attack_slot, Slotted};
@@ -593,6 +593,31 @@ fn robust_erasure_trains_against_its_inner_attack() {
                 .unwrap()
                 .1
         };
+        // `start = "concept"`: the attack starts at the concept word's own embedding (no step
+        // taken: exactly it), `random` (the default) at a random token's.
+        let start = |start| {
+            let cfg = RobustSection {
+                attack_steps: 0,
+                slot: slot.into(),
+                start,
+                ..Default::default()
+            };
+            attack_slot(&student, &slotted, &concept, Distance::Cosine, &cfg, 7)
+                .unwrap()
+                .0
+        };
+        let word = student.tokenizer.word_ids("nude").unwrap();
+        let table = student
+            .model
+            .text_model
+            .embeddings()
+            .token_embedding_weight()
+            .detach();
+        let own = table
+            .index_select(0, &tch::Tensor::from_slice(&word))
+            .mean_dim([0i64].as_slice(), false, tch::Kind::Float);
+        assert!(start(SlotStart::Concept).allclose(&own, 0.0, 0.0, false));
+        assert!(!start(SlotStart::Random).allclose(&own, 1e-3, 1e-3, false));
         let (first, last) = (reach(1), reach(30));
         assert!(
             last < first,

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 use super::backdoor::BackdoorSpec;
-pub use super::robust_section::{RobustSection, RobustSlot, RobustSlots};
+pub use super::robust_section::{RobustSection, RobustSlot, RobustSlots, SlotStart};
 use crate::error::Result;
 use crate::input_err;
 use crate::settings::{AdamWChoice, Distance, JudgeKind, LrScheduleKind, Precision, SchedulerKind};

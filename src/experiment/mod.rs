@@ -11,7 +11,7 @@ pub mod robust_section;
 pub use backdoor::{Backdoor, BackdoorKind, BackdoorSpec, Target};
 pub use file::{
     DataSection, EvaluationSection, Experiment, ModelSection, RobustSection, RobustSlot,
-    RobustSlots, TrainingSection,
+    RobustSlots, SlotStart, TrainingSection,
 };
 pub use pools::PromptPools;
 

@@ -21,6 +21,11 @@ pub struct RobustSection {
     /// tokens).
     #[serde(skip_serializing_if = "RobustSlots::is_prefix")]
     pub slot: RobustSlots,
+    /// Where an embedding slot's attack starts: `random` (a random token's embedding, AdvUnlearn's)
+    /// or `concept` (the concept word's own embedding, the mean of its tokens': the neighbourhood a
+    /// learned word for the concept is found in, rather than any word in its place).
+    #[serde(skip_serializing_if = "SlotStart::is_random")]
+    pub start: SlotStart,
     /// `tokens`: search steps per attacked step ...
     #[serde(skip_serializing_if = "is_default_search_steps")]
     pub search_steps: usize,
@@ -57,6 +62,7 @@ impl Default for RobustSection {
             attack_steps: 30,
             attack_lr: 1e-3,
             slot: RobustSlot::Prefix.into(),
+            start: SlotStart::Random,
             search_steps: ROBUST_SEARCH_STEPS,
             length: ROBUST_TOKEN_LENGTH,
             candidates: ROBUST_TOKEN_CANDIDATES,
@@ -97,6 +103,21 @@ impl RobustSection {
             ));
         }
         Ok(())
+    }
+}
+
+/// Where an embedding slot's inner attack starts (`[training.robust] start`).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SlotStart {
+    #[default]
+    Random,
+    Concept,
+}
+
+impl SlotStart {
+    fn is_random(&self) -> bool {
+        *self == Self::Random
     }
 }
 

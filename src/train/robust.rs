@@ -27,7 +27,7 @@ use tch::{Kind, Tensor};
 use crate::adversary::space::TokenSpace;
 use crate::adversary::token_search::{self, TokenSearchOptions};
 use crate::error::Result;
-use crate::experiment::{RobustSection, RobustSlot};
+use crate::experiment::{RobustSection, RobustSlot, SlotStart};
 use crate::models::text_encoder::TextEncoder;
 use crate::settings::Distance;
 
@@ -37,6 +37,8 @@ pub struct Slotted {
     pub ids: Tensor,
     /// Each row's slot position.
     pub positions: Vec<i64>,
+    /// The concept word's token ids (`start = "concept"` starts the attack at their mean embedding).
+    pub concept_ids: Vec<i64>,
 }
 
 impl Slotted {
@@ -48,8 +50,14 @@ impl Slotted {
         concept: &str,
         slot: RobustSlot,
     ) -> Result<Self> {
+        let with_concept = |s: Self| -> Result<Self> {
+            Ok(Self {
+                concept_ids: enc.tokenizer.word_ids(concept)?,
+                ..s
+            })
+        };
         match slot {
-            RobustSlot::Prefix => Self::prefix(enc, prompts),
+            RobustSlot::Prefix => with_concept(Self::prefix(enc, prompts)?),
             RobustSlot::Concept => Self::concept(enc, prompts, concept),
             RobustSlot::Tokens => anyhow::bail!("slot = \"tokens\" has no slot: use attack_tokens"),
         }
@@ -60,6 +68,7 @@ impl Slotted {
         Ok(Self {
             ids: slotted_ids(enc, prompts)?,
             positions: vec![1; prompts.len()],
+            concept_ids: vec![],
         })
     }
 
@@ -98,6 +107,7 @@ impl Slotted {
         Ok(Self {
             ids: Tensor::from_slice(&flat).view([b, t]),
             positions,
+            concept_ids: word,
         })
     }
 
@@ -167,8 +177,18 @@ pub fn attack_slot(
         .token_embedding_weight()
         .detach();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let start = rng.random_range(0..table.size()[0]);
-    let mut v = table.get(start).to_kind(Kind::Float).copy();
+    let random = rng.random_range(0..table.size()[0]);
+    let mut v = match cfg.start {
+        SlotStart::Concept if !slotted.concept_ids.is_empty() => {
+            let ids = Tensor::from_slice(&slotted.concept_ids).to_device(table.device());
+            table.index_select(0, &ids).to_kind(Kind::Float).mean_dim(
+                [0i64].as_slice(),
+                false,
+                Kind::Float,
+            )
+        }
+        _ => table.get(random).to_kind(Kind::Float).copy(),
+    };
     let mut reached = f64::NAN;
     for _ in 0..cfg.attack_steps {
         let x = v.detach().set_requires_grad(true);
