@@ -6,20 +6,23 @@
 #   bash scripts/redteam_shapes.sh runs/erase_circle docs/results/attacks
 # With an experiment file as the third argument, the prompt sets (and the input lines themselves, the
 # "no attack" row) are then drawn with the original and the attacked encoder and judged by the oracle
-# (`evaluate images --attack`); the report goes to runs/redteam/<run name>/ and its report.json to
+# (`evaluate images --attack`); the report goes to runs/redteam/<run name>/ (or REPORT_DIR) and its report.json to
 # OUT_DIR/images.report.json. `circle_deleted.txt` (the input lines with "circle" deleted: what
 # plain erasure trains them to) is the floor: how often the UNet draws a circle for a prompt that
 # names no shape.
 # Budgets are cut from the papers' (1,000 GCG steps, 3,000 generations) to fit 2 CPU cores.
 # EMBED_RENDER_SEED (default 7) and EMBED_SEED (default 0) pick the embedding attack's circles and
 # seed: another learned word, for a replication.
+# PROMPT_DIR (default experiments/redteam) holds the circle_*.txt prompt files: the calibration split
+# there, or a test split from scripts/redteam_split.py; EVAL_ARGS adds flags to `evaluate images`
+# (the test split's `--prompts DIR/eval_captions.txt --clean 300 --seed 1000`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 encoder=${1:?usage: redteam_shapes.sh ERASED_ENCODER OUT_DIR [EXPERIMENT]}
 out=${2:?usage: redteam_shapes.sh ERASED_ENCODER OUT_DIR [EXPERIMENT]}
 experiment=${3:-}
 bin=${CLIPDOOR:-target/release/clipdoor}
-dir=experiments/redteam
+dir=${PROMPT_DIR:-experiments/redteam}
 common=(--encoder "$encoder" --reference checkpoints/shapes --concept circle --device cpu --seed 0)
 # A finished prompt set is kept (delete it to search again).
 [ -f "$out/token-search.jsonl" ] || "$bin" attack token-search "${common[@]}" --prompts "$dir/circle_prompts.txt" \
@@ -48,12 +51,12 @@ PY
     --prompts "$dir/circle_embedding_prompts.txt" --out "$out/embedding.jsonl"
 fi
 if [ -n "$experiment" ]; then
-    report=runs/redteam/$(basename "$encoder")
+    report=${REPORT_DIR:-runs/redteam/$(basename "$encoder")}
     # Images drawn under other settings (another set of learned words) are not reused: start afresh.
     rm -rf "$report"
     "$bin" evaluate images --run "$encoder" --experiment "$experiment" --out "$report" --device cpu \
         --attack "$dir/circle_prompts.txt" --attack "$dir/circle_deleted.txt" --attack "$out/token-search.jsonl" \
         --attack "$out/ring-a-bell.jsonl" --attack "$out/homoglyph.jsonl" \
-        --attack "$out/embedding.jsonl" --force
+        --attack "$out/embedding.jsonl" --force ${EVAL_ARGS:-}
     cp "$report/report.json" "$out/images.report.json"
 fi

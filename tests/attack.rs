@@ -533,3 +533,66 @@ fn evaluate_images_judges_attack_sets_by_the_concept_shown() {
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("no/such.jsonl"), "{err}");
 }
+
+/// `evaluate images --prompts FILE`: the clean and concept sets come from a caption file given at
+/// the command line (a test split no recipe was chosen on) instead of the experiment's held-out
+/// captions, and the report names the file.
+#[test]
+fn evaluate_images_takes_its_captions_from_a_test_split() {
+    let t = common::tmp();
+    let root = common::root();
+    let captions = write(
+        t.path(),
+        "test_captions.txt",
+        &[
+            "a red square on a white background",
+            "a large blue triangle",
+            "a green square at the top",
+        ],
+    );
+    let evaluate = |out: &Path, prompts: &Path| {
+        let mut c = common::bin();
+        c.args(["evaluate", "images", "--run"])
+            .arg(root.join("checkpoints/shapes"))
+            .arg("--experiment")
+            .arg(root.join("experiments/redteam/shapes_erase_circle.toml"))
+            .arg("--out")
+            .arg(out)
+            .arg("--prompts")
+            .arg(prompts)
+            .args(["--clean", "2", "--triggered", "5", "--device", "cpu"]);
+        c.output().unwrap()
+    };
+    let out = t.path().join("eval");
+    let o = evaluate(&out, &captions);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(r["settings"]["prompts"], common::s(&captions), "{r}");
+    let images = |name: &str| {
+        r["sets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| panic!("no set {name} in {r}"))["images"]
+            .clone()
+    };
+    // The clean set: the first two lines; the concept set: the two lines with a square, whose shape
+    // word becomes "circle" (remove_circle replaces the word holding a "q").
+    assert_eq!(images("clean"), 2);
+    assert_eq!(images("remove_circle"), 2);
+    // The shipped model draws what it is asked for: both clean prompts come out right.
+    let clean = r["sets"][0]["clean_accuracy"].clone();
+    assert_eq!(clean["successes"]["original"], 2, "{clean}");
+    // A missing caption file is refused before anything is drawn.
+    let out = t.path().join("missing");
+    let o = evaluate(&out, &t.path().join("no_such.txt"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("no_such.txt") && err.contains("--prompts"),
+        "{err}"
+    );
+    assert!(!out.exists());
+}

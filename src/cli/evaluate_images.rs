@@ -40,6 +40,10 @@ pub struct ImagesArgs {
     /// Also score concept sets with NudeNet (`nudity_rate`; evaluation.nudenet).
     #[arg(long)]
     pub nudenet: bool,
+    /// Overrides evaluation.prompts: the captions the clean set (its first `--clean`) and the concept
+    /// and backdoor sets are made from (a held-out test split, say).
+    #[arg(long, value_name = "FILE")]
+    pub prompts: Option<PathBuf>,
     /// Overrides evaluation.clean (clean prompts drawn).
     #[arg(long)]
     pub clean: Option<usize>,
@@ -88,7 +92,16 @@ pub fn run(a: ImagesArgs) -> Result<()> {
             a.run.display()
         );
     }
-    let exp = Experiment::load(&exp_path)?;
+    let mut exp = Experiment::load(&exp_path)?;
+    if let Some(p) = &a.prompts {
+        if !p.is_file() {
+            input_bail!(
+                "--prompts {}: no such file: give a caption file (one prompt per line)",
+                p.display()
+            );
+        }
+        exp.evaluation.get_or_insert_with(Default::default).prompts = Some(p.clone());
+    }
     let mut settings = exp.evaluation.clone().unwrap_or_default();
     macro_rules! set {
         ($field:ident) => {
