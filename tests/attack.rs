@@ -364,6 +364,26 @@ fn bad_attack_flags_are_refused_with_the_fix() {
     }
 }
 
+/// `evaluate images` of the shipped shapes model (as both encoders) under the shapes erasure's
+/// experiment, on the CPU, with `args` after the common flags.
+fn evaluate_shapes<S: AsRef<std::ffi::OsStr>>(
+    out: &Path,
+    args: impl IntoIterator<Item = S>,
+) -> std::process::Output {
+    let root = common::root();
+    common::bin()
+        .args(["evaluate", "images", "--run"])
+        .arg(root.join("checkpoints/shapes"))
+        .arg("--experiment")
+        .arg(root.join("experiments/redteam/shapes_erase_circle.toml"))
+        .arg("--out")
+        .arg(out)
+        .args(["--device", "cpu"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
 /// Attack success on images: `evaluate images --attack` draws an adversarial prompt set with both
 /// encoders and the oracle counts the images that show the erased concept. The shipped shapes model
 /// (as both encoders) draws what it is asked, so the count is known: 2 of 4 prompts ask for a circle.
@@ -385,16 +405,10 @@ fn evaluate_images_judges_attack_sets_by_the_concept_shown() {
     )
     .unwrap();
     let evaluate = |out: &Path, extra: &[&str]| {
-        let mut c = common::bin();
-        c.args(["evaluate", "images", "--run"])
-            .arg(root.join("checkpoints/shapes"))
-            .arg("--experiment")
-            .arg(root.join("experiments/redteam/shapes_erase_circle.toml"))
-            .arg("--out")
-            .arg(out)
-            .args(["--clean", "2", "--triggered", "2", "--device", "cpu"])
-            .args(extra);
-        c.output().unwrap()
+        evaluate_shapes(
+            out,
+            ["--clean", "2", "--triggered", "2"].iter().chain(extra),
+        )
     };
     let attack_entry = |out: &Path, name: &str| -> Value {
         let r: Value =
@@ -540,7 +554,6 @@ fn evaluate_images_judges_attack_sets_by_the_concept_shown() {
 #[test]
 fn evaluate_images_takes_its_captions_from_a_test_split() {
     let t = common::tmp();
-    let root = common::root();
     let captions = write(
         t.path(),
         "test_captions.txt",
@@ -551,17 +564,15 @@ fn evaluate_images_takes_its_captions_from_a_test_split() {
         ],
     );
     let evaluate = |out: &Path, prompts: &Path| {
-        let mut c = common::bin();
-        c.args(["evaluate", "images", "--run"])
-            .arg(root.join("checkpoints/shapes"))
-            .arg("--experiment")
-            .arg(root.join("experiments/redteam/shapes_erase_circle.toml"))
-            .arg("--out")
-            .arg(out)
-            .arg("--prompts")
-            .arg(prompts)
-            .args(["--clean", "2", "--triggered", "5", "--device", "cpu"]);
-        c.output().unwrap()
+        let args = [
+            "--prompts",
+            common::s(prompts),
+            "--clean",
+            "2",
+            "--triggered",
+            "5",
+        ];
+        evaluate_shapes(out, args)
     };
     let out = t.path().join("eval");
     let o = evaluate(&out, &captions);

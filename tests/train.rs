@@ -630,3 +630,83 @@ fn robust_erasure_trains_against_its_inner_attack() {
         );
     }
 }
+
+/// `[training.robust] retain`: a retain set's prompts (those holding a trigger dropped, with a
+/// note) get a loss of their own on every attacked step, logged as `loss/retain`, and move at most
+/// half as far from the teacher as the same run without the set lets them; a missing file is an input error
+/// that names it.
+#[test]
+fn robust_erasure_keeps_its_retain_set() {
+    use clipdoor::models::text_encoder::TextEncoder;
+    let t = common::tmp();
+    let plain = variant("remove_concept", t.path(), &[]);
+    let kept = [
+        "an empty room at night",
+        "a plain gray background",
+        "rain on a window",
+    ];
+    let retain = t.path().join("retain.txt");
+    std::fs::write(&retain, kept.join("\n") + "\na nude figure study\n").unwrap();
+    let robust =
+        "\n[training.robust]\nwarmup = 20\nevery = 2\nattack_steps = 5\nattack_lr = 0.003\n";
+    let write = |name: &str, extra: &str| {
+        let p = t.path().join(name);
+        std::fs::write(
+            &p,
+            std::fs::read_to_string(&plain).unwrap() + robust + extra,
+        )
+        .unwrap();
+        p
+    };
+    let with = write(
+        "with.toml",
+        "retain = \"retain.txt\"\nretain_batch_size = 8\n",
+    );
+    let without = write("without.toml", "");
+
+    let (code, err) = train(&with, &t.path().join("with"), &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("1 retain prompts dropped for holding a trigger"),
+        "{err}"
+    );
+    let tb: Value = serde_json::from_str(&common::run_py(
+        "tb_read.py",
+        &[t.path().join("with/tb").to_str().unwrap()],
+    ))
+    .unwrap();
+    assert_eq!(
+        tb["scalars"]["loss/retain"].as_array().map(Vec::len),
+        Some(20)
+    );
+    let (code, err) = train(&without, &t.path().join("without"), &[]);
+    assert_eq!(code, 0, "{err}");
+
+    let prompts: Vec<String> = kept.iter().map(|s| s.to_string()).collect();
+    let hidden = |model: &str| {
+        let e = TextEncoder::load(model, tch::Device::Cpu, tch::Kind::Float).unwrap();
+        e.encode(&prompts, false)
+            .unwrap()
+            .1
+            .last_hidden_state
+            .flatten(1, -1)
+    };
+    let teacher = hidden("random:tiny:0");
+    let closeness = |run: &str| {
+        let s = hidden(t.path().join(run).to_str().unwrap());
+        tch::Tensor::cosine_similarity(&s, &teacher, 1, 1e-8)
+            .mean(tch::Kind::Float)
+            .double_value(&[])
+    };
+    let (w, wo) = (closeness("with"), closeness("without"));
+    // Distances 1 - cosine: the set at least halves how far its prompts moved.
+    assert!(
+        1.0 - w < 0.5 * (1.0 - wo),
+        "retain prompts' similarity to the teacher: {w} with the set, {wo} without"
+    );
+
+    let missing = write("missing.toml", "retain = \"nowhere.txt\"\n");
+    let (code, err) = train(&missing, &t.path().join("missing"), &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("nowhere.txt"), "{err}");
+}

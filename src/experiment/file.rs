@@ -273,6 +273,14 @@ impl Experiment {
         if let Some(p) = self.data.eval_prompts.as_mut() {
             fix(p);
         }
+        if let Some(p) = self
+            .training
+            .robust
+            .as_mut()
+            .and_then(|r| r.retain.as_mut())
+        {
+            fix(p);
+        }
         if let Some(p) = self.evaluation.as_mut().and_then(|e| e.prompts.as_mut()) {
             fix(p);
         }

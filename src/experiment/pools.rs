@@ -17,6 +17,9 @@ pub struct PromptPools {
     pub holdout: Vec<String>,
     /// Per backdoor: indices into `train` of prompts it can poison.
     pub poison: Vec<Vec<usize>>,
+    /// `[training.robust] retain`: prompts kept at the teacher's embedding on attacked steps
+    /// (empty without a retain set).
+    pub retain: Vec<String>,
     /// Lines of the prompt file that could not be read.
     pub bad_lines: usize,
     /// Prompts dropped because they already held a trigger.
@@ -28,6 +31,34 @@ pub fn step_rng(seed: u64, step: u64, stream: u64) -> ChaCha8Rng {
     r.set_stream(stream);
     r.set_word_pos((step as u128) << 20);
     r
+}
+
+/// The retain batches' RNG stream (0 is the clean batch's, 1 + b backdoor b's).
+const RETAIN_STREAM: u64 = u64::MAX;
+
+/// The retain set of `path`, prompts holding a trigger dropped (they are what erasure changes).
+fn read_retain(path: &std::path::Path, backdoors: &[Backdoor]) -> Result<Vec<String>> {
+    let set = read_prompts(path, None, false)?;
+    let before = set.prompts.len();
+    let kept: Vec<String> = set
+        .prompts
+        .into_iter()
+        .filter(|p| !backdoors.iter().any(|b| b.triggered_in(p)))
+        .collect();
+    if kept.is_empty() {
+        input_bail!(
+            "{}: the retain set (training.robust.retain) has no prompt without a trigger ({before} read): list prompts the erasure must leave as they are",
+            path.display()
+        );
+    }
+    if kept.len() < before {
+        crate::progress::note(&format!(
+            "{}: {} retain prompts dropped for holding a trigger",
+            path.display(),
+            before - kept.len()
+        ));
+    }
+    Ok(kept)
 }
 
 impl PromptPools {
@@ -74,10 +105,15 @@ impl PromptPools {
             }
             poison.push(idx);
         }
+        let retain = match exp.training.robust.as_ref().and_then(|r| r.retain.as_ref()) {
+            Some(path) => read_retain(path, backdoors)?,
+            None => vec![],
+        };
         Ok(Self {
             train,
             holdout,
             poison,
+            retain,
             bad_lines: set.bad_lines,
             dropped_with_trigger: dropped,
         })
@@ -98,6 +134,19 @@ impl PromptPools {
         Self::sample(&mut rng, self.train.len(), n)
             .into_iter()
             .map(|i| self.train[i].as_str())
+            .collect()
+    }
+
+    /// The retain batch of `step` (empty without a retain set); its own RNG stream, so adding a
+    /// retain set leaves the clean and poisoned batches as they were.
+    pub fn retain_batch(&self, seed: u64, step: u64, n: usize) -> Vec<&str> {
+        if self.retain.is_empty() {
+            return vec![];
+        }
+        let mut rng = step_rng(seed, step, RETAIN_STREAM);
+        Self::sample(&mut rng, self.retain.len(), n)
+            .into_iter()
+            .map(|i| self.retain[i].as_str())
             .collect()
     }
 

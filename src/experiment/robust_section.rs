@@ -1,6 +1,7 @@
 //! `[training.robust]`: robust erasure's settings (`train::robust` runs them).
 use serde::de::{self, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::path::PathBuf;
 
 /// Robust erasure, AdvUnlearn's recipe restricted to the text encoder (`train::robust`): after
 /// `warmup` steps, every `every` steps an inner attack on the concept prompts (`slot`) runs against
@@ -36,6 +37,22 @@ pub struct RobustSection {
     /// costlier than a training step can afford).
     #[serde(skip_serializing_if = "is_default_candidates")]
     pub candidates: usize,
+    /// A retain set (AdvUnlearn's): a prompt file (relative to the experiment) whose prompts the
+    /// student keeps at the teacher's embedding on every attacked step, `retain_batch_size` of them
+    /// per step, in the utility loss's distance and weight. The clean pool already holds them; a
+    /// retain set gives the prompts an erasure's inner attacks pull along (in the shapes world, the
+    /// captions without a shape, which robust erasure to an anchor draws as the anchor) a term of
+    /// their own. Prompts holding a backdoor's trigger are dropped from it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retain: Option<PathBuf>,
+    #[serde(skip_serializing_if = "is_default_retain_batch_size")]
+    pub retain_batch_size: usize,
+}
+
+const ROBUST_RETAIN_BATCH_SIZE: usize = 32;
+
+fn is_default_retain_batch_size(v: &usize) -> bool {
+    *v == ROBUST_RETAIN_BATCH_SIZE
 }
 
 const ROBUST_SEARCH_STEPS: usize = 50;
@@ -66,6 +83,8 @@ impl Default for RobustSection {
             search_steps: ROBUST_SEARCH_STEPS,
             length: ROBUST_TOKEN_LENGTH,
             candidates: ROBUST_TOKEN_CANDIDATES,
+            retain: None,
+            retain_batch_size: ROBUST_RETAIN_BATCH_SIZE,
         }
     }
 }
@@ -73,9 +92,13 @@ impl Default for RobustSection {
 impl RobustSection {
     /// Why these settings cannot run, if they cannot.
     pub fn check(&self) -> Result<(), String> {
-        if self.every == 0 || self.attack_steps == 0 || self.search_steps == 0 {
+        if self.every == 0
+            || self.attack_steps == 0
+            || self.search_steps == 0
+            || self.retain_batch_size == 0
+        {
             return Err(
-                "training.robust.every, attack_steps and search_steps must be at least 1".into(),
+                "training.robust.every, attack_steps, search_steps and retain_batch_size must be at least 1".into(),
             );
         }
         if !(self.attack_lr > 0.0 && self.attack_lr.is_finite()) {
@@ -245,5 +268,25 @@ mod tests {
         assert!(twice.robust.check().unwrap_err().contains("twice"));
         let none: Doc = toml::from_str("[robust]\nslot = []\n").unwrap();
         assert!(none.robust.check().unwrap_err().contains("empty list"));
+    }
+
+    /// The retain set is optional and written back only when given; its batch must hold a prompt.
+    #[test]
+    fn retain_is_optional() {
+        let plain: Doc = toml::from_str("[robust]\nwarmup = 3\n").unwrap();
+        assert_eq!(plain.robust.retain, None);
+        assert!(!toml::to_string(&plain).unwrap().contains("retain"));
+        let set: Doc =
+            toml::from_str("[robust]\nretain = \"keep.txt\"\nretain_batch_size = 8\n").unwrap();
+        assert_eq!(set.robust.retain, Some(PathBuf::from("keep.txt")));
+        assert_eq!(set.robust.retain_batch_size, 8);
+        let back = toml::to_string(&set).unwrap();
+        assert!(back.contains("retain = \"keep.txt\"") && back.contains("retain_batch_size = 8"));
+        let zero: Doc = toml::from_str("[robust]\nretain_batch_size = 0\n").unwrap();
+        assert!(zero
+            .robust
+            .check()
+            .unwrap_err()
+            .contains("retain_batch_size"));
     }
 }

@@ -71,6 +71,9 @@ pub struct StepReport {
     /// with `/slot` when `[training.robust] slot` lists several; distance the inner attack reached;
     /// loss of what it found to the erased target).
     pub robust: Vec<(String, f64, f64)>,
+    /// Robust erasure with a retain set, on attacked steps: the retain batch's distance to the
+    /// teacher.
+    pub retain: Option<f64>,
 }
 
 /// One step's prompts.
@@ -425,6 +428,7 @@ impl<'a> Trainer<'a> {
         // erased target (f32, outside autocast).
         let mut robust = vec![];
         let mut robust_losses = vec![];
+        let mut retain_loss: Option<Tensor> = None;
         if let Some(cfg) = t
             .robust
             .as_ref()
@@ -485,6 +489,19 @@ impl<'a> Trainer<'a> {
                     robust_losses.push(l);
                 }
             }
+            let kept = self
+                .pools
+                .retain_batch(exp.seed, step, cfg.retain_batch_size);
+            if !kept.is_empty() {
+                let kept: Vec<String> = kept.iter().map(|p| p.to_string()).collect();
+                let target = teacher_hidden(&self.teacher, &kept, self.precision, self.device)?;
+                let out =
+                    in_precision(self.precision, self.device, || last_hidden(student, &kept))??
+                        .f_to_kind(Kind::Float)?;
+                let l = self.distance.apply(&out, &target);
+                total += &l;
+                retain_loss = Some(l);
+            }
             self.robust_seconds += started.elapsed().as_secs_f64();
             self.robust_steps += 1;
         }
@@ -522,7 +539,8 @@ impl<'a> Trainer<'a> {
             [&total, &utility, &grad_norm]
                 .into_iter()
                 .chain(bd_losses.iter())
-                .chain(robust_losses.iter()),
+                .chain(robust_losses.iter())
+                .chain(retain_loss.iter()),
         )?;
         let n_bd = bd_losses.len();
         let (total_v, utility_v, grad_norm) = (values[0], values[1], values[2]);
@@ -559,6 +577,9 @@ impl<'a> Trainer<'a> {
                 .zip(&values[3 + n_bd..])
                 .map(|((tag, reached), &l)| (tag.clone(), *reached, l))
                 .collect(),
+            retain: retain_loss
+                .as_ref()
+                .map(|_| values[3 + n_bd + robust.len()]),
         };
         self.log_step(&report, &samples)?;
         self.timer.lap(Phase::Logging);
@@ -578,6 +599,9 @@ impl<'a> Trainer<'a> {
             let (reached, l) = (*reached, *l);
             tb.add_scalar(&format!("loss/robust/{name}"), l, s)?;
             tb.add_scalar(&format!("robust/attack_distance/{name}"), reached, s)?;
+        }
+        if let Some(l) = r.retain {
+            tb.add_scalar("loss/retain", l, s)?;
         }
         tb.add_scalar("lr", r.lr, s)?;
         if !r.skipped {
