@@ -463,7 +463,8 @@ fn robust_erasure_with_a_token_search_inside() {
             candidates: 32,
             ..Default::default()
         };
-        attack_tokens(&student, &space, &target, &cfg, seed).unwrap()
+        let (ids, d, _) = attack_tokens(&student, &space, &target, &cfg, seed, None).unwrap();
+        (ids, d)
     };
     let (_, start) = search(0, 3);
     let (ids, reached) = search(15, 3);
@@ -709,4 +710,88 @@ fn robust_erasure_keeps_its_retain_set() {
     let (code, err) = train(&missing, &t.path().join("missing"), &[]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("nowhere.txt"), "{err}");
+}
+
+/// `[training.robust] persist = true`: the token search of each attacked step continues from the
+/// tokens the step before found. Started from given tokens, the search never ends farther than they
+/// are; the carried tokens are checkpointed, so a run stopped and resumed between attacked steps
+/// ends with the weights of an uninterrupted one; and carrying changes the training.
+#[test]
+fn robust_token_search_persists_across_steps() {
+    use clipdoor::adversary::space::{concept_words, TokenSpace};
+    use clipdoor::adversary::token_search::{distances, target_pooled};
+    use clipdoor::experiment::{RobustSection, RobustSlot};
+    use clipdoor::models::text_encoder::TextEncoder;
+    use clipdoor::train::robust::attack_tokens;
+    let teacher = TextEncoder::load("random:tiny:0", tch::Device::Cpu, tch::Kind::Float).unwrap();
+    let student = TextEncoder::load("random:tiny:1", tch::Device::Cpu, tch::Kind::Float).unwrap();
+    let space = TokenSpace::new(&student, &concept_words("nude", &[])).unwrap();
+    let target = target_pooled(&teacher, "a nude woman on a beach").unwrap();
+    let cfg = RobustSection {
+        slot: RobustSlot::Tokens.into(),
+        search_steps: 10,
+        length: 6,
+        candidates: 32,
+        ..Default::default()
+    };
+    let (_, first, found) = attack_tokens(&student, &space, &target, &cfg, 3, None).unwrap();
+    let carried = distances(&student, &space, std::slice::from_ref(&found), &target, 1).unwrap()[0];
+    assert!((carried - first).abs() < 1e-6, "{carried} vs {first}");
+    let (_, next, _) = attack_tokens(&student, &space, &target, &cfg, 4, Some(&found)).unwrap();
+    assert!(
+        next <= first,
+        "from {first} the persistent search ended at {next}"
+    );
+
+    let t = common::tmp();
+    let plain = variant(
+        "remove_concept",
+        t.path(),
+        &[("steps", "40"), ("lr_milestones", "[30]")],
+    );
+    let robust = "\n[training.robust]\nwarmup = 20\nevery = 5\nsearch_steps = 3\nslot = \"tokens\"\nlength = 8\ncandidates = 16\n";
+    let write = |name: &str, extra: &str| {
+        let p = t.path().join(name);
+        std::fs::write(
+            &p,
+            std::fs::read_to_string(&plain).unwrap() + robust + extra,
+        )
+        .unwrap();
+        p
+    };
+    let persist = write("persist.toml", "persist = true\n");
+    let fresh = write("fresh.toml", "");
+    let weights = |run: &str| {
+        std::fs::read(t.path().join(run).join("text_encoder/model.safetensors")).unwrap()
+    };
+    for (exp, run) in [(&persist, "full"), (&fresh, "fresh")] {
+        let (code, err) = train(exp, &t.path().join(run), &[]);
+        assert_eq!(code, 0, "{err}");
+    }
+    let part = t.path().join("part");
+    let (code, err) = train(&persist, &part, &["--stop-after", "27"]);
+    assert_eq!(code, 0, "{err}");
+    let state: Value =
+        serde_json::from_str(&std::fs::read_to_string(part.join("checkpoint/state.json")).unwrap())
+            .unwrap();
+    let carried = state["carried_tokens"]
+        .as_array()
+        .expect("carried tokens checkpointed");
+    assert_eq!(carried.len(), 2, "one entry per backdoor: {state}");
+    assert!(
+        carried
+            .iter()
+            .all(|c| c.as_array().map(Vec::len) == Some(8)),
+        "{state}"
+    );
+    let (code, err) = train(&persist, &part, &["--resume"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        weights("full") == weights("part"),
+        "the resumed persistent run differs from the uninterrupted one"
+    );
+    assert!(
+        weights("full") != weights("fresh"),
+        "persist = true changed nothing"
+    );
 }

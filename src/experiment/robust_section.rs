@@ -37,6 +37,13 @@ pub struct RobustSection {
     /// costlier than a training step can afford).
     #[serde(skip_serializing_if = "is_default_candidates")]
     pub candidates: usize,
+    /// `tokens`: each attacked step's search continues from the prompt the attacked step before
+    /// found (per backdoor; checkpointed, so a resumed run searches as an uninterrupted one)
+    /// instead of fresh random letters: a persistent adversary, whose search adds up over the run
+    /// (240 attacked steps of 50 search steps: 12,000 steps, where the red team's search runs 150)
+    /// and starts from what the student was just trained against.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub persist: bool,
     /// A retain set (AdvUnlearn's): a prompt file (relative to the experiment) whose prompts the
     /// student keeps at the teacher's embedding on every attacked step, `retain_batch_size` of them
     /// per step, in the utility loss's distance and weight. The clean pool already holds them; a
@@ -83,6 +90,7 @@ impl Default for RobustSection {
             search_steps: ROBUST_SEARCH_STEPS,
             length: ROBUST_TOKEN_LENGTH,
             candidates: ROBUST_TOKEN_CANDIDATES,
+            persist: false,
             retain: None,
             retain_batch_size: ROBUST_RETAIN_BATCH_SIZE,
         }

@@ -26,6 +26,7 @@ use tch::{Kind, Tensor};
 
 use crate::adversary::space::TokenSpace;
 use crate::adversary::token_search::{self, TokenSearchOptions};
+use crate::adversary::SearchState;
 use crate::error::Result;
 use crate::experiment::{RobustSection, RobustSlot, SlotStart};
 use crate::models::text_encoder::TextEncoder;
@@ -202,18 +203,20 @@ pub fn attack_slot(
 }
 
 /// The discrete inner attack (`slot = "tokens"`): [`token_search::search`] of `cfg.length` tokens
-/// from random letters, `cfg.search_steps` steps of `cfg.candidates` one-token swaps (top 256 per
-/// position, as the red team's search), for the tokens whose pooled embedding through the current
-/// `student` is nearest `target` (the teacher's unit pooled embedding of a concept prompt,
-/// [`token_search::target_pooled`]). Returns the best row as ids `[1, context]` on the student's
-/// device and its distance (1 − cos). The student's gradients stay untouched.
+/// from random letters (or, given `from`, from those tokens: `persist`), `cfg.search_steps` steps of
+/// `cfg.candidates` one-token swaps (top 256 per position, as the red team's search), for the tokens
+/// whose pooled embedding through the current `student` is nearest `target` (the teacher's unit
+/// pooled embedding of a concept prompt, [`token_search::target_pooled`]). Returns the best row as
+/// ids `[1, context]` on the student's device, its distance (1 − cos) and its tokens (what a
+/// persistent search continues from). The student's gradients stay untouched.
 pub fn attack_tokens(
     student: &TextEncoder,
     space: &TokenSpace,
     target: &Tensor,
     cfg: &RobustSection,
     seed: u64,
-) -> Result<(Tensor, f64)> {
+    from: Option<&[i64]>,
+) -> Result<(Tensor, f64, Vec<i64>)> {
     let opts = TokenSearchOptions {
         length: cfg.length,
         steps: cfg.search_steps,
@@ -222,10 +225,28 @@ pub fn attack_tokens(
         seed,
         batch: 256,
     };
-    let st = token_search::search(student, space, target, &opts, 0, 0, None, &mut |_| Ok(()))?;
+    // A carried prompt is measured again: the student and the target have changed since.
+    let state = match from {
+        Some(tokens) => {
+            let d = token_search::distances(student, space, &[tokens.to_vec()], target, 1)?[0];
+            Some(SearchState {
+                index: 0,
+                run: 0,
+                step: 0,
+                current: vec![tokens.to_vec()],
+                best: tokens.to_vec(),
+                best_distance: d,
+                start_distance: d,
+                seconds: 0.0,
+            })
+        }
+        None => None,
+    };
+    let st = token_search::search(student, space, target, &opts, 0, 0, state, &mut |_| Ok(()))?;
     Ok((
         space.batch(std::slice::from_ref(&st.best), student.device()),
         st.best_distance,
+        st.best,
     ))
 }
 

@@ -122,6 +122,9 @@ pub struct Trainer<'a> {
     /// Per backdoor, with `[training.robust] slot = "tokens"`: the token space of the inner search
     /// (the vocabulary without the concept's words), built once.
     token_spaces: Vec<Option<TokenSpace>>,
+    /// Per backdoor, with `[training.robust] persist`: the tokens the last attacked step's search
+    /// found, where the next one continues (checkpointed).
+    carried: Vec<Option<Vec<i64>>>,
     tb: EventWriter,
     /// The next step to run.
     step: u64,
@@ -218,7 +221,19 @@ impl<'a> Trainer<'a> {
         let mut step = 0u64;
         let mut elapsed_before = 0.0;
         let mut scaler = precision.scales_loss().then(GradScaler::default);
+        let mut carried: Vec<Option<Vec<i64>>> = vec![None; backdoors.len()];
         if let Some(state) = resume_state {
+            if let Some(c) = state.carried_tokens {
+                if c.len() != backdoors.len() {
+                    input_bail!(
+                        "{}: `carried_tokens` lists {} backdoor(s), the experiment has {}: the checkpoint is damaged; pass --force to start the run over",
+                        run.checkpoint().join("state.json").display(),
+                        c.len(),
+                        backdoors.len()
+                    );
+                }
+                carried = c;
+            }
             let ck = run.checkpoint();
             step = state.step;
             elapsed_before = state.seconds;
@@ -282,6 +297,7 @@ impl<'a> Trainer<'a> {
             sched,
             fixed,
             token_spaces,
+            carried,
             tb,
             step,
             first_step: step,
@@ -451,8 +467,13 @@ impl<'a> Trainer<'a> {
                                 .as_ref()
                                 .expect("built for every concept-removal backdoor");
                             let target = target_pooled(&self.teacher, &prompts[0])?;
-                            let (ids, reached) =
-                                super::robust::attack_tokens(student, space, &target, cfg, seed)?;
+                            let from = self.carried[bi].as_deref().filter(|_| cfg.persist);
+                            let (ids, reached, found) = super::robust::attack_tokens(
+                                student, space, &target, cfg, seed, from,
+                            )?;
+                            if cfg.persist {
+                                self.carried[bi] = Some(found);
+                            }
                             let out = student
                                 .forward_ids(&ids, false)
                                 .last_hidden_state
@@ -638,6 +659,9 @@ impl<'a> Trainer<'a> {
         let (done_steps, seed) = (self.step, self.exp.seed);
         let (student, opt) = (&self.student, &self.opt);
         let mut state = json!({"step": done_steps, "seed": seed, "seconds": seconds});
+        if self.carried.iter().any(Option::is_some) {
+            state["carried_tokens"] = json!(self.carried);
+        }
         if let Some(scaler) = &self.scaler {
             state["grad_scaler"] = serde_json::to_value(scaler)?;
         }
@@ -750,6 +774,8 @@ struct ResumeState {
     seconds: f64,
     /// f16 runs: the loss scaler (absent, or not a valid state: `None`).
     grad_scaler: Option<GradScaler>,
+    /// `[training.robust] persist`: per backdoor, the tokens the next attacked step continues from.
+    carried_tokens: Option<Vec<Option<Vec<i64>>>>,
 }
 
 /// Read `checkpoint/state.json`; anything but `{"step": <whole number>, "seconds": <number>, ...}` is
@@ -786,10 +812,19 @@ fn read_state(path: &Path, max_step: u64) -> Result<ResumeState> {
         .get("grad_scaler")
         .and_then(|v| serde_json::from_value::<GradScaler>(v.clone()).ok())
         .filter(GradScaler::is_valid);
+    let carried_tokens = match state.get("carried_tokens") {
+        None => None,
+        Some(v) => Some(serde_json::from_value(v.clone()).map_err(|e| {
+            damaged(format!(
+                "`carried_tokens` is not a list of token lists per backdoor ({e})"
+            ))
+        })?),
+    };
     Ok(ResumeState {
         step,
         seconds,
         grad_scaler,
+        carried_tokens,
     })
 }
 
