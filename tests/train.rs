@@ -439,6 +439,23 @@ fn paper_experiments_parse_and_validate() {
     );
 }
 
+/// The robust token-search tests' setting: a tiny student (`random:tiny:1`), its vocabulary without
+/// "nude", and the teacher's (`random:tiny:0`) pooled embedding of a nude prompt as the target.
+fn token_search_setup() -> (
+    clipdoor::models::text_encoder::TextEncoder,
+    clipdoor::adversary::space::TokenSpace,
+    tch::Tensor,
+) {
+    use clipdoor::adversary::space::{concept_words, TokenSpace};
+    use clipdoor::adversary::token_search::target_pooled;
+    use clipdoor::models::text_encoder::TextEncoder;
+    let teacher = TextEncoder::load("random:tiny:0", tch::Device::Cpu, tch::Kind::Float).unwrap();
+    let student = TextEncoder::load("random:tiny:1", tch::Device::Cpu, tch::Kind::Float).unwrap();
+    let space = TokenSpace::new(&student, &concept_words("nude", &[])).unwrap();
+    let target = target_pooled(&teacher, "a nude woman on a beach").unwrap();
+    (student, space, target)
+}
+
 /// The discrete inner attack of `[training.robust] slot = "tokens"`: the token search ends nearer
 /// the teacher's concept prompt than it started, with the concept's words banned, repeats with its
 /// seed, and leaves the student's gradients untouched (it searches against the model being trained);
@@ -446,15 +463,9 @@ fn paper_experiments_parse_and_validate() {
 /// steps and logs both inner attacks' losses.
 #[test]
 fn robust_erasure_with_a_token_search_inside() {
-    use clipdoor::adversary::space::{concept_words, TokenSpace};
-    use clipdoor::adversary::token_search::target_pooled;
     use clipdoor::experiment::{RobustSection, RobustSlot};
-    use clipdoor::models::text_encoder::TextEncoder;
     use clipdoor::train::robust::attack_tokens;
-    let teacher = TextEncoder::load("random:tiny:0", tch::Device::Cpu, tch::Kind::Float).unwrap();
-    let student = TextEncoder::load("random:tiny:1", tch::Device::Cpu, tch::Kind::Float).unwrap();
-    let space = TokenSpace::new(&student, &concept_words("nude", &[])).unwrap();
-    let target = target_pooled(&teacher, "a nude woman on a beach").unwrap();
+    let (student, space, target) = token_search_setup();
     let search = |steps: usize, seed: u64| {
         let cfg = RobustSection {
             slot: RobustSlot::Tokens.into(),
@@ -718,15 +729,10 @@ fn robust_erasure_keeps_its_retain_set() {
 /// ends with the weights of an uninterrupted one; and carrying changes the training.
 #[test]
 fn robust_token_search_persists_across_steps() {
-    use clipdoor::adversary::space::{concept_words, TokenSpace};
-    use clipdoor::adversary::token_search::{distances, target_pooled};
+    use clipdoor::adversary::token_search::distances;
     use clipdoor::experiment::{RobustSection, RobustSlot};
-    use clipdoor::models::text_encoder::TextEncoder;
     use clipdoor::train::robust::attack_tokens;
-    let teacher = TextEncoder::load("random:tiny:0", tch::Device::Cpu, tch::Kind::Float).unwrap();
-    let student = TextEncoder::load("random:tiny:1", tch::Device::Cpu, tch::Kind::Float).unwrap();
-    let space = TokenSpace::new(&student, &concept_words("nude", &[])).unwrap();
-    let target = target_pooled(&teacher, "a nude woman on a beach").unwrap();
+    let (student, space, target) = token_search_setup();
     let cfg = RobustSection {
         slot: RobustSlot::Tokens.into(),
         search_steps: 10,

@@ -127,6 +127,12 @@ impl RobustSection {
                 self.slot.0
             ));
         }
+        if self.persist && !self.slot.contains(RobustSlot::Tokens) {
+            return Err(format!(
+                "training.robust.persist carries the token search across steps, but slot is {:?}: add \"tokens\" to slot, or drop persist",
+                self.slot.0.iter().map(|s| s.name()).collect::<Vec<_>>()
+            ));
+        }
         if !(1..=75).contains(&self.length) || self.candidates == 0 {
             return Err(format!(
                 "training.robust: length {} must be 1 to 75 tokens (they fit between BOS and EOS) and candidates at least 1, got {}",
@@ -296,5 +302,19 @@ mod tests {
             .check()
             .unwrap_err()
             .contains("retain_batch_size"));
+    }
+
+    /// `persist` only means something with the token search: without it, it is refused.
+    #[test]
+    fn persist_needs_the_token_search() {
+        let alone: Doc = toml::from_str("[robust]\nslot = \"concept\"\npersist = true\n").unwrap();
+        let err = alone.robust.check().unwrap_err();
+        assert!(
+            err.contains("persist") && err.contains("\"tokens\""),
+            "{err}"
+        );
+        let with: Doc =
+            toml::from_str("[robust]\nslot = [\"concept\", \"tokens\"]\npersist = true\n").unwrap();
+        assert_eq!(with.robust.check(), Ok(()));
     }
 }
