@@ -790,6 +790,31 @@ fn robust_token_search_persists_across_steps() {
             .all(|c| c.as_array().map(Vec::len) == Some(8)),
         "{state}"
     );
+    // A carried row the search could not have found (a foreign id, a wrong length) is refused
+    // before any step, naming state.json; the untouched state then resumes.
+    let state_file = part.join("checkpoint/state.json");
+    let good = std::fs::read_to_string(&state_file).unwrap();
+    for (bad, says) in [
+        (
+            serde_json::json!([[10_000_000, 1, 1, 1, 1, 1, 1, 1], carried[1]]),
+            "holds token id 10000000",
+        ),
+        (
+            serde_json::json!([carried[0], [400, 401]]),
+            "entry 1 holds 2 tokens",
+        ),
+    ] {
+        let mut damaged = state.clone();
+        damaged["carried_tokens"] = bad;
+        std::fs::write(&state_file, damaged.to_string()).unwrap();
+        let (code, err) = train(&persist, &part, &["--resume"]);
+        assert_eq!(code, 2, "{err}");
+        assert!(
+            err.contains("state.json") && err.contains(says) && err.contains("--force"),
+            "{err}"
+        );
+    }
+    std::fs::write(&state_file, good).unwrap();
     let (code, err) = train(&persist, &part, &["--resume"]);
     assert_eq!(code, 0, "{err}");
     assert!(

@@ -21,8 +21,8 @@ use crate::adversary::space::{concept_words, TokenSpace};
 use crate::adversary::token_search::target_pooled;
 use crate::error::Result;
 use crate::experiment::{
-    build_backdoors, eval_captions, Backdoor, BackdoorKind, Experiment, PromptPools, RobustSlot,
-    Target,
+    build_backdoors, eval_captions, Backdoor, BackdoorKind, Experiment, PromptPools, RobustSection,
+    RobustSlot, Target,
 };
 use crate::io::atomic::{write_atomic, write_json};
 use crate::io::weights::{load_var_store, save_var_store, SafetensorsFile};
@@ -284,6 +284,7 @@ impl<'a> Trainer<'a> {
                 _ => Ok(None),
             })
             .collect::<Result<_>>()?;
+        check_carried(&carried, &token_spaces, t.robust.as_ref(), &run)?;
 
         Ok(Self {
             exp,
@@ -766,6 +767,46 @@ fn teacher_hidden(
 ) -> Result<Tensor> {
     let out = tch::no_grad(|| in_precision(precision, device, || last_hidden(teacher, prompts)))??;
     Ok(out.f_to_kind(Kind::Float)?)
+}
+
+/// A resumed `carried_tokens` (`[training.robust] persist`) must be what this experiment's search
+/// could have found: one row of `length` ids from the backdoor's token space, and only for a backdoor
+/// that has one. Anything else (a hand-edited or foreign state.json) would otherwise fail inside
+/// libtorch with an index error instead of naming the file.
+fn check_carried(
+    carried: &[Option<Vec<i64>>],
+    spaces: &[Option<TokenSpace>],
+    robust: Option<&RobustSection>,
+    run: &RunFolder,
+) -> Result<()> {
+    let state = run.checkpoint().join("state.json");
+    for (i, (c, space)) in carried.iter().zip(spaces).enumerate() {
+        let Some(tokens) = c else { continue };
+        let why = match (space, robust) {
+            (Some(space), Some(r)) => {
+                if tokens.len() != r.length {
+                    format!(
+                        "holds {} tokens, the experiment's `[training.robust] length` is {}",
+                        tokens.len(),
+                        r.length
+                    )
+                } else if let Some(id) = tokens
+                    .iter()
+                    .find(|id| space.allowed.binary_search(id).is_err())
+                {
+                    format!("holds token id {id}, which the search may not place (out of the vocabulary or a banned word)")
+                } else {
+                    continue;
+                }
+            }
+            _ => "is set for a backdoor without a token search".to_string(),
+        };
+        input_bail!(
+            "{}: `carried_tokens` entry {i} {why}: the checkpoint is damaged or from another experiment; pass --force to start the run over",
+            state.display()
+        );
+    }
+    Ok(())
 }
 
 /// What `checkpoint/state.json` records.
