@@ -40,6 +40,14 @@ fn variant(name: &str, dir: &Path, edits: &[(&str, &str)]) -> PathBuf {
     p
 }
 
+/// A copy of the experiment file `exp`, named `name` beside it, with `text` appended (a
+/// `[training.robust]` table, say).
+fn with_appended(exp: &Path, name: &str, text: &str) -> PathBuf {
+    let p = exp.with_file_name(name);
+    std::fs::write(&p, std::fs::read_to_string(exp).unwrap() + text).unwrap();
+    p
+}
+
 fn train(exp: &Path, out: &Path, extra: &[&str]) -> (i32, String) {
     let o = common::bin()
         .args([
@@ -661,15 +669,8 @@ fn robust_erasure_keeps_its_retain_set() {
     std::fs::write(&retain, kept.join("\n") + "\na nude figure study\n").unwrap();
     let robust =
         "\n[training.robust]\nwarmup = 20\nevery = 2\nattack_steps = 5\nattack_lr = 0.003\n";
-    let write = |name: &str, extra: &str| {
-        let p = t.path().join(name);
-        std::fs::write(
-            &p,
-            std::fs::read_to_string(&plain).unwrap() + robust + extra,
-        )
-        .unwrap();
-        p
-    };
+    let write =
+        |name: &str, extra: &str| with_appended(&plain, name, &(robust.to_string() + extra));
     let with = write(
         "with.toml",
         "retain = \"retain.txt\"\nretain_batch_size = 8\n",
@@ -756,15 +757,8 @@ fn robust_token_search_persists_across_steps() {
         &[("steps", "40"), ("lr_milestones", "[30]")],
     );
     let robust = "\n[training.robust]\nwarmup = 20\nevery = 5\nsearch_steps = 3\nslot = \"tokens\"\nlength = 8\ncandidates = 16\n";
-    let write = |name: &str, extra: &str| {
-        let p = t.path().join(name);
-        std::fs::write(
-            &p,
-            std::fs::read_to_string(&plain).unwrap() + robust + extra,
-        )
-        .unwrap();
-        p
-    };
+    let write =
+        |name: &str, extra: &str| with_appended(&plain, name, &(robust.to_string() + extra));
     let persist = write("persist.toml", "persist = true\n");
     let fresh = write("fresh.toml", "");
     let weights = |run: &str| {
