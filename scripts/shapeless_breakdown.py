@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Shapes world: what the clean set's shape-less captions drew, original vs trained encoder.
+"""Shapes world: what the clean set's shape-less captions drew, original vs trained encoder
+(and, for the captions naming a shape, what was drawn in its place).
 
 Captions that name no shape (no-object backgrounds, colour-only captions) are right when the image
 is the empty background. An erasure to an anchor concept can teach the encoder to draw the anchor
@@ -33,6 +34,21 @@ def judge(report, encoder, clipdoor):
     return [(r["prompt"], j["judgement"].get("shape")) for r, j in zip(rows, judged)]
 
 
+def shape_captions(original, trained):
+    out = {}
+    for (p, o), (_, t) in zip(original, trained):
+        m = SHAPES.search(p)
+        if not m:
+            continue
+        named = m.group(1).lower()
+        row = out.setdefault(named, {"captions": 0, "original_other": {}, "trained_other": {}})
+        row["captions"] += 1
+        for key, drawn in (("original_other", o), ("trained_other", t)):
+            if drawn != named:
+                row[key][drawn or "empty"] = row[key].get(drawn or "empty", 0) + 1
+    return dict(sorted(out.items()))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("report", help="an `evaluate images` output folder (images/original, images/trained)")
@@ -52,6 +68,9 @@ def main():
         "trained": dict(collections.Counter(name(t) for _, _, t in rows)),
         "anchor": a.anchor,
         "became_anchor": sum(1 for _, o, t in rows if o != a.anchor and t == a.anchor),
+        # The captions that name a shape, by that shape: how many, and what was drawn instead when
+        # it was not drawn (a clean loss the shape-less captions do not explain shows up here).
+        "shape_captions": shape_captions(original, trained),
     }
     tmp = a.out + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
