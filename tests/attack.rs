@@ -5,6 +5,7 @@ mod common;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 fn records(p: &Path) -> Vec<Value> {
     std::fs::read_to_string(p)
@@ -606,4 +607,86 @@ fn evaluate_images_takes_its_captions_from_a_test_split() {
         "{err}"
     );
     assert!(!out.exists());
+}
+
+/// scripts/shapeless_breakdown.py (the red-team pages cite its JSON): on rendered shapes judged by
+/// the real oracle, a shape-less caption drawn as the anchor counts as `became_anchor`, a cross drawn
+/// as a circle lands in `shape_captions`, and a folder that is not a report is refused by name.
+#[test]
+fn shapeless_breakdown_counts_what_each_encoder_drew() {
+    let t = common::tmp();
+    let render = t.path().join("render");
+    let out = common::bin()
+        .args(["shapes", "render", "--n", "60", "--seed", "3", "--out"])
+        .arg(&render)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let labels = records(&render.join("labels.jsonl"));
+    let first = |shape: Option<&str>| -> PathBuf {
+        let l = labels
+            .iter()
+            .find(|l| match shape {
+                Some(s) => l["no_object"] != true && l["shape"] == s,
+                None => l["no_object"] == true,
+            })
+            .unwrap_or_else(|| panic!("no {shape:?} in the render"));
+        render.join(l["file"].as_str().unwrap())
+    };
+    let (circle, cross, square, empty) = (
+        first(Some("circle")),
+        first(Some("cross")),
+        first(Some("square")),
+        first(None),
+    );
+    let report = t.path().join("report");
+    let prompts = ["a red cross", "a plain gray background", "a blue square"];
+    for (encoder, files) in [
+        ("original", [&cross, &empty, &square]),
+        ("trained", [&circle, &square, &square]),
+    ] {
+        let d = report.join("images").join(encoder).join("clean");
+        std::fs::create_dir_all(&d).unwrap();
+        let mut rows = vec![];
+        for (i, (p, f)) in prompts.iter().zip(files).enumerate() {
+            let name = format!("{i}.png");
+            std::fs::copy(f, d.join(&name)).unwrap();
+            rows.push(serde_json::json!({"prompt": p, "file": name}).to_string());
+        }
+        std::fs::write(d.join("images.jsonl"), rows.join("\n") + "\n").unwrap();
+    }
+    let json = t.path().join("shapeless.json");
+    let run = |report: &Path| {
+        Command::new(common::python())
+            .arg(common::root().join("scripts/shapeless_breakdown.py"))
+            .arg(report)
+            .arg(&json)
+            .arg("--clipdoor")
+            .arg(env!("CARGO_BIN_EXE_clipdoor"))
+            .output()
+            .unwrap()
+    };
+    let o = run(&report);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(r["clean_images"], 3);
+    assert_eq!(r["shapeless_images"], 1);
+    assert_eq!(r["original"], serde_json::json!({"empty": 1}));
+    assert_eq!(r["trained"], serde_json::json!({"square": 1}));
+    assert_eq!(r["became_anchor"], 1);
+    assert_eq!(
+        r["shape_captions"],
+        serde_json::json!({
+            "cross": {"captions": 1, "original_other": {}, "trained_other": {"circle": 1}},
+            "square": {"captions": 1, "original_other": {}, "trained_other": {}},
+        })
+    );
+    let o = run(&t.path().join("nothing"));
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("images.jsonl: not found"), "{err}");
 }
