@@ -820,3 +820,139 @@ fn robust_token_search_persists_across_steps() {
         "persist = true changed nothing"
     );
 }
+
+/// Three images of a red disc for the `word` slot (cropped and resized to the pipeline's size).
+fn disc_images(dir: &Path) -> PathBuf {
+    let d = dir.join("discs");
+    std::fs::create_dir_all(&d).unwrap();
+    for i in 0..3u32 {
+        let img = image::RgbImage::from_fn(40, 40, |x, y| {
+            let (dx, dy) = (x as f32 - 18.0 - i as f32, y as f32 - 20.0);
+            if dx * dx + dy * dy < 100.0 {
+                image::Rgb([200, 30 + 20 * i as u8, 30])
+            } else {
+                image::Rgb([240, 240, 240])
+            }
+        });
+        img.save(d.join(format!("{i}.png"))).unwrap();
+    }
+    d
+}
+
+/// Robust erasure's `word` slot: the red team's learned word (CCE's textual inversion through the
+/// UNet) run against the student inside training. The inner inversion lowers its denoising loss and
+/// repeats with its seed; a run with it trains, carries its word across attacked steps with
+/// `persist` (checkpointed: a resumed run equals an uninterrupted one; a carried word of the wrong
+/// width is refused naming state.json), and a missing image folder is named.
+#[test]
+fn robust_word_slot_learns_through_the_unet() {
+    use clipdoor::attack::invert::InnerInversion;
+    use clipdoor::diffusion::pipeline::StableDiffusionPipeline;
+    use clipdoor::models::text_encoder::TextEncoder;
+    use clipdoor::train::robust::WordAttack;
+    use tch::{Device, Kind};
+    let t = common::tmp();
+    let fx = t.path().join("fixtures");
+    common::run_py(
+        "eval_images_fixtures.py",
+        &[common::s(&fx), "--no-inception"],
+    );
+    let pipeline = fx.join("pipeline");
+    let discs = disc_images(t.path());
+    let files = clipdoor::diffusion::image::image_files(std::slice::from_ref(&discs)).unwrap();
+    let imgs = clipdoor::diffusion::image::read_images(&files).unwrap();
+    let load = || {
+        StableDiffusionPipeline::load(common::s(&pipeline), None, Device::Cpu, Kind::Float).unwrap()
+    };
+    let student = TextEncoder::load(common::s(&pipeline), Device::Cpu, Kind::Float).unwrap();
+    let table = student
+        .model
+        .text_model
+        .embeddings()
+        .token_embedding_weight();
+    let id = student.tokenizer.word_ids("nude").unwrap()[0];
+    let start = table.get(id).detach().copy();
+    // A one-step run reports the loss at its start on the draws of its seed: the probe.
+    let mut probe = InnerInversion::new(load(), &imgs, 1, 1e-3, 4).unwrap();
+    let mut learner = InnerInversion::new(load(), &imgs, 30, 0.05, 4).unwrap();
+    let (_, before) = probe.learn(&student, "nude", &start, 99).unwrap();
+    let (word, _) = learner.learn(&student, "nude", &start, 5).unwrap();
+    let (_, after) = probe.learn(&student, "nude", &word, 99).unwrap();
+    assert!(
+        after < before,
+        "the word's loss went from {before} to {after}"
+    );
+    let (again, _) = learner.learn(&student, "nude", &start, 5).unwrap();
+    assert!(word.equal(&again), "the same seed learned another word");
+
+    let plain = variant(
+        "remove_concept",
+        t.path(),
+        &[
+            ("teacher", &format!("{:?}", common::s(&pipeline))),
+            ("steps", "40"),
+            ("lr_milestones", "[30]"),
+        ],
+    );
+    let robust = format!(
+        "\n[training.robust]\nwarmup = 20\nevery = 5\nslot = \"word\"\nstart = \"concept\"\npersist = true\nword_steps = 3\nword_lr = 0.02\nword_pipeline = {:?}\n",
+        common::s(&pipeline)
+    );
+    let exp = with_appended(
+        &plain,
+        "word.toml",
+        &format!("{robust}word_images = {:?}\n", common::s(&discs)),
+    );
+    let weights = |run: &str| {
+        std::fs::read(t.path().join(run).join("text_encoder/model.safetensors")).unwrap()
+    };
+    let (code, err) = train(&exp, &t.path().join("full"), &[]);
+    assert_eq!(code, 0, "{err}");
+    let m = metrics(&t.path().join("full"));
+    assert!(
+        m["training"]["robust"]["attack_seconds"].as_f64().unwrap() > 0.0,
+        "{m}"
+    );
+    let part = t.path().join("part");
+    let (code, err) = train(&exp, &part, &["--stop-after", "27"]);
+    assert_eq!(code, 0, "{err}");
+    let state_file = part.join("checkpoint/state.json");
+    let good = std::fs::read_to_string(&state_file).unwrap();
+    let state: Value = serde_json::from_str(&good).unwrap();
+    let words = state["carried_words"]
+        .as_array()
+        .expect("carried words checkpointed");
+    assert_eq!(words.len(), 2, "one entry per backdoor: {state}");
+    assert!(
+        words.iter().all(|w| w.as_array().map(Vec::len) == Some(32)),
+        "a word as wide as the encoder (32): {state}"
+    );
+    let mut damaged = state.clone();
+    damaged["carried_words"] = serde_json::json!([[0.5, 0.5], words[1]]);
+    std::fs::write(&state_file, damaged.to_string()).unwrap();
+    let (code, err) = train(&exp, &part, &["--resume"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("state.json") && err.contains("carried_words") && err.contains("--force"),
+        "{err}"
+    );
+    std::fs::write(&state_file, good).unwrap();
+    let (code, err) = train(&exp, &part, &["--resume"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        weights("full") == weights("part"),
+        "the resumed run differs from the uninterrupted one"
+    );
+
+    let missing = with_appended(
+        &plain,
+        "missing.toml",
+        &format!("{robust}word_images = \"no_such_folder\"\n"),
+    );
+    let (code, err) = train(&missing, &t.path().join("missing"), &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("training.robust.word_images") && err.contains("no_such_folder"),
+        "{err}"
+    );
+}

@@ -9,7 +9,7 @@ use crate::error::Result;
 use crate::experiment::Experiment;
 use crate::settings::{AdamWChoice, Precision};
 use crate::train::run_folder::PIPELINE_DIR;
-use crate::train::trainer::{train, TrainOptions, TrainOutcome};
+use crate::train::trainer::{train_with, TrainOptions, TrainOutcome};
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
@@ -88,7 +88,8 @@ pub fn run(a: TrainArgs) -> Result<()> {
         device: a.device.device(),
         stop_after: a.stop_after,
     };
-    let outcome = train(&exp, &opts)?;
+    let word_attack = crate::attack::invert::word_attack(&exp, opts.device)?;
+    let outcome = train_with(&exp, &opts, word_attack)?;
     if let (TrainOutcome::Finished { .. }, Some(base)) = (&outcome, &a.save_pipeline) {
         // The run just (re)trained its encoder: a pipeline left from before is replaced.
         let dir = save_pipeline(base, &out, true)?;

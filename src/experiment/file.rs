@@ -281,6 +281,14 @@ impl Experiment {
         {
             fix(p);
         }
+        if let Some(p) = self
+            .training
+            .robust
+            .as_mut()
+            .and_then(|r| r.word_images.as_mut())
+        {
+            fix(p);
+        }
         if let Some(p) = self.evaluation.as_mut().and_then(|e| e.prompts.as_mut()) {
             fix(p);
         }
@@ -297,6 +305,17 @@ impl Experiment {
                 if t.is_relative() && base.join(t).exists() && !t.exists() {
                     *m = base.join(t).to_string_lossy().into_owned();
                 }
+            }
+        }
+        if let Some(m) = self
+            .training
+            .robust
+            .as_mut()
+            .and_then(|r| r.word_pipeline.as_mut())
+        {
+            let t = Path::new(m.as_str());
+            if t.is_relative() && base.join(t).exists() && !t.exists() {
+                *m = base.join(t).to_string_lossy().into_owned();
             }
         }
         let t = Path::new(&self.model.teacher);

@@ -19,7 +19,7 @@ pub struct RobustSection {
     /// The inner attack, or a list of them, each run on every attacked step: `prefix` (an embedding
     /// after BOS, AdvUnlearn's), `concept` (an embedding in place of the concept word), `tokens` (no
     /// embedding: a discrete token search, `search_steps` steps of `candidates` swaps over `length`
-    /// tokens).
+    /// tokens), `word` (a learned word in the concept word's place, through the UNet: `word_*`).
     #[serde(skip_serializing_if = "RobustSlots::is_prefix")]
     pub slot: RobustSlots,
     /// Where an embedding slot's attack starts: `random` (a random token's embedding, AdvUnlearn's)
@@ -41,7 +41,9 @@ pub struct RobustSection {
     /// found (per backdoor; checkpointed, so a resumed run searches as an uninterrupted one)
     /// instead of fresh random letters: a persistent adversary, whose search adds up over the run
     /// (240 attacked steps of 50 search steps: 12,000 steps, where the red team's search runs 150)
-    /// and starts from what the student was just trained against.
+    /// and starts from what the student was just trained against. With `word`, the learned word
+    /// continues likewise from the word the attacked step before learned (its Adam moments start
+    /// afresh).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub persist: bool,
     /// A retain set (AdvUnlearn's): a prompt file (relative to the experiment) whose prompts the
@@ -54,6 +56,31 @@ pub struct RobustSection {
     pub retain: Option<PathBuf>,
     #[serde(skip_serializing_if = "is_default_retain_batch_size")]
     pub retain_batch_size: usize,
+    /// `word`: the diffusion pipeline whose UNet (and VAE) the learned word is found through (a
+    /// folder, relative to the experiment, or a hub id; the teacher's own pipeline in the shapes
+    /// world) ...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub word_pipeline: Option<String>,
+    /// ... a folder of images of the concept (relative to the experiment; CCE's 3–5) ...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub word_images: Option<PathBuf>,
+    /// ... textual-inversion steps per attacked step ...
+    #[serde(skip_serializing_if = "is_default_word_steps")]
+    pub word_steps: usize,
+    /// ... and their Adam learning rate (the textual-inversion attack's 0.005).
+    #[serde(skip_serializing_if = "is_default_word_lr")]
+    pub word_lr: f64,
+}
+
+const ROBUST_WORD_STEPS: usize = 10;
+const ROBUST_WORD_LR: f64 = 5e-3;
+
+fn is_default_word_steps(v: &usize) -> bool {
+    *v == ROBUST_WORD_STEPS
+}
+
+fn is_default_word_lr(v: &f64) -> bool {
+    *v == ROBUST_WORD_LR
 }
 
 const ROBUST_RETAIN_BATCH_SIZE: usize = 32;
@@ -93,6 +120,10 @@ impl Default for RobustSection {
             persist: false,
             retain: None,
             retain_batch_size: ROBUST_RETAIN_BATCH_SIZE,
+            word_pipeline: None,
+            word_images: None,
+            word_steps: ROBUST_WORD_STEPS,
+            word_lr: ROBUST_WORD_LR,
         }
     }
 }
@@ -104,9 +135,20 @@ impl RobustSection {
             || self.attack_steps == 0
             || self.search_steps == 0
             || self.retain_batch_size == 0
+            || self.word_steps == 0
         {
             return Err(
-                "training.robust.every, attack_steps, search_steps and retain_batch_size must be at least 1".into(),
+                "training.robust.every, attack_steps, search_steps, retain_batch_size and word_steps must be at least 1".into(),
+            );
+        }
+        if !(self.word_lr > 0.0 && self.word_lr.is_finite()) {
+            return Err("training.robust.word_lr must be a positive number".into());
+        }
+        if self.slot.contains(RobustSlot::Word)
+            && (self.word_pipeline.is_none() || self.word_images.is_none())
+        {
+            return Err(
+                "training.robust.slot \"word\" learns a word through a diffusion pipeline from images of the concept: set word_pipeline (a pipeline folder or hub id) and word_images (a folder of 3-5 images)".into(),
             );
         }
         if !(self.attack_lr > 0.0 && self.attack_lr.is_finite()) {
@@ -114,7 +156,7 @@ impl RobustSection {
         }
         if self.slot.0.is_empty() {
             return Err(
-                "training.robust.slot is an empty list: name at least one of prefix, concept, tokens"
+                "training.robust.slot is an empty list: name at least one of prefix, concept, tokens, word"
                     .into(),
             );
         }
@@ -127,9 +169,12 @@ impl RobustSection {
                 self.slot.0
             ));
         }
-        if self.persist && !self.slot.contains(RobustSlot::Tokens) {
+        if self.persist
+            && !self.slot.contains(RobustSlot::Tokens)
+            && !self.slot.contains(RobustSlot::Word)
+        {
             return Err(format!(
-                "training.robust.persist carries the token search across steps, but slot is {:?}: add \"tokens\" to slot, or drop persist",
+                "training.robust.persist carries the token search (and the learned word) across steps, but slot is {:?}: add \"tokens\" or \"word\" to slot, or drop persist",
                 self.slot.0.iter().map(|s| s.name()).collect::<Vec<_>>()
             ));
         }
@@ -172,6 +217,12 @@ pub enum RobustSlot {
     /// (the red team's `token-search`, MMA-Diffusion's text attack) with the concept's words banned,
     /// matching the teacher's pooled embedding of one concept prompt per attacked step.
     Tokens,
+    /// A learned word in place of the concept word, found as the red team's `embedding` attack
+    /// finds it (CCE: textual inversion through the pipeline's denoising loss on images of the
+    /// concept, `word_steps` Adam steps per attacked step) against the current student; the attack
+    /// comes from above the trainer ([`crate::train::robust::WordAttack`], installed by
+    /// `clipdoor train`).
+    Word,
 }
 
 impl RobustSlot {
@@ -180,6 +231,7 @@ impl RobustSlot {
             Self::Prefix => "prefix",
             Self::Concept => "concept",
             Self::Tokens => "tokens",
+            Self::Word => "word",
         }
     }
 }
@@ -230,7 +282,7 @@ impl<'de> Deserialize<'de> for RobustSlots {
         impl<'de> Visitor<'de> for OneOrList {
             type Value = RobustSlots;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a slot (`prefix`, `concept` or `tokens`) or a list of them")
+                f.write_str("a slot (`prefix`, `concept`, `tokens` or `word`) or a list of them")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<RobustSlots, E> {
                 // The enum's own message ("unknown variant `x`, expected one of ...").
@@ -316,5 +368,34 @@ mod tests {
         let with: Doc =
             toml::from_str("[robust]\nslot = [\"concept\", \"tokens\"]\npersist = true\n").unwrap();
         assert_eq!(with.robust.check(), Ok(()));
+    }
+
+    /// The `word` slot needs its pipeline and images, and a positive learning rate; `persist`
+    /// may carry it without the token search; the settings are written back.
+    #[test]
+    fn the_word_slot_names_its_pipeline_and_images() {
+        let bare: Doc = toml::from_str("[robust]\nslot = \"word\"\n").unwrap();
+        let err = bare.robust.check().unwrap_err();
+        assert!(
+            err.contains("word_pipeline") && err.contains("word_images"),
+            "{err}"
+        );
+        let full: Doc = toml::from_str(
+            "[robust]\nslot = \"word\"\npersist = true\nword_pipeline = \"p\"\nword_images = \"imgs\"\nword_steps = 4\n",
+        )
+        .unwrap();
+        assert_eq!(full.robust.check(), Ok(()));
+        let back = toml::to_string(&full).unwrap();
+        assert!(
+            back.contains("word_steps = 4") && !back.contains("word_lr"),
+            "{back}"
+        );
+        let again: Doc = toml::from_str(&back).unwrap();
+        assert_eq!(again.robust, full.robust);
+        let bad: Doc = toml::from_str(
+            "[robust]\nslot = \"word\"\nword_pipeline = \"p\"\nword_images = \"i\"\nword_lr = 0\n",
+        )
+        .unwrap();
+        assert!(bad.robust.check().unwrap_err().contains("word_lr"));
     }
 }

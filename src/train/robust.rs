@@ -12,6 +12,10 @@
 //!      gradient search ([`attack_tokens`], the red team's `token-search`) for one concept prompt
 //!      per attacked step, the concept's words banned;
 //!
+//!    - `word`: a learned word in the concept word's place, found through the pipeline's denoising
+//!      loss on images of the concept (the red team's `embedding` attack, CCE) by a [`WordAttack`]
+//!      the caller installs (the UNet lives above this layer: `attack::invert::InnerInversion`);
+//!
 //!    `slot` may list several (`["concept", "tokens"]`): each runs on every attacked step and each
 //!    finding is trained;
 //! 2. outer: the slotted prompts (or the searched prompt) are trained to the erased target (the teacher's prompt with the
@@ -59,7 +63,8 @@ impl Slotted {
         };
         match slot {
             RobustSlot::Prefix => with_concept(Self::prefix(enc, prompts)?),
-            RobustSlot::Concept => Self::concept(enc, prompts, concept),
+            // The learned word takes the concept word's place.
+            RobustSlot::Concept | RobustSlot::Word => Self::concept(enc, prompts, concept),
             RobustSlot::Tokens => anyhow::bail!("slot = \"tokens\" has no slot: use attack_tokens"),
         }
     }
@@ -171,25 +176,7 @@ pub fn attack_slot(
     cfg: &RobustSection,
     seed: u64,
 ) -> Result<(Tensor, f64)> {
-    let table = student
-        .model
-        .text_model
-        .embeddings()
-        .token_embedding_weight()
-        .detach();
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let random = rng.random_range(0..table.size()[0]);
-    let mut v = match cfg.start {
-        SlotStart::Concept if !slotted.concept_ids.is_empty() => {
-            let ids = Tensor::from_slice(&slotted.concept_ids).to_device(table.device());
-            table.index_select(0, &ids).to_kind(Kind::Float).mean_dim(
-                [0i64].as_slice(),
-                false,
-                Kind::Float,
-            )
-        }
-        _ => table.get(random).to_kind(Kind::Float).copy(),
-    };
+    let mut v = slot_start(student, slotted, cfg, seed);
     let mut reached = f64::NAN;
     for _ in 0..cfg.attack_steps {
         let x = v.detach().set_requires_grad(true);
@@ -200,6 +187,51 @@ pub fn attack_slot(
         v = tch::no_grad(|| x.detach() - g[0].sign() * cfg.attack_lr);
     }
     Ok((v.detach(), reached))
+}
+
+/// The `word` slot's inner attack: a learned word for `concept`, found against the current
+/// `student` through a diffusion model the trainer does not hold (it lives in a higher layer, which
+/// installs it: `Trainer::with_word_attack`).
+pub trait WordAttack {
+    /// Learn from `start` (an input embedding `[hidden]`, f32) with `student` frozen; returns the
+    /// word's embedding (detached, f32, on the student's device) and its last loss. The same
+    /// `seed` gives the same word.
+    fn learn(
+        &mut self,
+        student: &TextEncoder,
+        concept: &str,
+        start: &Tensor,
+        seed: u64,
+    ) -> Result<(Tensor, f64)>;
+}
+
+/// Where a slot embedding starts: the concept word's mean input embedding (`start = "concept"`,
+/// when it has tokens), else a random token's, drawn from `seed`.
+pub fn slot_start(
+    student: &TextEncoder,
+    slotted: &Slotted,
+    cfg: &RobustSection,
+    seed: u64,
+) -> Tensor {
+    let table = student
+        .model
+        .text_model
+        .embeddings()
+        .token_embedding_weight()
+        .detach();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let random = rng.random_range(0..table.size()[0]);
+    match cfg.start {
+        SlotStart::Concept if !slotted.concept_ids.is_empty() => {
+            let ids = Tensor::from_slice(&slotted.concept_ids).to_device(table.device());
+            table.index_select(0, &ids).to_kind(Kind::Float).mean_dim(
+                [0i64].as_slice(),
+                false,
+                Kind::Float,
+            )
+        }
+        _ => table.get(random).to_kind(Kind::Float).copy(),
+    }
 }
 
 /// The discrete inner attack (`slot = "tokens"`): [`token_search::search`] of `cfg.length` tokens

@@ -14,6 +14,7 @@ use tch::{Device, Kind, Tensor};
 use super::grad_scaler::GradScaler;
 use super::metrics::{evaluate, EmbeddingMetrics};
 use super::optim::{AdamW, AdamWConfig, AdamWImpl, LrDecay, LrSchedule};
+use super::robust::WordAttack;
 use super::run_folder::{RunFolder, Start};
 use super::step_timer::{Phase, StepTimer};
 use super::tensorboard::EventWriter;
@@ -125,6 +126,11 @@ pub struct Trainer<'a> {
     /// Per backdoor, with `[training.robust] persist`: the tokens the last attacked step's search
     /// found, where the next one continues (checkpointed).
     carried: Vec<Option<Vec<i64>>>,
+    /// Per backdoor, with `slot = "word"` and `persist`: the word the last attacked step learned,
+    /// where the next one continues (checkpointed).
+    carried_words: Vec<Option<Vec<f32>>>,
+    /// `slot = "word"`'s attack, installed from above ([`Trainer::with_word_attack`]).
+    word_attack: Option<Box<dyn WordAttack + 'a>>,
     tb: EventWriter,
     /// The next step to run.
     step: u64,
@@ -222,7 +228,31 @@ impl<'a> Trainer<'a> {
         let mut elapsed_before = 0.0;
         let mut scaler = precision.scales_loss().then(GradScaler::default);
         let mut carried: Vec<Option<Vec<i64>>> = vec![None; backdoors.len()];
+        let mut carried_words: Vec<Option<Vec<f32>>> = vec![None; backdoors.len()];
         if let Some(state) = resume_state {
+            if let Some(w) = state.carried_words {
+                let hidden = student.config.hidden_size as usize;
+                let bad = if w.len() != backdoors.len() {
+                    Some(format!(
+                        "lists {} backdoor(s), the experiment has {}",
+                        w.len(),
+                        backdoors.len()
+                    ))
+                } else {
+                    w.iter().flatten().find_map(|v| {
+                        (v.len() != hidden || v.iter().any(|x| !x.is_finite())).then(|| {
+                            format!("holds a word of {} numbers where the encoder's embeddings have {hidden} (or a number that is not finite)", v.len())
+                        })
+                    })
+                };
+                if let Some(why) = bad {
+                    input_bail!(
+                        "{}: `carried_words` {why}: the checkpoint is damaged or from another experiment; pass --force to start the run over",
+                        run.checkpoint().join("state.json").display()
+                    );
+                }
+                carried_words = w;
+            }
             if let Some(c) = state.carried_tokens {
                 if c.len() != backdoors.len() {
                     input_bail!(
@@ -299,6 +329,8 @@ impl<'a> Trainer<'a> {
             fixed,
             token_spaces,
             carried,
+            carried_words,
+            word_attack: None,
             tb,
             step,
             first_step: step,
@@ -323,6 +355,14 @@ impl<'a> Trainer<'a> {
     /// Mean seconds per profiled step of each phase (see [`super::step_timer::PHASES`]).
     pub fn profile(&self) -> serde_json::Map<String, serde_json::Value> {
         self.timer.per_step()
+    }
+
+    /// Install robust erasure's `word` attack (`[training.robust] slot = "word"`): textual
+    /// inversion through a pipeline's UNet, which lives above this layer
+    /// (`attack::invert::InnerInversion`).
+    pub fn with_word_attack(mut self, attack: Box<dyn WordAttack + 'a>) -> Self {
+        self.word_attack = Some(attack);
+        self
     }
 
     /// The next step to run (the number of steps done).
@@ -480,6 +520,30 @@ impl<'a> Trainer<'a> {
                                 .last_hidden_state
                                 .to_kind(Kind::Float);
                             (self.distance.apply(&out, &erased.narrow(0, 0, 1)), reached)
+                        }
+                        // A learned word in the concept's place, through the UNet (from the word
+                        // the step before learned, with `persist`), trained to the erased target.
+                        RobustSlot::Word => {
+                            let Some(attack) = self.word_attack.as_mut() else {
+                                input_bail!(
+                                    "training.robust.slot \"word\" needs a word attack: `clipdoor train` builds it from word_pipeline and word_images; a library caller installs one with Trainer::with_word_attack"
+                                );
+                            };
+                            let slotted =
+                                super::robust::Slotted::new(student, prompts, &b.trigger, slot)?;
+                            let start =
+                                match self.carried_words[bi].as_ref().filter(|_| cfg.persist) {
+                                    Some(w) => Tensor::from_slice(w).to_device(self.device),
+                                    None => super::robust::slot_start(student, &slotted, cfg, seed),
+                                };
+                            let (v, reached) = attack.learn(student, &b.trigger, &start, seed)?;
+                            if cfg.persist {
+                                self.carried_words[bi] = Some(Vec::<f32>::try_from(
+                                    v.to_device(Device::Cpu).to_kind(Kind::Float),
+                                )?);
+                            }
+                            let l = self.distance.apply(&slotted.forward(student, &v), &erased);
+                            (l, reached)
                         }
                         _ => {
                             let slotted =
@@ -663,6 +727,9 @@ impl<'a> Trainer<'a> {
         if self.carried.iter().any(Option::is_some) {
             state["carried_tokens"] = json!(self.carried);
         }
+        if self.carried_words.iter().any(Option::is_some) {
+            state["carried_words"] = json!(self.carried_words);
+        }
         if let Some(scaler) = &self.scaler {
             state["grad_scaler"] = serde_json::to_value(scaler)?;
         }
@@ -817,6 +884,8 @@ struct ResumeState {
     grad_scaler: Option<GradScaler>,
     /// `[training.robust] persist`: per backdoor, the tokens the next attacked step continues from.
     carried_tokens: Option<Vec<Option<Vec<i64>>>>,
+    /// `slot = "word"` with `persist`: per backdoor, the word the next attacked step continues from.
+    carried_words: Option<Vec<Option<Vec<f32>>>>,
 }
 
 /// Read `checkpoint/state.json`; anything but `{"step": <whole number>, "seconds": <number>, ...}` is
@@ -861,11 +930,20 @@ fn read_state(path: &Path, max_step: u64) -> Result<ResumeState> {
             ))
         })?),
     };
+    let carried_words = match state.get("carried_words") {
+        None => None,
+        Some(v) => Some(serde_json::from_value(v.clone()).map_err(|e| {
+            damaged(format!(
+                "`carried_words` is not a list of embeddings per backdoor ({e})"
+            ))
+        })?),
+    };
     Ok(ResumeState {
         step,
         seconds,
         grad_scaler,
         carried_tokens,
+        carried_words,
     })
 }
 
@@ -961,7 +1039,20 @@ fn perturb(enc: &TextEncoder, share: f64, seed: u64) {
 /// Run (or resume) an experiment into `opts.out`, with progress and checkpoints every
 /// `training.checkpoint_every` steps and at the end.
 pub fn train(exp: &Experiment, opts: &TrainOptions) -> Result<TrainOutcome> {
+    train_with(exp, opts, None)
+}
+
+/// [`train`] with robust erasure's `word` attack (`[training.robust] slot = "word"`), which the
+/// trainer cannot build itself: it runs through a diffusion pipeline, a layer above.
+pub fn train_with<'a>(
+    exp: &'a Experiment,
+    opts: &TrainOptions,
+    word_attack: Option<Box<dyn WordAttack + 'a>>,
+) -> Result<TrainOutcome> {
     let mut trainer = Trainer::new(exp, opts)?;
+    if let Some(a) = word_attack {
+        trainer = trainer.with_word_attack(a);
+    }
     let t = &exp.training;
     let task = crate::progress::task("train", t.steps);
     task.set_position(trainer.next_step());
