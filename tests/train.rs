@@ -842,7 +842,7 @@ fn disc_images(dir: &Path) -> PathBuf {
 /// Robust erasure's `word` slot: the red team's learned word (CCE's textual inversion through the
 /// UNet) run against the student inside training. The inner inversion lowers its denoising loss and
 /// repeats with its seed; a run with it trains, carries its word across attacked steps with
-/// `persist` (checkpointed: a resumed run equals an uninterrupted one; a carried word of the wrong
+/// `word_persist` (checkpointed: a resumed run equals an uninterrupted one; a carried word of the wrong
 /// width is refused naming state.json), and a missing image folder is named.
 #[test]
 fn robust_word_slot_learns_through_the_unet() {
@@ -895,7 +895,7 @@ fn robust_word_slot_learns_through_the_unet() {
         ],
     );
     let robust = format!(
-        "\n[training.robust]\nwarmup = 20\nevery = 5\nslot = \"word\"\nstart = \"concept\"\npersist = true\nword_steps = 3\nword_lr = 0.02\nword_pipeline = {:?}\n",
+        "\n[training.robust]\nwarmup = 20\nevery = 5\nslot = \"word\"\nstart = \"concept\"\nword_persist = true\nword_steps = 3\nword_lr = 0.02\nword_pipeline = {:?}\n",
         common::s(&pipeline)
     );
     let exp = with_appended(

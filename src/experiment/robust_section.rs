@@ -41,9 +41,7 @@ pub struct RobustSection {
     /// found (per backdoor; checkpointed, so a resumed run searches as an uninterrupted one)
     /// instead of fresh random letters: a persistent adversary, whose search adds up over the run
     /// (240 attacked steps of 50 search steps: 12,000 steps, where the red team's search runs 150)
-    /// and starts from what the student was just trained against. With `word`, the learned word
-    /// continues likewise from the word the attacked step before learned (its Adam moments start
-    /// afresh).
+    /// and starts from what the student was just trained against.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub persist: bool,
     /// A retain set (AdvUnlearn's): a prompt file (relative to the experiment) whose prompts the
@@ -67,9 +65,18 @@ pub struct RobustSection {
     /// ... textual-inversion steps per attacked step ...
     #[serde(skip_serializing_if = "is_default_word_steps")]
     pub word_steps: usize,
-    /// ... and their Adam learning rate (the textual-inversion attack's 0.005).
+    /// ... their Adam learning rate (the textual-inversion attack's 0.005) ...
     #[serde(skip_serializing_if = "is_default_word_lr")]
     pub word_lr: f64,
+    /// ... where each attacked step's word starts (`random` or `concept`, as `start`; unset: as
+    /// `start`) ...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub word_start: Option<SlotStart>,
+    /// ... or, with `word_persist`, from the word the attacked step before learned (per backdoor,
+    /// checkpointed; its Adam moments start afresh): one word followed through the run, as
+    /// `persist` follows the token search.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub word_persist: bool,
 }
 
 const ROBUST_WORD_STEPS: usize = 10;
@@ -124,6 +131,8 @@ impl Default for RobustSection {
             word_images: None,
             word_steps: ROBUST_WORD_STEPS,
             word_lr: ROBUST_WORD_LR,
+            word_start: None,
+            word_persist: false,
         }
     }
 }
@@ -169,12 +178,14 @@ impl RobustSection {
                 self.slot.0
             ));
         }
-        if self.persist
-            && !self.slot.contains(RobustSlot::Tokens)
-            && !self.slot.contains(RobustSlot::Word)
-        {
+        if self.word_persist && !self.slot.contains(RobustSlot::Word) {
+            return Err(
+                "training.robust.word_persist carries the learned word across steps, but slot has no \"word\": add it, or drop word_persist".into(),
+            );
+        }
+        if self.persist && !self.slot.contains(RobustSlot::Tokens) {
             return Err(format!(
-                "training.robust.persist carries the token search (and the learned word) across steps, but slot is {:?}: add \"tokens\" or \"word\" to slot, or drop persist",
+                "training.robust.persist carries the token search across steps, but slot is {:?}: add \"tokens\" to slot, or drop persist",
                 self.slot.0.iter().map(|s| s.name()).collect::<Vec<_>>()
             ));
         }
@@ -370,8 +381,8 @@ mod tests {
         assert_eq!(with.robust.check(), Ok(()));
     }
 
-    /// The `word` slot needs its pipeline and images, and a positive learning rate; `persist`
-    /// may carry it without the token search; the settings are written back.
+    /// The `word` slot needs its pipeline and images, and a positive learning rate; `word_persist`
+    /// needs the slot; the settings are written back.
     #[test]
     fn the_word_slot_names_its_pipeline_and_images() {
         let bare: Doc = toml::from_str("[robust]\nslot = \"word\"\n").unwrap();
@@ -381,13 +392,15 @@ mod tests {
             "{err}"
         );
         let full: Doc = toml::from_str(
-            "[robust]\nslot = \"word\"\npersist = true\nword_pipeline = \"p\"\nword_images = \"imgs\"\nword_steps = 4\n",
+            "[robust]\nslot = \"word\"\nword_persist = true\nword_start = \"random\"\nword_pipeline = \"p\"\nword_images = \"imgs\"\nword_steps = 4\n",
         )
         .unwrap();
         assert_eq!(full.robust.check(), Ok(()));
         let back = toml::to_string(&full).unwrap();
         assert!(
-            back.contains("word_steps = 4") && !back.contains("word_lr"),
+            back.contains("word_steps = 4")
+                && back.contains("word_start = \"random\"")
+                && !back.contains("word_lr"),
             "{back}"
         );
         let again: Doc = toml::from_str(&back).unwrap();
@@ -397,5 +410,8 @@ mod tests {
         )
         .unwrap();
         assert!(bad.robust.check().unwrap_err().contains("word_lr"));
+        let stray: Doc =
+            toml::from_str("[robust]\nslot = \"tokens\"\nword_persist = true\n").unwrap();
+        assert!(stray.robust.check().unwrap_err().contains("word_persist"));
     }
 }

@@ -176,7 +176,7 @@ pub fn attack_slot(
     cfg: &RobustSection,
     seed: u64,
 ) -> Result<(Tensor, f64)> {
-    let mut v = slot_start(student, slotted, cfg, seed);
+    let mut v = slot_start(student, slotted, cfg.start, seed);
     let mut reached = f64::NAN;
     for _ in 0..cfg.attack_steps {
         let x = v.detach().set_requires_grad(true);
@@ -205,14 +205,9 @@ pub trait WordAttack {
     ) -> Result<(Tensor, f64)>;
 }
 
-/// Where a slot embedding starts: the concept word's mean input embedding (`start = "concept"`,
+/// Where a slot embedding starts: the concept word's mean input embedding (`SlotStart::Concept`,
 /// when it has tokens), else a random token's, drawn from `seed`.
-pub fn slot_start(
-    student: &TextEncoder,
-    slotted: &Slotted,
-    cfg: &RobustSection,
-    seed: u64,
-) -> Tensor {
+pub fn slot_start(student: &TextEncoder, slotted: &Slotted, start: SlotStart, seed: u64) -> Tensor {
     let table = student
         .model
         .text_model
@@ -221,7 +216,7 @@ pub fn slot_start(
         .detach();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let random = rng.random_range(0..table.size()[0]);
-    match cfg.start {
+    match start {
         SlotStart::Concept if !slotted.concept_ids.is_empty() => {
             let ids = Tensor::from_slice(&slotted.concept_ids).to_device(table.device());
             table.index_select(0, &ids).to_kind(Kind::Float).mean_dim(

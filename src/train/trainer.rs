@@ -126,7 +126,7 @@ pub struct Trainer<'a> {
     /// Per backdoor, with `[training.robust] persist`: the tokens the last attacked step's search
     /// found, where the next one continues (checkpointed).
     carried: Vec<Option<Vec<i64>>>,
-    /// Per backdoor, with `slot = "word"` and `persist`: the word the last attacked step learned,
+    /// Per backdoor, with `slot = "word"` and `word_persist`: the word the last attacked step learned,
     /// where the next one continues (checkpointed).
     carried_words: Vec<Option<Vec<f32>>>,
     /// `slot = "word"`'s attack, installed from above ([`Trainer::with_word_attack`]).
@@ -522,7 +522,7 @@ impl<'a> Trainer<'a> {
                             (self.distance.apply(&out, &erased.narrow(0, 0, 1)), reached)
                         }
                         // A learned word in the concept's place, through the UNet (from the word
-                        // the step before learned, with `persist`), trained to the erased target.
+                        // the step before learned, with `word_persist`), trained to the erased target.
                         RobustSlot::Word => {
                             let Some(attack) = self.word_attack.as_mut() else {
                                 input_bail!(
@@ -531,13 +531,19 @@ impl<'a> Trainer<'a> {
                             };
                             let slotted =
                                 super::robust::Slotted::new(student, prompts, &b.trigger, slot)?;
-                            let start =
-                                match self.carried_words[bi].as_ref().filter(|_| cfg.persist) {
-                                    Some(w) => Tensor::from_slice(w).to_device(self.device),
-                                    None => super::robust::slot_start(student, &slotted, cfg, seed),
-                                };
+                            let carried =
+                                self.carried_words[bi].as_ref().filter(|_| cfg.word_persist);
+                            let start = match carried {
+                                Some(w) => Tensor::from_slice(w).to_device(self.device),
+                                None => super::robust::slot_start(
+                                    student,
+                                    &slotted,
+                                    cfg.word_start.unwrap_or(cfg.start),
+                                    seed,
+                                ),
+                            };
                             let (v, reached) = attack.learn(student, &b.trigger, &start, seed)?;
-                            if cfg.persist {
+                            if cfg.word_persist {
                                 self.carried_words[bi] = Some(Vec::<f32>::try_from(
                                     v.to_device(Device::Cpu).to_kind(Kind::Float),
                                 )?);
@@ -884,7 +890,7 @@ struct ResumeState {
     grad_scaler: Option<GradScaler>,
     /// `[training.robust] persist`: per backdoor, the tokens the next attacked step continues from.
     carried_tokens: Option<Vec<Option<Vec<i64>>>>,
-    /// `slot = "word"` with `persist`: per backdoor, the word the next attacked step continues from.
+    /// `slot = "word"` with `word_persist`: per backdoor, the word the next attacked step continues from.
     carried_words: Option<Vec<Option<Vec<f32>>>>,
 }
 
