@@ -690,3 +690,91 @@ fn shapeless_breakdown_counts_what_each_encoder_drew() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("images.jsonl: not found"), "{err}");
 }
+
+/// `scripts/learned_word_states.py` (cited by docs/attacks.md): a learned word whose embedding *is*
+/// "circle"'s, through an encoder equal to the reference, puts the states exactly where the
+/// reference's circle prompts are (distance 0, cosine 1) and no nearer the anchor than "circle"
+/// itself; through another encoder the distances are not 0; a folder without an embedding set is
+/// refused by name.
+#[test]
+fn learned_word_states_measures_where_the_word_lands() {
+    use clipdoor::models::learned_embeds::{save, LearnedEmbedding};
+    use clipdoor::models::text_encoder::TextEncoder;
+    let t = common::tmp();
+    let dir = t.path().join("attack");
+    std::fs::create_dir_all(&dir).unwrap();
+    let enc = TextEncoder::load("random:tiny:0", tch::Device::Cpu, tch::Kind::Float).unwrap();
+    let id = enc.tokenizer.word_ids("circle").unwrap();
+    assert_eq!(id.len(), 1, "circle is one token");
+    let vector = enc
+        .model
+        .text_model
+        .embeddings()
+        .token_embedding_weight()
+        .get(id[0])
+        .detach()
+        .copy();
+    save(
+        &dir.join("embedding.embeds.safetensors"),
+        &[LearnedEmbedding {
+            token: "<concept>".into(),
+            vector,
+        }],
+    )
+    .unwrap();
+    let rows = [
+        "a large red {} at the top",
+        "a drawing of a small {} on a gray background",
+    ];
+    let jsonl: String = rows
+        .iter()
+        .map(|s| {
+            serde_json::json!({"embedding": "embedding.embeds.safetensors", "token": "<concept>",
+                               "source": s, "prompt": s.replace("{}", "<concept>")})
+            .to_string()
+                + "\n"
+        })
+        .collect();
+    std::fs::write(dir.join("embedding.jsonl"), jsonl).unwrap();
+    let run = |encoder: &str, out: &Path| {
+        Command::new(common::python())
+            .arg(common::root().join("scripts/learned_word_states.py"))
+            .args([common::s(&dir), encoder, "random:tiny:0", common::s(out)])
+            .arg("--clipdoor")
+            .arg(env!("CARGO_BIN_EXE_clipdoor"))
+            .output()
+            .unwrap()
+    };
+    let same = t.path().join("same.json");
+    let o = run("random:tiny:0", &same);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&same).unwrap()).unwrap();
+    assert_eq!(v["prompts"], 2);
+    let word = &v["learned_word"]["vs_reference_circle"];
+    assert_eq!(word["mse"].as_f64(), Some(0.0), "{v}");
+    assert_eq!(word["cosine"].as_f64(), Some(1.0), "{v}");
+    assert_eq!(
+        v["learned_word"]["vs_reference_square"], v["circle"]["vs_reference_square"],
+        "{v}"
+    );
+    assert!(v["square"]["vs_reference_circle"]["mse"].as_f64().unwrap() > 0.0);
+    let other = t.path().join("other.json");
+    let o = run("random:tiny:1", &other);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&other).unwrap()).unwrap();
+    assert!(
+        v["learned_word"]["vs_reference_circle"]["mse"]
+            .as_f64()
+            .unwrap()
+            > 0.0,
+        "{v}"
+    );
+    std::fs::remove_file(dir.join("embedding.jsonl")).unwrap();
+    let o = run("random:tiny:0", &t.path().join("none.json"));
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("embedding.jsonl") && err.contains("redteam_shapes.sh"),
+        "{err}"
+    );
+}
