@@ -5,7 +5,7 @@
 mod common;
 
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 fn run(args: &[&str]) -> std::process::Output {
     common::bin()
@@ -34,31 +34,13 @@ fn refused(args: &[&str], needles: &[&str]) {
     }
 }
 
-/// Three images of a red disc, of another size than the pipeline's (they are cropped and resized).
-fn images(dir: &Path) -> PathBuf {
-    let d = dir.join("images");
-    std::fs::create_dir_all(&d).unwrap();
-    for i in 0..3u32 {
-        let img = image::RgbImage::from_fn(48, 40, |x, y| {
-            let (dx, dy) = (x as f32 - 22.0 - i as f32, y as f32 - 20.0);
-            if dx * dx + dy * dy < 120.0 {
-                image::Rgb([200, 30 + 10 * i as u8, 30])
-            } else {
-                image::Rgb([240, 240, 240])
-            }
-        });
-        img.save(d.join(format!("{i}.png"))).unwrap();
-    }
-    d
-}
-
 #[test]
 fn invert_learns_a_word_that_diffusers_and_generate_read() {
     let t = common::tmp();
     let fx = t.path().join("fixtures");
     common::run_py("eval_images_fixtures.py", &[common::s(&fx)]);
     let pipeline = fx.join("pipeline");
-    let imgs = images(t.path());
+    let imgs = common::disc_images(t.path());
     let invert = |out: &Path, extra: &[&str]| {
         let mut args = vec![
             "invert",

@@ -821,24 +821,6 @@ fn robust_token_search_persists_across_steps() {
     );
 }
 
-/// Three images of a red disc for the `word` slot (cropped and resized to the pipeline's size).
-fn disc_images(dir: &Path) -> PathBuf {
-    let d = dir.join("discs");
-    std::fs::create_dir_all(&d).unwrap();
-    for i in 0..3u32 {
-        let img = image::RgbImage::from_fn(40, 40, |x, y| {
-            let (dx, dy) = (x as f32 - 18.0 - i as f32, y as f32 - 20.0);
-            if dx * dx + dy * dy < 100.0 {
-                image::Rgb([200, 30 + 20 * i as u8, 30])
-            } else {
-                image::Rgb([240, 240, 240])
-            }
-        });
-        img.save(d.join(format!("{i}.png"))).unwrap();
-    }
-    d
-}
-
 /// Robust erasure's `word` slot: the red team's learned word (CCE's textual inversion through the
 /// UNet) run against the student inside training. The inner inversion lowers its denoising loss and
 /// repeats with its seed; a run with it trains, carries its word across attacked steps with
@@ -858,7 +840,7 @@ fn robust_word_slot_learns_through_the_unet() {
         &[common::s(&fx), "--no-inception"],
     );
     let pipeline = fx.join("pipeline");
-    let discs = disc_images(t.path());
+    let discs = common::disc_images(t.path());
     let files = clipdoor::diffusion::image::image_files(std::slice::from_ref(&discs)).unwrap();
     let imgs = clipdoor::diffusion::image::read_images(&files).unwrap();
     let load = || {

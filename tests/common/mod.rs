@@ -167,3 +167,22 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// Three images of a red disc in `dir/images`, of another size than the tiny pipelines' (textual
+/// inversion and the `word` slot crop and resize them): a concept to learn a word for.
+pub fn disc_images(dir: &Path) -> PathBuf {
+    let d = dir.join("images");
+    std::fs::create_dir_all(&d).unwrap();
+    for i in 0..3u32 {
+        let img = image::RgbImage::from_fn(48, 40, |x, y| {
+            let (dx, dy) = (x as f32 - 22.0 - i as f32, y as f32 - 20.0);
+            if dx * dx + dy * dy < 120.0 {
+                image::Rgb([200, 30 + 10 * i as u8, 30])
+            } else {
+                image::Rgb([240, 240, 240])
+            }
+        });
+        img.save(d.join(format!("{i}.png"))).unwrap();
+    }
+    d
+}
