@@ -295,32 +295,23 @@ impl Experiment {
         if let Some(p) = self.evaluation.as_mut().and_then(|e| e.inception.as_mut()) {
             fix(p);
         }
-        // Model arguments that name folders next to the experiment (as `model.teacher` below).
-        if let Some(ev) = self.evaluation.as_mut() {
-            for m in [ev.pipeline.as_mut(), ev.clip.as_mut()]
-                .into_iter()
-                .flatten()
-            {
-                let t = Path::new(m.as_str());
-                if t.is_relative() && base.join(t).exists() && !t.exists() {
-                    *m = base.join(t).to_string_lossy().into_owned();
-                }
-            }
-        }
-        if let Some(m) = self
-            .training
-            .robust
-            .as_mut()
-            .and_then(|r| r.word_pipeline.as_mut())
-        {
+        // Model arguments that name folders next to the experiment.
+        let (ev, robust) = (self.evaluation.as_mut(), self.training.robust.as_mut());
+        let models = [
+            Some(&mut self.model.teacher),
+            robust.and_then(|r| r.word_pipeline.as_mut()),
+        ]
+        .into_iter()
+        .chain(
+            ev.into_iter()
+                .flat_map(|e| [e.pipeline.as_mut(), e.clip.as_mut()]),
+        )
+        .flatten();
+        for m in models {
             let t = Path::new(m.as_str());
             if t.is_relative() && base.join(t).exists() && !t.exists() {
                 *m = base.join(t).to_string_lossy().into_owned();
             }
-        }
-        let t = Path::new(&self.model.teacher);
-        if t.is_relative() && base.join(t).exists() && !t.exists() {
-            self.model.teacher = base.join(t).to_string_lossy().into_owned();
         }
     }
 
