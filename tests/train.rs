@@ -938,3 +938,107 @@ fn robust_word_slot_learns_through_the_unet() {
         "{err}"
     );
 }
+
+/// `word_bank` keeps the last words the word attack learned (a new one on every `word_every`-th
+/// attacked step only) and trains all of them on every attacked step: the bank is checkpointed
+/// (oldest dropped first), a resumed run equals an uninterrupted one, a damaged bank is refused
+/// by name, and a deeper bank trains another encoder (the replayed words reach the student).
+#[test]
+fn robust_word_bank_keeps_and_trains_its_words() {
+    let t = common::tmp();
+    let fx = t.path().join("fixtures");
+    common::run_py(
+        "eval_images_fixtures.py",
+        &[common::s(&fx), "--no-inception"],
+    );
+    let pipeline = fx.join("pipeline");
+    common::disc_images(t.path());
+    let plain = variant(
+        "remove_concept",
+        t.path(),
+        &[
+            ("teacher", &format!("{:?}", common::s(&pipeline))),
+            ("steps", "40"),
+            ("lr_milestones", "[30]"),
+        ],
+    );
+    // Attacked steps 10, 15, ..., 35; words learned on every second one: steps 10, 20 and 30.
+    let bank = |name: &str, depth: usize| {
+        with_appended(
+            &plain,
+            name,
+            &format!("\n[training.robust]\nwarmup = 10\nevery = 5\nslot = \"word\"\nword_steps = 3\nword_lr = 0.02\nword_pipeline = \"fixtures/pipeline\"\nword_images = \"images\"\nword_bank = {depth}\nword_every = 2\n"),
+        )
+    };
+    let (two, one) = (bank("bank2.toml", 2), bank("bank1.toml", 1));
+    let weights = |run: &str| {
+        std::fs::read(t.path().join(run).join("text_encoder/model.safetensors")).unwrap()
+    };
+    let banked = |run: &Path| -> Vec<Value> {
+        let state: Value = serde_json::from_str(
+            &std::fs::read_to_string(run.join("checkpoint/state.json")).unwrap(),
+        )
+        .unwrap();
+        let banks = state["word_bank"]
+            .as_array()
+            .expect("the bank checkpointed")
+            .clone();
+        assert_eq!(banks.len(), 2, "one bank per backdoor: {state}");
+        assert!(
+            banks
+                .iter()
+                .flat_map(|b| b.as_array().unwrap())
+                .all(|w| w.as_array().map(Vec::len) == Some(32)),
+            "words as wide as the encoder (32): {state}"
+        );
+        banks
+    };
+    let (code, err) = train(&two, &t.path().join("full"), &[]);
+    assert_eq!(code, 0, "{err}");
+    let part = t.path().join("part");
+    let (code, err) = train(&two, &part, &["--stop-after", "27"]);
+    assert_eq!(code, 0, "{err}");
+    let first = banked(&part);
+    let concept_bank = first
+        .iter()
+        .position(|b| !b.as_array().unwrap().is_empty())
+        .expect("the concept-removal backdoor banks its words");
+    assert_eq!(
+        first[concept_bank].as_array().unwrap().len(),
+        2,
+        "words of steps 10 and 20"
+    );
+    let state_file = part.join("checkpoint/state.json");
+    let good = std::fs::read_to_string(&state_file).unwrap();
+    let mut damaged: Value = serde_json::from_str(&good).unwrap();
+    damaged["word_bank"][concept_bank][0] = serde_json::json!([0.5, f32::MAX]);
+    std::fs::write(&state_file, damaged.to_string()).unwrap();
+    let (code, err) = train(&two, &part, &["--resume"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("state.json") && err.contains("word_bank") && err.contains("--force"),
+        "{err}"
+    );
+    std::fs::write(&state_file, good).unwrap();
+    let (code, err) = train(&two, &part, &["--resume", "--stop-after", "37"]);
+    assert_eq!(code, 0, "{err}");
+    let later = banked(&part);
+    let words = later[concept_bank].as_array().unwrap();
+    assert_eq!(words.len(), 2, "a bank of 2 keeps 2 of the 3 words");
+    assert_eq!(
+        words[0], first[concept_bank][1],
+        "the oldest word is the one dropped"
+    );
+    let (code, err) = train(&two, &part, &["--resume"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        weights("full") == weights("part"),
+        "the resumed run differs from the uninterrupted one"
+    );
+    let (code, err) = train(&one, &t.path().join("shallow"), &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        weights("full") != weights("shallow"),
+        "a bank of 2 trained the same encoder as a bank of 1: the banked words do not reach the student"
+    );
+}

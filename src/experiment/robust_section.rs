@@ -77,6 +77,25 @@ pub struct RobustSection {
     /// `persist` follows the token search.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub word_persist: bool,
+    /// `word`: the last `word_bank` learned words (per backdoor, checkpointed) are all trained to
+    /// the erased target on every attacked step, the step's own among them (0: the step's word
+    /// alone). Why: a word met once is forgotten a few steps later, and the red team's word is
+    /// found where an earlier one was; a bank keeps every word the run found erased.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub word_bank: usize,
+    /// `word`: a new word is learned on every `word_every`-th attacked step only (the bank is
+    /// trained on every one): fewer, stronger words (`word_steps` in the hundreds, as the red
+    /// team's 400) for the cost of many weak ones. Needs `word_bank`.
+    #[serde(skip_serializing_if = "is_one")]
+    pub word_every: u64,
+}
+
+fn is_zero(v: &usize) -> bool {
+    *v == 0
+}
+
+fn is_one(v: &u64) -> bool {
+    *v == 1
 }
 
 const ROBUST_WORD_STEPS: usize = 10;
@@ -133,6 +152,8 @@ impl Default for RobustSection {
             word_lr: ROBUST_WORD_LR,
             word_start: None,
             word_persist: false,
+            word_bank: 0,
+            word_every: 1,
         }
     }
 }
@@ -145,9 +166,10 @@ impl RobustSection {
             || self.search_steps == 0
             || self.retain_batch_size == 0
             || self.word_steps == 0
+            || self.word_every == 0
         {
             return Err(
-                "training.robust.every, attack_steps, search_steps, retain_batch_size and word_steps must be at least 1".into(),
+                "training.robust.every, attack_steps, search_steps, retain_batch_size, word_steps and word_every must be at least 1".into(),
             );
         }
         if !(self.word_lr > 0.0 && self.word_lr.is_finite()) {
@@ -182,6 +204,17 @@ impl RobustSection {
             return Err(
                 "training.robust.word_persist carries the learned word across steps, but slot has no \"word\": add it, or drop word_persist".into(),
             );
+        }
+        if (self.word_bank > 0 || self.word_every > 1) && !self.slot.contains(RobustSlot::Word) {
+            return Err(
+                "training.robust.word_bank and word_every keep and space the learned words, but slot has no \"word\": add it, or drop them".into(),
+            );
+        }
+        if self.word_every > 1 && self.word_bank == 0 {
+            return Err(format!(
+                "training.robust.word_every = {} learns a word on every {}th attacked step only: set word_bank (at least 1) so the steps between train the words learned before",
+                self.word_every, self.word_every
+            ));
         }
         if self.persist && !self.slot.contains(RobustSlot::Tokens) {
             return Err(format!(
@@ -413,5 +446,27 @@ mod tests {
         let stray: Doc =
             toml::from_str("[robust]\nslot = \"tokens\"\nword_persist = true\n").unwrap();
         assert!(stray.robust.check().unwrap_err().contains("word_persist"));
+        let banked: Doc = toml::from_str(
+            "[robust]\nslot = \"word\"\nword_pipeline = \"p\"\nword_images = \"i\"\nword_bank = 8\nword_every = 10\n",
+        )
+        .unwrap();
+        assert_eq!(banked.robust.check(), Ok(()));
+        let back = toml::to_string(&banked).unwrap();
+        assert!(
+            back.contains("word_bank = 8") && back.contains("word_every = 10"),
+            "{back}"
+        );
+        let unset = toml::to_string(&full).unwrap();
+        assert!(
+            !unset.contains("word_bank") && !unset.contains("word_every"),
+            "{unset}"
+        );
+        let unbanked: Doc = toml::from_str(
+            "[robust]\nslot = \"word\"\nword_pipeline = \"p\"\nword_images = \"i\"\nword_every = 10\n",
+        )
+        .unwrap();
+        assert!(unbanked.robust.check().unwrap_err().contains("word_bank"));
+        let no_slot: Doc = toml::from_str("[robust]\nslot = \"tokens\"\nword_bank = 4\n").unwrap();
+        assert!(no_slot.robust.check().unwrap_err().contains("no \"word\""));
     }
 }

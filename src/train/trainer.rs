@@ -69,8 +69,9 @@ pub struct StepReport {
     /// f16 only: the gradients overflowed, so the update was skipped and the scale backed off.
     pub skipped: bool,
     /// Robust erasure, on attacked steps, per backdoor and inner attack: (tag: the backdoor's name,
-    /// with `/slot` when `[training.robust] slot` lists several; distance the inner attack reached;
-    /// loss of what it found to the erased target).
+    /// with `/slot` when `[training.robust] slot` lists several; distance the inner attack reached,
+    /// NaN where none ran (a `word_every` step trains the word bank only); loss of what it found,
+    /// or of the banked words, to the erased target).
     pub robust: Vec<(String, f64, f64)>,
     /// Robust erasure with a retain set, on attacked steps: the retain batch's distance to the
     /// teacher.
@@ -129,6 +130,9 @@ pub struct Trainer<'a> {
     /// Per backdoor, with `slot = "word"` and `word_persist`: the word the last attacked step learned,
     /// where the next one continues (checkpointed).
     carried_words: Vec<Option<Vec<f32>>>,
+    /// Per backdoor, with `word_bank`: the words the last word attacks learned, oldest first, all
+    /// trained to the erased target on every attacked step (checkpointed).
+    word_banks: Vec<Vec<Vec<f32>>>,
     /// `slot = "word"`'s attack, installed from above ([`Trainer::with_word_attack`]).
     word_attack: Option<Box<dyn WordAttack + 'a>>,
     tb: EventWriter,
@@ -229,29 +233,33 @@ impl<'a> Trainer<'a> {
         let mut scaler = precision.scales_loss().then(GradScaler::default);
         let mut carried: Vec<Option<Vec<i64>>> = vec![None; backdoors.len()];
         let mut carried_words: Vec<Option<Vec<f32>>> = vec![None; backdoors.len()];
+        let mut word_banks: Vec<Vec<Vec<f32>>> = vec![vec![]; backdoors.len()];
         if let Some(state) = resume_state {
+            let hidden = student.config.hidden_size as usize;
+            let state_file = run.checkpoint().join("state.json");
             if let Some(w) = state.carried_words {
-                let hidden = student.config.hidden_size as usize;
-                let bad = if w.len() != backdoors.len() {
-                    Some(format!(
-                        "lists {} backdoor(s), the experiment has {}",
-                        w.len(),
-                        backdoors.len()
-                    ))
-                } else {
-                    w.iter().flatten().find_map(|v| {
-                        (v.len() != hidden || v.iter().any(|x| !x.is_finite())).then(|| {
-                            format!("holds a word of {} numbers where the encoder's embeddings have {hidden} (or a number that is not finite)", v.len())
-                        })
-                    })
-                };
-                if let Some(why) = bad {
-                    input_bail!(
-                        "{}: `carried_words` {why}: the checkpoint is damaged or from another experiment; pass --force to start the run over",
-                        run.checkpoint().join("state.json").display()
-                    );
-                }
+                let words: Vec<&Vec<f32>> = w.iter().flatten().collect();
+                check_words(
+                    "carried_words",
+                    w.len(),
+                    &words,
+                    backdoors.len(),
+                    hidden,
+                    &state_file,
+                )?;
                 carried_words = w;
+            }
+            if let Some(w) = state.word_bank {
+                let words: Vec<&Vec<f32>> = w.iter().flatten().collect();
+                check_words(
+                    "word_bank",
+                    w.len(),
+                    &words,
+                    backdoors.len(),
+                    hidden,
+                    &state_file,
+                )?;
+                word_banks = w;
             }
             if let Some(c) = state.carried_tokens {
                 if c.len() != backdoors.len() {
@@ -330,6 +338,7 @@ impl<'a> Trainer<'a> {
             token_spaces,
             carried,
             carried_words,
+            word_banks,
             word_attack: None,
             tb,
             step,
@@ -542,13 +551,44 @@ impl<'a> Trainer<'a> {
                                     seed,
                                 ),
                             };
-                            let (v, reached) = attack.learn(student, &b.trigger, &start, seed)?;
-                            if cfg.word_persist {
-                                self.carried_words[bi] = Some(Vec::<f32>::try_from(
+                            // With `word_every`, a new word on every word_every-th attacked step only.
+                            let attacked = (step - cfg.warmup) / cfg.every.max(1);
+                            let (v, reached) = if attacked.is_multiple_of(cfg.word_every.max(1)) {
+                                let (v, reached) =
+                                    attack.learn(student, &b.trigger, &start, seed)?;
+                                let learned = Vec::<f32>::try_from(
                                     v.to_device(Device::Cpu).to_kind(Kind::Float),
-                                )?);
+                                )?;
+                                if cfg.word_persist {
+                                    self.carried_words[bi] = Some(learned.clone());
+                                }
+                                if cfg.word_bank > 0 {
+                                    let bank = &mut self.word_banks[bi];
+                                    bank.push(learned);
+                                    let over = bank.len().saturating_sub(cfg.word_bank);
+                                    bank.drain(..over);
+                                }
+                                (Some(v), reached)
+                            } else {
+                                (None, f64::NAN)
+                            };
+                            // The bank (the step's word among it), or the step's word alone.
+                            let words: Vec<Tensor> = if cfg.word_bank > 0 {
+                                self.word_banks[bi]
+                                    .iter()
+                                    .map(|w| Tensor::from_slice(w).to_device(self.device))
+                                    .collect()
+                            } else {
+                                v.into_iter().collect()
+                            };
+                            if words.is_empty() {
+                                continue;
                             }
-                            let l = self.distance.apply(&slotted.forward(student, &v), &erased);
+                            let losses: Vec<Tensor> = words
+                                .iter()
+                                .map(|w| self.distance.apply(&slotted.forward(student, w), &erased))
+                                .collect();
+                            let l = Tensor::stack(&losses, 0).mean(Kind::Float);
                             (l, reached)
                         }
                         _ => {
@@ -690,7 +730,10 @@ impl<'a> Trainer<'a> {
         for (name, reached, l) in &r.robust {
             let (reached, l) = (*reached, *l);
             tb.add_scalar(&format!("loss/robust/{name}"), l, s)?;
-            tb.add_scalar(&format!("robust/attack_distance/{name}"), reached, s)?;
+            // NaN: no attack this step (a `word_every` step trains the bank only).
+            if reached.is_finite() {
+                tb.add_scalar(&format!("robust/attack_distance/{name}"), reached, s)?;
+            }
         }
         if let Some(l) = r.retain {
             tb.add_scalar("loss/retain", l, s)?;
@@ -735,6 +778,9 @@ impl<'a> Trainer<'a> {
         }
         if self.carried_words.iter().any(Option::is_some) {
             state["carried_words"] = json!(self.carried_words);
+        }
+        if self.word_banks.iter().any(|b| !b.is_empty()) {
+            state["word_bank"] = json!(self.word_banks);
         }
         if let Some(scaler) = &self.scaler {
             state["grad_scaler"] = serde_json::to_value(scaler)?;
@@ -882,6 +928,36 @@ fn check_carried(
     Ok(())
 }
 
+/// Resumed words (`carried_words`, `word_bank`) must be one entry per backdoor of the encoder's
+/// embedding size, finite: anything else is a damaged checkpoint or another experiment's.
+fn check_words(
+    key: &str,
+    entries: usize,
+    words: &[&Vec<f32>],
+    backdoors: usize,
+    hidden: usize,
+    state_file: &Path,
+) -> Result<()> {
+    let bad = if entries != backdoors {
+        Some(format!(
+            "lists {entries} backdoor(s), the experiment has {backdoors}"
+        ))
+    } else {
+        words.iter().find_map(|v| {
+            (v.len() != hidden || v.iter().any(|x| !x.is_finite())).then(|| {
+                format!("holds a word of {} numbers where the encoder's embeddings have {hidden} (or a number that is not finite)", v.len())
+            })
+        })
+    };
+    if let Some(why) = bad {
+        input_bail!(
+            "{}: `{key}` {why}: the checkpoint is damaged or from another experiment; pass --force to start the run over",
+            state_file.display()
+        );
+    }
+    Ok(())
+}
+
 /// What `checkpoint/state.json` records.
 struct ResumeState {
     step: u64,
@@ -892,6 +968,8 @@ struct ResumeState {
     carried_tokens: Option<Vec<Option<Vec<i64>>>>,
     /// `slot = "word"` with `word_persist`: per backdoor, the word the next attacked step continues from.
     carried_words: Option<Vec<Option<Vec<f32>>>>,
+    /// `slot = "word"` with `word_bank`: per backdoor, the banked words, oldest first.
+    word_bank: Option<Vec<Vec<Vec<f32>>>>,
 }
 
 /// Read `checkpoint/state.json`; anything but `{"step": <whole number>, "seconds": <number>, ...}` is
@@ -944,12 +1022,21 @@ fn read_state(path: &Path, max_step: u64) -> Result<ResumeState> {
             ))
         })?),
     };
+    let word_bank = match state.get("word_bank") {
+        None => None,
+        Some(v) => Some(serde_json::from_value(v.clone()).map_err(|e| {
+            damaged(format!(
+                "`word_bank` is not a list of embedding lists per backdoor ({e})"
+            ))
+        })?),
+    };
     Ok(ResumeState {
         step,
         seconds,
         grad_scaler,
         carried_tokens,
         carried_words,
+        word_bank,
     })
 }
 
