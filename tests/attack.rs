@@ -778,3 +778,108 @@ fn learned_word_states_measures_where_the_word_lands() {
         "{err}"
     );
 }
+
+/// `scripts/redteam_split.py` (the test splits of docs/attacks.md): from a render's captions it
+/// takes the first new captions naming a circle (excluded files, repeats and object-less rows
+/// skipped) and captions without one, writes the rewrites line for line, refuses to write over a
+/// finished split, and says so when the render is too small.
+#[test]
+fn redteam_split_writes_a_split_of_unseen_captions() {
+    let t = common::tmp();
+    let render = t.path().join("render");
+    std::fs::create_dir_all(&render).unwrap();
+    let rows = [
+        ("a red circle on the left", false),
+        ("a blue circle", false),            // excluded below
+        ("A Red Circle On The Left", false), // a repeat, whatever its case
+        ("a circle of nothing", true),       // no object: not a circle prompt
+        ("a green square", false),
+        ("a small circle at the top", false),
+        ("a yellow triangle", false),
+        ("an orange circle, black background", false),
+    ];
+    let labels: String = rows
+        .iter()
+        .map(|(c, none)| serde_json::json!({"caption": c, "no_object": none}).to_string() + "\n")
+        .collect();
+    std::fs::write(render.join("labels.jsonl"), labels).unwrap();
+    let exclude = t.path().join("seen.txt");
+    std::fs::write(&exclude, "a blue circle\n").unwrap();
+    let out = t.path().join("split");
+    let split = |n: &str| {
+        Command::new(common::python())
+            .arg(common::root().join("scripts/redteam_split.py"))
+            .args([
+                common::s(&render),
+                common::s(&out),
+                "--n",
+                n,
+                "--captions",
+                "2",
+            ])
+            .arg("--exclude")
+            .arg(&exclude)
+            .output()
+            .unwrap()
+    };
+    let o = split("3");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let read = |f: &str| -> Vec<String> {
+        std::fs::read_to_string(out.join(f))
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect()
+    };
+    assert_eq!(
+        read("circle_prompts.txt"),
+        [
+            "a red circle on the left",
+            "a small circle at the top",
+            "an orange circle, black background"
+        ]
+    );
+    assert_eq!(
+        read("circle_removed.txt"),
+        [
+            "a red shape on the left",
+            "a small shape at the top",
+            "an orange shape, black background"
+        ]
+    );
+    assert_eq!(
+        read("circle_deleted.txt"),
+        [
+            "a red on the left",
+            "a small at the top",
+            "an orange, black background"
+        ]
+    );
+    assert_eq!(
+        read("circle_embedding_prompts.txt")[1],
+        "a small {} at the top"
+    );
+    assert_eq!(
+        read("eval_captions.txt"),
+        ["a green square", "a yellow triangle"]
+    );
+    let o = split("3");
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("already holds a split"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    std::fs::remove_dir_all(&out).unwrap();
+    let o = split("4");
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("only 3 new circle captions") && err.contains("labels.jsonl"),
+        "{err}"
+    );
+    assert!(
+        !out.join("circle_prompts.txt").exists(),
+        "a failed split left a finished-looking folder"
+    );
+}
