@@ -821,6 +821,28 @@ fn robust_token_search_persists_across_steps() {
     );
 }
 
+/// The word-slot tests' fixtures in `dir`: a tiny pipeline (`fixtures/pipeline`), disc images
+/// (`images`), and a 40-step concept-removal experiment whose teacher is that pipeline.
+fn word_slot_fixtures(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let fx = dir.join("fixtures");
+    common::run_py(
+        "eval_images_fixtures.py",
+        &[common::s(&fx), "--no-inception"],
+    );
+    let pipeline = fx.join("pipeline");
+    let discs = common::disc_images(dir);
+    let plain = variant(
+        "remove_concept",
+        dir,
+        &[
+            ("teacher", &format!("{:?}", common::s(&pipeline))),
+            ("steps", "40"),
+            ("lr_milestones", "[30]"),
+        ],
+    );
+    (pipeline, discs, plain)
+}
+
 /// Robust erasure's `word` slot: the red team's learned word (CCE's textual inversion through the
 /// UNet) run against the student inside training. The inner inversion lowers its denoising loss and
 /// repeats with its seed; a run with it trains, carries its word across attacked steps with
@@ -834,13 +856,7 @@ fn robust_word_slot_learns_through_the_unet() {
     use clipdoor::train::robust::WordAttack;
     use tch::{Device, Kind};
     let t = common::tmp();
-    let fx = t.path().join("fixtures");
-    common::run_py(
-        "eval_images_fixtures.py",
-        &[common::s(&fx), "--no-inception"],
-    );
-    let pipeline = fx.join("pipeline");
-    let discs = common::disc_images(t.path());
+    let (pipeline, discs, plain) = word_slot_fixtures(t.path());
     let files = clipdoor::diffusion::image::image_files(std::slice::from_ref(&discs)).unwrap();
     let imgs = clipdoor::diffusion::image::read_images(&files).unwrap();
     let load = || {
@@ -867,15 +883,6 @@ fn robust_word_slot_learns_through_the_unet() {
     let (again, _) = learner.learn(&student, "nude", &start, 5).unwrap();
     assert!(word.equal(&again), "the same seed learned another word");
 
-    let plain = variant(
-        "remove_concept",
-        t.path(),
-        &[
-            ("teacher", &format!("{:?}", common::s(&pipeline))),
-            ("steps", "40"),
-            ("lr_milestones", "[30]"),
-        ],
-    );
     let robust = String::from(
         "\n[training.robust]\nwarmup = 20\nevery = 5\nslot = \"word\"\nstart = \"concept\"\nword_persist = true\nword_steps = 3\nword_lr = 0.02\nword_pipeline = \"fixtures/pipeline\"\n"
     );
@@ -946,22 +953,7 @@ fn robust_word_slot_learns_through_the_unet() {
 #[test]
 fn robust_word_bank_keeps_and_trains_its_words() {
     let t = common::tmp();
-    let fx = t.path().join("fixtures");
-    common::run_py(
-        "eval_images_fixtures.py",
-        &[common::s(&fx), "--no-inception"],
-    );
-    let pipeline = fx.join("pipeline");
-    common::disc_images(t.path());
-    let plain = variant(
-        "remove_concept",
-        t.path(),
-        &[
-            ("teacher", &format!("{:?}", common::s(&pipeline))),
-            ("steps", "40"),
-            ("lr_milestones", "[30]"),
-        ],
-    );
+    let (_, _, plain) = word_slot_fixtures(t.path());
     // Attacked steps 10, 15, ..., 35; words learned on every second one: steps 10, 20 and 30.
     let bank = |name: &str, depth: usize| {
         with_appended(

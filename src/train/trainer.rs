@@ -1006,30 +1006,21 @@ fn read_state(path: &Path, max_step: u64) -> Result<ResumeState> {
         .get("grad_scaler")
         .and_then(|v| serde_json::from_value::<GradScaler>(v.clone()).ok())
         .filter(GradScaler::is_valid);
-    let carried_tokens = match state.get("carried_tokens") {
-        None => None,
-        Some(v) => Some(serde_json::from_value(v.clone()).map_err(|e| {
-            damaged(format!(
-                "`carried_tokens` is not a list of token lists per backdoor ({e})"
-            ))
-        })?),
-    };
-    let carried_words = match state.get("carried_words") {
-        None => None,
-        Some(v) => Some(serde_json::from_value(v.clone()).map_err(|e| {
-            damaged(format!(
-                "`carried_words` is not a list of embeddings per backdoor ({e})"
-            ))
-        })?),
-    };
-    let word_bank = match state.get("word_bank") {
-        None => None,
-        Some(v) => Some(serde_json::from_value(v.clone()).map_err(|e| {
-            damaged(format!(
-                "`word_bank` is not a list of embedding lists per backdoor ({e})"
-            ))
-        })?),
-    };
+    let carried_tokens = optional_entry(
+        &state,
+        "carried_tokens",
+        "a list of token lists per backdoor",
+    )
+    .map_err(damaged)?;
+    let carried_words =
+        optional_entry(&state, "carried_words", "a list of embeddings per backdoor")
+            .map_err(damaged)?;
+    let word_bank = optional_entry(
+        &state,
+        "word_bank",
+        "a list of embedding lists per backdoor",
+    )
+    .map_err(damaged)?;
     Ok(ResumeState {
         step,
         seconds,
@@ -1038,6 +1029,20 @@ fn read_state(path: &Path, max_step: u64) -> Result<ResumeState> {
         carried_words,
         word_bank,
     })
+}
+
+/// `state[key]` as a `T`, `None` where it is absent; present but not a `T`: why, for `damaged`.
+fn optional_entry<T: serde::de::DeserializeOwned>(
+    state: &serde_json::Value,
+    key: &str,
+    what: &str,
+) -> std::result::Result<Option<T>, String> {
+    state
+        .get(key)
+        .map(|v| {
+            serde_json::from_value(v.clone()).map_err(|e| format!("`{key}` is not {what} ({e})"))
+        })
+        .transpose()
 }
 
 fn last_hidden(enc: &TextEncoder, prompts: &[impl AsRef<str>]) -> Result<Tensor> {
