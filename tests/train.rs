@@ -1011,6 +1011,14 @@ fn robust_word_bank_keeps_and_trains_its_words() {
         err.contains("state.json") && err.contains("word_bank") && err.contains("--force"),
         "{err}"
     );
+    damaged["word_bank"] = serde_json::json!("not a bank");
+    std::fs::write(&state_file, damaged.to_string()).unwrap();
+    let (code, err) = train(&two, &part, &["--resume"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("`word_bank` is not a list") && err.contains("--force"),
+        "{err}"
+    );
     std::fs::write(&state_file, good).unwrap();
     let (code, err) = train(&two, &part, &["--resume", "--stop-after", "37"]);
     assert_eq!(code, 0, "{err}");
