@@ -383,3 +383,56 @@ fn add_noise_rejects_bad_timesteps_and_shapes() {
         .add_noise(&x, &x, &Tensor::from_slice(&[3.5f64, 3.5]))
         .is_err());
 }
+
+/// libtorch has one process-wide CPU generator, and seeded noise is drawn by seeding it and
+/// replaying. Building a random-weight encoder or loading one from files on another thread while
+/// noise was drawn used to change the noise (a CI run once saw a SEGA image 0.85 off diffusers'):
+/// loading now draws nothing, and seeded inits take the noise's lock. Both directions are checked:
+/// the noise equals the single-threaded draws, and the seeded encoder equals its first build.
+#[test]
+fn noise_stays_seeded_while_other_threads_build_and_load_encoders() {
+    use clipdoor::models::text_encoder::TextEncoder;
+    let tmp = common::tmp();
+    let saved = tmp.path().join("encoder");
+    let token_weights = |e: &TextEncoder| {
+        e.vs.variables()["text_model.embeddings.token_embedding.weight"].shallow_clone()
+    };
+    let first = TextEncoder::init_arch("tiny", 2, false, Device::Cpu).unwrap();
+    first.save_with_tokenizer(&saved, None).unwrap();
+    let first = token_weights(&first);
+
+    let shape = [1i64, 4, 16, 16];
+    let draws = |seed: u64| {
+        let mut g = DiffusersGenerator::single(seed);
+        (0..12)
+            .map(|_| g.randn(&shape, Kind::Float, Device::Cpu).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let expected = draws(7);
+    std::thread::scope(|s| {
+        // Tensors are Send, not Sync: the builder owns its copies.
+        let (saved, first) = (saved.clone(), first.copy());
+        let builder = s.spawn(move || {
+            for _ in 0..40 {
+                let loaded =
+                    TextEncoder::load(saved.to_str().unwrap(), Device::Cpu, Kind::Float).unwrap();
+                assert!(token_weights(&loaded).equal(&first), "load changed");
+                let built = TextEncoder::init_arch("tiny", 2, false, Device::Cpu).unwrap();
+                assert!(
+                    token_weights(&built).equal(&first),
+                    "a seeded encoder built beside noise draws differs from its first build"
+                );
+            }
+        });
+        let mut rounds = 0;
+        while rounds < 5 || !builder.is_finished() {
+            for (i, (got, want)) in draws(7).iter().zip(&expected).enumerate() {
+                assert!(
+                    got.equal(want),
+                    "round {rounds}, draw {i}: noise changed while another thread built encoders"
+                );
+            }
+            rounds += 1;
+        }
+    });
+}

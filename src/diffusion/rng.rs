@@ -22,16 +22,14 @@
 //! AVX-512, in Python too).
 //!
 //! Side effects: the process-wide CPU generator (and, through `torch::manual_seed`, CUDA's) is left
-//! re-seeded. Draws are serialised by a process-wide lock; code that draws from the default generator on
-//! another thread without it could interleave with a replay.
-use std::sync::Mutex;
+//! re-seeded. Each seed-and-replay runs under [`crate::models::init::seeded`], the process-wide lock
+//! every seeded draw in clipdoor takes (model inits included); code outside clipdoor that draws from
+//! the default generator on another thread could still interleave with a replay.
 use tch::{Device, Kind, Tensor};
 
 use crate::error::Result;
 use crate::input_bail;
-
-/// Serialises every seed-and-replay sequence on the default CPU generator.
-static DEFAULT_GENERATOR: Mutex<()> = Mutex::new(());
+use crate::models::init::seeded;
 
 /// One emulated `torch.Generator("cpu").manual_seed(seed)`: its seed and the draws made so far.
 #[derive(Debug, Clone)]
@@ -42,15 +40,13 @@ struct SeededStream {
 
 impl SeededStream {
     fn randn(&mut self, shape: &[i64], kind: Kind) -> Tensor {
-        let _guard = DEFAULT_GENERATOR
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
         // `torch.manual_seed` takes the seed's 64 bits; tch passes them as i64.
-        tch::manual_seed(self.seed as i64);
-        for (past_shape, past_kind) in &self.history {
-            let _ = Tensor::randn(past_shape.as_slice(), (*past_kind, Device::Cpu));
-        }
-        let drawn = Tensor::randn(shape, (kind, Device::Cpu));
+        let drawn = seeded(self.seed as i64, || {
+            for (past_shape, past_kind) in &self.history {
+                let _ = Tensor::randn(past_shape.as_slice(), (*past_kind, Device::Cpu));
+            }
+            Tensor::randn(shape, (kind, Device::Cpu))
+        });
         self.history.push((shape.to_vec(), kind));
         drawn
     }

@@ -3,6 +3,7 @@
 use tch::{nn, nn::Module, Kind, Tensor};
 
 use super::activation::Activation;
+use super::init::random;
 
 /// The sizes a CLIP encoder layer needs, taken from a text or vision config.
 #[derive(Debug, Clone, Copy)]
@@ -45,10 +46,10 @@ pub fn check_sizes(
 pub(crate) fn linear(p: nn::Path, i: i64, o: i64, bias: bool) -> nn::Linear {
     // transformers' CLIP init: normal(0, 0.02) weights and zero biases (scaled by initializer_factor=1).
     let cfg = nn::LinearConfig {
-        ws_init: nn::Init::Randn {
+        ws_init: random(nn::Init::Randn {
             mean: 0.,
             stdev: 0.02,
-        },
+        }),
         bs_init: Some(nn::Init::Const(0.)),
         bias,
     };

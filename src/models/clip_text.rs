@@ -4,6 +4,7 @@ use tch::{nn, nn::Module, Kind, Tensor};
 
 use super::clip_layers::{layer_norm, linear, CLIPEncoderLayer, Mask};
 use super::clip_text_config::CLIPTextConfig;
+use super::init::random;
 
 /// `CLIPTextEmbeddings`: token + learned absolute position embeddings.
 #[derive(Debug)]
@@ -15,10 +16,10 @@ pub struct CLIPTextEmbeddings {
 impl CLIPTextEmbeddings {
     pub fn new(p: nn::Path, c: &CLIPTextConfig) -> Self {
         let cfg = nn::EmbeddingConfig {
-            ws_init: nn::Init::Randn {
+            ws_init: random(nn::Init::Randn {
                 mean: 0.,
                 stdev: 0.02,
-            },
+            }),
             ..Default::default()
         };
         Self {

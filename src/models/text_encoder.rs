@@ -6,6 +6,7 @@ use tch::{nn, Device, Kind, Tensor};
 
 use super::clip_text::{CLIPTextModel, CLIPTextOutput};
 use super::clip_text_config::CLIPTextConfig;
+use super::init::{seeded, without_random_init};
 use crate::error::Result;
 use crate::io::{hub, single_file, weights};
 use crate::text::tokenizer::ClipTokenizer;
@@ -186,9 +187,10 @@ impl TextEncoder {
         device: Device,
     ) -> Result<Self> {
         config.validate().map_err(|e| input_err!("{e}"))?;
-        tch::manual_seed(seed);
         let vs = nn::VarStore::new(device);
-        let model = CLIPTextModel::new(vs.root(), &config, with_projection);
+        let model = seeded(seed, || {
+            CLIPTextModel::new(vs.root(), &config, with_projection)
+        });
         Ok(Self {
             vs,
             model,
@@ -241,7 +243,7 @@ impl TextEncoder {
             })?,
         };
         let mut vs = nn::VarStore::new(device);
-        let model = CLIPTextModel::new(vs.root(), &config, with_projection);
+        let model = without_random_init(|| CLIPTextModel::new(vs.root(), &config, with_projection));
         vs.set_kind(kind);
         let mut ignore: Vec<&str> = IGNORED_BUFFERS.to_vec();
         if full_clip {

@@ -143,9 +143,11 @@ impl ShapesModel {
         let mut encoder =
             TextEncoder::init_arch(TEXT_ENCODER_ARCH, TEXT_ENCODER_SEED, false, device)?;
         encoder.vs.freeze();
-        tch::manual_seed(seed);
         let unet_vs = nn::VarStore::new(device);
-        let unet = UNet2DConditionModel::new(unet_vs.root(), &unet_config()?)?;
+        let config = unet_config()?;
+        let unet = crate::models::init::seeded(seed, || {
+            UNet2DConditionModel::new(unet_vs.root(), &config)
+        })?;
         Ok(Self {
             encoder,
             unet_vs,

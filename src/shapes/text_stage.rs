@@ -173,8 +173,9 @@ pub fn train_encoder(
             let _ = t.shallow_clone().set_requires_grad(false);
         }
     }
-    tch::manual_seed(seed as i64);
-    let heads = Heads::new(encoder.config.hidden_size, encoder.device());
+    let heads = crate::models::init::seeded(seed as i64, || {
+        Heads::new(encoder.config.hidden_size, encoder.device())
+    });
     let mut params: Vec<(String, Tensor)> = vars
         .iter()
         .map(|(n, t)| (n.clone(), t.shallow_clone()))

@@ -1114,23 +1114,24 @@ fn explain_step_failure(
 /// none, e.g. a fresh LayerNorm), from libtorch's generator seeded with `seed` (a resumed run reads
 /// its weights from the checkpoint instead).
 fn perturb(enc: &TextEncoder, share: f64, seed: u64) {
-    tch::manual_seed(seed as i64);
     // In name order: `variables()` is a HashMap, whose order differs per process, and each
     // tensor's noise is the next draw of the one generator (a zoo's benign fine-tunes did not
     // rebuild identically before this).
     let mut vars: Vec<(String, tch::Tensor)> = enc.vs.variables().into_iter().collect();
     vars.sort_by(|a, b| a.0.cmp(&b.0));
-    tch::no_grad(|| {
-        for (_, mut v) in vars {
-            let sd = if v.numel() > 1 {
-                v.std(true).double_value(&[])
-            } else {
-                0.0
-            };
-            let scale = if sd > 1e-8 { sd } else { 1.0 } * share;
-            let noise = v.randn_like() * scale;
-            let _ = v.f_add_(&noise);
-        }
+    crate::models::init::seeded(seed as i64, || {
+        tch::no_grad(|| {
+            for (_, mut v) in vars {
+                let sd = if v.numel() > 1 {
+                    v.std(true).double_value(&[])
+                } else {
+                    0.0
+                };
+                let scale = if sd > 1e-8 { sd } else { 1.0 } * share;
+                let noise = v.randn_like() * scale;
+                let _ = v.f_add_(&noise);
+            }
+        })
     });
 }
 

@@ -12,6 +12,7 @@ use crate::error::Result;
 use crate::io::{hub, weights};
 use crate::models::activation::Activation;
 use crate::models::clip_layers::{layer_norm, linear, CLIPEncoderLayer, LayerDims, Mask};
+use crate::models::init::{random, seeded, without_random_init};
 use crate::models::text_encoder::weight_file;
 use crate::{input_bail, input_err};
 
@@ -26,10 +27,10 @@ pub struct CLIPVisionEmbeddings {
 
 impl CLIPVisionEmbeddings {
     pub fn new(p: nn::Path, c: &CLIPVisionConfig) -> Self {
-        let init = nn::Init::Randn {
+        let init = random(nn::Init::Randn {
             mean: 0.,
             stdev: 0.02,
-        };
+        });
         let conv = nn::ConvConfig {
             stride: c.patch_size,
             bias: false,
@@ -242,9 +243,10 @@ impl ClipVision {
     /// sized to the config's `image_size`.
     pub fn random(config: CLIPVisionConfig, seed: i64, device: Device) -> Result<Self> {
         config.validate().map_err(|e| input_err!("{e}"))?;
-        tch::manual_seed(seed);
         let vs = nn::VarStore::new(device);
-        let model = CLIPVisionModelWithProjection::new(vs.root(), &config);
+        let model = seeded(seed, || {
+            CLIPVisionModelWithProjection::new(vs.root(), &config)
+        });
         let processor = CLIPImageProcessor::with_size(config.image_size as u32);
         Ok(Self {
             vs,
@@ -272,7 +274,7 @@ impl ClipVision {
         }
         let prefix = vision_prefix(&file)?;
         let mut vs = nn::VarStore::new(device);
-        let model = CLIPVisionModelWithProjection::new(vs.root(), &config);
+        let model = without_random_init(|| CLIPVisionModelWithProjection::new(vs.root(), &config));
         vs.set_kind(kind);
         weights::load_var_store_renamed(&mut vs, &file, NON_VISION, &vision_rename(prefix))?;
         let processor = CLIPImageProcessor::load_or_default(dir)?;

@@ -27,6 +27,7 @@ pub use weights::{Layout, FID_WEIGHTS_URL};
 
 use crate::error::Result;
 use crate::input_bail;
+use crate::models::init::without_random_init;
 
 /// The FID Inception network with its weights, ready to turn images into pool3 features.
 #[derive(Debug)]
@@ -41,7 +42,7 @@ impl FidInception {
     /// `device`, in f32, eval mode. Missing file, foreign or reshaped weights: input errors.
     pub fn load(path: &Path, device: Device) -> Result<Self> {
         let mut vs = VarStore::new(device);
-        let net = FIDInceptionV3::new(vs.root());
+        let net = without_random_init(|| FIDInceptionV3::new(vs.root()));
         let layout = weights::load(&mut vs, path)?;
         vs.freeze();
         Ok(Self { net, vs, layout })

@@ -8,6 +8,8 @@
 //! released weight file `pt_inception-2015-12-05-6726825d.pth` uses for the same tensors.
 use tch::{nn, nn::Module, nn::ModuleT, Tensor};
 
+use crate::models::init::random;
+
 /// Input side of the network (pytorch-fid resizes every image to this, bilinear, no antialias).
 pub const INPUT_SIZE: i64 = 299;
 /// Width of the pool3 features.
@@ -50,7 +52,7 @@ impl BasicConv2d {
             dilation: [1, 1],
             groups: 1,
             bias: false,
-            ws_init: nn::init::DEFAULT_KAIMING_UNIFORM,
+            ws_init: random(nn::init::DEFAULT_KAIMING_UNIFORM),
             bs_init: nn::Init::Const(0.),
             padding_mode: nn::PaddingMode::Zeros,
         };

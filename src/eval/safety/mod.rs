@@ -10,6 +10,7 @@ use crate::eval::clip::vision::{
 };
 use crate::eval::clip::vision_config::CLIPVisionConfig;
 use crate::io::weights::{self, SafetensorsFile};
+use crate::models::init::without_random_init;
 use crate::models::text_encoder::weight_file;
 use crate::{input_bail, input_err};
 
@@ -117,7 +118,8 @@ impl SafetyChecker {
         let (nc, ns) = (rows("concept_embeds")?, rows("special_care_embeds")?);
         let mut vs = nn::VarStore::new(device);
         let root = vs.root();
-        let model = CLIPVisionModelWithProjection::new(root.clone(), &config);
+        let model =
+            without_random_init(|| CLIPVisionModelWithProjection::new(root.clone(), &config));
         let z = nn::Init::Const(1.0);
         let concept_embeds = root.var("concept_embeds", &[nc, config.projection_dim], z);
         let special_care_embeds = root.var("special_care_embeds", &[ns, config.projection_dim], z);

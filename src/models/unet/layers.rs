@@ -2,32 +2,10 @@
 //! (`nn.Linear` / `nn.Conv2d` `reset_parameters`: weight and bias uniform in ±1/√fan_in); while
 //! loading a checkpoint ([`without_random_init`]) weights start at zero instead, because drawing ~860M
 //! random numbers for an SD UNet that the file then overwrites costs seconds on a CPU.
-use std::cell::Cell;
 use tch::nn;
 
-thread_local! {
-    static SKIP_RANDOM_INIT: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Run `build` with zero-initialised weights (for models whose every weight is loaded afterwards).
-pub fn without_random_init<T>(build: impl FnOnce() -> T) -> T {
-    struct Restore(bool);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            SKIP_RANDOM_INIT.with(|s| s.set(self.0));
-        }
-    }
-    let _restore = Restore(SKIP_RANDOM_INIT.with(|s| s.replace(true)));
-    build()
-}
-
-fn random(default: nn::Init) -> nn::Init {
-    if SKIP_RANDOM_INIT.with(|s| s.get()) {
-        nn::Init::Const(0.)
-    } else {
-        default
-    }
-}
+use crate::models::init::random;
+pub use crate::models::init::without_random_init;
 
 /// A free parameter (`nn.Parameter`) drawn from `init`, zero while loading a checkpoint.
 pub(crate) fn param(p: &nn::Path, name: &str, dims: &[i64], init: nn::Init) -> tch::Tensor {
