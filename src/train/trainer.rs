@@ -531,7 +531,9 @@ impl<'a> Trainer<'a> {
                             (self.distance.apply(&out, &erased.narrow(0, 0, 1)), reached)
                         }
                         // A learned word in the concept's place, through the UNet (from the word
-                        // the step before learned, with `word_persist`), trained to the erased target.
+                        // the step before learned, with `word_persist`), trained to the erased target;
+                        // with `word_bank`, the last N words are all trained every attacked step, and
+                        // with `word_every` a new one is learned only every Nth attacked step.
                         RobustSlot::Word => {
                             let Some(attack) = self.word_attack.as_mut() else {
                                 input_bail!(
