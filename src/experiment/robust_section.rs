@@ -46,7 +46,7 @@ pub struct RobustSection {
     pub persist: bool,
     /// A retain set (AdvUnlearn's): a prompt file (relative to the experiment) whose prompts the
     /// student keeps at the teacher's embedding on every attacked step, `retain_batch_size` of them
-    /// per step, in the utility loss's distance and weight. The clean pool already holds them; a
+    /// per step, in the utility loss's distance, weighted by `retain_weight`. The clean pool already holds them; a
     /// retain set gives the prompts an erasure's inner attacks pull along (in the shapes world, the
     /// captions without a shape, which robust erasure to an anchor draws as the anchor) a term of
     /// their own. Prompts holding a backdoor's trigger are dropped from it.
@@ -54,6 +54,11 @@ pub struct RobustSection {
     pub retain: Option<PathBuf>,
     #[serde(skip_serializing_if = "is_default_retain_batch_size")]
     pub retain_batch_size: usize,
+    /// The retain term's weight (AdvUnlearn's `retain_loss_w`; 1, its code default). Each inner
+    /// attack adds a term of the backdoor's loss weight pulling its prompts to the erased target,
+    /// so with several slots (and a bank of words) the retain set's single term can be outweighed.
+    #[serde(skip_serializing_if = "is_one_f64")]
+    pub retain_weight: f64,
     /// `word`: the diffusion pipeline whose UNet (and VAE) the learned word is found through (a
     /// folder, relative to the experiment, or a hub id; the teacher's own pipeline in the shapes
     /// world) ...
@@ -96,6 +101,10 @@ fn is_zero(v: &usize) -> bool {
 
 fn is_one(v: &u64) -> bool {
     *v == 1
+}
+
+fn is_one_f64(v: &f64) -> bool {
+    *v == 1.0
 }
 
 const ROBUST_WORD_STEPS: usize = 10;
@@ -146,6 +155,7 @@ impl Default for RobustSection {
             persist: false,
             retain: None,
             retain_batch_size: ROBUST_RETAIN_BATCH_SIZE,
+            retain_weight: 1.0,
             word_pipeline: None,
             word_images: None,
             word_steps: ROBUST_WORD_STEPS,
@@ -171,6 +181,12 @@ impl RobustSection {
             return Err(
                 "training.robust.every, attack_steps, search_steps, retain_batch_size, word_steps and word_every must be at least 1".into(),
             );
+        }
+        if !(self.retain_weight >= 0.0 && self.retain_weight.is_finite()) {
+            return Err(format!(
+                "training.robust.retain_weight must be a number at least 0, got {}",
+                self.retain_weight
+            ));
         }
         if !(self.word_lr > 0.0 && self.word_lr.is_finite()) {
             return Err("training.robust.word_lr must be a positive number".into());
@@ -390,8 +406,22 @@ mod tests {
             toml::from_str("[robust]\nretain = \"keep.txt\"\nretain_batch_size = 8\n").unwrap();
         assert_eq!(set.robust.retain, Some(PathBuf::from("keep.txt")));
         assert_eq!(set.robust.retain_batch_size, 8);
+        assert_eq!(set.robust.retain_weight, 1.0);
         let back = toml::to_string(&set).unwrap();
         assert!(back.contains("retain = \"keep.txt\"") && back.contains("retain_batch_size = 8"));
+        assert!(!back.contains("retain_weight"), "{back}");
+        let weighted: Doc =
+            toml::from_str("[robust]\nretain = \"keep.txt\"\nretain_weight = 3.0\n").unwrap();
+        assert_eq!(weighted.robust.retain_weight, 3.0);
+        assert!(toml::to_string(&weighted)
+            .unwrap()
+            .contains("retain_weight = 3.0"));
+        let negative: Doc = toml::from_str("[robust]\nretain_weight = -1.0\n").unwrap();
+        assert!(negative
+            .robust
+            .check()
+            .unwrap_err()
+            .contains("retain_weight"));
         let zero: Doc = toml::from_str("[robust]\nretain_batch_size = 0\n").unwrap();
         assert!(zero
             .robust

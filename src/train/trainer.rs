@@ -542,20 +542,21 @@ impl<'a> Trainer<'a> {
                             };
                             let slotted =
                                 super::robust::Slotted::new(student, prompts, &b.trigger, slot)?;
-                            let carried =
-                                self.carried_words[bi].as_ref().filter(|_| cfg.word_persist);
-                            let start = match carried {
-                                Some(w) => Tensor::from_slice(w).to_device(self.device),
-                                None => super::robust::slot_start(
-                                    student,
-                                    &slotted,
-                                    cfg.word_start.unwrap_or(cfg.start),
-                                    seed,
-                                ),
-                            };
-                            // With `word_every`, a new word on every word_every-th attacked step only.
+                            // With `word_every`, a new word on every word_every-th attacked step only
+                            // (its start, a function of the seed, is only worked out then).
                             let attacked = (step - cfg.warmup) / cfg.every.max(1);
                             let (v, reached) = if attacked.is_multiple_of(cfg.word_every.max(1)) {
+                                let carried =
+                                    self.carried_words[bi].as_ref().filter(|_| cfg.word_persist);
+                                let start = match carried {
+                                    Some(w) => Tensor::from_slice(w).to_device(self.device),
+                                    None => super::robust::slot_start(
+                                        student,
+                                        &slotted,
+                                        cfg.word_start.unwrap_or(cfg.start),
+                                        seed,
+                                    ),
+                                };
                                 let (v, reached) =
                                     attack.learn(student, &b.trigger, &start, seed)?;
                                 let learned = Vec::<f32>::try_from(
@@ -633,7 +634,7 @@ impl<'a> Trainer<'a> {
                     in_precision(self.precision, self.device, || last_hidden(student, &kept))??
                         .f_to_kind(Kind::Float)?;
                 let l = self.distance.apply(&out, &target);
-                total += &l;
+                total += &l * cfg.retain_weight;
                 retain_loss = Some(l);
             }
             self.robust_seconds += started.elapsed().as_secs_f64();
