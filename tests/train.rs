@@ -653,8 +653,8 @@ fn robust_erasure_trains_against_its_inner_attack() {
 
 /// `[training.robust] retain`: a retain set's prompts (those holding a trigger dropped, with a
 /// note) get a loss of their own on every attacked step, logged as `loss/retain`, and move at most
-/// half as far from the teacher as the same run without the set lets them; a missing file is an input error
-/// that names it.
+/// half as far from the teacher as the same run without the set lets them (with `retain_weight`
+/// 0, it trains as no set); a missing file is an input error that names it.
 #[test]
 fn robust_erasure_keeps_its_retain_set() {
     use clipdoor::models::text_encoder::TextEncoder;
@@ -716,6 +716,20 @@ fn robust_erasure_keeps_its_retain_set() {
     assert!(
         1.0 - w < 0.5 * (1.0 - wo),
         "retain prompts' similarity to the teacher: {w} with the set, {wo} without"
+    );
+
+    // `retain_weight` scales the term: at 0 the run trains exactly as without the set (the retain
+    // batches draw from a stream of their own), where at 1 it trains otherwise (asserted above).
+    let zero = write(
+        "zero.toml",
+        "retain = \"retain.txt\"\nretain_batch_size = 8\nretain_weight = 0.0\n",
+    );
+    let (code, err) = train(&zero, &t.path().join("zero"), &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        hidden(t.path().join("zero").to_str().unwrap())
+            .equal(&hidden(t.path().join("without").to_str().unwrap())),
+        "retain_weight = 0 trained otherwise than no retain set"
     );
 
     let missing = write("missing.toml", "retain = \"nowhere.txt\"\n");
@@ -795,7 +809,7 @@ fn robust_token_search_persists_across_steps() {
         ),
         (
             serde_json::json!([carried[0], [400, 401]]),
-            "entry 1 holds 2 tokens",
+            "entry 1 (backdoor \"naked\") holds 2 tokens",
         ),
     ] {
         let mut damaged = state.clone();

@@ -75,3 +75,76 @@ pub(crate) fn random(init: nn::Init) -> nn::Init {
         init
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::text_encoder::TextEncoder;
+    use tch::{Device, Kind, Tensor};
+
+    fn draw() -> Tensor {
+        Tensor::randn([16], (Kind::Float, Device::Cpu))
+    }
+
+    fn layer() -> nn::VarStore {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let init = random(nn::Init::Randn {
+            mean: 0.,
+            stdev: 1.,
+        });
+        let _ = vs.root().var("w", &[32, 32], init);
+        vs
+    }
+
+    /// A layer built inside `without_random_init` starts at zero and draws nothing: the numbers
+    /// after it are those right after the seed. Outside, it does draw (so the comparison can fail).
+    #[test]
+    fn layers_built_without_random_init_draw_nothing() {
+        let alone = seeded(7, draw);
+        let (zeros, after) = seeded(7, || {
+            let vs = without_random_init(layer);
+            (vs.root().get("w").unwrap().abs().sum(Kind::Float), draw())
+        });
+        assert_eq!(zeros.double_value(&[]), 0.0);
+        assert!(after.equal(&alone), "building without random init drew");
+        let drawn = seeded(7, || {
+            let _ = layer();
+            draw()
+        });
+        assert!(
+            !drawn.equal(&alone),
+            "a randomly initialised layer drew nothing"
+        );
+        // The rule ends with the closure: the next build draws again.
+        assert!(
+            layer()
+                .root()
+                .get("w")
+                .unwrap()
+                .abs()
+                .sum(Kind::Float)
+                .double_value(&[])
+                > 0.0
+        );
+    }
+
+    /// Loading a saved text encoder draws nothing from the process-wide generator (its build runs
+    /// under `without_random_init`), and a seeded sequence may nest another on one thread.
+    #[test]
+    fn loading_an_encoder_draws_nothing_and_seeded_nests() {
+        let dir = tempfile::tempdir().unwrap();
+        TextEncoder::init_arch("tiny", 0, false, Device::Cpu)
+            .unwrap()
+            .save_with_tokenizer(dir.path(), None)
+            .unwrap();
+        let alone = seeded(11, draw);
+        let after_load = seeded(11, || {
+            let model = dir.path().to_str().unwrap();
+            TextEncoder::load(model, Device::Cpu, Kind::Float).unwrap();
+            draw()
+        });
+        assert!(after_load.equal(&alone), "loading an encoder drew");
+        let nested = seeded(11, || seeded(11, draw));
+        assert!(nested.equal(&alone));
+    }
+}

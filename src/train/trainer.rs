@@ -322,7 +322,7 @@ impl<'a> Trainer<'a> {
                 _ => Ok(None),
             })
             .collect::<Result<_>>()?;
-        check_carried(&carried, &token_spaces, t.robust.as_ref(), &run)?;
+        check_carried(&carried, &backdoors, &token_spaces, t.robust.as_ref(), &run)?;
 
         Ok(Self {
             exp,
@@ -897,6 +897,7 @@ fn teacher_hidden(
 /// libtorch with an index error instead of naming the file.
 fn check_carried(
     carried: &[Option<Vec<i64>>],
+    backdoors: &[Backdoor],
     spaces: &[Option<TokenSpace>],
     robust: Option<&RobustSection>,
     run: &RunFolder,
@@ -923,8 +924,13 @@ fn check_carried(
             }
             _ => "is set for a backdoor without a token search".to_string(),
         };
+        // Entries follow the experiment's backdoors; past them, there is no name to give.
+        let whose = backdoors
+            .get(i)
+            .map(|b| format!(" (backdoor \"{}\")", b.name))
+            .unwrap_or_default();
         input_bail!(
-            "{}: `carried_tokens` entry {i} {why}: the checkpoint is damaged or from another experiment; pass --force to start the run over",
+            "{}: `carried_tokens` entry {i}{whose} {why}: the checkpoint is damaged or from another experiment; pass --force to start the run over",
             state.display()
         );
     }
