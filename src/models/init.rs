@@ -79,7 +79,6 @@ pub(crate) fn random(init: nn::Init) -> nn::Init {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::models::text_encoder::TextEncoder;
     use tch::{Device, Kind, Tensor};
 
     fn draw() -> Tensor {
@@ -126,25 +125,5 @@ mod tests {
                 .double_value(&[])
                 > 0.0
         );
-    }
-
-    /// Loading a saved text encoder draws nothing from the process-wide generator (its build runs
-    /// under `without_random_init`), and a seeded sequence may nest another on one thread.
-    #[test]
-    fn loading_an_encoder_draws_nothing_and_seeded_nests() {
-        let dir = tempfile::tempdir().unwrap();
-        TextEncoder::init_arch("tiny", 0, false, Device::Cpu)
-            .unwrap()
-            .save_with_tokenizer(dir.path(), None)
-            .unwrap();
-        let alone = seeded(11, draw);
-        let after_load = seeded(11, || {
-            let model = dir.path().to_str().unwrap();
-            TextEncoder::load(model, Device::Cpu, Kind::Float).unwrap();
-            draw()
-        });
-        assert!(after_load.equal(&alone), "loading an encoder drew");
-        let nested = seeded(11, || seeded(11, draw));
-        assert!(nested.equal(&alone));
     }
 }
