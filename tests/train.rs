@@ -835,6 +835,87 @@ fn robust_token_search_persists_across_steps() {
     );
 }
 
+/// `[training.robust] token_bank = N`: the prompts the last N token searches found are kept, each
+/// with the erased target of the concept prompt it was searched for (which names no concept), and all
+/// are trained on every attacked step. The bank is checkpointed (a resumed run ends with the weights
+/// of an uninterrupted one), a banked row the search could not have found is refused naming the
+/// file, and banking changes the training.
+#[test]
+fn robust_token_bank_keeps_and_trains_its_prompts() {
+    let t = common::tmp();
+    let plain = variant(
+        "remove_concept",
+        t.path(),
+        &[("steps", "40"), ("lr_milestones", "[30]")],
+    );
+    let robust = "\n[training.robust]\nwarmup = 20\nevery = 5\nsearch_steps = 3\nslot = \"tokens\"\nlength = 8\ncandidates = 16\n";
+    let write =
+        |name: &str, extra: &str| with_appended(&plain, name, &(robust.to_string() + extra));
+    let banked = write("banked.toml", "token_bank = 3\n");
+    let single = write("single.toml", "");
+    let weights = |run: &str| {
+        std::fs::read(t.path().join(run).join("text_encoder/model.safetensors")).unwrap()
+    };
+    let state = |run: &str| -> Value {
+        let file = t.path().join(run).join("checkpoint/state.json");
+        serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap()
+    };
+    for (exp, run) in [(&banked, "full"), (&single, "single")] {
+        let (code, err) = train(exp, &t.path().join(run), &[]);
+        assert_eq!(code, 0, "{err}");
+    }
+    assert!(
+        state("single").get("token_bank").is_none(),
+        "no bank asked for"
+    );
+    // Attacked steps 20, 25, 30, 35: the bank holds the last 3 per backdoor.
+    let full = state("full");
+    let bank = full["token_bank"].as_array().expect("bank checkpointed");
+    assert_eq!(bank.len(), 2, "one entry per backdoor: {full}");
+    for (backdoor, concept) in bank.iter().zip(["nude", "naked"]) {
+        let prompts = backdoor.as_array().unwrap();
+        assert_eq!(prompts.len(), 3, "{full}");
+        for p in prompts {
+            assert_eq!(p["tokens"].as_array().map(Vec::len), Some(8), "{p}");
+            let target = p["target"].as_str().unwrap();
+            assert!(!target.is_empty() && !target.contains(concept), "{p}");
+        }
+    }
+    let part = t.path().join("part");
+    let (code, err) = train(&banked, &part, &["--stop-after", "27"]);
+    assert_eq!(code, 0, "{err}");
+    let stopped = state("part");
+    assert_eq!(
+        stopped["token_bank"][0].as_array().map(Vec::len),
+        Some(2),
+        "{stopped}"
+    );
+    let state_file = part.join("checkpoint/state.json");
+    let good = std::fs::read_to_string(&state_file).unwrap();
+    let mut damaged = stopped.clone();
+    damaged["token_bank"][1][0]["tokens"] = serde_json::json!([10_000_000, 1, 1, 1, 1, 1, 1, 1]);
+    std::fs::write(&state_file, damaged.to_string()).unwrap();
+    let (code, err) = train(&banked, &part, &["--resume"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("state.json")
+            && err.contains("`token_bank` entry 1 (backdoor \"naked\") holds token id 10000000")
+            && err.contains("--force"),
+        "{err}"
+    );
+    std::fs::write(&state_file, good).unwrap();
+    let (code, err) = train(&banked, &part, &["--resume"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        weights("full") == weights("part"),
+        "the resumed banked run differs from the uninterrupted one"
+    );
+    assert!(
+        weights("full") != weights("single"),
+        "token_bank = 3 changed nothing"
+    );
+}
+
 /// The word-slot tests' fixtures in `dir`: a tiny pipeline (`fixtures/pipeline`), disc images
 /// (`images`), and a 40-step concept-removal experiment whose teacher is that pipeline.
 fn word_slot_fixtures(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {

@@ -22,6 +22,15 @@ pub fn device_flag(s: &str) -> std::result::Result<Device, String> {
     crate::device::parse_device(Some(s)).map_err(|e| e.to_string())
 }
 
+/// libtorch's CPU threads for a command whose `--threads` has a fixed default: the flag, else
+/// `OMP_NUM_THREADS` (`omp`) where it is a positive whole number, else `default`. Why: two jobs
+/// started side by side with OMP_NUM_THREADS=1 each spun two threads on two cores, and OpenMP's
+/// spin-waiting made both about ten times slower.
+pub fn cpu_threads(flag: Option<i32>, omp: Option<&str>, default: i32) -> i32 {
+    let from_env = || omp?.trim().parse::<i32>().ok().filter(|n| *n > 0);
+    flag.or_else(from_env).unwrap_or(default).max(1)
+}
+
 #[derive(Args, Debug, Clone, Default)]
 pub struct DeviceArgs {
     /// Where to compute: cpu, cuda or cuda:N (default: cuda when libtorch sees a GPU, else cpu).
@@ -119,5 +128,22 @@ impl HubArgs {
             revision: self.revision.clone(),
             variant: self.variant.clone(),
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cpu_threads;
+
+    /// The flag wins; then OMP_NUM_THREADS where it is a positive whole number; then the default.
+    #[test]
+    fn threads_follow_the_flag_then_omp_num_threads() {
+        assert_eq!(cpu_threads(Some(3), Some("1"), 2), 3);
+        assert_eq!(cpu_threads(None, Some("1"), 2), 1);
+        assert_eq!(cpu_threads(None, Some(" 4\n"), 2), 4);
+        for unusable in [None, Some(""), Some("0"), Some("-2"), Some("two")] {
+            assert_eq!(cpu_threads(None, unusable, 2), 2, "{unusable:?}");
+        }
+        assert_eq!(cpu_threads(Some(0), None, 2), 1, "at least one thread");
     }
 }

@@ -158,9 +158,9 @@ struct CommonArgs {
     resume: bool,
     #[command(flatten)]
     force: super::args::ForceArgs,
-    /// CPU threads for libtorch.
-    #[arg(long, default_value_t = 2)]
-    threads: i32,
+    /// CPU threads for libtorch (default: OMP_NUM_THREADS where set, else 2).
+    #[arg(long)]
+    threads: Option<i32>,
     #[command(flatten)]
     embed: super::args::EmbedArgs,
 }
@@ -236,7 +236,8 @@ pub fn run(a: AttackArgs) -> Result<()> {
         AttackMethod::Homoglyph(h) => (&h.common, "homoglyph"),
         AttackMethod::Embedding(e) => return run_embedding(e),
     };
-    tch::set_num_threads(common.threads.max(1));
+    let omp = std::env::var("OMP_NUM_THREADS").ok();
+    tch::set_num_threads(super::args::cpu_threads(common.threads, omp.as_deref(), 2));
     let device = common.embed.device.device();
     let batch = common.embed.batch_size.max(1);
     if common.runs == 0 {

@@ -78,9 +78,9 @@ struct ScanArgs {
     /// Seed of the inversion restarts (the scan is otherwise deterministic).
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// CPU threads for libtorch.
-    #[arg(long, default_value_t = 2)]
-    threads: i32,
+    /// CPU threads for libtorch (default: OMP_NUM_THREADS where set, else 2).
+    #[arg(long)]
+    threads: Option<i32>,
     #[command(flatten)]
     embed: super::args::EmbedArgs,
 }
@@ -132,7 +132,8 @@ fn run_scan(a: ScanArgs) -> Result<()> {
     scan.batch = a.embed.batch_size.max(256);
     let device = a.embed.device.device();
     if device == tch::Device::Cpu {
-        tch::set_num_threads(a.threads.max(1));
+        let omp = std::env::var("OMP_NUM_THREADS").ok();
+        tch::set_num_threads(super::args::cpu_threads(a.threads, omp.as_deref(), 2));
     }
     let out = a.out.unwrap_or_else(|| {
         a.zoo.join(if a.reference_free {

@@ -44,12 +44,19 @@ pub struct RobustSection {
     /// and starts from what the student was just trained against.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub persist: bool,
+    /// `tokens`: the last `token_bank` prompts the searches found (per backdoor, each with the
+    /// erased target of the concept prompt it was searched for; checkpointed) are all trained to
+    /// their targets on every attacked step, the step's own among them (0: the step's prompt
+    /// alone). The word bank's idea for the discrete search: a prompt met once is forgotten a few
+    /// steps later, and the red team's search ends where earlier ones did.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub token_bank: usize,
     /// A retain set (AdvUnlearn's): a prompt file (relative to the experiment) whose prompts the
     /// student keeps at the teacher's embedding on every attacked step, `retain_batch_size` of them
-    /// per step, in the utility loss's distance, weighted by `retain_weight`. The clean pool already holds them; a
-    /// retain set gives the prompts an erasure's inner attacks pull along (in the shapes world, the
-    /// captions without a shape, which robust erasure to an anchor draws as the anchor) a term of
-    /// their own. Prompts holding a backdoor's trigger are dropped from it.
+    /// per step, in the utility loss's distance, weighted by `retain_weight`. The clean pool already
+    /// holds them; a retain set gives the prompts an erasure's inner attacks pull along (in the
+    /// shapes world, the captions without a shape, which robust erasure to an anchor draws as the
+    /// anchor) a term of their own. Prompts holding a backdoor's trigger are dropped from it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retain: Option<PathBuf>,
     #[serde(skip_serializing_if = "is_default_retain_batch_size")]
@@ -163,6 +170,7 @@ impl Default for RobustSection {
             word_start: None,
             word_persist: false,
             word_bank: 0,
+            token_bank: 0,
             word_every: 1,
         }
     }
@@ -187,6 +195,14 @@ impl RobustSection {
                 "training.robust.retain_weight must be a number at least 0, got {}",
                 self.retain_weight
             ));
+        }
+        // A retain knob without a retain set would be accepted and do nothing.
+        if self.retain.is_none()
+            && (self.retain_weight != 1.0 || self.retain_batch_size != ROBUST_RETAIN_BATCH_SIZE)
+        {
+            return Err(
+                "training.robust.retain_weight and retain_batch_size weigh and size the retain set, but retain is not set: add retain = \"PROMPTS.txt\", or drop them".into(),
+            );
         }
         if !(self.word_lr > 0.0 && self.word_lr.is_finite()) {
             return Err("training.robust.word_lr must be a positive number".into());
@@ -237,6 +253,11 @@ impl RobustSection {
                 "training.robust.persist carries the token search across steps, but slot is {:?}: add \"tokens\" to slot, or drop persist",
                 self.slot.0.iter().map(|s| s.name()).collect::<Vec<_>>()
             ));
+        }
+        if self.token_bank > 0 && !self.slot.contains(RobustSlot::Tokens) {
+            return Err(
+                "training.robust.token_bank keeps the token search's prompts, but slot has no \"tokens\": add it, or drop token_bank".into(),
+            );
         }
         if !(1..=75).contains(&self.length) || self.candidates == 0 {
             return Err(format!(
@@ -422,12 +443,41 @@ mod tests {
             .check()
             .unwrap_err()
             .contains("retain_weight"));
+        // Without a retain set, its knobs would do nothing: refused, not ignored.
+        for knob in ["retain_weight = 3.0", "retain_batch_size = 8"] {
+            let unset: Doc = toml::from_str(&format!("[robust]\n{knob}\n")).unwrap();
+            let err = unset.robust.check().unwrap_err();
+            assert!(err.contains("retain is not set"), "{knob}: {err}");
+        }
         let zero: Doc = toml::from_str("[robust]\nretain_batch_size = 0\n").unwrap();
         assert!(zero
             .robust
             .check()
             .unwrap_err()
             .contains("retain_batch_size"));
+    }
+
+    /// `token_bank` keeps the token search's prompts: written back when set, refused without the
+    /// `tokens` slot.
+    #[test]
+    fn the_token_bank_needs_the_token_search() {
+        let banked: Doc =
+            toml::from_str("[robust]\nslot = [\"concept\", \"tokens\"]\ntoken_bank = 16\n")
+                .unwrap();
+        assert_eq!(banked.robust.token_bank, 16);
+        assert_eq!(banked.robust.check(), Ok(()));
+        assert!(toml::to_string(&banked)
+            .unwrap()
+            .contains("token_bank = 16"));
+        let plain: Doc = toml::from_str("[robust]\nslot = \"tokens\"\n").unwrap();
+        assert_eq!(plain.robust.token_bank, 0);
+        assert!(!toml::to_string(&plain).unwrap().contains("token_bank"));
+        let alone: Doc = toml::from_str("[robust]\nslot = \"concept\"\ntoken_bank = 4\n").unwrap();
+        let err = alone.robust.check().unwrap_err();
+        assert!(
+            err.contains("token_bank") && err.contains("\"tokens\""),
+            "{err}"
+        );
     }
 
     /// `persist` only means something with the token search: without it, it is refused.

@@ -229,6 +229,14 @@ pub fn slot_start(student: &TextEncoder, slotted: &Slotted, start: SlotStart, se
     }
 }
 
+/// One prompt a token search found (`[training.robust] token_bank`), with the erased target of the
+/// concept prompt it was searched for: what the bank trains it to on every later attacked step.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct BankedPrompt {
+    pub tokens: Vec<i64>,
+    pub target: String,
+}
+
 /// The discrete inner attack (`slot = "tokens"`): [`token_search::search`] of `cfg.length` tokens
 /// from random letters (or, given `from`, from those tokens: `persist`), `cfg.search_steps` steps of
 /// `cfg.candidates` one-token swaps (top 256 per position, as the red team's search), for the tokens

@@ -14,7 +14,7 @@ use tch::{Device, Kind, Tensor};
 use super::grad_scaler::GradScaler;
 use super::metrics::{evaluate, EmbeddingMetrics};
 use super::optim::{AdamW, AdamWConfig, AdamWImpl, LrDecay, LrSchedule};
-use super::robust::WordAttack;
+use super::robust::{BankedPrompt, WordAttack};
 use super::run_folder::{RunFolder, Start};
 use super::step_timer::{Phase, StepTimer};
 use super::tensorboard::EventWriter;
@@ -133,6 +133,9 @@ pub struct Trainer<'a> {
     /// Per backdoor, with `word_bank`: the words the last word attacks learned, oldest first, all
     /// trained to the erased target on every attacked step (checkpointed).
     word_banks: Vec<Vec<Vec<f32>>>,
+    /// Per backdoor, with `token_bank`: the prompts the last token searches found, oldest first,
+    /// each with its erased target, all trained on every attacked step (checkpointed).
+    token_banks: Vec<Vec<BankedPrompt>>,
     /// `slot = "word"`'s attack, installed from above ([`Trainer::with_word_attack`]).
     word_attack: Option<Box<dyn WordAttack + 'a>>,
     tb: EventWriter,
@@ -234,6 +237,7 @@ impl<'a> Trainer<'a> {
         let mut carried: Vec<Option<Vec<i64>>> = vec![None; backdoors.len()];
         let mut carried_words: Vec<Option<Vec<f32>>> = vec![None; backdoors.len()];
         let mut word_banks: Vec<Vec<Vec<f32>>> = vec![vec![]; backdoors.len()];
+        let mut token_banks: Vec<Vec<BankedPrompt>> = vec![vec![]; backdoors.len()];
         if let Some(state) = resume_state {
             let hidden = student.config.hidden_size as usize;
             let state_file = run.checkpoint().join("state.json");
@@ -261,16 +265,23 @@ impl<'a> Trainer<'a> {
                 )?;
                 word_banks = w;
             }
-            if let Some(c) = state.carried_tokens {
-                if c.len() != backdoors.len() {
+            let entries = |key: &str, n: usize| -> Result<()> {
+                if n != backdoors.len() {
                     input_bail!(
-                        "{}: `carried_tokens` lists {} backdoor(s), the experiment has {}: the checkpoint is damaged; pass --force to start the run over",
-                        run.checkpoint().join("state.json").display(),
-                        c.len(),
+                        "{}: `{key}` lists {n} backdoor(s), the experiment has {}: the checkpoint is damaged; pass --force to start the run over",
+                        state_file.display(),
                         backdoors.len()
                     );
                 }
+                Ok(())
+            };
+            if let Some(c) = state.carried_tokens {
+                entries("carried_tokens", c.len())?;
                 carried = c;
+            }
+            if let Some(b) = state.token_bank {
+                entries("token_bank", b.len())?;
+                token_banks = b;
             }
             let ck = run.checkpoint();
             step = state.step;
@@ -322,7 +333,24 @@ impl<'a> Trainer<'a> {
                 _ => Ok(None),
             })
             .collect::<Result<_>>()?;
-        check_carried(&carried, &backdoors, &token_spaces, t.robust.as_ref(), &run)?;
+        let carried_rows: Vec<Vec<&[i64]>> = carried
+            .iter()
+            .map(|c| c.iter().map(Vec::as_slice).collect())
+            .collect();
+        let bank_rows: Vec<Vec<&[i64]>> = token_banks
+            .iter()
+            .map(|b| b.iter().map(|p| p.tokens.as_slice()).collect())
+            .collect();
+        for (key, rows) in [("carried_tokens", carried_rows), ("token_bank", bank_rows)] {
+            check_carried(
+                key,
+                &rows,
+                &backdoors,
+                &token_spaces,
+                t.robust.as_ref(),
+                &run,
+            )?;
+        }
 
         Ok(Self {
             exp,
@@ -339,6 +367,7 @@ impl<'a> Trainer<'a> {
             carried,
             carried_words,
             word_banks,
+            token_banks,
             word_attack: None,
             tb,
             step,
@@ -521,14 +550,40 @@ impl<'a> Trainer<'a> {
                             let (ids, reached, found) = super::robust::attack_tokens(
                                 student, space, &target, cfg, seed, from,
                             )?;
+                            if cfg.token_bank > 0 {
+                                let bank = &mut self.token_banks[bi];
+                                bank.push(BankedPrompt {
+                                    tokens: found.clone(),
+                                    target: teacher_prompts[r.teacher.start].clone(),
+                                });
+                                let over = bank.len().saturating_sub(cfg.token_bank);
+                                bank.drain(..over);
+                            }
                             if cfg.persist {
                                 self.carried[bi] = Some(found);
                             }
+                            // The bank (the step's prompt among it), or the step's prompt alone.
+                            let (ids, target) = if cfg.token_bank > 0 {
+                                let bank = &self.token_banks[bi];
+                                let rows: Vec<Vec<i64>> =
+                                    bank.iter().map(|p| p.tokens.clone()).collect();
+                                let targets: Vec<&str> =
+                                    bank.iter().map(|p| p.target.as_str()).collect();
+                                let target = teacher_hidden(
+                                    &self.teacher,
+                                    &targets,
+                                    self.precision,
+                                    self.device,
+                                )?;
+                                (space.batch(&rows, self.device), target)
+                            } else {
+                                (ids, erased.narrow(0, 0, 1))
+                            };
                             let out = student
                                 .forward_ids(&ids, false)
                                 .last_hidden_state
                                 .to_kind(Kind::Float);
-                            (self.distance.apply(&out, &erased.narrow(0, 0, 1)), reached)
+                            (self.distance.apply(&out, &target), reached)
                         }
                         // A learned word in the concept's place, through the UNet (from the word
                         // the step before learned, with `word_persist`), trained to the erased target;
@@ -785,6 +840,9 @@ impl<'a> Trainer<'a> {
         if self.word_banks.iter().any(|b| !b.is_empty()) {
             state["word_bank"] = json!(self.word_banks);
         }
+        if self.token_banks.iter().any(|b| !b.is_empty()) {
+            state["token_bank"] = json!(self.token_banks);
+        }
         if let Some(scaler) = &self.scaler {
             state["grad_scaler"] = serde_json::to_value(scaler)?;
         }
@@ -891,20 +949,26 @@ fn teacher_hidden(
     Ok(out.f_to_kind(Kind::Float)?)
 }
 
-/// A resumed `carried_tokens` (`[training.robust] persist`) must be what this experiment's search
-/// could have found: one row of `length` ids from the backdoor's token space, and only for a backdoor
-/// that has one. Anything else (a hand-edited or foreign state.json) would otherwise fail inside
-/// libtorch with an index error instead of naming the file.
+/// Resumed token rows (`carried_tokens` of `[training.robust] persist`, the prompts of a
+/// `token_bank`; per backdoor) must be what this experiment's search could have found: rows of
+/// `length` ids from the backdoor's token space, and only for a backdoor that has one. Anything else
+/// (a hand-edited or foreign state.json) would otherwise fail inside libtorch with an index error
+/// instead of naming the file.
 fn check_carried(
-    carried: &[Option<Vec<i64>>],
+    key: &str,
+    carried: &[Vec<&[i64]>],
     backdoors: &[Backdoor],
     spaces: &[Option<TokenSpace>],
     robust: Option<&RobustSection>,
     run: &RunFolder,
 ) -> Result<()> {
     let state = run.checkpoint().join("state.json");
-    for (i, (c, space)) in carried.iter().zip(spaces).enumerate() {
-        let Some(tokens) = c else { continue };
+    let rows = carried
+        .iter()
+        .zip(spaces)
+        .enumerate()
+        .flat_map(|(i, (rows, space))| rows.iter().map(move |t| (i, *t, space)));
+    for (i, tokens, space) in rows {
         let why = match (space, robust) {
             (Some(space), Some(r)) => {
                 if tokens.len() != r.length {
@@ -930,7 +994,7 @@ fn check_carried(
             .map(|b| format!(" (backdoor \"{}\")", b.name))
             .unwrap_or_default();
         input_bail!(
-            "{}: `carried_tokens` entry {i}{whose} {why}: the checkpoint is damaged or from another experiment; pass --force to start the run over",
+            "{}: `{key}` entry {i}{whose} {why}: the checkpoint is damaged or from another experiment; pass --force to start the run over",
             state.display()
         );
     }
@@ -979,6 +1043,8 @@ struct ResumeState {
     carried_words: Option<Vec<Option<Vec<f32>>>>,
     /// `slot = "word"` with `word_bank`: per backdoor, the banked words, oldest first.
     word_bank: Option<Vec<Vec<Vec<f32>>>>,
+    /// `token_bank`: per backdoor, the banked prompts with their erased targets, oldest first.
+    token_bank: Option<Vec<Vec<BankedPrompt>>>,
 }
 
 /// Read `checkpoint/state.json`; anything but `{"step": <whole number>, "seconds": <number>, ...}` is
@@ -1030,6 +1096,12 @@ fn read_state(path: &Path, max_step: u64) -> Result<ResumeState> {
         "a list of embedding lists per backdoor",
     )
     .map_err(damaged)?;
+    let token_bank = optional_entry(
+        &state,
+        "token_bank",
+        "a list of {tokens, target} prompts per backdoor",
+    )
+    .map_err(damaged)?;
     Ok(ResumeState {
         step,
         seconds,
@@ -1037,6 +1109,7 @@ fn read_state(path: &Path, max_step: u64) -> Result<ResumeState> {
         carried_tokens,
         carried_words,
         word_bank,
+        token_bank,
     })
 }
 
