@@ -738,6 +738,23 @@ fn robust_erasure_keeps_its_retain_set() {
     assert!(err.contains("nowhere.txt"), "{err}");
 }
 
+/// The smoke concept removal, 40 steps, with a small token search inside from step 20 on every
+/// fifth step, and `extra` added to its `[training.robust]`: written to `dir/name`.
+fn token_search_experiment(dir: &Path, name: &str, extra: &str) -> PathBuf {
+    let plain = variant(
+        "remove_concept",
+        dir,
+        &[("steps", "40"), ("lr_milestones", "[30]")],
+    );
+    let robust = "\n[training.robust]\nwarmup = 20\nevery = 5\nsearch_steps = 3\nslot = \"tokens\"\nlength = 8\ncandidates = 16\n";
+    with_appended(&plain, name, &(robust.to_string() + extra))
+}
+
+/// A finished run's encoder weights, as bytes.
+fn final_weights(run: &Path) -> Vec<u8> {
+    std::fs::read(run.join("text_encoder/model.safetensors")).unwrap()
+}
+
 /// `[training.robust] persist = true`: the token search of each attacked step continues from the
 /// tokens the step before found. Started from given tokens, the search never ends farther than they
 /// are; the carried tokens are checkpointed, so a run stopped and resumed between attacked steps
@@ -765,19 +782,9 @@ fn robust_token_search_persists_across_steps() {
     );
 
     let t = common::tmp();
-    let plain = variant(
-        "remove_concept",
-        t.path(),
-        &[("steps", "40"), ("lr_milestones", "[30]")],
-    );
-    let robust = "\n[training.robust]\nwarmup = 20\nevery = 5\nsearch_steps = 3\nslot = \"tokens\"\nlength = 8\ncandidates = 16\n";
-    let write =
-        |name: &str, extra: &str| with_appended(&plain, name, &(robust.to_string() + extra));
-    let persist = write("persist.toml", "persist = true\n");
-    let fresh = write("fresh.toml", "");
-    let weights = |run: &str| {
-        std::fs::read(t.path().join(run).join("text_encoder/model.safetensors")).unwrap()
-    };
+    let persist = token_search_experiment(t.path(), "persist.toml", "persist = true\n");
+    let fresh = token_search_experiment(t.path(), "fresh.toml", "");
+    let weights = |run: &str| final_weights(&t.path().join(run));
     for (exp, run) in [(&persist, "full"), (&fresh, "fresh")] {
         let (code, err) = train(exp, &t.path().join(run), &[]);
         assert_eq!(code, 0, "{err}");
@@ -843,19 +850,9 @@ fn robust_token_search_persists_across_steps() {
 #[test]
 fn robust_token_bank_keeps_and_trains_its_prompts() {
     let t = common::tmp();
-    let plain = variant(
-        "remove_concept",
-        t.path(),
-        &[("steps", "40"), ("lr_milestones", "[30]")],
-    );
-    let robust = "\n[training.robust]\nwarmup = 20\nevery = 5\nsearch_steps = 3\nslot = \"tokens\"\nlength = 8\ncandidates = 16\n";
-    let write =
-        |name: &str, extra: &str| with_appended(&plain, name, &(robust.to_string() + extra));
-    let banked = write("banked.toml", "token_bank = 3\n");
-    let single = write("single.toml", "");
-    let weights = |run: &str| {
-        std::fs::read(t.path().join(run).join("text_encoder/model.safetensors")).unwrap()
-    };
+    let banked = token_search_experiment(t.path(), "banked.toml", "token_bank = 3\n");
+    let single = token_search_experiment(t.path(), "single.toml", "");
+    let weights = |run: &str| final_weights(&t.path().join(run));
     let state = |run: &str| -> Value {
         let file = t.path().join(run).join("checkpoint/state.json");
         serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap()
