@@ -79,11 +79,7 @@ pub(crate) fn random(init: nn::Init) -> nn::Init {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tch::{Device, Kind, Tensor};
-
-    fn draw() -> Tensor {
-        Tensor::randn([16], (Kind::Float, Device::Cpu))
-    }
+    use tch::{Device, Kind};
 
     fn layer() -> nn::VarStore {
         let vs = nn::VarStore::new(Device::Cpu);
@@ -95,35 +91,39 @@ mod tests {
         vs
     }
 
-    /// A layer built inside `without_random_init` starts at zero and draws nothing: the numbers
-    /// after it are those right after the seed. Outside, it does draw (so the comparison can fail).
+    fn weight_sum(vs: &nn::VarStore) -> f64 {
+        vs.root()
+            .get("w")
+            .unwrap()
+            .abs()
+            .sum(Kind::Float)
+            .double_value(&[])
+    }
+
+    fn is_zero(init: nn::Init) -> bool {
+        matches!(init, nn::Init::Const(c) if c == 0.)
+    }
+
+    /// Inside `without_random_init` every random initialiser becomes the constant 0 (tch fills a
+    /// constant without drawing from the generator), so a layer starts at zero; the rule holds
+    /// through a nested call and ends with the closure. Checked on the initialiser itself: a
+    /// comparison of numbers drawn before and after from the process-wide generator failed in CI
+    /// whenever another unit test drew from it at the same time.
     #[test]
-    fn layers_built_without_random_init_draw_nothing() {
-        let alone = seeded(7, draw);
-        let (zeros, after) = seeded(7, || {
-            let vs = without_random_init(layer);
-            (vs.root().get("w").unwrap().abs().sum(Kind::Float), draw())
-        });
-        assert_eq!(zeros.double_value(&[]), 0.0);
-        assert!(after.equal(&alone), "building without random init drew");
-        let drawn = seeded(7, || {
-            let _ = layer();
-            draw()
-        });
-        assert!(
-            !drawn.equal(&alone),
-            "a randomly initialised layer drew nothing"
-        );
+    fn layers_built_without_random_init_start_at_zero_and_draw_nothing() {
+        let randn = nn::Init::Randn {
+            mean: 0.,
+            stdev: 1.,
+        };
+        assert!(!is_zero(random(randn)), "outside, the initialiser is kept");
+        assert!(without_random_init(|| is_zero(random(randn))));
+        assert!(without_random_init(|| {
+            without_random_init(|| ());
+            is_zero(random(randn))
+        }));
+        assert_eq!(weight_sum(&without_random_init(layer)), 0.0);
         // The rule ends with the closure: the next build draws again.
-        assert!(
-            layer()
-                .root()
-                .get("w")
-                .unwrap()
-                .abs()
-                .sum(Kind::Float)
-                .double_value(&[])
-                > 0.0
-        );
+        assert!(!is_zero(random(randn)));
+        assert!(weight_sum(&layer()) > 0.0);
     }
 }
