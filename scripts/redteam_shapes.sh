@@ -22,39 +22,42 @@ encoder=${1:?usage: redteam_shapes.sh ERASED_ENCODER OUT_DIR [EXPERIMENT]}
 out=${2:?usage: redteam_shapes.sh ERASED_ENCODER OUT_DIR [EXPERIMENT]}
 experiment=${3:-}
 bin=${CLIPDOOR:-target/release/clipdoor}
+device=${DEVICE:-cpu}
 dir=${PROMPT_DIR:-experiments/redteam}
-common=(--encoder "$encoder" --reference checkpoints/shapes --concept circle --device cpu --seed 0)
-# A finished prompt set is kept (delete it to search again).
-[ -f "$out/token-search.jsonl" ] || "$bin" attack token-search "${common[@]}" --prompts "$dir/circle_prompts.txt" \
+common=(--encoder "$encoder" --reference checkpoints/shapes --concept circle --device "$device" --seed 0)
+# A finished prompt set is kept (delete it to search again). PARALLEL=1 runs the four attacks side by
+# side (a GPU machine's cores), each a background job; a failing one fails the script.
+jobs_run=()
+launch() {
+    if [ "${PARALLEL:-0}" = 1 ]; then "$@" & jobs_run+=($!); else "$@"; fi
+}
+[ -f "$out/token-search.jsonl" ] || launch "$bin" attack token-search "${common[@]}" --prompts "$dir/circle_prompts.txt" \
     --steps 150 --out "$out/token-search.jsonl"
-[ -f "$out/ring-a-bell.jsonl" ] || "$bin" attack ring-a-bell "${common[@]}" --with "$dir/circle_prompts.txt" \
+[ -f "$out/ring-a-bell.jsonl" ] || launch "$bin" attack ring-a-bell "${common[@]}" --with "$dir/circle_prompts.txt" \
     --without "$dir/circle_removed.txt" --prompts "$dir/circle_removed.txt" \
     --generations 300 --out "$out/ring-a-bell.jsonl"
-[ -f "$out/homoglyph.jsonl" ] || "$bin" attack homoglyph "${common[@]}" --prompts "$dir/circle_prompts.txt" \
+[ -f "$out/homoglyph.jsonl" ] || launch "$bin" attack homoglyph "${common[@]}" --prompts "$dir/circle_prompts.txt" \
     --per-prompt 1 --out "$out/homoglyph.jsonl"
 # Concept inversion (CCE): a word learned, through the attacked encoder, from the first 4 large
 # circles of a render the attacks never saw (seed 7), put into the prompts in place of "circle".
-if [ ! -f "$out/embedding.jsonl" ]; then
-work=$(mktemp -d)
-"$bin" shapes render --n 3000 --seed "${EMBED_RENDER_SEED:-7}" --out "$work/render" > /dev/null
-mkdir -p "$work/circles"
-python3 - "$work" <<'PY'
-import json, shutil, sys
-work = sys.argv[1]
-rows = [r for r in map(json.loads, open(f"{work}/render/labels.jsonl"))
-        if not r.get("no_object") and r["shape"] == "circle" and r["size"] == "large"][:4]
-for r in rows:
-    shutil.copy(f"{work}/render/{r['file']}", f"{work}/circles/")
-PY
-"$bin" attack embedding --pipeline checkpoints/shapes --encoder "$encoder" --images "$work/circles" \
-    --concept circle --init-word shape --steps 400 --seed "${EMBED_SEED:-0}" --device cpu \
-    --prompts "$dir/circle_embedding_prompts.txt" --out "$out/embedding.jsonl"
-fi
+embedding_attack() {
+    local work
+    work=$(mktemp -d)
+    "$bin" shapes render --n 3000 --seed "${EMBED_RENDER_SEED:-7}" --out "$work/render" > /dev/null
+    python3 scripts/word_images.py "$work/render" "$work/circles"
+    "$bin" attack embedding --pipeline checkpoints/shapes --encoder "$encoder" --images "$work/circles" \
+        --concept circle --init-word shape --steps 400 --seed "${EMBED_SEED:-0}" --device "$device" \
+        --prompts "$dir/circle_embedding_prompts.txt" --out "$out/embedding.jsonl"
+}
+[ -f "$out/embedding.jsonl" ] || launch embedding_attack
+for j in "${jobs_run[@]}"; do
+    wait "$j" || { echo "redteam_shapes: an attack failed (its output above)" >&2; exit 1; }
+done
 if [ -n "$experiment" ]; then
     report=${REPORT_DIR:-runs/redteam/$(basename "$encoder")}
     # Images drawn under other settings (another set of learned words) are not reused: start afresh.
     rm -rf "$report"
-    "$bin" evaluate images --run "$encoder" --experiment "$experiment" --out "$report" --device cpu \
+    "$bin" evaluate images --run "$encoder" --experiment "$experiment" --out "$report" --device "$device" \
         --attack "$dir/circle_prompts.txt" --attack "$dir/circle_deleted.txt" --attack "$out/token-search.jsonl" \
         --attack "$out/ring-a-bell.jsonl" --attack "$out/homoglyph.jsonl" \
         --attack "$out/embedding.jsonl" --force ${EVAL_ARGS:-}
