@@ -883,3 +883,145 @@ fn redteam_split_writes_a_split_of_unseen_captions() {
         "a failed split left a finished-looking folder"
     );
 }
+
+/// `scripts/word_images.py` (the learned-word attack's images in redteam_shapes.sh and
+/// gpu_redteam.sh): the first N circles of the asked size, object-less rows and other shapes
+/// skipped; too few circles is an error naming the render; a missing render names the command.
+#[test]
+fn word_images_takes_the_first_circles_of_a_size() {
+    let t = common::tmp();
+    let render = t.path().join("render");
+    std::fs::create_dir_all(render.join("images")).unwrap();
+    let rows = [
+        ("a.png", "circle", "small", false),
+        ("b.png", "circle", "large", true), // no object
+        ("c.png", "square", "large", false),
+        ("d.png", "circle", "large", false),
+        ("e.png", "circle", "large", false),
+        ("f.png", "circle", "large", false),
+    ];
+    let mut labels = String::new();
+    for (file, shape, size, none) in rows {
+        std::fs::write(render.join("images").join(file), file).unwrap();
+        labels += &(serde_json::json!({"file": format!("images/{file}"), "shape": shape,
+            "size": size, "no_object": none})
+        .to_string()
+            + "\n");
+    }
+    std::fs::write(render.join("labels.jsonl"), labels).unwrap();
+    let pick = |out: &std::path::Path, args: &[&str]| {
+        Command::new(common::python())
+            .arg(common::root().join("scripts/word_images.py"))
+            .args([common::s(&render), common::s(out)])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let listing = |dir: &std::path::Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let large = t.path().join("large");
+    let o = pick(&large, &["--n", "2"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(listing(&large), ["d.png", "e.png"]);
+    let small = t.path().join("small");
+    let o = pick(&small, &["--n", "1", "--size", "small"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(listing(&small), ["a.png"]);
+    let o = pick(&t.path().join("many"), &["--n", "4"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("only 3 large circles") && err.contains(common::s(&render)),
+        "{err}"
+    );
+    let o = Command::new(common::python())
+        .arg(common::root().join("scripts/word_images.py"))
+        .args([
+            common::s(&t.path().join("none")),
+            common::s(&t.path().join("x")),
+        ])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("labels.jsonl") && err.contains("clipdoor shapes render"),
+        "{err}"
+    );
+}
+
+/// `scripts/gpu_redteam.sh` refuses what it cannot run before it starts anything: a missing
+/// experiment, a folder that is no split, no binary, an unknown flag (exit 2, each named).
+#[test]
+fn gpu_redteam_refuses_bad_arguments() {
+    let t = common::tmp();
+    let exp =
+        common::root().join("experiments/redteam/shapes_erase_circle_robust_strong_words.toml");
+    let split = common::root().join("experiments/redteam/test_split7");
+    let bin = env!("CARGO_BIN_EXE_clipdoor");
+    let out = t.path().join("out");
+    let run = |args: &[&str]| {
+        let o = Command::new("bash")
+            .arg(common::root().join("scripts/gpu_redteam.sh"))
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(&[
+        "no_such.toml",
+        common::s(&split),
+        common::s(&out),
+        "--bin",
+        bin,
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("no_such.toml: not found"), "{err}");
+    let (code, err) = run(&[
+        common::s(&exp),
+        common::s(t.path()),
+        common::s(&out),
+        "--bin",
+        bin,
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("circle_prompts.txt") && err.contains("redteam_split.py"),
+        "{err}"
+    );
+    let nobin = t.path().join("no_clipdoor");
+    let (code, err) = run(&[
+        common::s(&exp),
+        common::s(&split),
+        common::s(&out),
+        "--bin",
+        common::s(&nobin),
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("no_clipdoor") && err.contains("gpu_pack.sh"),
+        "{err}"
+    );
+    let (code, err) = run(&[
+        common::s(&exp),
+        common::s(&split),
+        common::s(&out),
+        "--bogus",
+        "1",
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("unknown argument --bogus"), "{err}");
+    assert!(
+        !out.exists(),
+        "nothing is written before the arguments are checked"
+    );
+}
