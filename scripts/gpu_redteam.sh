@@ -33,7 +33,8 @@ done
 [ -f "$split/circle_prompts.txt" ] || { echo "gpu_redteam: $split holds no circle_prompts.txt (scripts/redteam_split.py writes it)" >&2; exit 2; }
 [ -x "$bin" ] || { echo "gpu_redteam: no binary at $bin (scripts/gpu_pack.sh puts one in gpu/)" >&2; exit 2; }
 # The binary runs on the machine's own libtorch where its build's is not there (a GPU machine).
-if ! ldd "$bin" | grep -q 'libtorch_cpu.so => /'; then
+# (grep reads all of ldd's output: -q would stop early and fail the pipe under pipefail.)
+if ! ldd "$bin" | grep 'libtorch_cpu.so => /' > /dev/null; then
     torch_lib=$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))') \
         || { echo "gpu_redteam: python3 cannot import torch, and $bin finds no libtorch" >&2; exit 2; }
     export LD_LIBRARY_PATH="$torch_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
@@ -53,15 +54,13 @@ extra_word() {
     local wout=docs/results/$split_name/word_seeds/${name}_seed$s/word_${r}_$a
     work=$(mktemp -d)
     mkdir -p "$wout"
-    "$bin" shapes render --n 3000 --seed "$r" --out "$work/render" > /dev/null
-    python3 scripts/word_images.py "$work/render" "$work/circles"
-    "$bin" attack embedding --pipeline checkpoints/shapes --encoder "$run" --images "$work/circles" \
-        --concept circle --init-word shape --steps 400 --seed "$a" --device "$device" \
-        --prompts "$split/circle_embedding_prompts.txt" --out "$wout/embedding.jsonl"
+    CLIPDOOR=$bin DEVICE=$device bash scripts/word_attack.sh "$run" "$r" "$a" \
+        "$split/circle_embedding_prompts.txt" "$wout/embedding.jsonl"
     "$bin" evaluate images --run "$run" --experiment "$experiment" --out "$work/report" \
         --device "$device" --attack "$split/circle_prompts.txt" --attack "$wout/embedding.jsonl" \
         --force "${eval[@]}"
     cp "$work/report/report.json" "$wout/images.report.json"
+    rm -rf "$work"
 }
 
 one_seed() {

@@ -39,17 +39,9 @@ launch() {
 [ -f "$out/homoglyph.jsonl" ] || launch "$bin" attack homoglyph "${common[@]}" --prompts "$dir/circle_prompts.txt" \
     --per-prompt 1 --out "$out/homoglyph.jsonl"
 # Concept inversion (CCE): a word learned, through the attacked encoder, from the first 4 large
-# circles of a render the attacks never saw (seed 7), put into the prompts in place of "circle".
-embedding_attack() {
-    local work
-    work=$(mktemp -d)
-    "$bin" shapes render --n 3000 --seed "${EMBED_RENDER_SEED:-7}" --out "$work/render" > /dev/null
-    python3 scripts/word_images.py "$work/render" "$work/circles"
-    "$bin" attack embedding --pipeline checkpoints/shapes --encoder "$encoder" --images "$work/circles" \
-        --concept circle --init-word shape --steps 400 --seed "${EMBED_SEED:-0}" --device "$device" \
-        --prompts "$dir/circle_embedding_prompts.txt" --out "$out/embedding.jsonl"
-}
-[ -f "$out/embedding.jsonl" ] || launch embedding_attack
+# circles of a render the attacks never saw (EMBED_RENDER_SEED), in the prompts in place of "circle".
+[ -f "$out/embedding.jsonl" ] || launch env CLIPDOOR="$bin" DEVICE="$device" bash scripts/word_attack.sh \
+    "$encoder" "${EMBED_RENDER_SEED:-7}" "${EMBED_SEED:-0}" "$dir/circle_embedding_prompts.txt" "$out/embedding.jsonl"
 for j in "${jobs_run[@]}"; do
     wait "$j" || { echo "redteam_shapes: an attack failed (its output above)" >&2; exit 1; }
 done

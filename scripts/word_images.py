@@ -3,7 +3,7 @@
 
 The red team's `embedding` attack (CCE) learns its word from a few images of the concept; the
 scripts take them from a render the attacks never saw (`clipdoor shapes render --seed S`), so a
-render seed picks another word. Both scripts/redteam_shapes.sh and scripts/gpu_redteam.sh use this.
+render seed picks another word. scripts/word_attack.sh (the red team scripts' word attack) uses this.
 
   python3 scripts/word_images.py RENDER_DIR OUT [--n 4] [--size large]
 """
