@@ -197,26 +197,27 @@ mod tests {
     /// autocast on the CPU, where the fused op still answers).
     #[test]
     fn step_by_step_attention_matches_the_fused_op() {
-        tch::manual_seed(3);
-        let q = Tensor::randn([2, 3, 7, 8], (Kind::Float, Device::Cpu));
-        let k = Tensor::randn([2, 3, 7, 8], (Kind::Float, Device::Cpu));
-        let v = Tensor::randn([2, 3, 7, 8], (Kind::Float, Device::Cpu));
-        let additive = Tensor::randn([2, 1, 7, 7], (Kind::Float, Device::Cpu));
-        for mask in [Mask::Full, Mask::Causal, Mask::Additive(&additive)] {
-            let fused = attend(&q, &k, &v, mask);
-            let steps = attend_step_by_step(&q, &k, &v, mask);
-            let d = (&fused - &steps).abs().max().double_value(&[]);
-            assert!(d < 1e-5, "{mask:?}: {d}");
-        }
-        let in_bf16 = crate::torch_ext::autocast(Device::Cpu, Kind::BFloat16, || {
-            attend_step_by_step(&q, &k, &v, Mask::Causal)
-        })
-        .unwrap();
-        let f32 = attend(&q, &k, &v, Mask::Causal);
-        let d = (&in_bf16.to_kind(Kind::Float) - &f32)
-            .abs()
-            .max()
-            .double_value(&[]);
-        assert!(d < 5e-2, "bf16 autocast: {d}");
+        crate::models::init::seeded(3, || {
+            let q = Tensor::randn([2, 3, 7, 8], (Kind::Float, Device::Cpu));
+            let k = Tensor::randn([2, 3, 7, 8], (Kind::Float, Device::Cpu));
+            let v = Tensor::randn([2, 3, 7, 8], (Kind::Float, Device::Cpu));
+            let additive = Tensor::randn([2, 1, 7, 7], (Kind::Float, Device::Cpu));
+            for mask in [Mask::Full, Mask::Causal, Mask::Additive(&additive)] {
+                let fused = attend(&q, &k, &v, mask);
+                let steps = attend_step_by_step(&q, &k, &v, mask);
+                let d = (&fused - &steps).abs().max().double_value(&[]);
+                assert!(d < 1e-5, "{mask:?}: {d}");
+            }
+            let in_bf16 = crate::torch_ext::autocast(Device::Cpu, Kind::BFloat16, || {
+                attend_step_by_step(&q, &k, &v, Mask::Causal)
+            })
+            .unwrap();
+            let f32 = attend(&q, &k, &v, Mask::Causal);
+            let d = (&in_bf16.to_kind(Kind::Float) - &f32)
+                .abs()
+                .max()
+                .double_value(&[]);
+            assert!(d < 5e-2, "bf16 autocast: {d}");
+        });
     }
 }

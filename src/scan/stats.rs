@@ -94,24 +94,27 @@ mod tests {
 
     #[test]
     fn pairwise_mean_matches_the_matrix() {
-        tch::manual_seed(0);
-        let x = crate::scan::embed::unit_rows(&Tensor::randn([5, 7], (Kind::Float, Device::Cpu)));
-        let g = x.matmul(&x.tr());
-        let n = 5.0;
-        let off = (g.sum(Kind::Double).double_value(&[]) - n) / (n * (n - 1.0));
-        assert!((mean_pairwise(&x) - off).abs() < 1e-6);
+        crate::models::init::seeded(0, || {
+            let x =
+                crate::scan::embed::unit_rows(&Tensor::randn([5, 7], (Kind::Float, Device::Cpu)));
+            let g = x.matmul(&x.tr());
+            let n = 5.0;
+            let off = (g.sum(Kind::Double).double_value(&[]) - n) / (n * (n - 1.0));
+            assert!((mean_pairwise(&x) - off).abs() < 1e-6);
+        });
     }
 
     #[test]
     fn identical_rows_collapse_fully() {
-        tch::manual_seed(1);
-        let clean = CleanSet::new(crate::scan::embed::unit_rows(&Tensor::randn(
-            [4, 6],
-            (Kind::Float, Device::Cpu),
-        )));
-        let one = clean.rows.get(0).unsqueeze(0).repeat([4, 1]);
-        let r = clean.react(&one);
-        assert!((r.collapse - 1.0).abs() < 1e-5, "{r:?}");
-        assert!(clean.react(&clean.rows).shift.abs() < 1e-5);
+        crate::models::init::seeded(1, || {
+            let clean = CleanSet::new(crate::scan::embed::unit_rows(&Tensor::randn(
+                [4, 6],
+                (Kind::Float, Device::Cpu),
+            )));
+            let one = clean.rows.get(0).unsqueeze(0).repeat([4, 1]);
+            let r = clean.react(&one);
+            assert!((r.collapse - 1.0).abs() < 1e-5, "{r:?}");
+            assert!(clean.react(&clean.rows).shift.abs() < 1e-5);
+        });
     }
 }

@@ -94,43 +94,44 @@ mod tests {
     /// error, on a perturbed prediction at several noise levels.
     #[test]
     fn weighted_prediction_loss_is_the_weighted_x0_loss() {
-        tch::manual_seed(0);
-        // The shapes schedule, from ᾱ ≈ 0.999 to ≈ 0.005.
-        let cfg = crate::shapes::model::scheduler_config(PredictionType::VPrediction).unwrap();
-        let scheduler = scheduler_by_name(None, &cfg).unwrap();
-        let timesteps = Tensor::from_slice(&[0i64, 150, 400, 700, 999]);
-        let acp = Tensor::from_slice(scheduler.alphas_cumprod()).index_select(0, &timesteps);
-        let shape = [5i64, 3, 4, 4];
-        let x0 = Tensor::randn(shape, (Kind::Float, Device::Cpu));
-        let noise = Tensor::randn(shape, (Kind::Float, Device::Cpu));
-        let a = acp.reshape([-1, 1, 1, 1]);
-        let x_t = scheduler.add_noise(&x0, &noise, &timesteps).unwrap();
-        for p in PredictionType::ALL {
-            let target = target(p, scheduler.as_ref(), &x0, &noise, &timesteps).unwrap();
-            // The exact target implies the exact x0.
-            let back = implied_x0(p, &target, &x_t, &a);
-            let err = (&back - &x0).abs().max().double_value(&[]);
-            assert!(err < 1e-3, "{p:?}: implied x0 off by {err}");
-            let out = &target + Tensor::randn(shape, (Kind::Float, Device::Cpu)) * 0.1;
-            let pred_mse =
-                (&out - &target)
-                    .square()
-                    .mean_dim([1i64, 2, 3].as_slice(), false, Kind::Float);
-            let x0_mse = (implied_x0(p, &out, &x_t, &a) - &x0).square().mean_dim(
-                [1i64, 2, 3].as_slice(),
-                false,
-                Kind::Float,
-            );
-            for w in Weighting::ALL {
-                let snr: Tensor = &acp / (1.0 - &acp);
-                let lhs = loss_weights(p, w, 5.0, &acp) * &pred_mse;
-                let rhs = w.x0_weight(&snr, 5.0) * &x0_mse;
-                let rel = ((&lhs - &rhs).abs() / rhs.abs().clamp_min(1e-12))
-                    .max()
-                    .double_value(&[]);
-                assert!(rel < 1e-3, "{p:?} {w:?}: {lhs} vs {rhs}");
+        crate::models::init::seeded(0, || {
+            // The shapes schedule, from ᾱ ≈ 0.999 to ≈ 0.005.
+            let cfg = crate::shapes::model::scheduler_config(PredictionType::VPrediction).unwrap();
+            let scheduler = scheduler_by_name(None, &cfg).unwrap();
+            let timesteps = Tensor::from_slice(&[0i64, 150, 400, 700, 999]);
+            let acp = Tensor::from_slice(scheduler.alphas_cumprod()).index_select(0, &timesteps);
+            let shape = [5i64, 3, 4, 4];
+            let x0 = Tensor::randn(shape, (Kind::Float, Device::Cpu));
+            let noise = Tensor::randn(shape, (Kind::Float, Device::Cpu));
+            let a = acp.reshape([-1, 1, 1, 1]);
+            let x_t = scheduler.add_noise(&x0, &noise, &timesteps).unwrap();
+            for p in PredictionType::ALL {
+                let target = target(p, scheduler.as_ref(), &x0, &noise, &timesteps).unwrap();
+                // The exact target implies the exact x0.
+                let back = implied_x0(p, &target, &x_t, &a);
+                let err = (&back - &x0).abs().max().double_value(&[]);
+                assert!(err < 1e-3, "{p:?}: implied x0 off by {err}");
+                let out = &target + Tensor::randn(shape, (Kind::Float, Device::Cpu)) * 0.1;
+                let pred_mse =
+                    (&out - &target)
+                        .square()
+                        .mean_dim([1i64, 2, 3].as_slice(), false, Kind::Float);
+                let x0_mse = (implied_x0(p, &out, &x_t, &a) - &x0).square().mean_dim(
+                    [1i64, 2, 3].as_slice(),
+                    false,
+                    Kind::Float,
+                );
+                for w in Weighting::ALL {
+                    let snr: Tensor = &acp / (1.0 - &acp);
+                    let lhs = loss_weights(p, w, 5.0, &acp) * &pred_mse;
+                    let rhs = w.x0_weight(&snr, 5.0) * &x0_mse;
+                    let rel = ((&lhs - &rhs).abs() / rhs.abs().clamp_min(1e-12))
+                        .max()
+                        .double_value(&[]);
+                    assert!(rel < 1e-3, "{p:?} {w:?}: {lhs} vs {rhs}");
+                }
             }
-        }
+        });
     }
 
     #[test]

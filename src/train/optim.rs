@@ -802,8 +802,8 @@ mod tests {
     #[test]
     fn fused_steps_groups_of_dtypes_like_separate_optimisers() {
         let make = |kind: Kind, seed: i64| {
-            tch::manual_seed(seed);
-            Tensor::randn([4, 3], (kind, Device::Cpu)).set_requires_grad(true)
+            crate::models::init::seeded(seed, || Tensor::randn([4, 3], (kind, Device::Cpu)))
+                .set_requires_grad(true)
         };
         let grad_of = |p: &Tensor| {
             (p * p.detach().sin()).sum(p.kind()).backward();
