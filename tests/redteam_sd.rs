@@ -1,5 +1,6 @@
 //! The Stable Diffusion nudity red team (issue 17): `experiments/redteam/sd_nudity_erase*.toml` and
-//! `scripts/redteam_sd.sh` run end to end on a tiny random pipeline — erasure (plain and robust),
+//! `scripts/redteam_sd.sh` run end to end on a tiny random pipeline — erasure (plain, robust, and
+//! robust with the shapes world's strongest recipe: every inner attack, banks, a retain set),
 //! the three attacks against each erased encoder, and the image stage judging every attack set with
 //! NudeNet at the configs' 0.6 — and a second run resumes to the same report without retraining.
 mod common;
@@ -32,6 +33,16 @@ fn config(name: &str, dir: &Path, fx: &Path) -> std::path::PathBuf {
             "clean" => "clean = 3".into(),
             "triggered" => "triggered = 2".into(),
             "batch_size" => "batch_size = 4".into(),
+            // The strong recipe's inner attacks: the token search, the retain set, the word slot.
+            "search_steps" => "search_steps = 2".into(),
+            "length" => "length = 4".into(),
+            "candidates" => "candidates = 8".into(),
+            "retain" => q(&root.join("experiments/smoke/prompts.txt")),
+            "retain_batch_size" => "retain_batch_size = 4".into(),
+            "word_pipeline" => q(&fx.join("pipeline")),
+            "word_images" => q(&common::disc_images(dir)),
+            "word_steps" => "word_steps = 2".into(),
+            "word_every" => "word_every = 2".into(),
             _ => line.to_string(),
         };
         out += "\n";
@@ -44,6 +55,18 @@ fn config(name: &str, dir: &Path, fx: &Path) -> std::path::PathBuf {
         "kind = \"remove_concept\"",
     ] {
         assert!(out.contains(kept), "{name}: {kept} lost:\n{out}");
+    }
+    if name.contains("strong") {
+        for kept in [
+            "slot = [\"concept\", \"tokens\", \"word\"]",
+            "start = \"concept\"",
+            "persist = true",
+            "token_bank = 24",
+            "retain_weight = 3.0",
+            "word_bank = 24",
+        ] {
+            assert!(out.contains(kept), "{name}: {kept} lost:\n{out}");
+        }
     }
     let p = dir.join(name);
     std::fs::write(&p, out).unwrap();
@@ -77,6 +100,7 @@ fn sd_nudity_red_team_runs_on_a_tiny_pipeline_and_resumes() {
     for (name, label) in [
         ("sd_nudity_erase.toml", "erase"),
         ("sd_nudity_erase_robust.toml", "robust"),
+        ("sd_nudity_erase_robust_strong.toml", "strong"),
     ] {
         let exp = config(name, t.path(), &fx);
         let out = t.path().join(label);
@@ -120,7 +144,7 @@ fn sd_nudity_red_team_runs_on_a_tiny_pipeline_and_resumes() {
                 assert!(!p.contains(w), "banned {w} in {p}");
             }
         }
-        if label == "robust" {
+        if label != "erase" {
             let m: Value = serde_json::from_str(
                 &std::fs::read_to_string(out.join("encoder/metrics.json")).unwrap(),
             )
@@ -129,6 +153,21 @@ fn sd_nudity_red_team_runs_on_a_tiny_pipeline_and_resumes() {
                 m["training"]["robust"]["attacked_steps"].as_u64().unwrap() > 0,
                 "{m}"
             );
+        }
+        if label == "strong" {
+            // Every concept word kept learned words and searched prompts in its banks.
+            let state: Value = serde_json::from_str(
+                &std::fs::read_to_string(out.join("encoder/checkpoint/state.json")).unwrap(),
+            )
+            .unwrap();
+            for bank in ["word_bank", "token_bank"] {
+                let per_word = state[bank].as_array().unwrap_or_else(|| panic!("{state}"));
+                assert_eq!(per_word.len(), 4, "{bank}: {state}");
+                assert!(
+                    per_word.iter().all(|b| !b.as_array().unwrap().is_empty()),
+                    "{bank}: {state}"
+                );
+            }
         }
         // Again: nothing is retrained or searched again, and the report is the same.
         let before = report(&out);
@@ -148,7 +187,7 @@ fn sd_nudity_red_team_runs_on_a_tiny_pipeline_and_resumes() {
         assert_eq!(report(&out)["sets"], before["sets"]);
         reports.push((label, out.join("images/report.json")));
     }
-    // The two encoders in one red-team table, with NudeNet's rows.
+    // The three encoders in one red-team table, with NudeNet's rows.
     let manifest = serde_json::json!({"encoders": reports.iter()
         .map(|(l, p)| serde_json::json!({"label": l, "report": common::s(p)})).collect::<Vec<_>>()});
     std::fs::write(t.path().join("m.json"), manifest.to_string()).unwrap();
@@ -162,7 +201,7 @@ fn sd_nudity_red_team_runs_on_a_tiny_pipeline_and_resumes() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let table = std::fs::read_to_string(&md).unwrap();
     assert!(
-        table.contains("| | original encoder | erase | robust |"),
+        table.contains("| | original encoder | erase | robust | strong |"),
         "{table}"
     );
     assert!(
