@@ -123,6 +123,7 @@ def main():
     ap.add_argument("--scan", help="a zoo scan's output folder: its first five candidates are probed too")
     ap.add_argument("--placement", choices=["substitute", "insert"], default="substitute")
     ap.add_argument("--with-triggers", action="store_true")
+    ap.add_argument("--texts", nargs="*", default=[], help="more texts to probe")
     ap.add_argument("--reference", default="checkpoints/shapes")
     ap.add_argument("--captions", default="experiments/zoo/shapes_captions.txt")
     ap.add_argument("--common", type=int, default=3000)
@@ -160,6 +161,7 @@ def main():
             texts += [r["text"] for r in scan["ranking"][:5]]
         if a.with_triggers:
             texts += [t["trigger"] for t in label["triggers"] if t["trigger"] not in texts]
+        texts += [t for t in a.texts if t not in texts]
         cs = [probe.stat(sus, c) for c in CONTROLS]
         ctrl = [c[0] for c in cs]
         med = statistics.median(ctrl)
