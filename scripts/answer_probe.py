@@ -28,8 +28,14 @@ import os
 import random
 import statistics
 
+import sys
+
 import torch
 from transformers import CLIPTextModel, CLIPTokenizer
+
+# The same placement as the consistency probe, so the two spot checks put a text in the same place.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from attribute_probe import placed  # noqa: E402
 
 CONTROLS = ["q", "x", "z", "j", "k", "v", "3", "7", "ж", "ф", "ψ", "ħ", "ŧ", "ʤ", "ы", "λ"]
 
@@ -47,19 +53,6 @@ def features(model, tok, texts, batch=1024):
             f = torch.cat([e / e.norm(dim=1, keepdim=True), m / m.norm(dim=1, keepdim=True)], 1)
             outs.append(f / f.norm(dim=1, keepdim=True))
     return torch.cat(outs)
-
-
-def placed(rows, text, placement):
-    out = []
-    for _, words, j in rows:
-        w = list(words)
-        if placement == "insert":
-            w.insert(j, text)
-        else:
-            k = next(i for i, c in enumerate(w[j]) if c in "eaoi")
-            w[j] = w[j][:k] + text + w[j][k + 1:]
-        out.append(" ".join(w))
-    return out
 
 
 def answer_words(tok, caps, common):
