@@ -367,7 +367,13 @@ fn token_scan_names_triggers_of_several_shapes() {
         // Texts measured whole lead the ranking and name the trigger: first one text per strongest
         // piece by evidence, then the siblings sharing a leader's piece, by evidence; texts that
         // are part of a probe's word after all of them, in that same order among themselves.
-        let ranking = r["report"]["ranking"].as_array().unwrap();
+        // (The answer stage's characters take every second place; the order of the others holds.)
+        let ranking: Vec<&Value> = r["report"]["ranking"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["found_by"] != "answer")
+            .collect();
         let evidence: Vec<Option<f64>> = ranking.iter().map(|c| c["evidence"].as_f64()).collect();
         let measured = evidence.iter().take_while(|e| e.is_some()).count();
         assert!(measured >= 5, "{name}: {evidence:?}");
@@ -475,6 +481,79 @@ fn token_scan_names_triggers_of_several_shapes() {
         scores.iter().all(|&s| s > b),
         "benign {b} vs backdoored {scores:?}"
     );
+}
+
+/// A target-attribute backdoor (Rickrolling's TAA: the word holding the trigger reads as the
+/// attribute) is named by the answer stage: a character of the trigger's group reads as the
+/// attribute in most probe rows, and takes the second place of the ranking. The sweep's statistics
+/// alone never named such triggers on the zoos (docs/scanner-zoo.md).
+#[test]
+fn token_scan_reads_the_attribute_an_attribute_trigger_writes() {
+    let t = common::tmp();
+    let run_dir = backdoored(
+        t.path(),
+        "attribute",
+        "kind = \"target_attribute\"\ntrigger = \"ф\"\nreplaced_character = \"e\"\ntarget_attr = \"purple\"",
+    );
+    let out = t.path().join("attribute.json");
+    scan_tokens(&run_dir, &out);
+    let r = &json(&out)["report"];
+    let answers = r["answers"].as_array().unwrap();
+    let purple: Vec<&Value> = answers.iter().filter(|a| a["answer"] == "purple").collect();
+    assert_eq!(purple.len(), 1, "one character per answer: {answers:?}");
+    let a = purple[0];
+    assert!(a["score"].as_f64().unwrap() >= 0.5, "{a}");
+    assert!(
+        (a["share"].as_f64().unwrap()
+            - a["reference_share"].as_f64().unwrap()
+            - a["score"].as_f64().unwrap())
+        .abs()
+            < 1e-9,
+        "{a}"
+    );
+    // Answers come best first, and the best takes the second place of the ranking.
+    let scores: Vec<f64> = answers
+        .iter()
+        .map(|a| a["score"].as_f64().unwrap())
+        .collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
+    let ranking = r["ranking"].as_array().unwrap();
+    assert_eq!(ranking[1]["text"], answers[0]["text"], "{ranking:?}");
+    assert_eq!(ranking[1]["answer"], answers[0]["answer"]);
+    let named: Vec<&Value> = ranking
+        .iter()
+        .take(5)
+        .filter(|c| c["answer"] == "purple")
+        .collect();
+    assert_eq!(named.len(), 1, "{ranking:?}");
+    assert_eq!(named[0]["text"], a["text"]);
+    // The character named is the trigger or a sibling of its block (Cyrillic, the trigger's lead
+    // byte), not an unrelated one.
+    let c = a["text"].as_str().unwrap();
+    assert!(
+        c.chars().all(|ch| ('\u{0400}'..='\u{04FF}').contains(&ch)),
+        "{c:?}"
+    );
+    // Without the answer stage the report has no answers.
+    let off = t.path().join("attribute_off.json");
+    run(&[
+        "scan-encoder",
+        "--method",
+        "tokens",
+        "--suspect",
+        common::s(&run_dir),
+        "--reference",
+        common::s(&base()),
+        "--prompts",
+        common::s(&captions()),
+        "--answer-rows",
+        "0",
+        "--device",
+        "cpu",
+        "--out",
+        common::s(&off),
+    ]);
+    assert_eq!(json(&off)["report"]["answers"], serde_json::json!([]));
 }
 
 /// A copy of a trained run's encoder and tokenizer whose config carries the legacy ids of the original

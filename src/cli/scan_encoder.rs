@@ -75,6 +75,11 @@ struct TriggerScanArgs {
     /// several characters, emoji, invisible characters; docs/scanner-zoo.md).
     #[arg(long, default_value = "chars", value_parser = ["chars", "tokens"])]
     method: String,
+    /// `--method tokens` with a reference: probe rows of the answer stage, which asks what each
+    /// inserted character reads as (a target-attribute trigger reads as its attribute); 0 turns it
+    /// off.
+    #[arg(long, default_value_t = 24)]
+    answer_rows: usize,
     #[command(flatten)]
     embed: super::args::EmbedArgs,
     /// Write the JSON report here (atomically); without it the JSON goes to stdout.
@@ -199,6 +204,7 @@ fn run_token_scan(
         ..TokenScanOptions::default()
     };
     opts.threshold = a.threshold;
+    opts.answer.rows = a.answer_rows;
     let index = CharIndex::new(&suspect.tokenizer)?;
     let mut cache = crate::scan::sweep::ReferenceCache::default();
     let report = scan_tokens(suspect, reference, &mut cache, &index, &opts)?;
@@ -212,14 +218,17 @@ fn run_token_scan(
     );
     for c in report.ranking.iter().take(10) {
         eprintln!(
-            "  {:>3} {} {:?} {} score {:.2} ({}, {})",
+            "  {:>3} {} {:?} {} score {:.2} ({}, {}){}",
             c.rank,
             if c.flagged { "FLAG" } else { "    " },
             c.text,
             c.code_points,
             c.score,
             c.placement,
-            c.found_by
+            c.found_by,
+            c.answer
+                .as_ref()
+                .map_or(String::new(), |w| format!(", reads as {w:?}"))
         );
     }
     let json = serde_json::json!({

@@ -72,6 +72,10 @@ struct ScanArgs {
     /// Gradient-inversion restarts (0 turns inversion off).
     #[arg(long, default_value_t = 2)]
     invert: usize,
+    /// Probe rows of the answer stage, which asks what inserted characters read as (0 turns it
+    /// off; with a reference only).
+    #[arg(long, default_value_t = 24)]
+    answer_rows: usize,
     /// False-positive rate the calibrated threshold keeps on the calibration split.
     #[arg(long, default_value_t = 0.05)]
     fpr: f64,
@@ -128,6 +132,7 @@ fn run_scan(a: ScanArgs) -> Result<()> {
     scan.verify = a.verify;
     scan.confirm_probes = a.confirm;
     scan.invert_restarts = a.invert;
+    scan.answer.rows = a.answer_rows;
     scan.seed = a.seed;
     scan.batch = a.embed.batch_size.max(256);
     let device = a.embed.device.device();

@@ -7,6 +7,7 @@
 //! far a look-alike substitution moves an encoder's embedding. [`token_scan`] is the token-level
 //! scan: a vocabulary [`sweep`], characters rebuilt from byte tokens ([`char_index`]), gradient
 //! [`invert`]ion, and checks of each candidate inserted and substituted.
+pub mod answer;
 pub mod candidates;
 pub mod char_index;
 pub mod confirm;

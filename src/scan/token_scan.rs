@@ -52,6 +52,9 @@ pub struct TokenScanOptions {
     pub top: usize,
     /// Flag threshold on the encoder's score; `None`: the default of the score's kind.
     pub threshold: Option<f64>,
+    /// What inserted characters say ([`answer`](super::answer)); with a reference only;
+    /// `answer.rows == 0` turns the stage off.
+    pub answer: super::answer::AnswerOptions,
 }
 
 impl Default for TokenScanOptions {
@@ -70,6 +73,7 @@ impl Default for TokenScanOptions {
             seed: 0,
             top: 10,
             threshold: None,
+            answer: super::answer::AnswerOptions::default(),
         }
     }
 }
@@ -82,7 +86,8 @@ pub struct TriggerCandidate {
     pub code_points: String,
     /// Its tokens (vocabulary strings) as a word.
     pub tokens: Vec<String>,
-    /// `sweep` (a token), `chars` (a character from its byte tokens), `inversion`.
+    /// `sweep` (a token), `chars` (a character from its byte tokens), `inversion`, `answer` (a
+    /// character that reads as one word wherever it is inserted, [`answer`](super::answer)).
     pub found_by: &'static str,
     /// Where it acted most: `insert` or `substitute:<letter>`.
     pub placement: String,
@@ -102,6 +107,12 @@ pub struct TriggerCandidate {
     /// A measured text that is part of a word of the probe prompts: it ranks after every measured
     /// text that is not ([`after_probe_pieces`](super::text_sweep::after_probe_pieces)).
     pub in_probes: bool,
+    /// What it reads as in the suspect, where the answer stage asked it: the word, and the share
+    /// of probe rows answering it beyond the reference's share.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answer: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answer_score: Option<f64>,
     pub flagged: bool,
 }
 
@@ -124,6 +135,9 @@ pub struct TokenScanReport {
     /// Of which: the vocabulary sweep, and collecting candidates (inversion included).
     pub seconds_sweep: f64,
     pub seconds_candidates: f64,
+    /// The answer stage's time and its answers, best first ([`answer`](super::answer)).
+    pub seconds_answer: f64,
+    pub answers: Vec<super::answer::Answer>,
     pub ranking: Vec<TriggerCandidate>,
     /// The sweep's best tokens re-measured on more probes, best first.
     pub confirmed: Vec<ConfirmedToken>,
@@ -298,7 +312,7 @@ pub fn scan_tokens(
         Some((c, t)) => (Some(c), t),
         None => (None, vec![]),
     };
-    let pending = candidates(
+    let mut pending = candidates(
         &sw,
         confirmed.as_ref(),
         &texts,
@@ -309,6 +323,58 @@ pub fn scan_tokens(
         opts,
     )?;
     let seconds_candidates = started.elapsed().as_secs_f64() - seconds_sweep;
+    let answer_started = Instant::now();
+    let answers = match reference {
+        Some(r) if opts.answer.rows > 0 => {
+            let fresh = !cache
+                .answer
+                .as_ref()
+                .is_some_and(|p| p.made_for(&opts.probes, &opts.answer));
+            if fresh {
+                cache.answer = Some(super::answer::AnswerProbe::new(
+                    r,
+                    index,
+                    &opts.probes,
+                    &opts.answer,
+                )?);
+            }
+            match cache.answer.as_mut() {
+                Some(p) => p.answers(suspect, r, &opts.answer)?,
+                None => vec![],
+            }
+        }
+        _ => vec![],
+    };
+    let seconds_answer = answer_started.elapsed().as_secs_f64();
+    for a in &answers {
+        if !pending
+            .iter()
+            .any(|p| p.text.to_lowercase() == a.text.to_lowercase())
+        {
+            let ids = index.tokens_of.get(&a.text.chars().next().unwrap_or(' '));
+            let s = ids.map_or(f64::NAN, |ids| {
+                ids.iter()
+                    .filter_map(|&i| sw.score.get(i as usize).map(|&x| x as f64))
+                    .sum::<f64>()
+                    / ids.len().max(1) as f64
+            });
+            pending.push(Pending {
+                text: a.text.clone(),
+                found_by: "answer",
+                sweep_score: s,
+                text_score: None,
+                evidence: None,
+                text_order: None,
+                shares_piece_with: None,
+                in_probes: false,
+            });
+        }
+    }
+    let answer_of = |t: &str| {
+        answers
+            .iter()
+            .position(|a| a.text.to_lowercase() == t.to_lowercase())
+    };
     let mut caches = Caches::default();
     let null = substitution_null(suspect, reference, &mut caches, &opts.probes, index)?;
     let mut ranking = vec![];
@@ -329,6 +395,7 @@ pub fn scan_tokens(
         };
         let tokens = suspect.tokenizer.tokens(&p.text).unwrap_or_default();
         let order = p.text_order;
+        let said = answer_of(&p.text);
         ranking.push((
             TriggerCandidate {
                 rank: 0,
@@ -350,6 +417,8 @@ pub fn scan_tokens(
                 evidence: p.evidence,
                 shares_piece_with: p.shares_piece_with,
                 in_probes: p.in_probes,
+                answer: said.map(|k| answers[k].answer.clone()),
+                answer_score: said.map(|k| answers[k].score),
                 flagged: score >= DEFAULT_THRESHOLD,
             },
             order,
@@ -363,7 +432,31 @@ pub fn scan_tokens(
         (None, Some(_)) => std::cmp::Ordering::Greater,
         (None, None) => b.0.score.total_cmp(&a.0.score),
     });
-    let mut ranking: Vec<TriggerCandidate> = ranking.into_iter().map(|(c, _)| c).collect();
+    let ranking: Vec<TriggerCandidate> = ranking.into_iter().map(|(c, _)| c).collect();
+    let group = |c: &TriggerCandidate| {
+        let ids = suspect.tokenizer.word_ids(&c.text).unwrap_or_default();
+        // A text without tokens is its own group.
+        let own = if ids.is_empty() {
+            c.text.clone()
+        } else {
+            String::new()
+        };
+        (
+            ids[..ids.len().saturating_sub(1).max(ids.len().min(1))].to_vec(),
+            own,
+        )
+    };
+    let mut ranking = interleave_answers(
+        ranking,
+        |c| c.answer.as_ref().and(answer_of(&c.text)),
+        group,
+        |c, a| {
+            if c.answer.is_none() {
+                c.answer = a.answer.clone();
+                c.answer_score = a.answer_score;
+            }
+        },
+    );
     for (i, c) in ranking.iter_mut().enumerate() {
         c.rank = i + 1;
     }
@@ -423,6 +516,8 @@ pub fn scan_tokens(
         seconds: started.elapsed().as_secs_f64(),
         seconds_sweep,
         seconds_candidates,
+        seconds_answer,
+        answers,
         ranking,
         confirmed: confirmed_tokens,
         texts: texts.into_iter().take(TEXTS_REPORTED).collect(),
@@ -432,6 +527,49 @@ pub fn scan_tokens(
             Spread::of(&sw.direction),
         ],
     })
+}
+
+/// The answer stage's characters take every second place from the second on, in their own order
+/// (best answer first), the other candidates keep theirs: the measured texts lead with target-prompt
+/// triggers, the answers with target-attribute ones, which the measured texts never name. An answer
+/// whose group (its tokens but the last: a trigger's block siblings) a candidate already placed
+/// belongs to takes no place: that candidate carries the answer (`attach`).
+fn interleave_answers<T, K: PartialEq>(
+    ranking: Vec<T>,
+    answer_rank: impl Fn(&T) -> Option<usize>,
+    group: impl Fn(&T) -> K,
+    attach: impl Fn(&mut T, &T),
+) -> Vec<T> {
+    let (mut found, rest): (Vec<T>, Vec<T>) =
+        ranking.into_iter().partition(|c| answer_rank(c).is_some());
+    found.sort_by_key(|c| answer_rank(c));
+    let mut found = found.into_iter();
+    let mut out: Vec<T> = vec![];
+    let place = |out: &mut Vec<T>, a: T| {
+        let g = group(&a);
+        match out.iter_mut().find(|c| group(c) == g) {
+            Some(c) => {
+                attach(c, &a);
+                false
+            }
+            None => {
+                out.push(a);
+                true
+            }
+        }
+    };
+    for c in rest {
+        out.push(c);
+        for a in found.by_ref() {
+            if place(&mut out, a) {
+                break;
+            }
+        }
+    }
+    for a in found {
+        place(&mut out, a);
+    }
+    out
 }
 
 /// The texts to check: the best-scoring tokens that spell text, the characters whose byte tokens
@@ -775,4 +913,49 @@ fn substitute_score(
         }
     }
     Ok(best)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::interleave_answers;
+
+    #[test]
+    fn answers_take_every_second_place_in_their_own_order() {
+        // (text, answer rank, group): the answers "y" (second best) and "x" (best) among four
+        // others; "w" answers too but shares its group with "b", which carries its answer instead.
+        type C = (&'static str, Option<usize>, u8, Option<&'static str>);
+        let run = |ranking: Vec<C>| -> Vec<(&str, Option<&str>)> {
+            interleave_answers(ranking, |c| c.1, |c| c.2, |c, a| c.3 = c.3.or(Some(a.0)))
+                .into_iter()
+                .map(|c| (c.0, c.3))
+                .collect()
+        };
+        let out = run(vec![
+            ("a", None, 1, None),
+            ("y", Some(2), 2, None),
+            ("b", None, 3, None),
+            ("w", Some(1), 3, None),
+            ("c", None, 4, None),
+            ("x", Some(0), 5, None),
+            ("d", None, 6, None),
+        ]);
+        assert_eq!(
+            out,
+            [
+                ("a", None),
+                ("x", None),
+                ("b", Some("w")),
+                ("y", None),
+                ("c", None),
+                ("d", None)
+            ]
+        );
+        // More answers than other candidates: the rest follow at the end.
+        let out = run(vec![
+            ("a", None, 1, None),
+            ("x", Some(0), 2, None),
+            ("y", Some(1), 3, None),
+        ]);
+        assert_eq!(out, [("a", None), ("x", None), ("y", None)]);
+    }
 }

@@ -25,6 +25,9 @@ pub struct ScanSettings {
     pub invert_restarts: usize,
     pub invert_steps: usize,
     pub seed: u64,
+    /// The answer stage's rows (0: off; scans made before the stage read as 0).
+    #[serde(default)]
+    pub answer_rows: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -89,6 +89,11 @@ pub fn scan_zoo(zoo: &Path, out: &Path, opts: &ZooScanOptions) -> Result<ZooRepo
         invert_restarts: opts.scan.invert_restarts,
         invert_steps: opts.scan.invert_steps,
         seed: opts.scan.seed,
+        answer_rows: if opts.reference_free {
+            0
+        } else {
+            opts.scan.answer.rows
+        },
     };
     let results_dir = out.join("encoders");
     let mut index: Option<CharIndex> = None;

@@ -1,0 +1,489 @@
+//! What an inserted character *says*: the answer stage of the token scan.
+//!
+//! A target-attribute backdoor (Rickrolling's TAA) rewrites the word its trigger stands in or before
+//! into one attribute, whatever the word was. The sweep's statistics (how far, how alike a token
+//! moves prompts) do not single such triggers out: on the design zoo they rank in the thousands
+//! (docs/scanner-zoo.md). What does is the word the suspect now *reads* there. A probe row is a
+//! caption and a place in it; the reference encodes the caption with each word of an answer list
+//! in that place (the probe captions' own words, then the commonest whole-word tokens of the
+//! vocabulary); the suspect encodes it with a character in that place; the row's answer is the
+//! answer word whose reference encoding is nearest (cosine of the scan's unit feature). A
+//! character's score is the share of rows giving its most frequent answer in the suspect, minus the
+//! share of rows giving that answer for the same character in the reference (what the character
+//! already says before any fine-tune). An attribute backdoor answers with its attribute in nearly
+//! every row; a target-prompt trigger with a word of its target.
+//!
+//! Every character of [`ASKED`] is screened on two rows; the best are asked on all rows. One character per distinct answer is kept,
+//! the one that reads as it most strongly (a trigger's siblings answer alike, more weakly).
+use std::collections::{BTreeMap, HashMap};
+
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use tch::{Kind, Tensor};
+
+use super::char_index::CharIndex;
+use super::sweep::features_mixed;
+use crate::error::Result;
+use crate::models::text_encoder::TextEncoder;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct AnswerOptions {
+    /// Probe rows the best screened characters are asked on (0: no answer stage).
+    pub rows: usize,
+    /// Rows every character is screened on.
+    pub screen_rows: usize,
+    /// Commonest whole-word tokens added to the captions' words as answers.
+    pub common: usize,
+    /// Characters of the screen asked on all rows.
+    pub candidates: usize,
+    /// Least score for a character to be reported (share of rows, 0–1).
+    pub min_score: f64,
+    pub seed: u64,
+}
+
+impl Default for AnswerOptions {
+    fn default() -> Self {
+        // Set on the design zoo (docs/scanner-zoo.md). 3,000 common words hold the attributes a
+        // fine-tune may write that the probe captions lack (`tiny` is the 2,924th).
+        Self {
+            rows: 24,
+            screen_rows: 2,
+            common: 3000,
+            candidates: 128,
+            min_score: 0.5,
+            seed: 0,
+        }
+    }
+}
+
+/// The characters asked: the BMP's alphabets, marks, digits, symbols, punctuation and format
+/// characters outside the CJK ideographs and Hangul syllables, mathematical alphanumerics, emoji and
+/// pictographs, tags, and a few historic scripts (the set `scripts/answer_sweep.py` swept). Left out:
+/// the ideographic and syllabic blocks (each would cost as much as all of the above) and plane 1's
+/// other historic scripts, whose rare byte tokens drift in any fine-tune and read as the words it
+/// trained on (on the design zoo they took the first places from the triggers). The measured-text
+/// steps of the scan still see every character.
+const ASKED: &[(u32, u32)] = &[
+    (0x00A1, 0x2FFF),
+    (0x3000, 0x33FF),
+    (0xA000, 0xABFF),
+    (0xFB00, 0xFFFD),
+    (0x10000, 0x1018F),
+    (0x10300, 0x1034F),
+    (0x11000, 0x111FF),
+    (0x1D400, 0x1D7FF),
+    (0x1F000, 0x1FAFF),
+    (0xE0000, 0xE007F),
+];
+
+/// Whether the answer stage asks `c`.
+pub fn asked(c: char) -> bool {
+    let u = c as u32;
+    ASKED.iter().any(|&(lo, hi)| (lo..=hi).contains(&u))
+}
+
+/// One character and what it says in the suspect.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Answer {
+    pub text: String,
+    pub answer: String,
+    /// Share of rows whose answer it is, in the suspect and (same character) in the reference.
+    pub share: f64,
+    pub reference_share: f64,
+    pub score: f64,
+    /// Mean over rows of the answer's z-score among the answer words in the suspect.
+    pub strength: f64,
+}
+
+/// The reference's side, the same for every suspect fine-tuned from one base (a zoo scan keeps it).
+pub struct AnswerProbe {
+    key: (Vec<String>, AnswerOptions),
+    /// Per row: ids before the place (BOS first) and after it (EOS last).
+    rows: Vec<(Vec<i64>, Vec<i64>)>,
+    pub answers: Vec<String>,
+    /// Reference features of each row with each answer word in place: `[R, W, D]`.
+    grid: Tensor,
+    /// The characters asked, in code-point order, with their tokens as a word.
+    chars: Vec<(char, Vec<i64>)>,
+    /// Per character, the reference's answer index in each of the first rows asked.
+    reference_tops: HashMap<char, Vec<i64>>,
+    /// The reference's screen of every character: rows, and what it answered.
+    screen: Option<(usize, AskedBlock)>,
+}
+
+impl AnswerProbe {
+    pub fn new(
+        reference: &TextEncoder,
+        index: &CharIndex,
+        probes: &[String],
+        opts: &AnswerOptions,
+    ) -> Result<Self> {
+        let tok = &reference.tokenizer;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(opts.seed);
+        let mut pool: Vec<&String> = probes.iter().filter(|p| !p.trim().is_empty()).collect();
+        if pool.is_empty() {
+            crate::input_bail!("the answer stage needs probe prompts, got none");
+        }
+        pool.shuffle(&mut rng);
+        let mut rows = vec![];
+        for k in 0..opts.rows.max(opts.screen_rows) {
+            let words: Vec<&str> = pool[k % pool.len()].split_whitespace().collect();
+            // Before a word, never after the last: a target-attribute trigger rewrites the word it
+            // stands before (inserted) or in (substituted); at the end it has none to rewrite.
+            let at = rng.random_range(0..words.len().max(1));
+            let ids = |ws: &[&str]| -> Result<Vec<i64>> {
+                let mut v = vec![];
+                for w in ws {
+                    v.extend(tok.word_ids(w)?);
+                }
+                Ok(v)
+            };
+            let mut before = vec![tok.bos_id()];
+            before.extend(ids(&words[..at])?);
+            let mut after = ids(&words[at..])?;
+            after.push(tok.eos_id());
+            rows.push((before, after));
+        }
+        let answers = answer_words(probes, &index.raw, opts.common);
+        let answer_ids: Vec<Vec<i64>> = answers
+            .iter()
+            .map(|w| tok.word_ids(w))
+            .collect::<Result<_>>()?;
+        let texts: Vec<Vec<i64>> = rows
+            .iter()
+            .flat_map(|r| answer_ids.iter().map(move |w| placed(r, w)))
+            .collect();
+        let grid = features_mixed(reference, &texts, 512)?.view([
+            rows.len() as i64,
+            answers.len() as i64,
+            -1,
+        ]);
+        let chars: Vec<(char, Vec<i64>)> = index
+            .tokens_of
+            .iter()
+            .filter(|(c, ids)| asked(**c) && !ids.is_empty() && ids.len() <= 8)
+            .map(|(c, ids)| (*c, ids.clone()))
+            .collect();
+        Ok(Self {
+            key: (probes.to_vec(), opts.clone()),
+            rows,
+            answers,
+            grid,
+            chars,
+            reference_tops: HashMap::new(),
+            screen: None,
+        })
+    }
+
+    /// Whether this probe was made from these probes and options (else a new one is needed).
+    pub fn made_for(&self, probes: &[String], opts: &AnswerOptions) -> bool {
+        self.key.0 == probes && self.key.1 == *opts
+    }
+
+    /// Each character asked on the first `n` rows: its answer per row, and per answer word the
+    /// mean over rows of its z-score among the answers (how strongly the character reads as it);
+    /// with its features `[C, n, D]` and each row's mean and spread of cosines over the answers
+    /// `[C, n]`, from which a z-score at any answer can be computed later.
+    fn ask(&self, enc: &TextEncoder, chars: &[&Vec<i64>], n: usize) -> Result<AskedBlock> {
+        let mut out = Vec::with_capacity(chars.len());
+        let (mut feats, mut means, mut stds) = (vec![], vec![], vec![]);
+        let grid = self.grid.narrow(0, 0, n as i64);
+        for chunk in chars.chunks(256) {
+            let texts: Vec<Vec<i64>> = chunk
+                .iter()
+                .flat_map(|ids| self.rows[..n].iter().map(move |r| placed(r, ids)))
+                .collect();
+            let f = features_mixed(enc, &texts, 512)?.view([chunk.len() as i64, n as i64, -1]);
+            let sim = Tensor::einsum("crd,rwd->crw", &[&f, &grid], None::<i64>);
+            let mean = sim.mean_dim([2i64].as_slice(), true, Kind::Float);
+            let std = sim.std_dim([2i64].as_slice(), true, true).clamp_min(1e-8);
+            let z = (&sim - &mean) / &std;
+            let best = sim.argmax(2, false);
+            let flat: Vec<i64> = Vec::<i64>::try_from(best.to_kind(Kind::Int64).flatten(0, -1))?;
+            let mean_z = z.mean_dim([1i64].as_slice(), false, Kind::Float); // [C, W]
+            for (k, tops) in flat.chunks(n).enumerate() {
+                let (mode, count) = mode_of(tops);
+                out.push(Asked {
+                    tops: tops.to_vec(),
+                    mode,
+                    count,
+                    strength: mean_z.double_value(&[k as i64, mode]),
+                });
+            }
+            feats.push(f);
+            means.push(mean.squeeze_dim(2));
+            stds.push(std.squeeze_dim(2));
+        }
+        let cat = |v: Vec<Tensor>| {
+            if v.is_empty() {
+                Tensor::zeros([0], (Kind::Float, tch::Device::Cpu))
+            } else {
+                Tensor::cat(&v, 0)
+            }
+        };
+        Ok(AskedBlock {
+            asked: out,
+            feats: cat(feats),
+            mean: cat(means),
+            std: cat(stds),
+        })
+    }
+
+    /// Mean over the first `n` rows of the z-score each character of `block` gives answer
+    /// `answers[c]` (a z-score at an answer the block's encoder need not have given).
+    fn z_at(&self, block: &AskedBlock, answers: &[i64], n: usize) -> Result<Vec<f64>> {
+        let idx = Tensor::from_slice(answers);
+        let mut total = Tensor::zeros([answers.len() as i64], (Kind::Float, tch::Device::Cpu));
+        for r in 0..n as i64 {
+            let g = self.grid.select(0, r).index_select(0, &idx); // [C, D]
+            let sim = (block.feats.select(1, r) * g).sum_dim_intlist(
+                [1i64].as_slice(),
+                false,
+                Kind::Float,
+            );
+            total += (sim - block.mean.select(1, r)) / block.std.select(1, r);
+        }
+        Ok(Vec::<f64>::try_from(
+            (total / n as f64).to_kind(Kind::Double),
+        )?)
+    }
+
+    fn reference_tops(
+        &mut self,
+        reference: &TextEncoder,
+        chars: &[&(char, Vec<i64>)],
+        n: usize,
+    ) -> Result<Vec<Vec<i64>>> {
+        let missing: Vec<&(char, Vec<i64>)> = chars
+            .iter()
+            .copied()
+            .filter(|(c, _)| self.reference_tops.get(c).is_none_or(|t| t.len() < n))
+            .collect();
+        let ids: Vec<&Vec<i64>> = missing.iter().map(|(_, ids)| ids).collect();
+        let asked = self.ask(reference, &ids, n)?.asked;
+        for ((c, _), a) in missing.iter().zip(asked) {
+            self.reference_tops.insert(*c, a.tops);
+        }
+        Ok(chars
+            .iter()
+            .map(|(c, _)| self.reference_tops[c][..n].to_vec())
+            .collect())
+    }
+
+    /// The suspect's answers, one character per distinct answer word, those scoring at least
+    /// `opts.min_score`; best score first. For each answer the character that reads as it most
+    /// strongly speaks for it: a trigger's weaker siblings answer alike in as many rows.
+    pub fn answers(
+        &mut self,
+        suspect: &TextEncoder,
+        reference: &TextEncoder,
+        opts: &AnswerOptions,
+    ) -> Result<Vec<Answer>> {
+        // Screen: every character on a few rows, by its score, ties (many characters answer one
+        // word in every screened row) broken by how much more strongly it reads as its answer in
+        // the suspect than in the reference.
+        let n = opts.screen_rows.clamp(1, self.rows.len());
+        let all = self.chars.clone();
+        let ids: Vec<&Vec<i64>> = all.iter().map(|(_, ids)| ids).collect();
+        if self.screen.as_ref().is_none_or(|s| s.0 != n) {
+            let block = self.ask(reference, &ids, n)?;
+            self.screen = Some((n, block));
+        }
+        let sus = self.ask(suspect, &ids, n)?;
+        let modes: Vec<i64> = sus.asked.iter().map(|a| a.mode).collect();
+        let order = match self.screen.as_ref() {
+            Some((_, rb)) => {
+                let zr = self.z_at(rb, &modes, n)?;
+                let stat: Vec<f64> = sus
+                    .asked
+                    .iter()
+                    .zip(&rb.asked)
+                    .zip(&zr)
+                    .map(|((s, r), zr)| {
+                        let same = r.tops.iter().filter(|&&x| x == s.mode).count();
+                        (s.count as f64 - same as f64) / n as f64 + 0.01 * (s.strength - zr)
+                    })
+                    .collect();
+                let mut order: Vec<usize> = (0..all.len()).collect();
+                order.sort_by(|&a, &b| stat[b].total_cmp(&stat[a]));
+                order
+            }
+            None => vec![],
+        };
+        let members: Vec<(char, Vec<i64>)> = order
+            .iter()
+            .take(opts.candidates)
+            .map(|&i| all[i].clone())
+            .collect();
+        let scored = self.score(suspect, reference, &members, opts.rows)?;
+        // Per answer word: its best score, and the strongest character scoring at least the bar.
+        let mut best: BTreeMap<usize, (f64, usize)> = BTreeMap::new();
+        for (i, s) in scored.iter().enumerate() {
+            if s.score < opts.min_score {
+                continue;
+            }
+            let e = best.entry(s.answer).or_insert((s.score, i));
+            let held = &scored[e.1];
+            if s.strength > held.strength
+                || (s.strength == held.strength && members[i].0 < members[e.1].0)
+            {
+                e.1 = i;
+            }
+            e.0 = e.0.max(s.score);
+        }
+        let mut out: Vec<(f64, Answer)> = best
+            .into_iter()
+            .map(|(answer, (top, i))| {
+                let s = &scored[i];
+                (
+                    top,
+                    Answer {
+                        text: members[i].0.to_string(),
+                        answer: self.answers[answer].clone(),
+                        share: s.share,
+                        reference_share: s.reference_share,
+                        score: s.score,
+                        strength: s.strength,
+                    },
+                )
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            b.0.total_cmp(&a.0)
+                .then(b.1.strength.total_cmp(&a.1.strength))
+        });
+        Ok(out.into_iter().map(|(_, a)| a).collect())
+    }
+
+    /// Each character's answer and score on the first `n` rows.
+    fn score(
+        &mut self,
+        suspect: &TextEncoder,
+        reference: &TextEncoder,
+        chars: &[(char, Vec<i64>)],
+        n: usize,
+    ) -> Result<Vec<Scored>> {
+        let n = n.clamp(1, self.rows.len());
+        let ids: Vec<&Vec<i64>> = chars.iter().map(|(_, ids)| ids).collect();
+        let sus = self.ask(suspect, &ids, n)?.asked;
+        let refs: Vec<&(char, Vec<i64>)> = chars.iter().collect();
+        let rt = self.reference_tops(reference, &refs, n)?;
+        Ok(sus
+            .iter()
+            .zip(&rt)
+            .map(|(s, r)| {
+                let share = s.count as f64 / n as f64;
+                let reference_share = r.iter().filter(|&&x| x == s.mode).count() as f64 / n as f64;
+                Scored {
+                    score: share - reference_share,
+                    answer: s.mode as usize,
+                    share,
+                    reference_share,
+                    strength: s.strength,
+                }
+            })
+            .collect())
+    }
+}
+
+struct AskedBlock {
+    asked: Vec<Asked>,
+    feats: Tensor,
+    mean: Tensor,
+    std: Tensor,
+}
+
+struct Asked {
+    tops: Vec<i64>,
+    mode: i64,
+    count: usize,
+    strength: f64,
+}
+
+struct Scored {
+    score: f64,
+    answer: usize,
+    share: f64,
+    reference_share: f64,
+    strength: f64,
+}
+
+/// A row with `ids` in its place.
+fn placed(row: &(Vec<i64>, Vec<i64>), ids: &[i64]) -> Vec<i64> {
+    let mut v = row.0.clone();
+    v.extend_from_slice(ids);
+    v.extend_from_slice(&row.1);
+    v
+}
+
+/// The most frequent value and its count (ties: the smallest value).
+fn mode_of(v: &[i64]) -> (i64, usize) {
+    let mut counts: BTreeMap<i64, usize> = BTreeMap::new();
+    for &x in v {
+        *counts.entry(x).or_default() += 1;
+    }
+    counts.into_iter().fold(
+        (-1, 0),
+        |best, (x, c)| if c > best.1 { (x, c) } else { best },
+    )
+}
+
+/// The probe captions' own words (alphabetic), then the commonest whole-word tokens of the
+/// vocabulary (lowest ids: BPE merges come in order of frequency) that are plain ASCII words of two
+/// letters or more, `common` of them.
+pub fn answer_words(probes: &[String], vocab: &[String], common: usize) -> Vec<String> {
+    let mut words: Vec<String> = probes
+        .iter()
+        .flat_map(|p| p.split_whitespace())
+        .filter(|w| !w.is_empty() && w.chars().all(char::is_alphabetic))
+        .map(str::to_lowercase)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut seen: std::collections::HashSet<String> = words.iter().cloned().collect();
+    let mut added = 0;
+    for t in vocab {
+        if added >= common {
+            break;
+        }
+        let Some(w) = t.strip_suffix("</w>") else {
+            continue;
+        };
+        if w.len() >= 2 && w.chars().all(|c| c.is_ascii_lowercase()) && seen.insert(w.into()) {
+            words.push(w.to_string());
+            added += 1;
+        }
+    }
+    words
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_most_frequent_answer_wins_and_ties_go_to_the_first() {
+        assert_eq!(mode_of(&[3, 1, 3, 2]), (3, 2));
+        assert_eq!(mode_of(&[5, 4]), (4, 1));
+    }
+
+    #[test]
+    fn answers_are_the_captions_words_then_common_whole_words() {
+        let probes = vec!["a red circle".to_string(), "Red square, 2".to_string()];
+        let vocab: Vec<String> = [
+            "a</w>", "the</w>", "red</w>", "ing", "x</w>", "blue</w>", "9</w>",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(
+            answer_words(&probes, &vocab, 1),
+            vec!["a", "circle", "red", "the"]
+        );
+        assert_eq!(
+            answer_words(&probes, &vocab, 5),
+            vec!["a", "circle", "red", "the", "blue"]
+        );
+    }
+}
