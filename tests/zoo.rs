@@ -85,21 +85,28 @@ fn scan_args<'a>(zoo: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
 
 /// `scan-encoder --method tokens` of `suspect` against the shapes base, probed with the zoo captions.
 fn scan_tokens(suspect: &Path, out: &Path) {
-    run(&[
+    scan_tokens_with(suspect, out, &[]);
+}
+
+fn scan_tokens_with(suspect: &Path, out: &Path, extra: &[&str]) {
+    let (base, captions) = (base(), captions());
+    let mut args = vec![
         "scan-encoder",
         "--method",
         "tokens",
         "--suspect",
         common::s(suspect),
         "--reference",
-        common::s(&base()),
+        common::s(&base),
         "--prompts",
-        common::s(&captions()),
+        common::s(&captions),
         "--device",
         "cpu",
         "--out",
         common::s(out),
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    run(&args);
 }
 
 fn json(p: &Path) -> Value {
@@ -536,23 +543,7 @@ fn token_scan_reads_the_attribute_an_attribute_trigger_writes() {
     );
     // Without the answer stage the report has no answers.
     let off = t.path().join("attribute_off.json");
-    run(&[
-        "scan-encoder",
-        "--method",
-        "tokens",
-        "--suspect",
-        common::s(&run_dir),
-        "--reference",
-        common::s(&base()),
-        "--prompts",
-        common::s(&captions()),
-        "--answer-rows",
-        "0",
-        "--device",
-        "cpu",
-        "--out",
-        common::s(&off),
-    ]);
+    scan_tokens_with(&run_dir, &off, &["--answer-rows", "0"]);
     assert_eq!(json(&off)["report"]["answers"], serde_json::json!([]));
 }
 

@@ -206,7 +206,7 @@ fn run_token_scan(
     opts.threshold = a.threshold;
     opts.answer.rows = a.answer_rows;
     let index = CharIndex::new(&suspect.tokenizer)?;
-    let mut cache = crate::scan::sweep::ReferenceCache::default();
+    let mut cache = crate::scan::token_scan::ScanCache::default();
     let report = scan_tokens(suspect, reference, &mut cache, &index, &opts)?;
     eprintln!(
         "scan-encoder --method tokens: {suspect_arg}: score {:.2} ({}; threshold {:.2}, {}), {:.1} s",

@@ -6,7 +6,8 @@
 //! [`defense`] measures prompt sanitisation and homoglyph unlearning on trained runs; [`shift`] how
 //! far a look-alike substitution moves an encoder's embedding. [`token_scan`] is the token-level
 //! scan: a vocabulary [`sweep`], characters rebuilt from byte tokens ([`char_index`]), gradient
-//! [`invert`]ion, and checks of each candidate inserted and substituted.
+//! [`invert`]ion, checks of each candidate inserted and substituted, and [`answer`]s: what each
+//! inserted character makes the suspect read.
 pub mod answer;
 pub mod candidates;
 pub mod char_index;

@@ -148,8 +148,6 @@ pub fn special(enc: &TextEncoder) -> Vec<i64> {
 #[derive(Default)]
 pub struct ReferenceCache {
     slots: std::collections::HashMap<(Vec<i64>, usize), (Tensor, Tensor)>,
-    /// The answer stage's reference side ([`answer`](super::answer)).
-    pub answer: Option<super::answer::AnswerProbe>,
 }
 
 /// Unit features of id rows of any lengths, in the order of `rows` (each length encoded as one

@@ -6,7 +6,10 @@
 //!    Cyrillic letter is two tokens, neither a character), and the tokens nearest to inverted
 //!    trigger embeddings ([`invert`](super::invert));
 //! 3. each candidate is checked as text: inserted as a word, and substituted for a letter (its Latin
-//!    look-alike, else each of e, a, o, i), scored like the sweep and on the sweep's null scale.
+//!    look-alike, else each of e, a, o, i), scored like the sweep and on the sweep's null scale;
+//! 4. with a reference, what each character *reads as* ([`answer`](super::answer)): the characters
+//!    that make the suspect read one word wherever they are inserted (a target-attribute trigger
+//!    reads as its attribute) take every second place of the ranking.
 //!
 //! The encoder's score is the best candidate's; the ranking lists the candidates.
 use std::collections::BTreeSet;
@@ -205,11 +208,19 @@ struct Pending {
     in_probes: bool,
 }
 
-/// Scan `suspect`; `cache` keeps the reference's sweep for the next suspect (a zoo scan).
+/// What a zoo scan keeps from one suspect to the next: the reference's side of the sweep and of the
+/// answer stage (every encoder of a zoo has the same base).
+#[derive(Default)]
+pub struct ScanCache {
+    pub sweep: ReferenceCache,
+    pub answer: Option<super::answer::AnswerProbe>,
+}
+
+/// Scan `suspect`; `cache` keeps the reference's side for the next suspect (a zoo scan).
 pub fn scan_tokens(
     suspect: &TextEncoder,
     reference: Option<&TextEncoder>,
-    cache: &mut ReferenceCache,
+    cache: &mut ScanCache,
     index: &CharIndex,
     opts: &TokenScanOptions,
 ) -> Result<TokenScanReport> {
@@ -247,7 +258,7 @@ pub fn scan_tokens(
     let sw = sweep(
         suspect,
         reference,
-        cache,
+        &mut cache.sweep,
         &contexts,
         opts.batch,
         &mut |done, _| task.set_position(done as u64),

@@ -17,8 +17,7 @@ use crate::input_bail;
 use crate::io::atomic::write_json;
 use crate::models::text_encoder::TextEncoder;
 use crate::scan::char_index::CharIndex;
-use crate::scan::sweep::ReferenceCache;
-use crate::scan::token_scan::{scan_tokens, TokenScanOptions, TokenScanReport};
+use crate::scan::token_scan::{scan_tokens, ScanCache, TokenScanOptions, TokenScanReport};
 
 pub struct ZooScanOptions {
     pub reference_free: bool,
@@ -97,7 +96,7 @@ pub fn scan_zoo(zoo: &Path, out: &Path, opts: &ZooScanOptions) -> Result<ZooRepo
     };
     let results_dir = out.join("encoders");
     let mut index: Option<CharIndex> = None;
-    let mut cache = ReferenceCache::default();
+    let mut cache = ScanCache::default();
     let mut scans = vec![];
     let task = crate::progress::task("zoo scan", ids.len() as u64);
     for id in &ids {
