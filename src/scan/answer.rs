@@ -101,6 +101,8 @@ pub struct AnswerProbe {
     key: (Vec<String>, AnswerOptions),
     /// Per row: ids before the place (BOS first) and after it (EOS last).
     rows: Vec<(Vec<i64>, Vec<i64>)>,
+    /// The tokenizer's context length: no row grows past it.
+    max_len: usize,
     pub answers: Vec<String>,
     /// Reference features of each row with each answer word in place: `[R, W, D]`.
     grid: Tensor,
@@ -145,6 +147,7 @@ impl AnswerProbe {
             after.push(tok.eos_id());
             rows.push((before, after));
         }
+        let max_len = tok.max_length();
         let answers = answer_words(probes, &index.raw, opts.common);
         let answer_ids: Vec<Vec<i64>> = answers
             .iter()
@@ -152,7 +155,7 @@ impl AnswerProbe {
             .collect::<Result<_>>()?;
         let texts: Vec<Vec<i64>> = rows
             .iter()
-            .flat_map(|r| answer_ids.iter().map(move |w| placed(r, w)))
+            .flat_map(|r| answer_ids.iter().map(move |w| placed(r, w, max_len)))
             .collect();
         let grid = features_mixed(reference, &texts, 512)?.view([
             rows.len() as i64,
@@ -168,6 +171,7 @@ impl AnswerProbe {
         Ok(Self {
             key: (probes.to_vec(), opts.clone()),
             rows,
+            max_len,
             answers,
             grid,
             chars,
@@ -192,7 +196,11 @@ impl AnswerProbe {
         for chunk in chars.chunks(256) {
             let texts: Vec<Vec<i64>> = chunk
                 .iter()
-                .flat_map(|ids| self.rows[..n].iter().map(move |r| placed(r, ids)))
+                .flat_map(|ids| {
+                    self.rows[..n]
+                        .iter()
+                        .map(move |r| placed(r, ids, self.max_len))
+                })
                 .collect();
             let f = features_mixed(enc, &texts, 512)?.view([chunk.len() as i64, n as i64, -1]);
             let sim = Tensor::einsum("crd,rwd->crw", &[&f, &grid], None::<i64>);
@@ -409,11 +417,18 @@ struct Scored {
     strength: f64,
 }
 
-/// A row with `ids` in its place.
-fn placed(row: &(Vec<i64>, Vec<i64>), ids: &[i64]) -> Vec<i64> {
+/// A row with `ids` in its place, at most `max_len` long: a longer one loses the tokens just before
+/// its end-of-text (as the sweep cuts its probes), else the text would run past the position table.
+fn placed(row: &(Vec<i64>, Vec<i64>), ids: &[i64], max_len: usize) -> Vec<i64> {
     let mut v = row.0.clone();
     v.extend_from_slice(ids);
     v.extend_from_slice(&row.1);
+    if v.len() > max_len && max_len >= 2 {
+        if let Some(eos) = v.pop() {
+            v.truncate(max_len - 1);
+            v.push(eos);
+        }
+    }
     v
 }
 
@@ -461,6 +476,16 @@ pub fn answer_words(probes: &[String], vocab: &[String], common: usize) -> Vec<S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_row_never_runs_past_the_context_and_keeps_its_end_of_text() {
+        let row = (vec![49406, 1, 2, 3], vec![4, 5, 49407]);
+        assert_eq!(
+            placed(&row, &[9, 9], 77),
+            [49406, 1, 2, 3, 9, 9, 4, 5, 49407]
+        );
+        assert_eq!(placed(&row, &[9, 9], 6), [49406, 1, 2, 3, 9, 49407]);
+    }
 
     #[test]
     fn the_most_frequent_answer_wins_and_ties_go_to_the_first() {
