@@ -288,6 +288,11 @@ impl AnswerProbe {
         reference: &TextEncoder,
         opts: &AnswerOptions,
     ) -> Result<Vec<Answer>> {
+        // A vocabulary without any character of the asked blocks, or no answer words: nothing
+        // to ask (and no empty tensors to index).
+        if self.chars.is_empty() || self.answers.is_empty() {
+            return Ok(vec![]);
+        }
         // Screen: every character on a few rows, by its score, ties (many characters answer one
         // word in every screened row) broken by how much more strongly it reads as its answer in
         // the suspect than in the reference.
