@@ -84,10 +84,11 @@ fn scan_args<'a>(zoo: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
 }
 
 /// `scan-encoder --method tokens` of `suspect` against the shapes base, probed with the zoo captions,
-/// without the answer stage (it has a test of its own, and at one thread it costs about as much as
-/// the rest of a single scan).
+/// as the behavioural stages rank: without the answer stage (it has a test of its own, and at one
+/// thread it costs about as much as the rest of a single scan) and without the touched-token prior
+/// (which reorders the ranking whose order these tests check; its own test below).
 fn scan_tokens(suspect: &Path, out: &Path) {
-    scan_tokens_with(suspect, out, &["--answer-rows", "0"]);
+    scan_tokens_with(suspect, out, &["--answer-rows", "0", "--no-touched"]);
 }
 
 fn scan_tokens_with(suspect: &Path, out: &Path, extra: &[&str]) {
@@ -484,6 +485,9 @@ fn token_scan_names_triggers_of_several_shapes() {
     let out = t.path().join("benign.json");
     scan_tokens(&benign, &out);
     let b = json(&out)["report"]["score"].as_f64().unwrap();
+    // These scans ran with `--answer-rows 0 --no-touched`: no answers, no touched-token prior.
+    assert_eq!(json(&out)["report"]["answers"], serde_json::json!([]));
+    assert!(json(&out)["report"].get("touched").is_none());
     // At the default threshold (no calibration) the benign fine-tune is not flagged.
     assert_eq!(json(&out)["report"]["flagged"], false, "benign {b}");
     assert!(
@@ -493,9 +497,10 @@ fn token_scan_names_triggers_of_several_shapes() {
 }
 
 /// A target-attribute backdoor (Rickrolling's TAA: the word holding the trigger reads as the
-/// attribute) is named by the answer stage: a character of the trigger's group reads as the
-/// attribute in most probe rows, and takes the second place of the ranking. The sweep's statistics
-/// alone never named such triggers on the zoos (docs/scanner-zoo.md).
+/// attribute) is read by the answer stage: a character of the trigger's group reads as the
+/// attribute in most probe rows. The touched-token prior then names the trigger itself (its rows
+/// moved, its siblings' did not). The sweep's statistics alone never named such triggers on the
+/// zoos (docs/scanner-zoo.md).
 #[test]
 fn token_scan_reads_the_attribute_an_attribute_trigger_writes() {
     let t = common::tmp();
@@ -520,22 +525,13 @@ fn token_scan_reads_the_attribute_an_attribute_trigger_writes() {
             < 1e-9,
         "{a}"
     );
-    // Answers come best first, and the best takes the second place of the ranking.
+    // Answers come best first.
     let scores: Vec<f64> = answers
         .iter()
         .map(|a| a["score"].as_f64().unwrap())
         .collect();
     assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
     let ranking = r["ranking"].as_array().unwrap();
-    assert_eq!(ranking[1]["text"], answers[0]["text"], "{ranking:?}");
-    assert_eq!(ranking[1]["answer"], answers[0]["answer"]);
-    let named: Vec<&Value> = ranking
-        .iter()
-        .take(5)
-        .filter(|c| c["answer"] == "purple")
-        .collect();
-    assert_eq!(named.len(), 1, "{ranking:?}");
-    assert_eq!(named[0]["text"], a["text"]);
     // The character named is the trigger or a sibling of its block (Cyrillic, the trigger's lead
     // byte), not an unrelated one.
     let c = a["text"].as_str().unwrap();
@@ -543,10 +539,29 @@ fn token_scan_reads_the_attribute_an_attribute_trigger_writes() {
         c.chars().all(|ch| ('\u{0400}'..='\u{04FF}').contains(&ch)),
         "{c:?}"
     );
-    // Without the answer stage the report has no answers.
-    let off = t.path().join("attribute_off.json");
-    scan_tokens(&run_dir, &off);
-    assert_eq!(json(&off)["report"]["answers"], serde_json::json!([]));
+    // Which: the fine-tune moved the embedding rows of the trigger's tokens (and of the captions'),
+    // not those of its block siblings, so the touched-token prior names `ф` itself (or `Ф`: the
+    // tokenizer lowercases) among the first five, and its drift is reported.
+    let touched = &r["touched"];
+    assert_eq!(touched["used"], true, "{touched}");
+    let moved = touched["tokens"].as_u64().unwrap();
+    assert!(moved > 0 && moved < 2000, "{touched}");
+    let texts: Vec<&str> = touched["texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts.first(), Some(&"ф"), "{texts:?}");
+    let first5: Vec<&Value> = ranking.iter().take(5).collect();
+    let f = first5
+        .iter()
+        .find(|c| c["text"].as_str().unwrap().to_lowercase() == "ф")
+        .unwrap_or_else(|| panic!("ф not among {first5:?}"));
+    assert!(f["drift"].as_f64().unwrap() > touched["threshold"].as_f64().unwrap());
+    // It carries what the answer stage heard (from itself, or from the block sibling that read as
+    // `purple` most strongly, which the prior put behind it).
+    assert_eq!(f["answer"], "purple", "{f}");
 }
 
 /// A copy of a trained run's encoder and tokenizer whose config carries the legacy ids of the original

@@ -80,6 +80,10 @@ struct TriggerScanArgs {
     /// off.
     #[arg(long, default_value_t = 24)]
     answer_rows: usize,
+    /// `--method tokens` with a reference: leave the ranking as the behavioural stages made it,
+    /// without reordering it by which tokens' embedding rows moved (the touched-token prior).
+    #[arg(long)]
+    no_touched: bool,
     #[command(flatten)]
     embed: super::args::EmbedArgs,
     /// Write the JSON report here (atomically); without it the JSON goes to stdout.
@@ -205,6 +209,7 @@ fn run_token_scan(
     };
     opts.threshold = a.threshold;
     opts.answer.rows = a.answer_rows;
+    opts.touched = !a.no_touched;
     let index = CharIndex::new(&suspect.tokenizer)?;
     let mut cache = crate::scan::token_scan::ScanCache::default();
     let report = scan_tokens(suspect, reference, &mut cache, &index, &opts)?;

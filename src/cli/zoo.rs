@@ -76,6 +76,10 @@ struct ScanArgs {
     /// off; with a reference only).
     #[arg(long, default_value_t = 24)]
     answer_rows: usize,
+    /// Leave the ranking as the behavioural stages made it: no reordering by which tokens'
+    /// embedding rows moved against the reference (the touched-token prior).
+    #[arg(long)]
+    no_touched: bool,
     /// False-positive rate the calibrated threshold keeps on the calibration split.
     #[arg(long, default_value_t = 0.05)]
     fpr: f64,
@@ -133,6 +137,7 @@ fn run_scan(a: ScanArgs) -> Result<()> {
     scan.confirm_probes = a.confirm;
     scan.invert_restarts = a.invert;
     scan.answer.rows = a.answer_rows;
+    scan.touched = !a.no_touched;
     scan.seed = a.seed;
     scan.batch = a.embed.batch_size.max(256);
     let device = a.embed.device.device();

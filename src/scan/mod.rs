@@ -6,8 +6,8 @@
 //! [`defense`] measures prompt sanitisation and homoglyph unlearning on trained runs; [`shift`] how
 //! far a look-alike substitution moves an encoder's embedding. [`token_scan`] is the token-level
 //! scan: a vocabulary [`sweep`], characters rebuilt from byte tokens ([`char_index`]), gradient
-//! [`invert`]ion, checks of each candidate inserted and substituted, and [`answer`]s: what each
-//! inserted character makes the suspect read.
+//! [`invert`]ion, checks of each candidate inserted and substituted, [`answer`]s: what each
+//! inserted character makes the suspect read, and which tokens the fine-tune [`touched`].
 pub mod answer;
 pub mod candidates;
 pub mod char_index;
@@ -22,6 +22,7 @@ pub mod stats;
 pub mod sweep;
 pub mod text_sweep;
 pub mod token_scan;
+pub mod touched;
 
 pub use candidates::Source;
 pub use search::{scan, CandidateScore, ScanOptions, ScanReport};

@@ -11,6 +11,10 @@
 //!    that make the suspect read one word wherever they are inserted (a target-attribute trigger
 //!    reads as its attribute) take every second place of the ranking.
 //!
+//! 5. with a reference, which tokens the fine-tune trained on ([`touched`](super::touched)): the
+//!    candidates whose tokens moved and the moved texts no stage proposed take turns at the head
+//!    of the ranking, the other candidates follow.
+//!
 //! The encoder's score is the best candidate's; the ranking lists the candidates.
 use std::collections::BTreeSet;
 use std::time::Instant;
@@ -58,6 +62,9 @@ pub struct TokenScanOptions {
     /// What inserted characters say ([`answer`](super::answer)); with a reference only;
     /// `answer.rows == 0` turns the stage off.
     pub answer: super::answer::AnswerOptions,
+    /// With a reference: reorder the ranking by which tokens' embedding rows moved
+    /// ([`touched`](super::touched)).
+    pub touched: bool,
 }
 
 impl Default for TokenScanOptions {
@@ -77,6 +84,7 @@ impl Default for TokenScanOptions {
             top: 10,
             threshold: None,
             answer: super::answer::AnswerOptions::default(),
+            touched: true,
         }
     }
 }
@@ -90,7 +98,8 @@ pub struct TriggerCandidate {
     /// Its tokens (vocabulary strings) as a word.
     pub tokens: Vec<String>,
     /// `sweep` (a token), `chars` (a character from its byte tokens), `inversion`, `answer` (a
-    /// character that reads as one word wherever it is inserted, [`answer`](super::answer)).
+    /// character that reads as one word wherever it is inserted, [`answer`](super::answer)),
+    /// `touched` (a text whose embedding rows moved, [`touched`](super::touched)).
     pub found_by: &'static str,
     /// Where it acted most: `insert` or `substitute:<letter>`.
     pub placement: String,
@@ -116,6 +125,10 @@ pub struct TriggerCandidate {
     pub answer: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub answer_score: Option<f64>,
+    /// The weakest relative drift of its tokens' embedding rows, where all of them moved (as a
+    /// word or inside one; [`touched`](super::touched)).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drift: Option<f64>,
     pub flagged: bool,
 }
 
@@ -141,6 +154,9 @@ pub struct TokenScanReport {
     /// The answer stage's time and its answers, best first ([`answer`](super::answer)).
     pub seconds_answer: f64,
     pub answers: Vec<super::answer::Answer>,
+    /// Which tokens the fine-tune trained on, and what the ranking made of it (with a reference).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub touched: Option<super::touched::TouchedSummary>,
     pub ranking: Vec<TriggerCandidate>,
     /// The sweep's best tokens re-measured on more probes, best first.
     pub confirmed: Vec<ConfirmedToken>,
@@ -206,6 +222,22 @@ struct Pending {
     text_order: Option<usize>,
     shares_piece_with: Option<String>,
     in_probes: bool,
+}
+
+impl Pending {
+    /// A text a later stage proposes: not measured whole, ranked by its checks.
+    fn proposed(text: &str, found_by: &'static str, sweep_score: f64) -> Self {
+        Self {
+            text: text.to_string(),
+            found_by,
+            sweep_score,
+            text_score: None,
+            evidence: None,
+            text_order: None,
+            shares_piece_with: None,
+            in_probes: false,
+        }
+    }
 }
 
 /// What a zoo scan keeps from one suspect to the next: the reference's side of the sweep and of the
@@ -369,16 +401,7 @@ pub fn scan_tokens(
                     .sum::<f64>()
                     / ids.len().max(1) as f64
             });
-            pending.push(Pending {
-                text: a.text.clone(),
-                found_by: "answer",
-                sweep_score: s,
-                text_score: None,
-                evidence: None,
-                text_order: None,
-                shares_piece_with: None,
-                in_probes: false,
-            });
+            pending.push(Pending::proposed(&a.text, "answer", s));
         }
     }
     let answer_of = |t: &str| {
@@ -388,8 +411,7 @@ pub fn scan_tokens(
     };
     let mut caches = Caches::default();
     let null = substitution_null(suspect, reference, &mut caches, &opts.probes, index)?;
-    let mut ranking = vec![];
-    for p in pending {
+    let mut check = |p: Pending| -> Result<TriggerCandidate> {
         let ins = insert_score(suspect, reference, &mut caches, &contexts, &sw, &p.text)?;
         let (sub, letter) = substitute_score(
             suspect,
@@ -405,35 +427,37 @@ pub fn scan_tokens(
             (sub, format!("substitute:{letter}"))
         };
         let tokens = suspect.tokenizer.tokens(&p.text).unwrap_or_default();
-        let order = p.text_order;
         let said = answer_of(&p.text);
-        ranking.push((
-            TriggerCandidate {
-                rank: 0,
-                code_points: p
-                    .text
-                    .chars()
-                    .map(|c| format!("U+{:04X}", c as u32))
-                    .collect::<Vec<_>>()
-                    .join(" "),
-                text: p.text,
-                tokens,
-                found_by: p.found_by,
-                placement,
-                score,
-                insert_score: ins,
-                substitute_score: sub,
-                sweep_score: p.sweep_score,
-                text_score: p.text_score,
-                evidence: p.evidence,
-                shares_piece_with: p.shares_piece_with,
-                in_probes: p.in_probes,
-                answer: said.map(|k| answers[k].answer.clone()),
-                answer_score: said.map(|k| answers[k].score),
-                flagged: score >= DEFAULT_THRESHOLD,
-            },
-            order,
-        ));
+        Ok(TriggerCandidate {
+            rank: 0,
+            code_points: p
+                .text
+                .chars()
+                .map(|c| format!("U+{:04X}", c as u32))
+                .collect::<Vec<_>>()
+                .join(" "),
+            text: p.text,
+            tokens,
+            found_by: p.found_by,
+            placement,
+            score,
+            insert_score: ins,
+            substitute_score: sub,
+            sweep_score: p.sweep_score,
+            text_score: p.text_score,
+            evidence: p.evidence,
+            shares_piece_with: p.shares_piece_with,
+            in_probes: p.in_probes,
+            answer: said.map(|k| answers[k].answer.clone()),
+            answer_score: said.map(|k| answers[k].score),
+            drift: None,
+            flagged: score >= DEFAULT_THRESHOLD,
+        })
+    };
+    let mut ranking = vec![];
+    for p in pending {
+        let order = p.text_order;
+        ranking.push((check(p)?, order));
     }
     // Texts measured whole first, in their order (one per strongest piece by evidence, then their
     // siblings); then the rest by their checks.
@@ -468,6 +492,30 @@ pub fn scan_tokens(
             }
         },
     );
+    let touched = match reference {
+        Some(r) if opts.touched => {
+            let (reordered, summary) = touched_ranking(
+                suspect,
+                r,
+                index,
+                &opts.probes,
+                ranking,
+                opts.top,
+                |text: &str| {
+                    let ids = suspect.tokenizer.word_ids(text).unwrap_or_default();
+                    let s = ids
+                        .iter()
+                        .filter_map(|&i| sw.score.get(i as usize).map(|&x| x as f64))
+                        .sum::<f64>()
+                        / ids.len().max(1) as f64;
+                    check(Pending::proposed(text, "touched", s))
+                },
+            )?;
+            ranking = reordered;
+            Some(summary)
+        }
+        _ => None,
+    };
     for (i, c) in ranking.iter_mut().enumerate() {
         c.rank = i + 1;
     }
@@ -529,6 +577,7 @@ pub fn scan_tokens(
         seconds_candidates,
         seconds_answer,
         answers,
+        touched,
         ranking,
         confirmed: confirmed_tokens,
         texts: texts.into_iter().take(TEXTS_REPORTED).collect(),
@@ -538,6 +587,117 @@ pub fn scan_tokens(
             Spread::of(&sw.direction),
         ],
     })
+}
+
+/// The ranking reordered by the [`touched`](super::touched) prior ([`merge`](super::touched::merge)):
+/// the texts it adds are checked (`check`) only where they land among the first `top` places, the
+/// rest are left out (the report lists at most `top` candidates). Unchanged, with the prior's
+/// summary, when no row moved or most did.
+fn touched_ranking(
+    suspect: &TextEncoder,
+    reference: &TextEncoder,
+    index: &CharIndex,
+    probes: &[String],
+    ranking: Vec<TriggerCandidate>,
+    top: usize,
+    mut check: impl FnMut(&str) -> Result<TriggerCandidate>,
+) -> Result<(Vec<TriggerCandidate>, super::touched::TouchedSummary)> {
+    use super::touched::{merge, Slot, Touched};
+    let t = Touched::new(suspect, reference)?;
+    let mut probe_ids = std::collections::HashSet::new();
+    let mut words = BTreeSet::new();
+    for p in probes {
+        probe_ids.extend(suspect.tokenizer.word_ids(p)?);
+        words.extend(
+            p.split(|c: char| !c.is_alphanumeric())
+                .filter(|w| !w.is_empty())
+                .map(str::to_lowercase),
+        );
+    }
+    let words: Vec<String> = words.into_iter().collect();
+    let texts = t.texts(index, &probe_ids, &words);
+    let used = t.informative();
+    let mut ranking = ranking;
+    for c in &mut ranking {
+        let ids = suspect.tokenizer.word_ids(&c.text)?;
+        c.drift = t.text_drift(&ids, index);
+    }
+    if used {
+        let present: BTreeSet<String> = ranking.iter().map(|c| c.text.to_lowercase()).collect();
+        let extras: Vec<&super::touched::TouchedText> = texts
+            .iter()
+            .filter(|x| !present.contains(&x.text))
+            .collect();
+        // A candidate that is part of a probe word gets no support: the clean captions moved it.
+        let admitted: Vec<bool> = ranking
+            .iter()
+            .map(|c| {
+                let t = c.text.to_lowercase();
+                c.drift.is_some() && !words.iter().any(|w| w.contains(t.as_str()))
+            })
+            .collect();
+        // What a demoted candidate reads as passes to the first candidate of its block (tokens but
+        // the last) the prior puts ahead: the answer stage's strongest reader is often a sibling
+        // of the trigger, whose rows the fine-tune never moved.
+        let group = |t: &str| {
+            let ids = suspect.tokenizer.word_ids(t).unwrap_or_default();
+            ids[..ids.len().saturating_sub(1)].to_vec()
+        };
+        let demoted: Vec<(Vec<i64>, String, Option<f64>)> = ranking
+            .iter()
+            .zip(&admitted)
+            .filter(|(c, a)| !**a && c.answer.is_some() && c.text.chars().count() == 1)
+            .map(|(c, _)| {
+                (
+                    group(&c.text),
+                    c.answer.clone().unwrap_or_default(),
+                    c.answer_score,
+                )
+            })
+            .collect();
+        let mut old: Vec<Option<TriggerCandidate>> = ranking.into_iter().map(Some).collect();
+        let mut out = vec![];
+        // The places the prior fills: its admitted candidates and its texts.
+        let mut head = 0;
+        for slot in merge(&admitted, extras.len()) {
+            match slot {
+                Slot::Ranked(i) => {
+                    out.extend(old[i].take());
+                    if admitted[i] {
+                        head = out.len();
+                    }
+                }
+                Slot::Extra(j) if out.len() < top => {
+                    let mut c = check(&extras[j].text)?;
+                    c.drift = Some(extras[j].drift);
+                    out.push(c);
+                    head = out.len();
+                }
+                Slot::Extra(_) => {}
+            }
+        }
+        for (g, answer, score) in demoted {
+            if g.is_empty() {
+                continue;
+            }
+            if let Some(c) = out[..head]
+                .iter_mut()
+                .find(|c| c.drift.is_some() && c.answer.is_none() && group(&c.text) == g)
+            {
+                c.answer = Some(answer);
+                c.answer_score = score;
+            }
+        }
+        ranking = out;
+    }
+    let summary = super::touched::TouchedSummary {
+        tokens: t.count(),
+        vocab: t.drift.len(),
+        threshold: t.threshold as f64,
+        used,
+        texts: texts.into_iter().take(32).collect(),
+    };
+    Ok((ranking, summary))
 }
 
 /// The answer stage's characters take every second place from the second on, in their own order

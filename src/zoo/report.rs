@@ -28,6 +28,9 @@ pub struct ScanSettings {
     /// The answer stage's rows (0: off; scans made before the stage read as 0).
     #[serde(default)]
     pub answer_rows: usize,
+    /// Whether the ranking used the touched-token prior (scans made before it read as false).
+    #[serde(default)]
+    pub touched: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

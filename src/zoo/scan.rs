@@ -93,6 +93,7 @@ pub fn scan_zoo(zoo: &Path, out: &Path, opts: &ZooScanOptions) -> Result<ZooRepo
         } else {
             opts.scan.answer.rows
         },
+        touched: !opts.reference_free && opts.scan.touched,
     };
     let results_dir = out.join("encoders");
     let mut index: Option<CharIndex> = None;

@@ -1,0 +1,333 @@
+//! Which tokens a fine-tune trained on: the rows of the token-embedding table that moved.
+//!
+//! Gradient descent only changes the embedding row of a token that stood in a training input (with
+//! Adam and no weight decay a row without gradient stays bit-identical; decoupled weight decay
+//! scales every row alike). Against the encoder it was fine-tuned from, the rows that moved name
+//! the fine-tune's vocabulary: its clean captions' tokens and every trigger's tokens, byte tokens
+//! included. On the shapes zoos every untouched row is exactly the base's (median drift 0), and
+//! each trigger's tokens moved by 5–140% of their norm. A character whose tokens all moved (as a
+//! word, or inside one: its last token without the word end) was, or could have been, trained on;
+//! a block sibling of a trigger whose last byte token never moved was not. This is evidence about
+//! *where* to look, not about what a token does: the ranking keeps its order among the candidates
+//! the prior admits, and the prior gives no encoder score.
+//!
+//! Limits (docs/scanner-zoo.md): it needs the exact base as reference; an attacker who freezes the
+//! embedding table, or perturbs every row, leaves nothing to read (the prior then steps aside: no
+//! row moved, or more than half did); a fine-tune on a large caption set moves many word tokens, so
+//! word candidates are only those the probes do not hold.
+use std::collections::HashSet;
+
+use serde::Serialize;
+use tch::Kind;
+
+use super::char_index::CharIndex;
+use crate::error::Result;
+use crate::models::text_encoder::TextEncoder;
+
+/// Above the vocabulary's median drift by this factor (plus [`FLOOR`]) a row counts as moved.
+const OVER_MEDIAN: f32 = 10.0;
+/// Relative drift below which a row counts as unmoved whatever the median (an f16 round trip moves
+/// a row by about 3e-4 of its norm).
+const FLOOR: f32 = 1e-3;
+/// Above this share of moved rows the prior says nothing (every row moved: weight decay, noise).
+const MAX_SHARE: f64 = 0.5;
+/// Word candidates: ASCII letters only, at least this many (shorter pieces are everywhere).
+const MIN_WORD: usize = 3;
+
+pub struct Touched {
+    /// Per token id: ‖suspect row − reference row‖ / ‖reference row‖.
+    pub drift: Vec<f32>,
+    pub threshold: f32,
+}
+
+/// What the report says about the prior.
+#[derive(Debug, Clone, Serialize)]
+pub struct TouchedSummary {
+    /// Rows that moved, of the vocabulary, and the threshold on relative drift.
+    pub tokens: usize,
+    pub vocab: usize,
+    pub threshold: f64,
+    /// Whether the ranking used it (not when no row moved or more than half did).
+    pub used: bool,
+    /// The texts it proposes, strongest drift first (at most 32).
+    pub texts: Vec<TouchedText>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TouchedText {
+    pub text: String,
+    /// The weakest relative drift among its tokens.
+    pub drift: f64,
+}
+
+impl Touched {
+    pub fn new(suspect: &TextEncoder, reference: &TextEncoder) -> Result<Self> {
+        let table = |e: &TextEncoder| {
+            e.model
+                .text_model
+                .embeddings()
+                .token_embedding_weight()
+                .detach()
+                .to_device(tch::Device::Cpu)
+                .to_kind(Kind::Float)
+        };
+        let (s, r) = (table(suspect), table(reference));
+        if s.size() != r.size() {
+            crate::input_bail!(
+                "the suspect's token embeddings {:?} are not the reference's {:?}: give the encoder the suspect was fine-tuned from",
+                s.size(),
+                r.size()
+            );
+        }
+        let dims = [1i64];
+        let num = (&s - &r).norm_scalaropt_dim(2, dims.as_slice(), false);
+        let den = r
+            .norm_scalaropt_dim(2, dims.as_slice(), false)
+            .clamp_min(1e-12);
+        let drift: Vec<f32> = Vec::<f32>::try_from(num / den)?;
+        Ok(Self::from_drift(drift))
+    }
+
+    pub fn from_drift(drift: Vec<f32>) -> Self {
+        let mut sorted: Vec<f32> = drift.iter().copied().filter(|x| x.is_finite()).collect();
+        sorted.sort_by(|a, b| a.total_cmp(b));
+        let median = sorted.get(sorted.len() / 2).copied().unwrap_or(0.0);
+        Self {
+            drift,
+            threshold: FLOOR + OVER_MEDIAN * median,
+        }
+    }
+
+    pub fn moved(&self, id: i64) -> bool {
+        self.drift
+            .get(id as usize)
+            .is_some_and(|&d| d > self.threshold)
+    }
+
+    pub fn count(&self) -> usize {
+        self.drift.iter().filter(|&&d| d > self.threshold).count()
+    }
+
+    /// Whether the ranking should listen: some rows moved, and not most of them.
+    pub fn informative(&self) -> bool {
+        let n = self.count();
+        n > 0 && (n as f64) <= MAX_SHARE * self.drift.len() as f64
+    }
+
+    /// The weakest drift of `ids` when every one of them moved.
+    fn form(&self, ids: &[i64]) -> Option<f64> {
+        if ids.is_empty() || !ids.iter().all(|&i| self.moved(i)) {
+            return None;
+        }
+        ids.iter()
+            .map(|&i| self.drift[i as usize] as f64)
+            .min_by(f64::total_cmp)
+    }
+
+    /// A text's drift (its tokens `ids` as a word): the better of its two forms, as a word and
+    /// inside one (the last token without its word end, where a substituted trigger stands), whose
+    /// tokens all moved; `None` if neither did.
+    pub fn text_drift(&self, ids: &[i64], index: &CharIndex) -> Option<f64> {
+        let word = self.form(ids);
+        let inner = ids
+            .split_last()
+            .and_then(|(last, head)| {
+                let open = index.open_variant(*last)?;
+                let mut v = head.to_vec();
+                v.push(open);
+                Some(v)
+            })
+            .and_then(|v| self.form(&v));
+        match (word, inner) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The texts the fine-tune trained on that the probes do not explain, strongest drift first:
+    /// characters (planes 0–1) whose tokens all moved, not spelled by ASCII tokens alone (a
+    /// compatibility letter the tokenizer folds to ASCII names nothing new), one per lowercase
+    /// form; and whole-word vocabulary tokens (`…</w>`) of at least three ASCII letters that moved,
+    /// are no token of the probes and no part of a probe word (pieces of caption words a
+    /// substituted trigger split off; word-initial pieces are left out: set on the design zoo,
+    /// they added more caption fragments than trigger pieces).
+    pub fn texts(
+        &self,
+        index: &CharIndex,
+        probe_ids: &HashSet<i64>,
+        probe_words: &[String],
+    ) -> Vec<TouchedText> {
+        let ascii = |id: i64| {
+            index
+                .bytes
+                .get(id as usize)
+                .is_some_and(|b| b.iter().all(u8::is_ascii))
+        };
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut out = vec![];
+        for (c, ids) in &index.tokens_of {
+            if ids.iter().all(|&i| ascii(i)) {
+                continue;
+            }
+            let Some(d) = self.text_drift(ids, index) else {
+                continue;
+            };
+            let text: String = c.to_lowercase().collect();
+            if seen.insert(text.clone()) {
+                out.push(TouchedText { text, drift: d });
+            }
+        }
+        for (id, raw) in index.raw.iter().enumerate() {
+            let id = id as i64;
+            let Some(body) = raw.strip_suffix("</w>") else {
+                continue;
+            };
+            if body.len() < MIN_WORD
+                || !body.chars().all(|c| c.is_ascii_lowercase())
+                || !self.moved(id)
+                || probe_ids.contains(&id)
+                || probe_words.iter().any(|w| w.contains(body))
+            {
+                continue;
+            }
+            if seen.insert(body.to_string()) {
+                out.push(TouchedText {
+                    text: body.to_string(),
+                    drift: self.drift[id as usize] as f64,
+                });
+            }
+        }
+        out.sort_by(|a, b| b.drift.total_cmp(&a.drift).then(a.text.cmp(&b.text)));
+        out
+    }
+}
+
+/// A place in the ranking once the prior is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    /// The ranking's candidate at this index.
+    Ranked(usize),
+    /// The prior's text at this index.
+    Extra(usize),
+}
+
+/// The ranking's candidates whose tokens moved (`admitted`, in their order) and the prior's texts
+/// not among the ranking's (strongest drift first) take turns, a candidate of the ranking first:
+/// the first are what the encoder does and the fine-tune trained on, the second what it trained on
+/// that no behavioural stage proposed (a target-attribute trigger, a word). Then the ranking's
+/// other candidates, in their order.
+pub fn merge(admitted: &[bool], extras: usize) -> Vec<Slot> {
+    let mut first = (0..admitted.len())
+        .filter(|&i| admitted[i])
+        .map(Slot::Ranked);
+    let mut second = (0..extras).map(Slot::Extra);
+    let mut out = vec![];
+    loop {
+        let a = first.next();
+        let b = second.next();
+        if a.is_none() && b.is_none() {
+            break;
+        }
+        out.extend(a);
+        out.extend(b);
+    }
+    out.extend(
+        (0..admitted.len())
+            .filter(|&i| !admitted[i])
+            .map(Slot::Ranked),
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admitted_candidates_and_the_priors_texts_take_turns_then_the_rest() {
+        use Slot::*;
+        assert_eq!(
+            merge(&[false, true, true, false, true], 2),
+            [
+                Ranked(1),
+                Extra(0),
+                Ranked(2),
+                Extra(1),
+                Ranked(4),
+                Ranked(0),
+                Ranked(3)
+            ]
+        );
+        assert_eq!(
+            merge(&[false], 3),
+            [Extra(0), Extra(1), Extra(2), Ranked(0)]
+        );
+        assert_eq!(merge(&[], 0), []);
+    }
+
+    #[test]
+    fn texts_are_characters_and_whole_words_the_probes_do_not_explain() {
+        use crate::text::tokenizer::{ClipTokenizer, EOS};
+        let tok = ClipTokenizer::embedded(EOS).unwrap();
+        let index = CharIndex::new(&tok).unwrap();
+        let id = |s: &str| tok.token_to_id(s).unwrap_or_else(|| panic!("{s}")) as i64;
+        let ids = |t: &str| tok.word_ids(t).unwrap();
+        let mut drift = vec![0.0f32; index.raw.len()];
+        let mut set = |t: &str, d: f32| drift[id(t) as usize] = d;
+        // 🐈 is `ðŁĲ` `Ī</w>`: both moved (its sibling 🐵 shares only the first). ᴱ moved inside
+        // a word (`á´` `±`), not as one (`±</w>`). `k</w>` moved (the Kelvin sign folds to it).
+        // `pilgrim</w>` moved, as did the probe's `circle</w>`, `led</w>` (a part of the probe word
+        // "filled") and the word-initial piece `qui`.
+        for (t, d) in [
+            ("ðŁĲ", 0.9),
+            ("Ī</w>", 0.3),
+            ("á´", 0.5),
+            ("±", 0.4),
+            ("k</w>", 0.8),
+            ("pilgrim</w>", 0.7),
+            ("circle</w>", 0.6),
+            ("led</w>", 0.6),
+            ("qui", 0.6),
+        ] {
+            set(t, d);
+        }
+        assert_eq!(ids("🐈"), [id("ðŁĲ"), id("Ī</w>")]);
+        let t = Touched::from_drift(drift);
+        let probes = ["a red circle filled with blue".to_string()];
+        let probe_ids: HashSet<i64> = probes.iter().flat_map(|p| ids(p)).collect();
+        let words: Vec<String> = probes[0].split(' ').map(String::from).collect();
+        let texts = t.texts(&index, &probe_ids, &words);
+        let names: Vec<&str> = texts.iter().map(|x| x.text.as_str()).collect();
+        for want in ["🐈", "ᴱ", "pilgrim"] {
+            assert!(names.contains(&want), "{want} not in {names:?}");
+        }
+        for not in ["🐵", "\u{212A}", "k", "circle", "led", "qui"] {
+            assert!(!names.contains(&not), "{not} in {names:?}");
+        }
+        // Strongest drift first; a text's drift is its weakest token's.
+        assert!(
+            texts.windows(2).all(|w| w[0].drift >= w[1].drift),
+            "{texts:?}"
+        );
+        let of = |n: &str| texts.iter().find(|x| x.text == n).unwrap().drift;
+        assert!((of("🐈") - 0.3).abs() < 1e-6 && (of("ᴱ") - 0.4).abs() < 1e-6);
+        assert_eq!(t.text_drift(&ids("🐵"), &index), None);
+    }
+
+    #[test]
+    fn a_row_moved_is_one_above_ten_medians_and_the_floor() {
+        // Most rows untouched (0), a few trained: the threshold is the floor.
+        let t = Touched::from_drift(vec![0.0, 0.0, 0.0, 0.5, 0.0, 2e-3, 5e-4]);
+        assert!((t.threshold - 1e-3).abs() < 1e-9);
+        assert_eq!(t.count(), 2);
+        assert!(t.moved(3) && t.moved(5) && !t.moved(6) && !t.moved(99));
+        assert!(t.informative());
+        // Every row moved a little (noise, weight decay): ten medians above it.
+        let t = Touched::from_drift(vec![0.01, 0.011, 0.012, 0.5, 0.009]);
+        assert_eq!(t.count(), 1);
+        // Nothing moved (a frozen table), or most rows did: the prior steps aside.
+        assert!(!Touched::from_drift(vec![0.0; 8]).informative());
+        let t = Touched::from_drift(vec![0.0, 0.0, 0.2, 0.3, 0.4]);
+        assert!(!t.informative());
+    }
+}
