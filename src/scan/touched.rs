@@ -5,7 +5,8 @@
 //! scales every row alike). Against the encoder it was fine-tuned from, the rows that moved name
 //! the fine-tune's vocabulary: its clean captions' tokens and every trigger's tokens, byte tokens
 //! included. On the shapes zoos every untouched row is exactly the base's (median drift 0), and
-//! each trigger's tokens moved by 5–140% of their norm. A character whose tokens all moved (as a
+//! every token of 168 of 171 labelled triggers moved by at least 22% of its norm
+//! (`scripts/touched_precision.py`). A character whose tokens all moved (as a
 //! word, or inside one: its last token without the word end) was, or could have been, trained on;
 //! a block sibling of a trigger whose last byte token never moved was not. This is evidence about
 //! *where* to look, not about what a token does: the ranking keeps its order among the candidates
@@ -27,7 +28,7 @@ use crate::models::text_encoder::TextEncoder;
 /// Above the vocabulary's median drift by this factor (plus [`FLOOR`]) a row counts as moved.
 const OVER_MEDIAN: f32 = 10.0;
 /// Relative drift below which a row counts as unmoved whatever the median (an f16 round trip moves
-/// a row by about 3e-4 of its norm).
+/// a row by at most 3.1e-4 of its norm; a bf16 one by 2.5e-3, which ten medians cover).
 const FLOOR: f32 = 1e-3;
 /// Above this share of moved rows the prior says nothing (every row moved: weight decay, noise).
 const MAX_SHARE: f64 = 0.5;
