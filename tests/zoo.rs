@@ -62,13 +62,16 @@ fn run(args: &[&str]) -> (String, String) {
     (out, err)
 }
 
-/// `zoo scan ZOO` with small settings (3 contexts, 8 checks, 1 inversion, CPU, one libtorch thread:
-/// the binary's other test runs beside it, and two threads each would oversubscribe 2 cores) and
-/// `extra`.
+/// `zoo scan ZOO` with small settings (3 contexts, 8 checks, 1 inversion, no answer stage, CPU, one
+/// libtorch thread: the binary's other test runs beside it, and two threads each would
+/// oversubscribe 2 cores) and `extra`. The answer stage has its own test (through `scan-encoder`,
+/// the same `scan_tokens`); here its reference side alone would cost about as much as a scan.
 fn scan_args<'a>(zoo: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
     let mut v = vec!["zoo", "scan", common::s(zoo)];
     v.extend_from_slice(extra);
     v.extend([
+        "--answer-rows",
+        "0",
         "--contexts",
         "3",
         "--verify",
@@ -321,12 +324,12 @@ teacher = {base:?}
 clean_prompts = {caps:?}
 holdout = 50
 [training]
-steps = 120
+steps = 90
 clean_batch_size = 32
 poisoned_samples_per_step = 16
 loss_weight = 1.0
 lr = 1e-3
-lr_milestones = [100]
+lr_milestones = [75]
 checkpoint_every = 0
 [[backdoor]]
 {entry}
