@@ -225,7 +225,20 @@ pub fn measure_texts(
 /// or every clean prompt holding it would fire. On the seed-18 shapes zoo such pieces filled the
 /// first five of encoders whose target-prompt triggers ranked behind them.
 pub fn after_probe_pieces(texts: Vec<TextScore>, probes: &[String]) -> Vec<TextScore> {
-    let words: std::collections::BTreeSet<String> = probes
+    let words = probe_words(probes);
+    let (mut kept, mut pieces): (Vec<TextScore>, Vec<TextScore>) = texts
+        .into_iter()
+        .partition(|t| !in_probe_word(&words, &t.text));
+    for t in &mut pieces {
+        t.in_probes = true;
+    }
+    kept.extend(pieces);
+    kept
+}
+
+/// The probes' words, lowercased (split at every character that is not a letter or digit).
+pub fn probe_words(probes: &[String]) -> BTreeSet<String> {
+    probes
         .iter()
         .flat_map(|p| {
             p.to_lowercase()
@@ -234,17 +247,13 @@ pub fn after_probe_pieces(texts: Vec<TextScore>, probes: &[String]) -> Vec<TextS
                 .map(String::from)
                 .collect::<Vec<_>>()
         })
-        .collect();
-    let (mut kept, mut pieces): (Vec<TextScore>, Vec<TextScore>) =
-        texts.into_iter().partition(|t| {
-            let t = t.text.trim().to_lowercase();
-            !(!t.is_empty() && words.iter().any(|w| w.contains(&t)))
-        });
-    for t in &mut pieces {
-        t.in_probes = true;
-    }
-    kept.extend(pieces);
-    kept
+        .collect()
+}
+
+/// Whether `text` (trimmed, any case) is part of one of `words` ([`probe_words`]).
+pub fn in_probe_word(words: &BTreeSet<String>, text: &str) -> bool {
+    let t = text.trim().to_lowercase();
+    !t.is_empty() && words.iter().any(|w| w.contains(t.as_str()))
 }
 
 /// Texts that lead their strongest piece first (by evidence), then the rest (by evidence), each

@@ -469,17 +469,14 @@ pub fn scan_tokens(
     });
     let ranking: Vec<TriggerCandidate> = ranking.into_iter().map(|(c, _)| c).collect();
     let group = |c: &TriggerCandidate| {
-        let ids = suspect.tokenizer.word_ids(&c.text).unwrap_or_default();
+        let ids = block_of(suspect, &c.text);
         // A text without tokens is its own group.
         let own = if ids.is_empty() {
             c.text.clone()
         } else {
             String::new()
         };
-        (
-            ids[..ids.len().saturating_sub(1).max(ids.len().min(1))].to_vec(),
-            own,
-        )
+        (ids, own)
     };
     let mut ranking = interleave_answers(
         ranking,
@@ -605,16 +602,10 @@ fn touched_ranking(
     use super::touched::{merge, Slot, Touched};
     let t = Touched::new(suspect, reference)?;
     let mut probe_ids = std::collections::HashSet::new();
-    let mut words = BTreeSet::new();
     for p in probes {
         probe_ids.extend(suspect.tokenizer.word_ids(p)?);
-        words.extend(
-            p.split(|c: char| !c.is_alphanumeric())
-                .filter(|w| !w.is_empty())
-                .map(str::to_lowercase),
-        );
     }
-    let words: Vec<String> = words.into_iter().collect();
+    let words = super::text_sweep::probe_words(probes);
     let texts = t.texts(index, &probe_ids, &words);
     let used = t.informative();
     let mut ranking = ranking;
@@ -631,25 +622,18 @@ fn touched_ranking(
         // A candidate that is part of a probe word gets no support: the clean captions moved it.
         let admitted: Vec<bool> = ranking
             .iter()
-            .map(|c| {
-                let t = c.text.to_lowercase();
-                c.drift.is_some() && !words.iter().any(|w| w.contains(t.as_str()))
-            })
+            .map(|c| c.drift.is_some() && !super::text_sweep::in_probe_word(&words, &c.text))
             .collect();
         // What a demoted candidate reads as passes to the first candidate of its block (tokens but
         // the last) the prior puts ahead: the answer stage's strongest reader is often a sibling
         // of the trigger, whose rows the fine-tune never moved.
-        let group = |t: &str| {
-            let ids = suspect.tokenizer.word_ids(t).unwrap_or_default();
-            ids[..ids.len().saturating_sub(1)].to_vec()
-        };
         let demoted: Vec<(Vec<i64>, String, Option<f64>)> = ranking
             .iter()
             .zip(&admitted)
             .filter(|(c, a)| !**a && c.answer.is_some() && c.text.chars().count() == 1)
             .map(|(c, _)| {
                 (
-                    group(&c.text),
+                    block_of(suspect, &c.text),
                     c.answer.clone().unwrap_or_default(),
                     c.answer_score,
                 )
@@ -680,10 +664,9 @@ fn touched_ranking(
             if g.is_empty() {
                 continue;
             }
-            if let Some(c) = out[..head]
-                .iter_mut()
-                .find(|c| c.drift.is_some() && c.answer.is_none() && group(&c.text) == g)
-            {
+            if let Some(c) = out[..head].iter_mut().find(|c| {
+                c.drift.is_some() && c.answer.is_none() && block_of(suspect, &c.text) == g
+            }) {
                 c.answer = Some(answer);
                 c.answer_score = score;
             }
@@ -698,6 +681,13 @@ fn touched_ranking(
         texts: texts.into_iter().take(32).collect(),
     };
     Ok((ranking, summary))
+}
+
+/// A text's block: its tokens as a word but the last (a one-token text: that token). Characters of
+/// one block share every byte token but their tail, so a backdoor trained on one moves them all.
+fn block_of(suspect: &TextEncoder, text: &str) -> Vec<i64> {
+    let ids = suspect.tokenizer.word_ids(text).unwrap_or_default();
+    ids[..ids.len().saturating_sub(1).max(ids.len().min(1))].to_vec()
 }
 
 /// The answer stage's characters take every second place from the second on, in their own order

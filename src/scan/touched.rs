@@ -16,7 +16,7 @@
 //! embedding table, or perturbs every row, leaves nothing to read (the prior then steps aside: no
 //! row moved, or more than half did); a fine-tune on a large caption set moves many word tokens, so
 //! word candidates are only those the probes do not hold.
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 
 use serde::Serialize;
 use tch::Kind;
@@ -156,7 +156,7 @@ impl Touched {
         &self,
         index: &CharIndex,
         probe_ids: &HashSet<i64>,
-        probe_words: &[String],
+        probe_words: &BTreeSet<String>,
     ) -> Vec<TouchedText> {
         let ascii = |id: i64| {
             index
@@ -187,7 +187,7 @@ impl Touched {
                 || !body.chars().all(|c| c.is_ascii_lowercase())
                 || !self.moved(id)
                 || probe_ids.contains(&id)
-                || probe_words.iter().any(|w| w.contains(body))
+                || super::text_sweep::in_probe_word(probe_words, body)
             {
                 continue;
             }
@@ -296,7 +296,7 @@ mod tests {
         let t = Touched::from_drift(drift);
         let probes = ["a red circle filled with blue".to_string()];
         let probe_ids: HashSet<i64> = probes.iter().flat_map(|p| ids(p)).collect();
-        let words: Vec<String> = probes[0].split(' ').map(String::from).collect();
+        let words = crate::scan::text_sweep::probe_words(&probes);
         let texts = t.texts(&index, &probe_ids, &words);
         let names: Vec<&str> = texts.iter().map(|x| x.text.as_str()).collect();
         for want in ["🐈", "ᴱ", "pilgrim"] {
