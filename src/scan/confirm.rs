@@ -6,7 +6,7 @@
 //! sit at z ≈ 4 among benign drift at z ≈ 6–9. Re-measured on `probes` (24 by default) the same
 //! statistics separate: noise shrinks with the square root of the pairs, drift does not grow. The
 //! cost is (candidates + null) × probes × 2 sequences, a few percent of the sweep.
-use super::sweep::{raw_stats_of, robust_null, special, Context, ReferenceCache, Sweep};
+use super::sweep::{raw_stats_of, robust_null, special, Context, ReferenceKeep, RowCache, Sweep};
 use crate::error::Result;
 use crate::models::text_encoder::TextEncoder;
 
@@ -94,10 +94,12 @@ fn null_sample(vocab: i64, n: usize, seed: u64, skip: &[i64]) -> Vec<i64> {
         .collect()
 }
 
-/// Re-measure `candidates` on `contexts` against a null of ordinary tokens.
+/// Re-measure `candidates` on `contexts` against a null of ordinary tokens (`kept`: the
+/// reference's features of rows measured before).
 pub fn confirm(
     suspect: &TextEncoder,
     reference: Option<&TextEncoder>,
+    kept: &mut RowCache,
     contexts: &[Context],
     candidates: &[i64],
     seed: u64,
@@ -110,6 +112,7 @@ pub fn confirm(
     let m = measure(
         suspect,
         reference,
+        kept,
         contexts,
         &one(candidates),
         &one(&null),
@@ -133,22 +136,23 @@ pub struct Measured {
 }
 
 /// Raw statistics of `candidates` (token sequences inserted as they are) on `contexts`, their
-/// robust z against `null` measured alike, and their [`confirm_score`].
+/// robust z against `null` measured alike, and their [`confirm_score`]. The reference's features
+/// are kept per row in `kept` (the same null and many of the same candidates recur from suspect to
+/// suspect).
 pub fn measure(
     suspect: &TextEncoder,
     reference: Option<&TextEncoder>,
+    kept: &mut RowCache,
     contexts: &[Context],
     candidates: &[Vec<i64>],
     null: &[Vec<i64>],
     batch: usize,
 ) -> Result<Measured> {
     let inserts: Vec<Vec<i64>> = candidates.iter().chain(null).cloned().collect();
-    // The reference's features depend on the candidates, which differ per suspect: no cache.
-    let mut cache = ReferenceCache::default();
     let raw = raw_stats_of(
         suspect,
         reference,
-        &mut cache,
+        ReferenceKeep::Rows(kept),
         contexts,
         &inserts,
         batch,

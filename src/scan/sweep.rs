@@ -150,6 +150,79 @@ pub struct ReferenceCache {
     slots: std::collections::HashMap<(Vec<i64>, usize), (Tensor, Tensor)>,
 }
 
+/// Features of id rows, each row encoded once and kept, for measurements whose insertions change
+/// from suspect to suspect but recur (the confirmation's null tokens, the measured texts' null and
+/// many of their candidates, the checks' controls: the reference's side of each is the same for
+/// every suspect of a zoo). [`RowCache::next_round`] forgets what the last round did not use, so a
+/// zoo scan holds about one suspect's rows.
+#[derive(Default)]
+pub struct RowCache {
+    map: std::collections::HashMap<Vec<i64>, (Tensor, u64)>,
+    round: u64,
+}
+
+impl RowCache {
+    /// `[1, 2H]` features of `seqs`, in their order; the rows not kept yet are encoded together,
+    /// one batch per length.
+    pub fn get_many(
+        &mut self,
+        enc: &TextEncoder,
+        seqs: &[&Vec<i64>],
+        batch: usize,
+    ) -> Result<Vec<Tensor>> {
+        let mut missing: std::collections::BTreeMap<usize, Vec<Vec<i64>>> = Default::default();
+        let mut asked = std::collections::HashSet::new();
+        for s in seqs {
+            if !self.map.contains_key(*s) && asked.insert(*s) {
+                missing.entry(s.len()).or_default().push((*s).clone());
+            }
+        }
+        for (_, rows) in missing {
+            let f = features(enc, &rows, batch)?;
+            for (i, r) in rows.into_iter().enumerate() {
+                self.map.insert(r, (f.get(i as i64).unsqueeze(0), self.round));
+            }
+        }
+        let round = self.round;
+        Ok(seqs
+            .iter()
+            .map(|s| {
+                let e = self.map.get_mut(*s).expect("encoded above");
+                e.1 = round;
+                e.0.shallow_clone()
+            })
+            .collect())
+    }
+
+    /// `[N, 2H]` features of `rows`, in their order.
+    pub fn features(&mut self, enc: &TextEncoder, rows: &[Vec<i64>], batch: usize) -> Result<Tensor> {
+        let refs: Vec<&Vec<i64>> = rows.iter().collect();
+        Ok(Tensor::cat(&self.get_many(enc, &refs, batch)?, 0))
+    }
+
+    /// Start a new round: forget every row the round now ending did not use.
+    pub fn next_round(&mut self) {
+        let round = self.round;
+        self.map.retain(|_, v| v.1 == round);
+        self.round += 1;
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+/// Where [`raw_stats_of`] keeps the reference's features: per slot for the sweep (every call
+/// inserts the whole vocabulary), per row where the insertions change from call to call.
+pub enum ReferenceKeep<'a> {
+    Slots(&'a mut ReferenceCache),
+    Rows(&'a mut RowCache),
+}
+
 /// Unit features of id rows of any lengths, in the order of `rows` (each length encoded as one
 /// group: [`features`] needs equal lengths).
 pub fn features_mixed(enc: &TextEncoder, rows: &[Vec<i64>], batch: usize) -> Result<Tensor> {
@@ -190,17 +263,23 @@ pub fn raw_stats(
 ) -> Result<[Vec<f32>; 3]> {
     let inserts: Vec<Vec<i64>> = tokens.iter().map(|&t| vec![t]).collect();
     raw_stats_of(
-        suspect, reference, cache, contexts, &inserts, batch, progress,
+        suspect,
+        reference,
+        ReferenceKeep::Slots(cache),
+        contexts,
+        &inserts,
+        batch,
+        progress,
     )
 }
 
 /// [`raw_stats`] of insertions of one or more tokens each (a character of several byte tokens, a
-/// word of several pieces). The reference's side is cached per (probe, position): give a cache
-/// only to calls that insert the same list.
+/// word of several pieces). The reference's side is kept per (probe, position) — give such a
+/// cache only to calls that insert the same list — or per row.
 pub fn raw_stats_of(
     suspect: &TextEncoder,
     reference: Option<&TextEncoder>,
-    cache: &mut ReferenceCache,
+    mut keep: ReferenceKeep<'_>,
     contexts: &[Context],
     inserts: &[Vec<i64>],
     batch: usize,
@@ -237,16 +316,25 @@ pub fn raw_stats_of(
             add(&mut sd_sum, &unit(&(&fs - &clean_s)));
             let s = match reference {
                 Some(r) => {
-                    let key = (c.ids.clone(), pos);
-                    if !cache.slots.contains_key(&key) {
-                        let fr = features_mixed(r, &rows, batch)?;
-                        let cr = clean_r.as_ref().expect("with a reference");
-                        let rd = unit(&(&fr - cr));
-                        cache.slots.insert(key.clone(), (fr, rd));
-                    }
-                    let (fr, rd) = &cache.slots[&key];
-                    let fr = fr.shallow_clone();
-                    add(&mut rd_sum, rd);
+                    let cr = clean_r.as_ref().expect("with a reference");
+                    let (fr, rd) = match &mut keep {
+                        ReferenceKeep::Slots(cache) => {
+                            let key = (c.ids.clone(), pos);
+                            if !cache.slots.contains_key(&key) {
+                                let fr = features_mixed(r, &rows, batch)?;
+                                let rd = unit(&(&fr - cr));
+                                cache.slots.insert(key.clone(), (fr, rd));
+                            }
+                            let (fr, rd) = &cache.slots[&key];
+                            (fr.shallow_clone(), rd.shallow_clone())
+                        }
+                        ReferenceKeep::Rows(cache) => {
+                            let fr = cache.features(r, &rows, batch)?;
+                            let rd = unit(&(&fr - cr));
+                            (fr, rd)
+                        }
+                    };
+                    add(&mut rd_sum, &rd);
                     let a: Tensor =
                         1.0 - (&fs * &fr).sum_dim_intlist([1i64].as_slice(), false, Kind::Float);
                     add(&mut r_sum, &fr);
@@ -416,6 +504,32 @@ mod tests {
         assert_eq!(short.with_inserted(1, &[320, 321]).len(), 9);
         let row = probe.with_inserted(1, &[320; 40]);
         assert_eq!(features(&enc, &[row], 1).unwrap().size()[0], 1);
+    }
+
+    /// Kept rows come back as computed, in the order asked; a round forgets what the round before
+    /// did not use.
+    #[test]
+    fn a_row_cache_keeps_what_the_last_round_used() {
+        let enc = TextEncoder::init_arch("tiny", 3, false, Device::Cpu).unwrap();
+        let (a, b, c) = (
+            vec![49406, 320, 49407],
+            vec![49406, 1929, 49407],
+            vec![49406, 320, 1929, 49407],
+        );
+        let mut cache = RowCache::default();
+        let got = cache.features(&enc, &[a.clone(), c.clone(), a.clone()], 2).unwrap();
+        assert_eq!(cache.len(), 2);
+        let fresh = features_mixed(&enc, &[a.clone(), c.clone(), a.clone()], 2).unwrap();
+        assert!((&got - &fresh).abs().max().double_value(&[]) < 1e-6);
+        cache.next_round();
+        assert_eq!(cache.len(), 2, "both used in the round that ended");
+        cache.get_many(&enc, &[&b, &a], 2).unwrap();
+        assert_eq!(cache.len(), 3);
+        cache.next_round();
+        assert_eq!(cache.len(), 2, "c was not used in the last round: {:?}", cache.len());
+        let again = cache.features(&enc, &[b.clone()], 2).unwrap();
+        let direct = features(&enc, &[b], 1).unwrap();
+        assert!((&again - &direct).abs().max().double_value(&[]) < 1e-6);
     }
 
     #[test]

@@ -135,6 +135,7 @@ pub fn texts_from(confirmed: &Confirmed, index: &CharIndex) -> BTreeSet<String> 
 pub fn measure_texts(
     suspect: &TextEncoder,
     reference: Option<&TextEncoder>,
+    reference_rows: &mut super::sweep::RowCache,
     contexts: &[Context],
     texts: &BTreeSet<String>,
     pieces: &Pieces,
@@ -184,7 +185,15 @@ pub fn measure_texts(
             cands.push(v);
         }
     }
-    let m = measure(suspect, reference, contexts, &cands, &null, batch)?;
+    let m = measure(
+        suspect,
+        reference,
+        reference_rows,
+        contexts,
+        &cands,
+        &null,
+        batch,
+    )?;
     let mut out: Vec<TextScore> = kept
         .into_iter()
         .enumerate()

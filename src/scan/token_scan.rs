@@ -24,8 +24,8 @@ use serde::Serialize;
 use super::candidates::anchor_of;
 use super::char_index::CharIndex;
 use super::sweep::{
-    combine, features, pairwise_from_sum, robust_null, sweep, trimmed_ids, unit, word_ids, Context,
-    ReferenceCache, Sweep,
+    combine, pairwise_from_sum, robust_null, sweep, trimmed_ids, unit, word_ids, Context,
+    ReferenceCache, RowCache, Sweep,
 };
 use super::text_sweep::TextScore;
 use crate::error::Result;
@@ -246,6 +246,9 @@ impl Pending {
 pub struct ScanCache {
     pub sweep: ReferenceCache,
     pub answer: Option<super::answer::AnswerProbe>,
+    /// The reference's features of the rows the confirmation, the measured texts and the checks
+    /// inserted into, kept from one suspect to the next.
+    pub rows: RowCache,
 }
 
 /// Scan `suspect`; `cache` keeps the reference's side for the next suspect (a zoo scan).
@@ -257,6 +260,7 @@ pub fn scan_tokens(
     opts: &TokenScanOptions,
 ) -> Result<TokenScanReport> {
     let started = Instant::now();
+    cache.rows.next_round();
     if opts.probes.len() < 2 {
         input_bail!(
             "a token scan needs at least 2 probe prompts, got {}",
@@ -328,6 +332,7 @@ pub fn scan_tokens(
         let confirmed = super::confirm::confirm(
             suspect,
             reference,
+            &mut cache.rows,
             &confirm_contexts,
             &ids,
             opts.seed,
@@ -337,6 +342,7 @@ pub fn scan_tokens(
         let texts = super::text_sweep::measure_texts(
             suspect,
             reference,
+            &mut cache.rows,
             &confirm_contexts,
             &pool,
             &super::text_sweep::Pieces {
@@ -409,7 +415,10 @@ pub fn scan_tokens(
             .iter()
             .position(|a| a.text.to_lowercase() == t.to_lowercase())
     };
-    let mut caches = Caches::default();
+    let mut caches = Caches {
+        suspect: RowCache::default(),
+        reference: std::mem::take(&mut cache.rows),
+    };
     let null = substitution_null(suspect, reference, &mut caches, &opts.probes, index)?;
     let mut check = |p: Pending| -> Result<TriggerCandidate> {
         let ins = insert_score(suspect, reference, &mut caches, &contexts, &sw, &p.text)?;
@@ -513,6 +522,7 @@ pub fn scan_tokens(
         }
         _ => None,
     };
+    cache.rows = std::mem::take(&mut caches.reference);
     for (i, c) in ranking.iter_mut().enumerate() {
         c.rank = i + 1;
     }
@@ -872,40 +882,15 @@ fn candidates(
     Ok(out)
 }
 
-/// Features of id sequences by encoder, each sequence encoded once; misses are encoded together,
-/// one batch per length.
-#[derive(Default)]
-struct FeatureCache {
-    map: std::collections::HashMap<Vec<i64>, tch::Tensor>,
-}
-
-impl FeatureCache {
-    fn get_many(&mut self, enc: &TextEncoder, seqs: &[&Vec<i64>]) -> Result<Vec<tch::Tensor>> {
-        let mut missing: std::collections::BTreeMap<usize, Vec<Vec<i64>>> = Default::default();
-        for s in seqs {
-            if !self.map.contains_key(*s) {
-                let group = missing.entry(s.len()).or_default();
-                if !group.contains(s) {
-                    group.push((*s).clone());
-                }
-            }
-        }
-        for (_, rows) in missing {
-            let f = features(enc, &rows, 512)?;
-            for (i, r) in rows.into_iter().enumerate() {
-                self.map.insert(r, f.get(i as i64).unsqueeze(0));
-            }
-        }
-        Ok(seqs.iter().map(|s| self.map[*s].shallow_clone()).collect())
-    }
-}
-
-/// The suspect's and the reference's caches.
-#[derive(Default)]
+/// The suspect's and the reference's features of the checks' rows (the reference's are the zoo
+/// scan's, [`ScanCache::rows`], handed back after the checks).
 struct Caches {
-    suspect: FeatureCache,
-    reference: FeatureCache,
+    suspect: RowCache,
+    reference: RowCache,
 }
+
+/// Rows per forward pass of the checks.
+const CHECK_BATCH: usize = 512;
 
 /// Raw (shift, collapse, direction) of triggered/clean id pairs, as the sweep measures them per
 /// token.
@@ -921,13 +906,12 @@ fn check_raw(
     let n = pairs.len();
     let trig: Vec<&Vec<i64>> = pairs.iter().map(|p| &p.0).collect();
     let clean: Vec<&Vec<i64>> = pairs.iter().map(|p| &p.1).collect();
-    let feats =
-        |enc: &TextEncoder, cache: &mut FeatureCache| -> Result<(tch::Tensor, tch::Tensor)> {
-            Ok((
-                tch::Tensor::cat(&cache.get_many(enc, &trig)?, 0),
-                tch::Tensor::cat(&cache.get_many(enc, &clean)?, 0),
-            ))
-        };
+    let feats = |enc: &TextEncoder, cache: &mut RowCache| -> Result<(tch::Tensor, tch::Tensor)> {
+        Ok((
+            tch::Tensor::cat(&cache.get_many(enc, &trig, CHECK_BATCH)?, 0),
+            tch::Tensor::cat(&cache.get_many(enc, &clean, CHECK_BATCH)?, 0),
+        ))
+    };
     let sum = |x: &tch::Tensor| x.sum_dim_intlist([0i64].as_slice(), true, tch::Kind::Float);
     let cos = |x: &tch::Tensor, y: &tch::Tensor| {
         (x * y).sum_dim_intlist([1i64].as_slice(), false, tch::Kind::Float)
