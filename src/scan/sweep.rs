@@ -180,7 +180,8 @@ impl RowCache {
         for (_, rows) in missing {
             let f = features(enc, &rows, batch)?;
             for (i, r) in rows.into_iter().enumerate() {
-                self.map.insert(r, (f.get(i as i64).unsqueeze(0), self.round));
+                self.map
+                    .insert(r, (f.get(i as i64).unsqueeze(0), self.round));
             }
         }
         let round = self.round;
@@ -195,7 +196,12 @@ impl RowCache {
     }
 
     /// `[N, 2H]` features of `rows`, in their order.
-    pub fn features(&mut self, enc: &TextEncoder, rows: &[Vec<i64>], batch: usize) -> Result<Tensor> {
+    pub fn features(
+        &mut self,
+        enc: &TextEncoder,
+        rows: &[Vec<i64>],
+        batch: usize,
+    ) -> Result<Tensor> {
         let refs: Vec<&Vec<i64>> = rows.iter().collect();
         Ok(Tensor::cat(&self.get_many(enc, &refs, batch)?, 0))
     }
@@ -517,7 +523,9 @@ mod tests {
             vec![49406, 320, 1929, 49407],
         );
         let mut cache = RowCache::default();
-        let got = cache.features(&enc, &[a.clone(), c.clone(), a.clone()], 2).unwrap();
+        let got = cache
+            .features(&enc, &[a.clone(), c.clone(), a.clone()], 2)
+            .unwrap();
         assert_eq!(cache.len(), 2);
         let fresh = features_mixed(&enc, &[a.clone(), c.clone(), a.clone()], 2).unwrap();
         assert!((&got - &fresh).abs().max().double_value(&[]) < 1e-6);
@@ -526,7 +534,12 @@ mod tests {
         cache.get_many(&enc, &[&b, &a], 2).unwrap();
         assert_eq!(cache.len(), 3);
         cache.next_round();
-        assert_eq!(cache.len(), 2, "c was not used in the last round: {:?}", cache.len());
+        assert_eq!(
+            cache.len(),
+            2,
+            "c was not used in the last round: {:?}",
+            cache.len()
+        );
         let again = cache.features(&enc, &[b.clone()], 2).unwrap();
         let direct = features(&enc, &[b], 1).unwrap();
         assert!((&again - &direct).abs().max().double_value(&[]) < 1e-6);
