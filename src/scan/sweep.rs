@@ -540,7 +540,7 @@ mod tests {
             "c was not used in the last round: {:?}",
             cache.len()
         );
-        let again = cache.features(&enc, &[b.clone()], 2).unwrap();
+        let again = cache.features(&enc, std::slice::from_ref(&b), 2).unwrap();
         let direct = features(&enc, &[b], 1).unwrap();
         assert!((&again - &direct).abs().max().double_value(&[]) < 1e-6);
     }
