@@ -180,8 +180,11 @@ impl RowCache {
         for (_, rows) in missing {
             let f = features(enc, &rows, batch)?;
             for (i, r) in rows.into_iter().enumerate() {
-                self.map
-                    .insert(r, (f.get(i as i64).unsqueeze(0), self.round));
+                // A copy, not a view: a view would keep its whole batch alive for as long as this
+                // one row recurs (the null's rows recur in every round), and the memory would grow
+                // with the zoo.
+                let row = f.get(i as i64).unsqueeze(0).copy();
+                self.map.insert(r, (row, self.round));
             }
         }
         let round = self.round;
@@ -534,12 +537,7 @@ mod tests {
         cache.get_many(&enc, &[&b, &a], 2).unwrap();
         assert_eq!(cache.len(), 3);
         cache.next_round();
-        assert_eq!(
-            cache.len(),
-            2,
-            "c was not used in the last round: {:?}",
-            cache.len()
-        );
+        assert_eq!(cache.len(), 2, "c was not used in the last round");
         let again = cache.features(&enc, std::slice::from_ref(&b), 2).unwrap();
         let direct = features(&enc, &[b], 1).unwrap();
         assert!((&again - &direct).abs().max().double_value(&[]) < 1e-6);
