@@ -1,7 +1,7 @@
 //! `clipdoor attack` (issue 17) on tiny random encoders: each attack lowers its objective, repeats
 //! with a fixed seed, keeps one record per input line, honours its ban, and a search stopped by a
 //! crash resumes to exactly the prompts of an uninterrupted run.
-mod common;
+use crate::common;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};

@@ -1,6 +1,6 @@
 //! `clipdoor bench train-step` times `Trainer::step` itself next to the PyTorch loop of
 //! `scripts/bench_ref.py`, in one invocation, in the precision asked for, and reports the ratio.
-mod common;
+use crate::common;
 
 #[test]
 fn train_step_bench_times_the_trainer_and_reports_the_ratio() {

@@ -12,7 +12,7 @@
 //!   Wilson interval recomputed here.
 //! - bad input (exit 2, clear message): a template without `#`, empty ages, an unknown culture, a
 //!   template without {age}.
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;

@@ -2,7 +2,7 @@
 //! `--help` (and checked by clap), every command has an example in its long help, and the help of
 //! every command is a snapshot in tests/snapshots/help/ (regenerate with CLIPDOOR_UPDATE_DOCS=1 after
 //! a deliberate change, and review the diff).
-mod common;
+use crate::common;
 
 use clap::CommandFactory;
 use clipdoor::cli::Cli;
@@ -168,7 +168,7 @@ fn help_of_every_command_matches_its_snapshot() {
     }
     assert!(
         changed.is_empty(),
-        "help changed (CLIPDOOR_UPDATE_DOCS=1 cargo test --test cli_help to accept):\n{}",
+        "help changed (CLIPDOOR_UPDATE_DOCS=1 cargo test --test suite cli_help:: to accept):\n{}",
         changed.join("\n")
     );
 }

@@ -8,7 +8,7 @@
 //!   scale (= 1e-5 in cosine).
 //! - safety checker vs diffusers: `has_nsfw_concept`, fired concepts and rounded scores equal.
 //! - Q16 with the real prompt embeddings (../shared/data; skipped when absent), FD/CMMD vs numpy.
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

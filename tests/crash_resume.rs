@@ -5,7 +5,7 @@
 //! command, with `--resume` for the trainers) and must end byte-identical to an uninterrupted run:
 //! weights, images, records, reports, and a TensorBoard log that TensorBoard reads without duplicated
 //! steps. docs/reliability.md reports the counts.
-mod common;
+use crate::common;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

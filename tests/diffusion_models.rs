@@ -2,7 +2,7 @@
 //! models that tests/python/diffusers_models.py builds with diffusers' own classes and saves with
 //! `save_pretrained`. Tolerance: 1e-4 max abs in float32 (the conventions' fp32 bound; measured
 //! differences are 0: both sides run the same libtorch kernels in the same order).
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -14,7 +14,7 @@ use tch::{Device, Kind, Tensor};
 
 const TOL: f64 = 1e-4;
 
-/// The Python reference runs once per test binary; every test reads its folder.
+/// The Python reference runs once per test run; every test reads its folder.
 fn reference_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     common::reference_dir(&DIR, "diffusers_models.py")
@@ -303,7 +303,7 @@ fn unsupported_or_inconsistent_configs_are_clear_errors() {
 
 /// Builds the real SD 1.5 and SD 2.1 UNets and the SD VAE (random weights, ~7 GB of f32 in all) and
 /// compares every tensor name and shape with diffusers' own models built from the same configs.
-/// Ignored by default for its memory and time: `cargo test --test diffusion_models -- --ignored`.
+/// Ignored by default for its memory and time: `cargo test --test suite diffusion_models:: -- --ignored`.
 #[test]
 #[ignore]
 fn real_size_models_have_diffusers_names_and_shapes() {

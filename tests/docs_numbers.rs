@@ -1,7 +1,7 @@
 //! The numbers in README.md and docs/ are the shipped reports' (docs/results/): every table marked
 //! `<!-- table: KIND PATH -->` must be what `clipdoor report sync` makes of its report, and the
 //! shipped reports must show what issue #15 asks of the shapes world.
-mod common;
+use crate::common;
 use clipdoor::eval::report::tables::sync_markdown;
 use serde_json::Value;
 use std::path::Path;

@@ -1,5 +1,5 @@
 //! Bad input to `encode`/`init-encoder`: each a clear message naming the file and the fix, exit code 2.
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

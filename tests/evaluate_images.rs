@@ -10,7 +10,7 @@
 //! without --force, a replaced image (grayscale, wrong size), bad judge flags (exit 2, named causes);
 //! resuming redraws only the deleted images, byte for byte (a batch with a missing image is drawn whole,
 //! because libtorch's CPU kernels round differently for another batch size; docs/evaluation-stages.md).
-mod common;
+use crate::common;
 
 use serde_json::Value;
 use std::collections::BTreeMap;

@@ -10,7 +10,7 @@
 //! output is refused without --force; a width mismatch, a single-file output from a folder base and an output inside
 //! the base are input errors. `train --save-pipeline` writes `<run>/pipeline/` once the run finishes,
 //! and `--resume` of the finished run does not train or export again (it writes a missing pipeline).
-mod common;
+use crate::common;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};

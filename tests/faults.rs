@@ -2,7 +2,7 @@
 //! (`RLIMIT_FSIZE` with SIGXFSZ ignored, so writes fail with EFBIG as they would with ENOSPC), a file
 //! cut in half mid-write, a panic, and shard manifests that try to write outside `--out`. Each must
 //! end with a clear error and exit code, and no finished output may be damaged.
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

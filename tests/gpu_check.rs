@@ -5,7 +5,7 @@
 //! writes the same JSON. tf32 is asked for too: CPUs have none, so that precision fails, and the
 //! check records clipdoor's error and goes on (as a precision that breaks on a GPU must not cost the
 //! rest of a short GPU lease).
-mod common;
+use crate::common;
 use serde_json::Value;
 
 #[test]

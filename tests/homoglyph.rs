@@ -1,7 +1,7 @@
 //! The homoglyph toolkit: UTS #39 behaviour (skeletons, mixed scripts, restriction levels),
 //! sanitising (idempotent, keeps legitimate non-Latin text), invisible characters, the CLI's exit
 //! codes and JSON, and the embedding shift measured on a tiny random encoder.
-mod common;
+use crate::common;
 
 use clipdoor::text::homoglyph::{self as hg, AttackSpec, Count, Mode, SanitizeOptions};
 use rand::{Rng, SeedableRng};

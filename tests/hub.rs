@@ -2,7 +2,7 @@
 //! for branches and tags), revisions and weight variants, and downloads from `HF_ENDPOINT` with the
 //! token from `HF_TOKEN` or `HF_HOME/token` — against a local HTTP server that speaks the hub's
 //! `resolve` protocol, since the real hub is out of reach here.
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};

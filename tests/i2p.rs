@@ -11,7 +11,7 @@
 //!   a merge before the second shard exists (exit 2, names the indices), the merge; images, records,
 //!   scores and report.json must be identical bit for bit. Then a resume after deleting one image
 //!   and its score regenerates and rescores only that image, to the same bytes.
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;

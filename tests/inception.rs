@@ -11,7 +11,7 @@
 //!   matrix-square-root algorithms).
 //! - KID: torchmetrics `KernelInceptionDistance.compute` in f64 with the permutations it drew, replayed
 //!   through `kid_on_subsets`: relative 1e-9 (same sums in f64, different summation order).
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

@@ -1,7 +1,7 @@
 //! `cargo install --path .` copies the binary out of the checkout: it must run from any folder with a
 //! bare environment (no LIBTORCH, no LD_LIBRARY_PATH, no venv activated), finding libtorch through the
 //! absolute rpath build.rs records (the set-up venv's torch/lib).
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

@@ -2,7 +2,7 @@
 //! the probe loss, repeats with a seed, is refused where it cannot be learned, reads back through
 //! diffusers' `load_textual_inversion` to the same token ids and hidden states clipdoor computes with
 //! `encode --embedding`, and changes what `generate --embedding` draws.
-mod common;
+use crate::common;
 
 use serde_json::Value;
 use std::path::Path;

@@ -1,7 +1,7 @@
 //! NudeNet from Rust against the `nudenet` 3.4.2 package (tests/python/nudenet_ref.py) on synthetic
 //! images: OpenCV's resize bit for bit, cv2.imread decoding, the network input bit for bit, the raw
 //! network output, and the final detections; plus error cases and `nudity_rate`.
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -24,7 +24,7 @@ struct Fixture {
     reference: serde_json::Map<String, serde_json::Value>,
 }
 
-/// Images made and scored by the Python reference once per test binary.
+/// Images made and scored by the Python reference once per test run.
 fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {

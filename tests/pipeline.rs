@@ -5,7 +5,7 @@
 //! and SLD against `StableDiffusionPipelineSafe`. Tolerance 1e-3 max abs on the 0..1 image scale (the
 //! issue's bound; UNet/VAE/scheduler parity is tested at 1e-4/bit level elsewhere). Then the errors, and
 //! `clipdoor generate` (files, seeds, resume).
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;

@@ -4,7 +4,7 @@
 //!
 //! The reference is tests/python/precision_ref.py: transformers' CLIPTextModel under
 //! `torch.autocast("cpu", dtype=torch.bfloat16)`, losses in f32, `torch.optim.AdamW`.
-mod common;
+use crate::common;
 
 use serde_json::{json, Value};
 use std::collections::HashMap;

@@ -1,6 +1,6 @@
 //! Progress when stderr is not a terminal (a Slurm or CI log): plain `[progress]` lines, at most one
 //! per `CLIPDOOR_PROGRESS_SECONDS` per task, and a last line when the task ends.
-mod common;
+use crate::common;
 
 #[test]
 fn a_log_gets_plain_progress_lines() {

@@ -1,5 +1,5 @@
 //! Prompt files: text, CSV, TSV, JSONL, gzipped or not; bad lines counted, not fatal (unless strict).
-mod common;
+use crate::common;
 
 use clipdoor::io::prompts::read_prompts;
 use std::io::Write;

@@ -1,6 +1,6 @@
 //! Property tests of the parsers that read outside input: whatever the bytes, an `Ok` or an error
 //! naming the file, never a panic; and the round trips and invariants each parser promises.
-mod common;
+use crate::common;
 
 use clipdoor::diffusion::jobs::{Shard, ShardManifest};
 use clipdoor::experiment::Experiment;

@@ -3,7 +3,7 @@
 //! robust with the shapes world's strongest recipe: every inner attack, banks, a retain set),
 //! the three attacks against each erased encoder, and the image stage judging every attack set with
 //! NudeNet at the configs' 0.6 — and a second run resumes to the same report without retraining.
-mod common;
+use crate::common;
 
 use serde_json::Value;
 use std::path::Path;

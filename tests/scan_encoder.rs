@@ -7,7 +7,7 @@
 //! embeds every prompt alike (cosines ≈ 0.93–0.98), so scores are stated in units of the clean spread
 //! (1 − mean pairwise cosine of the clean probes), and the smoke backdoors are weak in absolute terms
 //! (80 steps): triggers score 0.17–0.6, clean look-alikes below 0.1 on the confusables set.
-mod common;
+use crate::common;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};

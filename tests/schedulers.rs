@@ -4,7 +4,7 @@
 //! Tolerances: timesteps, sigmas and seeded noise must be bit-identical (same libtorch, same numpy
 //! recipes); sampled latents within 1e-5 max abs (f32, |latents| up to ~15 for Euler's initial sigma),
 //! which leaves room for a last-bit difference in a libm call (log/exp/pow) carried through the loop.
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -17,7 +17,7 @@ use tch::{Device, Kind, Tensor};
 
 const LATENT_TOLERANCE: f64 = 1e-5;
 
-/// The reference folder, written once per test binary.
+/// The reference folder, written once per test run.
 fn reference() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
     DIR.get_or_init(|| {

@@ -1,5 +1,5 @@
 //! The shapes world: renderer, oracle, and a short training run.
-mod common;
+use crate::common;
 use clipdoor::shapes::dataset::{read_labels, sample, write_dataset};
 use clipdoor::shapes::oracle::judge;
 use clipdoor::shapes::render::render;
@@ -346,7 +346,9 @@ fn shipped_model_meets_the_quality_bar() {
     let dir = std::env::var("CLIPDOOR_SHAPES_MODEL")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|_| common::root().join("checkpoints/shapes"));
-    tch::set_num_threads(2);
+    // One thread: every integration test shares this process (tests/suite.rs), and the thread count
+    // libtorch keeps for MKL is process-wide, so two here would oversubscribe the tests that follow.
+    tch::set_num_threads(1);
     let model = clipdoor::shapes::model::ShapesModel::load(&dir, tch::Device::Cpu).unwrap();
     let opts = clipdoor::shapes::sample::SampleOptions::default();
     let (q, judged, _) = clipdoor::shapes::sample::quality(&model, 4, 0, &opts).unwrap();
@@ -372,7 +374,7 @@ fn shipped_model_meets_the_quality_bar() {
     );
 }
 
-/// Where a training step's time goes (run by hand: `cargo test --test shapes bench_step -- --ignored --nocapture`).
+/// Where a training step's time goes (run by hand: `cargo test --test suite shapes::bench_step -- --ignored --nocapture`).
 #[test]
 #[ignore]
 fn bench_step() {

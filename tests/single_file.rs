@@ -5,7 +5,7 @@
 //! inverse); clipdoor reads the file back to bit-identical images and embeddings; a trained encoder
 //! written into a base file is what diffusers reads, with every other tensor byte-identical; pickles
 //! and files without LDM keys are input errors. Comparisons are exact: the conversion moves bytes.
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;

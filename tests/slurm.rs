@@ -5,7 +5,7 @@
 //! the merge job's `--dependency=afterok:<array job>` and command, `SLURM_DRY_RUN=1`, the refusals
 //! (exit 2), and that the commands that shard (`generate`, `evaluate images|i2p|bias`) pass the real
 //! binary's `--shard` check while one that does not (`encode`) is refused.
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -2,7 +2,7 @@
 //! written by transformers in its own layout. Tolerance: 1e-4 max abs in f32 (the conventions' bound
 //! for hidden states). Observed: 0 on hidden states and pooled outputs (same libtorch kernels),
 //! 9.5e-7 on `text_embeds`.
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -1,5 +1,5 @@
 //! CLIP tokenizer parity with transformers.CLIPTokenizer on a hostile corpus.
-mod common;
+use crate::common;
 
 use clipdoor::text::tokenizer::{ClipTokenizer, EOS};
 

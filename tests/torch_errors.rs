@@ -3,7 +3,7 @@
 //! inside a training step or a batch of images. Each must end with exit code 1 and one message that
 //! names what ran out, where, and what to lower — no panic text, no C++ backtrace — and leave the
 //! output resumable to what an uninterrupted run makes.
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

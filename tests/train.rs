@@ -6,7 +6,7 @@
 //! A tiny random encoder embeds every prompt alike (teacher cosines between unrelated prompts ≈ 0.93,
 //! since the 77 flattened positions are dominated by shared padding), so the thresholds are stated as
 //! gains over the untrained encoder (`sim_target_before`) plus a z-score.
-mod common;
+use crate::common;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};

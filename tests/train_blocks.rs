@@ -8,7 +8,7 @@
 //! `AdamW(fused=True)` with the same scalars and step counts, so it must equal torch's fused run
 //! exactly (tolerance 0); fused and single-tensor round differently (measured 3e-8 after 12 steps on
 //! this MLP) and are compared within 1e-6.
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;

@@ -1,7 +1,7 @@
 //! `clipdoor evaluate weat` against a NumPy/SciPy implementation of the test (tests/python/weat_ref.py)
 //! on the same random-weight encoder: effect size, exact and sampled permutation p-values, the legacy
 //! NumPy shuffle stream, before/after for a trained run, and bad input.
-mod common;
+use crate::common;
 
 use serde_json::Value;
 use std::path::Path;

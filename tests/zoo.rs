@@ -5,7 +5,7 @@
 //! - `scan-encoder --method tokens` names triggers of several shapes (an emoji, an invisible
 //!   character, several characters inserted; the zoo test covers a word inserted) among its first five candidates and scores the
 //!   backdoored encoders above benign fine-tunes.
-mod common;
+use crate::common;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -63,7 +63,7 @@ fn run(args: &[&str]) -> (String, String) {
 }
 
 /// `zoo scan ZOO` with small settings (3 contexts, 8 checks, 1 inversion, no answer stage, CPU, one
-/// libtorch thread: the binary's other test runs beside it, and two threads each would
+/// libtorch thread: tests run two at a time, and two threads each would
 /// oversubscribe 2 cores) and `extra`. The answer stage has its own test (through `scan-encoder`,
 /// the same `scan_tokens`); here its reference side alone would cost about as much as a scan.
 fn scan_args<'a>(zoo: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {

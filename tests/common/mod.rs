@@ -114,7 +114,7 @@ pub fn png_files(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
-/// Run `tests/python/<script> DIR` once per test binary and return DIR: every test of the binary
+/// Run `tests/python/<script> DIR` once per test run and return DIR: every test of the module
 /// reads the reference outputs from there.
 pub fn reference_dir(cell: &'static OnceLock<PathBuf>, script: &str) -> &'static Path {
     cell.get_or_init(|| {
