@@ -9,7 +9,7 @@
 #   3. peak GPU memory (nvidia-smi sampled during each clipdoor run; torch's own count in Python);
 #   4. where a training step's time goes, clipdoor's phases next to transformers' (bench train-step),
 #      in each of the precisions.
-# `--device cpu` is the dry run at tiny sizes (tests/gpu_check.rs runs it in the suite).
+# `--device cpu` is the dry run at tiny sizes (tests/suite/gpu_check.rs runs it in the suite).
 #
 # Usage: bash gpu_check.sh [--device cuda|cpu] [--out FILE.json] [--precisions f32,tf32,bf16]
 #                          [--bin CLIPDOOR] [--python PYTHON] [--captions FILE] [--budget SECONDS]

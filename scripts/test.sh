@@ -13,7 +13,7 @@ mkdir -p target
 rm -f target/test-skips.txt
 # Two tests at a time, each with one libtorch (OpenMP) thread: two tests that each start a thread per
 # core oversubscribe the cores, and OpenMP's spinning threads then slowed the suite several-fold
-# (tests/train.rs: 217 s with the default threads, 45 s with one, on 2 cores). Tests that set their
+# (tests/suite/train.rs: 217 s with the default threads, 45 s with one, on 2 cores). Tests that set their
 # own thread count (`--threads`) still do; OMP_NUM_THREADS already set is kept.
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 status=0

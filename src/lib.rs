@@ -1,6 +1,6 @@
 //! clipdoor: attack and defend the text encoders of text-to-image models.
 //!
-//! Layers, bottom first, each usable as a library (docs/architecture.md; `tests/architecture.rs`
+//! Layers, bottom first, each usable as a library (docs/architecture.md; `tests/suite/architecture.rs`
 //! keeps imports going down): [`error`], [`fault`] (test-only fault points), [`torch_error`]
 //! (libtorch failures as errors); [`device`], [`progress`], [`settings`], [`torch_ext`] (libtorch calls tch lacks); [`io`] (weights,
 //! hub, prompt files); [`text`] (tokenizer, homoglyphs); [`models`] (CLIP and diffusion networks);

@@ -1,5 +1,5 @@
 //! The example at the end of each command's long help (`clipdoor CMD --help`). Kept in one place so
-//! they read as a set; tests/cli_help.rs checks every command has one that runs it.
+//! they read as a set; tests/suite/cli_help.rs checks every command has one that runs it.
 
 pub const ENCODE: &str = "Example:
   clipdoor encode --model openai/clip-vit-large-patch14 --prompts prompts.txt --out emb.safetensors";

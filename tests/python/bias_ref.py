@@ -1,4 +1,4 @@
-"""Reference side of tests/bias.rs.
+"""Reference side of tests/suite/bias.rs.
 
 make OUT            the I2P fixtures (OUT/pipe, OUT/erased, OUT/checker; tests/python/i2p_fixtures.py)
                     plus OUT/judge, a tiny random full CLIPModel (clip_eval_ref.make_clip)

@@ -1,4 +1,4 @@
-"""Reference side of the CLIP evaluation tests (tests/clip_eval.rs): transformers, diffusers, torchmetrics,
+"""Reference side of the CLIP evaluation tests (tests/suite/clip_eval.rs): transformers, diffusers, torchmetrics,
 Pillow and numpy build the tiny models and compute what clipdoor must reproduce.
 
 images DIR                       write the test images (odd sizes, portrait/landscape, tiny, RGBA, L, LA)

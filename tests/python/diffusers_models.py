@@ -1,4 +1,4 @@
-"""Reference outputs for tests/diffusion_models.rs.
+"""Reference outputs for tests/suite/diffusion_models.rs.
 
 Builds tiny random-weight UNet2DConditionModel and AutoencoderKL models with diffusers' own classes
 (fixed torch seed), writes them with `save_pretrained` into OUT/<name>/, runs forward passes on fixed

@@ -1,4 +1,4 @@
-"""Reference side of tests/pipeline.rs: tiny random Stable Diffusion pipelines written by diffusers'
+"""Reference side of tests/suite/pipeline.rs: tiny random Stable Diffusion pipelines written by diffusers'
 `StableDiffusionPipeline.save_pretrained`, and the images diffusers makes with them.
 
 Writes OUT/v1 (SD 1.x layout: conv projections, PNDM config of SD 1.4, quick_gelu CLIP, pad

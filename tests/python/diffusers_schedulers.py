@@ -1,4 +1,4 @@
-"""Reference sampling loops with diffusers' schedulers, for tests/schedulers.rs.
+"""Reference sampling loops with diffusers' schedulers, for tests/suite/schedulers.rs.
 
 usage: diffusers_schedulers.py OUT_DIR
 

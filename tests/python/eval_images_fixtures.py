@@ -1,4 +1,4 @@
-"""Fixtures of tests/evaluate_images.rs (`clipdoor evaluate images` end to end): tiny random models,
+"""Fixtures of tests/suite/evaluate_images.rs (`clipdoor evaluate images` end to end): tiny random models,
 written by the Python packages, in the layouts the real ones ship in.
 
 OUT/pipeline       the v1-style tiny Stable Diffusion pipeline of tests/python/diffusers_pipeline.py

@@ -1,4 +1,4 @@
-"""Reference side of tests/export.rs (`clipdoor export`, `clipdoor train --save-pipeline`).
+"""Reference side of tests/suite/export.rs (`clipdoor export`, `clipdoor train --save-pipeline`).
 
   make OUT      OUT/base: the v1-style tiny random pipeline of diffusers_pipeline.py
                 (StableDiffusionPipeline.save_pretrained); OUT/alt_run: a clipdoor-style run folder

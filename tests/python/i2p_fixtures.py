@@ -1,4 +1,4 @@
-"""Fixtures of tests/i2p.rs: a tiny random Stable Diffusion pipeline (the v1 layout of
+"""Fixtures of tests/suite/i2p.rs: a tiny random Stable Diffusion pipeline (the v1 layout of
 diffusers_pipeline.py, 32x32 images), an "erased" text encoder as a clipdoor run folder, a tiny random
 StableDiffusionSafetyChecker (one concept with threshold 0 so that it fires on some images) and a tiny
 CLIPVisionModelWithProjection whose projection is 768 wide, so the real Q16 prompt embeddings apply.

@@ -1,4 +1,4 @@
-"""Reference side of the FID/KID tests (tests/inception.rs): pytorch-fid builds its InceptionV3 with random
+"""Reference side of the FID/KID tests (tests/suite/inception.rs): pytorch-fid builds its InceptionV3 with random
 weights (no download), computes features of test images, and pytorch-fid / torchmetrics compute FID and
 KID on feature matrices.
 

@@ -1,6 +1,6 @@
 """diffusers reads a clipdoor learned word: `load_textual_inversion` on a pipeline, then the prompts
 through its tokenizer and text encoder. Writes input_ids and last_hidden_state (safetensors) for
-tests/invert.rs to compare with `clipdoor encode --embedding`.
+tests/suite/invert.rs to compare with `clipdoor encode --embedding`.
 
     python invert_roundtrip.py PIPELINE LEARNED_EMBEDS PROMPTS.txt OUT.safetensors
 """

@@ -1,4 +1,4 @@
-"""Reference side of tests/nudenet.rs: the `nudenet` package (NudeNet v3, 320n.onnx) and OpenCV.
+"""Reference side of tests/suite/nudenet.rs: the `nudenet` package (NudeNet v3, 320n.onnx) and OpenCV.
 
   make DIR     write synthetic test images (PNG/JPEG; some make the detector fire, some do not) and
                DIR/manifest.json listing them

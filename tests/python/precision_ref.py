@@ -1,4 +1,4 @@
-"""PyTorch references for tests/precision.rs: transformers' CLIPTextModel under CPU autocast.
+"""PyTorch references for tests/suite/precision.rs: transformers' CLIPTextModel under CPU autocast.
 
 encode DIR PROMPTS OUT DTYPE   last_hidden_state of each prompt (one per line) under
                                torch.autocast("cpu", dtype=DTYPE) (bf16 | f16), saved as f32

@@ -1,4 +1,4 @@
-"""Reference side of tests/single_file.rs: diffusers' own single-file loader judges the files clipdoor writes.
+"""Reference side of tests/suite/single_file.rs: diffusers' own single-file loader judges the files clipdoor writes.
 
   python single_file_ref.py make OUT
       OUT/v1, OUT/v2: the tiny random pipelines of diffusers_pipeline.py (SD 1.x: CLIP text; SD 2.x:

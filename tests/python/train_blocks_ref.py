@@ -1,4 +1,4 @@
-"""PyTorch / TensorBoard references for tests/train_blocks.rs.
+"""PyTorch / TensorBoard references for tests/suite/train_blocks.rs.
 
 Usage:
   train_blocks_ref.py adamw OUT_DIR      AdamW on a small MLP with fixed gradients and a MultiStepLR

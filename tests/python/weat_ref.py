@@ -1,4 +1,4 @@
-"""WEAT reference for tests/weat.rs, written from the method's definition (Caliskan et al. 2017) and
+"""WEAT reference for tests/suite/weat.rs, written from the method's definition (Caliskan et al. 2017) and
 the homoglyph paper's protocol (../shared/reference/homoglyphs.md): transformers' CLIPTextModel
 pooler_output, NumPy for the statistics, SciPy for the partition count.
 

@@ -1,7 +1,7 @@
 //! Numbers in README and docs come from report files, not from typing: a Markdown file marks a table
 //! with `<!-- table: KIND PATH -->` … `<!-- /table -->` (PATH relative to the Markdown file) and
 //! [`sync_markdown`] rewrites what lies between from the report. `clipdoor report sync FILE...`
-//! does it on disk; `tests/docs_numbers.rs` fails when a committed table and its report disagree.
+//! does it on disk; `tests/suite/docs_numbers.rs` fails when a committed table and its report disagree.
 //!
 //! Kinds:
 //! - `stage`: an image-stage `report.json` (`clipdoor evaluate images`, `clipdoor demo`): one row per

@@ -1,7 +1,7 @@
 //! The two pieces of NumPy the reference WEAT code leans on, reproduced bit for bit so that a seed
 //! gives the reference's permutations and sums: the legacy `np.random.seed(s)` + `np.random.shuffle`
 //! stream (MT19937 with `random_interval`'s masked rejection), and `np.sum`'s pairwise summation.
-//! Both are checked against NumPy in tests/weat.rs.
+//! Both are checked against NumPy in tests/suite/weat.rs.
 
 /// The MT19937 generator as `np.random.seed(s)` (an integer seed: `init_genrand`) leaves it.
 pub struct LegacyRandomState {

@@ -2,7 +2,7 @@
 //! Both directions follow diffusers' `loaders/single_file_utils.py` (`convert_ldm_unet_checkpoint`,
 //! `convert_ldm_vae_checkpoint`, `convert_ldm_clip_checkpoint`, `convert_open_clip_checkpoint`, and
 //! the `DIFFUSERS_TO_LDM_MAPPING` table); the reverse direction is what makes a file that
-//! `from_single_file` reads back to the same state dicts (tests/single_file.rs checks it).
+//! `from_single_file` reads back to the same state dicts (tests/suite/single_file.rs checks it).
 //! Names here are without the component prefixes (`model.diffusion_model.`, ...).
 
 /// Prefixes of the three components in an SD 1.x/2.x single file.

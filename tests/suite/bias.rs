@@ -29,7 +29,7 @@ fn fixtures() -> &'static Path {
     })
 }
 
-/// One OpenMP thread: the dev machine's 2 cores are shared (see tests/i2p.rs).
+/// One OpenMP thread: the dev machine's 2 cores are shared (see tests/suite/i2p.rs).
 fn bias(args: &[&str]) -> Output {
     let mut c = common::bin();
     c.env("OMP_NUM_THREADS", "1");

@@ -5,7 +5,7 @@
 //! Checked: the exported folder loads with `StableDiffusionPipeline.from_pretrained` (diffusers), its
 //! text encoder's state_dict equals the swapped encoder's and its UNet/VAE the base's, exactly; the
 //! image diffusers draws from it equals clipdoor's `generate --pipeline BASE --text-encoder DIR` for the
-//! same seed within tests/pipeline.rs's tolerance (1e-3 on the 0..1 scale; the PNG within one level);
+//! same seed within tests/suite/pipeline.rs's tolerance (1e-3 on the 0..1 scale; the PNG within one level);
 //! the base's files are hard-linked (copied with --copy), a hub snapshot's symlinks resolved; a finished
 //! output is refused without --force; a width mismatch, a single-file output from a folder base and an output inside
 //! the base are input errors. `train --save-pipeline` writes `<run>/pipeline/` once the run finishes,
@@ -19,7 +19,7 @@ use std::sync::OnceLock;
 use clipdoor::diffusion::pipeline::{GenerateRequest, Seeds, StableDiffusionPipeline};
 use tch::{Device, Kind};
 
-/// tests/pipeline.rs's bound: max abs difference on the 0..1 image scale.
+/// tests/suite/pipeline.rs's bound: max abs difference on the 0..1 image scale.
 const TOL: f64 = 1e-3;
 const PROMPT: &str = "a photo of an astronaut riding a horse on mars";
 const SEED: u64 = 1234;
@@ -351,7 +351,7 @@ fn export_refuses_mismatched_widths_single_files_and_outputs_inside_the_base() {
         &tmp.path().join("model.safetensors"),
         &[],
     );
-    // A single-file output needs a single-file base (tests/single_file.rs writes one).
+    // A single-file output needs a single-file base (tests/suite/single_file.rs writes one).
     assert_input_error(&o, "single file", &["single-file", "the base must be one"]);
     let o = export(
         common::s(&base),

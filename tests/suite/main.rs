@@ -1,9 +1,12 @@
 //! Every integration test, in one test binary: one link instead of forty (each links libtorch), and
 //! `--test-threads` schedules all tests together, so a file whose time is one long test (the demo, a
 //! zoo scan, crash/resume) no longer leaves a core idle while it runs alone. A file is a module:
-//! `cargo test --test suite zoo::` runs tests/zoo.rs. Tests share the process: a test that needs
+//! `cargo test --test suite zoo::` runs tests/suite/zoo.rs. Tests share the process: a test that needs
 //! process-wide state of its own (environment, working directory, libtorch's global generator) runs
 //! it in a `clipdoor` subprocess instead.
+// The helpers every test file shares; a test file of its own (tests/NAME.rs, its own binary) reaches
+// them with `mod common;`.
+#[path = "../common/mod.rs"]
 mod common;
 
 mod architecture;

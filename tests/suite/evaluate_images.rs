@@ -1,5 +1,5 @@
 //! `clipdoor evaluate images` end to end on tiny random models (tests/python/eval_images_fixtures.py):
-//! the v1-style tiny diffusers pipeline of tests/pipeline.rs (32×32 images), a tiny random CLIPModel as
+//! the v1-style tiny diffusers pipeline of tests/suite/pipeline.rs (32×32 images), a tiny random CLIPModel as
 //! the judge, and pytorch-fid's Inception with random weights. `clipdoor train` runs
 //! experiments/smoke/eval_images.toml (a TPA and a concept removal, teacher = the pipeline's own text
 //! encoder), then the image stage draws 3 clean and 2 prompts per backdoor with 2 denoising steps under

@@ -157,7 +157,7 @@ fn violations(files: &[(Vec<String>, String)]) -> Vec<String> {
         let Some(own) = module.first() else { continue };
         let Some(own_layer) = layer_of(own) else {
             problems.push(format!(
-                "module `{own}` is in no layer of tests/architecture.rs"
+                "module `{own}` is in no layer of tests/suite/architecture.rs"
             ));
             continue;
         };
