@@ -84,6 +84,10 @@ struct TriggerScanArgs {
     /// without reordering it by which tokens' embedding rows moved (the touched-token prior).
     #[arg(long)]
     no_touched: bool,
+    /// `--method tokens` with a reference: sweep the whole vocabulary, not only the tokens whose embedding rows moved
+    /// against the reference (and a sample of the vocabulary for the null).
+    #[arg(long)]
+    full_sweep: bool,
     #[command(flatten)]
     embed: super::args::EmbedArgs,
     /// Write the JSON report here (atomically); without it the JSON goes to stdout.
@@ -210,6 +214,7 @@ fn run_token_scan(
     opts.threshold = a.threshold;
     opts.answer.rows = a.answer_rows;
     opts.touched = !a.no_touched;
+    opts.focus_sweep = !a.full_sweep;
     let index = CharIndex::new(&suspect.tokenizer)?;
     let mut cache = crate::scan::token_scan::ScanCache::default();
     let report = scan_tokens(suspect, reference, &mut cache, &index, &opts)?;

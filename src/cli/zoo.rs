@@ -80,6 +80,10 @@ struct ScanArgs {
     /// embedding rows moved against the reference (the touched-token prior).
     #[arg(long)]
     no_touched: bool,
+    /// sweep the whole vocabulary, not only the tokens whose embedding rows moved
+    /// against the reference (and a sample of the vocabulary for the null).
+    #[arg(long)]
+    full_sweep: bool,
     /// False-positive rate the calibrated threshold keeps on the calibration split.
     #[arg(long, default_value_t = 0.05)]
     fpr: f64,
@@ -138,6 +142,7 @@ fn run_scan(a: ScanArgs) -> Result<()> {
     scan.invert_restarts = a.invert;
     scan.answer.rows = a.answer_rows;
     scan.touched = !a.no_touched;
+    scan.focus_sweep = !a.full_sweep;
     scan.seed = a.seed;
     scan.batch = a.embed.batch_size.max(256);
     let device = a.embed.device.device();

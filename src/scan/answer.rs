@@ -282,11 +282,15 @@ impl AnswerProbe {
     /// The suspect's answers, one character per distinct answer word, those scoring at least
     /// `opts.min_score`; best score first. For each answer the character that reads as it most
     /// strongly speaks for it: a trigger's weaker siblings answer alike in as many rows.
+    ///
+    /// `only`: where given, the screen asks only the characters it admits (by their tokens as a
+    /// word): the characters a fine-tune trained on ([`touched`](super::touched)).
     pub fn answers(
         &mut self,
         suspect: &TextEncoder,
         reference: &TextEncoder,
         opts: &AnswerOptions,
+        only: Option<&dyn Fn(&[i64]) -> bool>,
     ) -> Result<Vec<Answer>> {
         // A vocabulary without any character of the asked blocks, or no answer words: nothing
         // to ask (and no empty tensors to index).
@@ -297,33 +301,47 @@ impl AnswerProbe {
         // word in every screened row) broken by how much more strongly it reads as its answer in
         // the suspect than in the reference.
         let n = opts.screen_rows.clamp(1, self.rows.len());
-        let all = self.chars.clone();
+        let picked: Vec<usize> = (0..self.chars.len())
+            .filter(|&i| only.is_none_or(|f| f(&self.chars[i].1)))
+            .collect();
+        if picked.is_empty() {
+            return Ok(vec![]);
+        }
+        let all: Vec<(char, Vec<i64>)> = picked.iter().map(|&i| self.chars[i].clone()).collect();
         let ids: Vec<&Vec<i64>> = all.iter().map(|(_, ids)| ids).collect();
-        if self.screen.as_ref().is_none_or(|s| s.0 != n) {
+        // The reference's screen of every character is kept for the next suspect; a screen of a
+        // few characters is read from it where it was made, else asked for those alone.
+        let subset = only.is_some();
+        if !subset && self.screen.as_ref().is_none_or(|s| s.0 != n) {
             let block = self.ask(reference, &ids, n)?;
             self.screen = Some((n, block));
         }
+        let reference_block = match self.screen.as_ref() {
+            Some((m, rb)) if *m == n => {
+                if subset {
+                    rb.select(&picked)
+                } else {
+                    rb.shallow()
+                }
+            }
+            _ => self.ask(reference, &ids, n)?,
+        };
         let sus = self.ask(suspect, &ids, n)?;
         let modes: Vec<i64> = sus.asked.iter().map(|a| a.mode).collect();
-        let order = match self.screen.as_ref() {
-            Some((_, rb)) => {
-                let zr = self.z_at(rb, &modes, n)?;
-                let stat: Vec<f64> = sus
-                    .asked
-                    .iter()
-                    .zip(&rb.asked)
-                    .zip(&zr)
-                    .map(|((s, r), zr)| {
-                        let same = r.tops.iter().filter(|&&x| x == s.mode).count();
-                        (s.count as f64 - same as f64) / n as f64 + 0.01 * (s.strength - zr)
-                    })
-                    .collect();
-                let mut order: Vec<usize> = (0..all.len()).collect();
-                order.sort_by(|&a, &b| stat[b].total_cmp(&stat[a]));
-                order
-            }
-            None => vec![],
-        };
+        let rb = &reference_block;
+        let zr = self.z_at(rb, &modes, n)?;
+        let stat: Vec<f64> = sus
+            .asked
+            .iter()
+            .zip(&rb.asked)
+            .zip(&zr)
+            .map(|((s, r), zr)| {
+                let same = r.tops.iter().filter(|&&x| x == s.mode).count();
+                (s.count as f64 - same as f64) / n as f64 + 0.01 * (s.strength - zr)
+            })
+            .collect();
+        let mut order: Vec<usize> = (0..all.len()).collect();
+        order.sort_by(|&a, &b| stat[b].total_cmp(&stat[a]));
         let members: Vec<(char, Vec<i64>)> = order
             .iter()
             .take(opts.candidates)
@@ -407,6 +425,29 @@ struct AskedBlock {
     std: Tensor,
 }
 
+impl AskedBlock {
+    /// The characters at `idx` (positions in this block), in that order.
+    fn select(&self, idx: &[usize]) -> Self {
+        let t = Tensor::from_slice(&idx.iter().map(|&i| i as i64).collect::<Vec<_>>());
+        Self {
+            asked: idx.iter().map(|&i| self.asked[i].clone()).collect(),
+            feats: self.feats.index_select(0, &t),
+            mean: self.mean.index_select(0, &t),
+            std: self.std.index_select(0, &t),
+        }
+    }
+
+    fn shallow(&self) -> Self {
+        Self {
+            asked: self.asked.clone(),
+            feats: self.feats.shallow_clone(),
+            mean: self.mean.shallow_clone(),
+            std: self.std.shallow_clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
 struct Asked {
     tops: Vec<i64>,
     mode: i64,
@@ -490,6 +531,59 @@ mod tests {
             [49406, 1, 2, 3, 9, 9, 4, 5, 49407]
         );
         assert_eq!(placed(&row, &[9, 9], 6), [49406, 1, 2, 3, 9, 49407]);
+    }
+
+    /// A screen of a few characters (the focused scan's) gives what the screen of every character
+    /// gives for them: read from the reference's kept screen, or asked for those alone.
+    #[test]
+    fn a_screen_of_a_few_characters_reads_the_kept_screen_or_asks_them_alone() {
+        let dev = tch::Device::Cpu;
+        let suspect = TextEncoder::init_arch("tiny", 3, false, dev).unwrap();
+        let reference = TextEncoder::init_arch("tiny", 4, false, dev).unwrap();
+        let index = CharIndex::new(&reference.tokenizer).unwrap();
+        let probes: Vec<String> = ["a red circle on a blue square", "two green stars left"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let opts = AnswerOptions {
+            rows: 3,
+            screen_rows: 2,
+            common: 40,
+            candidates: 6,
+            min_score: -1.0,
+            seed: 0,
+        };
+        let admitted: Vec<Vec<i64>> = "оеаір😀ᴙ"
+            .chars()
+            .map(|c| reference.tokenizer.word_ids(&c.to_string()).unwrap())
+            .collect();
+        let only = |ids: &[i64]| admitted.iter().any(|a| a.as_slice() == ids);
+        let mut fresh = AnswerProbe::new(&reference, &index, &probes, &opts).unwrap();
+        let alone = fresh
+            .answers(&suspect, &reference, &opts, Some(&only))
+            .unwrap();
+        assert!(fresh.screen.is_none(), "a screen of a few is not kept");
+        let mut kept = AnswerProbe::new(&reference, &index, &probes, &opts).unwrap();
+        let every = kept.answers(&suspect, &reference, &opts, None).unwrap();
+        assert!(kept.screen.is_some());
+        let from_kept = kept
+            .answers(&suspect, &reference, &opts, Some(&only))
+            .unwrap();
+        let key = |v: &[Answer]| -> Vec<(String, String, f64)> {
+            v.iter()
+                .map(|a| (a.text.clone(), a.answer.clone(), a.score))
+                .collect()
+        };
+        assert!(!alone.is_empty());
+        assert_eq!(key(&alone), key(&from_kept));
+        for a in &alone {
+            let ids = reference.tokenizer.word_ids(&a.text).unwrap();
+            assert!(only(&ids), "{} was not admitted", a.text);
+        }
+        assert!(
+            every.iter().any(|a| !"оеаір😀ᴙ".contains(a.text.as_str())),
+            "the full screen asks other characters too"
+        );
     }
 
     #[test]

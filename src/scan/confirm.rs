@@ -86,12 +86,9 @@ pub fn preselect(sw: &Sweep, specials: &[i64]) -> Vec<i64> {
 /// Ordinary tokens for the null: evenly spread over the vocabulary (offset by `seed`), none of
 /// the candidates or specials.
 fn null_sample(vocab: i64, n: usize, seed: u64, skip: &[i64]) -> Vec<i64> {
-    let stride = (vocab / n.max(1) as i64).max(1);
-    let offset = (seed as i64).rem_euclid(stride);
-    (0..n as i64)
-        .map(|k| offset + k * stride)
-        .filter(|id| *id < vocab && !skip.contains(id))
-        .collect()
+    let mut ids = super::sweep::even_sample(vocab, n, seed);
+    ids.retain(|id| !skip.contains(id));
+    ids
 }
 
 /// Re-measure `candidates` on `contexts` against a null of ordinary tokens (`kept`: the

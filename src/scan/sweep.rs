@@ -384,9 +384,80 @@ pub fn sweep(
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Sweep> {
     let tokens: Vec<i64> = (0..suspect.config.vocab_size).collect();
-    let [mut shift, mut collapse, mut direction] = raw_stats(
+    let raw = raw_stats(
         suspect, reference, cache, contexts, &tokens, batch, progress,
     )?;
+    Ok(scored(suspect, raw, None))
+}
+
+/// Tokens of an even sample of the vocabulary a [`sweep_focused`] measures besides its focus, for
+/// the null (median and MAD): 4,096 of CLIP's 49,408 give the vocabulary's quantiles to well
+/// within a percent of its spread, at a twelfth of the cost.
+pub const NULL_SAMPLE: usize = 4096;
+
+/// An even sample of `n` token ids over `0..vocab` (offset by `seed`).
+pub fn even_sample(vocab: i64, n: usize, seed: u64) -> Vec<i64> {
+    let stride = (vocab / n.max(1) as i64).max(1);
+    let offset = (seed as i64).rem_euclid(stride);
+    (0..n as i64)
+        .map(|k| offset + k * stride)
+        .filter(|id| *id < vocab)
+        .collect()
+}
+
+/// Sweep only the `focus` tokens (where a trigger can be: the tokens a fine-tune trained on,
+/// [`touched`](super::touched)) and an even sample of the vocabulary, whose statistics alone set the
+/// null; every other token's statistics are NaN (not measured), as the specials' are. The scores of
+/// the focus are then on the scale a whole sweep gives them. The reference's features are kept per
+/// row in `kept`: the sample's rows recur from suspect to suspect, the focus changes.
+// The sweep's inputs, each needed: kept as plain arguments like [`sweep`]'s.
+#[allow(clippy::too_many_arguments)]
+pub fn sweep_focused(
+    suspect: &TextEncoder,
+    reference: Option<&TextEncoder>,
+    kept: &mut RowCache,
+    contexts: &[Context],
+    focus: &[i64],
+    seed: u64,
+    batch: usize,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Sweep> {
+    let vocab = suspect.config.vocab_size;
+    let sample = even_sample(vocab, NULL_SAMPLE, seed);
+    let mut tokens: Vec<i64> = sample.clone();
+    let in_sample: std::collections::HashSet<i64> = sample.iter().copied().collect();
+    let mut seen = in_sample.clone();
+    tokens.extend(
+        focus
+            .iter()
+            .copied()
+            .filter(|&t| (0..vocab).contains(&t) && seen.insert(t)),
+    );
+    let inserts: Vec<Vec<i64>> = tokens.iter().map(|&t| vec![t]).collect();
+    let [shift, collapse, direction] = raw_stats_of(
+        suspect,
+        reference,
+        ReferenceKeep::Rows(kept),
+        contexts,
+        &inserts,
+        batch,
+        progress,
+    )?;
+    let spread = |v: Vec<f32>| -> Vec<f32> {
+        let mut full = vec![f32::NAN; vocab as usize];
+        for (&t, x) in tokens.iter().zip(v) {
+            full[t as usize] = x;
+        }
+        full
+    };
+    let raw = [spread(shift), spread(collapse), spread(direction)];
+    Ok(scored(suspect, raw, Some(&sample)))
+}
+
+/// Robust z-scores and scores of raw per-token statistics (index = token id); the null from the
+/// `null` tokens where given, else from every measured token.
+fn scored(suspect: &TextEncoder, raw: [Vec<f32>; 3], null: Option<&[i64]>) -> Sweep {
+    let [mut shift, mut collapse, mut direction] = raw;
     for s in special(suspect) {
         for v in [&mut shift, &mut collapse, &mut direction] {
             if let Some(x) = v.get_mut(s as usize) {
@@ -394,21 +465,29 @@ pub fn sweep(
             }
         }
     }
-    let shift_null = robust_null(&shift);
-    let collapse_null = robust_null(&collapse);
+    let null_of = |v: &[f32]| match null {
+        Some(ids) => robust_null(
+            &ids.iter()
+                .filter_map(|&i| v.get(i as usize).copied())
+                .collect::<Vec<f32>>(),
+        ),
+        None => robust_null(v),
+    };
+    let shift_null = null_of(&shift);
+    let collapse_null = null_of(&collapse);
+    let direction_null = null_of(&direction);
     let z = |v: &[f32], (m, s): (f64, f64)| -> Vec<f32> {
         v.iter().map(|&x| ((x as f64 - m) / s) as f32).collect()
     };
     let z_shift = z(&shift, shift_null);
     let z_collapse = z(&collapse, collapse_null);
-    let direction_null = robust_null(&direction);
     let z_direction = z(&direction, direction_null);
     let score = z_shift
         .iter()
         .zip(z_collapse.iter().zip(&z_direction))
         .map(|(&s, (&c, &d))| combine(s as f64, c as f64, d as f64) as f32)
         .collect();
-    Ok(Sweep {
+    Sweep {
         shift,
         collapse,
         direction,
@@ -418,7 +497,7 @@ pub fn sweep(
         shift_null,
         collapse_null,
         direction_null,
-    })
+    }
 }
 
 /// Per row: mean cosine over pairs of `n` unit vectors, from their sum `[V, D]`:
@@ -541,6 +620,65 @@ mod tests {
         let again = cache.features(&enc, std::slice::from_ref(&b), 2).unwrap();
         let direct = features(&enc, &[b], 1).unwrap();
         assert!((&again - &direct).abs().max().double_value(&[]) < 1e-6);
+    }
+
+    /// A focused sweep measures its focus exactly as a whole sweep does, and its null sample gives
+    /// the vocabulary's scale: the focus's z-scores agree within a few percent.
+    #[test]
+    fn a_focused_sweep_scores_its_focus_on_the_whole_sweeps_scale() {
+        let dev = Device::Cpu;
+        let suspect = TextEncoder::init_arch("tiny", 3, false, dev).unwrap();
+        let reference = TextEncoder::init_arch("tiny", 4, false, dev).unwrap();
+        let contexts = vec![Context::new(&suspect, "a red circle on a blue square", 0).unwrap()];
+        let whole = sweep(
+            &suspect,
+            Some(&reference),
+            &mut ReferenceCache::default(),
+            &contexts,
+            4096,
+            &mut |_, _| {},
+        )
+        .unwrap();
+        let focus: Vec<i64> = vec![320, 1929, 8000, 25000, 49000, 49406];
+        let mut kept = RowCache::default();
+        let focused = sweep_focused(
+            &suspect,
+            Some(&reference),
+            &mut kept,
+            &contexts,
+            &focus,
+            7,
+            4096,
+            &mut |_, _| {},
+        )
+        .unwrap();
+        let measured = focused.shift.iter().filter(|x| x.is_finite()).count();
+        assert!(
+            (NULL_SAMPLE..=NULL_SAMPLE + focus.len()).contains(&measured),
+            "{measured} measured"
+        );
+        assert!(focused.shift[1000].is_nan() || even_sample(49408, NULL_SAMPLE, 7).contains(&1000));
+        assert!(focused.score[49406].is_nan(), "specials stay unmeasured");
+        for &t in &focus[..5] {
+            let t = t as usize;
+            for (a, b) in [
+                (whole.shift[t], focused.shift[t]),
+                (whole.collapse[t], focused.collapse[t]),
+                (whole.direction[t], focused.direction[t]),
+            ] {
+                assert!((a - b).abs() < 1e-5, "token {t}: {a} vs {b}");
+            }
+        }
+        for (w, f) in [
+            (whole.shift_null, focused.shift_null),
+            (whole.collapse_null, focused.collapse_null),
+            (whole.direction_null, focused.direction_null),
+        ] {
+            assert!((w.0 - f.0).abs() < 0.05 * w.1, "median {w:?} vs {f:?}");
+            assert!((w.1 / f.1 - 1.0).abs() < 0.05, "scale {w:?} vs {f:?}");
+        }
+        // The sample's reference rows are kept for the next suspect.
+        assert!(kept.len() >= NULL_SAMPLE * contexts[0].positions.len());
     }
 
     #[test]

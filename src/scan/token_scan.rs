@@ -24,8 +24,8 @@ use serde::Serialize;
 use super::candidates::anchor_of;
 use super::char_index::CharIndex;
 use super::sweep::{
-    combine, pairwise_from_sum, robust_null, sweep, trimmed_ids, unit, word_ids, Context,
-    ReferenceCache, RowCache, Sweep,
+    combine, pairwise_from_sum, robust_null, sweep, sweep_focused, trimmed_ids, unit, word_ids,
+    Context, ReferenceCache, RowCache, Sweep,
 };
 use super::text_sweep::TextScore;
 use crate::error::Result;
@@ -65,6 +65,10 @@ pub struct TokenScanOptions {
     /// With a reference: reorder the ranking by which tokens' embedding rows moved
     /// ([`touched`](super::touched)).
     pub touched: bool,
+    /// With `touched` and rows that moved: sweep only the tokens whose rows moved (and a sample of
+    /// the vocabulary for the null) instead of the whole vocabulary, and screen only the
+    /// characters whose tokens all moved in the answer stage.
+    pub focus_sweep: bool,
 }
 
 impl Default for TokenScanOptions {
@@ -85,6 +89,7 @@ impl Default for TokenScanOptions {
             threshold: None,
             answer: super::answer::AnswerOptions::default(),
             touched: true,
+            focus_sweep: true,
         }
     }
 }
@@ -137,6 +142,11 @@ pub struct TokenScanReport {
     /// `reference` or `reference-free`.
     pub mode: &'static str,
     pub vocab: usize,
+    /// Tokens the sweep measured: the vocabulary less its specials, or, where the sweep was
+    /// focused on the tokens whose embedding rows moved, those and the null's sample.
+    pub swept: usize,
+    /// `vocabulary` or `touched` (focused).
+    pub sweep_scope: &'static str,
     pub contexts: usize,
     /// The encoder's score: with a reference (and confirmation on), the largest collapse of a
     /// confirmed token; else the best token score of the sweep.
@@ -287,19 +297,43 @@ pub fn scan_tokens(
         .enumerate()
         .map(|(i, p)| Context::new(suspect, p, i))
         .collect::<Result<_>>()?;
+    // With the base as reference, the embedding rows that moved name the tokens the fine-tune
+    // trained on, a trigger's among them: the sweep measures those (and a sample of the vocabulary
+    // for its null) instead of every token.
+    let moved = match reference {
+        Some(r) if opts.touched && opts.focus_sweep => {
+            Some(super::touched::Touched::new(suspect, r)?).filter(|t| t.informative())
+        }
+        _ => None,
+    };
+    let focus = moved.as_ref().map(|t| t.focus(index));
     let task = crate::progress::task(
         "sweep",
         contexts.iter().map(|c| c.positions.len() as u64).sum(),
     );
-    let sw = sweep(
-        suspect,
-        reference,
-        &mut cache.sweep,
-        &contexts,
-        opts.batch,
-        &mut |done, _| task.set_position(done as u64),
-    )?;
+    let mut progress = |done: usize, _| task.set_position(done as u64);
+    let sw = match &focus {
+        Some(focus) => sweep_focused(
+            suspect,
+            reference,
+            &mut cache.rows,
+            &contexts,
+            focus,
+            opts.seed,
+            opts.batch,
+            &mut progress,
+        )?,
+        None => sweep(
+            suspect,
+            reference,
+            &mut cache.sweep,
+            &contexts,
+            opts.batch,
+            &mut progress,
+        )?,
+    };
     task.finish();
+    let swept = sw.shift.iter().filter(|x| x.is_finite()).count();
     let seconds_sweep = started.elapsed().as_secs_f64();
     if let Ok(path) = std::env::var("CLIPDOOR_SWEEP_DUMP") {
         // Research aid: the raw per-token statistics, for looking at a sweep outside clipdoor.
@@ -388,7 +422,14 @@ pub fn scan_tokens(
                 )?);
             }
             match cache.answer.as_mut() {
-                Some(p) => p.answers(suspect, r, &opts.answer)?,
+                // Focused like the sweep: the characters whose tokens all moved.
+                Some(p) => match &moved {
+                    Some(t) => {
+                        let trained = |ids: &[i64]| t.text_drift(ids, index).is_some();
+                        p.answers(suspect, r, &opts.answer, Some(&trained))?
+                    }
+                    None => p.answers(suspect, r, &opts.answer, None)?,
+                },
                 None => vec![],
             }
         }
@@ -573,6 +614,12 @@ pub fn scan_tokens(
             "reference-free"
         },
         vocab: sw.score.len(),
+        swept,
+        sweep_scope: if focus.is_some() {
+            "touched"
+        } else {
+            "vocabulary"
+        },
         contexts: contexts.len(),
         score,
         score_kind,

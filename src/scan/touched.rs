@@ -109,6 +109,21 @@ impl Touched {
         self.drift.iter().filter(|&&d| d > self.threshold).count()
     }
 
+    /// The tokens a trigger can be made of: every row that moved, with its other form (with and
+    /// without the word end: a character learned inside words moves its open form, and is
+    /// inserted as a word in the closed one).
+    pub fn focus(&self, index: &CharIndex) -> Vec<i64> {
+        let mut out = BTreeSet::new();
+        for id in (0..self.drift.len() as i64).filter(|&i| self.moved(i)) {
+            out.insert(id);
+            out.extend(index.open_variant(id));
+            if let Some(raw) = index.raw.get(id as usize) {
+                out.extend(index.id_of.get(&format!("{raw}</w>")).copied());
+            }
+        }
+        out.into_iter().collect()
+    }
+
     /// Whether the ranking should listen: some rows moved, and not most of them.
     pub fn informative(&self) -> bool {
         let n = self.count();

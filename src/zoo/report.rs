@@ -31,6 +31,10 @@ pub struct ScanSettings {
     /// Whether the ranking used the touched-token prior (scans made before it read as false).
     #[serde(default)]
     pub touched: bool,
+    /// Whether the sweep measured only the tokens whose embedding rows moved, where some did
+    /// (scans made before it read as false: the whole vocabulary).
+    #[serde(default)]
+    pub focus_sweep: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

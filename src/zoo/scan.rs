@@ -94,6 +94,7 @@ pub fn scan_zoo(zoo: &Path, out: &Path, opts: &ZooScanOptions) -> Result<ZooRepo
             opts.scan.answer.rows
         },
         touched: !opts.reference_free && opts.scan.touched,
+        focus_sweep: !opts.reference_free && opts.scan.touched && opts.scan.focus_sweep,
     };
     let results_dir = out.join("encoders");
     let mut index: Option<CharIndex> = None;
