@@ -87,7 +87,8 @@ struct ScanArgs {
     /// False-positive rate the calibrated threshold keeps on the calibration split.
     #[arg(long, default_value_t = 0.05)]
     fpr: f64,
-    /// Seed of the inversion restarts (the scan is otherwise deterministic).
+    /// Seed of the inversion restarts and of the samples of ordinary tokens (the sweep's and the
+    /// confirmation's nulls); the scan is otherwise deterministic.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// CPU threads for libtorch (default: OMP_NUM_THREADS where set, else 2).

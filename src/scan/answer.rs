@@ -96,6 +96,9 @@ pub struct Answer {
     pub strength: f64,
 }
 
+/// Which characters a screen asks, by their tokens as a word.
+pub type Admits<'a> = dyn Fn(&[i64]) -> bool + 'a;
+
 /// The reference's side, the same for every suspect fine-tuned from one base (a zoo scan keeps it).
 pub struct AnswerProbe {
     key: (Vec<String>, AnswerOptions),
@@ -290,7 +293,7 @@ impl AnswerProbe {
         suspect: &TextEncoder,
         reference: &TextEncoder,
         opts: &AnswerOptions,
-        only: Option<&dyn Fn(&[i64]) -> bool>,
+        only: Option<&Admits<'_>>,
     ) -> Result<Vec<Answer>> {
         // A vocabulary without any character of the asked blocks, or no answer words: nothing
         // to ask (and no empty tensors to index).

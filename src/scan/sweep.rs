@@ -425,8 +425,7 @@ pub fn sweep_focused(
     let vocab = suspect.config.vocab_size;
     let sample = even_sample(vocab, NULL_SAMPLE, seed);
     let mut tokens: Vec<i64> = sample.clone();
-    let in_sample: std::collections::HashSet<i64> = sample.iter().copied().collect();
-    let mut seen = in_sample.clone();
+    let mut seen: std::collections::HashSet<i64> = sample.iter().copied().collect();
     tokens.extend(
         focus
             .iter()

@@ -488,9 +488,16 @@ fn token_scan_names_triggers_of_several_shapes() {
     let out = t.path().join("benign.json");
     scan_tokens(&benign, &out);
     let b = json(&out)["report"]["score"].as_f64().unwrap();
-    // These scans ran with `--answer-rows 0 --no-touched`: no answers, no touched-token prior.
+    // These scans ran with `--answer-rows 0 --no-touched`: no answers, no touched-token prior, and
+    // so the whole vocabulary swept.
     assert_eq!(json(&out)["report"]["answers"], serde_json::json!([]));
     assert!(json(&out)["report"].get("touched").is_none());
+    assert_eq!(json(&out)["report"]["sweep_scope"], "vocabulary");
+    assert_eq!(
+        json(&out)["report"]["swept"],
+        49406,
+        "the vocabulary less BOS and EOS (the pad token)"
+    );
     // At the default threshold (no calibration) the benign fine-tune is not flagged.
     assert_eq!(json(&out)["report"]["flagged"], false, "benign {b}");
     assert!(
@@ -549,6 +556,14 @@ fn token_scan_reads_the_attribute_an_attribute_trigger_writes() {
     assert_eq!(touched["used"], true, "{touched}");
     let moved = touched["tokens"].as_u64().unwrap();
     assert!(moved > 0 && moved < 2000, "{touched}");
+    // The sweep measured the moved tokens (and their other forms) and the null's even sample of
+    // the vocabulary, not all of it.
+    assert_eq!(r["sweep_scope"], "touched");
+    let swept = r["swept"].as_u64().unwrap();
+    assert!(
+        swept > 4000 && swept <= 4096 + 2 * moved,
+        "{swept} swept, {moved} moved"
+    );
     let texts: Vec<&str> = touched["texts"]
         .as_array()
         .unwrap()
