@@ -84,8 +84,8 @@ struct TriggerScanArgs {
     /// without reordering it by which tokens' embedding rows moved (the touched-token prior).
     #[arg(long)]
     no_touched: bool,
-    /// `--method tokens` with a reference: sweep the whole vocabulary, not only the tokens whose embedding rows moved
-    /// against the reference (and a sample of the vocabulary for the null).
+    /// `--method tokens` with a reference: sweep the whole vocabulary, not only the tokens whose
+    /// embedding rows moved against the reference (and a sample of the vocabulary for the null).
     #[arg(long)]
     full_sweep: bool,
     #[command(flatten)]

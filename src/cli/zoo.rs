@@ -80,8 +80,8 @@ struct ScanArgs {
     /// embedding rows moved against the reference (the touched-token prior).
     #[arg(long)]
     no_touched: bool,
-    /// sweep the whole vocabulary, not only the tokens whose embedding rows moved
-    /// against the reference (and a sample of the vocabulary for the null).
+    /// Sweep the whole vocabulary, not only the tokens whose embedding rows moved against the
+    /// reference (and a sample of the vocabulary for the null).
     #[arg(long)]
     full_sweep: bool,
     /// False-positive rate the calibrated threshold keeps on the calibration split.
