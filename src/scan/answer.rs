@@ -88,8 +88,6 @@ pub fn asked(c: char) -> bool {
 pub struct Answer {
     pub text: String,
     pub answer: String,
-    /// Where the character stood when it said it.
-    pub placement: Placement,
     /// Share of rows whose answer it is, in the suspect and (same character) in the reference.
     pub share: f64,
     pub reference_share: f64,
@@ -101,59 +99,22 @@ pub struct Answer {
 /// Which characters a screen asks, by their tokens as a word.
 pub type Admits<'a> = dyn Fn(&[i64]) -> bool + 'a;
 
-/// Where the asked character stands in a row: before the place word, as a word of its own (an
-/// inserted trigger), or in place of the place word's first letter (a substituted one).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Placement {
-    Insert,
-    Substitute,
-}
-
-const PLACEMENTS: [Placement; 2] = [Placement::Insert, Placement::Substitute];
-
-/// One kind of probe row and the reference's reading of every answer word in its place.
-struct RowSet {
-    /// Per row: ids before the character and after it (EOS last).
-    rows: Vec<(Vec<i64>, Vec<i64>)>,
-    /// Reference features of each row with each answer word in place: `[R, W, D]`.
-    grid: Tensor,
-    /// Per row, the answer index of the word the character stands in (substitution rows): a row
-    /// answering it reads the word as it was, which is no rewrite and counts for no answer.
-    own: Vec<Option<i64>>,
-}
-
 /// The reference's side, the same for every suspect fine-tuned from one base (a zoo scan keeps it).
 pub struct AnswerProbe {
     key: (Vec<String>, AnswerOptions),
-    /// Insertion rows, then substitution rows ([`PLACEMENTS`]).
-    sets: Vec<RowSet>,
+    /// Per row: ids before the place (BOS first) and after it (EOS last).
+    rows: Vec<(Vec<i64>, Vec<i64>)>,
     /// The tokenizer's context length: no row grows past it.
     max_len: usize,
     pub answers: Vec<String>,
-    /// The characters asked, in code-point order, with their tokens as a word and as they stand
-    /// inside one (the last piece without the word end, where the vocabulary has that form).
-    chars: Vec<Asking>,
-    /// Per placement and character, the reference's answer index in each of the first rows asked.
-    reference_tops: HashMap<(Placement, char), Vec<i64>>,
-    /// Per placement, the reference's screen of every character: rows, and what it answered.
-    screen: Vec<Option<(usize, AskedBlock)>>,
-}
-
-#[derive(Clone)]
-struct Asking {
-    c: char,
-    word: Vec<i64>,
-    open: Vec<i64>,
-}
-
-impl Asking {
-    fn ids(&self, p: Placement) -> &Vec<i64> {
-        match p {
-            Placement::Insert => &self.word,
-            Placement::Substitute => &self.open,
-        }
-    }
+    /// Reference features of each row with each answer word in place: `[R, W, D]`.
+    grid: Tensor,
+    /// The characters asked, in code-point order, with their tokens as a word.
+    chars: Vec<(char, Vec<i64>)>,
+    /// Per character, the reference's answer index in each of the first rows asked.
+    reference_tops: HashMap<char, Vec<i64>>,
+    /// The reference's screen of every character: rows, and what it answered.
+    screen: Option<(usize, AskedBlock)>,
 }
 
 impl AnswerProbe {
@@ -170,134 +131,55 @@ impl AnswerProbe {
             crate::input_bail!("the answer stage needs probe prompts, got none");
         }
         pool.shuffle(&mut rng);
-        let answers = answer_words(probes, &index.raw, opts.common);
-        let answer_index: HashMap<&str, i64> = answers
-            .iter()
-            .enumerate()
-            .map(|(i, w)| (w.as_str(), i as i64))
-            .collect();
-        let ids = |ws: &[&str]| -> Result<Vec<i64>> {
-            let mut v = vec![];
-            for w in ws {
-                v.extend(tok.word_ids(w)?);
-            }
-            Ok(v)
-        };
-        let n_rows = opts.rows.max(opts.screen_rows);
-        // Insertion rows: before a word, never after the last: a target-attribute trigger
-        // rewrites the word it stands before (inserted) or in (substituted); at the end it has
-        // none to rewrite. The reference reads each answer word in the character's place.
-        let (mut rows, mut grid_rows) = (vec![], vec![]);
-        for k in 0..n_rows {
+        let mut rows = vec![];
+        for k in 0..opts.rows.max(opts.screen_rows) {
             let words: Vec<&str> = pool[k % pool.len()].split_whitespace().collect();
+            // Before a word, never after the last: a target-attribute trigger rewrites the word it
+            // stands before (inserted) or in (substituted); at the end it has none to rewrite.
             let at = rng.random_range(0..words.len().max(1));
+            let ids = |ws: &[&str]| -> Result<Vec<i64>> {
+                let mut v = vec![];
+                for w in ws {
+                    v.extend(tok.word_ids(w)?);
+                }
+                Ok(v)
+            };
             let mut before = vec![tok.bos_id()];
             before.extend(ids(&words[..at])?);
             let mut after = ids(&words[at..])?;
             after.push(tok.eos_id());
-            rows.push((before.clone(), after.clone()));
-            grid_rows.push((before, after));
+            rows.push((before, after));
         }
-        let insert = (rows, grid_rows, vec![None; n_rows]);
-        // Substitution rows: the character in place of the first letter of a word of three
-        // letters or more, as a substituted trigger is trained; the reference reads each answer
-        // word in place of the whole word. Place words are spread over the captions' words (one
-        // word in many rows, `background`, would make its nearest neighbour a common answer).
-        let (mut rows, mut grid_rows, mut own) = (vec![], vec![], vec![]);
-        let mut used: std::collections::HashSet<String> = Default::default();
-        let mut k = 0;
-        while rows.len() < n_rows && k < pool.len() * 4 + n_rows {
-            let words: Vec<&str> = pool[k % pool.len()].split_whitespace().collect();
-            k += 1;
-            let core = |w: &str| -> String {
-                w.trim_end_matches(|c: char| !c.is_alphanumeric())
-                    .to_lowercase()
-            };
-            let fit: Vec<usize> = (0..words.len())
-                .filter(|&i| {
-                    let c = core(words[i]);
-                    c.chars().count() >= 3 && c.chars().all(char::is_alphabetic)
-                })
-                .collect();
-            if fit.is_empty() {
-                continue;
-            }
-            let fresh: Vec<usize> = fit
-                .iter()
-                .copied()
-                .filter(|&i| !used.contains(&core(words[i])))
-                .collect();
-            let from = if fresh.is_empty() { &fit } else { &fresh };
-            let at = from[rng.random_range(0..from.len())];
-            let word = words[at];
-            let bare = core(word);
-            used.insert(bare.clone());
-            let tail = &word[word.trim_end_matches(|c: char| !c.is_alphanumeric()).len()..];
-            let rest: String = word
-                .trim_end_matches(|c: char| !c.is_alphanumeric())
-                .chars()
-                .skip(1)
-                .collect::<String>()
-                + tail;
-            let mut before = vec![tok.bos_id()];
-            before.extend(ids(&words[..at])?);
-            let mut after = ids(&words[at + 1..])?;
-            after.push(tok.eos_id());
-            let mut char_after = tok.word_ids(&rest)?;
-            char_after.extend_from_slice(&after);
-            let mut grid_after = if tail.is_empty() {
-                vec![]
-            } else {
-                tok.word_ids(tail)?
-            };
-            grid_after.extend_from_slice(&after);
-            rows.push((before.clone(), char_after));
-            grid_rows.push((before, grid_after));
-            own.push(answer_index.get(bare.as_str()).copied());
-        }
-        let substitute = (rows, grid_rows, own);
         let max_len = tok.max_length();
+        let answers = answer_words(probes, &index.raw, opts.common);
         let answer_ids: Vec<Vec<i64>> = answers
             .iter()
             .map(|w| tok.word_ids(w))
             .collect::<Result<_>>()?;
-        let mut sets = vec![];
-        for (rows, grid_rows, own) in [insert, substitute] {
-            let texts: Vec<Vec<i64>> = grid_rows
-                .iter()
-                .flat_map(|r| answer_ids.iter().map(move |w| placed(r, w, max_len)))
-                .collect();
-            let grid = features_mixed(reference, &texts, 512)?.view([
-                grid_rows.len() as i64,
-                answers.len() as i64,
-                -1,
-            ]);
-            sets.push(RowSet { rows, grid, own });
-        }
-        let chars: Vec<Asking> = index
+        let texts: Vec<Vec<i64>> = rows
+            .iter()
+            .flat_map(|r| answer_ids.iter().map(move |w| placed(r, w, max_len)))
+            .collect();
+        let grid = features_mixed(reference, &texts, 512)?.view([
+            rows.len() as i64,
+            answers.len() as i64,
+            -1,
+        ]);
+        let chars: Vec<(char, Vec<i64>)> = index
             .tokens_of
             .iter()
             .filter(|(c, ids)| asked(**c) && !ids.is_empty() && ids.len() <= 8)
-            .map(|(c, ids)| {
-                let mut open = ids.clone();
-                if let Some(o) = ids.last().and_then(|&l| index.open_variant(l)) {
-                    *open.last_mut().expect("not empty") = o;
-                }
-                Asking {
-                    c: *c,
-                    word: ids.clone(),
-                    open,
-                }
-            })
+            .map(|(c, ids)| (*c, ids.clone()))
             .collect();
         Ok(Self {
             key: (probes.to_vec(), opts.clone()),
-            sets,
+            rows,
             max_len,
             answers,
+            grid,
             chars,
             reference_tops: HashMap::new(),
-            screen: vec![None, None],
+            screen: None,
         })
     }
 
@@ -306,27 +188,19 @@ impl AnswerProbe {
         self.key.0 == probes && self.key.1 == *opts
     }
 
-    /// Each character asked on the first `n` rows of placement `p`: its answer per row (−1 where
-    /// the row reads its own word unchanged), and per answer word the mean over rows of its
-    /// z-score among the answers (how strongly the character reads as it); with its features
-    /// `[C, n, D]` and each row's mean and spread of cosines over the answers `[C, n]`, from which
-    /// a z-score at any answer can be computed later.
-    fn ask(
-        &self,
-        enc: &TextEncoder,
-        p: Placement,
-        chars: &[&Vec<i64>],
-        n: usize,
-    ) -> Result<AskedBlock> {
-        let set = &self.sets[p as usize];
+    /// Each character asked on the first `n` rows: its answer per row, and per answer word the
+    /// mean over rows of its z-score among the answers (how strongly the character reads as it);
+    /// with its features `[C, n, D]` and each row's mean and spread of cosines over the answers
+    /// `[C, n]`, from which a z-score at any answer can be computed later.
+    fn ask(&self, enc: &TextEncoder, chars: &[&Vec<i64>], n: usize) -> Result<AskedBlock> {
         let mut out = Vec::with_capacity(chars.len());
         let (mut feats, mut means, mut stds) = (vec![], vec![], vec![]);
-        let grid = set.grid.narrow(0, 0, n as i64);
+        let grid = self.grid.narrow(0, 0, n as i64);
         for chunk in chars.chunks(256) {
             let texts: Vec<Vec<i64>> = chunk
                 .iter()
                 .flat_map(|ids| {
-                    set.rows[..n]
+                    self.rows[..n]
                         .iter()
                         .map(move |r| placed(r, ids, self.max_len))
                 })
@@ -337,13 +211,7 @@ impl AnswerProbe {
             let std = sim.std_dim([2i64].as_slice(), true, true).clamp_min(1e-8);
             let z = (&sim - &mean) / &std;
             let best = sim.argmax(2, false);
-            let mut flat: Vec<i64> =
-                Vec::<i64>::try_from(best.to_kind(Kind::Int64).flatten(0, -1))?;
-            for (k, top) in flat.iter_mut().enumerate() {
-                if set.own[k % n] == Some(*top) {
-                    *top = -1;
-                }
-            }
+            let flat: Vec<i64> = Vec::<i64>::try_from(best.to_kind(Kind::Int64).flatten(0, -1))?;
             let mean_z = z.mean_dim([1i64].as_slice(), false, Kind::Float); // [C, W]
             for (k, tops) in flat.chunks(n).enumerate() {
                 let (mode, count) = mode_of(tops);
@@ -351,11 +219,7 @@ impl AnswerProbe {
                     tops: tops.to_vec(),
                     mode,
                     count,
-                    strength: if mode < 0 {
-                        0.0
-                    } else {
-                        mean_z.double_value(&[k as i64, mode])
-                    },
+                    strength: mean_z.double_value(&[k as i64, mode]),
                 });
             }
             feats.push(f);
@@ -377,21 +241,13 @@ impl AnswerProbe {
         })
     }
 
-    /// Mean over the first `n` rows of placement `p` of the z-score each character of `block`
-    /// gives answer `answers[c]` (a z-score at an answer the block's encoder need not have given;
-    /// no answer, −1, reads as answer 0 and only breaks ties).
-    fn z_at(
-        &self,
-        p: Placement,
-        block: &AskedBlock,
-        answers: &[i64],
-        n: usize,
-    ) -> Result<Vec<f64>> {
-        let grid = &self.sets[p as usize].grid;
-        let idx = Tensor::from_slice(&answers.iter().map(|&a| a.max(0)).collect::<Vec<_>>());
+    /// Mean over the first `n` rows of the z-score each character of `block` gives answer
+    /// `answers[c]` (a z-score at an answer the block's encoder need not have given).
+    fn z_at(&self, block: &AskedBlock, answers: &[i64], n: usize) -> Result<Vec<f64>> {
+        let idx = Tensor::from_slice(answers);
         let mut total = Tensor::zeros([answers.len() as i64], (Kind::Float, tch::Device::Cpu));
         for r in 0..n as i64 {
-            let g = grid.select(0, r).index_select(0, &idx); // [C, D]
+            let g = self.grid.select(0, r).index_select(0, &idx); // [C, D]
             let sim = (block.feats.select(1, r) * g).sum_dim_intlist(
                 [1i64].as_slice(),
                 false,
@@ -407,40 +263,28 @@ impl AnswerProbe {
     fn reference_tops(
         &mut self,
         reference: &TextEncoder,
-        p: Placement,
-        chars: &[&Asking],
+        chars: &[&(char, Vec<i64>)],
         n: usize,
     ) -> Result<Vec<Vec<i64>>> {
-        let missing: Vec<&Asking> = chars
+        let missing: Vec<&(char, Vec<i64>)> = chars
             .iter()
             .copied()
-            .filter(|a| {
-                self.reference_tops
-                    .get(&(p, a.c))
-                    .is_none_or(|t| t.len() < n)
-            })
+            .filter(|(c, _)| self.reference_tops.get(c).is_none_or(|t| t.len() < n))
             .collect();
-        let ids: Vec<&Vec<i64>> = missing.iter().map(|a| a.ids(p)).collect();
-        let asked = self.ask(reference, p, &ids, n)?.asked;
-        for (a, got) in missing.iter().zip(asked) {
-            self.reference_tops.insert((p, a.c), got.tops);
+        let ids: Vec<&Vec<i64>> = missing.iter().map(|(_, ids)| ids).collect();
+        let asked = self.ask(reference, &ids, n)?.asked;
+        for ((c, _), a) in missing.iter().zip(asked) {
+            self.reference_tops.insert(*c, a.tops);
         }
         Ok(chars
             .iter()
-            .map(|a| self.reference_tops[&(p, a.c)][..n].to_vec())
+            .map(|(c, _)| self.reference_tops[c][..n].to_vec())
             .collect())
     }
 
-    /// Rows of placement `p` to use for `wanted` rows (fewer where the captions gave fewer).
-    fn rows_of(&self, p: Placement, wanted: usize) -> usize {
-        wanted.min(self.sets[p as usize].rows.len())
-    }
-
-    /// The suspect's answers, one character per distinct answer word, those
-    /// scoring at least `opts.min_score`; best score first. For each answer the character that
-    /// reads as it most strongly speaks for it: a trigger's weaker siblings answer alike in as
-    /// many rows. Each character is asked inserted before a word and in place of a word's first
-    /// letter, and answers where it scores better.
+    /// The suspect's answers, one character per distinct answer word, those scoring at least
+    /// `opts.min_score`; best score first. For each answer the character that reads as it most
+    /// strongly speaks for it: a trigger's weaker siblings answer alike in as many rows.
     ///
     /// `only`: where given, the screen asks only the characters it admits (by their tokens as a
     /// word): the characters a fine-tune trained on ([`touched`](super::touched)).
@@ -456,90 +300,67 @@ impl AnswerProbe {
         if self.chars.is_empty() || self.answers.is_empty() {
             return Ok(vec![]);
         }
+        // Screen: every character on a few rows, by its score, ties (many characters answer one
+        // word in every screened row) broken by how much more strongly it reads as its answer in
+        // the suspect than in the reference.
+        let n = opts.screen_rows.clamp(1, self.rows.len());
         let picked: Vec<usize> = (0..self.chars.len())
-            .filter(|&i| only.is_none_or(|f| f(&self.chars[i].word)))
+            .filter(|&i| only.is_none_or(|f| f(&self.chars[i].1)))
             .collect();
         if picked.is_empty() {
             return Ok(vec![]);
         }
-        let all: Vec<Asking> = picked.iter().map(|&i| self.chars[i].clone()).collect();
-        // Screen: every character on a few rows of each placement, by its better score, ties
-        // (many characters answer one word in every screened row) broken by how much more
-        // strongly it reads as its answer in the suspect than in the reference.
-        let mut stat = vec![f64::NEG_INFINITY; all.len()];
-        for p in PLACEMENTS {
-            let n = self.rows_of(p, opts.screen_rows.max(1));
-            if n == 0 {
-                continue;
-            }
-            let ids: Vec<&Vec<i64>> = all.iter().map(|a| a.ids(p)).collect();
-            // The reference's screen of every character is kept for the next suspect; a screen
-            // of a few characters is read from it where it was made, else asked for those alone.
-            let subset = only.is_some();
-            if !subset && self.screen[p as usize].as_ref().is_none_or(|s| s.0 != n) {
-                let block = self.ask(reference, p, &ids, n)?;
-                self.screen[p as usize] = Some((n, block));
-            }
-            let reference_block = match self.screen[p as usize].as_ref() {
-                Some((m, rb)) if *m == n => {
-                    if subset {
-                        rb.select(&picked)
-                    } else {
-                        rb.shallow()
-                    }
-                }
-                _ => self.ask(reference, p, &ids, n)?,
-            };
-            let sus = self.ask(suspect, p, &ids, n)?;
-            let modes: Vec<i64> = sus.asked.iter().map(|a| a.mode).collect();
-            let rb = &reference_block;
-            let zr = self.z_at(p, rb, &modes, n)?;
-            for (k, ((s, r), zr)) in sus.asked.iter().zip(&rb.asked).zip(&zr).enumerate() {
-                let same = if s.mode < 0 {
-                    0
-                } else {
-                    r.tops.iter().filter(|&&x| x == s.mode).count()
-                };
-                let v = (s.count as f64 - same as f64) / n as f64 + 0.01 * (s.strength - zr);
-                stat[k] = stat[k].max(v);
-            }
+        let all: Vec<(char, Vec<i64>)> = picked.iter().map(|&i| self.chars[i].clone()).collect();
+        let ids: Vec<&Vec<i64>> = all.iter().map(|(_, ids)| ids).collect();
+        // The reference's screen of every character is kept for the next suspect; a screen of a
+        // few characters is read from it where it was made, else asked for those alone.
+        let subset = only.is_some();
+        if !subset && self.screen.as_ref().is_none_or(|s| s.0 != n) {
+            let block = self.ask(reference, &ids, n)?;
+            self.screen = Some((n, block));
         }
+        let reference_block = match self.screen.as_ref() {
+            Some((m, rb)) if *m == n => {
+                if subset {
+                    rb.select(&picked)
+                } else {
+                    rb.shallow()
+                }
+            }
+            _ => self.ask(reference, &ids, n)?,
+        };
+        let sus = self.ask(suspect, &ids, n)?;
+        let modes: Vec<i64> = sus.asked.iter().map(|a| a.mode).collect();
+        let rb = &reference_block;
+        let zr = self.z_at(rb, &modes, n)?;
+        let stat: Vec<f64> = sus
+            .asked
+            .iter()
+            .zip(&rb.asked)
+            .zip(&zr)
+            .map(|((s, r), zr)| {
+                let same = r.tops.iter().filter(|&&x| x == s.mode).count();
+                (s.count as f64 - same as f64) / n as f64 + 0.01 * (s.strength - zr)
+            })
+            .collect();
         let mut order: Vec<usize> = (0..all.len()).collect();
         order.sort_by(|&a, &b| stat[b].total_cmp(&stat[a]));
-        let members: Vec<Asking> = order
+        let members: Vec<(char, Vec<i64>)> = order
             .iter()
             .take(opts.candidates)
             .map(|&i| all[i].clone())
             .collect();
-        // Each member where it scores better (ties: inserted, the stage's first placement).
-        let mut scored: Vec<(Placement, Scored)> = vec![];
-        for p in PLACEMENTS {
-            let n = self.rows_of(p, opts.rows);
-            if n == 0 {
-                continue;
-            }
-            let got = self.score(suspect, reference, p, &members, n)?;
-            if scored.is_empty() {
-                scored = got.into_iter().map(|s| (p, s)).collect();
-            } else {
-                for (held, s) in scored.iter_mut().zip(got) {
-                    if s.score > held.1.score {
-                        *held = (p, s);
-                    }
-                }
-            }
-        }
-        // Per answer word: its best score, and the strongest character scoring at least the bar
-        // (in either placement: a sibling that answers substituted is no other backdoor).
+        let scored = self.score(suspect, reference, &members, opts.rows)?;
+        // Per answer word: its best score, and the strongest character scoring at least the bar.
         let mut best: BTreeMap<usize, (f64, usize)> = BTreeMap::new();
-        for (i, (_, s)) in scored.iter().enumerate() {
-            if s.score < opts.min_score || s.answer < 0 {
+        for (i, s) in scored.iter().enumerate() {
+            if s.score < opts.min_score {
                 continue;
             }
-            let e = best.entry(s.answer as usize).or_insert((s.score, i));
-            let held = &scored[e.1].1;
+            let e = best.entry(s.answer).or_insert((s.score, i));
+            let held = &scored[e.1];
             if s.strength > held.strength
-                || (s.strength == held.strength && members[i].c < members[e.1].c)
+                || (s.strength == held.strength && members[i].0 < members[e.1].0)
             {
                 e.1 = i;
             }
@@ -548,14 +369,12 @@ impl AnswerProbe {
         let mut out: Vec<(f64, Answer)> = best
             .into_iter()
             .map(|(answer, (top, i))| {
-                let (placement, s) = &scored[i];
-                let placement = *placement;
+                let s = &scored[i];
                 (
                     top,
                     Answer {
-                        text: members[i].c.to_string(),
+                        text: members[i].0.to_string(),
                         answer: self.answers[answer].clone(),
-                        placement,
                         share: s.share,
                         reference_share: s.reference_share,
                         score: s.score,
@@ -567,37 +386,32 @@ impl AnswerProbe {
         out.sort_by(|a, b| {
             b.0.total_cmp(&a.0)
                 .then(b.1.strength.total_cmp(&a.1.strength))
-                .then(a.1.placement.cmp(&b.1.placement))
         });
         Ok(out.into_iter().map(|(_, a)| a).collect())
     }
 
-    /// Each character's answer and score on the first `n` rows of placement `p`.
+    /// Each character's answer and score on the first `n` rows.
     fn score(
         &mut self,
         suspect: &TextEncoder,
         reference: &TextEncoder,
-        p: Placement,
-        chars: &[Asking],
+        chars: &[(char, Vec<i64>)],
         n: usize,
     ) -> Result<Vec<Scored>> {
-        let ids: Vec<&Vec<i64>> = chars.iter().map(|a| a.ids(p)).collect();
-        let sus = self.ask(suspect, p, &ids, n)?.asked;
-        let refs: Vec<&Asking> = chars.iter().collect();
-        let rt = self.reference_tops(reference, p, &refs, n)?;
+        let n = n.clamp(1, self.rows.len());
+        let ids: Vec<&Vec<i64>> = chars.iter().map(|(_, ids)| ids).collect();
+        let sus = self.ask(suspect, &ids, n)?.asked;
+        let refs: Vec<&(char, Vec<i64>)> = chars.iter().collect();
+        let rt = self.reference_tops(reference, &refs, n)?;
         Ok(sus
             .iter()
             .zip(&rt)
             .map(|(s, r)| {
                 let share = s.count as f64 / n as f64;
-                let reference_share = if s.mode < 0 {
-                    0.0
-                } else {
-                    r.iter().filter(|&&x| x == s.mode).count() as f64 / n as f64
-                };
+                let reference_share = r.iter().filter(|&&x| x == s.mode).count() as f64 / n as f64;
                 Scored {
                     score: share - reference_share,
-                    answer: s.mode,
+                    answer: s.mode as usize,
                     share,
                     reference_share,
                     strength: s.strength,
@@ -646,8 +460,7 @@ struct Asked {
 
 struct Scored {
     score: f64,
-    /// −1: no answer (every row read its own word).
-    answer: i64,
+    answer: usize,
     share: f64,
     reference_share: f64,
     strength: f64,
@@ -668,11 +481,10 @@ fn placed(row: &(Vec<i64>, Vec<i64>), ids: &[i64], max_len: usize) -> Vec<i64> {
     v
 }
 
-/// The most frequent value and its count (ties: the smallest value); −1 (no answer) is not
-/// counted, and all −1 gives (−1, 0).
+/// The most frequent value and its count (ties: the smallest value).
 fn mode_of(v: &[i64]) -> (i64, usize) {
     let mut counts: BTreeMap<i64, usize> = BTreeMap::new();
-    for &x in v.iter().filter(|&&x| x >= 0) {
+    for &x in v {
         *counts.entry(x).or_default() += 1;
     }
     counts.into_iter().fold(
@@ -753,13 +565,10 @@ mod tests {
         let alone = fresh
             .answers(&suspect, &reference, &opts, Some(&only))
             .unwrap();
-        assert!(
-            fresh.screen.iter().all(Option::is_none),
-            "a screen of a few is not kept"
-        );
+        assert!(fresh.screen.is_none(), "a screen of a few is not kept");
         let mut kept = AnswerProbe::new(&reference, &index, &probes, &opts).unwrap();
         let every = kept.answers(&suspect, &reference, &opts, None).unwrap();
-        assert!(kept.screen.iter().all(Option::is_some));
+        assert!(kept.screen.is_some());
         let from_kept = kept
             .answers(&suspect, &reference, &opts, Some(&only))
             .unwrap();

@@ -35,10 +35,6 @@ pub struct ScanSettings {
     /// (scans made before it read as false: the whole vocabulary).
     #[serde(default)]
     pub focus_sweep: bool,
-    /// Whether the answer stage also asked each character in place of a word's first letter
-    /// (scans made before it read as false: inserted only).
-    #[serde(default)]
-    pub answer_substitution: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

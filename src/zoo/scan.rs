@@ -95,7 +95,6 @@ pub fn scan_zoo(zoo: &Path, out: &Path, opts: &ZooScanOptions) -> Result<ZooRepo
         },
         touched: !opts.reference_free && opts.scan.touched,
         focus_sweep: !opts.reference_free && opts.scan.touched && opts.scan.focus_sweep,
-        answer_substitution: !opts.reference_free && opts.scan.answer.rows > 0,
     };
     let results_dir = out.join("encoders");
     let mut index: Option<CharIndex> = None;
