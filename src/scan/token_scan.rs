@@ -41,6 +41,10 @@ const TEXTS_REPORTED: usize = 32;
 /// Default flag threshold on the confirmed collapse (the encoder's score with a reference): on the
 /// seed-18 shapes zoo benign encoders stay below 0.08, target-prompt backdoors above 0.3.
 pub const DEFAULT_COLLAPSE_THRESHOLD: f64 = 0.15;
+/// Bumped when the scan gives other results for the same options, so that `zoo scan` does not
+/// reuse results cached by an older scan. 1: a moved row is one far above the floor every row
+/// shares (`touched`), not ten medians, and the sweep's focus holds the rows of highest drift.
+pub const SCAN_VERSION: u32 = 1;
 
 #[derive(Clone)]
 pub struct TokenScanOptions {

@@ -25,11 +25,21 @@ use super::char_index::CharIndex;
 use crate::error::Result;
 use crate::models::text_encoder::TextEncoder;
 
-/// Above the vocabulary's median drift by this factor (plus [`FLOOR`]) a row counts as moved.
-const OVER_MEDIAN: f32 = 10.0;
-/// Relative drift below which a row counts as unmoved whatever the median (an f16 round trip moves
-/// a row by at most 3.1e-4 of its norm; a bf16 one by 2.5e-3, which ten medians cover).
+/// A row counts as moved above the vocabulary's median drift by this many robust deviations
+/// (1.4826 × MAD), plus [`FLOOR`]. The median and the spread are the floor every row shares: 0 and 0
+/// where untouched rows stay bit-identical; the noise share where a fine-tune started from the
+/// base plus noise on every tensor (`training.init_noise`: on the zoos' benign fine-tunes, median
+/// 0.04–0.07 and deviation 0.005–0.009, while a trigger's rows move by 0.22 or more); the rounding
+/// of a half-precision round trip.
+const OVER_SPREAD: f32 = 10.0;
+/// Relative drift below which a row counts as unmoved whatever the floor (an f16 round trip moves
+/// a row by at most 3.1e-4 of its norm; a bf16 one by 2.5e-3, which the spread covers).
 const FLOOR: f32 = 1e-3;
+/// The sweep's focus also holds this many rows of highest drift above the shared floor's median,
+/// where they did not count as moved: under heavy start noise (30% of each tensor's deviation) a
+/// trigger's rows ranked 8th to 20th by drift yet fell below the threshold (docs/scanner-zoo.md,
+/// "Noise-started fine-tunes"). Where untouched rows stay bit-identical these are the moved rows.
+const FOCUS_TOP: usize = 256;
 /// Above this share of moved rows the prior says nothing (every row moved: weight decay, noise).
 const MAX_SHARE: f64 = 0.5;
 /// Word candidates: ASCII letters only, at least this many (shorter pieces are everywhere).
@@ -39,6 +49,8 @@ pub struct Touched {
     /// Per token id: ‖suspect row − reference row‖ / ‖reference row‖.
     pub drift: Vec<f32>,
     pub threshold: f32,
+    /// The vocabulary's median drift: the floor every row shares.
+    pub median: f32,
 }
 
 /// What the report says about the prior.
@@ -93,9 +105,13 @@ impl Touched {
         let mut sorted: Vec<f32> = drift.iter().copied().filter(|x| x.is_finite()).collect();
         sorted.sort_by(|a, b| a.total_cmp(b));
         let median = sorted.get(sorted.len() / 2).copied().unwrap_or(0.0);
+        let mut dev: Vec<f32> = sorted.iter().map(|x| (x - median).abs()).collect();
+        dev.sort_by(|a, b| a.total_cmp(b));
+        let spread = 1.4826 * dev.get(dev.len() / 2).copied().unwrap_or(0.0);
         Self {
             drift,
-            threshold: FLOOR + OVER_MEDIAN * median,
+            threshold: FLOOR + median + OVER_SPREAD * spread,
+            median,
         }
     }
 
@@ -109,12 +125,19 @@ impl Touched {
         self.drift.iter().filter(|&&d| d > self.threshold).count()
     }
 
-    /// The tokens a trigger can be made of: every row that moved, with its other form (with and
-    /// without the word end: a character learned inside words moves its open form, and is
-    /// inserted as a word in the closed one).
+    /// The tokens a trigger can be made of: every row that moved and the [`FOCUS_TOP`] rows of
+    /// highest drift above the shared floor, each with its other form (with and without the word
+    /// end: a character learned inside words moves its open form, and is inserted as a word in the
+    /// closed one).
     pub fn focus(&self, index: &CharIndex) -> Vec<i64> {
         let mut out = BTreeSet::new();
-        for id in (0..self.drift.len() as i64).filter(|&i| self.moved(i)) {
+        let mut by_drift: Vec<i64> = (0..self.drift.len() as i64)
+            .filter(|&i| self.drift[i as usize] > FLOOR + self.median)
+            .collect();
+        by_drift.sort_by(|&a, &b| self.drift[b as usize].total_cmp(&self.drift[a as usize]));
+        by_drift.truncate(FOCUS_TOP);
+        let moved = (0..self.drift.len() as i64).filter(|&i| self.moved(i));
+        for id in moved.chain(by_drift) {
             out.insert(id);
             out.extend(index.open_variant(id));
             if let Some(raw) = index.raw.get(id as usize) {
@@ -330,16 +353,81 @@ mod tests {
         assert_eq!(t.text_drift(&ids("🐵"), &index), None);
     }
 
+    /// Under heavy start noise a trigger's rows can fall below the threshold yet rank among the
+    /// rows of highest drift (e0037 of the design zoo, 30% noise: U+2062's rows 18th and 20th,
+    /// drift 0.61–0.62 against a threshold of 0.68): the sweep's focus holds them; where
+    /// untouched rows stay bit-identical it holds the moved rows alone.
     #[test]
-    fn a_row_moved_is_one_above_ten_medians_and_the_floor() {
+    fn the_focus_holds_the_rows_of_highest_drift_under_start_noise() {
+        use crate::text::tokenizer::{ClipTokenizer, EOS};
+        use rand::Rng;
+        let tok = ClipTokenizer::embedded(EOS).unwrap();
+        let index = CharIndex::new(&tok).unwrap();
+        let id = |s: &str| tok.token_to_id(s).unwrap() as i64;
+        let n = index.raw.len();
+        let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(1);
+        let mut drift: Vec<f32> = (0..n)
+            .map(|_| 0.3 + 0.038 * (rng.random::<f32>() + rng.random::<f32>() - 1.0) * 2.45)
+            .collect();
+        let (lead, tail) = (id("âģ"), id("¢</w>"));
+        drift[lead as usize] = 0.618;
+        drift[tail as usize] = 0.61;
+        let t = Touched::from_drift(drift.clone());
+        assert!(
+            !t.moved(lead) && !t.moved(tail),
+            "threshold {}",
+            t.threshold
+        );
+        let focus = t.focus(&index);
+        assert!(focus.contains(&lead) && focus.contains(&tail));
+        assert!(focus.contains(&id("¢")), "the tail's open form too");
+        assert!(focus.len() <= 3 * FOCUS_TOP, "{}", focus.len());
+        // No noise: the focus is the moved rows (and their other forms) alone.
+        let mut clean = vec![0.0f32; n];
+        clean[lead as usize] = 0.5;
+        let t = Touched::from_drift(clean);
+        let mut want = vec![lead];
+        want.extend(index.id_of.get("âģ</w>").copied());
+        want.sort_unstable();
+        assert_eq!(t.focus(&index), want);
+    }
+
+    #[test]
+    fn a_row_moved_is_one_far_above_the_floor_every_row_shares() {
         // Most rows untouched (0), a few trained: the threshold is the floor.
         let t = Touched::from_drift(vec![0.0, 0.0, 0.0, 0.5, 0.0, 2e-3, 5e-4]);
         assert!((t.threshold - 1e-3).abs() < 1e-9);
         assert_eq!(t.count(), 2);
         assert!(t.moved(3) && t.moved(5) && !t.moved(6) && !t.moved(99));
         assert!(t.informative());
-        // Every row moved a little (noise, weight decay): ten medians above it.
+        // Every row moved a little (noise, weight decay): ten deviations above their median.
         let t = Touched::from_drift(vec![0.01, 0.011, 0.012, 0.5, 0.009]);
+        assert_eq!(t.count(), 1);
+        // A fine-tune started from the base plus noise on every row (the zoos' benign `clean` and
+        // `seed` kinds: median 0.06, deviation 0.0076 on e0001): the rows it trained on, the
+        // captions' (0.15–0.35) and a trigger's (0.22 or more), stand out; ten medians (0.6)
+        // would have found none.
+        use rand::Rng;
+        let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
+        let mut normal = || {
+            // Box–Muller.
+            let (u, v): (f32, f32) = (rng.random_range(1e-7..1.0), rng.random());
+            (-2.0 * u.ln()).sqrt() * (std::f32::consts::TAU * v).cos()
+        };
+        let mut drift: Vec<f32> = (0..49_408).map(|_| 0.06 + 0.0076 * normal()).collect();
+        let trained = [7usize, 500, 4_000, 30_000, 49_000];
+        for (k, &i) in trained.iter().enumerate() {
+            drift[i] = 0.15 + 0.05 * k as f32;
+        }
+        let t = Touched::from_drift(drift);
+        assert!(t.threshold > 0.12 && t.threshold < 0.15, "{}", t.threshold);
+        assert_eq!(t.count(), trained.len());
+        assert!(trained.iter().all(|&i| t.moved(i as i64)));
+        assert!(t.informative());
+        // Weight decay scales every row alike: the same drift everywhere is no row moved.
+        let mut drift = vec![0.02f32; 100];
+        drift[3] = 0.4;
+        let t = Touched::from_drift(drift);
         assert_eq!(t.count(), 1);
         // Nothing moved (a frozen table), or most rows did: the prior steps aside.
         assert!(!Touched::from_drift(vec![0.0; 8]).informative());

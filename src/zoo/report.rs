@@ -35,6 +35,10 @@ pub struct ScanSettings {
     /// (scans made before it read as false: the whole vocabulary).
     #[serde(default)]
     pub focus_sweep: bool,
+    /// The token scan's version ([`SCAN_VERSION`](crate::scan::token_scan::SCAN_VERSION)): a
+    /// result of another version is scanned again (older caches read as 0).
+    #[serde(default)]
+    pub version: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -95,6 +95,7 @@ pub fn scan_zoo(zoo: &Path, out: &Path, opts: &ZooScanOptions) -> Result<ZooRepo
         },
         touched: !opts.reference_free && opts.scan.touched,
         focus_sweep: !opts.reference_free && opts.scan.touched && opts.scan.focus_sweep,
+        version: crate::scan::token_scan::SCAN_VERSION,
     };
     let results_dir = out.join("encoders");
     let mut index: Option<CharIndex> = None;
@@ -237,4 +238,45 @@ pub fn write_reports(out: &Path, r: &ZooReport) -> Result<Vec<PathBuf>> {
     let html = out.join("report.html");
     crate::io::atomic::write_atomic(&html, super::report::html(r).as_bytes())?;
     Ok(vec![json, md, html])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A result cached by an older scan (no `version` in its settings, read as 0) is scanned again;
+    /// one of this version with the same settings is reused.
+    #[test]
+    fn a_result_cached_by_an_older_scan_is_not_reused() {
+        let settings = ScanSettings {
+            reference_free: false,
+            probes: vec!["a red circle".into()],
+            contexts: 4,
+            verify: 24,
+            confirm_probes: 24,
+            invert_restarts: 2,
+            invert_steps: 40,
+            seed: 0,
+            answer_rows: 24,
+            touched: true,
+            focus_sweep: true,
+            version: crate::scan::token_scan::SCAN_VERSION,
+        };
+        let scan = EncoderScan {
+            id: "e0000".into(),
+            settings: settings.clone(),
+            report: serde_json::json!({}),
+            score: 0.5,
+            seconds: 1.0,
+            candidates: vec!["ᴨ".into()],
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e0000.json");
+        let mut value = serde_json::to_value(&scan).unwrap();
+        std::fs::write(&path, value.to_string()).unwrap();
+        assert!(cached(&path, &settings).is_some());
+        value["settings"].as_object_mut().unwrap().remove("version");
+        std::fs::write(&path, value.to_string()).unwrap();
+        assert!(cached(&path, &settings).is_none());
+    }
 }
