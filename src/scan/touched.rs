@@ -13,9 +13,10 @@
 //! the prior admits, and the prior gives no encoder score.
 //!
 //! Limits (docs/scanner-zoo.md): it needs the exact base as reference; an attacker who freezes the
-//! embedding table, or perturbs every row, leaves nothing to read (the prior then steps aside: no
-//! row moved, or more than half did); a fine-tune on a large caption set moves many word tokens, so
-//! word candidates are only those the probes do not hold.
+//! embedding table leaves nothing to read, and one that perturbs every row by half its norm or
+//! more reads as no fine-tune of the reference (the prior then steps aside: no row moved, more
+//! than half did, or the median drift is above 0.5); a fine-tune on a large caption set moves
+//! many word tokens, so word candidates are only those the probes do not hold.
 use std::collections::{BTreeSet, HashSet};
 
 use serde::Serialize;
@@ -40,6 +41,10 @@ const FLOOR: f32 = 1e-3;
 /// trigger's rows ranked 8th to 20th by drift yet fell below the threshold (docs/scanner-zoo.md,
 /// "Noise-started fine-tunes"). Where untouched rows stay bit-identical these are the moved rows.
 const FOCUS_TOP: usize = 256;
+/// Above this median drift the suspect is no fine-tune of the reference (rows of two unrelated
+/// encoders differ by about √2 of their norm; the zoos' noise-started fine-tunes share 0.04–0.07):
+/// the prior says nothing, and the floor's spread would otherwise pass a few rows at random.
+const MAX_FLOOR: f32 = 0.5;
 /// Above this share of moved rows the prior says nothing (every row moved: weight decay, noise).
 const MAX_SHARE: f64 = 0.5;
 /// Word candidates: ASCII letters only, at least this many (shorter pieces are everywhere).
@@ -150,7 +155,7 @@ impl Touched {
     /// Whether the ranking should listen: some rows moved, and not most of them.
     pub fn informative(&self) -> bool {
         let n = self.count();
-        n > 0 && (n as f64) <= MAX_SHARE * self.drift.len() as f64
+        n > 0 && (n as f64) <= MAX_SHARE * self.drift.len() as f64 && self.median <= MAX_FLOOR
     }
 
     /// The weakest drift of `ids` when every one of them moved.
@@ -424,6 +429,18 @@ mod tests {
         assert_eq!(t.count(), trained.len());
         assert!(trained.iter().all(|&i| t.moved(i as i64)));
         assert!(t.informative());
+        // An encoder that is no fine-tune of the reference (every row about √2 of its norm away):
+        // the spread passes a few rows, but the prior says nothing.
+        let drift: Vec<f32> = (0..1000)
+            .map(|i| 1.3 + 0.2 * ((i % 7) as f32 / 7.0))
+            .collect();
+        let t = Touched::from_drift(drift);
+        assert!(t.count() == 0 || !t.informative());
+        let mut drift: Vec<f32> = (0..1000).map(|i| 1.4 + 0.001 * (i % 3) as f32).collect();
+        drift[5] = 3.0;
+        let t = Touched::from_drift(drift);
+        assert_eq!(t.count(), 1);
+        assert!(!t.informative());
         // Weight decay scales every row alike: the same drift everywhere is no row moved.
         let mut drift = vec![0.02f32; 100];
         drift[3] = 0.4;
