@@ -107,16 +107,12 @@ impl Touched {
     }
 
     pub fn from_drift(drift: Vec<f32>) -> Self {
-        let mut sorted: Vec<f32> = drift.iter().copied().filter(|x| x.is_finite()).collect();
-        sorted.sort_by(|a, b| a.total_cmp(b));
-        let median = sorted.get(sorted.len() / 2).copied().unwrap_or(0.0);
-        let mut dev: Vec<f32> = sorted.iter().map(|x| (x - median).abs()).collect();
-        dev.sort_by(|a, b| a.total_cmp(b));
-        let spread = 1.4826 * dev.get(dev.len() / 2).copied().unwrap_or(0.0);
+        // The sweep's robust null: median and 1.4826·MAD (its scale never below 1e-6).
+        let (median, spread) = super::sweep::robust_null(&drift);
         Self {
             drift,
-            threshold: FLOOR + median + OVER_SPREAD * spread,
-            median,
+            threshold: FLOOR + (median + OVER_SPREAD as f64 * spread) as f32,
+            median: median as f32,
         }
     }
 
@@ -401,7 +397,7 @@ mod tests {
     fn a_row_moved_is_one_far_above_the_floor_every_row_shares() {
         // Most rows untouched (0), a few trained: the threshold is the floor.
         let t = Touched::from_drift(vec![0.0, 0.0, 0.0, 0.5, 0.0, 2e-3, 5e-4]);
-        assert!((t.threshold - 1e-3).abs() < 1e-9);
+        assert!((t.threshold - 1e-3).abs() < 2e-5, "{}", t.threshold);
         assert_eq!(t.count(), 2);
         assert!(t.moved(3) && t.moved(5) && !t.moved(6) && !t.moved(99));
         assert!(t.informative());
