@@ -205,6 +205,13 @@ pub fn zoo_table(doc: &Value) -> Result<String> {
         num(&doc["seconds_per_encoder"], 1),
         num(&doc["seconds_per_encoder_max"], 1)
     );
+    // `recall@5_ceiling` came later than the first reports; they leave the line out.
+    if doc["recall@5_ceiling"].is_object() {
+        out += &format!(
+            "| most `recall@5` can reach (an encoder's first five name at most five of its triggers) | {} |\n",
+            rate(&doc["recall@5_ceiling"])
+        );
+    }
     // `recall@5_working` came with the working-trigger checks; older reports show "–".
     out += "\n| triggers (test split) | `recall@1` | `recall@5` | `recall@5`, exact name | `recall@5`, working trigger |\n|---|---|---|---|---|\n";
     for r in rows {
