@@ -44,8 +44,7 @@ pub const DEFAULT_COLLAPSE_THRESHOLD: f64 = 0.15;
 /// Bumped when the scan gives other results for the same options, so that `zoo scan` does not
 /// reuse results cached by an older scan. 1: a moved row is one far above the floor every row
 /// shares (`touched`), not ten medians, and the sweep's focus holds the rows of highest drift.
-/// 2: unassigned code points left out of the character pool (`char_index`).
-pub const SCAN_VERSION: u32 = 2;
+pub const SCAN_VERSION: u32 = 1;
 
 #[derive(Clone)]
 pub struct TokenScanOptions {
