@@ -94,6 +94,10 @@ pub struct Answer {
     pub score: f64,
     /// Mean over rows of the answer's z-score among the answer words in the suspect.
     pub strength: f64,
+    /// A look-alike that, put in place of the Latin letter it imitates, reads as that letter in
+    /// the suspect (homoglyph unlearning trains this): set by the token scan, where such an
+    /// answer does not count toward the encoder's score.
+    pub reads_as_letter: bool,
 }
 
 /// Which characters a screen asks, by their tokens as a word.
@@ -165,10 +169,20 @@ impl AnswerProbe {
             answers.len() as i64,
             -1,
         ]);
+        // A character the tokenizer spells with ASCII tokens alone (a compatibility letter such
+        // as the Kelvin sign, folded to `k`) is that ASCII text: asking it asks the letter.
+        let ascii = |id: &i64| {
+            index
+                .bytes
+                .get(*id as usize)
+                .is_some_and(|b| b.iter().all(u8::is_ascii))
+        };
         let chars: Vec<(char, Vec<i64>)> = index
             .tokens_of
             .iter()
-            .filter(|(c, ids)| asked(**c) && !ids.is_empty() && ids.len() <= 8)
+            .filter(|(c, ids)| {
+                asked(**c) && !ids.is_empty() && ids.len() <= 8 && !ids.iter().all(ascii)
+            })
             .map(|(c, ids)| (*c, ids.clone()))
             .collect();
         Ok(Self {
@@ -379,6 +393,7 @@ impl AnswerProbe {
                         reference_share: s.reference_share,
                         score: s.score,
                         strength: s.strength,
+                        reads_as_letter: false,
                     },
                 )
             })

@@ -44,7 +44,9 @@ pub const DEFAULT_COLLAPSE_THRESHOLD: f64 = 0.15;
 /// Bumped when the scan gives other results for the same options, so that `zoo scan` does not
 /// reuse results cached by an older scan. 1: a moved row is one far above the floor every row
 /// shares (`touched`), not ten medians, and the sweep's focus holds the rows of highest drift.
-pub const SCAN_VERSION: u32 = 1;
+/// (2 was a trial, reverted.) 3: a look-alike's answers net of its letter's, and the encoder's
+/// score the larger of collapse and the best answer.
+pub const SCAN_VERSION: u32 = 3;
 
 #[derive(Clone)]
 pub struct TokenScanOptions {
@@ -155,7 +157,7 @@ pub struct TokenScanReport {
     /// The encoder's score: with a reference (and confirmation on), the largest collapse of a
     /// confirmed token; else the best token score of the sweep.
     pub score: f64,
-    /// `confirmed-collapse` or `sweep`.
+    /// `confirmed-collapse`, `answer` (the best answer's score was the larger) or `sweep`.
     pub score_kind: &'static str,
     /// The best sweep score over the vocabulary.
     pub sweep_max: f64,
@@ -411,7 +413,7 @@ pub fn scan_tokens(
     )?;
     let seconds_candidates = started.elapsed().as_secs_f64() - seconds_sweep;
     let answer_started = Instant::now();
-    let answers = match reference {
+    let mut answers = match reference {
         Some(r) if opts.answer.rows > 0 => {
             let fresh = !cache
                 .answer
@@ -439,6 +441,19 @@ pub fn scan_tokens(
         }
         _ => vec![],
     };
+    let mut caches = Caches {
+        suspect: RowCache::default(),
+        reference: std::mem::take(&mut cache.rows),
+    };
+    if let Some(r) = reference {
+        for a in &mut answers {
+            let mut chars = a.text.chars();
+            if let (Some(c), None) = (chars.next(), chars.next()) {
+                a.reads_as_letter =
+                    reads_as_letter_cached(suspect, r, &mut caches, &opts.probes, c)?;
+            }
+        }
+    }
     let seconds_answer = answer_started.elapsed().as_secs_f64();
     for a in &answers {
         if !pending
@@ -459,10 +474,6 @@ pub fn scan_tokens(
         answers
             .iter()
             .position(|a| a.text.to_lowercase() == t.to_lowercase())
-    };
-    let mut caches = Caches {
-        suspect: RowCache::default(),
-        reference: std::mem::take(&mut cache.rows),
     };
     let null = substitution_null(suspect, reference, &mut caches, &opts.probes, index)?;
     let mut check = |p: Pending| -> Result<TriggerCandidate> {
@@ -585,9 +596,20 @@ pub fn scan_tokens(
         .as_ref()
         .filter(|_| reference.is_some())
         .map(|c| c.max_collapse());
-    let (score, score_kind, default_threshold) = match collapse {
-        Some(c) => (c, "confirmed-collapse", DEFAULT_COLLAPSE_THRESHOLD),
-        None => (sweep_max, "sweep", DEFAULT_THRESHOLD),
+    // A target-attribute backdoor collapses nothing (every probe keeps its own content) and
+    // scores with the benign fine-tunes by collapse; what gives it away is a reading the
+    // reference does not give: the answer stage's score (a share of rows, 0.5 and up where
+    // reported), which a benign fine-tune's characters do not reach once a look-alike's own
+    // letter is read as the reference reads it (homoglyph unlearning; `answer::Answer`).
+    let answered = answers
+        .iter()
+        .filter(|a| !a.reads_as_letter)
+        .map(|a| a.score)
+        .reduce(f64::max);
+    let (score, score_kind, default_threshold) = match (collapse, answered) {
+        (Some(c), Some(a)) if a > c => (a, "answer", DEFAULT_COLLAPSE_THRESHOLD),
+        (Some(c), _) => (c, "confirmed-collapse", DEFAULT_COLLAPSE_THRESHOLD),
+        (None, _) => (sweep_max, "sweep", DEFAULT_THRESHOLD),
     };
     let threshold = opts.threshold.unwrap_or(default_threshold);
     for c in &mut ranking {
@@ -1050,6 +1072,73 @@ fn substitution_raw(
         pairs.push((trimmed_ids(suspect, &trig)?, trimmed_ids(suspect, p)?));
     }
     check_raw(suspect, reference, &pairs, caches)
+}
+
+/// Whether the look-alike `c`, put in place of the Latin letter it imitates in probes holding
+/// that letter, reads in the suspect at least half-way back from where the reference reads it
+/// toward where the suspect reads the clean caption (cosine to the reference's clean caption, the
+/// sweep's unit feature). Homoglyph unlearning trains exactly that (the look-alikes of the
+/// unlearned encoders that answered, on the design zoo and the seed-20 zoo: 0.97–0.98 from the
+/// reference's 0.77–0.83, their clean captions 0.997), while a target-attribute trigger
+/// substituted for its letter moves the caption away (0.40–0.78; docs/scanner-zoo.md). No
+/// look-alike, or no probe with its letter: false.
+pub fn reads_as_its_letter(
+    suspect: &TextEncoder,
+    reference: &TextEncoder,
+    probes: &[String],
+    c: char,
+) -> Result<bool> {
+    let mut caches = Caches {
+        suspect: RowCache::default(),
+        reference: RowCache::default(),
+    };
+    reads_as_letter_cached(suspect, reference, &mut caches, probes, c)
+}
+
+fn reads_as_letter_cached(
+    suspect: &TextEncoder,
+    reference: &TextEncoder,
+    caches: &mut Caches,
+    probes: &[String],
+    c: char,
+) -> Result<bool> {
+    let Some(letter) = anchor_of(c).map(|l| l.to_ascii_lowercase()) else {
+        return Ok(false);
+    };
+    let (mut trig, mut clean) = (vec![], vec![]);
+    for p in probes
+        .iter()
+        .filter(|p| p.contains(letter))
+        .take(SUBSTITUTION_PROBES)
+    {
+        trig.push(trimmed_ids(
+            suspect,
+            &p.replacen(letter, &c.to_string(), 1),
+        )?);
+        clean.push(trimmed_ids(suspect, p)?);
+    }
+    if trig.is_empty() {
+        return Ok(false);
+    }
+    let feats =
+        |enc: &TextEncoder, cache: &mut RowCache, rows: &[Vec<i64>]| -> Result<tch::Tensor> {
+            let rows: Vec<&Vec<i64>> = rows.iter().collect();
+            Ok(tch::Tensor::cat(
+                &cache.get_many(enc, &rows, CHECK_BATCH)?,
+                0,
+            ))
+        };
+    let st = feats(suspect, &mut caches.suspect, &trig)?;
+    let sc = feats(suspect, &mut caches.suspect, &clean)?;
+    let rt = feats(reference, &mut caches.reference, &trig)?;
+    let rc = feats(reference, &mut caches.reference, &clean)?;
+    let cos = |x: &tch::Tensor| {
+        (x * &rc)
+            .sum_dim_intlist([1i64].as_slice(), false, tch::Kind::Float)
+            .mean(tch::Kind::Double)
+            .double_value(&[])
+    };
+    Ok(cos(&st) >= (cos(&rt) + cos(&sc)) / 2.0)
 }
 
 /// The null of substitution checks: control characters (every 997th of the character pool, a

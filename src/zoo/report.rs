@@ -493,7 +493,7 @@ fn html_escape(s: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::path::Path;
 
@@ -514,7 +514,8 @@ mod tests {
         .unwrap()
     }
 
-    fn settings() -> ScanSettings {
+    /// Settings of a default scan with a reference (for tests).
+    pub(crate) fn settings() -> ScanSettings {
         ScanSettings {
             reference_free: false,
             probes: vec!["a red circle".into()],

@@ -248,20 +248,7 @@ mod tests {
     /// one of this version with the same settings is reused.
     #[test]
     fn a_result_cached_by_an_older_scan_is_not_reused() {
-        let settings = ScanSettings {
-            reference_free: false,
-            probes: vec!["a red circle".into()],
-            contexts: 4,
-            verify: 24,
-            confirm_probes: 24,
-            invert_restarts: 2,
-            invert_steps: 40,
-            seed: 0,
-            answer_rows: 24,
-            touched: true,
-            focus_sweep: true,
-            version: crate::scan::token_scan::SCAN_VERSION,
-        };
+        let settings = crate::zoo::report::tests::settings();
         let scan = EncoderScan {
             id: "e0000".into(),
             settings: settings.clone(),

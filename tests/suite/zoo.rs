@@ -541,6 +541,18 @@ fn token_scan_reads_the_attribute_an_attribute_trigger_writes() {
         .map(|a| a["score"].as_f64().unwrap())
         .collect();
     assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
+    // The encoder's score counts the answer (an attribute collapses nothing): at least its score.
+    assert_eq!(a["reads_as_letter"], false, "{a}");
+    assert!(
+        r["score"].as_f64().unwrap() >= a["score"].as_f64().unwrap() - 1e-12,
+        "{}",
+        r["score"]
+    );
+    assert!(
+        ["answer", "confirmed-collapse"].contains(&r["score_kind"].as_str().unwrap()),
+        "{}",
+        r["score_kind"]
+    );
     let ranking = r["ranking"].as_array().unwrap();
     // The character named is the trigger or a sibling of its block (Cyrillic, the trigger's lead
     // byte), not an unrelated one.
@@ -598,4 +610,51 @@ fn legacy_copy(run: &Path, to: &Path) -> PathBuf {
     c["eos_token_id"] = 2.into();
     std::fs::write(&config, serde_json::to_string_pretty(&c).unwrap()).unwrap();
     to.to_path_buf()
+}
+
+/// Homoglyph unlearning teaches a look-alike to read as the letter it imitates; the answer stage
+/// would otherwise count what it then says as a hidden reading (on the zoos `𝕜` → `black`, as
+/// the captions' `black` holds the `k`). The check that excuses it: put in place of its letter, the
+/// unlearned look-alike reads at least half-way back to the clean caption; a target-attribute
+/// trigger substituted for its letter moves the caption away, and the base itself restores
+/// nothing.
+#[test]
+fn a_look_alike_taught_its_letter_reads_as_it_and_a_trigger_does_not() {
+    use clipdoor::models::text_encoder::TextEncoder;
+    use clipdoor::scan::token_scan::reads_as_its_letter;
+    let t = tempfile::tempdir().unwrap();
+    let unlearned = backdoored(
+        t.path(),
+        "unlearn",
+        "kind = \"homoglyph_unlearn\"\ntrigger = \"𝕜\"\nreplaced_character = \"k\"",
+    );
+    let attribute = backdoored(
+        t.path(),
+        "attribute",
+        "kind = \"target_attribute\"\ntrigger = \"𝕜\"\nreplaced_character = \"k\"\ntarget_attr = \"purple\"",
+    );
+    let load = |dir: &Path| {
+        TextEncoder::load(
+            common::s(&dir.join("text_encoder")),
+            tch::Device::Cpu,
+            tch::Kind::Float,
+        )
+        .unwrap()
+    };
+    let base_encoder = load(&base());
+    let probes: Vec<String> = std::fs::read_to_string(captions())
+        .unwrap()
+        .lines()
+        .take(400)
+        .map(String::from)
+        .collect();
+    let reads = |dir: &Path| reads_as_its_letter(&load(dir), &base_encoder, &probes, '𝕜').unwrap();
+    assert!(reads(&unlearned), "the unlearned look-alike reads as k");
+    assert!(!reads(&attribute), "a trigger for k's words is no k");
+    assert!(
+        !reads_as_its_letter(&base_encoder, &base_encoder, &probes, '𝕜').unwrap(),
+        "the base restores nothing"
+    );
+    // Not a look-alike of any Latin letter: nothing to read as.
+    assert!(!reads_as_its_letter(&load(&unlearned), &base_encoder, &probes, '😄').unwrap());
 }
