@@ -62,8 +62,8 @@ struct TriggerScanArgs {
     #[arg(long)]
     targets: Option<PathBuf>,
     /// Flag at least this score. Character scan: candidates (default 0.15 with a reference, 0.1
-    /// without). `--method tokens`: the encoder (default 0.15 on the confirmed collapse with a
-    /// reference, 12 on the sweep's z-score without).
+    /// without). `--method tokens`: the encoder (default 0.15 with a reference, on the larger of
+    /// the confirmed collapse and the best answer; 12 on the sweep's z-score without).
     #[arg(long)]
     threshold: Option<f64>,
     /// Candidates to list (flagged ones are always listed).

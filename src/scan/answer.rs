@@ -169,19 +169,13 @@ impl AnswerProbe {
             answers.len() as i64,
             -1,
         ]);
-        // A character the tokenizer spells with ASCII tokens alone (a compatibility letter such
-        // as the Kelvin sign, folded to `k`) is that ASCII text: asking it asks the letter.
-        let ascii = |id: &i64| {
-            index
-                .bytes
-                .get(*id as usize)
-                .is_some_and(|b| b.iter().all(u8::is_ascii))
-        };
+        // A character the tokenizer spells with ASCII tokens alone is that ASCII text: asking
+        // it asks the letter.
         let chars: Vec<(char, Vec<i64>)> = index
             .tokens_of
             .iter()
             .filter(|(c, ids)| {
-                asked(**c) && !ids.is_empty() && ids.len() <= 8 && !ids.iter().all(ascii)
+                asked(**c) && !ids.is_empty() && ids.len() <= 8 && !index.spelled_in_ascii(ids)
             })
             .map(|(c, ids)| (*c, ids.clone()))
             .collect();

@@ -43,6 +43,16 @@ impl CharIndex {
         self.id_of.get(raw.strip_suffix("</w>")?).copied()
     }
 
+    /// Whether every token of `ids` stands for ASCII bytes: the text is ASCII to the tokenizer
+    /// (a compatibility letter such as the Kelvin sign is folded to `k`).
+    pub fn spelled_in_ascii(&self, ids: &[i64]) -> bool {
+        ids.iter().all(|&id| {
+            self.bytes
+                .get(id as usize)
+                .is_some_and(|b| b.iter().all(u8::is_ascii))
+        })
+    }
+
     /// The text two tokens spell together, when it is whole UTF-8 (a character split into two byte
     /// tokens, e.g. Cyrillic, Latin Extended, IPA).
     pub fn joined(&self, a: i64, b: i64) -> Option<String> {

@@ -44,8 +44,9 @@ pub const DEFAULT_COLLAPSE_THRESHOLD: f64 = 0.15;
 /// Bumped when the scan gives other results for the same options, so that `zoo scan` does not
 /// reuse results cached by an older scan. 1: a moved row is one far above the floor every row
 /// shares (`touched`), not ten medians, and the sweep's focus holds the rows of highest drift.
-/// (2 was a trial, reverted.) 3: a look-alike's answers net of its letter's, and the encoder's
-/// score the larger of collapse and the best answer.
+/// (2 was a trial, reverted.) 3: the encoder's score the larger of collapse and the best answer,
+/// an answer of a look-alike that reads as its letter not counted, characters spelled by ASCII
+/// tokens alone not asked.
 pub const SCAN_VERSION: u32 = 3;
 
 #[derive(Clone)]
@@ -155,7 +156,8 @@ pub struct TokenScanReport {
     pub sweep_scope: &'static str,
     pub contexts: usize,
     /// The encoder's score: with a reference (and confirmation on), the largest collapse of a
-    /// confirmed token; else the best token score of the sweep.
+    /// confirmed token or the best answer's score not of a look-alike that reads as its letter,
+    /// whichever is larger; else the best token score of the sweep.
     pub score: f64,
     /// `confirmed-collapse`, `answer` (the best answer's score was the larger) or `sweep`.
     pub score_kind: &'static str,
@@ -599,8 +601,8 @@ pub fn scan_tokens(
     // A target-attribute backdoor collapses nothing (every probe keeps its own content) and
     // scores with the benign fine-tunes by collapse; what gives it away is a reading the
     // reference does not give: the answer stage's score (a share of rows, 0.5 and up where
-    // reported), which a benign fine-tune's characters do not reach once a look-alike's own
-    // letter is read as the reference reads it (homoglyph unlearning; `answer::Answer`).
+    // reported). Homoglyph unlearning makes look-alikes answer too (the caption words they were
+    // trained in); those read as their letter ([`reads_as_its_letter`]) and do not count.
     let answered = answers
         .iter()
         .filter(|a| !a.reads_as_letter)
@@ -965,6 +967,14 @@ struct Caches {
 /// Rows per forward pass of the checks.
 const CHECK_BATCH: usize = 512;
 
+/// Unit features `[N, D]` of `rows` by `enc`, through its row cache.
+fn stacked(enc: &TextEncoder, cache: &mut RowCache, rows: &[&Vec<i64>]) -> Result<tch::Tensor> {
+    Ok(tch::Tensor::cat(
+        &cache.get_many(enc, rows, CHECK_BATCH)?,
+        0,
+    ))
+}
+
 /// Raw (shift, collapse, direction) of triggered/clean id pairs, as the sweep measures them per
 /// token.
 fn check_raw(
@@ -980,10 +990,7 @@ fn check_raw(
     let trig: Vec<&Vec<i64>> = pairs.iter().map(|p| &p.0).collect();
     let clean: Vec<&Vec<i64>> = pairs.iter().map(|p| &p.1).collect();
     let feats = |enc: &TextEncoder, cache: &mut RowCache| -> Result<(tch::Tensor, tch::Tensor)> {
-        Ok((
-            tch::Tensor::cat(&cache.get_many(enc, &trig, CHECK_BATCH)?, 0),
-            tch::Tensor::cat(&cache.get_many(enc, &clean, CHECK_BATCH)?, 0),
-        ))
+        Ok((stacked(enc, cache, &trig)?, stacked(enc, cache, &clean)?))
     };
     let sum = |x: &tch::Tensor| x.sum_dim_intlist([0i64].as_slice(), true, tch::Kind::Float);
     let cos = |x: &tch::Tensor, y: &tch::Tensor| {
@@ -1062,16 +1069,27 @@ fn substitution_raw(
     text: &str,
     letter: char,
 ) -> Result<Option<[f64; 3]>> {
-    let mut pairs = vec![];
-    for p in probes
+    let pairs = substitution_pairs(suspect, probes, text, letter)?;
+    check_raw(suspect, reference, &pairs, caches)
+}
+
+/// (triggered, clean) ids of up to [`SUBSTITUTION_PROBES`] probes holding `letter`, with `text`
+/// in place of its first occurrence.
+fn substitution_pairs(
+    suspect: &TextEncoder,
+    probes: &[String],
+    text: &str,
+    letter: char,
+) -> Result<Vec<(Vec<i64>, Vec<i64>)>> {
+    probes
         .iter()
         .filter(|p| p.contains(letter))
         .take(SUBSTITUTION_PROBES)
-    {
-        let trig = p.replacen(letter, text, 1);
-        pairs.push((trimmed_ids(suspect, &trig)?, trimmed_ids(suspect, p)?));
-    }
-    check_raw(suspect, reference, &pairs, caches)
+        .map(|p| {
+            let trig = p.replacen(letter, text, 1);
+            Ok((trimmed_ids(suspect, &trig)?, trimmed_ids(suspect, p)?))
+        })
+        .collect()
 }
 
 /// Whether the look-alike `c`, put in place of the Latin letter it imitates in probes holding
@@ -1079,8 +1097,9 @@ fn substitution_raw(
 /// toward where the suspect reads the clean caption (cosine to the reference's clean caption, the
 /// sweep's unit feature). Homoglyph unlearning trains exactly that (the look-alikes of the
 /// unlearned encoders that answered, on the design zoo and the seed-20 zoo: 0.97–0.98 from the
-/// reference's 0.77–0.83, their clean captions 0.997), while a target-attribute trigger
-/// substituted for its letter moves the caption away (0.40–0.78; docs/scanner-zoo.md). No
+/// reference's 0.77–0.83, their clean captions 0.997–0.998), while a target-attribute trigger
+/// substituted for its letter moves the caption away (0.40–0.78; `scripts/letter_restoration.py`,
+/// docs/scanner-zoo.md). No
 /// look-alike, or no probe with its letter: false.
 pub fn reads_as_its_letter(
     suspect: &TextEncoder,
@@ -1105,33 +1124,16 @@ fn reads_as_letter_cached(
     let Some(letter) = anchor_of(c).map(|l| l.to_ascii_lowercase()) else {
         return Ok(false);
     };
-    let (mut trig, mut clean) = (vec![], vec![]);
-    for p in probes
-        .iter()
-        .filter(|p| p.contains(letter))
-        .take(SUBSTITUTION_PROBES)
-    {
-        trig.push(trimmed_ids(
-            suspect,
-            &p.replacen(letter, &c.to_string(), 1),
-        )?);
-        clean.push(trimmed_ids(suspect, p)?);
-    }
-    if trig.is_empty() {
+    let pairs = substitution_pairs(suspect, probes, &c.to_string(), letter)?;
+    if pairs.is_empty() {
         return Ok(false);
     }
-    let feats =
-        |enc: &TextEncoder, cache: &mut RowCache, rows: &[Vec<i64>]| -> Result<tch::Tensor> {
-            let rows: Vec<&Vec<i64>> = rows.iter().collect();
-            Ok(tch::Tensor::cat(
-                &cache.get_many(enc, &rows, CHECK_BATCH)?,
-                0,
-            ))
-        };
-    let st = feats(suspect, &mut caches.suspect, &trig)?;
-    let sc = feats(suspect, &mut caches.suspect, &clean)?;
-    let rt = feats(reference, &mut caches.reference, &trig)?;
-    let rc = feats(reference, &mut caches.reference, &clean)?;
+    let trig: Vec<&Vec<i64>> = pairs.iter().map(|p| &p.0).collect();
+    let clean: Vec<&Vec<i64>> = pairs.iter().map(|p| &p.1).collect();
+    let st = stacked(suspect, &mut caches.suspect, &trig)?;
+    let sc = stacked(suspect, &mut caches.suspect, &clean)?;
+    let rt = stacked(reference, &mut caches.reference, &trig)?;
+    let rc = stacked(reference, &mut caches.reference, &clean)?;
     let cos = |x: &tch::Tensor| {
         (x * &rc)
             .sum_dim_intlist([1i64].as_slice(), false, tch::Kind::Float)

@@ -197,16 +197,10 @@ impl Touched {
         probe_ids: &HashSet<i64>,
         probe_words: &BTreeSet<String>,
     ) -> Vec<TouchedText> {
-        let ascii = |id: i64| {
-            index
-                .bytes
-                .get(id as usize)
-                .is_some_and(|b| b.iter().all(u8::is_ascii))
-        };
         let mut seen: HashSet<String> = HashSet::new();
         let mut out = vec![];
         for (c, ids) in &index.tokens_of {
-            if ids.iter().all(|&i| ascii(i)) {
+            if index.spelled_in_ascii(ids) {
                 continue;
             }
             let Some(d) = self.text_drift(ids, index) else {
