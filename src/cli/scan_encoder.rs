@@ -88,6 +88,11 @@ struct TriggerScanArgs {
     /// embedding rows moved against the reference (and a sample of the vocabulary for the null).
     #[arg(long)]
     full_sweep: bool,
+    /// `--method tokens` with a reference: keep the behavioural stages' order of the candidates
+    /// instead of the learned order over every text they proposed (fitted on a zoo's
+    /// calibration split).
+    #[arg(long)]
+    no_learned_rank: bool,
     #[command(flatten)]
     embed: super::args::EmbedArgs,
     /// Write the JSON report here (atomically); without it the JSON goes to stdout.
@@ -215,6 +220,7 @@ fn run_token_scan(
     opts.answer.rows = a.answer_rows;
     opts.touched = !a.no_touched;
     opts.focus_sweep = !a.full_sweep;
+    opts.learned_rank = !a.no_learned_rank;
     let index = CharIndex::new(&suspect.tokenizer)?;
     let mut cache = crate::scan::token_scan::ScanCache::default();
     let report = scan_tokens(suspect, reference, &mut cache, &index, &opts)?;

@@ -84,6 +84,10 @@ struct ScanArgs {
     /// reference (and a sample of the vocabulary for the null).
     #[arg(long)]
     full_sweep: bool,
+    /// Keep the behavioural stages' order of the candidates (steps 1–7) instead of the learned
+    /// order over every text they proposed (fitted on a zoo's calibration split).
+    #[arg(long)]
+    no_learned_rank: bool,
     /// False-positive rate the calibrated threshold keeps on the calibration split.
     #[arg(long, default_value_t = 0.05)]
     fpr: f64,
@@ -144,6 +148,7 @@ fn run_scan(a: ScanArgs) -> Result<()> {
     scan.answer.rows = a.answer_rows;
     scan.touched = !a.no_touched;
     scan.focus_sweep = !a.full_sweep;
+    scan.learned_rank = !a.no_learned_rank;
     scan.seed = a.seed;
     scan.batch = a.embed.batch_size.max(256);
     let device = a.embed.device.device();

@@ -7,7 +7,8 @@
 //! far a look-alike substitution moves an encoder's embedding. [`token_scan`] is the token-level
 //! scan: a vocabulary [`sweep`], characters rebuilt from byte tokens ([`char_index`]), gradient
 //! [`invert`]ion, checks of each candidate inserted and substituted, [`answer`]s: what each
-//! inserted character makes the suspect read, and which tokens the fine-tune [`touched`].
+//! inserted character makes the suspect read, which tokens the fine-tune [`touched`], and the
+//! [`learned_rank`] over everything the stages proposed.
 pub mod answer;
 pub mod candidates;
 pub mod char_index;
@@ -15,6 +16,7 @@ pub mod confirm;
 pub mod defense;
 pub mod embed;
 pub mod invert;
+pub mod learned_rank;
 pub mod probes;
 pub mod search;
 pub mod shift;

@@ -46,8 +46,9 @@ pub const DEFAULT_COLLAPSE_THRESHOLD: f64 = 0.15;
 /// shares (`touched`), not ten medians, and the sweep's focus holds the rows of highest drift.
 /// (2 was a trial, reverted.) 3: the encoder's score the larger of collapse and the best answer,
 /// an answer of a look-alike that reads as its letter not counted, characters spelled by ASCII
-/// tokens alone not asked.
-pub const SCAN_VERSION: u32 = 3;
+/// tokens alone not asked. 4: the ranking's last step is the learned order over every proposed
+/// text ([`learned_rank`](super::learned_rank)).
+pub const SCAN_VERSION: u32 = 4;
 
 #[derive(Clone)]
 pub struct TokenScanOptions {
@@ -76,6 +77,10 @@ pub struct TokenScanOptions {
     /// the vocabulary for the null) instead of the whole vocabulary, and screen only the
     /// characters whose tokens all moved in the answer stage.
     pub focus_sweep: bool,
+    /// With a reference and `touched`: order every text a stage proposed by the model fitted on a
+    /// zoo's calibration split ([`learned_rank`](super::learned_rank)); off, steps 1–7's order
+    /// stays.
+    pub learned_rank: bool,
 }
 
 impl Default for TokenScanOptions {
@@ -97,6 +102,7 @@ impl Default for TokenScanOptions {
             answer: super::answer::AnswerOptions::default(),
             touched: true,
             focus_sweep: true,
+            learned_rank: true,
         }
     }
 }
@@ -142,6 +148,13 @@ pub struct TriggerCandidate {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drift: Option<f64>,
     pub flagged: bool,
+    /// Where the learned order ranked it ([`learned_rank`](super::learned_rank)): its place in
+    /// steps 1–7's ranking (1 = first; none where only another stage's list held it) and the
+    /// model's score.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stage_rank: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub learned_score: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -181,6 +194,11 @@ pub struct TokenScanReport {
     /// The best texts built from them, measured whole (at most 32): by evidence, one text per
     /// strongest piece first, then the block siblings that share one.
     pub texts: Vec<TextScore>,
+    /// Every text a stage proposed, with what describes it and the learned order's score, best
+    /// first ([`learned_rank`](super::learned_rank); empty where it did not run): what
+    /// `scripts/fit_ranker.py` fits the model on.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pool: Vec<super::learned_rank::PoolEntry>,
     /// The sweep's raw statistics over the vocabulary: shift, collapse, direction.
     pub spread: [Spread; 3],
 }
@@ -519,6 +537,8 @@ pub fn scan_tokens(
             answer_score: said.map(|k| answers[k].score),
             drift: None,
             flagged: score >= DEFAULT_THRESHOLD,
+            stage_rank: None,
+            learned_score: None,
         })
     };
     let mut ranking = vec![];
@@ -580,10 +600,6 @@ pub fn scan_tokens(
         }
         _ => None,
     };
-    cache.rows = std::mem::take(&mut caches.reference);
-    for (i, c) in ranking.iter_mut().enumerate() {
-        c.rank = i + 1;
-    }
     let sweep_max = sw
         .score
         .iter()
@@ -619,6 +635,89 @@ pub fn scan_tokens(
     }
     let flagged_n = ranking.iter().filter(|c| c.flagged).count();
     ranking.truncate(opts.top.max(flagged_n));
+    let mut pool = vec![];
+    // The model reads which rows moved: with the touched-token prior only.
+    if let (Some(r), true) = (reference, opts.learned_rank && opts.touched) {
+        let owned;
+        let t = match &moved {
+            Some(t) => t,
+            None => {
+                owned = super::touched::Touched::new(suspect, r)?;
+                &owned
+            }
+        };
+        let informative = t.informative();
+        let drift = |text: &str| {
+            let ids = suspect.tokenizer.word_ids(text).ok()?;
+            informative.then(|| t.text_drift(&ids, index)).flatten()
+        };
+        let measured = &texts[..texts.len().min(TEXTS_REPORTED)];
+        pool = super::learned_rank::rank(
+            &super::learned_rank::Proposals {
+                stage: &ranking,
+                touched: touched.as_ref().map_or(&[][..], |s| &s.texts[..]),
+                texts: measured,
+                answers: &answers,
+            },
+            drift,
+            // Ids mapped to vocabulary strings: `Tokenizer::tokens` copies the tokenizer per call.
+            |text: &str| {
+                let ids = suspect.tokenizer.word_ids(text).unwrap_or_default();
+                ids.iter()
+                    .map(|&i| index.raw.get(i as usize).cloned().unwrap_or_default())
+                    .collect()
+            },
+        );
+        let mut stage: Vec<Option<TriggerCandidate>> = ranking.into_iter().map(Some).collect();
+        let wanted = stage.len();
+        let mut out = vec![];
+        for e in pool.iter().take(wanted) {
+            let mut c = match e.stage {
+                Some(k) => {
+                    let mut c = stage[k]
+                        .take()
+                        .expect("each pool entry is one stage candidate");
+                    c.stage_rank = Some(k + 1);
+                    c
+                }
+                None => {
+                    // Proposed by another stage's list only: checked like the others.
+                    let m = measured.iter().find(|x| x.text == e.text);
+                    let ids = suspect.tokenizer.word_ids(&e.text).unwrap_or_default();
+                    let s = ids
+                        .iter()
+                        .filter_map(|&i| sw.score.get(i as usize).map(|&x| x as f64))
+                        .sum::<f64>()
+                        / ids.len().max(1) as f64;
+                    let found_by = if m.is_some() {
+                        "texts"
+                    } else if answer_of(&e.text).is_some() {
+                        "answer"
+                    } else {
+                        "touched"
+                    };
+                    let mut p = Pending::proposed(&e.text, found_by, s);
+                    if let Some(m) = m {
+                        p.text_score = Some(m.score);
+                        p.evidence = Some(m.evidence);
+                        p.shares_piece_with = m.shares_piece_with.clone();
+                        p.in_probes = m.in_probes;
+                    }
+                    let mut c = check(p)?;
+                    c.drift = drift(&e.text);
+                    c.flagged &= score >= threshold;
+                    c
+                }
+            };
+            c.learned_score = Some(e.score);
+            out.push(c);
+        }
+        ranking = out;
+    }
+    cache.rows = std::mem::take(&mut caches.reference);
+    for (i, c) in ranking.iter_mut().enumerate() {
+        c.rank = i + 1;
+    }
     let mut confirmed_tokens: Vec<ConfirmedToken> = confirmed
         .iter()
         .flat_map(|c| {
@@ -663,6 +762,7 @@ pub fn scan_tokens(
         ranking,
         confirmed: confirmed_tokens,
         texts: texts.into_iter().take(TEXTS_REPORTED).collect(),
+        pool,
         spread: [
             Spread::of(&sw.shift),
             Spread::of(&sw.collapse),

@@ -35,6 +35,9 @@ pub struct ScanSettings {
     /// (scans made before it read as false: the whole vocabulary).
     #[serde(default)]
     pub focus_sweep: bool,
+    /// Whether the ranking's last step was the learned order (scans made before it read as false).
+    #[serde(default)]
+    pub learned_rank: bool,
     /// The token scan's version ([`SCAN_VERSION`](crate::scan::token_scan::SCAN_VERSION)): a
     /// result of another version is scanned again (older caches read as 0).
     #[serde(default)]
@@ -69,6 +72,13 @@ pub struct RecallRow {
     /// Recall@5 counting exact names only (no part of a longer trigger).
     #[serde(rename = "recall@5_exact")]
     pub recall_5_exact: Rate,
+    /// Recall@5 in the *filtered* setting of link prediction (Bordes et al., NeurIPS 2013: a
+    /// test answer's rank leaves out the other true answers ranked above it): the first five
+    /// after leaving out the candidates that name another of the encoder's triggers. It asks how
+    /// far down the ranking's false candidates push each trigger, which `recall@5` mixes with the
+    /// bound of five places shared by up to eight triggers (`recall@5_ceiling`).
+    #[serde(rename = "recall@5_filtered")]
+    pub recall_5_filtered: Rate,
     /// Recall@5 of working triggers: the exact name, or a candidate of the first five that,
     /// placed as the label says, moves prompts at least half-way to the label's target
     /// ([`super::working`]). None when the checks could not run (no base encoder to compare
@@ -191,7 +201,8 @@ pub fn zoo_report(
         .map(|l| score(l))
         .collect();
     let recall_rows = |only_effective: bool| -> Vec<RecallRow> {
-        let mut groups: BTreeMap<String, Vec<(Match, Match, bool, Option<bool>)>> = BTreeMap::new();
+        type Entry = (Match, Match, bool, Option<bool>, bool);
+        let mut groups: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
         for l in scanned
             .iter()
             .filter(|l| !l.benign && split[&l.id] == "test")
@@ -216,7 +227,18 @@ pub fn zoo_report(
                 };
                 let exact5 = best(FIRST) == Match::Exact;
                 let works5 = working.get(&l.id).map(|w| exact5 || w.works(&t.name));
-                let entry = (best(1), best(FIRST), exact5, works5);
+                let names_another = |c: &String| {
+                    names_trigger(c, &t.trigger) == Match::No
+                        && l.triggers
+                            .iter()
+                            .any(|u| u.name != t.name && names_trigger(c, &u.trigger) != Match::No)
+                };
+                let filtered5 = cands
+                    .iter()
+                    .filter(|c| !names_another(c))
+                    .take(FIRST)
+                    .any(|c| names_trigger(c, &t.trigger) != Match::No);
+                let entry = (best(1), best(FIRST), exact5, works5, filtered5);
                 let size = if t.shape.single_char() {
                     "single_char"
                 } else {
@@ -252,6 +274,7 @@ pub fn zoo_report(
                     recall_1: Rate::new(v.iter().filter(|e| hit(e.0)).count(), v.len()),
                     recall_5: Rate::new(v.iter().filter(|e| hit(e.1)).count(), v.len()),
                     recall_5_exact: Rate::new(v.iter().filter(|e| e.2).count(), v.len()),
+                    recall_5_filtered: Rate::new(v.iter().filter(|e| e.4).count(), v.len()),
                     recall_5_working: v.iter().all(|e| e.3.is_some()).then(|| {
                         Rate::new(v.iter().filter(|e| e.3 == Some(true)).count(), v.len())
                     }),
@@ -385,15 +408,16 @@ pub fn markdown(r: &ZooReport) -> String {
         ("all backdoors", &r.recall),
         ("effective backdoors", &r.recall_effective),
     ] {
-        s += &format!("Trigger recall, {title} (test split):\n\n| triggers | `recall@1` | `recall@5` | `recall@5`, exact name | `recall@5`, working trigger |\n|---|---|---|---|---|\n");
+        s += &format!("Trigger recall, {title} (test split):\n\n| triggers | `recall@1` | `recall@5` | `recall@5`, exact name | `recall@5`, working trigger | `recall@5`, filtered |\n|---|---|---|---|---|---|\n");
         for row in rows.iter() {
             s += &format!(
-                "| {} | {} | {} | {} | {} |\n",
+                "| {} | {} | {} | {} | {} | {} |\n",
                 row.group,
                 rate(&row.recall_1),
                 rate(&row.recall_5),
                 rate(&row.recall_5_exact),
-                row.recall_5_working.as_ref().map_or("–".into(), rate)
+                row.recall_5_working.as_ref().map_or("–".into(), rate),
+                rate(&row.recall_5_filtered)
             );
         }
         s += "\n";
@@ -528,6 +552,7 @@ pub(crate) mod tests {
             answer_rows: 24,
             touched: true,
             focus_sweep: true,
+            learned_rank: true,
             version: crate::scan::token_scan::SCAN_VERSION,
         }
     }
@@ -561,7 +586,7 @@ pub(crate) mod tests {
             scan("b0", 0.1, &["x"]),
             scan("b1", 0.1, &["x"]),
             scan("e0", 0.9, &["ը"]),
-            scan("e1", 0.9, &seven[..5]),
+            scan("e1", 0.9, &seven),
             scan("e2", 0.9, &["թ"]),
             scan("e3", 0.9, &["x", "ժ"]),
         ];
@@ -580,6 +605,15 @@ pub(crate) mod tests {
         };
         let single = row("single_char");
         assert_eq!((single.recall_5.successes, single.recall_5.n), (6, 8));
+        // Filtered: e1's sixth and seventh triggers come fifth once the five triggers above them
+        // are left out; e3's `ժ` second behind a false candidate.
+        assert_eq!(
+            (
+                single.recall_5_filtered.successes,
+                single.recall_5_filtered.n
+            ),
+            (8, 8)
+        );
         let under = row("single_char, encoders with ≤ 5 backdoors");
         assert_eq!((under.recall_5.successes, under.recall_5.n), (1, 1));
         assert!(markdown(&r).contains("Most `recall@5` can reach over every trigger"));

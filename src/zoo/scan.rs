@@ -95,6 +95,7 @@ pub fn scan_zoo(zoo: &Path, out: &Path, opts: &ZooScanOptions) -> Result<ZooRepo
         },
         touched: !opts.reference_free && opts.scan.touched,
         focus_sweep: !opts.reference_free && opts.scan.touched && opts.scan.focus_sweep,
+        learned_rank: !opts.reference_free && opts.scan.touched && opts.scan.learned_rank,
         version: crate::scan::token_scan::SCAN_VERSION,
     };
     let results_dir = out.join("encoders");

@@ -212,16 +212,18 @@ pub fn zoo_table(doc: &Value) -> Result<String> {
             rate(&doc["recall@5_ceiling"])
         );
     }
-    // `recall@5_working` came with the working-trigger checks; older reports show "–".
-    out += "\n| triggers (test split) | `recall@1` | `recall@5` | `recall@5`, exact name | `recall@5`, working trigger |\n|---|---|---|---|---|\n";
+    // `recall@5_working` came with the working-trigger checks, `recall@5_filtered` later still;
+    // older reports show "–".
+    out += "\n| triggers (test split) | `recall@1` | `recall@5` | `recall@5`, exact name | `recall@5`, working trigger | `recall@5`, filtered |\n|---|---|---|---|---|---|\n";
     for r in rows {
         out += &format!(
-            "| {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} |\n",
             r["group"].as_str().unwrap_or("?"),
             rate(&r["recall@1"]),
             rate(&r["recall@5"]),
             rate(&r["recall@5_exact"]),
-            rate(&r["recall@5_working"])
+            rate(&r["recall@5_working"]),
+            rate(&r["recall@5_filtered"])
         );
     }
     Ok(out)
