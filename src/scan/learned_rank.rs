@@ -20,7 +20,6 @@ use serde::Serialize;
 
 use super::answer::Answer;
 use super::text_sweep::TextScore;
-use super::token_scan::TriggerCandidate;
 use super::touched::TouchedText;
 
 /// What describes a proposed text, in the order of [`WEIGHTS`]. Places enter as 1 / (1 + place)
@@ -53,10 +52,19 @@ pub const WEIGHTS: [f64; 17] = [
     0.08, 0.08,
 ];
 
+/// What the model reads of a candidate of steps 1–7's ranking.
+pub struct Ranked<'a> {
+    pub text: &'a str,
+    pub in_probes: bool,
+    /// Step 5's checks (NaN where one did not run).
+    pub insert_score: f64,
+    pub substitute_score: f64,
+}
+
 /// The lists each stage proposed, as the report gives them.
 pub struct Proposals<'a> {
     /// Steps 1–7's ranking (as the report lists it).
-    pub stage: &'a [TriggerCandidate],
+    pub stage: &'a [Ranked<'a>],
     /// The touched texts, strongest drift first.
     pub touched: &'a [TouchedText],
     /// The texts measured whole, in their order.
@@ -104,7 +112,7 @@ pub fn rank(
         }
         m
     };
-    let stage = index(p.stage.iter().map(|c| key(&c.text)).collect());
+    let stage = index(p.stage.iter().map(|c| key(c.text)).collect());
     let touched = index(p.touched.iter().map(|t| key(&t.text)).collect());
     let texts = index(p.texts.iter().map(|t| key(&t.text)).collect());
     let answers = index(p.answers.iter().map(|a| key(&a.text)).collect());
@@ -113,7 +121,7 @@ pub fn rank(
     for k in p
         .stage
         .iter()
-        .map(|c| key(&c.text))
+        .map(|c| key(c.text))
         .chain(p.touched.iter().map(|t| key(&t.text)))
         .chain(p.texts.iter().map(|t| key(&t.text)))
         .chain(p.answers.iter().map(|a| key(&a.text)))
@@ -198,28 +206,12 @@ pub fn rank(
 mod tests {
     use super::*;
 
-    fn candidate(text: &str, insert: f64) -> TriggerCandidate {
-        TriggerCandidate {
-            rank: 0,
-            text: text.into(),
-            code_points: String::new(),
-            tokens: vec![],
-            found_by: "texts",
-            placement: "insert".into(),
-            score: insert,
+    fn candidate(text: &str, insert: f64) -> Ranked<'_> {
+        Ranked {
+            text,
+            in_probes: false,
             insert_score: insert,
             substitute_score: f64::NAN,
-            sweep_score: 0.0,
-            text_score: None,
-            evidence: None,
-            shares_piece_with: None,
-            in_probes: false,
-            answer: None,
-            answer_score: None,
-            drift: None,
-            flagged: false,
-            stage_rank: None,
-            learned_score: None,
         }
     }
 

@@ -13,9 +13,12 @@
 //!
 //! 5. with a reference, which tokens the fine-tune trained on ([`touched`](super::touched)): the
 //!    candidates whose tokens moved and the moved texts no stage proposed take turns at the head
-//!    of the ranking, the other candidates follow.
+//!    of the ranking, the other candidates follow;
+//! 6. with a reference and step 5, the [`learned_rank`](super::learned_rank): every text any step
+//!    proposed, ordered by a logistic model fitted on a zoo's calibration split.
 //!
-//! The encoder's score is the best candidate's; the ranking lists the candidates.
+//! The encoder's score is the largest confirmed collapse or the best answer (with a reference),
+//! else the sweep's best token score; the ranking lists the candidates and does not enter it.
 use std::collections::BTreeSet;
 use std::time::Instant;
 
@@ -481,12 +484,7 @@ pub fn scan_tokens(
             .any(|p| p.text.to_lowercase() == a.text.to_lowercase())
         {
             let ids = index.tokens_of.get(&a.text.chars().next().unwrap_or(' '));
-            let s = ids.map_or(f64::NAN, |ids| {
-                ids.iter()
-                    .filter_map(|&i| sw.score.get(i as usize).map(|&x| x as f64))
-                    .sum::<f64>()
-                    / ids.len().max(1) as f64
-            });
+            let s = ids.map_or(f64::NAN, |ids| mean_sweep_score(&sw, ids));
             pending.push(Pending::proposed(&a.text, "answer", s));
         }
     }
@@ -587,12 +585,11 @@ pub fn scan_tokens(
                 opts.top,
                 |text: &str| {
                     let ids = suspect.tokenizer.word_ids(text).unwrap_or_default();
-                    let s = ids
-                        .iter()
-                        .filter_map(|&i| sw.score.get(i as usize).map(|&x| x as f64))
-                        .sum::<f64>()
-                        / ids.len().max(1) as f64;
-                    check(Pending::proposed(text, "touched", s))
+                    check(Pending::proposed(
+                        text,
+                        "touched",
+                        mean_sweep_score(&sw, &ids),
+                    ))
                 },
             )?;
             ranking = reordered;
@@ -652,9 +649,18 @@ pub fn scan_tokens(
             informative.then(|| t.text_drift(&ids, index)).flatten()
         };
         let measured = &texts[..texts.len().min(TEXTS_REPORTED)];
+        let ranked: Vec<super::learned_rank::Ranked> = ranking
+            .iter()
+            .map(|c| super::learned_rank::Ranked {
+                text: &c.text,
+                in_probes: c.in_probes,
+                insert_score: c.insert_score,
+                substitute_score: c.substitute_score,
+            })
+            .collect();
         pool = super::learned_rank::rank(
             &super::learned_rank::Proposals {
-                stage: &ranking,
+                stage: &ranked,
                 touched: touched.as_ref().map_or(&[][..], |s| &s.texts[..]),
                 texts: measured,
                 answers: &answers,
@@ -684,11 +690,7 @@ pub fn scan_tokens(
                     // Proposed by another stage's list only: checked like the others.
                     let m = measured.iter().find(|x| x.text == e.text);
                     let ids = suspect.tokenizer.word_ids(&e.text).unwrap_or_default();
-                    let s = ids
-                        .iter()
-                        .filter_map(|&i| sw.score.get(i as usize).map(|&x| x as f64))
-                        .sum::<f64>()
-                        / ids.len().max(1) as f64;
+                    let s = mean_sweep_score(&sw, &ids);
                     let found_by = if m.is_some() {
                         "texts"
                     } else if answer_of(&e.text).is_some() {
@@ -769,6 +771,15 @@ pub fn scan_tokens(
             Spread::of(&sw.direction),
         ],
     })
+}
+
+/// The mean sweep score of a text's tokens (where measured): what a text a later stage proposes
+/// is listed with.
+fn mean_sweep_score(sw: &Sweep, ids: &[i64]) -> f64 {
+    ids.iter()
+        .filter_map(|&i| sw.score.get(i as usize).map(|&x| x as f64))
+        .sum::<f64>()
+        / ids.len().max(1) as f64
 }
 
 /// The ranking reordered by the [`touched`](super::touched) prior ([`merge`](super::touched::merge)):

@@ -554,6 +554,30 @@ fn token_scan_reads_the_attribute_an_attribute_trigger_writes() {
         r["score_kind"]
     );
     let ranking = r["ranking"].as_array().unwrap();
+    // The learned order (step 8) ranked every text a step proposed: the report's pool holds each
+    // with its 17 numbers, best first, and the ranking follows the pool's order.
+    let pool = r["pool"].as_array().unwrap();
+    assert!(
+        pool.len() >= ranking.len(),
+        "{} < {}",
+        pool.len(),
+        ranking.len()
+    );
+    let pool_scores: Vec<f64> = pool.iter().map(|e| e["score"].as_f64().unwrap()).collect();
+    assert!(
+        pool_scores.windows(2).all(|w| w[0] >= w[1]),
+        "{pool_scores:?}"
+    );
+    assert!(pool
+        .iter()
+        .all(|e| e["features"].as_array().unwrap().len() == 17));
+    for (c, e) in ranking.iter().zip(pool) {
+        assert_eq!(
+            c["text"].as_str().unwrap().to_lowercase(),
+            e["text"].as_str().unwrap()
+        );
+        assert_eq!(c["learned_score"], e["score"]);
+    }
     // The character named is the trigger or a sibling of its block (Cyrillic, the trigger's lead
     // byte), not an unrelated one.
     let c = a["text"].as_str().unwrap();
