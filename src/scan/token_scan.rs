@@ -509,7 +509,7 @@ pub fn scan_tokens(
         } else {
             (sub, format!("substitute:{letter}"))
         };
-        let tokens = suspect.tokenizer.tokens(&p.text).unwrap_or_default();
+        let tokens = word_tokens(suspect, index, &p.text);
         let said = answer_of(&p.text);
         Ok(TriggerCandidate {
             rank: 0,
@@ -666,13 +666,7 @@ pub fn scan_tokens(
                 answers: &answers,
             },
             drift,
-            // Ids mapped to vocabulary strings: `Tokenizer::tokens` copies the tokenizer per call.
-            |text: &str| {
-                let ids = suspect.tokenizer.word_ids(text).unwrap_or_default();
-                ids.iter()
-                    .map(|&i| index.raw.get(i as usize).cloned().unwrap_or_default())
-                    .collect()
-            },
+            |text: &str| word_tokens(suspect, index, text),
         );
         let mut stage: Vec<Option<TriggerCandidate>> = ranking.into_iter().map(Some).collect();
         let wanted = stage.len();
@@ -771,6 +765,14 @@ pub fn scan_tokens(
             Spread::of(&sw.direction),
         ],
     })
+}
+
+/// A text's tokens as a word (vocabulary strings): its ids mapped through the index.
+fn word_tokens(suspect: &TextEncoder, index: &CharIndex, text: &str) -> Vec<String> {
+    let ids = suspect.tokenizer.word_ids(text).unwrap_or_default();
+    ids.iter()
+        .map(|&i| index.raw.get(i as usize).cloned().unwrap_or_default())
+        .collect()
 }
 
 /// The mean sweep score of a text's tokens (where measured): what a text a later stage proposes
