@@ -7,7 +7,8 @@ it names one of the encoder's labelled triggers (the zoo report's rule: the same
 a trigger of several characters). A logistic model is fitted by gradient descent (from zero,
 L2 0.01, 3,000 steps of size 1) on the calibration split's backdoored encoders of every zoo given,
 its weights rounded to two decimals; then recall@5 per split and zoo is printed for the stages'
-own order (`stage_place`) and for the fitted order, so the fit can be checked against the scans.
+own order (`stage_place`) and for the fitted order, with 95% Wilson intervals and the paired count
+(triggers gained and lost, exact McNemar p), so the fit can be checked against the scans.
 
     .venv/bin/python scripts/fit_ranker.py zoo/shapes zoo/shapes_heldout zoo/shapes_fresh zoo/shapes_fresh2
 
@@ -20,6 +21,7 @@ taken), so a scan with any weights refits to the same model.
 """
 import json
 import sys
+from math import comb, sqrt
 from pathlib import Path
 
 import numpy as np
@@ -60,17 +62,42 @@ def fit(encoders):
     return np.round(w, 2)
 
 
-def recall5(encoders, key):
-    hits = {}
-    for e in encoders:
-        order = np.argsort(-key(e), kind="stable")
-        top = [e["texts"][i] for i in order[:5]]
-        for t in e["triggers"]:
-            g = "single" if len(t) == 1 else "multi"
-            h = hits.setdefault(g, [0, 0])
-            h[0] += any(names(c, t) for c in top)
-            h[1] += 1
-    return " ".join(f"{g} {h[0]}/{h[1]}" for g, h in sorted(hits.items(), reverse=True))
+def wilson(k, n, z=1.959964):
+    """k of n with its 95% Wilson interval, in percent."""
+    if n == 0:
+        return "–"
+    p = k / n
+    d = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / d
+    h = z * sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return f"{k}/{n} {100 * p:.1f}% [{100 * (c - h):.1f}, {100 * (c + h):.1f}]"
+
+
+def compare(encoders, stage, learned):
+    """Recall@5 by name under both orders, per trigger size, with the paired count: triggers the
+    learned order gained and lost, and the exact (binomial) McNemar p of that split."""
+    out = []
+    for g in ["single", "multi"]:
+        a = b = n = gained = lost = 0
+        for e in encoders:
+            first = {}
+            for name, key in [("stage", stage), ("learned", learned)]:
+                order = np.argsort(-key(e), kind="stable")
+                first[name] = [e["texts"][i] for i in order[:5]]
+            for t in e["triggers"]:
+                if (len(t) == 1) != (g == "single"):
+                    continue
+                hs = any(names(c, t) for c in first["stage"])
+                hl = any(names(c, t) for c in first["learned"])
+                n += 1
+                a += hs
+                b += hl
+                gained += hl and not hs
+                lost += hs and not hl
+        m, k = gained + lost, min(gained, lost)
+        p = min(1.0, 2 * sum(comb(m, i) for i in range(k + 1)) / 2**m) if m else 1.0
+        out.append(f"  {g:6} stages' order {wilson(a, n):26} learned {wilson(b, n):26} gained {gained}, lost {lost}, McNemar p {p:.3f}")
+    return "\n".join(out)
 
 
 def main():
@@ -103,7 +130,9 @@ def main():
     for split in splits:
         for z in [None] + [Path(z).name for z in zoos]:
             sel = [e for e in encoders if split in ("all", e["split"]) and (z is None or e["zoo"] == z)]
-            print(f"recall@5 {split:11} {z or 'all':16} stages' order: {recall5(sel, stage):22} learned: {recall5(sel, learned)}")
+            if sel:
+                print(f"recall@5 by name, {split} split, {z or 'all zoos'} ({len(sel)} backdoored encoders):")
+                print(compare(sel, stage, learned))
 
 
 if __name__ == "__main__":

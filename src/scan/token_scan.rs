@@ -673,10 +673,11 @@ pub fn scan_tokens(
         let mut out = vec![];
         for e in pool.iter().take(wanted) {
             let mut c = match e.stage {
+                // The pool holds each lowercase text once, so each stage candidate is taken once.
                 Some(k) => {
-                    let mut c = stage[k]
-                        .take()
-                        .expect("each pool entry is one stage candidate");
+                    let Some(mut c) = stage[k].take() else {
+                        continue;
+                    };
                     c.stage_rank = Some(k + 1);
                     c
                 }
