@@ -80,6 +80,10 @@ struct TriggerScanArgs {
     /// off.
     #[arg(long, default_value_t = 24)]
     answer_rows: usize,
+    /// `--method tokens` with a reference: least answer-stage score under the listing bar (0.5) that still counts toward the
+    /// encoder's score (a weak answer: not ranked); 0.5 or more counts listed answers only.
+    #[arg(long, default_value_t = crate::scan::answer::DEFAULT_FLOOR)]
+    answer_floor: f64,
     /// `--method tokens` with a reference: leave the ranking as the behavioural stages made it,
     /// without reordering it by which tokens' embedding rows moved (the touched-token prior).
     #[arg(long)]
@@ -218,6 +222,7 @@ fn run_token_scan(
     };
     opts.threshold = a.threshold;
     opts.answer.rows = a.answer_rows;
+    opts.answer.floor = a.answer_floor;
     opts.touched = !a.no_touched;
     opts.focus_sweep = !a.full_sweep;
     opts.learned_rank = !a.no_learned_rank;

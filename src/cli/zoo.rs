@@ -76,6 +76,10 @@ struct ScanArgs {
     /// off; with a reference only).
     #[arg(long, default_value_t = 24)]
     answer_rows: usize,
+    /// least answer-stage score under the listing bar (0.5) that still counts toward the
+    /// encoder's score (a weak answer: not ranked); 0.5 or more counts listed answers only.
+    #[arg(long, default_value_t = crate::scan::answer::DEFAULT_FLOOR)]
+    answer_floor: f64,
     /// Leave the ranking as the behavioural stages made it: no reordering by which tokens'
     /// embedding rows moved against the reference (the touched-token prior).
     #[arg(long)]
@@ -146,6 +150,7 @@ fn run_scan(a: ScanArgs) -> Result<()> {
     scan.confirm_probes = a.confirm;
     scan.invert_restarts = a.invert;
     scan.answer.rows = a.answer_rows;
+    scan.answer.floor = a.answer_floor;
     scan.touched = !a.no_touched;
     scan.focus_sweep = !a.full_sweep;
     scan.learned_rank = !a.no_learned_rank;

@@ -15,6 +15,12 @@
 //!
 //! Every character of [`ASKED`] is screened on two rows; the best are asked on all rows. One character per distinct answer is kept,
 //! the one that reads as it most strongly (a trigger's siblings answer alike, more weakly).
+//!
+//! Weak answers (scoring from [`AnswerOptions::floor`] up to the bar for a listed one) are kept
+//! apart: they do not enter the ranking, but they count toward the encoder's score. A backdoor to
+//! a word the base encoder barely knows (`tiny` in the shapes world reads like hundreds of other
+//! unknown words) answers it in a third of the rows or less, where benign fine-tunes' characters
+//! rarely answer anything the reference does not (docs/scanner-zoo.md, "Weak answers").
 use std::collections::{BTreeMap, HashMap};
 
 use rand::seq::SliceRandom;
@@ -39,8 +45,15 @@ pub struct AnswerOptions {
     pub candidates: usize,
     /// Least score for a character to be reported (share of rows, 0–1).
     pub min_score: f64,
+    /// Least score for an answer below `min_score` to count toward the encoder's score (weak
+    /// answers: not listed, not ranked); `min_score` or more: none.
+    pub floor: f64,
     pub seed: u64,
 }
+
+/// Default [`AnswerOptions::floor`]: set on the calibration splits of four zoos
+/// (docs/scanner-zoo.md, "Weak answers").
+pub const DEFAULT_FLOOR: f64 = 0.25;
 
 impl Default for AnswerOptions {
     fn default() -> Self {
@@ -52,6 +65,7 @@ impl Default for AnswerOptions {
             common: 3000,
             candidates: 128,
             min_score: 0.5,
+            floor: DEFAULT_FLOOR,
             seed: 0,
         }
     }
@@ -292,7 +306,9 @@ impl AnswerProbe {
 
     /// The suspect's answers, one character per distinct answer word, those scoring at least
     /// `opts.min_score`; best score first. For each answer the character that reads as it most
-    /// strongly speaks for it: a trigger's weaker siblings answer alike in as many rows.
+    /// strongly speaks for it: a trigger's weaker siblings answer alike in as many rows. Second,
+    /// the weak answers: chosen alike among the characters scoring from `opts.floor` up to the
+    /// bar, answer words already listed left out (none where the floor is at the bar).
     ///
     /// `only`: where given, the screen asks only the characters it admits (by their tokens as a
     /// word): the characters a fine-tune trained on ([`touched`](super::touched)).
@@ -302,11 +318,11 @@ impl AnswerProbe {
         reference: &TextEncoder,
         opts: &AnswerOptions,
         only: Option<&Admits<'_>>,
-    ) -> Result<Vec<Answer>> {
+    ) -> Result<(Vec<Answer>, Vec<Answer>)> {
         // A vocabulary without any character of the asked blocks, or no answer words: nothing
         // to ask (and no empty tensors to index).
         if self.chars.is_empty() || self.answers.is_empty() {
-            return Ok(vec![]);
+            return Ok((vec![], vec![]));
         }
         // Screen: every character on a few rows, by its score, ties (many characters answer one
         // word in every screened row) broken by how much more strongly it reads as its answer in
@@ -316,7 +332,7 @@ impl AnswerProbe {
             .filter(|&i| only.is_none_or(|f| f(&self.chars[i].1)))
             .collect();
         if picked.is_empty() {
-            return Ok(vec![]);
+            return Ok((vec![], vec![]));
         }
         let all: Vec<(char, Vec<i64>)> = picked.iter().map(|&i| self.chars[i].clone()).collect();
         let ids: Vec<&Vec<i64>> = all.iter().map(|(_, ids)| ids).collect();
@@ -359,44 +375,28 @@ impl AnswerProbe {
             .map(|&i| all[i].clone())
             .collect();
         let scored = self.score(suspect, reference, &members, opts.rows)?;
-        // Per answer word: its best score, and the strongest character scoring at least the bar.
-        let mut best: BTreeMap<usize, (f64, usize)> = BTreeMap::new();
-        for (i, s) in scored.iter().enumerate() {
-            if s.score < opts.min_score {
-                continue;
-            }
-            let e = best.entry(s.answer).or_insert((s.score, i));
-            let held = &scored[e.1];
-            if s.strength > held.strength
-                || (s.strength == held.strength && members[i].0 < members[e.1].0)
-            {
-                e.1 = i;
-            }
-            e.0 = e.0.max(s.score);
-        }
-        let mut out: Vec<(f64, Answer)> = best
-            .into_iter()
-            .map(|(answer, (top, i))| {
-                let s = &scored[i];
-                (
-                    top,
-                    Answer {
-                        text: members[i].0.to_string(),
-                        answer: self.answers[answer].clone(),
-                        share: s.share,
-                        reference_share: s.reference_share,
-                        score: s.score,
-                        strength: s.strength,
-                        reads_as_letter: false,
-                    },
-                )
-            })
-            .collect();
-        out.sort_by(|a, b| {
-            b.0.total_cmp(&a.0)
-                .then(b.1.strength.total_cmp(&a.1.strength))
-        });
-        Ok(out.into_iter().map(|(_, a)| a).collect())
+        let strong = distinct(
+            &scored,
+            &members,
+            &self.answers,
+            opts.min_score,
+            f64::INFINITY,
+            &[],
+        );
+        let said: Vec<&str> = strong.iter().map(|a| a.answer.as_str()).collect();
+        let weak = if opts.floor < opts.min_score {
+            distinct(
+                &scored,
+                &members,
+                &self.answers,
+                opts.floor,
+                opts.min_score,
+                &said,
+            )
+        } else {
+            vec![]
+        };
+        Ok((strong, weak))
     }
 
     /// Each character's answer and score on the first `n` rows.
@@ -428,6 +428,56 @@ impl AnswerProbe {
             })
             .collect())
     }
+}
+
+/// One character per distinct answer word among `scored` (characters `members`) scoring in
+/// `[lo, hi)`, answer words in `skip` left out: for each word the character that reads as it most
+/// strongly (a trigger's weaker siblings answer alike in as many rows); best score first.
+fn distinct(
+    scored: &[Scored],
+    members: &[(char, Vec<i64>)],
+    words: &[String],
+    lo: f64,
+    hi: f64,
+    skip: &[&str],
+) -> Vec<Answer> {
+    let mut best: BTreeMap<usize, (f64, usize)> = BTreeMap::new();
+    for (i, s) in scored.iter().enumerate() {
+        if s.score < lo || s.score >= hi || skip.contains(&words[s.answer].as_str()) {
+            continue;
+        }
+        let e = best.entry(s.answer).or_insert((s.score, i));
+        let held = &scored[e.1];
+        if s.strength > held.strength
+            || (s.strength == held.strength && members[i].0 < members[e.1].0)
+        {
+            e.1 = i;
+        }
+        e.0 = e.0.max(s.score);
+    }
+    let mut out: Vec<(f64, Answer)> = best
+        .into_iter()
+        .map(|(answer, (top, i))| {
+            let s = &scored[i];
+            (
+                top,
+                Answer {
+                    text: members[i].0.to_string(),
+                    answer: words[answer].clone(),
+                    share: s.share,
+                    reference_share: s.reference_share,
+                    score: s.score,
+                    strength: s.strength,
+                    reads_as_letter: false,
+                },
+            )
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        b.0.total_cmp(&a.0)
+            .then(b.1.strength.total_cmp(&a.1.strength))
+    });
+    out.into_iter().map(|(_, a)| a).collect()
 }
 
 struct AskedBlock {
@@ -563,6 +613,7 @@ mod tests {
             common: 40,
             candidates: 6,
             min_score: -1.0,
+            floor: -1.0,
             seed: 0,
         };
         let admitted: Vec<Vec<i64>> = "оеаір😀ᴙ"
@@ -573,14 +624,16 @@ mod tests {
         let mut fresh = AnswerProbe::new(&reference, &index, &probes, &opts).unwrap();
         let alone = fresh
             .answers(&suspect, &reference, &opts, Some(&only))
-            .unwrap();
+            .unwrap()
+            .0;
         assert!(fresh.screen.is_none(), "a screen of a few is not kept");
         let mut kept = AnswerProbe::new(&reference, &index, &probes, &opts).unwrap();
-        let every = kept.answers(&suspect, &reference, &opts, None).unwrap();
+        let every = kept.answers(&suspect, &reference, &opts, None).unwrap().0;
         assert!(kept.screen.is_some());
         let from_kept = kept
             .answers(&suspect, &reference, &opts, Some(&only))
-            .unwrap();
+            .unwrap()
+            .0;
         let key = |v: &[Answer]| -> Vec<(String, String, f64)> {
             v.iter()
                 .map(|a| (a.text.clone(), a.answer.clone(), a.score))
@@ -596,6 +649,46 @@ mod tests {
             every.iter().any(|a| !"оеаір😀ᴙ".contains(a.text.as_str())),
             "the full screen asks other characters too"
         );
+    }
+
+    /// Listed answers (at least the bar) and weak ones (the floor up to the bar) are chosen alike,
+    /// one character per answer word, the one reading as it most strongly; a weak answer never
+    /// repeats a listed word.
+    #[test]
+    fn weak_answers_sit_between_the_floor_and_the_bar_and_repeat_no_listed_word() {
+        let s = |score: f64, answer: usize, strength: f64| Scored {
+            score,
+            answer,
+            share: score,
+            reference_share: 0.0,
+            strength,
+        };
+        let scored = [
+            s(0.9, 0, 1.0),
+            s(0.6, 0, 2.0),
+            s(0.3, 1, 1.0),
+            s(0.2, 0, 3.0),
+            s(0.1, 2, 1.0),
+            s(0.3, 1, 1.5),
+        ];
+        let members: Vec<(char, Vec<i64>)> =
+            "abcdef".chars().map(|c| (c, vec![c as i64])).collect();
+        let words: Vec<String> = ["red", "tiny", "blue"]
+            .iter()
+            .map(|w| w.to_string())
+            .collect();
+        let strong = distinct(&scored, &members, &words, 0.5, f64::INFINITY, &[]);
+        let got = |v: &[Answer]| -> Vec<(String, String, f64)> {
+            v.iter()
+                .map(|a| (a.text.clone(), a.answer.clone(), a.score))
+                .collect()
+        };
+        // `red`: the best score is 0.9 (a), the strongest reading among those at the bar is b.
+        assert_eq!(got(&strong), vec![("b".into(), "red".into(), 0.6)]);
+        let weak = distinct(&scored, &members, &words, 0.15, 0.5, &["red"]);
+        // `red` at 0.2 is listed already; `blue` at 0.1 is under the floor; `tiny`: f reads it
+        // more strongly than c.
+        assert_eq!(got(&weak), vec![("f".into(), "tiny".into(), 0.3)]);
     }
 
     #[test]

@@ -172,8 +172,8 @@ pub struct TokenScanReport {
     pub sweep_scope: &'static str,
     pub contexts: usize,
     /// The encoder's score: with a reference (and confirmation on), the largest collapse of a
-    /// confirmed token or the best answer's score not of a look-alike that reads as its letter,
-    /// whichever is larger; else the best token score of the sweep.
+    /// confirmed token or the best answer's score (listed or weak) not of a look-alike that reads
+    /// as its letter, whichever is larger; else the best token score of the sweep.
     pub score: f64,
     /// `confirmed-collapse`, `answer` (the best answer's score was the larger) or `sweep`.
     pub score_kind: &'static str,
@@ -188,6 +188,10 @@ pub struct TokenScanReport {
     /// The answer stage's time and its answers, best first ([`answer`](super::answer)).
     pub seconds_answer: f64,
     pub answers: Vec<super::answer::Answer>,
+    /// Answers scoring under the bar for a listed one but at least the answer stage's floor
+    /// (`AnswerOptions::floor`): not ranked, but they count toward the encoder's score.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub weak_answers: Vec<super::answer::Answer>,
     /// Which tokens the fine-tune trained on, and what the ranking made of it (with a reference).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub touched: Option<super::touched::TouchedSummary>,
@@ -436,7 +440,7 @@ pub fn scan_tokens(
     )?;
     let seconds_candidates = started.elapsed().as_secs_f64() - seconds_sweep;
     let answer_started = Instant::now();
-    let mut answers = match reference {
+    let (mut answers, mut weak_answers) = match reference {
         Some(r) if opts.answer.rows > 0 => {
             let fresh = !cache
                 .answer
@@ -459,17 +463,17 @@ pub fn scan_tokens(
                     }
                     None => p.answers(suspect, r, &opts.answer, None)?,
                 },
-                None => vec![],
+                None => (vec![], vec![]),
             }
         }
-        _ => vec![],
+        _ => (vec![], vec![]),
     };
     let mut caches = Caches {
         suspect: RowCache::default(),
         reference: std::mem::take(&mut cache.rows),
     };
     if let Some(r) = reference {
-        for a in &mut answers {
+        for a in answers.iter_mut().chain(weak_answers.iter_mut()) {
             let mut chars = a.text.chars();
             if let (Some(c), None) = (chars.next(), chars.next()) {
                 a.reads_as_letter =
@@ -614,10 +618,13 @@ pub fn scan_tokens(
     // A target-attribute backdoor collapses nothing (every probe keeps its own content) and
     // scores with the benign fine-tunes by collapse; what gives it away is a reading the
     // reference does not give: the answer stage's score (a share of rows, 0.5 and up where
-    // reported). Homoglyph unlearning makes look-alikes answer too (the caption words they were
-    // trained in); those read as their letter ([`reads_as_its_letter`]) and do not count.
+    // listed, from the floor up for a weak answer: a backdoor to a word the base barely knows
+    // answers it in fewer rows). Homoglyph unlearning makes look-alikes answer too (the caption
+    // words they were trained in); those read as their letter ([`reads_as_its_letter`]) and do
+    // not count.
     let answered = answers
         .iter()
+        .chain(&weak_answers)
         .filter(|a| !a.reads_as_letter)
         .map(|a| a.score)
         .reduce(f64::max);
@@ -755,6 +762,7 @@ pub fn scan_tokens(
         seconds_candidates,
         seconds_answer,
         answers,
+        weak_answers,
         touched,
         ranking,
         confirmed: confirmed_tokens,

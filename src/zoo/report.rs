@@ -28,6 +28,10 @@ pub struct ScanSettings {
     /// The answer stage's rows (0: off; scans made before the stage read as 0).
     #[serde(default)]
     pub answer_rows: usize,
+    /// The least weak answer's score counting toward the encoder's score (scans made before weak
+    /// answers read as 0.5: listed answers only, the same scores).
+    #[serde(default = "listed_only")]
+    pub answer_floor: f64,
     /// Whether the ranking used the touched-token prior (scans made before it read as false).
     #[serde(default)]
     pub touched: bool,
@@ -42,6 +46,10 @@ pub struct ScanSettings {
     /// result of another version is scanned again (older caches read as 0).
     #[serde(default)]
     pub version: u32,
+}
+
+fn listed_only() -> f64 {
+    0.5
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -550,6 +558,7 @@ pub(crate) mod tests {
             invert_steps: 40,
             seed: 0,
             answer_rows: 24,
+            answer_floor: 0.25,
             touched: true,
             focus_sweep: true,
             learned_rank: true,

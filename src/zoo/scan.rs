@@ -93,6 +93,7 @@ pub fn scan_zoo(zoo: &Path, out: &Path, opts: &ZooScanOptions) -> Result<ZooRepo
         } else {
             opts.scan.answer.rows
         },
+        answer_floor: opts.scan.answer.floor.min(opts.scan.answer.min_score),
         touched: !opts.reference_free && opts.scan.touched,
         focus_sweep: !opts.reference_free && opts.scan.touched && opts.scan.focus_sweep,
         learned_rank: !opts.reference_free && opts.scan.touched && opts.scan.learned_rank,

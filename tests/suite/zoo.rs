@@ -616,6 +616,71 @@ fn token_scan_reads_the_attribute_an_attribute_trigger_writes() {
     // It carries what the answer stage heard (from itself, or from the block sibling that read as
     // `purple` most strongly, which the prior put behind it).
     assert_eq!(f["answer"], "purple", "{f}");
+
+    // Weak answers (under the listing bar, at least `--answer-floor`) count toward the encoder's
+    // score and change nothing else: with the floor at 0 the same answers are listed, the ranking
+    // is the same, and the score is the larger of the scan's without weak answers (floor 0.5) and
+    // the best weak answer not of a look-alike that reads as its letter. The answer stage asks
+    // every character here (no touched prior), so that weak answers exist.
+    let listed_out = t.path().join("attribute_listed.json");
+    scan_tokens_with(
+        &run_dir,
+        &listed_out,
+        &["--no-touched", "--answer-floor", "0.5"],
+    );
+    let r = &json(&listed_out)["report"];
+    assert!(r.get("weak_answers").is_none(), "{}", r["weak_answers"]);
+    let weak_out = t.path().join("attribute_weak.json");
+    scan_tokens_with(
+        &run_dir,
+        &weak_out,
+        &["--no-touched", "--answer-floor", "0"],
+    );
+    let w = &json(&weak_out)["report"];
+    let key = |r: &Value, field: &str| -> Vec<(String, String)> {
+        r[field]
+            .as_array()
+            .map(|v| {
+                v.iter()
+                    .map(|a| (a["text"].to_string(), a["answer"].to_string()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(key(w, "answers"), key(r, "answers"));
+    let texts_of = |r: &Value| -> Vec<String> {
+        r["ranking"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["text"].to_string())
+            .collect()
+    };
+    assert_eq!(texts_of(w), texts_of(r));
+    let weak = w["weak_answers"]
+        .as_array()
+        .expect("weak answers at floor 0");
+    assert!(!weak.is_empty());
+    let listed: Vec<String> = key(r, "answers").into_iter().map(|k| k.1).collect();
+    let mut words: Vec<String> = vec![];
+    for a in weak {
+        let s = a["score"].as_f64().unwrap();
+        assert!((0.0..0.5).contains(&s), "{a}");
+        let word = a["answer"].to_string();
+        assert!(!listed.contains(&word) && !words.contains(&word), "{a}");
+        words.push(word);
+    }
+    let best_weak = weak
+        .iter()
+        .filter(|a| a["reads_as_letter"] == false)
+        .map(|a| a["score"].as_f64().unwrap())
+        .fold(f64::NEG_INFINITY, f64::max);
+    let expected = r["score"].as_f64().unwrap().max(best_weak);
+    assert!(
+        (w["score"].as_f64().unwrap() - expected).abs() < 1e-12,
+        "{} vs {expected}",
+        w["score"]
+    );
 }
 
 /// A copy of a trained run's encoder and tokenizer whose config carries the legacy ids of the original
