@@ -247,7 +247,8 @@ mod tests {
     use super::*;
 
     /// A result cached by an older scan (no `version` in its settings, read as 0) is scanned again;
-    /// one of this version with the same settings is reused.
+    /// one of this version with the same settings is reused; one without `answer_floor` reads as
+    /// a scan with listed answers only.
     #[test]
     fn a_result_cached_by_an_older_scan_is_not_reused() {
         let settings = crate::zoo::report::tests::settings();
@@ -267,5 +268,19 @@ mod tests {
         value["settings"].as_object_mut().unwrap().remove("version");
         std::fs::write(&path, value.to_string()).unwrap();
         assert!(cached(&path, &settings).is_none());
+        // A result from before weak answers (no `answer_floor`) counted listed answers only: it
+        // stands for a scan with the floor at the bar (0.5), not for one at a lower floor.
+        let mut value = serde_json::to_value(&scan).unwrap();
+        value["settings"]
+            .as_object_mut()
+            .unwrap()
+            .remove("answer_floor");
+        std::fs::write(&path, value.to_string()).unwrap();
+        assert!(cached(&path, &settings).is_none());
+        let listed_only = ScanSettings {
+            answer_floor: 0.5,
+            ..settings.clone()
+        };
+        assert!(cached(&path, &listed_only).is_some());
     }
 }
