@@ -4,9 +4,13 @@ answers") on zoo scans' calibration splits, and print what each floor gives on e
 
 A weak answer is an answer-stage reading under the listing bar (0.5): not ranked, but it counts
 toward the encoder's score, which is the largest of the confirmed collapse and the answers' scores
-(answers of look-alikes that read as their letter left out). Every floor's encoder scores follow
-from one scan made with a low floor: the score at floor f is the larger of the score without weak
-answers (collapse, listed answers) and the best weak answer scoring f or more. The floor kept is
+(answers of look-alikes that read as their letter left out). Every floor's encoder scores are
+read from one scan made with a low floor: the score at floor f is the larger of the score without
+weak answers (collapse, listed answers) and the best weak answer scoring f or more. That is a lower
+bound, not the scan at f: per answer word the scan reports the character reading it most strongly
+among those at its floor, so a scan at a higher floor can report a higher-scoring character for a
+word (seed-22 e0037: `tiny` 0.167 at floor 0.1, 0.292 at 0.25). The default scans at the kept
+floor are the numbers to quote; this table is how the floor was chosen. The floor kept is
 the lowest of the grid above every benign calibration encoder's best weak answer (of the zoos
 given): no benign encoder of a calibration split gains score from weak answers, as the zoo's
 threshold is the calibration split's highest benign score. AUROC (backdoored against benign) is
@@ -78,6 +82,7 @@ def main(argv):
     zoos = {z: load(z, scan) for z in argv}
     lowest = min(min((a["score"] for a in e["weak"]), default=1) for es in zoos.values() for e in es)
     print(f"scans: {scan}; lowest weak answer read: {lowest:.3f}")
+    print("(scores at each floor are read from these scans: a lower bound on a scan at that floor)")
     print("AUROC per split (pairs won / pairs), floor by floor:")
     benign_weak = max(
         (a["score"] for es in zoos.values() for e in es if e["benign"] and e["split"] == "calibration" for a in e["weak"]),
