@@ -76,7 +76,7 @@ struct ScanArgs {
     /// off; with a reference only).
     #[arg(long, default_value_t = 24)]
     answer_rows: usize,
-    /// least answer-stage score under the listing bar (0.5) that still counts toward the
+    /// Least answer-stage score under the listing bar (0.5) that still counts toward the
     /// encoder's score (a weak answer: not ranked); 0.5 or more counts listed answers only.
     #[arg(long, default_value_t = crate::scan::answer::DEFAULT_FLOOR)]
     answer_floor: f64,
@@ -151,6 +151,8 @@ fn run_scan(a: ScanArgs) -> Result<()> {
     scan.invert_restarts = a.invert;
     scan.answer.rows = a.answer_rows;
     scan.answer.floor = a.answer_floor;
+    // Before any encoder is loaded (the token scan checks it again, as a library call must).
+    scan.answer.check()?;
     scan.touched = !a.no_touched;
     scan.focus_sweep = !a.full_sweep;
     scan.learned_rank = !a.no_learned_rank;

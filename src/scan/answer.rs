@@ -55,6 +55,19 @@ pub struct AnswerOptions {
 /// (docs/scanner-zoo.md, "Weak answers").
 pub const DEFAULT_FLOOR: f64 = 0.25;
 
+impl AnswerOptions {
+    /// The floor is a share of rows: anything else is a usage error, not a setting to run on.
+    pub fn check(&self) -> Result<()> {
+        if !(0.0..=1.0).contains(&self.floor) {
+            crate::input_bail!(
+                "--answer-floor {}: it is a share of probe rows, give a value in [0, 1] (0.5 or more counts listed answers only; default {DEFAULT_FLOOR})",
+                self.floor
+            );
+        }
+        Ok(())
+    }
+}
+
 impl Default for AnswerOptions {
     fn default() -> Self {
         // Set on the design zoo (docs/scanner-zoo.md). 3,000 common words hold the attributes a
@@ -689,6 +702,21 @@ mod tests {
         // `red` at 0.2 is listed already; `blue` at 0.1 is under the floor; `tiny`: f reads it
         // more strongly than c.
         assert_eq!(got(&weak), vec![("f".into(), "tiny".into(), 0.3)]);
+    }
+
+    #[test]
+    fn a_floor_outside_a_share_of_rows_is_refused() {
+        let ok = AnswerOptions::default();
+        assert!(ok.check().is_ok());
+        for floor in [-0.1, 1.5, f64::NAN] {
+            let err = AnswerOptions {
+                floor,
+                ..ok.clone()
+            }
+            .check()
+            .unwrap_err();
+            assert!(err.to_string().contains("give a value in [0, 1]"), "{err}");
+        }
     }
 
     #[test]

@@ -310,6 +310,7 @@ pub fn scan_tokens(
             opts.probes.len()
         );
     }
+    opts.answer.check()?;
     if let Some(r) = reference {
         if r.config.hidden_size != suspect.config.hidden_size
             || r.config.vocab_size != suspect.config.vocab_size

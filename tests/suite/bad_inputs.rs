@@ -917,6 +917,13 @@ fn rows() -> Vec<Row> {
             &["no_cfg holds no text encoder"],
         ),
         row(
+            "scan-answer-floor",
+            "`--answer-floor` outside [0, 1]",
+            &["scan-encoder", "--method", "tokens", "--suspect", "random:tiny:0", "--reference", "random:tiny:1", "--answer-floor", "2"],
+            2,
+            &["--answer-floor 2: it is a share of probe rows, give a value in [0, 1]"],
+        ),
+        row(
             "sanitize-reject",
             "`--mode reject` on a disguised prompt",
             &["homoglyph", "sanitize", "--mode", "reject", "a cаt"],
