@@ -16,6 +16,12 @@
 //! Every character of [`ASKED`] is screened on two rows; the best are asked on all rows. One character per distinct answer is kept,
 //! the one that reads as it most strongly (a trigger's siblings answer alike, more weakly).
 //!
+//! Beside the characters, the token scan gives the stage extra texts: the multi-character strings
+//! and words the fine-tune trained on ([`touched`](super::touched)). A target-attribute trigger of
+//! several characters (`ɂôǹ`) or a word answers as one, where its characters alone need not. They
+//! are screened and listed apart from the characters (after them, repeating none of their answer
+//! words), and the token scan counts their answers toward the encoder's score without ranking them.
+//!
 //! Weak answers (scoring from [`AnswerOptions::floor`] up to the bar for a listed one) are kept
 //! apart: they do not enter the ranking, but they count toward the encoder's score. A backdoor to
 //! a word the base encoder barely knows (`tiny` in the shapes world reads like hundreds of other
@@ -125,6 +131,11 @@ pub struct Answer {
     /// the suspect (homoglyph unlearning trains this): set by the token scan, where such an
     /// answer does not count toward the encoder's score.
     pub reads_as_letter: bool,
+    /// Every token of the text is a token of a look-alike the suspect reads as its letter (other
+    /// characters cut from those tokens, strings of them): set by the token scan; such an answer
+    /// does not count toward the encoder's score either.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub spelled_by_letters: bool,
 }
 
 /// Which characters a screen asks, by their tokens as a word.
@@ -142,8 +153,9 @@ pub struct AnswerProbe {
     grid: Tensor,
     /// The characters asked, in code-point order, with their tokens as a word.
     chars: Vec<(char, Vec<i64>)>,
-    /// Per character, the reference's answer index in each of the first rows asked.
-    reference_tops: HashMap<char, Vec<i64>>,
+    /// Per text asked (by its tokens), the reference's answer index in each of the first rows
+    /// asked.
+    reference_tops: HashMap<Vec<i64>, Vec<i64>>,
     /// The reference's screen of every character: rows, and what it answered.
     screen: Option<(usize, AskedBlock)>,
 }
@@ -298,22 +310,22 @@ impl AnswerProbe {
     fn reference_tops(
         &mut self,
         reference: &TextEncoder,
-        chars: &[&(char, Vec<i64>)],
+        chars: &[&(String, Vec<i64>)],
         n: usize,
     ) -> Result<Vec<Vec<i64>>> {
-        let missing: Vec<&(char, Vec<i64>)> = chars
+        let missing: Vec<&(String, Vec<i64>)> = chars
             .iter()
             .copied()
-            .filter(|(c, _)| self.reference_tops.get(c).is_none_or(|t| t.len() < n))
+            .filter(|(_, ids)| self.reference_tops.get(ids).is_none_or(|t| t.len() < n))
             .collect();
         let ids: Vec<&Vec<i64>> = missing.iter().map(|(_, ids)| ids).collect();
         let asked = self.ask(reference, &ids, n)?.asked;
-        for ((c, _), a) in missing.iter().zip(asked) {
-            self.reference_tops.insert(*c, a.tops);
+        for ((_, ids), a) in missing.iter().zip(asked) {
+            self.reference_tops.insert(ids.clone(), a.tops);
         }
         Ok(chars
             .iter()
-            .map(|(c, _)| self.reference_tops[c][..n].to_vec())
+            .map(|(_, ids)| self.reference_tops[ids][..n].to_vec())
             .collect())
     }
 
@@ -324,17 +336,20 @@ impl AnswerProbe {
     /// bar, answer words already listed left out (none where the floor is at the bar).
     ///
     /// `only`: where given, the screen asks only the characters it admits (by their tokens as a
-    /// word): the characters a fine-tune trained on ([`touched`](super::touched)).
+    /// word): the characters a fine-tune trained on ([`touched`](super::touched)). `extra`: texts
+    /// screened with the characters (text, tokens as a word): the multi-character strings and
+    /// words the fine-tune trained on, which no character stands for.
     pub fn answers(
         &mut self,
         suspect: &TextEncoder,
         reference: &TextEncoder,
         opts: &AnswerOptions,
         only: Option<&Admits<'_>>,
+        extra: &[(String, Vec<i64>)],
     ) -> Result<(Vec<Answer>, Vec<Answer>)> {
         // A vocabulary without any character of the asked blocks, or no answer words: nothing
         // to ask (and no empty tensors to index).
-        if self.chars.is_empty() || self.answers.is_empty() {
+        if (self.chars.is_empty() && extra.is_empty()) || self.answers.is_empty() {
             return Ok((vec![], vec![]));
         }
         // Screen: every character on a few rows, by its score, ties (many characters answer one
@@ -344,11 +359,14 @@ impl AnswerProbe {
         let picked: Vec<usize> = (0..self.chars.len())
             .filter(|&i| only.is_none_or(|f| f(&self.chars[i].1)))
             .collect();
-        if picked.is_empty() {
+        if picked.is_empty() && extra.is_empty() {
             return Ok((vec![], vec![]));
         }
-        let all: Vec<(char, Vec<i64>)> = picked.iter().map(|&i| self.chars[i].clone()).collect();
-        let ids: Vec<&Vec<i64>> = all.iter().map(|(_, ids)| ids).collect();
+        let mut all: Vec<(String, Vec<i64>)> = picked
+            .iter()
+            .map(|&i| (self.chars[i].0.to_string(), self.chars[i].1.clone()))
+            .collect();
+        let ids: Vec<&Vec<i64>> = picked.iter().map(|&i| &self.chars[i].1).collect();
         // The reference's screen of every character is kept for the next suspect; a screen of a
         // few characters is read from it where it was made, else asked for those alone.
         let subset = only.is_some();
@@ -366,6 +384,15 @@ impl AnswerProbe {
             }
             _ => self.ask(reference, &ids, n)?,
         };
+        // The extra texts differ from suspect to suspect: the reference screens them each time.
+        let extra_ids: Vec<&Vec<i64>> = extra.iter().map(|(_, ids)| ids).collect();
+        let reference_block = if extra.is_empty() {
+            reference_block
+        } else {
+            reference_block.cat(self.ask(reference, &extra_ids, n)?)
+        };
+        all.extend(extra.iter().cloned());
+        let ids: Vec<&Vec<i64>> = all.iter().map(|(_, ids)| ids).collect();
         let sus = self.ask(suspect, &ids, n)?;
         let modes: Vec<i64> = sus.asked.iter().map(|a| a.mode).collect();
         let rb = &reference_block;
@@ -380,22 +407,42 @@ impl AnswerProbe {
                 (s.count as f64 - same as f64) / n as f64 + 0.01 * (s.strength - zr)
             })
             .collect();
-        let mut order: Vec<usize> = (0..all.len()).collect();
-        order.sort_by(|&a, &b| stat[b].total_cmp(&stat[a]));
-        let members: Vec<(char, Vec<i64>)> = order
+        // The characters and the extra texts are screened apart and listed apart (the texts'
+        // answers after the characters', repeating none of their words): a string holding a
+        // trigger's character answers as the character does, and would take its place.
+        let chars_n = all.len() - extra.len();
+        let best = |range: std::ops::Range<usize>| -> Vec<usize> {
+            let mut order: Vec<usize> = range.collect();
+            order.sort_by(|&a, &b| stat[b].total_cmp(&stat[a]));
+            order.truncate(opts.candidates);
+            order
+        };
+        let (top_chars, top_texts) = (best(0..chars_n), best(chars_n..all.len()));
+        let members: Vec<(String, Vec<i64>)> = top_chars
             .iter()
-            .take(opts.candidates)
+            .chain(&top_texts)
             .map(|&i| all[i].clone())
             .collect();
         let scored = self.score(suspect, reference, &members, opts.rows)?;
-        let strong = distinct(
-            &scored,
-            &members,
+        let k = top_chars.len();
+        let mut strong = distinct(
+            &scored[..k],
+            &members[..k],
             &self.answers,
             opts.min_score,
             f64::INFINITY,
             &[],
         );
+        let said: Vec<String> = strong.iter().map(|a| a.answer.clone()).collect();
+        let said: Vec<&str> = said.iter().map(String::as_str).collect();
+        strong.extend(distinct(
+            &scored[k..],
+            &members[k..],
+            &self.answers,
+            opts.min_score,
+            f64::INFINITY,
+            &said,
+        ));
         let said: Vec<&str> = strong.iter().map(|a| a.answer.as_str()).collect();
         let weak = if opts.floor < opts.min_score {
             distinct(
@@ -417,13 +464,13 @@ impl AnswerProbe {
         &mut self,
         suspect: &TextEncoder,
         reference: &TextEncoder,
-        chars: &[(char, Vec<i64>)],
+        chars: &[(String, Vec<i64>)],
         n: usize,
     ) -> Result<Vec<Scored>> {
         let n = n.clamp(1, self.rows.len());
         let ids: Vec<&Vec<i64>> = chars.iter().map(|(_, ids)| ids).collect();
         let sus = self.ask(suspect, &ids, n)?.asked;
-        let refs: Vec<&(char, Vec<i64>)> = chars.iter().collect();
+        let refs: Vec<&(String, Vec<i64>)> = chars.iter().collect();
         let rt = self.reference_tops(reference, &refs, n)?;
         Ok(sus
             .iter()
@@ -448,7 +495,7 @@ impl AnswerProbe {
 /// strongly (a trigger's weaker siblings answer alike in as many rows); best score first.
 fn distinct(
     scored: &[Scored],
-    members: &[(char, Vec<i64>)],
+    members: &[(String, Vec<i64>)],
     words: &[String],
     lo: f64,
     hi: f64,
@@ -475,13 +522,14 @@ fn distinct(
             (
                 top,
                 Answer {
-                    text: members[i].0.to_string(),
+                    text: members[i].0.clone(),
                     answer: words[answer].clone(),
                     share: s.share,
                     reference_share: s.reference_share,
                     score: s.score,
                     strength: s.strength,
                     reads_as_letter: false,
+                    spelled_by_letters: false,
                 },
             )
         })
@@ -509,6 +557,27 @@ impl AskedBlock {
             feats: self.feats.index_select(0, &t),
             mean: self.mean.index_select(0, &t),
             std: self.std.index_select(0, &t),
+        }
+    }
+
+    /// This block's characters, then `other`'s.
+    fn cat(self, other: Self) -> Self {
+        let mut asked = self.asked;
+        asked.extend(other.asked);
+        let join = |a: Tensor, b: Tensor| {
+            if a.numel() == 0 {
+                b
+            } else if b.numel() == 0 {
+                a
+            } else {
+                Tensor::cat(&[a, b], 0)
+            }
+        };
+        Self {
+            asked,
+            feats: join(self.feats, other.feats),
+            mean: join(self.mean, other.mean),
+            std: join(self.std, other.std),
         }
     }
 
@@ -636,15 +705,18 @@ mod tests {
         let only = |ids: &[i64]| admitted.iter().any(|a| a.as_slice() == ids);
         let mut fresh = AnswerProbe::new(&reference, &index, &probes, &opts).unwrap();
         let alone = fresh
-            .answers(&suspect, &reference, &opts, Some(&only))
+            .answers(&suspect, &reference, &opts, Some(&only), &[])
             .unwrap()
             .0;
         assert!(fresh.screen.is_none(), "a screen of a few is not kept");
         let mut kept = AnswerProbe::new(&reference, &index, &probes, &opts).unwrap();
-        let every = kept.answers(&suspect, &reference, &opts, None).unwrap().0;
+        let every = kept
+            .answers(&suspect, &reference, &opts, None, &[])
+            .unwrap()
+            .0;
         assert!(kept.screen.is_some());
         let from_kept = kept
-            .answers(&suspect, &reference, &opts, Some(&only))
+            .answers(&suspect, &reference, &opts, Some(&only), &[])
             .unwrap()
             .0;
         let key = |v: &[Answer]| -> Vec<(String, String, f64)> {
@@ -667,6 +739,66 @@ mod tests {
     /// Listed answers (at least the bar) and weak ones (the floor up to the bar) are chosen alike,
     /// one character per answer word, the one reading as it most strongly; a weak answer never
     /// repeats a listed word.
+    /// A text given as extra is asked as a character with the same tokens is, and a string of
+    /// several characters is asked whole.
+    #[test]
+    fn extra_texts_are_asked_as_characters_are() {
+        let dev = tch::Device::Cpu;
+        let suspect = TextEncoder::init_arch("tiny", 3, false, dev).unwrap();
+        let reference = TextEncoder::init_arch("tiny", 4, false, dev).unwrap();
+        let index = CharIndex::new(&reference.tokenizer).unwrap();
+        let probes: Vec<String> = ["a red circle on a blue square", "two green stars left"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let opts = AnswerOptions {
+            rows: 3,
+            screen_rows: 2,
+            common: 40,
+            candidates: 16,
+            min_score: -1.0,
+            floor: -1.0,
+            seed: 0,
+        };
+        let ids = |t: &str| reference.tokenizer.word_ids(t).unwrap();
+        let chars = "оеаір😀ᴙ";
+        let admitted: Vec<Vec<i64>> = chars.chars().map(|c| ids(&c.to_string())).collect();
+        let only = |x: &[i64]| admitted.iter().any(|a| a.as_slice() == x);
+        let none = |_: &[i64]| false;
+        let key = |v: &[Answer]| -> Vec<(String, String, f64, f64)> {
+            v.iter()
+                .map(|a| (a.text.to_lowercase(), a.answer.clone(), a.score, a.strength))
+                .collect()
+        };
+        let mut probe = AnswerProbe::new(&reference, &index, &probes, &opts).unwrap();
+        let as_chars = probe
+            .answers(&suspect, &reference, &opts, Some(&only), &[])
+            .unwrap();
+        let extra: Vec<(String, Vec<i64>)> = chars
+            .chars()
+            .map(|c| (c.to_string(), ids(&c.to_string())))
+            .collect();
+        let mut probe = AnswerProbe::new(&reference, &index, &probes, &opts).unwrap();
+        let as_extra = probe
+            .answers(&suspect, &reference, &opts, Some(&none), &extra)
+            .unwrap();
+        assert!(!as_chars.0.is_empty());
+        assert_eq!(key(&as_chars.0), key(&as_extra.0));
+        assert_eq!(key(&as_chars.1), key(&as_extra.1));
+        // Alone, a string answers whatever it reads as; no character is asked beside it.
+        let string = vec![("ɂôǹ".to_string(), ids("ɂôǹ"))];
+        let (listed, weak) = probe
+            .answers(&suspect, &reference, &opts, Some(&none), &string)
+            .unwrap();
+        assert_eq!(listed.len() + weak.len(), 1, "{listed:?} {weak:?}");
+        assert_eq!(listed[0].text, "ɂôǹ");
+        // Nothing to ask: no answers.
+        let nothing = probe
+            .answers(&suspect, &reference, &opts, Some(&none), &[])
+            .unwrap();
+        assert!(nothing.0.is_empty() && nothing.1.is_empty());
+    }
+
     #[test]
     fn weak_answers_sit_between_the_floor_and_the_bar_and_repeat_no_listed_word() {
         let s = |score: f64, answer: usize, strength: f64| Scored {
@@ -684,8 +816,10 @@ mod tests {
             s(0.1, 2, 1.0),
             s(0.3, 1, 1.5),
         ];
-        let members: Vec<(char, Vec<i64>)> =
-            "abcdef".chars().map(|c| (c, vec![c as i64])).collect();
+        let members: Vec<(String, Vec<i64>)> = "abcdef"
+            .chars()
+            .map(|c| (c.to_string(), vec![c as i64]))
+            .collect();
         let words: Vec<String> = ["red", "tiny", "blue"]
             .iter()
             .map(|w| w.to_string())

@@ -224,6 +224,7 @@ mod tests {
             score,
             strength: 1.0,
             reads_as_letter,
+            spelled_by_letters: false,
         }
     }
 

@@ -50,8 +50,10 @@ pub const DEFAULT_COLLAPSE_THRESHOLD: f64 = 0.15;
 /// (2 was a trial, reverted.) 3: the encoder's score the larger of collapse and the best answer,
 /// an answer of a look-alike that reads as its letter not counted, characters spelled by ASCII
 /// tokens alone not asked. 4: the ranking's last step is the learned order over every proposed
-/// text ([`learned_rank`](super::learned_rank)).
-pub const SCAN_VERSION: u32 = 4;
+/// text ([`learned_rank`](super::learned_rank)). 5: the answer stage also asks the
+/// multi-character strings and words the fine-tune trained on, and a text that look-alikes read
+/// as their letters spell whole does not count.
+pub const SCAN_VERSION: u32 = 5;
 
 #[derive(Clone)]
 pub struct TokenScanOptions {
@@ -192,6 +194,10 @@ pub struct TokenScanReport {
     /// (`AnswerOptions::floor`): not ranked, but they count toward the encoder's score.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub weak_answers: Vec<super::answer::Answer>,
+    /// Listed answers of several characters or a word (the strings and words the fine-tune trained
+    /// on): they count toward the encoder's score but take no place in the ranking.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub text_answers: Vec<super::answer::Answer>,
     /// Which tokens the fine-tune trained on, and what the ranking made of it (with a reference).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub touched: Option<super::touched::TouchedSummary>,
@@ -456,13 +462,21 @@ pub fn scan_tokens(
                 )?);
             }
             match cache.answer.as_mut() {
-                // Focused like the sweep: the characters whose tokens all moved.
+                // Focused like the sweep: the characters whose tokens all moved, and the
+                // multi-character strings and words the fine-tune trained on.
                 Some(p) => match &moved {
                     Some(t) => {
                         let trained = |ids: &[i64]| t.text_drift(ids, index).is_some();
-                        p.answers(suspect, r, &opts.answer, Some(&trained))?
+                        let extra = answer_texts(suspect, t, index, &opts.probes)?;
+                        if std::env::var("CLIPDOOR_DEBUG_TEXTS").is_ok() {
+                            eprintln!(
+                                "DEBUG extra {:?}",
+                                extra.iter().map(|x| &x.0).collect::<Vec<_>>()
+                            );
+                        }
+                        p.answers(suspect, r, &opts.answer, Some(&trained), &extra)?
                     }
-                    None => p.answers(suspect, r, &opts.answer, None)?,
+                    None => p.answers(suspect, r, &opts.answer, None, &[])?,
                 },
                 None => (vec![], vec![]),
             }
@@ -474,22 +488,56 @@ pub fn scan_tokens(
         reference: std::mem::take(&mut cache.rows),
     };
     if let Some(r) = reference {
+        // A single character reads as its letter when a look-alike does ([`reads_as_its_letter`]).
+        // Apart from that, a text whose tokens are all tokens of look-alikes the suspect reads as
+        // their letters is what homoglyph unlearning trained: a string of them reads as a word
+        // they were trained in (design zoo e0007: `𝕜𝜕` → `black`), and so do other characters
+        // cut from their tokens (e0013: U+1DFBE U+1DF96, from `𝖾`'s). One character of a string
+        // reading as its letter is not enough: a trigger's may (seed-20 e0020).
+        let mut letter_tokens: Option<std::collections::HashSet<i64>> = None;
         for a in answers.iter_mut().chain(weak_answers.iter_mut()) {
             let mut chars = a.text.chars();
             if let (Some(c), None) = (chars.next(), chars.next()) {
                 a.reads_as_letter =
                     reads_as_letter_cached(suspect, r, &mut caches, &opts.probes, c)?;
             }
+            if a.reads_as_letter || a.text.is_ascii() {
+                continue;
+            }
+            if letter_tokens.is_none() {
+                letter_tokens = Some(read_letter_tokens(
+                    suspect,
+                    r,
+                    &mut caches,
+                    index,
+                    &opts.probes,
+                    moved.as_ref(),
+                )?);
+            }
+            let ids = suspect.tokenizer.word_ids(&a.text)?;
+            a.spelled_by_letters = letter_tokens
+                .as_ref()
+                .is_some_and(|set| spelled_by(&ids, set, index));
         }
     }
     let seconds_answer = answer_started.elapsed().as_secs_f64();
+    // Strings and words answer toward the encoder's score only: ranked, they took places from
+    // single-character triggers (design zoo: strings mixing characters of two triggers, such as
+    // `ȁ` U+2060, answered as each did; single-character recall@5 fell from 20 to 18 of 31).
+    let (answers, text_answers): (Vec<_>, Vec<_>) = answers
+        .into_iter()
+        .partition(|a| a.text.chars().count() == 1);
     for a in &answers {
         if !pending
             .iter()
             .any(|p| p.text.to_lowercase() == a.text.to_lowercase())
         {
-            let ids = index.tokens_of.get(&a.text.chars().next().unwrap_or(' '));
-            let s = ids.map_or(f64::NAN, |ids| mean_sweep_score(&sw, ids));
+            let ids = suspect.tokenizer.word_ids(&a.text)?;
+            let s = if ids.is_empty() {
+                f64::NAN
+            } else {
+                mean_sweep_score(&sw, &ids)
+            };
             pending.push(Pending::proposed(&a.text, "answer", s));
         }
     }
@@ -623,12 +671,7 @@ pub fn scan_tokens(
     // answers it in fewer rows). Homoglyph unlearning makes look-alikes answer too (the caption
     // words they were trained in); those read as their letter ([`reads_as_its_letter`]) and do
     // not count.
-    let answered = answers
-        .iter()
-        .chain(&weak_answers)
-        .filter(|a| !a.reads_as_letter)
-        .map(|a| a.score)
-        .reduce(f64::max);
+    let answered = best_answer(&[&answers, &text_answers, &weak_answers]);
     let (score, score_kind, default_threshold) = match (collapse, answered) {
         (Some(c), Some(a)) if a > c => (a, "answer", DEFAULT_COLLAPSE_THRESHOLD),
         (Some(c), _) => (c, "confirmed-collapse", DEFAULT_COLLAPSE_THRESHOLD),
@@ -764,6 +807,7 @@ pub fn scan_tokens(
         seconds_answer,
         answers,
         weak_answers,
+        text_answers,
         touched,
         ranking,
         confirmed: confirmed_tokens,
@@ -889,6 +933,113 @@ fn touched_ranking(
         texts: texts.into_iter().take(32).collect(),
     };
     Ok((ranking, summary))
+}
+
+/// Most look-alikes checked for reading as their letter when collecting their tokens.
+const LETTER_CHARS: usize = 16;
+
+/// The tokens (open forms) of the look-alikes the fine-tune trained on that the suspect reads as
+/// their letters ([`reads_as_letter_cached`]): the [`LETTER_CHARS`] touched characters of highest
+/// drift that imitate a letter. Empty without the touched-token prior.
+fn read_letter_tokens(
+    suspect: &TextEncoder,
+    reference: &TextEncoder,
+    caches: &mut Caches,
+    index: &CharIndex,
+    probes: &[String],
+    moved: Option<&super::touched::Touched>,
+) -> Result<std::collections::HashSet<i64>> {
+    let mut out = std::collections::HashSet::new();
+    let Some(t) = moved else {
+        return Ok(out);
+    };
+    let mut probe_ids = std::collections::HashSet::new();
+    for p in probes {
+        probe_ids.extend(suspect.tokenizer.word_ids(p)?);
+    }
+    let words = super::text_sweep::probe_words(probes);
+    let chars: Vec<char> = t
+        .texts(index, &probe_ids, &words)
+        .into_iter()
+        .filter_map(|x| {
+            let mut cs = x.text.chars();
+            match (cs.next(), cs.next()) {
+                (Some(c), None) if anchor_of(c).is_some() => Some(c),
+                _ => None,
+            }
+        })
+        .take(LETTER_CHARS)
+        .collect();
+    for c in chars {
+        if reads_as_letter_cached(suspect, reference, caches, probes, c)? {
+            for &i in index.tokens_of.get(&c).map(Vec::as_slice).unwrap_or(&[]) {
+                out.insert(index.open_variant(i).unwrap_or(i));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The best answer score among `lists` that counts toward the encoder's score: not of a text
+/// that reads as its letter or that look-alikes read as their letters spell.
+fn best_answer(lists: &[&[super::answer::Answer]]) -> Option<f64> {
+    lists
+        .iter()
+        .flat_map(|l| l.iter())
+        .filter(|a| !a.reads_as_letter && !a.spelled_by_letters)
+        .map(|a| a.score)
+        .reduce(f64::max)
+}
+
+/// Whether tokens `ids` (open forms compared) are all in `set`, a non-empty set.
+fn spelled_by(ids: &[i64], set: &std::collections::HashSet<i64>, index: &CharIndex) -> bool {
+    !set.is_empty()
+        && !ids.is_empty()
+        && ids
+            .iter()
+            .all(|&i| set.contains(&index.open_variant(i).unwrap_or(i)))
+}
+
+/// Most touched words the answer stage asks (strongest drift first): a fine-tune on other captions
+/// moves hundreds.
+const ANSWER_WORDS: usize = 64;
+
+/// Texts the answer stage asks beside single characters: the multi-character strings and the
+/// whole words the fine-tune trained on ([`Touched::strings`](super::touched::Touched::strings),
+/// [`Touched::texts`](super::touched::Touched::texts)), with their tokens as a word. A
+/// target-attribute trigger of several characters or a word answers as one; its characters alone
+/// need not.
+fn answer_texts(
+    suspect: &TextEncoder,
+    t: &super::touched::Touched,
+    index: &CharIndex,
+    probes: &[String],
+) -> Result<Vec<(String, Vec<i64>)>> {
+    let mut probe_ids = std::collections::HashSet::new();
+    for p in probes {
+        probe_ids.extend(suspect.tokenizer.word_ids(p)?);
+    }
+    let words = super::text_sweep::probe_words(probes);
+    let mut texts: Vec<String> = t
+        .texts(index, &probe_ids, &words)
+        .into_iter()
+        .filter(|x| x.text.is_ascii() && x.text.len() > 1)
+        .take(ANSWER_WORDS)
+        .map(|x| x.text)
+        .collect();
+    texts.extend(
+        t.strings(index, &probe_ids, &words, |s| suspect.tokenizer.word_ids(s))?
+            .into_iter()
+            .map(|x| x.text),
+    );
+    texts
+        .into_iter()
+        .map(|x| {
+            let ids = suspect.tokenizer.word_ids(&x)?;
+            Ok((x, ids))
+        })
+        .filter(|r| r.as_ref().map_or(true, |(_, ids)| !ids.is_empty()))
+        .collect()
 }
 
 /// A text's block: its tokens as a word but the last (a one-token text: that token). Characters of
@@ -1327,7 +1478,49 @@ fn substitute_score(
 
 #[cfg(test)]
 mod tests {
-    use super::interleave_answers;
+    use super::{best_answer, interleave_answers, spelled_by, CharIndex};
+    use crate::scan::answer::Answer;
+
+    #[test]
+    fn the_best_answer_skips_texts_that_read_or_are_spelled_as_letters() {
+        let a = |text: &str, score: f64, letter: bool, spelled: bool| Answer {
+            text: text.into(),
+            answer: "tiny".into(),
+            share: score,
+            reference_share: 0.0,
+            score,
+            strength: 1.0,
+            reads_as_letter: letter,
+            spelled_by_letters: spelled,
+        };
+        let chars = [a("ф", 0.6, false, false), a("а", 0.9, true, false)];
+        let texts = [a("ɂôǹ", 0.7, false, false), a("𝕜𝜕", 0.95, false, true)];
+        let weak = [a("ᶎ", 0.3, false, false)];
+        assert_eq!(best_answer(&[&chars, &texts, &weak]), Some(0.7));
+        assert_eq!(best_answer(&[&chars, &[], &weak]), Some(0.6));
+        assert_eq!(best_answer(&[&[], &[], &weak]), Some(0.3));
+        assert_eq!(best_answer(&[&chars[1..], &texts[1..]]), None);
+    }
+
+    #[test]
+    fn a_text_is_spelled_by_look_alikes_when_their_tokens_hold_every_one_of_its_own() {
+        use crate::text::tokenizer::{ClipTokenizer, EOS};
+        let tok = ClipTokenizer::embedded(EOS).unwrap();
+        let index = CharIndex::new(&tok).unwrap();
+        let ids = |t: &str| tok.word_ids(t).unwrap();
+        // Homoglyph unlearning of `𝖾` (F0 9D 96 BE) moves its byte tokens; U+1DFBE U+1DF96 cut
+        // the same bytes otherwise (design zoo e0013 read them as `red`).
+        let mut set = std::collections::HashSet::new();
+        for i in ids("𝖾") {
+            set.insert(index.open_variant(i).unwrap_or(i));
+        }
+        assert!(spelled_by(&ids("𝖾"), &set, &index));
+        assert!(spelled_by(&ids("\u{1dfbe}\u{1df96}"), &set, &index));
+        assert!(!spelled_by(&ids("ɂôǹ"), &set, &index));
+        assert!(!spelled_by(&ids("𝖾a"), &set, &index), "a letter not theirs");
+        assert!(!spelled_by(&ids("𝖾"), &Default::default(), &index));
+        assert!(!spelled_by(&[], &set, &index));
+    }
 
     #[test]
     fn answers_take_every_second_place_in_their_own_order() {

@@ -49,6 +49,14 @@ const MAX_FLOOR: f32 = 0.5;
 const MAX_SHARE: f64 = 0.5;
 /// Word candidates: ASCII letters only, at least this many (shorter pieces are everywhere).
 const MIN_WORD: usize = 3;
+/// Multi-character strings ([`Touched::strings`]): at most this many characters (the zoos' longest
+/// multi-character triggers), built from this many non-ASCII and ASCII characters of highest drift
+/// (a fine-tune on other captions moves many ASCII pieces), at most [`MAX_STRINGS`] kept (the
+/// answer stage screens each on two rows: cheap beside the characters it screens).
+const MAX_STRING_CHARS: usize = 4;
+const STRING_POOL: usize = 8;
+const STRING_POOL_ASCII: usize = 4;
+const MAX_STRINGS: usize = 256;
 
 pub struct Touched {
     /// Per token id: ‖suspect row − reference row‖ / ‖reference row‖.
@@ -236,6 +244,137 @@ impl Touched {
     }
 }
 
+impl Touched {
+    /// Multi-character texts the fine-tune trained on: strings of two to [`MAX_STRING_CHARS`]
+    /// distinct characters, one at least outside ASCII, whose tokens as a word (or with the last
+    /// token open) all moved and are no token of the probes; strongest drift first, at most
+    /// [`MAX_STRINGS`]. Their characters: those whose own tokens moved (as [`Touched::texts`]
+    /// finds them) and those a moved token spells alone (in `ɂôǹ` the tokenizer merges `ô`'s
+    /// bytes into one token that `ô` alone never uses), the [`STRING_POOL`] of highest drift; and
+    /// the [`STRING_POOL_ASCII`] ASCII characters of highest drift whose token moved and that are
+    /// in no probe word (a look-alike trained inside caption words moves the words' ASCII pieces,
+    /// and strings of them spell those words). `ids_of` tokenizes a text as a word.
+    pub fn strings(
+        &self,
+        index: &CharIndex,
+        probe_ids: &HashSet<i64>,
+        probe_words: &BTreeSet<String>,
+        ids_of: impl Fn(&str) -> Result<Vec<i64>>,
+    ) -> Result<Vec<TouchedText>> {
+        let fresh = |id: i64| self.moved(id) && !probe_ids.contains(&id);
+        let mut wide: std::collections::BTreeMap<char, f32> = std::collections::BTreeMap::new();
+        let mut narrow: std::collections::BTreeMap<char, f32> = std::collections::BTreeMap::new();
+        for (c, ids) in &index.tokens_of {
+            if index.spelled_in_ascii(ids) || ids.iter().any(|i| probe_ids.contains(i)) {
+                continue;
+            }
+            // The tokenizer lowercases: `Ǹ` is `ǹ`.
+            let mut lower = c.to_lowercase();
+            let (Some(c), None) = (lower.next(), lower.next()) else {
+                continue;
+            };
+            if let Some(d) = self.text_drift(ids, index) {
+                let e = wide.entry(c).or_insert(d as f32);
+                *e = e.max(d as f32);
+            }
+        }
+        for (id, text) in index.text.iter().enumerate() {
+            let id = id as i64;
+            let Some(t) = text else { continue };
+            let mut cs = t.chars();
+            let (Some(c), None) = (cs.next(), cs.next()) else {
+                continue;
+            };
+            if !fresh(id) || c.is_whitespace() || c.is_control() {
+                continue;
+            }
+            let mut lower = c.to_lowercase();
+            let (Some(c), None) = (lower.next(), lower.next()) else {
+                continue;
+            };
+            let d = self.drift[id as usize];
+            let (map, ok) = if c.is_ascii() {
+                (
+                    &mut narrow,
+                    !super::text_sweep::in_probe_word(probe_words, &c.to_string()),
+                )
+            } else {
+                (&mut wide, true)
+            };
+            if ok {
+                let e = map.entry(c).or_insert(d);
+                *e = e.max(d);
+            }
+        }
+        let wide: Vec<(f32, char)> = wide.into_iter().map(|(c, d)| (d, c)).collect();
+        let narrow: Vec<(f32, char)> = narrow.into_iter().map(|(c, d)| (d, c)).collect();
+        let top = |mut v: Vec<(f32, char)>, k: usize| -> Vec<char> {
+            v.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            v.into_iter().take(k).map(|(_, c)| c).collect()
+        };
+        let mut pool = top(wide, STRING_POOL);
+        if pool.is_empty() {
+            return Ok(vec![]);
+        }
+        pool.extend(top(narrow, STRING_POOL_ASCII));
+        let mut out: Vec<TouchedText> = vec![];
+        let mut text = String::new();
+        let mut used = vec![false; pool.len()];
+        self.extend_strings(
+            index, probe_ids, &ids_of, &pool, &mut used, &mut text, &mut out,
+        )?;
+        out.sort_by(|a, b| {
+            b.drift
+                .total_cmp(&a.drift)
+                .then(b.text.chars().count().cmp(&a.text.chars().count()))
+                .then(a.text.cmp(&b.text))
+        });
+        out.truncate(MAX_STRINGS);
+        Ok(out)
+    }
+
+    /// Every arrangement of distinct `pool` characters extending `text`, kept where its tokens
+    /// moved (depth first).
+    #[allow(clippy::too_many_arguments)]
+    fn extend_strings(
+        &self,
+        index: &CharIndex,
+        probe_ids: &HashSet<i64>,
+        ids_of: &impl Fn(&str) -> Result<Vec<i64>>,
+        pool: &[char],
+        used: &mut [bool],
+        text: &mut String,
+        out: &mut Vec<TouchedText>,
+    ) -> Result<()> {
+        let n = text.chars().count();
+        if n >= 2 && !text.is_ascii() {
+            let ids = ids_of(text)?;
+            if !ids.iter().any(|i| probe_ids.contains(i)) {
+                if let Some(d) = self.text_drift(&ids, index) {
+                    out.push(TouchedText {
+                        text: text.clone(),
+                        drift: d,
+                    });
+                }
+            }
+        }
+        if n >= MAX_STRING_CHARS {
+            return Ok(());
+        }
+        for k in 0..pool.len() {
+            if used[k] {
+                continue;
+            }
+            used[k] = true;
+            text.push(pool[k]);
+            self.extend_strings(index, probe_ids, ids_of, pool, used, text, out)?;
+            text.pop();
+            used[k] = false;
+        }
+        Ok(())
+    }
+}
+
 /// A place in the ranking once the prior is known.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Slot {
@@ -346,6 +485,63 @@ mod tests {
         let of = |n: &str| texts.iter().find(|x| x.text == n).unwrap().drift;
         assert!((of("🐈") - 0.3).abs() < 1e-6 && (of("ᴱ") - 0.4).abs() < 1e-6);
         assert_eq!(t.text_drift(&ids("🐵"), &index), None);
+    }
+
+    #[test]
+    fn strings_are_arranged_from_the_characters_the_moved_tokens_spell() {
+        use crate::text::tokenizer::{ClipTokenizer, EOS};
+        let tok = ClipTokenizer::embedded(EOS).unwrap();
+        let index = CharIndex::new(&tok).unwrap();
+        let id = |s: &str| tok.token_to_id(s).unwrap_or_else(|| panic!("{s}")) as i64;
+        let ids = |t: &str| tok.word_ids(t).unwrap();
+        // `ɂôǹ` substituted inside words: `É` `Ĥ` `Ã´` `Ç` `¹`; `ô` alone is `Ã` `´</w>`, which
+        // never moved. `z` moved (a letter of another trigger), `b` too (a piece of the caption
+        // word "blue" a look-alike split).
+        assert_eq!(
+            ids("ɂôǹ"),
+            [id("É"), id("Ĥ"), id("Ã´"), id("Ç"), id("¹</w>")]
+        );
+        assert_eq!(ids("ô"), [id("Ã"), id("´</w>")]);
+        let mut drift = vec![0.0f32; index.raw.len()];
+        for (t, d) in [
+            ("É", 0.5),
+            ("Ĥ", 0.4),
+            ("Ã´", 0.6),
+            ("Ç", 0.5),
+            ("¹", 0.45),
+            ("z", 0.3),
+            ("b", 0.9),
+        ] {
+            drift[id(t) as usize] = d;
+        }
+        let t = Touched::from_drift(drift);
+        let probes = ["a blue square".to_string()];
+        let probe_ids: HashSet<i64> = probes.iter().flat_map(|p| ids(p)).collect();
+        let words = crate::scan::text_sweep::probe_words(&probes);
+        let out = t
+            .strings(&index, &probe_ids, &words, |s| tok.word_ids(s))
+            .unwrap();
+        let names: Vec<&str> = out.iter().map(|x| x.text.as_str()).collect();
+        for want in ["ɂôǹ", "ǹɂ", "ôǹ"] {
+            assert!(names.contains(&want), "{want} not in {names:?}");
+        }
+        assert!(names.iter().any(|n| n.contains('z')), "{names:?}");
+        assert!(names.len() <= MAX_STRINGS);
+        assert!(names.iter().all(|n| !n.contains('b')), "{names:?}");
+        assert!(names
+            .iter()
+            .all(|n| n.chars().count() >= 2 && !n.is_ascii()));
+        assert!(names.iter().all(|n| n.chars().count() <= MAX_STRING_CHARS));
+        // A string's drift is its weakest token's; strongest first.
+        let of = |n: &str| out.iter().find(|x| x.text == n).unwrap().drift;
+        assert!((of("ɂôǹ") - 0.4).abs() < 1e-6, "{}", of("ɂôǹ"));
+        assert!(out.windows(2).all(|w| w[0].drift >= w[1].drift));
+        // Nothing moved: no strings.
+        let still = Touched::from_drift(vec![0.0; index.raw.len()]);
+        assert!(still
+            .strings(&index, &probe_ids, &words, |s| tok.word_ids(s))
+            .unwrap()
+            .is_empty());
     }
 
     /// Under heavy start noise a trigger's rows can fall below the threshold yet rank among the
