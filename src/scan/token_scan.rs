@@ -468,12 +468,6 @@ pub fn scan_tokens(
                     Some(t) => {
                         let trained = |ids: &[i64]| t.text_drift(ids, index).is_some();
                         let extra = answer_texts(suspect, t, index, &opts.probes)?;
-                        if std::env::var("CLIPDOOR_DEBUG_TEXTS").is_ok() {
-                            eprintln!(
-                                "DEBUG extra {:?}",
-                                extra.iter().map(|x| &x.0).collect::<Vec<_>>()
-                            );
-                        }
                         p.answers(suspect, r, &opts.answer, Some(&trained), &extra)?
                     }
                     None => p.answers(suspect, r, &opts.answer, None, &[])?,
