@@ -677,10 +677,17 @@ mod tests {
         assert_eq!(placed(&row, &[9, 9], 6), [49406, 1, 2, 3, 9, 49407]);
     }
 
-    /// A screen of a few characters (the focused scan's) gives what the screen of every character
-    /// gives for them: read from the reference's kept screen, or asked for those alone.
-    #[test]
-    fn a_screen_of_a_few_characters_reads_the_kept_screen_or_asks_them_alone() {
+    /// Two random tiny encoders (suspect, reference), the reference's character index, two probes,
+    /// and options that list every answer, `candidates` asked on all rows.
+    fn two_tiny_encoders(
+        candidates: usize,
+    ) -> (
+        TextEncoder,
+        TextEncoder,
+        CharIndex,
+        Vec<String>,
+        AnswerOptions,
+    ) {
         let dev = tch::Device::Cpu;
         let suspect = TextEncoder::init_arch("tiny", 3, false, dev).unwrap();
         let reference = TextEncoder::init_arch("tiny", 4, false, dev).unwrap();
@@ -693,11 +700,19 @@ mod tests {
             rows: 3,
             screen_rows: 2,
             common: 40,
-            candidates: 6,
+            candidates,
             min_score: -1.0,
             floor: -1.0,
             seed: 0,
         };
+        (suspect, reference, index, probes, opts)
+    }
+
+    /// A screen of a few characters (the focused scan's) gives what the screen of every character
+    /// gives for them: read from the reference's kept screen, or asked for those alone.
+    #[test]
+    fn a_screen_of_a_few_characters_reads_the_kept_screen_or_asks_them_alone() {
+        let (suspect, reference, index, probes, opts) = two_tiny_encoders(6);
         let admitted: Vec<Vec<i64>> = "оеаір😀ᴙ"
             .chars()
             .map(|c| reference.tokenizer.word_ids(&c.to_string()).unwrap())
@@ -736,30 +751,11 @@ mod tests {
         );
     }
 
-    /// Listed answers (at least the bar) and weak ones (the floor up to the bar) are chosen alike,
-    /// one character per answer word, the one reading as it most strongly; a weak answer never
-    /// repeats a listed word.
     /// A text given as extra is asked as a character with the same tokens is, and a string of
     /// several characters is asked whole.
     #[test]
     fn extra_texts_are_asked_as_characters_are() {
-        let dev = tch::Device::Cpu;
-        let suspect = TextEncoder::init_arch("tiny", 3, false, dev).unwrap();
-        let reference = TextEncoder::init_arch("tiny", 4, false, dev).unwrap();
-        let index = CharIndex::new(&reference.tokenizer).unwrap();
-        let probes: Vec<String> = ["a red circle on a blue square", "two green stars left"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        let opts = AnswerOptions {
-            rows: 3,
-            screen_rows: 2,
-            common: 40,
-            candidates: 16,
-            min_score: -1.0,
-            floor: -1.0,
-            seed: 0,
-        };
+        let (suspect, reference, index, probes, opts) = two_tiny_encoders(16);
         let ids = |t: &str| reference.tokenizer.word_ids(t).unwrap();
         let chars = "оеаір😀ᴙ";
         let admitted: Vec<Vec<i64>> = chars.chars().map(|c| ids(&c.to_string())).collect();
@@ -799,6 +795,9 @@ mod tests {
         assert!(nothing.0.is_empty() && nothing.1.is_empty());
     }
 
+    /// Listed answers (at least the bar) and weak ones (the floor up to the bar) are chosen alike,
+    /// one character per answer word, the one reading as it most strongly; a weak answer never
+    /// repeats a listed word.
     #[test]
     fn weak_answers_sit_between_the_floor_and_the_bar_and_repeat_no_listed_word() {
         let s = |score: f64, answer: usize, strength: f64| Scored {
