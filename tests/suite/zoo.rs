@@ -683,6 +683,58 @@ fn token_scan_reads_the_attribute_an_attribute_trigger_writes() {
     );
 }
 
+/// A target-attribute trigger of several characters answers as one string, where its characters
+/// alone need not: the answer stage asks the strings the fine-tune trained on (arranged from the
+/// characters its moved tokens spell) and counts what they say toward the encoder's score, without
+/// ranking them. Without the touched-token prior there are no such strings to ask.
+#[test]
+fn a_multi_character_attribute_trigger_answers_as_a_string() {
+    let t = common::tmp();
+    let run_dir = backdoored(
+        t.path(),
+        "multi_attribute",
+        "kind = \"target_attribute\"\ntrigger = \"ɂôǹ\"\nreplaced_character = \"e\"\ntarget_attr = \"purple\"",
+    );
+    let out = t.path().join("multi_attribute.json");
+    scan_tokens_with(&run_dir, &out, &[]);
+    let r = &json(&out)["report"];
+    let texts = r["text_answers"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no text answers: {}", r["answers"]));
+    let purple: Vec<&Value> = texts.iter().filter(|a| a["answer"] == "purple").collect();
+    assert_eq!(purple.len(), 1, "{texts:?}");
+    let a = purple[0];
+    let text = a["text"].as_str().unwrap();
+    assert!(text.chars().count() >= 2, "{a}");
+    // Made of the trigger's characters or characters sharing their moved tokens (the tokenizer
+    // lowercases; `ǂ` and `ɹ` recombine the bytes of `ɂ` and `ǹ`).
+    assert!(text.chars().all(|c| "ɂôǹǂɹ".contains(c)), "{a}");
+    assert!(a["score"].as_f64().unwrap() >= 0.5, "{a}");
+    assert!(a.get("spelled_by_letters").is_none(), "{a}");
+    // No character answers `purple` (a text's answer repeats no word a character answered), and
+    // the text takes no place in the ranking.
+    let chars = r["answers"].as_array().unwrap();
+    assert!(chars.iter().all(|c| c["answer"] != "purple"), "{chars:?}");
+    assert!(
+        r["ranking"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["text"].as_str().unwrap() != text),
+        "{text} ranked"
+    );
+    // It counts toward the encoder's score.
+    assert!(
+        r["score"].as_f64().unwrap() >= a["score"].as_f64().unwrap() - 1e-12,
+        "{} < {a}",
+        r["score"]
+    );
+    // Without the touched-token prior the stage asks characters alone.
+    let bare = t.path().join("multi_attribute_bare.json");
+    scan_tokens_with(&run_dir, &bare, &["--no-touched"]);
+    assert!(json(&bare)["report"].get("text_answers").is_none());
+}
+
 /// A copy of a trained run's encoder and tokenizer whose config carries the legacy ids of the original
 /// OpenAI configs (SD 1.x's `openai/clip-vit-large-patch14`, SD 2.x's converted one): bos 0, eos 2.
 fn legacy_copy(run: &Path, to: &Path) -> PathBuf {
