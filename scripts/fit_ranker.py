@@ -21,17 +21,13 @@ taken), so a scan with any weights refits to the same model.
 """
 import json
 import sys
-from math import comb, sqrt
 from pathlib import Path
 
 import numpy as np
 
+from zoo_stats import mcnemar, names, wilson
+
 L2, STEPS, STEP_SIZE = 0.01, 3000, 1.0
-
-
-def names(candidate, trigger):
-    c, t = candidate.lower(), trigger.lower()
-    return c == t or (len(t) >= 2 and c != "" and c in t)
 
 
 def load(zoo, scan="scan"):
@@ -62,17 +58,6 @@ def fit(encoders):
     return np.round(w, 2)
 
 
-def wilson(k, n, z=1.959964):
-    """k of n with its 95% Wilson interval, in percent."""
-    if n == 0:
-        return "–"
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return f"{k}/{n} {100 * p:.1f}% [{100 * (c - h):.1f}, {100 * (c + h):.1f}]"
-
-
 def compare(encoders, stage, learned):
     """Recall@5 by name under both orders, per trigger size, with the paired count: triggers the
     learned order gained and lost, and the exact (binomial) McNemar p of that split."""
@@ -94,8 +79,7 @@ def compare(encoders, stage, learned):
                 b += hl
                 gained += hl and not hs
                 lost += hs and not hl
-        m, k = gained + lost, min(gained, lost)
-        p = min(1.0, 2 * sum(comb(m, i) for i in range(k + 1)) / 2**m) if m else 1.0
+        p = mcnemar(gained, lost)
         out.append(f"  {g:6} stages' order {wilson(a, n):26} learned {wilson(b, n):26} gained {gained}, lost {lost}, McNemar p {p:.3f}")
     return "\n".join(out)
 

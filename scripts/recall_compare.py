@@ -12,33 +12,11 @@ reads docs/results/zoo/<ZOO_NAME><SUFFIX>.json for both suffixes. Standard libra
 """
 import json
 import sys
-from math import comb, sqrt
 from pathlib import Path
 
+from zoo_stats import mcnemar, names, wilson
+
 ROOT = Path(__file__).resolve().parent.parent / "docs" / "results" / "zoo"
-
-
-def names(candidate, trigger):
-    c, t = candidate.lower(), trigger.lower()
-    return c == t or (len(t) >= 2 and c != "" and c in t)
-
-
-def wilson(k, n, z=1.959964):
-    if n == 0:
-        return "–"
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return f"{k}/{n} {100 * p:.1f}% [{100 * (c - h):.1f}, {100 * (c + h):.1f}]"
-
-
-def mcnemar(gained, lost):
-    n = gained + lost
-    if n == 0:
-        return 1.0
-    k = min(gained, lost)
-    return min(1.0, 2 * sum(comb(n, i) for i in range(k + 1)) / 2 ** n)
 
 
 def hits(report):
